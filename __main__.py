@@ -1,0 +1,15 @@
+"""llm-serving: self-hosted LLM serving on AWS EKS. A table of contents; decisions live in stacks/."""
+import pulumi
+
+from stacks import config, platform, serving
+
+intent = config.load()
+plat = platform.build(intent)
+served = serving.build(intent, plat)
+
+pulumi.export("clusterName", intent.cluster_name)
+pulumi.export("kubeconfig", plat.kubeconfig)
+pulumi.export("gatewayUrl", served.gateway_url)
+pulumi.export("models", served.model_names)
+pulumi.export("modelEndpoints", served.endpoints)
+pulumi.export("plan", serving.plan_table(intent))

@@ -1,0 +1,1 @@
+"""One ComponentResource per unit of infrastructure. Components know nothing about config files."""

@@ -1,0 +1,71 @@
+"""Accelerator drivers: the NVIDIA GPU operator and the AWS Neuron chart (device plugin + scheduler)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi import ResourceOptions
+
+from components.types import ACCELERATOR_RESOURCE, ChartPin
+
+# The scheduler name Neuron pods set; the chart's custom scheduler is named from the same constant.
+NEURON_SCHEDULER_NAME = "neuron-scheduler"
+
+
+def _tolerate(key: str) -> dict:
+    return {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def gpu_operator_values() -> dict:
+    """EKS AL2023 NVIDIA AMIs ship the driver and container toolkit: the operator must not."""
+    tol = [_tolerate(ACCELERATOR_RESOURCE["nvidia"])]
+    return {
+        "driver": {"enabled": False},
+        "toolkit": {"enabled": False},
+        "devicePlugin": {"enabled": True},
+        "dcgmExporter": {"enabled": True},
+        "gfd": {"enabled": True},
+        "daemonsets": {"tolerations": tol},
+        "node-feature-discovery": {"worker": {"tolerations": tol}},
+    }
+
+
+def neuron_values() -> dict:
+    tol = [_tolerate(ACCELERATOR_RESOURCE["neuron"]), {"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    return {
+        "devicePlugin": {"tolerations": tol},
+        "scheduler": {"enabled": True,
+                      "customScheduler": {"enabled": True, "fullnameOverride": NEURON_SCHEDULER_NAME}},
+        "npd": {"enabled": True},
+    }
+
+
+@dataclass(frozen=True)
+class DriverArgs:
+    chart: ChartPin
+    after: tuple[pulumi.Resource, ...] = ()
+
+
+class GpuOperator(pulumi.ComponentResource):
+    def __init__(self, name: str, args: DriverArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:accelerators:GpuOperator", name, None, opts)
+        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": "gpu-operator", "labels": {
+            "pod-security.kubernetes.io/enforce": "privileged"}}, opts=ResourceOptions(parent=self))
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release", name="gpu-operator", chart=args.chart.chart, version=args.chart.version,
+            repository_opts={"repo": args.chart.repo}, namespace="gpu-operator", values=gpu_operator_values(),
+            opts=ResourceOptions(parent=self, depends_on=[ns, *args.after]))
+        self.register_outputs({})
+
+
+class NeuronDriver(pulumi.ComponentResource):
+    scheduler_name: str = NEURON_SCHEDULER_NAME
+
+    def __init__(self, name: str, args: DriverArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:accelerators:NeuronDriver", name, None, opts)
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release", name="neuron", chart=f"{args.chart.repo}/{args.chart.chart}",
+            version=args.chart.version, namespace="kube-system", values=neuron_values(),
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        self.register_outputs({})

@@ -1,0 +1,74 @@
+"""Storage: gp3 EBS StorageClass (default) and an EFS file system with an `efs-ap` StorageClass.
+
+The EFS file system holds the shared model cache and Neuron compiled artifacts; it is protected
+from deletion (`pulumi destroy` stops on it until it is unprotected on purpose).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+from pulumi import ResourceOptions
+
+from components.types import ClusterHandle, NetworkHandle, StorageHandle
+
+EBS_CLASS = "gp3"
+EFS_CLASS = "efs"
+
+
+def render_gp3_class() -> dict:
+    return dict(
+        metadata={"name": EBS_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        provisioner="ebs.csi.aws.com",
+        parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+        volume_binding_mode="WaitForFirstConsumer",
+        allow_volume_expansion=True,
+        reclaim_policy="Delete",
+    )
+
+
+def render_efs_parameters(file_system_id: str) -> dict:
+    # uid/gid 2000: the vLLM image's non-root user, so servers can read what the cache Job wrote.
+    return {"provisioningMode": "efs-ap", "fileSystemId": file_system_id, "directoryPerms": "750",
+            "uid": "2000", "gid": "2000", "basePath": "/llm-serving"}
+
+
+@dataclass(frozen=True)
+class StorageArgs:
+    cluster: ClusterHandle
+    network: NetworkHandle
+    availability_zones: tuple[str, ...]
+    cluster_name: str
+    after: tuple[pulumi.Resource, ...] = ()  # the CSI driver add-ons
+
+
+class Storage(pulumi.ComponentResource):
+    def __init__(self, name: str, args: StorageArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:platform:Storage", name, None, opts)
+        child = ResourceOptions(parent=self)
+        k8s.storage.v1.StorageClass(f"{name}-gp3", **render_gp3_class(),
+                                    opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-efs-sg", vpc_id=args.network.vpc_id, description="NFS from EKS nodes to EFS",
+            ingress=[{"protocol": "tcp", "from_port": 2049, "to_port": 2049,
+                      "security_groups": [args.cluster.security_group_id], "description": "NFS from nodes"}],
+            tags={"Name": f"{args.cluster_name}-efs"}, opts=child)
+        fs = aws.efs.FileSystem(
+            f"{name}-efs", encrypted=True, throughput_mode="elastic", performance_mode="generalPurpose",
+            lifecycle_policies=[{"transition_to_ia": "AFTER_30_DAYS"}],
+            tags={"Name": f"{args.cluster_name}-model-cache"},
+            opts=ResourceOptions(parent=self, protect=True))
+        subnets = pulumi.Output.from_input(args.network.private_subnet_ids)
+        for i, az in enumerate(args.availability_zones):
+            aws.efs.MountTarget(f"{name}-efs-{az}", file_system_id=fs.id,
+                                subnet_id=subnets.apply(lambda s, i=i: s[i]),
+                                security_groups=[sg.id], opts=child)
+        k8s.storage.v1.StorageClass(
+            f"{name}-efs-class", metadata={"name": EFS_CLASS}, provisioner="efs.csi.aws.com",
+            parameters=fs.id.apply(render_efs_parameters), reclaim_policy="Retain",
+            volume_binding_mode="Immediate", opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        self.file_system_id = fs.id
+        self.handle = StorageHandle(efs_storage_class=EFS_CLASS, ebs_storage_class=EBS_CLASS, efs_file_system_id=fs.id)
+        self.register_outputs({"file_system_id": fs.id})

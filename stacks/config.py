@@ -1,0 +1,642 @@
+"""The stack config: one pydantic model tree, validated once, offline, before any resource exists.
+
+Two ways in, one validation:
+- `load()` in a real run reads every `llm-serving:*` key from Pulumi config;
+- `load_file(path)` reads a `Pulumi.<stack>.yaml`-format file (the plan CLI and tests).
+Both end in `resolve(raw)`, which raises `ConfigError` with one line per problem:
+`llm-serving:<key path>: <what> — <how to fix>`.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from components.types import InstanceType, ModelArch
+from stacks import catalog, planner
+
+PROJECT = "llm-serving"
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Flags vLLM 0.32 removed (argparse exits 2) and the one that silently removes all metrics.
+FORBIDDEN_VLLM_FLAGS = {
+    "--disable-log-requests": "removed; request logging is off by default (use --enable-log-requests to turn it on)",
+    "--swap-space": "removed in the V1 engine",
+    "--device": "removed; the platform is detected",
+    "--task": "removed; use --runner / --convert",
+    "--guided-decoding-backend": "removed; use --structured-outputs-config",
+    "--enable-reasoning": "removed; --reasoning-parser alone enables it",
+    "--num-scheduler-steps": "removed in the V1 engine",
+    "--disable-log-stats": "removes every vllm:* Prometheus metric the platform scales and alerts on",
+}
+# Flags the program renders itself; setting them through extraArgs would fight the planner.
+MANAGED_VLLM_FLAGS = {
+    "--served-model-name", "--tensor-parallel-size", "--max-model-len", "--max-num-seqs",
+    "--max-num-batched-tokens", "--gpu-memory-utilization", "--dtype", "--quantization",
+    "--kv-cache-dtype", "--api-key", "--port", "--host", "--block-size", "--num-gpu-blocks-override",
+    "--tool-call-parser", "--reasoning-parser", "--enable-auto-tool-choice", "--revision",
+}
+DEFAULT_MAX_MODEL_LEN = 8192
+DEFAULT_MAX_NUM_SEQS = 16
+
+
+class ConfigError(Exception):
+    """Invalid stack config. `problems` are the lines to print, one per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _dns(v: str, what: str = "name") -> str:
+    if not DNS1123.match(v) or len(v) > 63:
+        raise ValueError(f"{what} {v!r} is not a DNS-1123 label — use lowercase letters, digits and '-', "
+                         f"starting and ending with a letter or digit, at most 63 characters")
+    return v
+
+
+# ---- sections -------------------------------------------------------------------------------
+
+
+class ExistingVpc(_M):
+    vpcId: str
+    privateSubnetIds: list[str] = Field(min_length=2)
+    publicSubnetIds: list[str] = Field(default_factory=list)
+    cidr: str = "10.0.0.0/16"
+
+
+class VpcConfig(_M):
+    cidr: str = "10.0.0.0/16"
+    azCount: int = Field(3, ge=2, le=6)
+    existing: Optional[ExistingVpc] = None
+
+
+class SystemNodesConfig(_M):
+    instanceTypes: list[str] = Field(default_factory=lambda: ["m7i.xlarge", "m6i.xlarge"], min_length=1)
+    minSize: int = Field(2, ge=2)
+    desiredSize: int = Field(2, ge=2)
+    maxSize: int = Field(4, ge=2)
+    diskGiB: int = Field(50, ge=20)
+
+
+class ClusterConfig(_M):
+    name: Optional[str] = None
+    kubernetesVersion: Optional[str] = None
+    vpc: VpcConfig = VpcConfig()
+    endpointPublicAccess: bool = False
+    publicAccessCidrs: list[str] = Field(default_factory=list)
+    adminRoleArns: list[str] = Field(default_factory=list)
+    systemNodes: SystemNodesConfig = SystemNodesConfig()
+    logRetentionDays: int = Field(90, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return None if v is None else _dns(v, "cluster name")
+
+    @field_validator("publicAccessCidrs")
+    @classmethod
+    def _cidrs(cls, v):
+        if "0.0.0.0/0" in v:
+            raise ValueError("0.0.0.0/0 opens the API server to the internet — list your office/VPN CIDRs")
+        return v
+
+
+class NodePoolConfig(_M):
+    accelerator: Literal["nvidia", "neuron"]
+    families: Optional[list[str]] = None
+    capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(default_factory=lambda: ["on-demand"], min_length=1)
+    maxAccelerators: int = Field(16, ge=1)
+    maxCpu: int = Field(1000, ge=1)
+    maxMemoryGiB: int = Field(8000, ge=1)
+    consolidateAfter: str = "30m"
+    expireAfter: str = "720h"
+    terminationGracePeriod: str = "2h"
+    disruptionBudgetNodes: str = "1"
+    labels: dict[str, str] = Field(default_factory=dict)
+    weight: Optional[int] = Field(None, ge=1, le=100)
+
+    @field_validator("consolidateAfter")
+    @classmethod
+    def _consolidate(cls, v):
+        if _duration_s(v) < 1800:
+            raise ValueError(f"{v!r} is under 30m — accelerator nodes take minutes to start and load a "
+                             f"model; use 30m or more")
+        return v
+
+    @field_validator("expireAfter", "terminationGracePeriod")
+    @classmethod
+    def _duration(cls, v):
+        _duration_s(v)
+        return v
+
+
+def _duration_s(v: str) -> int:
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", v)
+    if not v or not m or not any(m.groups()):
+        raise ValueError(f"{v!r} is not a duration — write it like 30m, 2h or 720h")
+    h, mi, s = (int(x or 0) for x in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+class Replicas(_M):
+    min: int = Field(1, ge=0)
+    max: int = Field(1, ge=1)
+
+
+class Architecture(_M):
+    """Facts for a model that is not in the catalog (from its config.json)."""
+
+    params: float = Field(gt=0, description="total parameters, billions")
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kvHeads: int = Field(gt=0)
+    headDim: int = Field(gt=0)
+    vocab: int = Field(gt=0)
+    maxPositions: int = Field(gt=0)
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    gated: bool = False
+
+
+class ModelConfig(_M):
+    preset: Optional[str] = None
+    hfId: Optional[str] = None
+    revision: Optional[str] = None
+    architecture: Optional[Architecture] = None
+    servedName: Optional[str] = None
+    accelerator: Optional[Literal["nvidia", "neuron"]] = None
+    pool: Optional[str] = None
+    instanceType: Optional[str] = None
+    tensorParallel: Optional[int] = Field(None, ge=1)
+    maxModelLen: Optional[int] = Field(None, ge=16)
+    maxNumSeqs: Optional[int] = Field(None, ge=1)
+    maxNumBatchedTokens: Optional[int] = Field(None, ge=16)
+    gpuMemoryUtilization: Optional[float] = Field(None, gt=0.1, le=0.98)
+    quantization: Optional[Literal["fp8", "awq", "gptq"]] = None
+    kvCacheDtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    tools: Optional[bool] = None
+    reasoning: Optional[bool] = None
+    replicas: Replicas = Replicas()
+    extraArgs: list[str] = Field(default_factory=list)
+    requestTimeoutSeconds: int = Field(600, ge=10)
+
+
+class DatabaseConfig(_M):
+    enabled: bool = False
+    instanceClass: str = "db.t4g.medium"
+    allocatedStorageGiB: int = Field(20, ge=20)
+    multiAz: bool = True
+
+
+class GatewayConfig(_M):
+    replicas: int = Field(2, ge=2)
+    database: DatabaseConfig = DatabaseConfig()
+    # Seconds LiteLLM keeps an idle upstream connection; vLLM's keep-alive is rendered above it.
+    idleConnectionSeconds: int = Field(60, ge=5)
+    internalLoadBalancer: bool = True
+
+
+class UiConfig(_M):
+    enabled: bool = False
+
+
+class ObservabilityConfig(_M):
+    enabled: bool = False
+
+
+class AutoscalingConfig(_M):
+    enabled: bool = False
+    queueDepthPerReplica: int = Field(8, ge=1)
+
+
+class TeamConfig(_M):
+    name: str
+    maxAccelerators: int = Field(8, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return _dns(v, "team name")
+
+
+class StackConfig(_M):
+    cluster: ClusterConfig = ClusterConfig()
+    nodePools: dict[str, NodePoolConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    gateway: GatewayConfig = GatewayConfig()
+    ui: UiConfig = UiConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    autoscaling: AutoscalingConfig = AutoscalingConfig()
+    team: Optional[TeamConfig] = None
+    platformStack: Optional[str] = None
+    hfToken: Optional[SecretStr] = None
+
+
+TOP_LEVEL_KEYS = sorted(StackConfig.model_fields)
+
+# Pools the program creates when a model needs an accelerator kind and the config names no pool.
+DEFAULT_POOLS = {
+    "nvidia": ("gpu", NodePoolConfig(accelerator="nvidia", families=["g5", "g6", "g6e", "p4d", "p4de", "p5"])),
+    "neuron": ("neuron", NodePoolConfig(accelerator="neuron", families=["inf2", "trn1"])),
+}
+
+
+# ---- resolved intent (what the stack layer consumes) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedPool:
+    name: str
+    spec: NodePoolConfig
+    instances: tuple[InstanceType, ...]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    served_name: str
+    hf_id: str
+    revision: Optional[str]
+    arch: ModelArch
+    kind: Literal["nvidia", "neuron"]
+    pool: str
+    sizing: planner.Sizing
+    quantization: Optional[str]
+    kv_cache_dtype: str
+    tool_parser: Optional[str]
+    reasoning_parser: Optional[str]
+    replicas_min: int
+    replicas_max: int
+    extra_args: tuple[str, ...]
+    request_timeout_seconds: int
+    warnings: tuple[str, ...]
+
+    @property
+    def hourly_usd(self) -> tuple[float, float]:
+        return planner.hourly_usd(self.sizing.instance, self.replicas_min, self.replicas_max)
+
+
+@dataclass(frozen=True)
+class StackIntent:
+    stack: str
+    region: str
+    cluster_name: str
+    kubernetes_version: str
+    config: StackConfig
+    pools: dict[str, ResolvedPool]
+    models: dict[str, ResolvedModel]
+
+    @property
+    def hourly_usd(self) -> tuple[float, float]:
+        lo = sum(m.hourly_usd[0] for m in self.models.values())
+        hi = sum(m.hourly_usd[1] for m in self.models.values())
+        return round(lo, 4), round(hi, 4)
+
+    @property
+    def is_team_stack(self) -> bool:
+        return self.config.platformStack is not None
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+
+def key(*path: Any) -> str:
+    head, *rest = [str(p) for p in path]
+    return ".".join([f"{PROJECT}:{head}", *rest])
+
+
+def _pydantic_problems(err: ValidationError) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = [p for p in e["loc"]]
+        typ = e["type"]
+        if typ == "extra_forbidden":
+            bad = str(loc[-1])
+            parent = loc[:-1]
+            if not parent:
+                close = difflib.get_close_matches(bad, TOP_LEVEL_KEYS, n=1)
+                hint = f"did you mean {key(close[0])}?" if close else f"known keys: {', '.join(TOP_LEVEL_KEYS)}"
+                out.append(f"{key(bad)}: unknown config key — {hint}")
+            else:
+                out.append(f"{key(*loc)}: unknown field — remove it (check the spelling against README 'Stack config')")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        fix = "" if "—" in msg else " — fix the value in the stack file"
+        out.append(f"{key(*loc) if loc else PROJECT}: {msg}{fix}")
+    return out
+
+
+def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Read a Pulumi.<stack>.yaml file: ({llm-serving key: value}, aws region). Secure values
+    (`{secure: ...}`) cannot be decrypted offline and stand in as a placeholder secret."""
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    cfg = doc.get("config") or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError([f"{path}: 'config' must be a mapping"])
+    raw: dict[str, Any] = {}
+    region = "us-east-1"
+    for k, v in cfg.items():
+        if k == "aws:region":
+            region = str(v)
+            continue
+        ns, _, name = k.partition(":")
+        if ns != PROJECT or not name:
+            continue  # other packages' config (aws:profile, kubernetes:…) is not ours to judge
+        if isinstance(v, dict) and set(v) == {"secure"}:
+            v = "[offline-secret]"
+        raw[name] = v
+    return raw, region
+
+
+def load_file(path: str | Path, stack: Optional[str] = None) -> StackIntent:
+    raw, region = parse_stack_file(path)
+    if stack is None:
+        stack = Path(path).name.removeprefix("Pulumi.").removesuffix(".yaml")
+    return resolve(raw, stack=stack, region=region)
+
+
+def load() -> StackIntent:
+    """Read the stack config inside a Pulumi program (real run, or under mocks)."""
+    import pulumi
+    from pulumi.runtime import config as rc
+
+    raw: dict[str, Any] = {}
+    prefix = f"{PROJECT}:"
+    all_cfg = {**rc.get_config_env(), **rc.CONFIG.get()}
+    for k, v in all_cfg.items():
+        if k.startswith(prefix):
+            name = k[len(prefix):]
+            try:
+                raw[name] = json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+            except json.JSONDecodeError:
+                raw[name] = v
+    region = pulumi.Config("aws").get("region") or "us-east-1"
+    try:
+        return resolve(raw, stack=pulumi.get_stack(), region=region)
+    except ConfigError as e:
+        raise pulumi.RunError("invalid stack config:\n" + "\n".join(f"error: {p}" for p in e.problems)) from None
+
+
+def resolve(raw: dict[str, Any], *, stack: str, region: str = "us-east-1") -> StackIntent:
+    try:
+        cfg = StackConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_pydantic_problems(err)) from None
+    return _Resolver(cfg, stack, region).run()
+
+
+# ---- cross-checks ---------------------------------------------------------------------------
+
+
+class _Resolver:
+    def __init__(self, cfg: StackConfig, stack: str, region: str):
+        self.cfg, self.stack, self.region = cfg, stack, region
+        self.problems: list[str] = []
+        self.instances = catalog.instances()
+        self.presets = catalog.models()
+
+    def err(self, path: tuple, what: str, fix: str) -> None:
+        self.problems.append(f"{key(*path)}: {what} — {fix}")
+
+    def run(self) -> StackIntent:
+        cfg = self.cfg
+        versions = catalog.versions()
+        cluster_name = cfg.cluster.name or _dns_safe(f"llm-{self.stack}")
+        pools = self._declared_pools()
+        models: dict[str, ResolvedModel] = {}
+        for name, m in cfg.models.items():
+            r = self._model(name, m, pools)
+            if r is not None:
+                models[name] = r
+        self._duplicates(models)
+        if cfg.team is not None and cfg.platformStack is None:
+            self.err(("team",), "a team stack needs the platform stack it attaches to",
+                     "set llm-serving:platformStack to organization/llm-serving/<platform stack>")
+        if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack):
+            self.err(("platformStack",), f"{cfg.platformStack!r} is not a fully qualified stack name",
+                     "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)")
+        if cfg.cluster.endpointPublicAccess and not cfg.cluster.publicAccessCidrs:
+            self.err(("cluster", "publicAccessCidrs"), "a public API endpoint needs an allow-list",
+                     "list the CIDRs allowed to reach it, or set endpointPublicAccess: false")
+        if self.problems:
+            raise ConfigError(self.problems)
+        # Only pools some model uses, or the config names explicitly, exist.
+        used = {m.pool for m in models.values()}
+        pools = {n: p for n, p in pools.items() if n in used or n in cfg.nodePools}
+        return StackIntent(
+            stack=self.stack, region=self.region, cluster_name=cluster_name,
+            kubernetes_version=cfg.cluster.kubernetesVersion or versions.kubernetes,
+            config=cfg, pools=dict(sorted(pools.items())), models=models,
+        )
+
+    def _declared_pools(self) -> dict[str, ResolvedPool]:
+        pools: dict[str, ResolvedPool] = {}
+        for name, p in self.cfg.nodePools.items():
+            path = ("nodePools", name)
+            try:
+                _dns(name, "pool name")
+            except ValueError as e:
+                self.err(path, str(e).split(" — ")[0], str(e).split(" — ")[1])
+                continue
+            fams = p.families or DEFAULT_POOLS[p.accelerator][1].families
+            known = catalog.families(p.accelerator)
+            bad = [f for f in fams if f not in known]
+            if bad:
+                other = [f for f in bad if f in catalog.families()]
+                why = (f"{', '.join(other)} {'is' if len(other) == 1 else 'are'} not {p.accelerator} families"
+                       if other else f"unknown instance families {', '.join(bad)}")
+                self.err(path + ("families",), why, f"use {p.accelerator} families: {', '.join(known)}")
+                continue
+            insts = tuple(i for i in self.instances.values() if i.family in fams)
+            pools[name] = ResolvedPool(name, p.model_copy(update={"families": list(fams)}), insts)
+        return pools
+
+    def _pool_for(self, name: str, m: ModelConfig, kind: Optional[str], pools: dict[str, ResolvedPool]):
+        path = ("models", name)
+        if m.pool is not None:
+            if m.pool not in pools:
+                self.err(path + ("pool",), f"no node pool named {m.pool!r}",
+                         f"define llm-serving:nodePools.{m.pool} or use one of: {', '.join(pools) or '(none defined)'}")
+                return None
+            p = pools[m.pool]
+            if kind is not None and p.spec.accelerator != kind:
+                self.err(path + ("pool",), f"pool {m.pool!r} is {p.spec.accelerator}-only but the model needs {kind}",
+                         f"choose a {kind} pool or a {p.spec.accelerator} instance type")
+                return None
+            return p
+        kind = kind or "nvidia"
+        same = [p for p in pools.values() if p.spec.accelerator == kind]
+        if len(same) == 1:
+            return same[0]
+        if len(same) > 1:
+            self.err(path + ("pool",), f"several {kind} pools ({', '.join(p.name for p in same)})",
+                     "set pool: to the one this model runs on")
+            return None
+        dname, dspec = DEFAULT_POOLS[kind]
+        insts = tuple(i for i in self.instances.values() if i.family in dspec.families)
+        pool = ResolvedPool(dname, dspec, insts)
+        pools.setdefault(dname, pool)
+        return pools[dname]
+
+    def _arch(self, name: str, m: ModelConfig) -> Optional[ModelArch]:
+        path = ("models", name)
+        if m.preset is not None:
+            if m.preset not in self.presets:
+                close = difflib.get_close_matches(m.preset, list(self.presets), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"presets: {', '.join(sorted(self.presets))}"
+                self.err(path + ("preset",), f"unknown preset {m.preset!r}", hint)
+                return None
+            arch = self.presets[m.preset]
+            if m.hfId and m.hfId != arch.hf_id and m.architecture is None:
+                self.err(path + ("hfId",), f"{m.hfId} overrides preset {m.preset} ({arch.hf_id}) without facts",
+                         "drop hfId, or give architecture: facts for the other checkpoint")
+                return None
+            return arch
+        if m.hfId is None:
+            self.err(path, "neither preset nor hfId", f"set preset: (one of {', '.join(sorted(self.presets))}) or hfId: with architecture:")
+            return None
+        for a in self.presets.values():
+            if a.hf_id == m.hfId and m.architecture is None:
+                return a
+        if m.architecture is None:
+            self.err(path + ("architecture",), f"{m.hfId} is not in the catalog, so its size is unknown",
+                     "add architecture: {params, layers, hidden, intermediate, heads, kvHeads, headDim, vocab, maxPositions} from its config.json")
+            return None
+        a = m.architecture
+        return ModelArch(hf_id=m.hfId, params=a.params, layers=a.layers, hidden=a.hidden,
+                         intermediate=a.intermediate, heads=a.heads, kv_heads=a.kvHeads, head_dim=a.headDim,
+                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated)
+
+    def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> Optional[ResolvedModel]:
+        path = ("models", name)
+        n0 = len(self.problems)
+        try:
+            _dns(name, "model name")
+        except ValueError as e:
+            self.err(path, *str(e).split(" — "))
+        served = m.servedName or name
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", served):
+            self.err(path + ("servedName",), f"{served!r} is not a usable model name",
+                     "use letters, digits, '.', '_', '-', '/'")
+        if m.replicas.min > m.replicas.max:
+            self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
+        for i, a in enumerate(m.extraArgs):
+            flag = a.split("=", 1)[0]
+            if flag in FORBIDDEN_VLLM_FLAGS:
+                self.err(path + ("extraArgs",), f"{flag}: {FORBIDDEN_VLLM_FLAGS[flag]}", f"remove {flag}")
+            elif flag in MANAGED_VLLM_FLAGS:
+                self.err(path + ("extraArgs",), f"{flag} is rendered from the model spec",
+                         f"set the matching field instead of passing {flag}")
+            elif flag == "--trust-remote-code":
+                self.err(path + ("extraArgs",), "--trust-remote-code runs code from the Hub in the server",
+                         "serve a model vLLM supports natively")
+        arch = self._arch(name, m)
+        inst: Optional[InstanceType] = None
+        if m.instanceType is not None:
+            inst = self.instances.get(m.instanceType)
+            if inst is None:
+                close = difflib.get_close_matches(m.instanceType, list(self.instances), n=1)
+                hint = f"did you mean {close[0]}?" if close else "see stacks/catalog/instances.yaml"
+                self.err(path + ("instanceType",), f"unknown instance type {m.instanceType!r}", hint)
+        kind = m.accelerator or (inst.kind if inst else None)
+        if inst is not None and m.accelerator is not None and inst.kind != m.accelerator:
+            self.err(path + ("instanceType",), f"{inst.name} is a {inst.kind} instance but accelerator is {m.accelerator}",
+                     f"pick a {m.accelerator} instance type or change accelerator")
+        pool = self._pool_for(name, m, kind, pools)
+        if arch is None or pool is None or len(self.problems) > n0:
+            return None
+        kind = pool.spec.accelerator
+        if arch.gated and self.cfg.hfToken is None:
+            self.err(path + ("preset" if m.preset else "hfId",), f"{arch.hf_id} is gated on Hugging Face and no token is configured",
+                     f"accept its licence on the Hub, then `pulumi config set --secret {PROJECT}:hfToken hf_…`")
+        if inst is not None and inst.family not in pool.spec.families:
+            self.err(path + ("instanceType",), f"{inst.name} is not allowed by pool {pool.name!r} (families {', '.join(pool.spec.families)})",
+                     f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type")
+            return None
+        max_len = m.maxModelLen or min(arch.max_positions, DEFAULT_MAX_MODEL_LEN)
+        if max_len > arch.max_positions:
+            self.err(path + ("maxModelLen",), f"{max_len} exceeds the model's {arch.max_positions} positions",
+                     f"set maxModelLen ≤ {arch.max_positions}")
+            return None
+        seqs = m.maxNumSeqs or DEFAULT_MAX_NUM_SEQS
+        quant = m.quantization if m.quantization is not None else arch.quantization
+        kw = dict(batched_tokens=m.maxNumBatchedTokens, utilization=m.gpuMemoryUtilization,
+                  kv_cache_dtype=m.kvCacheDtype, quantization=quant)
+        if kind == "neuron" and (m.kvCacheDtype != "auto" or m.quantization):
+            self.err(path, "quantization / kvCacheDtype are GPU settings here", "remove them for Neuron models")
+            return None
+        if inst is not None and m.tensorParallel is not None:
+            why = planner.tp_problem(arch, inst, m.tensorParallel)
+            if why:
+                self.err(path + ("tensorParallel",), why, f"use one of {planner.valid_tps(arch, inst)}")
+                return None
+        candidates = [inst] if inst is not None else list(pool.instances)
+        if m.tensorParallel is not None and inst is None and not any(
+                planner.tp_problem(arch, c, m.tensorParallel) is None for c in candidates):
+            self.err(path + ("tensorParallel",), f"no instance in pool {pool.name!r} can run TP {m.tensorParallel} "
+                     f"({arch.heads} heads)", "choose a TP that divides the heads and fits an instance")
+            return None
+        sizing = planner.choose(arch, candidates, max_len, seqs, tp=m.tensorParallel, **kw)
+        if sizing is None:
+            ctx, where = planner.best_context(arch, candidates, seqs, **kw)
+            where_all = planner.choose(arch, list(pool.instances), max_len, seqs, **kw)
+            fix = []
+            if ctx:
+                fix.append(f"maxModelLen: {ctx} fits on {where}")
+            if where_all is not None and inst is not None:
+                fix.append(f"instanceType: {where_all.instance.name} (TP {where_all.tensor_parallel}) fits {max_len} tokens")
+            if not fix:
+                fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
+            target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
+            self.err(path + target, f"{arch.hf_id} does not fit ({max_len}-token context, "
+                     f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
+                     f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))
+            return None
+        warnings = []
+        if not sizing.meets_concurrency:
+            hints = planner.fix_hints(arch, sizing, list(pool.instances), **kw)
+            warnings.append(
+                f"max concurrency {sizing.max_concurrency:.1f} < maxNumSeqs {seqs} "
+                f"(KV budget {sizing.kv_gib_per_device:.2f} GiB/device); fix: " + "; or ".join(hints))
+        revision = m.revision or arch.revision
+        if revision is None:
+            warnings.append("revision not pinned: set revision: <commit sha> so every replica loads the same weights")
+        tools = m.tools if m.tools is not None else arch.tool_parser is not None
+        reasoning = m.reasoning if m.reasoning is not None else arch.reasoning_parser is not None
+        if tools and arch.tool_parser is None:
+            self.err(path + ("tools",), f"no tool parser is known for {arch.hf_id}", "set tools: false")
+        if reasoning and arch.reasoning_parser is None:
+            self.err(path + ("reasoning",), f"no reasoning parser is known for {arch.hf_id}", "set reasoning: false")
+        return ResolvedModel(
+            name=name, served_name=served, hf_id=m.hfId or arch.hf_id, revision=revision, arch=arch,
+            kind=kind, pool=pool.name, sizing=sizing, quantization=quant, kv_cache_dtype=m.kvCacheDtype,
+            tool_parser=arch.tool_parser if tools else None,
+            reasoning_parser=arch.reasoning_parser if reasoning else None,
+            replicas_min=m.replicas.min, replicas_max=m.replicas.max, extra_args=tuple(m.extraArgs),
+            request_timeout_seconds=m.requestTimeoutSeconds, warnings=tuple(warnings),
+        )
+
+    def _duplicates(self, models: dict[str, ResolvedModel]) -> None:
+        seen: dict[str, str] = {}
+        for name, m in self.cfg.models.items():
+            served = m.servedName or name
+            if served in seen:
+                self.err(("models", name, "servedName"), f"served name {served!r} is also used by model {seen[served]!r}",
+                         "give each model a distinct servedName")
+            seen.setdefault(served, name)
+
+
+def _dns_safe(s: str) -> str:
+    s = re.sub(r"[^a-z0-9-]", "-", s.lower()).strip("-")
+    return s[:63] or "llm"

@@ -1,0 +1,220 @@
+"""Run the Pulumi program under `pulumi.runtime.set_mocks` and record what it registers.
+
+Used by the plan CLI and the tests, so both see exactly the same thing. No Pulumi CLI, no network.
+What makes it reliable (reference/pulumi.md): a fresh event loop, root stack and mocks per run;
+preview=False so every `apply` runs; remote components (eks.Cluster) get the outputs the program
+reads, including `eksCluster` as a real resource reference; a timeout so a broken await fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as psettings
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+ACCOUNT = "123456789012"
+
+
+@dataclass
+class Registered:
+    urn: str
+    type: str
+    name: str
+    parent: Optional[str]
+    custom: bool
+    inputs: dict
+
+
+@dataclass
+class Recording:
+    resources: list[Registered] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def by_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name: str) -> Registered:
+        hits = [r for r in self.resources if r.type == typ and r.name == name]
+        if len(hits) != 1:
+            raise KeyError(f"{len(hits)} resources of type {typ} named {name}")
+        return hits[0]
+
+
+def _fake_id(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:17]
+
+
+class _Monitor(pmocks.MockMonitor):
+    """The SDK's mock monitor, remembering parents and inputs in registration order."""
+
+    def __init__(self, mocks: "Mocks"):
+        super().__init__(mocks)
+        self.recording = Recording()
+        mocks.monitor = self
+
+    def RegisterResource(self, request):
+        resp = super().RegisterResource(request)
+        inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
+        self.recording.resources.append(Registered(
+            urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
+            custom=bool(request.custom), inputs=inputs))
+        return resp
+
+
+def _plain(v: Any) -> Any:
+    """Inputs as JSON: secrets masked, resource references as their URN."""
+    if isinstance(v, dict):
+        if v.get(SIG_KEY) == SECRET_SIG:
+            return "[secret]"
+        if v.get(SIG_KEY) == RESOURCE_SIG:
+            return {"$ref": v.get("urn")}
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, pulumi.Resource):
+        return {"$ref": "resource"}
+    return v
+
+
+class Mocks(pmocks.Mocks):
+    """Outputs = inputs plus what real providers compute and the program reads."""
+
+    monitor: _Monitor
+
+    def __init__(self, region: str = "us-east-1"):
+        self.region = region
+
+    def new_resource(self, args: pmocks.MockResourceArgs):
+        name, typ, inp = args.name, args.typ, dict(args.inputs)
+        rid = f"{name}-id"
+        arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{name}"
+        out = {"arn": arn, "id": rid, **inp}
+        if typ == "aws:ec2/vpc:Vpc":
+            out["id"] = rid = "vpc-" + _fake_id(name)
+        elif typ == "aws:ec2/subnet:Subnet":
+            out["id"] = rid = "subnet-" + _fake_id(name)
+        elif typ == "aws:ec2/securityGroup:SecurityGroup":
+            out["id"] = rid = "sg-" + _fake_id(name)
+        elif typ == "aws:iam/role:Role":
+            out["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{inp.get('name', name)}"
+            out.setdefault("name", name)
+        elif typ == "aws:iam/instanceProfile:InstanceProfile":
+            out.setdefault("name", name)
+        elif typ == "aws:sqs/queue:Queue":
+            out.setdefault("name", name)
+            out["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{out['name']}"
+        elif typ == "aws:efs/fileSystem:FileSystem":
+            out["id"] = rid = "fs-" + _fake_id(name)
+        elif typ == "aws:kms/key:Key":
+            out["keyId"] = _fake_id(name)
+        elif typ == "aws:rds/instance:Instance":
+            out["address"] = f"{name}.abc.{self.region}.rds.amazonaws.com"
+            out["port"] = 5432
+            out["endpoint"] = f"{out['address']}:5432"
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            out["latestVersion"] = 1
+        elif typ == "eks:index:Cluster":
+            out.update(self._eks_cluster(name, inp))
+        elif typ.startswith("kubernetes:"):
+            meta = dict(out.get("metadata") or {})
+            meta.setdefault("name", name)
+            out["metadata"] = meta
+            if typ == "kubernetes:core/v1:Service":
+                out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.elb.{self.region}.amazonaws.com"}]}}
+        elif typ == "random:index/randomPassword:RandomPassword":
+            out["result"] = "mock-" + _fake_id(name)
+        return rid, out
+
+    def _eks_cluster(self, name: str, inp: dict) -> dict:
+        cname = inp.get("name") or name
+        endpoint = f"https://{_fake_id(cname).upper()}.gr7.{self.region}.eks.amazonaws.com"
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": cname, "cluster": {"server": endpoint, "certificate-authority-data": "TU9DSw=="}}],
+            "contexts": [{"name": cname, "context": {"cluster": cname, "user": "aws"}}],
+            "current-context": cname,
+            "users": [{"name": "aws", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                                                        "command": "aws", "args": ["eks", "get-token", "--cluster-name", cname]}}}],
+        }
+        # eksCluster must be a resource reference (a dict here makes later awaits hang).
+        urn = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::eks:index:Cluster$aws:eks/cluster:Cluster::{cname}-eksCluster"
+        state = {"name": cname, "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{cname}",
+                 "endpoint": endpoint, "version": inp.get("version"),
+                 "certificateAuthority": {"data": "TU9DSw=="},
+                 "vpcConfig": {"clusterSecurityGroupId": "sg-eksclustersg"}}
+        self.monitor.resources[urn] = pmocks.MockMonitor.ResourceRegistration(urn, cname, state)
+        return {
+            "kubeconfig": kubeconfig,
+            "kubeconfigJson": json.dumps(kubeconfig),
+            "clusterSecurityGroupId": "sg-eksclustersg",
+            "nodeSecurityGroupId": "sg-eksnodesg",
+            "oidcProviderArn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{self.region}.amazonaws.com/id/MOCK",
+            "oidcProviderUrl": f"oidc.eks.{self.region}.amazonaws.com/id/MOCK",
+            "oidcIssuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/MOCK",
+            "eksCluster": {SIG_KEY: RESOURCE_SIG, "urn": urn, "id": cname, "packageVersion": ""},
+        }
+
+    def call(self, args: pmocks.MockCallArgs):
+        tok = args.token
+        if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{self.region}{z}" for z in "abcdef"]
+            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "state": "available"}
+        if tok == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
+        if tok == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
+        if tok == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region}
+        return {}
+
+
+class HarnessTimeout(Exception):
+    pass
+
+
+def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list[str] = (),
+        project: str = "llm-serving", stack: str = "dev", region: str = "us-east-1",
+        timeout: float = 60.0) -> Recording:
+    """Run `program` under fresh mocks; return every registered resource and the stack outputs."""
+    result: dict[str, Any] = {}
+
+    def target():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            psettings.ROOT.set(None)
+            mocks = Mocks(region)
+            monitor = _Monitor(mocks)
+            pmocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+            pulumi.runtime.set_all_config(dict(config), list(secret_keys))
+            root = psettings.get_root_resource()
+            from pulumi.runtime.sync_await import _sync_await
+            from pulumi.runtime.stack import run_pulumi_func
+            _sync_await(run_pulumi_func(program))
+            outs = {}
+            for k, v in (getattr(root, "outputs", None) or {}).items():
+                outs[k] = _sync_await(pulumi.Output.from_input(v).future(with_unknowns=False)) if v is not None else None
+            result["rec"] = monitor.recording
+            result["rec"].outputs = outs
+        except BaseException as e:  # noqa: BLE001 handed to the caller
+            result["err"] = e
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise HarnessTimeout(f"program did not finish under mocks within {timeout:.0f}s (a broken await?)")
+    if "err" in result:
+        raise result["err"]
+    return result["rec"]

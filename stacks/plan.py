@@ -1,0 +1,147 @@
+"""Offline plan: `python -m stacks.plan STACK [--config FILE] [--out DIR]`.
+
+Validates the stack config, runs the whole program (__main__.py) under Pulumi mocks, prints what
+would be deployed, and with --out writes resources.json, manifests/, helm/ and summary.json.
+Exit 0 on success, 2 on invalid config (one `error: <key path>: …` line per problem).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pulumi_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
+    """The config map `pulumi up` would hand the program: Pulumi.yaml defaults + the stack file.
+    Objects travel as JSON strings; secure values are not decryptable offline (placeholders)."""
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()) or {}
+    out: dict[str, str] = {}
+    secret: list[str] = []
+    for k, decl in (project.get("config") or {}).items():
+        if isinstance(decl, dict) and "default" in decl:
+            full = k if ":" in k else f"{project['name']}:{k}"
+            out[full] = _enc(decl["default"])
+    stack_doc = yaml.safe_load(stack_file.read_text()) or {}
+    for k, v in (stack_doc.get("config") or {}).items():
+        if isinstance(v, dict) and set(v) == {"secure"}:
+            out[k] = "[offline-secret]"
+            secret.append(k)
+        else:
+            out[k] = _enc(v)
+    return out, secret
+
+
+def _enc(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _int_floats(v: Any) -> Any:
+    """Protobuf carries every number as a double; write 2 rather than 2.0 where that is what was meant."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, dict):
+        return {k: _int_floats(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_int_floats(x) for x in v]
+    return v
+
+
+def run_program(stack: str, stack_file: Path, timeout: float = 60.0):
+    """(intent, recording) for a stack file; raises ConfigError on invalid config."""
+    from stacks import config as cfgmod
+    from stacks import harness
+
+    intent = cfgmod.load_file(stack_file, stack=stack)  # validate before anything is registered
+    conf, secret = pulumi_config(stack_file)
+    program = lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_main__")  # noqa: E731
+    rec = harness.run(program, config=conf, secret_keys=secret, stack=stack, region=intent.region, timeout=timeout)
+    return intent, rec
+
+
+def k8s_objects(rec) -> list[tuple[str, dict]]:
+    out = []
+    for r in rec.resources:
+        if not r.type.startswith("kubernetes:") or r.type.startswith("kubernetes:helm") or not r.custom:
+            continue
+        if r.type.startswith("pulumi:providers"):
+            continue
+        _, gv_kind = r.type.split(":", 1)
+        group_version, kind = gv_kind.rsplit(":", 1)
+        inputs = _int_floats(dict(r.inputs))
+        if "apiVersion" not in inputs:
+            gv = group_version.replace("core/", "")
+            inputs = {"apiVersion": gv, "kind": kind, **inputs}
+        out.append((r.name, inputs))
+    return out
+
+
+def write_outputs(out: Path, intent, rec) -> dict:
+    from stacks.summary import summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
+    resources.sort(key=lambda r: r.urn)
+    (out / "resources.json").write_text(json.dumps(
+        [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
+          "inputs": _int_floats(r.inputs)} for r in resources], indent=2, sort_keys=True) + "\n")
+    man = out / "manifests"
+    man.mkdir(exist_ok=True)
+    for old in man.glob("*.yaml"):
+        old.unlink()
+    for name, obj in sorted(k8s_objects(rec), key=lambda x: x[0]):
+        ns = (obj.get("metadata") or {}).get("namespace", "_cluster")
+        fname = f"{obj['kind']}-{ns}-{(obj.get('metadata') or {}).get('name', name)}.yaml".lower()
+        (man / fname).write_text(yaml.safe_dump(obj, sort_keys=True))
+    helm = out / "helm"
+    helm.mkdir(exist_ok=True)
+    for old in helm.glob("*.yaml"):
+        old.unlink()
+    for r in sorted(rec.by_type("kubernetes:helm.sh/v3:Release"), key=lambda r: r.urn):
+        i = _int_floats(r.inputs)
+        repo = (i.get("repositoryOpts") or {}).get("repo")
+        chart = i["chart"]
+        if repo is None and chart.startswith("oci://"):
+            repo, chart = chart.rsplit("/", 1)
+        doc = {"chart": chart, "repo": repo, "version": i.get("version"), "namespace": i.get("namespace"),
+               "values": i.get("values") or {}}
+        (helm / f"{i.get('name', r.name)}.yaml").write_text(yaml.safe_dump(doc, sort_keys=True))
+    doc = summary(intent, len(resources))
+    (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return doc
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stacks.plan", description=__doc__.splitlines()[0])
+    ap.add_argument("stack")
+    ap.add_argument("--config", type=Path, help="a Pulumi.<stack>.yaml-format file (default: Pulumi.STACK.yaml)")
+    ap.add_argument("--out", type=Path, help="write resources.json, manifests/, helm/, summary.json here")
+    a = ap.parse_args(argv)
+    stack_file = a.config or ROOT / f"Pulumi.{a.stack}.yaml"
+    if not stack_file.exists():
+        print(f"error: {stack_file}: no such stack file — create it or pass --config FILE", file=sys.stderr)
+        return 2
+
+    from stacks.config import ConfigError
+    from stacks.summary import summary, table
+
+    try:
+        intent, rec = run_program(a.stack, stack_file)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    n = len([r for r in rec.resources if r.type != "pulumi:pulumi:Stack"])
+    doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, n)
+    sys.stdout.write(table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Platform composition: network, cluster, system nodes, add-ons, Karpenter, pools, storage, drivers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+from pulumi import ResourceOptions
+
+from components.cluster import AddonsArgs, Cluster, ClusterAddons, ClusterArgs, SystemNodes, SystemNodesArgs
+from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
+from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, KarpenterIamArgs
+from components.network import Network, NetworkArgs
+from components.nodepool import KarpenterNodeClass, KarpenterNodePool, NodeClassArgs, NodePoolArgs
+from components.storage import Storage, StorageArgs
+from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle
+from stacks import catalog
+from stacks.config import StackIntent
+
+# Root volume for accelerator nodes: vLLM / Neuron images are 10-20 GB compressed; model weights
+# live on EFS, but image layers and the container runtime's scratch need room and throughput.
+ACCEL_ROOT_GIB = 300
+ACCEL_ROOT_THROUGHPUT = 1000
+
+
+@dataclass
+class Platform:
+    cluster_name: pulumi.Input[str]
+    k8s: k8s.Provider
+    kubeconfig: pulumi.Output
+    storage: StorageHandle
+    neuron_scheduler: Optional[str]
+    pools: dict[str, PoolSpec]
+    # What workloads on accelerator nodes must wait for (the node pools and device plugins).
+    ready: tuple[pulumi.Resource, ...]
+
+
+def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
+    p = intent.pools[name]
+    s = p.spec
+    return PoolSpec(
+        name=name, kind=s.accelerator, families=tuple(s.families), capacity_types=tuple(s.capacityTypes),
+        node_class=s.accelerator, cpu_limit=s.maxCpu, memory_limit_gib=s.maxMemoryGiB,
+        accelerator_limit=s.maxAccelerators, consolidate_after=s.consolidateAfter, expire_after=s.expireAfter,
+        termination_grace_period=s.terminationGracePeriod, disruption_budget_nodes=s.disruptionBudgetNodes,
+        labels=tuple(sorted(s.labels.items())), weight=s.weight,
+    )
+
+
+def build(intent: StackIntent) -> Platform:
+    cfg = intent.config
+    c = intent.cluster_name
+    versions = catalog.versions()
+    account = aws.get_caller_identity_output().account_id
+    vpc_cfg = cfg.cluster.vpc
+    if vpc_cfg.existing is not None:
+        ex = vpc_cfg.existing
+        net = NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=list(ex.privateSubnetIds),
+                            public_subnet_ids=list(ex.publicSubnetIds), vpc_cidr=ex.cidr)
+        azs = tuple(f"subnet-{i}" for i in range(len(ex.privateSubnetIds)))
+    else:
+        zones = aws.get_availability_zones(state="available").names
+        azs = tuple(sorted(zones)[: vpc_cfg.azCount])
+        net = Network("network", NetworkArgs(cluster_name=c, cidr=vpc_cfg.cidr, availability_zones=azs)).handle
+
+    cluster = Cluster("cluster", ClusterArgs(
+        cluster_name=c, kubernetes_version=intent.kubernetes_version, network=net, account_id=account,
+        admin_role_arns=tuple(cfg.cluster.adminRoleArns), endpoint_public_access=cfg.cluster.endpointPublicAccess,
+        public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs), log_retention_days=cfg.cluster.logRetentionDays))
+    ch: ClusterHandle = cluster.handle
+    sn = cfg.cluster.systemNodes
+    system = SystemNodes("system", SystemNodesArgs(
+        cluster=ch, subnet_ids=net.private_subnet_ids, instance_types=tuple(sn.instanceTypes),
+        min_size=sn.minSize, desired_size=sn.desiredSize, max_size=sn.maxSize, disk_gib=sn.diskGiB)).handle
+    addons = ClusterAddons("addons", AddonsArgs(cluster=ch, system_nodes=system))
+    provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
+    kopts = ResourceOptions(providers={"kubernetes": provider})
+
+    kiam = KarpenterIam("karpenter-iam", KarpenterIamArgs(cluster=ch, cluster_name=c, account_id=account,
+                                                          region=intent.region))
+    karpenter = Karpenter("karpenter", KarpenterArgs(
+        cluster_name=c, iam=kiam.handle, system_nodes=system, crd_chart=versions.chart("karpenter-crd"),
+        chart=versions.chart("karpenter"), after=(addons.pod_identity_agent,)), opts=kopts)
+
+    csi = (addons.addons["aws-ebs-csi-driver"], addons.addons["aws-efs-csi-driver"])
+    storage = Storage("storage", StorageArgs(cluster=ch, network=net, availability_zones=azs, cluster_name=c,
+                                             after=csi), opts=kopts)
+
+    pools = {n: pool_spec(intent, n) for n in intent.pools}
+    kinds = sorted({p.kind for p in pools.values()})
+    classes = {}
+    for kind in kinds:
+        classes[kind] = KarpenterNodeClass(f"nodeclass-{kind}", NodeClassArgs(
+            spec=NodeClassSpec(name=kind, kind=kind, ami_alias=versions.ami_alias, root_volume_gib=ACCEL_ROOT_GIB,
+                               root_volume_throughput=ACCEL_ROOT_THROUGHPUT),
+            cluster_name=c, instance_profile=kiam.instance_profile_name, crds=karpenter.crds), opts=kopts)
+    ready: list[pulumi.Resource] = []
+    for name, spec in pools.items():
+        np = KarpenterNodePool(f"pool-{name}", NodePoolArgs(spec=spec, crds=karpenter.crds,
+                                                            node_class=classes[spec.kind].resource), opts=kopts)
+        ready.append(np.resource)
+    neuron_scheduler = None
+    if "nvidia" in kinds:
+        gpu = GpuOperator("gpu-operator", DriverArgs(chart=versions.chart("gpu-operator"),
+                                                     after=(system.node_group,)), opts=kopts)
+        ready.append(gpu.release)
+    if "neuron" in kinds:
+        neuron = NeuronDriver("neuron", DriverArgs(chart=versions.chart("neuron"), after=(system.node_group,)),
+                              opts=kopts)
+        ready.append(neuron.release)
+        neuron_scheduler = NEURON_SCHEDULER_NAME
+    return Platform(cluster_name=c, k8s=provider, kubeconfig=cluster.kubeconfig, storage=storage.handle,
+                    neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready))

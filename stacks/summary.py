@@ -1,0 +1,72 @@
+"""The planner's view of a stack as plain data: summary.json rows and the plan table."""
+from __future__ import annotations
+
+from stacks.config import StackIntent
+
+
+def model_rows(intent: StackIntent) -> list[dict]:
+    rows = []
+    for name, m in intent.models.items():
+        s = m.sizing
+        lo, hi = m.hourly_usd
+        rows.append({
+            "name": name,
+            "hfId": m.hf_id,
+            "accelerator": m.kind,
+            "instanceType": s.instance.name,
+            "replicas": {"min": m.replicas_min, "max": m.replicas_max},
+            "tensorParallel": s.tensor_parallel,
+            "maxModelLen": s.max_model_len,
+            "maxNumSeqs": s.max_num_seqs,
+            "weightsGiBPerDevice": round(s.weights_gib_per_device, 2),
+            "kvBytesPerToken": s.kv_bytes_per_token,
+            "kvGiBPerDevice": round(s.kv_gib_per_device, 2),
+            "kvTokens": s.kv_tokens,
+            "maxConcurrency": round(s.max_concurrency, 1),
+            "fits": s.fits,
+            "warnings": list(m.warnings),
+            "hourlyUsd": {"min": lo, "max": hi},
+        })
+    return rows
+
+
+def pool_rows(intent: StackIntent) -> list[dict]:
+    out = []
+    for name, p in intent.pools.items():
+        users = sorted(m.name for m in intent.models.values() if m.pool == name)
+        out.append({"name": name, "accelerator": p.spec.accelerator, "families": list(p.spec.families),
+                    "capacityTypes": list(p.spec.capacityTypes), "models": users})
+    return out
+
+
+def summary(intent: StackIntent, resource_count: int) -> dict:
+    lo, hi = intent.hourly_usd
+    return {"stack": intent.stack, "resourceCount": resource_count, "hourlyUsd": {"min": lo, "max": hi},
+            "pools": pool_rows(intent), "models": model_rows(intent)}
+
+
+def table(summary_doc: dict) -> str:
+    head = ["model", "accel", "instance", "replicas", "TP", "ctx", "seqs", "weights GiB/dev", "KV GiB/dev",
+            "KV tokens", "max conc", "fits"]
+    rows = []
+    for m in summary_doc["models"]:
+        rows.append([m["name"], m["accelerator"], m["instanceType"], f"{m['replicas']['min']}-{m['replicas']['max']}",
+                     str(m["tensorParallel"]), str(m["maxModelLen"]), str(m["maxNumSeqs"]),
+                     f"{m['weightsGiBPerDevice']:.2f}", f"{m['kvGiBPerDevice']:.2f}", str(m["kvTokens"]),
+                     f"{m['maxConcurrency']:.1f}", "yes" if m["fits"] else "NO"])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    lines = [f"stack {summary_doc['stack']}", "", fmt(head), fmt(["-" * w for w in widths])]
+    lines += [fmt(r) for r in rows] or ["(no models)"]
+    for m in summary_doc["models"]:
+        for w in m["warnings"]:
+            lines.append(f"warning: {m['name']}: {w}")
+    lines.append("")
+    for p in summary_doc["pools"]:
+        lines.append(f"pool {p['name']}: {p['accelerator']} [{', '.join(p['families'])}] "
+                     f"{'/'.join(p['capacityTypes'])} -> {', '.join(p['models']) or '(no models)'}")
+    h = summary_doc["hourlyUsd"]
+    lines.append(f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
+                 f"platform nodes, NAT, EFS, RDS not included)")
+    lines.append(f"resources: {summary_doc['resourceCount']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""The plan CLI contract (DESIGN.md §5): outputs, determinism, exit codes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from stacks.plan import main as plan_main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
+    assert plan_main(["dev", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "qwen3-0-6b" in table and "resources:" in table
+    res = json.loads((tmp_path / "resources.json").read_text())
+    assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs"} for r in res)
+    assert list((tmp_path / "manifests").glob("*.yaml"))
+    for h in (tmp_path / "helm").glob("*.yaml"):
+        doc = yaml.safe_load(h.read_text())
+        assert set(doc) == {"chart", "repo", "version", "namespace", "values"}
+        assert doc["version"]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models"}
+    assert s["resourceCount"] == len(res)
+    m = s["models"][0]
+    assert set(m) == {"name", "hfId", "accelerator", "instanceType", "replicas", "tensorParallel", "maxModelLen",
+                      "maxNumSeqs", "weightsGiBPerDevice", "kvBytesPerToken", "kvGiBPerDevice", "kvTokens",
+                      "maxConcurrency", "fits", "warnings", "hourlyUsd"}
+
+
+def test_plan_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        assert plan_main(["dev", "--out", str(d)]) == 0
+    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert fa == fb
+    for f in fa:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_secrets_never_reach_the_outputs(tmp_path):
+    cfg = tmp_path / "Pulumi.sec.yaml"
+    cfg.write_text("config:\n  llm-serving:hfToken: {secure: v1:zzz}\n"
+                   "  llm-serving:models:\n    llama: {preset: llama-3.1-8b-instruct}\n")
+    out = tmp_path / "out"
+    assert plan_main(["sec", "--config", str(cfg), "--out", str(out)]) == 0
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert "[offline-secret]" not in f.read_text(), f
+
+
+def test_cli_as_a_process_invalid_config_exit_2(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("config:\n  llm-serving:modles: {}\n")
+    r = subprocess.run([sys.executable, "-m", "stacks.plan", "x", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: llm-serving:modles: unknown config key — did you mean llm-serving:models?"

@@ -1,0 +1,99 @@
+"""Planner numbers against hand-computed cases (GiB = 2**30)."""
+import pytest
+
+from components.types import GIB
+from stacks import catalog, planner as p
+
+I = catalog.instances()
+M = catalog.models()
+GPU = [i for i in I.values() if i.kind == "nvidia"]
+
+
+def test_kv_bytes_per_token_hand_computed():
+    # Qwen3-14B: 2 x 40 layers x 8 KV heads x 128 x 2 B = 163840 B (160 KiB) at TP1
+    assert p.kv_bytes_per_token(M["qwen3-14b"], 1) == 163840
+    # TP4 splits the 8 KV heads 2 per rank: 40960 B
+    assert p.kv_bytes_per_token(M["qwen3-14b"], 4) == 40960
+    # Llama-2-70B at TP 16 would replicate KV heads: max(1, 8 // 16) = 1 head per rank
+    assert p.kv_bytes_per_token(M["llama-2-70b-chat"], 16) == 2 * 80 * 1 * 128 * 2
+    # fp8 KV halves it
+    assert p.kv_bytes_per_token(M["qwen3-8b"], 1, "fp8") == 2 * 36 * 8 * 128 * 1
+    # phi-2 is MHA with head_dim 80, fp16
+    assert p.kv_bytes_per_token(M["phi-2"], 1) == 2 * 32 * 32 * 80 * 2
+
+
+def test_weights_per_device():
+    s = p.size(M["qwen3-14b"], I["g5.12xlarge"], 4, 32768, 8)
+    assert s.weights_gib_per_device == pytest.approx(14.77e9 * 2 / 4 / GIB)  # 6.88 GiB
+    fp8 = p.size(M["qwen3-8b-fp8"], I["g6.xlarge"], 1, 8192, 8)
+    assert fp8.weights_gib_per_device == pytest.approx(8.79)  # measured checkpoint size
+
+
+def test_seed002_qwen3_14b_tp4_g5_12xlarge_32k_8_seqs_fits():
+    s = p.size(M["qwen3-14b"], I["g5.12xlarge"], 4, 32768, 8)
+    # budget 0.90 x 22888 MiB = 20.12 GiB; weights 6.88; overheads: activation 0.75 + 2048x5120x2x24 B
+    # (0.47) + non-torch 0.5 + TP 0.5 + graphs 0.5 = 2.72 -> KV 10.52 GiB / 40960 B = 275,760 tokens
+    assert s.overhead_gib_per_device == pytest.approx(2.71875)
+    assert s.kv_gib_per_device == pytest.approx(0.9 * 22888 / 1024 - 14.77e9 * 2 / 4 / GIB - 2.71875)
+    assert s.kv_tokens == int(s.kv_gib_per_device * GIB // 40960) // 16 * 16
+    assert s.fits and s.meets_concurrency
+    assert s.max_concurrency == pytest.approx(s.kv_tokens / 32768)
+    assert 8 <= s.max_concurrency < 9
+
+
+def test_seed003_llama2_70b_tp4_p4d_small_kv_budget_and_fix():
+    arch, inst = M["llama-2-70b-chat"], I["p4d.24xlarge"]
+    s = p.size(arch, inst, 4, 4096, 32)
+    # weights 68.98e9 x 2 / 4 = 32.12 GiB of 36 GiB usable: under 1 GiB left for KV
+    assert s.weights_gib_per_device == pytest.approx(32.12, abs=0.01)
+    assert s.kv_gib_per_device < 1.0
+    assert s.fits and not s.meets_concurrency
+    assert s.max_concurrency < 3
+    hints = p.fix_hints(arch, s, GPU)
+    assert any(h.startswith("tensorParallel: 8 on p4d.24xlarge") for h in hints)
+    tp8 = p.size(arch, inst, 8, 4096, 32)
+    assert tp8.meets_concurrency and tp8.max_concurrency > 100
+
+
+def test_choose_cheapest_fitting_instance_and_smallest_tp():
+    s = p.choose(M["qwen3-0.6b"], GPU, 8192, 16)
+    assert (s.instance.name, s.tensor_parallel) == ("g6.xlarge", 1)  # cheapest GPU at $0.8048/h
+    s = p.choose(M["qwen3-14b"], [I["g5.12xlarge"], I["g5.24xlarge"]], 32768, 8)
+    assert (s.instance.name, s.tensor_parallel) == ("g5.12xlarge", 4)  # TP1/TP2 do not fit 27.5 GiB
+
+
+def test_nothing_fits_returns_none_and_largest_context_is_zero():
+    arch = M["llama-3.1-70b-instruct"]
+    assert p.choose(arch, [I["g5.xlarge"]], 8192, 1) is None
+    assert p.largest_context(arch, I["g5.xlarge"], 1, 1) == 0
+
+
+def test_valid_tps_divide_heads_and_neuron_powers_of_two():
+    assert p.valid_tps(M["qwen3-14b"], I["g5.48xlarge"]) == [1, 2, 4, 5, 8]
+    assert p.valid_tps(M["qwen2.5-7b-instruct"], I["g5.48xlarge"]) == [1, 2, 4, 7]
+    assert p.valid_tps(M["llama-3.1-8b-instruct"], I["inf2.24xlarge"]) == [1, 2, 4, 8]
+    assert "does not divide" in p.tp_problem(M["qwen3-14b"], I["g5.12xlarge"], 3)
+    assert "exceeds the 4 GPUs" in p.tp_problem(M["qwen3-14b"], I["g5.12xlarge"], 8)
+
+
+def test_neuron_sizing_preallocates_blocks():
+    arch, inst = M["llama-3.1-8b-instruct"], I["inf2.xlarge"]
+    assert inst.unit_memory_gib == 16  # 32 GiB chip, 2 NeuronCores
+    s = p.size(arch, inst, 2, 4096, 4)
+    assert s.block_size == 32 and s.num_blocks == 4096 // 32 * 4
+    assert s.kv_tokens == 4096 * 4
+    assert s.kv_bytes_per_token == 2 * 32 * 4 * 128 * 2
+    assert s.fits and s.max_concurrency == 4
+    big = p.size(arch, inst, 2, 32768, 16)
+    assert not big.fits
+
+
+def test_cost_is_price_times_replicas():
+    assert p.hourly_usd(I["g5.12xlarge"], 1, 3) == (5.672, 17.016)
+
+
+def test_startup_budget_grows_with_weights_and_neuron_compile():
+    small = p.startup_budget_seconds(M["qwen3-0.6b"], "nvidia")
+    big = p.startup_budget_seconds(M["llama-2-70b-chat"], "nvidia")
+    neuron = p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "neuron")
+    assert 360 <= small < big and neuron > p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "nvidia")

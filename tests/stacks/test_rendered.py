@@ -1,0 +1,48 @@
+"""Rendered tier: every manifest validates (kubernetes-validate strict; Karpenter CRD schemas)."""
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from stacks import catalog
+from tests.conftest import STACK_FILES
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+CRD_SCHEMA = {
+    ("karpenter.sh/v1", "NodePool"): "karpenter.sh_v1_NodePool.json",
+    ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter.k8s.aws_v1_EC2NodeClass.json",
+}
+
+
+def manifests(out: Path):
+    for f in sorted((out / "manifests").glob("*.yaml")):
+        yield f.name, yaml.safe_load(f.read_text())
+
+
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_manifests_validate(stack_file, plan_of):
+    _, _, out = plan_of(stack_file)
+    version = catalog.versions().kubernetes + ".0"
+    seen = 0
+    for name, obj in manifests(out):
+        key = (obj["apiVersion"], obj["kind"])
+        if key in CRD_SCHEMA:
+            schema = json.loads((SCHEMAS / CRD_SCHEMA[key]).read_text())
+            jsonschema.validate(obj.get("spec", {}), schema["properties"]["spec"])
+        else:
+            kubernetes_validate.validate(obj, version, strict=True)
+        seen += 1
+    assert seen
+
+
+def test_bad_nodepool_fails_the_schema():
+    """The schema check can fail: an unknown consolidation policy is rejected."""
+    schema = json.loads((SCHEMAS / CRD_SCHEMA[("karpenter.sh/v1", "NodePool")]).read_text())
+    spec = {"template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "x"},
+                                  "requirements": []}},
+            "disruption": {"consolidationPolicy": "Sometimes"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema["properties"]["spec"])
