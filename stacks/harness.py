@@ -74,6 +74,9 @@ def _plain(v: Any) -> Any:
     """Inputs as JSON: secrets masked, resource references as their URN."""
     if isinstance(v, dict):
         if v.get(SIG_KEY) == SECRET_SIG:
+            inner = v.get("value")
+            if isinstance(inner, dict):  # keep the shape (a Secret's keys), mask every value
+                return {k: "[secret]" for k in inner}
             return "[secret]"
         if v.get(SIG_KEY) == RESOURCE_SIG:
             return {"$ref": v.get("urn")}

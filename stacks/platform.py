@@ -31,6 +31,10 @@ class Platform:
     k8s: k8s.Provider
     kubeconfig: pulumi.Output
     storage: StorageHandle
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: str
+    private_subnet_ids: pulumi.Input[list[str]]
+    node_security_group_id: pulumi.Input[str]
     neuron_scheduler: Optional[str]
     pools: dict[str, PoolSpec]
     # What workloads on accelerator nodes must wait for (the node pools and device plugins).
@@ -112,4 +116,6 @@ def build(intent: StackIntent) -> Platform:
         ready.append(neuron.release)
         neuron_scheduler = NEURON_SCHEDULER_NAME
     return Platform(cluster_name=c, k8s=provider, kubeconfig=cluster.kubeconfig, storage=storage.handle,
+                    vpc_id=net.vpc_id, vpc_cidr=net.vpc_cidr, private_subnet_ids=net.private_subnet_ids,
+                    node_security_group_id=ch.security_group_id,
                     neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready))

@@ -1,22 +1,167 @@
-"""Serving composition (placeholder until the serving components land): the planner table."""
+"""Serving composition: namespaces, model cache, one vLLM server per model, the gateway, the UI."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
-from stacks.config import StackIntent
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+from pulumi import ResourceOptions
+
+from components.cluster import SYSTEM_TAINT
+from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
+from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
+from components.namespaces import NamespacesArgs, ServingNamespaces
+from components.types import ServerSpec, Route
+from components.vllm import HOME, HUB_CACHE, WRITABLE, VllmServer, VllmServerArgs, ready_marker
+from components.webui import OpenWebUi, WebUiArgs
+from stacks import catalog
+from stacks.config import ResolvedModel, StackIntent
+from stacks.platform import Platform
+from stacks.summary import model_rows
+
+MODELS_NS = "models"
+GATEWAY_NS = "gateway"
+VLLM_PORT = 8000
+# vLLM keeps idle HTTP connections this much longer than the gateway pools them.
+KEEPALIVE_MARGIN_S = 15
 
 
 @dataclass
 class Served:
-    gateway_url: object = None
-    model_names: list = field(default_factory=list)
-    endpoints: dict = field(default_factory=dict)
+    gateway_url: pulumi.Output
+    model_names: list[str]
+    endpoints: dict[str, str]
 
 
 def plan_table(intent: StackIntent) -> list[dict]:
-    from stacks.summary import model_rows
     return model_rows(intent)
 
 
-def build(intent: StackIntent, plat) -> Served:
-    return Served(model_names=[m.served_name for m in intent.models.values()])
+def vllm_args(m: ResolvedModel) -> list[str]:
+    """The container args of one model server (the image's entrypoint is `vllm serve`)."""
+    s = m.sizing
+    args = [m.hf_id, "--served-model-name", m.served_name, "--host", "0.0.0.0", "--port", str(VLLM_PORT),
+            "--tensor-parallel-size", str(s.tensor_parallel), "--max-model-len", str(s.max_model_len),
+            "--max-num-seqs", str(s.max_num_seqs)]
+    if m.revision:
+        args += ["--revision", m.revision]
+    if m.kind == "neuron":
+        args = ["vllm", "serve", *args, "--block-size", str(s.block_size),
+                "--num-gpu-blocks-override", str(s.num_blocks)]
+    else:
+        args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens),
+                 "--gpu-memory-utilization", f"{s.utilization:.2f}", "--dtype", m.arch.dtype]
+        if m.quantization:
+            args += ["--quantization", m.quantization]
+        if m.kv_cache_dtype != "auto":
+            args += ["--kv-cache-dtype", m.kv_cache_dtype]
+    if m.tool_parser:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", m.tool_parser]
+    if m.reasoning_parser:
+        args += ["--reasoning-parser", m.reasoning_parser]
+    return [*args, *m.extra_args]
+
+
+def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
+    """(cpu, memory, shm size, accelerator count): the pod's share of the instance, leaving room for
+    the kubelet, system daemons and device-plugin pods."""
+    inst, tp = m.sizing.instance, m.sizing.tensor_parallel
+    if m.kind == "neuron":
+        devices = max(1, math.ceil(tp / (inst.neuron_cores // inst.devices)))
+        devices = 1 << (devices - 1).bit_length()  # powers of two, or pods can stay Pending
+    else:
+        devices = tp
+    share = devices / inst.devices
+    cpu = max(1, int(inst.vcpu * share) - (1 if share == 1 else 0))
+    mem_gib = int(inst.memory_mib / 1024 * share * 0.8)
+    shm_gib = min(max(1, 2 * tp), mem_gib // 4)
+    return str(cpu), f"{mem_gib}Gi", f"{shm_gib}Gi", devices
+
+
+def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int) -> ServerSpec:
+    from stacks import planner
+
+    v = catalog.versions()
+    cpu, mem, shm, devices = pod_resources(m)
+    budget = planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
+    env = [("USER", "vllm"), ("HOME", HOME), ("HF_HOME", f"{HOME}/.cache/huggingface"),
+           ("HF_HUB_CACHE", HUB_CACHE), ("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"),
+           ("VLLM_CACHE_ROOT", f"{WRITABLE}/vllm-cache"),
+           ("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(gateway_idle_s + KEEPALIVE_MARGIN_S)),
+           ("VLLM_ENGINE_READY_TIMEOUT_S", str(budget))]
+    if m.kind == "neuron":
+        env.append(("NEURON_COMPILED_ARTIFACTS", f"{WRITABLE}/neuron-compiled"))
+    return ServerSpec(
+        name=m.name, served_name=m.served_name, hf_id=m.hf_id, revision=m.revision, kind=m.kind,
+        image=v.image("vllm-neuron" if m.kind == "neuron" else "vllm"), args=tuple(vllm_args(m)), env=tuple(env),
+        pool=m.pool, instance_type=m.sizing.instance.name, tensor_parallel=m.sizing.tensor_parallel,
+        accelerator_count=devices, cpu=cpu, memory=mem, shm_size=shm, replicas=m.replicas_min,
+        startup_budget_seconds=budget, scheduler_name=plat.neuron_scheduler if m.kind == "neuron" else None,
+        max_model_len=m.sizing.max_model_len, request_timeout_seconds=m.request_timeout_seconds,
+    )
+
+
+def routes(intent: StackIntent) -> list[Route]:
+    return [Route(model_name=m.served_name, served_name=m.served_name,
+                  service_host=f"{m.name}.{MODELS_NS}.svc.cluster.local", port=VLLM_PORT,
+                  timeout_seconds=m.request_timeout_seconds, max_input_tokens=m.sizing.max_model_len)
+            for m in intent.models.values()]
+
+
+def _secret(name: str, length: int, prefix: str = "") -> pulumi.Output[str]:
+    r = random.RandomPassword(name, length=length, special=False)
+    return pulumi.Output.secret(r.result.apply(lambda v: prefix + v))
+
+
+def build(intent: StackIntent, plat: Platform) -> Served:
+    cfg = intent.config
+    v = catalog.versions()
+    kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
+    db_enabled = cfg.gateway.database.enabled
+    namespaces = ServingNamespaces("serving", NamespacesArgs(
+        models_ns=MODELS_NS, gateway_ns=GATEWAY_NS, vpc_cidr=plat.vpc_cidr, database=db_enabled), opts=kopts)
+    ns_ready = tuple(namespaces.namespaces.values())
+
+    vllm_key = _secret("vllm-api-key", 40)
+    key_secret = k8s.core.v1.Secret("vllm-api-key", metadata={"name": "vllm-api-key", "namespace": MODELS_NS},
+                                    type="Opaque", string_data={"api-key": vllm_key},
+                                    opts=ResourceOptions(provider=plat.k8s, depends_on=list(ns_ready)))
+    specs = {name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds) for name, m in intent.models.items()}
+    if specs:
+        ModelCache("model-cache", ModelCacheArgs(
+            namespace=MODELS_NS, storage_class=plat.storage.efs_storage_class, image=v.image("vllm"),
+            items=tuple(CacheItem(name=s.name, hf_id=s.hf_id, revision=s.revision, gated=intent.models[n].arch.gated,
+                                  marker=ready_marker(s)) for n, s in specs.items()),
+            hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
+            system_toleration=SYSTEM_TAINT, after=ns_ready), opts=kopts)
+    endpoints = {}
+    for name, spec in specs.items():
+        server = VllmServer(f"vllm-{name}", VllmServerArgs(
+            spec=spec, namespace=MODELS_NS, cache_claim=ModelCache.claim_name, api_key_secret="vllm-api-key",
+            after=(*ns_ready, key_secret, *plat.ready)), opts=kopts)
+        endpoints[spec.served_name] = f"http://{server.service_host}:{VLLM_PORT}/v1"
+
+    db_url = None
+    if db_enabled:
+        d = cfg.gateway.database
+        db = GatewayDatabase("gateway-db", DatabaseArgs(
+            cluster_name=intent.cluster_name, vpc_id=plat.vpc_id, subnet_ids=plat.private_subnet_ids,
+            client_security_group_id=plat.node_security_group_id, engine_version=v.postgres_engine_version,
+            instance_class=d.instanceClass, allocated_storage_gib=d.allocatedStorageGiB, multi_az=d.multiAz,
+            password=_secret("gateway-db-password", 32)))
+        db_url = db.url
+    master = _secret("litellm-master-key", 40, prefix="sk-")
+    gateway = LiteLLMGateway("gateway", GatewayArgs(
+        namespace=GATEWAY_NS, image=v.image("litellm"), routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
+        master_key=master, salt_key=_secret("litellm-salt-key", 40, prefix="sk-"), vllm_api_key=vllm_key,
+        system_taint=SYSTEM_TAINT, database_url=db_url, internal_load_balancer=cfg.gateway.internalLoadBalancer,
+        after=ns_ready), opts=kopts)
+    if cfg.ui.enabled:
+        OpenWebUi("webui", WebUiArgs(
+            namespace=GATEWAY_NS, image=v.image("open-webui"), gateway_url=gateway.in_cluster_url,
+            api_key=master, secret_key=_secret("webui-secret-key", 40), storage_class=plat.storage.ebs_storage_class,
+            system_taint=SYSTEM_TAINT, after=ns_ready), opts=kopts)
+    return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],
+                  endpoints=endpoints)

@@ -1,0 +1,79 @@
+"""Serving namespaces (Pod Security `restricted`) and their NetworkPolicies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi import ResourceOptions
+
+PSA = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
+VLLM_SELECTOR = {"app.kubernetes.io/component": "vllm"}
+CACHE_SELECTOR = {"app.kubernetes.io/component": "model-cache"}
+GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
+UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
+DNS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def ns_peer(ns: str, labels: dict) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "podSelector": {"matchLabels": labels}}
+
+
+def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool) -> dict[str, tuple[str, dict]]:
+    """name -> (namespace, NetworkPolicy spec)."""
+    deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    dns = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
+    out = {
+        "models-default-deny": (models_ns, deny),
+        "models-dns": (models_ns, dns),
+        "vllm-from-gateway": (models_ns, {
+            "podSelector": {"matchLabels": VLLM_SELECTOR}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}]}),
+        # The cache Job downloads from the Hugging Face Hub over HTTPS; nothing else leaves the namespace.
+        "model-cache-egress": (models_ns, {
+            "podSelector": {"matchLabels": CACHE_SELECTOR}, "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}]}),
+        "gateway-default-deny": (gateway_ns, deny),
+        "gateway-dns": (gateway_ns, dns),
+        "gateway-ingress": (gateway_ns, {
+            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}, {"podSelector": {"matchLabels": UI_SELECTOR}}],
+                         "ports": [{"protocol": "TCP", "port": 4000}]}]}),
+        "gateway-to-vllm": (gateway_ns, {
+            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Egress"],
+            "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}]}),
+        "ui-to-gateway": (gateway_ns, {
+            "podSelector": {"matchLabels": UI_SELECTOR}, "policyTypes": ["Egress", "Ingress"],
+            "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [{"protocol": "TCP", "port": 4000}]}],
+            "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}),
+    }
+    if database:
+        out["gateway-to-database"] = (gateway_ns, {
+            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}]})
+    return out
+
+
+@dataclass(frozen=True)
+class NamespacesArgs:
+    models_ns: str
+    gateway_ns: str
+    vpc_cidr: str
+    database: bool = False
+
+
+class ServingNamespaces(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NamespacesArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:serving:ServingNamespaces", name, None, opts)
+        self.namespaces = {}
+        for ns in (args.models_ns, args.gateway_ns):
+            self.namespaces[ns] = k8s.core.v1.Namespace(f"{name}-{ns}", metadata={"name": ns, "labels": PSA},
+                                                        opts=ResourceOptions(parent=self))
+        for pname, (ns, spec) in render_policies(models_ns=args.models_ns, gateway_ns=args.gateway_ns,
+                                                 vpc_cidr=args.vpc_cidr, database=args.database).items():
+            k8s.networking.v1.NetworkPolicy(f"{name}-{pname}", metadata={"name": pname, "namespace": ns}, spec=spec,
+                                            opts=ResourceOptions(parent=self, depends_on=[self.namespaces[ns]]))
+        self.register_outputs({})
