@@ -475,7 +475,10 @@ class _Resolver:
                          f"choose a {kind} pool or a {p.spec.accelerator} instance type")
                 return None
             return p
-        kind = kind or "nvidia"
+        if kind is None:
+            # With pools of only one accelerator kind declared, that is the kind meant.
+            declared = {p.spec.accelerator for n, p in pools.items() if n in self.cfg.nodePools}
+            kind = declared.pop() if len(declared) == 1 else "nvidia"
         same = [p for p in pools.values() if p.spec.accelerator == kind]
         if len(same) == 1:
             return same[0]

@@ -1,0 +1,136 @@
+"""Wiring tier: the whole program under mocks, as the plan CLI runs it."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.karpenter import INTERRUPTION_EVENTS
+from stacks.plan import run_program
+from tests.conftest import ROOT, STACK_FILES
+
+EXAMPLES = ROOT / "stacks" / "examples"
+SEED000 = EXAMPLES / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"
+SEED002 = EXAMPLES / "Pulumi.seed002-g5-qwen3-14b.yaml"
+SEED003 = EXAMPLES / "Pulumi.seed003-mistral-llama2-70b.yaml"
+
+
+def kinds(rec, typ):
+    return [r for r in rec.resources if r.type == typ]
+
+
+def crs(rec, kind):
+    return [r for r in rec.resources if r.type.endswith(f":{kind}") and r.type.startswith("kubernetes:")]
+
+
+def releases(rec):
+    return {r.inputs["name"]: r for r in kinds(rec, "kubernetes:helm.sh/v3:Release")}
+
+
+def test_one_nodepool_per_pool_and_drivers_only_for_used_kinds(plan_of):
+    intent, rec, _ = plan_of(SEED002)  # GPU only
+    assert [r.inputs["metadata"]["name"] for r in crs(rec, "NodePool")] == ["gpu"]
+    assert "gpu-operator" in releases(rec) and "neuron" not in releases(rec)
+    assert [r.inputs["metadata"]["name"] for r in crs(rec, "EC2NodeClass")] == ["nvidia"]
+    intent, rec, _ = plan_of(SEED000)  # Neuron only
+    assert [r.inputs["metadata"]["name"] for r in crs(rec, "NodePool")] == ["inferentia"]
+    assert "neuron" in releases(rec) and "gpu-operator" not in releases(rec)
+
+
+def test_a_gateway_route_per_model_and_nothing_else(plan_of):
+    for f in STACK_FILES:
+        intent, rec, out = plan_of(f)
+        cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
+        cfg = yaml.safe_load(cm["data"]["config.yaml"])
+        served = sorted(m.served_name for m in intent.models.values())
+        assert sorted(e["model_name"] for e in cfg["model_list"]) == served
+        for e in cfg["model_list"]:
+            assert e["litellm_params"]["model"] == f"hosted_vllm/{e['model_name']}"
+            assert e["litellm_params"]["api_base"].endswith(":8000/v1")
+        # every served name is what its vLLM server answers to
+        for d in (out / "manifests").glob("deployment-models-*.yaml"):
+            args = yaml.safe_load(d.read_text())["spec"]["template"]["spec"]["containers"][0]["args"]
+            assert args[args.index("--served-model-name") + 1] in served
+
+
+def test_platform_unchanged_when_a_model_is_added(tmp_path):
+    base = yaml.safe_load(SEED002.read_text())
+    more = json.loads(json.dumps(base))
+    more["config"]["llm-serving:models"]["qwen3-8b"] = {"preset": "qwen3-8b", "instanceType": "g5.12xlarge"}
+    a, b = tmp_path / "Pulumi.a.yaml", tmp_path / "Pulumi.b.yaml"
+    a.write_text(yaml.safe_dump(base))
+    b.write_text(yaml.safe_dump(more))
+    serving_types = ("llm-serving:serving:", "llm-serving:access:")
+
+    def platform(f):
+        _, rec = run_program("same", f)
+        by_urn = {r.urn: r for r in rec.resources}
+
+        def in_serving(r):
+            while r is not None:
+                if r.type.startswith(serving_types) or r.type.startswith("random:"):
+                    return True
+                r = by_urn.get(r.parent)
+            return False
+        return {r.urn: r.inputs for r in rec.resources
+                if not in_serving(r) and not r.name.startswith("vllm-api-key")}
+    pa, pb = platform(a), platform(b)
+    assert pa == pb
+
+
+def test_karpenter_interruption_queue_and_rules(plan_of):
+    _, rec, _ = plan_of(SEED002)
+    q = kinds(rec, "aws:sqs/queue:Queue")[0].inputs
+    assert q["messageRetentionSeconds"] == 300 and q["sqsManagedSseEnabled"] is True
+    rules = [json.loads(r.inputs["eventPattern"]) for r in kinds(rec, "aws:cloudwatch/eventRule:EventRule")]
+    assert sorted((p["source"][0], p["detail-type"][0]) for p in rules) == sorted((s, d) for _, s, d in INTERRUPTION_EVENTS)
+    assert len(kinds(rec, "aws:cloudwatch/eventTarget:EventTarget")) == 5
+    pol = json.loads(kinds(rec, "aws:sqs/queuePolicy:QueuePolicy")[0].inputs["policy"])
+    deny = [s for s in pol["Statement"] if s["Effect"] == "Deny"][0]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    values = releases(rec)["karpenter"].inputs["values"]
+    assert values["settings"]["interruptionQueue"] == q["name"]
+    assert values["settings"]["featureGates"]["nodeRepair"] is True and values["replicas"] == 2
+
+
+def test_karpenter_node_role_policies_and_access_entry(plan_of):
+    _, rec, _ = plan_of(SEED002)
+    role = [r for r in kinds(rec, "aws:iam/role:Role") if r.name == "karpenter-iam-node-role"][0]
+    attached = sorted(r.inputs["policyArn"].rsplit("/", 1)[1] for r in kinds(rec, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                      if r.name.startswith("karpenter-iam-node-"))
+    assert attached == sorted(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
+                               "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"])
+    entry = kinds(rec, "aws:eks/accessEntry:AccessEntry")[0].inputs
+    assert entry["type"] == "EC2_LINUX" and entry["principalArn"].endswith(role.inputs["name"])
+
+
+def test_cluster_security_settings(plan_of):
+    _, rec, _ = plan_of(SEED002)
+    c = kinds(rec, "eks:index:Cluster")[0].inputs
+    assert c["authenticationMode"] == "API" and c["skipDefaultNodeGroup"] is True
+    assert c["endpointPrivateAccess"] is True and c["endpointPublicAccess"] is False
+    assert sorted(c["enabledClusterLogTypes"]) == sorted(["api", "audit", "authenticator", "controllerManager", "scheduler"])
+    assert c["vpcCniOptions"]["enableNetworkPolicy"] is True and c["version"] == "1.34"
+    assert kinds(rec, "aws:kms/key:Key")[0].inputs["enableKeyRotation"] is True
+    lt = kinds(rec, "aws:ec2/launchTemplate:LaunchTemplate")[0].inputs["metadataOptions"]
+    assert lt["httpTokens"] == "required" and lt["httpPutResponseHopLimit"] == 1
+    ng = kinds(rec, "aws:eks/nodeGroup:NodeGroup")[0].inputs
+    assert ng["scalingConfig"]["minSize"] >= 2 and ng["taints"][0]["key"] == "CriticalAddonsOnly"
+    addons = sorted(r.inputs["addonName"] for r in kinds(rec, "aws:eks/addon:Addon"))
+    assert addons == sorted(["coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver",
+                             "aws-efs-csi-driver", "eks-node-monitoring-agent"])
+    subnets = [r.inputs for r in kinds(rec, "aws:ec2/subnet:Subnet")]
+    private = [s for s in subnets if s["tags"].get("karpenter.sh/discovery") == "llm-same" or "karpenter.sh/discovery" in s["tags"]]
+    assert len(private) == 3 and len({s["availabilityZone"] for s in private}) == 3
+    efs = kinds(rec, "aws:efs/fileSystem:FileSystem")[0].inputs
+    assert efs["encrypted"] is True and efs["throughputMode"] == "elastic"
+    assert len(kinds(rec, "aws:efs/mountTarget:MountTarget")) == 3
+
+
+def test_seed003_planner_says_tp4_on_a100_40gb_is_too_tight(plan_of):
+    intent, _, _ = plan_of(SEED003)
+    llama = intent.models["llama-2-70b"]
+    assert (llama.sizing.instance.name, llama.sizing.tensor_parallel) == ("p4d.24xlarge", 8)
+    from stacks import catalog, planner
+    s = planner.size(llama.arch, catalog.instances()["p4d.24xlarge"], 4, 4096, 32)
+    assert s.fits and s.kv_gib_per_device < 1 and s.max_concurrency < 3
