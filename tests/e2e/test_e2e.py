@@ -1,0 +1,140 @@
+"""Real vLLM (CPU build, same release as the image) and real LiteLLM, driven by the rendered stack."""
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import STACK_FILES
+from tests.e2e.conftest import MASTER_KEY, VLLM_KEY, VLLM_PY, http
+
+pytestmark = pytest.mark.e2e
+HERE = Path(__file__).parent
+# Metric names the stack relies on (autoscaling trigger, dashboards/alerts in docs).
+VLLM_METRICS = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds",
+                "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds",
+                "vllm:request_success_total", "vllm:num_preemptions_total"]
+
+
+def parse_with_real_vllm(lists: dict[str, list[str]]) -> dict:
+    r = subprocess.run([str(VLLM_PY), str(HERE / "check_vllm_args.py")], input=json.dumps(lists),
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def rendered_arg_lists(plan_of) -> dict[str, list[str]]:
+    out = {}
+    for f in STACK_FILES:
+        _, _, d = plan_of(f)
+        for p in (d / "manifests").glob("deployment-models-*.yaml"):
+            c = yaml.safe_load(p.read_text())["spec"]["template"]["spec"]["containers"][0]
+            args = c["args"][2:] if c["args"][:2] == ["vllm", "serve"] else c["args"]
+            out[f"{f.name}:{p.stem}"] = args
+    return out
+
+
+def test_every_rendered_arg_list_passes_the_real_parser(e2e_ready, plan_of):
+    lists = rendered_arg_lists(plan_of)
+    assert len(lists) >= 8
+    # Proof the check can fail: a removed flag and an unknown flag are rejected by the same parser.
+    lists["bad:swap-space"] = ["m", "--swap-space", "4"]
+    lists["bad:disable-log-requests"] = ["m", "--disable-log-requests"]
+    res = parse_with_real_vllm(lists)
+    assert res.pop("bad:swap-space") is not None
+    assert res.pop("bad:disable-log-requests") is not None
+    assert {k: v for k, v in res.items() if v is not None} == {}
+
+
+def test_chat_through_the_gateway(gateway):
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    body = {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+    status, text = http("POST", url, body, MASTER_KEY)
+    assert status == 200, text
+    assert json.loads(text)["choices"][0]["message"] is not None
+
+
+def test_streaming_chat_through_the_gateway(gateway):
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{gateway.port}/v1/chat/completions", method="POST",
+                                 data=json.dumps({"model": "qwen3-0.6b", "stream": True, "max_tokens": 4,
+                                                  "messages": [{"role": "user", "content": "hi"}]}).encode(),
+                                 headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        lines = [l for l in r.read().decode().splitlines() if l.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) >= 2
+
+
+def test_gateway_refuses_without_key_and_unknown_model(gateway):
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    body = {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    assert http("POST", url, body)[0] == 401
+    status, _ = http("POST", url, {**body, "model": "no-such-model"}, MASTER_KEY)
+    assert 400 <= status < 500
+
+
+def test_vllm_requires_its_api_key(vllm_server):
+    url = f"http://127.0.0.1:{vllm_server.port}/v1/models"
+    assert http("GET", url)[0] == 401
+    assert http("GET", url, key=VLLM_KEY)[0] == 200
+
+
+def test_every_rendered_probe_path_answers(rendered, vllm_server, gateway):
+    ports = {8000: vllm_server.port, 4000: gateway.port}
+    checked = 0
+    for m in rendered.manifests:
+        if m["kind"] != "Deployment" or m["metadata"]["name"] == "open-webui":
+            continue
+        for c in m["spec"]["template"]["spec"]["containers"]:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                p = c[probe]["httpGet"]
+                status, text = http("GET", f"http://127.0.0.1:{ports[p['port']]}{p['path']}")
+                assert status == 200, (m["metadata"]["name"], probe, p, text[:200])
+                checked += 1
+    assert checked == 6
+
+
+def test_metric_names_exist_in_real_vllm(vllm_server, gateway):
+    http("POST", f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
+         {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "m"}], "max_tokens": 2}, MASTER_KEY)
+    status, text = http("GET", f"http://127.0.0.1:{vllm_server.port}/metrics")
+    assert status == 200
+    names = set(re.findall(r"^(vllm:[a-z0-9_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", text, re.M))
+    missing = [m for m in VLLM_METRICS if m not in names]
+    assert not missing, missing
+    assert 'model_name="qwen3-0.6b"' in text  # the served name labels the metrics
+
+
+def test_gateway_survives_vllm_death(vllm_server, gateway):
+    """Kill vLLM with requests in flight: clean 5xx within the timeout, then success after restart."""
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    body = {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "long"}], "max_tokens": 200}
+    results = []
+
+    def call():
+        t = time.time()
+        results.append((http("POST", url, body, MASTER_KEY, timeout=120)[0], time.time() - t))
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    vllm_server.stop()
+    for t in threads:
+        t.join(150)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    assert all(s == 200 or 500 <= s < 600 for s, _ in results), results
+    status, _ = http("POST", url, {**body, "max_tokens": 2}, MASTER_KEY, timeout=120)
+    assert 500 <= status < 600
+    vllm_server.start()
+    end = time.time() + 60
+    while time.time() < end:
+        status, text = http("POST", url, {**body, "max_tokens": 2}, MASTER_KEY, timeout=60)
+        if status == 200:
+            break
+        time.sleep(2)  # LiteLLM may keep the deployment in cooldown for a few seconds
+    assert status == 200, text
