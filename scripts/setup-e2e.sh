@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the e2e environment: two venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy).
+# Builds the e2e environment: venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy, checkov).
 # Idempotent: a venv whose stamp matches its requirements file is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +37,12 @@ if ! stamp_ok "$l" requirements-e2e-gateway.txt; then
   "$l/bin/pip" install -q -r requirements-e2e-gateway.txt
   "$l/bin/python" -c 'import importlib.metadata as m; print("litellm", m.version("litellm"))'
   cp requirements-e2e-gateway.txt "$l/.stamp"
+fi
+# --- checkov (policy scan of rendered manifests) ---------------------------------------------
+k=$root/checkov
+if ! stamp_ok "$k" requirements-checkov.txt; then
+  rm -rf "$k"; "$py" -m venv "$k"
+  "$k/bin/pip" install -q -r requirements-checkov.txt
+  cp requirements-checkov.txt "$k/.stamp"
 fi
 echo "e2e environment ready in $root"

@@ -134,3 +134,35 @@ def test_seed003_planner_says_tp4_on_a100_40gb_is_too_tight(plan_of):
     from stacks import catalog, planner
     s = planner.size(llama.arch, catalog.instances()["p4d.24xlarge"], 4, 4096, 32)
     assert s.fits and s.kv_gib_per_device < 1 and s.max_concurrency < 3
+
+
+# The upstream Karpenter 1.x getting-started controller policy set (reference/platform.md).
+UPSTREAM_ACTIONS = {
+    "ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags", "ec2:TerminateInstances",
+    "ec2:DeleteLaunchTemplate", "iam:PassRole", "iam:CreateInstanceProfile", "iam:TagInstanceProfile",
+    "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile",
+    "iam:GetInstanceProfile", "iam:ListInstanceProfiles", "eks:DescribeCluster", "sqs:DeleteMessage",
+    "sqs:GetQueueUrl", "sqs:ReceiveMessage", "arc-zonal-shift:GetManagedResource",
+    "ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+    "ec2:DescribePlacementGroups", "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory",
+    "ec2:DescribeSubnets", "ssm:GetParameter", "pricing:GetProducts",
+}
+
+
+def test_karpenter_controller_policies_cover_the_upstream_set(plan_of):
+    _, rec, _ = plan_of(SEED002)
+    docs = {r.inputs["name"]: json.loads(r.inputs["policy"]) for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy")
+            if r.name.startswith("karpenter-iam-")}
+    assert len(docs) == 6
+    stmts = [s for d in docs.values() for s in d["Statement"]]
+    actions = {a for s in stmts for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert UPSTREAM_ACTIONS <= actions, UPSTREAM_ACTIONS - actions
+    assert actions <= UPSTREAM_ACTIONS, actions - UPSTREAM_ACTIONS  # nothing beyond it either
+    pass_role = [s for s in stmts if s["Action"] == "iam:PassRole"]
+    assert len(pass_role) == 1 and pass_role[0]["Resource"].endswith(":role/KarpenterNodeRole-llm-seed002-g5-qwen3-14b")
+    # mutating EC2 actions are scoped to this cluster's tags
+    for s in stmts:
+        acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        if any(a in ("ec2:TerminateInstances", "ec2:DeleteLaunchTemplate", "ec2:CreateTags") for a in acts):
+            assert "kubernetes.io/cluster/llm-seed002-g5-qwen3-14b" in json.dumps(s["Condition"])

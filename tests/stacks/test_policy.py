@@ -1,0 +1,61 @@
+"""Every pod in the restricted namespaces passes Pod Security "restricted"; the check can fail."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks.policy import pod_spec_of, pss_restricted_violations
+from tests.conftest import STACK_FILES
+
+RESTRICTED_NS = {"models", "gateway"}
+
+
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
+    _, _, out = plan_of(stack_file)
+    pods = 0
+    for f in sorted((out / "manifests").glob("*.yaml")):
+        obj = yaml.safe_load(f.read_text())
+        if obj["kind"] == "Namespace" and obj["metadata"]["name"] in RESTRICTED_NS:
+            labels = obj["metadata"]["labels"]
+            assert all(labels[f"pod-security.kubernetes.io/{m}"] == "restricted" for m in ("enforce", "audit", "warn"))
+        pod = pod_spec_of(obj)
+        if pod is None or obj["metadata"].get("namespace") not in RESTRICTED_NS:
+            continue
+        assert pss_restricted_violations(pod) == [], f.name
+        assert pod.get("automountServiceAccountToken") is False, f.name
+        pods += 1
+    assert pods >= 3
+
+
+def test_vllm_pod_details(plan_of):
+    _, _, out = plan_of(STACK_FILES[0])
+    for f in (out / "manifests").glob("deployment-models-*.yaml"):
+        d = yaml.safe_load(f.read_text())
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert d["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+        assert d["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+        req, lim = c["resources"]["requests"], c["resources"]["limits"]
+        acc = "nvidia.com/gpu" if "nvidia.com/gpu" in lim else "aws.amazon.com/neuron"
+        assert req["memory"] == lim["memory"] and req[acc] == lim[acc]
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["model-cache"]["readOnly"] is True
+        env = {e["name"]: e for e in c["env"]}
+        assert env["HF_HUB_OFFLINE"]["value"] == "1" and "secretKeyRef" in env["VLLM_API_KEY"]["valueFrom"]
+        assert int(env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]["value"]) > 60
+        shm = [v for v in pod["volumes"] if v["name"] == "shm"][0]
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert c["startupProbe"]["httpGet"]["path"] == "/health"
+        assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
+        assert d["metadata"]["name"] != "vllm"
+        assert not any(a in c["args"] for a in ("--disable-log-stats", "--disable-log-requests", "--swap-space", "--device"))
+
+
+def test_checker_flags_a_privileged_root_pod():
+    pod = {"containers": [{"name": "x", "securityContext": {"privileged": True, "runAsUser": 0}}],
+           "hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    v = pss_restricted_violations(pod)
+    assert any("privileged" in x for x in v) and any("hostNetwork" in x for x in v)
+    assert any("hostPath" in x for x in v) and any("runAsNonRoot" in x for x in v)
