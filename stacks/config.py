@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
+
+from stacks.yamlio import load_yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from components.types import InstanceType, ModelArch
@@ -340,7 +342,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
 def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read a Pulumi.<stack>.yaml file: ({llm-serving key: value}, aws region). Secure values
     (`{secure: ...}`) cannot be decrypted offline and stand in as a placeholder secret."""
-    doc = yaml.safe_load(Path(path).read_text()) or {}
+    doc = load_yaml(Path(path).read_text()) or {}
     cfg = doc.get("config") or {}
     if not isinstance(cfg, dict):
         raise ConfigError([f"{path}: 'config' must be a mapping"])

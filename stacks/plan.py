@@ -15,20 +15,22 @@ from typing import Any, Optional
 
 import yaml
 
+from stacks.yamlio import load_yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pulumi_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
     """The config map `pulumi up` would hand the program: Pulumi.yaml defaults + the stack file.
     Objects travel as JSON strings; secure values are not decryptable offline (placeholders)."""
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text()) or {}
+    project = load_yaml((ROOT / "Pulumi.yaml").read_text()) or {}
     out: dict[str, str] = {}
     secret: list[str] = []
     for k, decl in (project.get("config") or {}).items():
         if isinstance(decl, dict) and "default" in decl:
             full = k if ":" in k else f"{project['name']}:{k}"
             out[full] = _enc(decl["default"])
-    stack_doc = yaml.safe_load(stack_file.read_text()) or {}
+    stack_doc = load_yaml(stack_file.read_text()) or {}
     for k, v in (stack_doc.get("config") or {}).items():
         if isinstance(v, dict) and set(v) == {"secure"}:
             out[k] = "[offline-secret]"

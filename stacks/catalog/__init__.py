@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from stacks.yamlio import load_yaml
 from components.types import ChartPin, ImagePin, InstanceType, ModelArch
 
 HERE = Path(__file__).parent
@@ -94,7 +95,7 @@ class Versions:
 
 
 def _read(name: str) -> dict:
-    return yaml.safe_load((HERE / name).read_text())
+    return load_yaml((HERE / name).read_text())
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import STACK_FILES
-from tests.e2e.conftest import MASTER_KEY, VLLM_KEY, VLLM_PY, http
+from tests.e2e.servers import MASTER_KEY, VLLM_KEY, VLLM_PY, http
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
