@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.drivers import NEURON_SCHEDULER_NAME
+from stacks.config import FORBIDDEN_VLLM_FLAGS
 from stacks.policy import pod_spec_of, pss_restricted_violations
 from tests.conftest import STACK_FILES
 
@@ -29,8 +31,9 @@ def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
     assert pods >= 3
 
 
-def test_vllm_pod_details(plan_of):
-    _, _, out = plan_of(STACK_FILES[0])
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_vllm_pod_details(stack_file, plan_of):
+    _, _, out = plan_of(stack_file)
     for f in (out / "manifests").glob("deployment-models-*.yaml"):
         d = yaml.safe_load(f.read_text())
         pod = d["spec"]["template"]["spec"]
@@ -50,7 +53,13 @@ def test_vllm_pod_details(plan_of):
         assert c["startupProbe"]["httpGet"]["path"] == "/health"
         assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
         assert d["metadata"]["name"] != "vllm"
-        assert not any(a in c["args"] for a in ("--disable-log-stats", "--disable-log-requests", "--swap-space", "--device"))
+        flags = {a.split("=", 1)[0] for a in c["args"] if a.startswith("--")}
+        assert not flags & set(FORBIDDEN_VLLM_FLAGS), f.name
+        if "aws.amazon.com/neuron" in lim:
+            n = int(lim["aws.amazon.com/neuron"])
+            assert n & (n - 1) == 0 and pod["schedulerName"] == NEURON_SCHEDULER_NAME
+            assert {"--block-size", "--num-gpu-blocks-override"} <= flags and c["args"][:2] == ["vllm", "serve"]
+            assert "NEURON_COMPILED_ARTIFACTS" in env
 
 
 def test_checker_flags_a_privileged_root_pod():

@@ -166,3 +166,38 @@ def test_karpenter_controller_policies_cover_the_upstream_set(plan_of):
         acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
         if any(a in ("ec2:TerminateInstances", "ec2:DeleteLaunchTemplate", "ec2:CreateTags") for a in acts):
             assert "kubernetes.io/cluster/llm-seed002-g5-qwen3-14b" in json.dumps(s["Condition"])
+
+
+def test_stack_outputs(plan_of):
+    intent, rec, _ = plan_of(SEED000)
+    o = rec.outputs
+    assert o["clusterName"] == intent.cluster_name
+    assert sorted(o["models"]) == sorted(m.served_name for m in intent.models.values())
+    assert set(o["modelEndpoints"]) == set(o["models"])
+    assert all(u.endswith(".models.svc.cluster.local:8000/v1") for u in o["modelEndpoints"].values())
+    assert o["gatewayUrl"].startswith("http://") and o["gatewayUrl"].endswith(":4000")
+    assert [r["name"] for r in o["plan"]] == list(intent.models)
+    assert "kubeconfig" in o
+
+
+def test_neuron_servers_use_the_platform_scheduler_and_webui_is_wired(plan_of):
+    _, rec, out = plan_of(SEED000)
+    ui = yaml.safe_load((out / "manifests" / "deployment-gateway-open-webui.yaml").read_text())
+    env = {e["name"]: e for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["OPENAI_API_BASE_URL"]["value"] == "http://litellm.gateway.svc.cluster.local:4000/v1"
+    helm = yaml.safe_load((out / "helm" / "neuron.yaml").read_text())
+    from components.drivers import NEURON_SCHEDULER_NAME
+    assert helm["values"]["scheduler"]["customScheduler"]["fullnameOverride"] == NEURON_SCHEDULER_NAME
+
+
+def test_gateway_database_is_private_encrypted_protected(plan_of):
+    intent, rec, out = plan_of(ROOT / "tests" / "configs" / "gateway-database.ok.yaml")
+    db = kinds(rec, "aws:rds/instance:Instance")[0].inputs
+    assert db["storageEncrypted"] is True and db["publiclyAccessible"] is False and db["deletionProtection"] is True
+    assert db["multiAz"] is True and db["backupRetentionPeriod"] >= 7 and db["password"] == "[secret]"
+    sg = [r.inputs for r in kinds(rec, "aws:ec2/securityGroup:SecurityGroup") if r.name == "gateway-db-sg"][0]
+    assert sg["ingress"] == [{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "securityGroups": ["sg-eksclustersg"]}]
+    cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
+    assert yaml.safe_load(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
+    secret = yaml.safe_load((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
+    assert secret["stringData"]["database-url"] == "[secret]"
