@@ -17,26 +17,37 @@ def _tolerate(key: str) -> dict:
     return {"key": key, "operator": "Exists", "effect": "NoSchedule"}
 
 
+# Controllers run on the system node group, whose only taint is this key (components.cluster).
+SYSTEM_TOLERATION = {"key": "CriticalAddonsOnly", "operator": "Exists"}
+
+
 def gpu_operator_values() -> dict:
-    """EKS AL2023 NVIDIA AMIs ship the driver and container toolkit: the operator must not."""
+    """EKS AL2023 NVIDIA AMIs ship the driver and container toolkit: the operator must not.
+    The operator and NFD controllers must tolerate the system nodes' taint (the only untainted
+    capacity is none), or the release never becomes ready; the DaemonSets tolerate the GPU taint."""
     tol = [_tolerate(ACCELERATOR_RESOURCE["nvidia"])]
     return {
+        "operator": {"tolerations": [SYSTEM_TOLERATION]},
         "driver": {"enabled": False},
         "toolkit": {"enabled": False},
         "devicePlugin": {"enabled": True},
         "dcgmExporter": {"enabled": True},
         "gfd": {"enabled": True},
         "daemonsets": {"tolerations": tol},
-        "node-feature-discovery": {"worker": {"tolerations": tol}},
+        "node-feature-discovery": {"worker": {"tolerations": tol},
+                                   "master": {"tolerations": [SYSTEM_TOLERATION]},
+                                   "gc": {"tolerations": [SYSTEM_TOLERATION]}},
     }
 
 
 def neuron_values() -> dict:
-    tol = [_tolerate(ACCELERATOR_RESOURCE["neuron"]), {"key": "CriticalAddonsOnly", "operator": "Exists"}]
+    tol = [_tolerate(ACCELERATOR_RESOURCE["neuron"]), SYSTEM_TOLERATION]
     return {
         "devicePlugin": {"tolerations": tol},
-        "scheduler": {"enabled": True,
-                      "customScheduler": {"enabled": True, "fullnameOverride": NEURON_SCHEDULER_NAME}},
+        # The scheduler extension and the custom scheduler run on the system nodes.
+        "scheduler": {"enabled": True, "tolerations": [SYSTEM_TOLERATION],
+                      "customScheduler": {"enabled": True, "fullnameOverride": NEURON_SCHEDULER_NAME,
+                                          "tolerations": [SYSTEM_TOLERATION]}},
         "npd": {"enabled": True},
     }
 

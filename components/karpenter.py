@@ -201,8 +201,6 @@ def karpenter_values(*, cluster_name: str, queue_name: str, system: SystemNodesH
         "nodeSelector": {system.label_key: system.label_value},
         "tolerations": [{"key": system.taint_key, "operator": "Exists", "effect": "NoSchedule"}],
         "podDisruptionBudget": {"name": "karpenter", "maxUnavailable": 1},
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "DoNotSchedule"}],
         "controller": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                      "limits": {"memory": "1Gi"}}},
     }

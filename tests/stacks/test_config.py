@@ -84,3 +84,17 @@ def test_pulumi_config_round_trip_matches_file_loader():
     assert a.models.keys() == b.models.keys()
     assert [m.sizing for m in a.models.values()] == [m.sizing for m in b.models.values()]
     assert json.loads(conf["llm-serving:models"])["llama"]["accelerator"] == "neuron"
+
+
+def test_project_file_declares_only_types_pulumi_accepts():
+    """Pulumi's project schema: a declared config key needs a type of string, integer, boolean or
+    array; anything else and `pulumi up` refuses the project file."""
+    import yaml as _yaml
+
+    from tests.conftest import ROOT
+    proj = _yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert proj["name"] == "llm-serving" and proj["runtime"]["name"] == "python"
+    for k, decl in (proj.get("config") or {}).items():
+        if isinstance(decl, dict):
+            assert decl.get("type") in {"string", "integer", "boolean", "array"}, k
+            assert set(decl) <= {"type", "items", "description", "secret", "default"}, k

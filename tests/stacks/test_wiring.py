@@ -201,3 +201,20 @@ def test_gateway_database_is_private_encrypted_protected(plan_of):
     assert yaml.safe_load(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
     secret = yaml.safe_load((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
     assert secret["stringData"]["database-url"] == "[secret]"
+
+
+def test_controllers_tolerate_the_system_taint(plan_of):
+    """The system nodes are the only capacity without an accelerator taint: every controller
+    (Karpenter, GPU operator + NFD, Neuron scheduler) must tolerate CriticalAddonsOnly."""
+    def tolerates(tols):
+        return any(t.get("key") == "CriticalAddonsOnly" and t.get("operator") == "Exists" for t in tols)
+    _, rec, _ = plan_of(SEED002)
+    v = releases(rec)
+    assert tolerates(v["karpenter"].inputs["values"]["tolerations"])
+    g = v["gpu-operator"].inputs["values"]
+    assert tolerates(g["operator"]["tolerations"])
+    assert all(tolerates(g["node-feature-discovery"][p]["tolerations"]) for p in ("master", "gc"))
+    assert g["daemonsets"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    _, rec, _ = plan_of(SEED000)
+    n = releases(rec)["neuron"].inputs["values"]
+    assert tolerates(n["scheduler"]["tolerations"]) and tolerates(n["scheduler"]["customScheduler"]["tolerations"])
