@@ -61,6 +61,16 @@ class Cluster(pulumi.ComponentResource):
                           enable_key_rotation=True, deletion_window_in_days=30,
                           policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy), opts=child)
         aws.kms.Alias(f"{name}-secrets-key", name=f"alias/{c}-eks-secrets", target_key_id=key.key_id, opts=child)
+        # Our own cluster role, so the envelope-encryption key can be granted to it explicitly (EKS
+        # creates a grant on the key with this role when the cluster is created).
+        role = aws.iam.Role(f"{name}-service-role", assume_role_policy=trust_policy("eks.amazonaws.com"), opts=child)
+        aws.iam.RolePolicyAttachment(f"{name}-service-role", role=role.name,
+                                     policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=child)
+        kms_grant = aws.iam.RolePolicy(f"{name}-service-role-kms", role=role.id, policy=key.arn.apply(
+            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Resource": arn,
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey", "kms:CreateGrant"]}]})),
+            opts=child)
         # EKS writes control-plane logs here; creating it first sets the retention (EKS would keep forever).
         logs = aws.cloudwatch.LogGroup(f"{name}-control-plane-logs", name=f"/aws/eks/{c}/cluster",
                                        retention_in_days=args.log_retention_days, opts=child)
@@ -93,12 +103,13 @@ class Cluster(pulumi.ComponentResource):
             public_access_cidrs=list(args.public_access_cidrs) or None,
             enabled_cluster_log_types=LOG_TYPES,
             encryption_config_key_arn=key.arn,
+            service_role=role,
             vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
             # Added as aws.eks.Addon after the system node group (nothing could schedule them before).
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
             tags={"karpenter.sh/discovery": c},
-            opts=ResourceOptions(parent=self, depends_on=[logs]),
+            opts=ResourceOptions(parent=self, depends_on=[logs, kms_grant]),
         )
         ec = self.cluster.eks_cluster
         self.name = ec.name

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from google.protobuf import json_format, struct_pb2
+
 import pulumi
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import settings as psettings
@@ -62,12 +64,40 @@ class _Monitor(pmocks.MockMonitor):
         mocks.monitor = self
 
     def RegisterResource(self, request):
+        # A resource passed as an input (e.g. a Role into eks.Cluster) arrives as a reference; the SDK
+        # monitor would rehydrate it on this thread's loop ("attached to a different loop"). The mock
+        # needs only its URN, so references become URN strings before anything deserializes them.
+        request = _without_resource_refs(request)
         resp = super().RegisterResource(request)
         inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
             custom=bool(request.custom), inputs=inputs))
         return resp
+
+
+def _without_resource_refs(request):
+    found = [False]
+
+    def walk(v):
+        if isinstance(v, dict):
+            if v.get(SIG_KEY) == RESOURCE_SIG:
+                found[0] = True
+                return v.get("urn", "")
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    plain = walk(json_format.MessageToDict(request.object))
+    if not found[0]:
+        return request
+    copy = type(request)()
+    copy.CopyFrom(request)
+    obj = struct_pb2.Struct()
+    obj.update(plain)
+    copy.object.CopyFrom(obj)
+    return copy
 
 
 def _plain(v: Any) -> Any:

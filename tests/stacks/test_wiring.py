@@ -112,6 +112,11 @@ def test_cluster_security_settings(plan_of):
     assert sorted(c["enabledClusterLogTypes"]) == sorted(["api", "audit", "authenticator", "controllerManager", "scheduler"])
     assert c["vpcCniOptions"]["enableNetworkPolicy"] is True and c["version"] == "1.34"
     assert kinds(rec, "aws:kms/key:Key")[0].inputs["enableKeyRotation"] is True
+    # EKS creates a grant on the key with the cluster role: ours, allowed to use exactly that key.
+    assert c["serviceRole"].endswith("aws:iam/role:Role::cluster-service-role")
+    grant = [r.inputs for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy") if r.name == "cluster-service-role-kms"][0]
+    doc = json.loads(grant["policy"])["Statement"][0]
+    assert "kms:CreateGrant" in doc["Action"] and doc["Resource"] == c["encryptionConfigKeyArn"]
     lt = kinds(rec, "aws:ec2/launchTemplate:LaunchTemplate")[0].inputs["metadataOptions"]
     assert lt["httpTokens"] == "required" and lt["httpPutResponseHopLimit"] == 1
     ng = kinds(rec, "aws:eks/nodeGroup:NodeGroup")[0].inputs
