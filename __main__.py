@@ -13,3 +13,4 @@ pulumi.export("gatewayUrl", served.gateway_url)
 pulumi.export("models", served.model_names)
 pulumi.export("modelEndpoints", served.endpoints)
 pulumi.export("plan", serving.plan_table(intent))
+pulumi.export("platform", plat.shared())  # what team stacks attach to

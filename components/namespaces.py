@@ -57,12 +57,17 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
     return out
 
 
+def render_accelerator_quota(n: int) -> dict:
+    return {"requests.nvidia.com/gpu": str(n), "requests.aws.amazon.com/neuron": str(n)}
+
+
 @dataclass(frozen=True)
 class NamespacesArgs:
     models_ns: str
     gateway_ns: str
-    vpc_cidr: str
+    vpc_cidr: pulumi.Input[str]
     database: bool = False
+    accelerator_quota: int | None = None  # team stacks: GPUs / Neuron devices the team may request
 
 
 class ServingNamespaces(pulumi.ComponentResource):
@@ -72,8 +77,15 @@ class ServingNamespaces(pulumi.ComponentResource):
         for ns in (args.models_ns, args.gateway_ns):
             self.namespaces[ns] = k8s.core.v1.Namespace(f"{name}-{ns}", metadata={"name": ns, "labels": PSA},
                                                         opts=ResourceOptions(parent=self))
-        for pname, (ns, spec) in render_policies(models_ns=args.models_ns, gateway_ns=args.gateway_ns,
-                                                 vpc_cidr=args.vpc_cidr, database=args.database).items():
-            k8s.networking.v1.NetworkPolicy(f"{name}-{pname}", metadata={"name": pname, "namespace": ns}, spec=spec,
+        policies = pulumi.Output.from_input(args.vpc_cidr).apply(lambda cidr: render_policies(
+            models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr=cidr, database=args.database))
+        for pname, (ns, _) in render_policies(models_ns=args.models_ns, gateway_ns=args.gateway_ns,
+                                              vpc_cidr="0.0.0.0/32", database=args.database).items():
+            k8s.networking.v1.NetworkPolicy(f"{name}-{pname}", metadata={"name": pname, "namespace": ns},
+                                            spec=policies.apply(lambda p, n=pname: p[n][1]),
                                             opts=ResourceOptions(parent=self, depends_on=[self.namespaces[ns]]))
+        if args.accelerator_quota is not None:
+            k8s.core.v1.ResourceQuota(f"{name}-accelerators", metadata={"name": "accelerators", "namespace": args.models_ns},
+                                      spec={"hard": render_accelerator_quota(args.accelerator_quota)},
+                                      opts=ResourceOptions(parent=self, depends_on=[self.namespaces[args.models_ns]]))
         self.register_outputs({})

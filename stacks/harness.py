@@ -163,9 +163,24 @@ class Mocks(pmocks.Mocks):
             out["metadata"] = meta
             if typ == "kubernetes:core/v1:Service":
                 out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.elb.{self.region}.amazonaws.com"}]}}
+        elif typ == "pulumi:pulumi:StackReference":
+            out["outputs"] = self.platform_stack_outputs(inp.get("name", ""))
+            out["secretOutputNames"] = ["kubeconfig"]
         elif typ == "random:index/randomPassword:RandomPassword":
             out["result"] = "mock-" + _fake_id(name)
         return rid, out
+
+    def platform_stack_outputs(self, stack_name: str) -> dict:
+        """What a platform stack exports (stacks/platform.Platform.shared), as a team stack reads it."""
+        cname = "llm-" + stack_name.rsplit("/", 1)[-1]
+        return {
+            "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
+            "platform": {"clusterName": cname, "vpcId": "vpc-platform", "vpcCidr": "10.0.0.0/16",
+                         "privateSubnetIds": ["subnet-a", "subnet-b", "subnet-c"],
+                         "nodeSecurityGroupId": "sg-eksclustersg", "efsStorageClass": "efs",
+                         "ebsStorageClass": "gp3", "efsFileSystemId": "fs-platform", "neuronScheduler": None,
+                         "pools": {"gpu": "nvidia"}},
+        }
 
     def _eks_cluster(self, name: str, inp: dict) -> dict:
         cname = inp.get("name") or name

@@ -32,13 +32,39 @@ class Platform:
     kubeconfig: pulumi.Output
     storage: StorageHandle
     vpc_id: pulumi.Input[str]
-    vpc_cidr: str
+    vpc_cidr: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
     node_security_group_id: pulumi.Input[str]
     neuron_scheduler: Optional[str]
     pools: dict[str, PoolSpec]
     # What workloads on accelerator nodes must wait for (the node pools and device plugins).
     ready: tuple[pulumi.Resource, ...]
+
+    def shared(self) -> dict:
+        """What team stacks read from this platform stack (exported as `platform`)."""
+        return {"clusterName": self.cluster_name, "vpcId": self.vpc_id, "vpcCidr": self.vpc_cidr,
+                "privateSubnetIds": self.private_subnet_ids, "nodeSecurityGroupId": self.node_security_group_id,
+                "efsStorageClass": self.storage.efs_storage_class, "ebsStorageClass": self.storage.ebs_storage_class,
+                "efsFileSystemId": self.storage.efs_file_system_id, "neuronScheduler": self.neuron_scheduler,
+                "pools": {n: p.kind for n, p in self.pools.items()}}
+
+
+def attach(intent: StackIntent) -> Platform:
+    """A team stack: the platform stack's cluster, read through a StackReference. Creates nothing."""
+    ref = pulumi.StackReference("platform", stack_name=intent.config.platformStack)
+    shared = ref.require_output("platform")
+    kubeconfig = ref.require_output("kubeconfig")
+    provider = k8s.Provider("k8s", kubeconfig=kubeconfig, enable_server_side_apply=True)
+    storage = StorageHandle(efs_storage_class="efs", ebs_storage_class="gp3",
+                            efs_file_system_id=shared.apply(lambda s: s["efsFileSystemId"]))
+    pools = {n: pool_spec(intent, n) for n in intent.pools}
+    return Platform(
+        cluster_name=shared.apply(lambda s: s["clusterName"]), k8s=provider, kubeconfig=kubeconfig, storage=storage,
+        vpc_id=shared.apply(lambda s: s["vpcId"]), vpc_cidr=shared.apply(lambda s: s["vpcCidr"]),
+        private_subnet_ids=shared.apply(lambda s: s["privateSubnetIds"]),
+        node_security_group_id=shared.apply(lambda s: s["nodeSecurityGroupId"]),
+        neuron_scheduler=NEURON_SCHEDULER_NAME if any(p.kind == "neuron" for p in pools.values()) else None,
+        pools=pools, ready=())
 
 
 def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
@@ -54,6 +80,8 @@ def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
 
 
 def build(intent: StackIntent) -> Platform:
+    if intent.is_team_stack:
+        return attach(intent)
     cfg = intent.config
     c = intent.cluster_name
     versions = catalog.versions()

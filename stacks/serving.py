@@ -23,6 +23,14 @@ from stacks.summary import model_rows
 
 MODELS_NS = "models"
 GATEWAY_NS = "gateway"
+
+
+def namespaces(intent: StackIntent) -> tuple[str, str]:
+    """(models, gateway) namespaces: shared names on a platform stack, team-prefixed on a team stack."""
+    if intent.config.team is not None:
+        t = intent.config.team.name
+        return f"{t}-models", f"{t}-gateway"
+    return MODELS_NS, GATEWAY_NS
 VLLM_PORT = 8000
 # vLLM keeps idle HTTP connections this much longer than the gateway pools them.
 KEEPALIVE_MARGIN_S = 15
@@ -104,8 +112,9 @@ def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int) -> Server
 
 
 def routes(intent: StackIntent) -> list[Route]:
+    models_ns = namespaces(intent)[0]
     return [Route(model_name=m.served_name, served_name=m.served_name,
-                  service_host=f"{m.name}.{MODELS_NS}.svc.cluster.local", port=VLLM_PORT,
+                  service_host=f"{m.name}.{models_ns}.svc.cluster.local", port=VLLM_PORT,
                   timeout_seconds=m.request_timeout_seconds, max_input_tokens=m.sizing.max_model_len)
             for m in intent.models.values()]
 
@@ -120,9 +129,11 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     v = catalog.versions()
     kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
     db_enabled = cfg.gateway.database.enabled
-    namespaces = ServingNamespaces("serving", NamespacesArgs(
-        models_ns=MODELS_NS, gateway_ns=GATEWAY_NS, vpc_cidr=plat.vpc_cidr, database=db_enabled), opts=kopts)
-    ns_ready = tuple(namespaces.namespaces.values())
+    MODELS_NS, GATEWAY_NS = namespaces(intent)  # noqa: N806 (shadows the platform-stack names)
+    ns = ServingNamespaces("serving", NamespacesArgs(
+        models_ns=MODELS_NS, gateway_ns=GATEWAY_NS, vpc_cidr=plat.vpc_cidr, database=db_enabled,
+        accelerator_quota=cfg.team.maxAccelerators if cfg.team else None), opts=kopts)
+    ns_ready = tuple(ns.namespaces.values())
 
     vllm_key = _secret("vllm-api-key", 40)
     key_secret = k8s.core.v1.Secret("vllm-api-key", metadata={"name": "vllm-api-key", "namespace": MODELS_NS},

@@ -35,7 +35,7 @@ def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
     out = {}
     for f in STACK_FILES:
         _, _, d = plan_of(f)
-        for p in (d / "manifests").glob("deployment-models-*.yaml"):
+        for p in (d / "manifests").glob("deployment-*models-*.yaml"):
             c = yaml.safe_load(p.read_text())["spec"]["template"]["spec"]["containers"][0]
             is_neuron = "aws.amazon.com/neuron" in c["resources"]["limits"]
             if is_neuron == neuron:

@@ -16,14 +16,17 @@ RESTRICTED_NS = {"models", "gateway"}
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
+    objs = [(f, yaml.safe_load(f.read_text())) for f in sorted((out / "manifests").glob("*.yaml"))]
+    serving_ns = {o["metadata"]["name"] for _, o in objs if o["kind"] == "Namespace"
+                  and o["metadata"]["name"].endswith(tuple(RESTRICTED_NS))}
+    assert len(serving_ns) == 2
     pods = 0
-    for f in sorted((out / "manifests").glob("*.yaml")):
-        obj = yaml.safe_load(f.read_text())
-        if obj["kind"] == "Namespace" and obj["metadata"]["name"] in RESTRICTED_NS:
+    for f, obj in objs:
+        if obj["kind"] == "Namespace" and obj["metadata"]["name"] in serving_ns:
             labels = obj["metadata"]["labels"]
             assert all(labels[f"pod-security.kubernetes.io/{m}"] == "restricted" for m in ("enforce", "audit", "warn"))
         pod = pod_spec_of(obj)
-        if pod is None or obj["metadata"].get("namespace") not in RESTRICTED_NS:
+        if pod is None or obj["metadata"].get("namespace") not in serving_ns:
             continue
         assert pss_restricted_violations(pod) == [], f.name
         assert pod.get("automountServiceAccountToken") is False, f.name
@@ -34,7 +37,7 @@ def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_vllm_pod_details(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
-    for f in (out / "manifests").glob("deployment-models-*.yaml"):
+    for f in (out / "manifests").glob("deployment-*models-*.yaml"):
         d = yaml.safe_load(f.read_text())
         pod = d["spec"]["template"]["spec"]
         c = pod["containers"][0]

@@ -40,15 +40,15 @@ def test_one_nodepool_per_pool_and_drivers_only_for_used_kinds(plan_of):
 def test_a_gateway_route_per_model_and_nothing_else(plan_of):
     for f in STACK_FILES:
         intent, rec, out = plan_of(f)
-        cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
-        cfg = yaml.safe_load(cm["data"]["config.yaml"])
+        [cm_file] = (out / "manifests").glob("configmap-*-litellm-config.yaml")
+        cfg = yaml.safe_load(yaml.safe_load(cm_file.read_text())["data"]["config.yaml"])
         served = sorted(m.served_name for m in intent.models.values())
         assert sorted(e["model_name"] for e in cfg["model_list"]) == served
         for e in cfg["model_list"]:
             assert e["litellm_params"]["model"] == f"hosted_vllm/{e['model_name']}"
             assert e["litellm_params"]["api_base"].endswith(":8000/v1")
         # every served name is what its vLLM server answers to
-        for d in (out / "manifests").glob("deployment-models-*.yaml"):
+        for d in (out / "manifests").glob("deployment-*models-*.yaml"):
             args = yaml.safe_load(d.read_text())["spec"]["template"]["spec"]["containers"][0]["args"]
             assert args[args.index("--served-model-name") + 1] in served
 
@@ -223,3 +223,19 @@ def test_controllers_tolerate_the_system_taint(plan_of):
     _, rec, _ = plan_of(SEED000)
     n = releases(rec)["neuron"].inputs["values"]
     assert tolerates(n["scheduler"]["tolerations"]) and tolerates(n["scheduler"]["customScheduler"]["tolerations"])
+
+
+def test_team_stack_attaches_and_creates_only_its_namespaced_objects(plan_of):
+    intent, rec, out = plan_of(EXAMPLES / "Pulumi.team-search.yaml")
+    types = {r.type for r in rec.resources}
+    assert not any(t.startswith(("aws:", "eks:")) for t in types), types
+    assert not any(t.endswith((":NodePool", ":EC2NodeClass")) or "helm" in t for t in types)
+    for f in (out / "manifests").glob("*.yaml"):
+        obj = yaml.safe_load(f.read_text())
+        ns = obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+        assert ns in ("search-models", "search-gateway"), f.name
+    quota = yaml.safe_load((out / "manifests" / "resourcequota-search-models-accelerators.yaml").read_text())
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
+    cm = yaml.safe_load((out / "manifests" / "configmap-search-gateway-litellm-config.yaml").read_text())
+    route = yaml.safe_load(cm["data"]["config.yaml"])["model_list"][0]["litellm_params"]
+    assert route["api_base"] == "http://qwen2-5-7b.search-models.svc.cluster.local:8000/v1"
