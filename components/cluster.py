@@ -9,11 +9,10 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 from pulumi import ResourceOptions
 
-from components.types import ClusterHandle, NetworkHandle, SystemNodesHandle
+from components.types import SYSTEM_TAINT, ClusterHandle, NetworkHandle, SystemNodesHandle
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 SYSTEM_LABEL = ("llm-serving/node-role", "system")
-SYSTEM_TAINT = "CriticalAddonsOnly"
 
 
 def trust_policy(service: str, *, tag_session: bool = False) -> str:

@@ -7,25 +7,21 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ACCELERATOR_RESOURCE, ChartPin
+from components.types import ACCELERATOR_RESOURCE, SYSTEM_TAINT, ChartPin, tolerate
 
 # The scheduler name Neuron pods set; the chart's custom scheduler is named from the same constant.
 NEURON_SCHEDULER_NAME = "neuron-scheduler"
 
 
-def _tolerate(key: str) -> dict:
-    return {"key": key, "operator": "Exists", "effect": "NoSchedule"}
-
-
 # Controllers run on the system node group, whose only taint is this key (components.cluster).
-SYSTEM_TOLERATION = {"key": "CriticalAddonsOnly", "operator": "Exists"}
+SYSTEM_TOLERATION = {"key": SYSTEM_TAINT, "operator": "Exists"}
 
 
 def gpu_operator_values() -> dict:
     """EKS AL2023 NVIDIA AMIs ship the driver and container toolkit: the operator must not.
     The operator and NFD controllers must tolerate the system nodes' taint (the only untainted
     capacity is none), or the release never becomes ready; the DaemonSets tolerate the GPU taint."""
-    tol = [_tolerate(ACCELERATOR_RESOURCE["nvidia"])]
+    tol = [tolerate(ACCELERATOR_RESOURCE["nvidia"])]
     return {
         "operator": {"tolerations": [SYSTEM_TOLERATION]},
         "driver": {"enabled": False},
@@ -41,7 +37,7 @@ def gpu_operator_values() -> dict:
 
 
 def neuron_values() -> dict:
-    tol = [_tolerate(ACCELERATOR_RESOURCE["neuron"]), SYSTEM_TOLERATION]
+    tol = [tolerate(ACCELERATOR_RESOURCE["neuron"]), SYSTEM_TOLERATION]
     return {
         "devicePlugin": {"tolerations": tol},
         # The scheduler extension and the custom scheduler run on the system nodes.

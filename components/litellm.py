@@ -12,8 +12,7 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi import ResourceOptions
 
-from components.namespaces import GATEWAY_SELECTOR
-from components.types import Route
+from components.types import GATEWAY_SELECTOR, Route, container_security, pod_security, tolerate
 
 PORT = 4000
 UID = 1000
@@ -85,9 +84,8 @@ def render_gateway_pod(args_image: str, *, replicas: int, database: bool, system
     return {
         "automountServiceAccountToken": False,
         "serviceAccountName": "litellm",
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "tolerations": [{"key": system_taint, "operator": "Exists", "effect": "NoSchedule"}],
+        "securityContext": pod_security(UID),
+        "tolerations": [tolerate(system_taint)],
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                                        "whenUnsatisfiable": "ScheduleAnyway",
                                        "labelSelector": {"matchLabels": GATEWAY_SELECTOR}}],
@@ -100,9 +98,7 @@ def render_gateway_pod(args_image: str, *, replicas: int, database: bool, system
             "startupProbe": probe(LIVENESS, periodSeconds=5, failureThreshold=60),
             "livenessProbe": probe(LIVENESS, periodSeconds=15, failureThreshold=3),
             "readinessProbe": probe(READINESS, periodSeconds=10, failureThreshold=3),
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False,
-                                "runAsNonRoot": True, "runAsUser": UID, "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": container_security(UID, read_only_root=False),
             "volumeMounts": [{"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
                              {"name": "tmp", "mountPath": "/tmp"}],
         }],

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.namespaces import CACHE_SELECTOR
+from components.types import CACHE_SELECTOR, container_security, pod_security, tolerate
 
 UID = 2000
 # Weights as safetensors only, plus what the tokenizer and config need.
@@ -53,18 +53,15 @@ def render_job_spec(item: CacheItem, *, image: str, claim: str, token_secret: Op
             "spec": {
                 "restartPolicy": "OnFailure",
                 "automountServiceAccountToken": False,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": pod_security(UID),
                 # Runs on the system nodes: downloading needs no accelerator.
-                "tolerations": [{"key": system_toleration, "operator": "Exists", "effect": "NoSchedule"}],
+                "tolerations": [tolerate(system_toleration)],
                 "containers": [{
                     "name": "download", "image": image,
                     "command": render_download_command(item, "/models/hub"),
                     "env": env,
                     "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "runAsNonRoot": True, "runAsUser": UID, "capabilities": {"drop": ["ALL"]},
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": container_security(UID),
                     "volumeMounts": [{"name": "model-cache", "mountPath": "/models"},
                                      {"name": "tmp", "mountPath": "/tmp"}],
                 }],

@@ -7,11 +7,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
+from components.types import CACHE_SELECTOR, GATEWAY_SELECTOR, UI_SELECTOR, VLLM_SELECTOR
+
 PSA = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
-VLLM_SELECTOR = {"app.kubernetes.io/component": "vllm"}
-CACHE_SELECTOR = {"app.kubernetes.io/component": "model-cache"}
-GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
-UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
 DNS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]

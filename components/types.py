@@ -174,6 +174,13 @@ class NodeClassSpec:
 # Device-plugin resource names; the same names are the NodePool taint keys.
 ACCELERATOR_RESOURCE: dict[str, str] = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
 POOL_LABEL = "llm-serving/pool"
+# The system node group's taint: controllers and the gateway tolerate it (components.cluster sets it).
+SYSTEM_TAINT = "CriticalAddonsOnly"
+# Pod labels the NetworkPolicies select on (shared by the workloads and the policies).
+VLLM_SELECTOR = {"app.kubernetes.io/component": "vllm"}
+CACHE_SELECTOR = {"app.kubernetes.io/component": "model-cache"}
+GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
+UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
 
 
 @dataclass(frozen=True)
@@ -219,3 +226,22 @@ class Route:
     port: int
     timeout_seconds: int
     max_input_tokens: int
+
+
+# ---- Pod Security "restricted" building blocks shared by every serving workload -------------------
+
+
+def pod_security(uid: int) -> dict:
+    """Pod-level securityContext: non-root as the image's own user, RuntimeDefault seccomp."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security(uid: int, *, read_only_root: bool = True) -> dict:
+    """Container securityContext: no privilege escalation, every capability dropped."""
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True,
+            "runAsUser": uid, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def tolerate(key: str) -> dict:
+    return {"key": key, "operator": "Exists", "effect": "NoSchedule"}

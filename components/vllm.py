@@ -11,8 +11,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.namespaces import VLLM_SELECTOR
-from components.types import ACCELERATOR_RESOURCE, POOL_LABEL, ServerSpec
+from components.types import (ACCELERATOR_RESOURCE, POOL_LABEL, VLLM_SELECTOR, ServerSpec, container_security,
+                              pod_security, tolerate)
 
 PORT = 8000
 UID = 2000  # user `vllm` in the upstream image
@@ -54,9 +54,7 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
                          "failureThreshold": probe_budget(spec.startup_budget_seconds)},
         "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
-                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {**container_security(UID), "runAsGroup": UID},
         "volumeMounts": [
             {"name": "model-cache", "mountPath": "/models", "readOnly": True},
             {"name": "writable", "mountPath": WRITABLE, "subPath": f"writable/{spec.name}"},
@@ -68,24 +66,21 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
 
 
 def render_pod_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, service_account: str) -> dict:
-    sec = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-           "seccompProfile": {"type": "RuntimeDefault"}}
     wait = {
         "name": "wait-for-weights",
         "image": spec.image,
         "command": ["sh", "-c", f"until [ -f {ready_marker(spec)} ]; do echo waiting for {spec.hf_id}; sleep 10; done"],
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                            "runAsUser": UID, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": container_security(UID),
         "volumeMounts": [{"name": "model-cache", "mountPath": "/models", "readOnly": True}],
     }
     pod = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
-        "securityContext": sec,
+        "securityContext": pod_security(UID),
         "terminationGracePeriodSeconds": 60,
         "nodeSelector": {POOL_LABEL: spec.pool, "node.kubernetes.io/instance-type": spec.instance_type},
-        "tolerations": [{"key": ACCELERATOR_RESOURCE[spec.kind], "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations": [tolerate(ACCELERATOR_RESOURCE[spec.kind])],
         "initContainers": [wait],
         "containers": [render_container(spec, api_key_secret=api_key_secret)],
         "volumes": [

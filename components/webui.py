@@ -7,7 +7,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.namespaces import UI_SELECTOR
+from components.types import UI_SELECTOR, container_security, pod_security, tolerate
 
 PORT = 8080
 UID = 1000
@@ -18,9 +18,8 @@ def render_webui_pod(image: str, *, gateway_url: str, system_taint: str) -> dict
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": "open-webui", "key": key}}}
     return {
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "tolerations": [{"key": system_taint, "operator": "Exists", "effect": "NoSchedule"}],
+        "securityContext": pod_security(UID),
+        "tolerations": [tolerate(system_taint)],
         "containers": [{
             "name": "open-webui", "image": image,
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
@@ -32,9 +31,7 @@ def render_webui_pod(image: str, *, gateway_url: str, system_taint: str) -> dict
             "startupProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 5, "failureThreshold": 60},
             "readinessProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10},
             "livenessProbe": {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 20},
-            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False,
-                                "runAsNonRoot": True, "runAsUser": UID, "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "securityContext": container_security(UID, read_only_root=False),
             "volumeMounts": [{"name": "data", "mountPath": "/app/backend/data"}, {"name": "tmp", "mountPath": "/tmp"}],
         }],
         "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "open-webui"}},

@@ -155,20 +155,8 @@ class Replicas(_M):
     max: int = Field(1, ge=1)
 
 
-class Architecture(_M):
+class Architecture(catalog.ArchitectureFields):
     """Facts for a model that is not in the catalog (from its config.json)."""
-
-    params: float = Field(gt=0, description="total parameters, billions")
-    layers: int = Field(gt=0)
-    hidden: int = Field(gt=0)
-    intermediate: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kvHeads: int = Field(gt=0)
-    headDim: int = Field(gt=0)
-    vocab: int = Field(gt=0)
-    maxPositions: int = Field(gt=0)
-    dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    gated: bool = False
 
 
 class ModelConfig(_M):

@@ -9,11 +9,10 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 from pulumi import ResourceOptions
 
-from components.cluster import SYSTEM_TAINT
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
-from components.types import ServerSpec, Route
+from components.types import SYSTEM_TAINT, Route, ServerSpec
 from components.vllm import HOME, HUB_CACHE, WRITABLE, VllmServer, VllmServerArgs, ready_marker
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,9 +32,11 @@ class _InstanceRow(_Row):
     usdPerHour: float = Field(gt=0)
 
 
-class _ModelRow(_Row):
-    hfId: str
-    params: float = Field(gt=0)
+class ArchitectureFields(_Row):
+    """A checkpoint's architecture facts (from its config.json); the planner sizes memory from them.
+    Shared by the catalog and by full model specs in the stack config."""
+
+    params: float = Field(gt=0, description="total parameters, billions")
     layers: int = Field(gt=0)
     hidden: int = Field(gt=0)
     intermediate: int = Field(gt=0)
@@ -42,10 +45,14 @@ class _ModelRow(_Row):
     headDim: int = Field(gt=0)
     vocab: int = Field(gt=0)
     maxPositions: int = Field(gt=0)
-    dtype: str = Field(pattern="^(bfloat16|float16)$")
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    gated: bool = False
+
+
+class _ModelRow(ArchitectureFields):
+    hfId: str
     quantization: str | None = None
     weightsGiB: float | None = None
-    gated: bool = False
     toolParser: str | None = None
     reasoningParser: str | None = None
     revision: str | None = None
