@@ -416,6 +416,10 @@ class _Resolver:
         if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack):
             self.err(("platformStack",), f"{cfg.platformStack!r} is not a fully qualified stack name",
                      "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)")
+        for section in ("observability", "autoscaling"):
+            if getattr(cfg, section).enabled:
+                self.err((section, "enabled"), f"{section} is not built by this version of the program",
+                         "set it to false (the section is reserved; nothing would be deployed for it)")
         if cfg.cluster.endpointPublicAccess and not cfg.cluster.publicAccessCidrs:
             self.err(("cluster", "publicAccessCidrs"), "a public API endpoint needs an allow-list",
                      "list the CIDRs allowed to reach it, or set endpointPublicAccess: false")
