@@ -34,6 +34,7 @@ class Registered:
     parent: Optional[str]
     custom: bool
     inputs: dict
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,7 +73,7 @@ class _Monitor(pmocks.MockMonitor):
         inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
-            custom=bool(request.custom), inputs=inputs))
+            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies))))
         return resp
 
 

@@ -5,10 +5,9 @@ import math
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_kubernetes as k8s
-import pulumi_random as random
 from pulumi import ResourceOptions
 
+from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
@@ -118,30 +117,22 @@ def routes(intent: StackIntent) -> list[Route]:
             for m in intent.models.values()]
 
 
-def _secret(name: str, length: int, prefix: str = "") -> pulumi.Output[str]:
-    r = random.RandomPassword(name, length=length, special=False)
-    return pulumi.Output.secret(r.result.apply(lambda v: prefix + v))
-
-
 def build(intent: StackIntent, plat: Platform) -> Served:
     cfg = intent.config
     v = catalog.versions()
     kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
     db_enabled = cfg.gateway.database.enabled
-    MODELS_NS, GATEWAY_NS = namespaces(intent)  # noqa: N806 (shadows the platform-stack names)
+    models_ns, gateway_ns = namespaces(intent)
     ns = ServingNamespaces("serving", NamespacesArgs(
-        models_ns=MODELS_NS, gateway_ns=GATEWAY_NS, vpc_cidr=plat.vpc_cidr, database=db_enabled,
+        models_ns=models_ns, gateway_ns=gateway_ns, vpc_cidr=plat.vpc_cidr, database=db_enabled,
         accelerator_quota=cfg.team.maxAccelerators if cfg.team else None), opts=kopts)
     ns_ready = tuple(ns.namespaces.values())
-
-    vllm_key = _secret("vllm-api-key", 40)
-    key_secret = k8s.core.v1.Secret("vllm-api-key", metadata={"name": "vllm-api-key", "namespace": MODELS_NS},
-                                    type="Opaque", string_data={"api-key": vllm_key},
-                                    opts=ResourceOptions(provider=plat.k8s, depends_on=list(ns_ready)))
+    keys = ServingKeys("keys", ServingKeysArgs(models_namespace=models_ns, database_password=db_enabled,
+                                               webui_secret=cfg.ui.enabled, after=ns_ready), opts=kopts)
     specs = {name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds) for name, m in intent.models.items()}
     if specs:
         ModelCache("model-cache", ModelCacheArgs(
-            namespace=MODELS_NS, storage_class=plat.storage.efs_storage_class, image=v.image("vllm"),
+            namespace=models_ns, storage_class=plat.storage.efs_storage_class, image=v.image("vllm"),
             items=tuple(CacheItem(name=s.name, hf_id=s.hf_id, revision=s.revision, gated=intent.models[n].arch.gated,
                                   marker=ready_marker(s)) for n, s in specs.items()),
             hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
@@ -149,8 +140,8 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     endpoints = {}
     for name, spec in specs.items():
         server = VllmServer(f"vllm-{name}", VllmServerArgs(
-            spec=spec, namespace=MODELS_NS, cache_claim=ModelCache.claim_name, api_key_secret="vllm-api-key",
-            after=(*ns_ready, key_secret, *plat.ready)), opts=kopts)
+            spec=spec, namespace=models_ns, cache_claim=ModelCache.claim_name, api_key_secret=VLLM_KEY_SECRET,
+            after=(*ns_ready, keys.vllm_secret, *plat.ready)), opts=kopts)
         endpoints[spec.served_name] = f"http://{server.service_host}:{VLLM_PORT}/v1"
 
     db_url = None
@@ -160,18 +151,17 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             cluster_name=intent.cluster_name, vpc_id=plat.vpc_id, subnet_ids=plat.private_subnet_ids,
             client_security_group_id=plat.node_security_group_id, engine_version=v.postgres_engine_version,
             instance_class=d.instanceClass, allocated_storage_gib=d.allocatedStorageGiB, multi_az=d.multiAz,
-            password=_secret("gateway-db-password", 32)))
+            password=keys.database_password))
         db_url = db.url
-    master = _secret("litellm-master-key", 40, prefix="sk-")
     gateway = LiteLLMGateway("gateway", GatewayArgs(
-        namespace=GATEWAY_NS, image=v.image("litellm"), routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
-        master_key=master, salt_key=_secret("litellm-salt-key", 40, prefix="sk-"), vllm_api_key=vllm_key,
+        namespace=gateway_ns, image=v.image("litellm"), routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
+        master_key=keys.master_key, salt_key=keys.salt_key, vllm_api_key=keys.vllm_api_key,
         system_taint=SYSTEM_TAINT, database_url=db_url, internal_load_balancer=cfg.gateway.internalLoadBalancer,
         after=ns_ready), opts=kopts)
     if cfg.ui.enabled:
         OpenWebUi("webui", WebUiArgs(
-            namespace=GATEWAY_NS, image=v.image("open-webui"), gateway_url=gateway.in_cluster_url,
-            api_key=master, secret_key=_secret("webui-secret-key", 40), storage_class=plat.storage.ebs_storage_class,
+            namespace=gateway_ns, image=v.image("open-webui"), gateway_url=gateway.in_cluster_url,
+            api_key=keys.master_key, secret_key=keys.webui_secret, storage_class=plat.storage.ebs_storage_class,
             system_taint=SYSTEM_TAINT, after=ns_ready), opts=kopts)
     return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],
                   endpoints=endpoints)

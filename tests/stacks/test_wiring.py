@@ -239,3 +239,16 @@ def test_team_stack_attaches_and_creates_only_its_namespaced_objects(plan_of):
     cm = yaml.safe_load((out / "manifests" / "configmap-search-gateway-litellm-config.yaml").read_text())
     route = yaml.safe_load(cm["data"]["config.yaml"])["model_list"][0]["litellm_params"]
     assert route["api_base"] == "http://qwen2-5-7b.search-models.svc.cluster.local:8000/v1"
+
+
+def test_hidden_orderings_are_explicit(plan_of):
+    """CRs after the release that installs their CRDs; Karpenter after the system node group;
+    add-ons after the node group; model servers after the pools and device plugins."""
+    _, rec, _ = plan_of(SEED002)
+    urn = {r.name: r.urn for r in rec.resources}
+    dep = {r.name: set(r.dependencies) for r in rec.resources}
+    assert urn["karpenter-controller"] in dep["pool-gpu-nodepool"]
+    assert urn["karpenter-controller"] in dep["nodeclass-nvidia-nodeclass"]
+    assert {urn["system-ng"], urn["karpenter-crd"]} <= dep["karpenter-controller"]
+    assert urn["system-ng"] in dep["addons-coredns"]
+    assert {urn["pool-gpu-nodepool"], urn["gpu-operator-release"]} <= dep["vllm-qwen3-14b-deployment"]
