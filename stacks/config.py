@@ -596,6 +596,11 @@ class _Resolver:
             if not fix:
                 fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
             target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
+            if inst is not None and m.tensorParallel is not None:
+                s0 = planner.size(arch, inst, m.tensorParallel, max_len, seqs, **kw)
+                if not s0.host_memory_ok:
+                    fix.insert(0, f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
+                                  f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB")
             self.err(path + target, f"{arch.hf_id} does not fit ({max_len}-token context, "
                      f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
                      f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))

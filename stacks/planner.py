@@ -57,6 +57,14 @@ GPU_WARMUP_S = 180
 NEURON_COMPILE_S_PER_GIB = 60
 NEURON_WARMUP_S = 300
 
+# Host memory a replica needs while loading (estimates): vLLM on GPUs streams safetensors to the
+# device (a fraction of the checkpoint in flight); NxD Inference on Neuron holds the whole checkpoint
+# in host memory while it shards and loads it. Plus the server's own process memory.
+HOST_MEMORY_FACTOR = {"nvidia": 0.25, "neuron": 1.25}
+HOST_MEMORY_BASE_GIB = 4
+# Share of a node's memory a pod may request (kubelet reservations, system and device-plugin pods).
+POD_MEMORY_FRACTION = 0.8
+
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 QUANT_BYTES = {"fp8": 1.0, "awq": 0.5, "gptq": 0.5, "int8": 1.0}
 KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "bfloat16": 2, "float16": 2}
@@ -101,11 +109,34 @@ class Sizing:
     fits: bool
     block_size: int
     num_blocks: int  # Neuron: --num-gpu-blocks-override; GPU: blocks vLLM will allocate
+    host_memory_gib: float = 0.0  # what the pod may request on this instance
+    host_memory_needed_gib: float = 0.0  # what loading the model needs
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def host_memory_ok(self) -> bool:
+        return self.host_memory_gib >= self.host_memory_needed_gib
 
     @property
     def meets_concurrency(self) -> bool:
         return self.fits and self.max_concurrency >= self.max_num_seqs
+
+
+def accelerator_devices(inst: InstanceType, tp: int) -> int:
+    """Devices one replica requests: GPUs = TP; Neuron chips for TP cores, rounded up to a power of two."""
+    if inst.kind != "neuron":
+        return tp
+    n = max(1, math.ceil(tp / (inst.neuron_cores // inst.devices)))
+    return 1 << (n - 1).bit_length()
+
+
+def pod_memory_gib(inst: InstanceType, tp: int) -> int:
+    share = accelerator_devices(inst, tp) / inst.devices
+    return int(inst.memory_mib / 1024 * share * POD_MEMORY_FRACTION)
+
+
+def host_memory_needed_gib(arch: ModelArch, kind: str, quantization: Optional[str] = None) -> float:
+    return HOST_MEMORY_BASE_GIB + HOST_MEMORY_FACTOR[kind] * weight_bytes_total(arch, quantization) / GIB
 
 
 def size(
@@ -124,6 +155,9 @@ def size(
     """Size one replica of a model on one instance type at a given TP."""
     rank_gib = inst.unit_memory_gib
     weights = weight_bytes_total(arch, quantization) / tp / GIB
+    host = dict(host_memory_gib=float(pod_memory_gib(inst, tp)),
+                host_memory_needed_gib=round(host_memory_needed_gib(arch, inst.kind, quantization), 2))
+    host_ok = host["host_memory_gib"] >= host["host_memory_needed_gib"]
     kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
     if inst.kind == "neuron":
         util = utilization if utilization is not None else NEURON_UTILIZATION
@@ -133,12 +167,12 @@ def size(
         need_kv = blocks * block * kvb / GIB
         overhead = NEURON_SCRATCH_GIB
         available = util * rank_gib - weights - overhead
-        fits = available >= need_kv
+        fits = available >= need_kv and host_ok
         kv_gib = need_kv
         kv_tokens = blocks * block
         conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
         return Sizing(inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb,
-                      kv_gib, kv_tokens, conc, fits, block, blocks)
+                      kv_gib, kv_tokens, conc, fits, block, blocks, **host)
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib)
     overhead = (activation_gib(arch, bt) + NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
@@ -147,9 +181,9 @@ def size(
     blocks = max(0, int(kv_gib * GIB // kvb) // GPU_BLOCK_SIZE)
     kv_tokens = blocks * GPU_BLOCK_SIZE
     conc = kv_tokens / max_model_len
-    fits = kv_tokens >= max_model_len
+    fits = kv_tokens >= max_model_len and host_ok
     return Sizing(inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb,
-                  max(kv_gib, 0.0), kv_tokens, conc, fits, GPU_BLOCK_SIZE, blocks)
+                  max(kv_gib, 0.0), kv_tokens, conc, fits, GPU_BLOCK_SIZE, blocks, **host)
 
 
 def valid_tps(arch: ModelArch, inst: InstanceType) -> list[int]:

@@ -1,7 +1,6 @@
 """Serving composition: namespaces, model cache, one vLLM server per model, the gateway, the UI."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pulumi
@@ -73,15 +72,13 @@ def vllm_args(m: ResolvedModel) -> list[str]:
 def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
     """(cpu, memory, shm size, accelerator count): the pod's share of the instance, leaving room for
     the kubelet, system daemons and device-plugin pods."""
+    from stacks import planner
+
     inst, tp = m.sizing.instance, m.sizing.tensor_parallel
-    if m.kind == "neuron":
-        devices = max(1, math.ceil(tp / (inst.neuron_cores // inst.devices)))
-        devices = 1 << (devices - 1).bit_length()  # powers of two, or pods can stay Pending
-    else:
-        devices = tp
+    devices = planner.accelerator_devices(inst, tp)  # Neuron: powers of two, or pods can stay Pending
     share = devices / inst.devices
     cpu = max(1, int(inst.vcpu * share) - (1 if share == 1 else 0))
-    mem_gib = int(inst.memory_mib / 1024 * share * 0.8)
+    mem_gib = planner.pod_memory_gib(inst, tp)
     shm_gib = min(max(1, 2 * tp), mem_gib // 4)
     return str(cpu), f"{mem_gib}Gi", f"{shm_gib}Gi", devices
 

@@ -77,7 +77,7 @@ def test_valid_tps_divide_heads_and_neuron_powers_of_two():
 
 
 def test_neuron_sizing_preallocates_blocks():
-    arch, inst = M["llama-3.1-8b-instruct"], I["inf2.xlarge"]
+    arch, inst = M["llama-3.1-8b-instruct"], I["inf2.8xlarge"]
     assert inst.unit_memory_gib == 16  # 32 GiB chip, 2 NeuronCores
     s = p.size(arch, inst, 2, 4096, 4)
     assert s.block_size == 32 and s.num_blocks == 4096 // 32 * 4
@@ -97,3 +97,16 @@ def test_startup_budget_grows_with_weights_and_neuron_compile():
     big = p.startup_budget_seconds(M["llama-2-70b-chat"], "nvidia")
     neuron = p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "neuron")
     assert 360 <= small < big and neuron > p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "nvidia")
+
+
+def test_host_memory_rules_out_small_neuron_hosts():
+    """inf2.xlarge has 16 GiB of host memory: a pod gets 12; loading Llama-3.1-8B (14.96 GiB of bf16
+    weights) on Neuron needs 4 + 1.25 x 14.96 = 22.7 GiB. inf2.8xlarge (128 GiB) is the fit."""
+    arch = M["llama-3.1-8b-instruct"]
+    small = p.size(arch, I["inf2.xlarge"], 2, 4096, 4)
+    assert small.host_memory_gib == 12 and small.host_memory_needed_gib == pytest.approx(22.7, abs=0.05)
+    assert not small.host_memory_ok and not small.fits
+    s = p.choose(arch, [i for i in I.values() if i.family == "inf2"], 4096, 4)
+    assert s.instance.name == "inf2.8xlarge"
+    # GPUs stream weights: the same model on g6e.xlarge (32 GiB host) needs 4 + 0.25 x 14.96
+    assert p.size(arch, I["g6e.xlarge"], 1, 4096, 4).host_memory_ok
