@@ -10,7 +10,6 @@ load (<= 30 s) plus server starts.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading

@@ -19,8 +19,8 @@ SYSTEM_TOLERATION = {"key": SYSTEM_TAINT, "operator": "Exists"}
 
 def gpu_operator_values() -> dict:
     """EKS AL2023 NVIDIA AMIs ship the driver and container toolkit: the operator must not.
-    The operator and NFD controllers must tolerate the system nodes' taint (the only untainted
-    capacity is none), or the release never becomes ready; the DaemonSets tolerate the GPU taint."""
+    Every node is tainted (system or accelerator), so the operator and NFD controllers must tolerate
+    the system nodes' taint or the release never becomes ready; the DaemonSets tolerate the GPU taint."""
     tol = [tolerate(ACCELERATOR_RESOURCE["nvidia"])]
     return {
         "operator": {"tolerations": [SYSTEM_TOLERATION]},

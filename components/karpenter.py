@@ -13,7 +13,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ChartPin, ClusterHandle, CrdsHandle, KarpenterIamHandle, SystemNodesHandle
+from components.types import ChartPin, ClusterHandle, CrdsHandle, KarpenterIamHandle, SystemNodesHandle, tolerate
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
@@ -199,7 +199,7 @@ def karpenter_values(*, cluster_name: str, queue_name: str, system: SystemNodesH
         "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
         # On the system node group, never on nodes Karpenter itself manages.
         "nodeSelector": {system.label_key: system.label_value},
-        "tolerations": [{"key": system.taint_key, "operator": "Exists", "effect": "NoSchedule"}],
+        "tolerations": [tolerate(system.taint_key)],
         "podDisruptionBudget": {"name": "karpenter", "maxUnavailable": 1},
         "controller": {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                      "limits": {"memory": "1Gi"}}},

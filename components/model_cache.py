@@ -75,7 +75,7 @@ def render_job_spec(item: CacheItem, *, image: str, claim: str, token_secret: Op
 @dataclass(frozen=True)
 class ModelCacheArgs:
     namespace: str
-    storage_class: str
+    storage_class: pulumi.Input[str]
     items: tuple[CacheItem, ...]
     image: str
     hf_token: Optional[pulumi.Input[str]]

@@ -5,7 +5,7 @@ small records, built by the stack layer; no component looks anything up by name.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import pulumi
@@ -185,8 +185,8 @@ UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
 
 @dataclass(frozen=True)
 class StorageHandle:
-    efs_storage_class: str
-    ebs_storage_class: str
+    efs_storage_class: pulumi.Input[str]
+    ebs_storage_class: pulumi.Input[str]
     efs_file_system_id: pulumi.Input[str]
 
 

@@ -46,7 +46,7 @@ class WebUiArgs:
     gateway_url: str
     api_key: pulumi.Input[str]
     secret_key: pulumi.Input[str]
-    storage_class: str
+    storage_class: pulumi.Input[str]
     system_taint: str
     after: tuple[pulumi.Resource, ...] = ()
 

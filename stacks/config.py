@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
-from stacks.yamlio import load_yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from components.types import InstanceType, ModelArch
 from stacks import catalog, planner
+from stacks.yamlio import load_yaml
 
 PROJECT = "llm-serving"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -596,8 +594,9 @@ class _Resolver:
             if not fix:
                 fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
             target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
-            if inst is not None and m.tensorParallel is not None:
-                s0 = planner.size(arch, inst, m.tensorParallel, max_len, seqs, **kw)
+            if inst is not None:
+                tps = [m.tensorParallel] if m.tensorParallel else planner.valid_tps(arch, inst)
+                s0 = planner.size(arch, inst, max(tps), max_len, seqs, **kw)
                 if not s0.host_memory_ok:
                     fix.insert(0, f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
                                   f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB")

@@ -102,20 +102,16 @@ def _without_resource_refs(request):
 
 
 def _plain(v: Any) -> Any:
-    """Inputs as JSON: secrets masked, resource references as their URN."""
+    """Inputs as JSON, secrets masked (resource references are already URNs: _without_resource_refs)."""
     if isinstance(v, dict):
         if v.get(SIG_KEY) == SECRET_SIG:
             inner = v.get("value")
             if isinstance(inner, dict):  # keep the shape (a Secret's keys), mask every value
                 return {k: "[secret]" for k in inner}
             return "[secret]"
-        if v.get(SIG_KEY) == RESOURCE_SIG:
-            return {"$ref": v.get("urn")}
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
-    if isinstance(v, pulumi.Resource):
-        return {"$ref": "resource"}
     return v
 
 

@@ -55,7 +55,8 @@ def attach(intent: StackIntent) -> Platform:
     shared = ref.require_output("platform")
     kubeconfig = ref.require_output("kubeconfig")
     provider = k8s.Provider("k8s", kubeconfig=kubeconfig, enable_server_side_apply=True)
-    storage = StorageHandle(efs_storage_class="efs", ebs_storage_class="gp3",
+    storage = StorageHandle(efs_storage_class=shared.apply(lambda s: s["efsStorageClass"]),
+                            ebs_storage_class=shared.apply(lambda s: s["ebsStorageClass"]),
                             efs_file_system_id=shared.apply(lambda s: s["efsFileSystemId"]))
     pools = {n: pool_spec(intent, n) for n in intent.pools}
     return Platform(

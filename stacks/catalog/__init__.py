@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from stacks.yamlio import load_yaml
 from components.types import ChartPin, ImagePin, InstanceType, ModelArch
+from stacks.yamlio import load_yaml
 
 HERE = Path(__file__).parent
 

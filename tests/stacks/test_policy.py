@@ -1,6 +1,4 @@
 """Every pod in the restricted namespaces passes Pod Security "restricted"; the check can fail."""
-import copy
-from pathlib import Path
 
 import pytest
 import yaml

@@ -1,8 +1,6 @@
 """Wiring tier: the whole program under mocks, as the plan CLI runs it."""
 import json
-from pathlib import Path
 
-import pytest
 import yaml
 
 from components.karpenter import INTERRUPTION_EVENTS
