@@ -84,6 +84,8 @@ class ChartPin:
 class ImagePin:
     repository: str
     tag: str
+    user: Optional[int] = None  # the UID the image's process runs as (None: not recorded)
+    writable_paths: tuple[str, ...] = ()  # paths it writes at run time
 
     @property
     def ref(self) -> str:

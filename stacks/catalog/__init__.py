@@ -68,6 +68,11 @@ class _ImageRow(_Row):
     tag: str
     vllmVersion: str | None = None
     litellmVersion: str | None = None
+    # What the image's process needs at run time (checked by the deploy-rules tier against every pod
+    # that runs it): the user it runs as, the paths it writes, and where those facts come from.
+    user: int | None = None
+    writablePaths: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
 
 
 class _RdsRow(_Row):
@@ -141,7 +146,8 @@ def versions() -> Versions:
         kubernetes=v.kubernetes,
         ami_alias=v.amiAlias,
         charts={k: ChartPin(name=k, repo=c.repo, chart=c.chart, version=c.version) for k, c in v.charts.items()},
-        images={k: ImagePin(repository=i.repository, tag=i.tag) for k, i in v.images.items()},
+        images={k: ImagePin(repository=i.repository, tag=i.tag, user=i.user, writable_paths=tuple(i.writablePaths))
+                for k, i in v.images.items()},
         vllm_version=v.images["vllm"].vllmVersion or "",
         vllm_neuron_version=v.images["vllm-neuron"].vllmVersion or "",
         litellm_version=v.images["litellm"].litellmVersion or "",
