@@ -108,7 +108,7 @@ def test_cluster_security_settings(plan_of):
     assert c["authenticationMode"] == "API" and c["skipDefaultNodeGroup"] is True
     assert c["endpointPrivateAccess"] is True and c["endpointPublicAccess"] is False
     assert sorted(c["enabledClusterLogTypes"]) == sorted(["api", "audit", "authenticator", "controllerManager", "scheduler"])
-    assert c["vpcCniOptions"]["enableNetworkPolicy"] is True and c["version"] == "1.34"
+    assert c["vpcCniOptions"]["enableNetworkPolicy"] is True and c["version"] == "1.35"
     assert kinds(rec, "aws:kms/key:Key")[0].inputs["enableKeyRotation"] is True
     # EKS creates a grant on the key with the cluster role: ours, allowed to use exactly that key.
     assert c["serviceRole"].endswith("aws:iam/role:Role::cluster-service-role")
