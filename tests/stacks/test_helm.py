@@ -221,3 +221,18 @@ def test_neuron_chart_is_the_only_unrenderable_pin():
     pins = {(p.chart, p.version) for p in catalog.versions().charts.values()}
     assert set(helm.UNRENDERABLE) <= pins, "an UNRENDERABLE entry no longer matches a pin: remove it"
     assert set(helm.UNRENDERABLE) == {("neuron-helm-chart", "1.3.0")}
+
+
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_chart_controllers_fit_the_system_nodes(stack_file, plan_of):
+    """The charts' controller pods (Karpenter with our resources, the GPU operator, NFD master/gc) fit
+    one system node of every node-group type after its DaemonSets (the deploy-rules fit rule)."""
+    from tests.stacks.test_deploy_rules import node, resources, system_instance_types
+    intent, _, out = plan_of(stack_file)
+    system = system_instance_types(intent, resources(out))
+    problems = []
+    for name, doc, chart in renderable(stack_file, plan_of):
+        for where, obj, spec in dr.pods(rendered(name, doc, chart)):
+            if obj["kind"] != "DaemonSet" and dr.tolerates(spec, SYSTEM_TAINT):
+                problems += [f"{name}: {p}" for t in system for p in dr.fit_problems(where, spec, node(t), "system")]
+    none(problems)
