@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -157,3 +158,34 @@ def versions() -> Versions:
 
 def families(kind: str | None = None) -> list[str]:
     return sorted({i.family for i in instances().values() if kind is None or i.kind == kind})
+
+
+class _FloorRow(_Row):
+    minimum: str
+    never: list[str] = Field(default_factory=list)
+    advisories: list[str] = Field(default_factory=list)
+
+
+class _AcceptedRisk(_Row):
+    package: str
+    image: str
+    version: str
+    reason: str
+    reviewBy: date
+
+
+class _AdvisoriesFile(_Row):
+    floors: dict[str, _FloorRow]
+    acceptedRisks: list[_AcceptedRisk] = Field(default_factory=list)
+
+
+@functools.cache
+def advisories() -> _AdvisoriesFile:
+    """Security advisory floors per package and the risks accepted where no fixed release exists."""
+    return _AdvisoriesFile.model_validate(_read("advisories.yaml"))
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    """'0.16.0' -> (0, 16, 0); a local suffix ('+cpu') or pre-release tail is ignored."""
+    head = v.split("+", 1)[0]
+    return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in head.split("."))

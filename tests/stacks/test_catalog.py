@@ -57,3 +57,53 @@ def test_charts_pinned_and_karpenter_crd_matches_controller():
     assert "latest" not in v.ami_alias
     for c in v.charts.values():
         assert c.version and c.version != "latest"
+
+
+# ---- security advisory floors (stacks/catalog/advisories.yaml) ---------------------------------
+
+
+def advisory_problems(pins: dict[str, tuple[str, str]], today) -> list[str]:
+    """Pinned (image -> (package, version)) below its floor without an unexpired accepted risk."""
+    adv = catalog.advisories()
+    out = []
+    for image, (package, version) in pins.items():
+        floor = adv.floors[package]
+        below = catalog.version_tuple(version) < catalog.version_tuple(floor.minimum) or version in floor.never
+        if not below:
+            continue
+        risk = [r for r in adv.acceptedRisks if (r.package, r.image, r.version) == (package, image, version)]
+        if not risk:
+            out.append(f"{image}: {package} {version} is below the advisory floor {floor.minimum}")
+        elif risk[0].reviewBy < today:
+            out.append(f"{image}: accepted risk for {package} {version} expired on {risk[0].reviewBy}")
+    return out
+
+
+def pinned_servers() -> dict[str, tuple[str, str]]:
+    v = catalog.versions()
+    return {"vllm": ("vllm", v.vllm_version), "vllm-neuron": ("vllm", v.vllm_neuron_version),
+            "litellm": ("litellm", v.litellm_version)}
+
+
+def test_every_pinned_server_meets_the_advisory_floor_or_is_an_accepted_risk():
+    import datetime
+
+    assert advisory_problems(pinned_servers(), datetime.date.today()) == []
+
+
+def test_the_advisory_check_can_fail():
+    import datetime
+
+    today = datetime.date(2026, 12, 1)
+    # A GPU image below the floor has no accepted risk; a compromised LiteLLM release never passes.
+    assert advisory_problems({"vllm": ("vllm", "0.23.9")}, today) == [
+        "vllm: vllm 0.23.9 is below the advisory floor 0.24.0"]
+    assert advisory_problems({"litellm": ("litellm", "1.82.8")}, today) == [
+        "litellm: litellm 1.82.8 is below the advisory floor 1.84.0"]
+    # The Neuron risk is accepted only until its review date, and only for that exact version.
+    assert advisory_problems({"vllm-neuron": ("vllm", "0.16.0")}, today) == []
+    assert advisory_problems({"vllm-neuron": ("vllm", "0.16.0")}, datetime.date(2027, 3, 2)) == [
+        "vllm-neuron: accepted risk for vllm 0.16.0 expired on 2027-03-01"]
+    assert advisory_problems({"vllm-neuron": ("vllm", "0.15.1")}, today) == [
+        "vllm-neuron: vllm 0.15.1 is below the advisory floor 0.24.0"]
+    assert catalog.version_tuple("0.32.0+cpu") == (0, 32, 0)
