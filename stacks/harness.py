@@ -211,8 +211,12 @@ class Mocks(pmocks.Mocks):
     def call(self, args: pmocks.MockCallArgs):
         tok = args.token
         if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{self.region}{z}" for z in "abcdef"]
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "state": "available"}
+            return self._availability_zones(args.args)
+        if tok == "aws:ec2/getVpc:getVpc":
+            vid = args.args.get("id") or "vpc-mock"
+            return {"id": vid, "cidrBlock": EXISTING_VPC_CIDR, "state": "available", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}"}
+        if tok == "eks:index:Cluster/getKubeconfig":
+            return {"result": self._kubeconfig_with_profile(args.args)}
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
         if tok == "aws:index/getPartition:getPartition":
@@ -220,6 +224,36 @@ class Mocks(pmocks.Mocks):
         if tok == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region}
         return {}
+
+
+    def _availability_zones(self, a: dict) -> dict:
+        """Like EC2 DescribeAvailabilityZones in an account opted into a Local Zone, where zone b is
+        the zone id EKS cannot use: the Local Zone sorts first and az3 is among a-c, so a program that
+        drops the zone-type filter or the exclusion gets them (as AWS would give them)."""
+        zones = [(f"{self.region}-bos-1a", "use1-bos1-az1", "local-zone")]
+        ids = ["az6", "az3", "az1", "az2", "az4", "az5"]
+        zones += [(f"{self.region}{z}", f"use1-{i}", "availability-zone") for z, i in zip("abcdef", ids)]
+        for f in a.get("filters") or []:
+            if f.get("name") == "zone-type":
+                zones = [z for z in zones if z[2] in f.get("values", [])]
+        excluded = set(a.get("excludeZoneIds") or [])
+        zones = [z for z in zones if z[1] not in excluded]
+        return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "state": "available"}
+
+    def _kubeconfig_with_profile(self, a: dict) -> str:
+        """pulumi-eks's getKubeconfig: the exec user gets AWS_PROFILE in its env."""
+        ref = a.get("__self__")
+        cname = "cluster"
+        if isinstance(ref, dict):
+            cname = str(ref.get("urn", "cluster")).rsplit("::", 1)[-1]
+        user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
+                         "args": ["eks", "get-token", "--cluster-name", cname],
+                         "env": [{"name": "AWS_PROFILE", "value": a.get("profileName")}]}}
+        return json.dumps({"apiVersion": "v1", "kind": "Config", "users": [{"name": "aws", "user": user}]})
+
+
+# What aws.ec2.get_vpc returns for an existing VPC (deliberately not the default 10.0.0.0/16).
+EXISTING_VPC_CIDR = "10.42.0.0/16"
 
 
 class HarnessTimeout(Exception):
