@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -52,6 +52,18 @@ def logs_key_policy(*, account_id: str, region: str, partition: str, log_group_n
 def control_plane_log_group(cluster_name: str) -> str:
     """EKS writes control-plane logs to exactly this name; we create it first (retention, CMK)."""
     return f"/aws/eks/{cluster_name}/cluster"
+
+
+def kubeconfig_with_profile(kubeconfig: Any, profile: str) -> str:
+    """The kubeconfig with AWS_PROFILE set on every `aws eks get-token` exec user, so the token comes
+    from the same credentials as the stack's `aws:profile` (review D21)."""
+    doc = json.loads(kubeconfig) if isinstance(kubeconfig, str) else dict(kubeconfig)
+    for user in doc.get("users") or []:
+        ex = (user.get("user") or {}).get("exec")
+        if ex is not None:
+            env = [e for e in ex.get("env") or [] if e.get("name") != "AWS_PROFILE"]
+            ex["env"] = [*env, {"name": "AWS_PROFILE", "value": profile}]
+    return json.dumps(doc)
 
 
 @dataclass(frozen=True)
@@ -177,8 +189,9 @@ class Cluster(pulumi.ComponentResource):
         )
         ec = self.cluster.eks_cluster
         self.name = ec.name
-        kubeconfig = (self.cluster.get_kubeconfig(profile_name=args.aws_profile) if args.aws_profile
-                      else self.cluster.kubeconfig_json)
+        kubeconfig = self.cluster.kubeconfig_json
+        if args.aws_profile:
+            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, args.aws_profile))
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
         self.handle = ClusterHandle(

@@ -35,6 +35,7 @@ class Registered:
     custom: bool
     inputs: dict
     dependencies: tuple[str, ...] = ()
+    protect: bool = False  # the `protect` resource option (not an input; not in resources.json)
 
 
 @dataclass
@@ -73,7 +74,8 @@ class _Monitor(pmocks.MockMonitor):
         inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
-            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies))))
+            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies)),
+            protect=bool(request.protect)))
         return resp
 
 
@@ -215,8 +217,6 @@ class Mocks(pmocks.Mocks):
         if tok == "aws:ec2/getVpc:getVpc":
             vid = args.args.get("id") or "vpc-mock"
             return {"id": vid, "cidrBlock": EXISTING_VPC_CIDR, "state": "available", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}"}
-        if tok == "eks:index:Cluster/getKubeconfig":
-            return {"result": self._kubeconfig_with_profile(args.args)}
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
         if tok == "aws:index/getPartition:getPartition":
@@ -239,17 +239,6 @@ class Mocks(pmocks.Mocks):
         excluded = set(a.get("excludeZoneIds") or [])
         zones = [z for z in zones if z[1] not in excluded]
         return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "state": "available"}
-
-    def _kubeconfig_with_profile(self, a: dict) -> str:
-        """pulumi-eks's getKubeconfig: the exec user gets AWS_PROFILE in its env."""
-        ref = a.get("__self__")
-        cname = "cluster"
-        if isinstance(ref, dict):
-            cname = str(ref.get("urn", "cluster")).rsplit("::", 1)[-1]
-        user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "aws",
-                         "args": ["eks", "get-token", "--cluster-name", cname],
-                         "env": [{"name": "AWS_PROFILE", "value": a.get("profileName")}]}}
-        return json.dumps({"apiVersion": "v1", "kind": "Config", "users": [{"name": "aws", "user": user}]})
 
 
 # What aws.ec2.get_vpc returns for an existing VPC (deliberately not the default 10.0.0.0/16).
