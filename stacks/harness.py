@@ -214,6 +214,11 @@ class Mocks(pmocks.Mocks):
         tok = args.token
         if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return self._availability_zones(args.args)
+        if tok == "aws:ec2/getSubnet:getSubnet":
+            # The zone is the id's last hex digit mod 6 (a-f), so tests can pick ids in one zone.
+            sid = args.args.get("id") or "subnet-0"
+            zone = f"{self.region}{'abcdef'[int(sid[-1], 16) % 6]}"
+            return {"id": sid, "availabilityZone": zone, "vpcId": "vpc-mock", "cidrBlock": "10.42.0.0/19"}
         if tok == "aws:ec2/getVpc:getVpc":
             vid = args.args.get("id") or "vpc-mock"
             return {"id": vid, "cidrBlock": EXISTING_VPC_CIDR, "state": "available", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}"}

@@ -99,11 +99,26 @@ def availability_zones(vpc: VpcConfig) -> tuple[str, ...]:
     return tuple(sorted(zones.names)[: vpc.azCount])
 
 
+def one_subnet_per_zone(subnet_ids: list[str], zones: list[str]) -> list[str]:
+    """EFS takes one mount target per AZ: two given private subnets in one AZ would fail mid-`up`."""
+    seen: dict[str, str] = {}
+    for subnet, zone in zip(subnet_ids, zones):
+        if zone in seen:
+            raise pulumi.RunError(
+                f"llm-serving:cluster.vpc.existing.privateSubnetIds: {seen[zone]} and {subnet} are both in {zone} "
+                f"— list one private subnet per availability zone (EFS allows one mount target per AZ)")
+        seen[zone] = subnet
+    return list(subnet_ids)
+
+
 def existing_network(vpc: VpcConfig) -> NetworkHandle:
-    """A VPC the stack does not own: its CIDR (NetworkPolicy ipBlocks) is looked up, never assumed."""
+    """A VPC the stack does not own: its CIDR (NetworkPolicy ipBlocks) and its subnets' zones are
+    looked up, never assumed; everything that uses the subnets waits for the zone check."""
     ex = vpc.existing
     found = aws.ec2.get_vpc_output(id=ex.vpcId)
-    return NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=list(ex.privateSubnetIds),
+    ids = list(ex.privateSubnetIds)
+    zones = pulumi.Output.all(*[aws.ec2.get_subnet_output(id=s).availability_zone for s in ids])
+    return NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=zones.apply(lambda z: one_subnet_per_zone(ids, z)),
                          public_subnet_ids=list(ex.publicSubnetIds), vpc_cidr=found.cidr_block)
 
 

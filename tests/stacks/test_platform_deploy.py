@@ -174,6 +174,23 @@ def test_existing_vpc_nodes_land_in_the_given_subnets_and_cidr_is_looked_up(plan
     assert named(rec, "system-ng").inputs["subnetIds"] == ["subnet-0a1", "subnet-0b2", "subnet-0c3"]
 
 
+def test_existing_vpc_needs_one_private_subnet_per_zone():
+    from pulumi import RunError
+
+    from stacks.platform import one_subnet_per_zone
+    assert one_subnet_per_zone(["subnet-1", "subnet-2"], ["us-east-1a", "us-east-1b"]) == ["subnet-1", "subnet-2"]
+    with pytest.raises(RunError, match=r"subnet-1 and subnet-3 are both in us-east-1a"):
+        one_subnet_per_zone(["subnet-1", "subnet-2", "subnet-3"], ["us-east-1a", "us-east-1b", "us-east-1a"])
+
+
+def test_existing_vpc_zone_check_runs_before_anything_uses_the_subnets(tmp_path):
+    """The mock puts a subnet in zone 'abcdef'[last hex digit % 6]: 0a1 -> b, 0c3 -> d, 0b7 -> b."""
+    subnets = ["subnet-0a1", "subnet-0c3", "subnet-0b7"]
+    f = stack_file(tmp_path, {"vpc": {"existing": {"vpcId": "vpc-0abc", "privateSubnetIds": subnets}}})
+    with pytest.raises(Exception, match=r"subnet-0a1 and subnet-0b7 are both in us-east-1b"):
+        run_program("variant", f)
+
+
 def test_created_vpc_nodes_use_the_discovery_tag(plan_of):
     _, rec, _ = plan_of(DEV)
     nc = [r.inputs for r in rec.resources if r.type.endswith(":EC2NodeClass")][0]
