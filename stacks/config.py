@@ -113,12 +113,17 @@ class SystemNodesConfig(_M):
 
 
 def _cidr(v: str) -> str:
+    """An IPv4 network (EKS refuses IPv6 CIDRs on an IPv4 cluster's public endpoint)."""
     import ipaddress
     try:
-        return str(ipaddress.ip_network(v, strict=True))
+        net = ipaddress.ip_network(v, strict=True)
     except ValueError:
         raise ValueError(f"{v!r} is not a network CIDR — write it like 203.0.113.7/32 "
                          f"(no host bits set after the prefix)") from None
+    if net.version != 4:
+        raise ValueError(f"{v!r} is IPv6; the cluster is IPv4 and EKS accepts only IPv4 CIDRs here "
+                         f"— list the IPv4 networks you deploy from")
+    return str(net)
 
 
 def covers_all_ipv4(cidrs: list[str]) -> bool:

@@ -90,9 +90,16 @@ def test_an_open_endpoint_is_warned(cidrs):
     assert [w for w in intent.warnings if w.startswith(OPEN)], intent.warnings
 
 
-@pytest.mark.parametrize("cidrs", [["203.0.113.7/32"], ["0.0.0.0/1"], ["198.51.100.0/24", "2001:db8::/32"]])
+@pytest.mark.parametrize("cidrs", [["203.0.113.7/32"], ["0.0.0.0/1"], ["198.51.100.0/24", "203.0.113.0/25"]])
 def test_a_restricted_endpoint_is_not_warned(cidrs):
     assert resolve({"publicAccessCidrs": cidrs}).warnings == ()
+
+
+def test_ipv6_cidrs_are_refused_on_an_ipv4_cluster():
+    with pytest.raises(config.ConfigError) as e:
+        resolve({"publicAccessCidrs": ["198.51.100.0/24", "2001:db8::/32"]})
+    assert e.value.problems == ["llm-serving:cluster.publicAccessCidrs: '2001:db8::/32' is IPv6; the cluster is IPv4 "
+                                "and EKS accepts only IPv4 CIDRs here — list the IPv4 networks you deploy from"]
 
 
 def test_private_endpoint_only_from_inside_an_existing_vpc():
