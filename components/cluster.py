@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -33,6 +34,72 @@ def kms_key_policy(account_id: str) -> str:
         "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"}, "Action": "kms:*", "Resource": "*"}]})
 
 
+def logs_key_policy(*, account_id: str, region: str, partition: str, log_group_names: tuple[str, ...]) -> str:
+    """The account administers the key; CloudWatch Logs in this region may use it only for these log
+    groups (the encryption context CloudWatch sends is the log group ARN)."""
+    arns = [f"arn:{partition}:logs:{region}:{account_id}:log-group:{n}" for n in log_group_names]
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "AccountAdministers", "Effect": "Allow",
+         "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"}, "Action": "kms:*", "Resource": "*"},
+        {"Sid": "CloudWatchLogsUse", "Effect": "Allow",
+         "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+         "Resource": "*",
+         "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": arns}}},
+    ]})
+
+
+def control_plane_log_group(cluster_name: str) -> str:
+    """EKS writes control-plane logs to exactly this name; we create it first (retention, CMK)."""
+    return f"/aws/eks/{cluster_name}/cluster"
+
+
+def kubeconfig_with_profile(kubeconfig: Any, profile: str) -> str:
+    """The kubeconfig with AWS_PROFILE set on every `aws eks get-token` exec user, so the token comes
+    from the same credentials as the stack's `aws:profile` (review D21)."""
+    doc = json.loads(kubeconfig) if isinstance(kubeconfig, str) else dict(kubeconfig)
+    for user in doc.get("users") or []:
+        ex = (user.get("user") or {}).get("exec")
+        if ex is not None:
+            env = [e for e in ex.get("env") or [] if e.get("name") != "AWS_PROFILE"]
+            ex["env"] = [*env, {"name": "AWS_PROFILE", "value": profile}]
+    return json.dumps(doc)
+
+
+@dataclass(frozen=True)
+class PlatformKeysArgs:
+    cluster_name: str
+    account_id: pulumi.Input[str]
+    region: str
+    log_group_names: tuple[str, ...]  # every log group the logs key may encrypt
+    partition: str = "aws"
+
+
+class PlatformKeys(pulumi.ComponentResource):
+    """Customer-managed KMS keys: one for CloudWatch log groups, one for data at rest (EFS)."""
+
+    logs_key_arn: pulumi.Output[str]
+    data_key_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PlatformKeysArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:platform:PlatformKeys", name, None, opts)
+        child = ResourceOptions(parent=self)
+        c = args.cluster_name
+        logs = aws.kms.Key(
+            f"{name}-logs", description=f"CloudWatch log groups of {c}", enable_key_rotation=True,
+            deletion_window_in_days=30, opts=child,
+            policy=pulumi.Output.from_input(args.account_id).apply(lambda a: logs_key_policy(
+                account_id=a, region=args.region, partition=args.partition, log_group_names=args.log_group_names)))
+        aws.kms.Alias(f"{name}-logs", name=f"alias/{c}-logs", target_key_id=logs.key_id, opts=child)
+        data = aws.kms.Key(f"{name}-data", description=f"Data at rest (EFS model cache) of {c}",
+                           enable_key_rotation=True, deletion_window_in_days=30,
+                           policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy), opts=child)
+        aws.kms.Alias(f"{name}-data", name=f"alias/{c}-data", target_key_id=data.key_id, opts=child)
+        self.logs_key_arn = logs.arn
+        self.data_key_arn = data.arn
+        self.register_outputs({"logs_key_arn": logs.arn, "data_key_arn": data.arn})
+
+
 # ---- control plane ----------------------------------------------------------------------------
 
 
@@ -42,10 +109,13 @@ class ClusterArgs:
     kubernetes_version: str
     network: NetworkHandle
     account_id: pulumi.Input[str]
+    logs_key_arn: pulumi.Input[str]  # CMK for the control-plane log group (PlatformKeys)
     admin_role_arns: tuple[str, ...] = ()
-    endpoint_public_access: bool = False
-    public_access_cidrs: tuple[str, ...] = ()
-    log_retention_days: int = 90
+    endpoint_public_access: bool = True
+    public_access_cidrs: tuple[str, ...] = ()  # empty: EKS's default (open, IAM-authenticated)
+    log_retention_days: int = 365
+    # `aws:profile` of the stack: the kubeconfig's `aws eks get-token` must use the same credentials.
+    aws_profile: Optional[str] = None
 
 
 class Cluster(pulumi.ComponentResource):
@@ -63,16 +133,18 @@ class Cluster(pulumi.ComponentResource):
         # Our own cluster role, so the envelope-encryption key can be granted to it explicitly (EKS
         # creates a grant on the key with this role when the cluster is created).
         role = aws.iam.Role(f"{name}-service-role", assume_role_policy=trust_policy("eks.amazonaws.com"), opts=child)
-        aws.iam.RolePolicyAttachment(f"{name}-service-role", role=role.name,
-                                     policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=child)
+        cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-service-role", role=role.name,
+                                                      policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+                                                      opts=child)
         kms_grant = aws.iam.RolePolicy(f"{name}-service-role-kms", role=role.id, policy=key.arn.apply(
             lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
                 "Effect": "Allow", "Resource": arn,
                 "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey", "kms:CreateGrant"]}]})),
             opts=child)
         # EKS writes control-plane logs here; creating it first sets the retention (EKS would keep forever).
-        logs = aws.cloudwatch.LogGroup(f"{name}-control-plane-logs", name=f"/aws/eks/{c}/cluster",
-                                       retention_in_days=args.log_retention_days, opts=child)
+        logs = aws.cloudwatch.LogGroup(f"{name}-control-plane-logs", name=control_plane_log_group(c),
+                                       retention_in_days=args.log_retention_days, kms_key_id=args.logs_key_arn,
+                                       opts=child)
         entries = {
             f"admin-{i}": eks.AccessEntryArgs(
                 principal_arn=arn, type=eks.AccessEntryType.STANDARD,
@@ -99,20 +171,29 @@ class Cluster(pulumi.ComponentResource):
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
             endpoint_public_access=args.endpoint_public_access,
-            public_access_cidrs=list(args.public_access_cidrs) or None,
+            public_access_cidrs=list(args.public_access_cidrs) or None,  # None: EKS default 0.0.0.0/0
             enabled_cluster_log_types=LOG_TYPES,
             encryption_config_key_arn=key.arn,
             service_role=role,
-            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
+            # The vpc-cni add-on is ours (below): pulumi-eks's cannot take a Pod Identity association.
+            use_default_vpc_cni=True,
+            # Never slide into extended support (6x the control-plane price) without a config change.
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
+            provider_credential_opts=eks.KubeconfigOptionsArgs(profile_name=args.aws_profile) if args.aws_profile else None,
             # Added as aws.eks.Addon after the system node group (nothing could schedule them before).
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
             tags={"karpenter.sh/discovery": c},
-            opts=ResourceOptions(parent=self, depends_on=[logs, kms_grant]),
+            # The cluster role's policy is attached before create and detached only after delete.
+            opts=ResourceOptions(parent=self, depends_on=[logs, kms_grant, cluster_policy]),
         )
         ec = self.cluster.eks_cluster
         self.name = ec.name
-        self.kubeconfig = pulumi.Output.secret(self.cluster.kubeconfig_json)
+        kubeconfig = self.cluster.kubeconfig_json
+        if args.aws_profile:
+            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, args.aws_profile))
+        self.kubeconfig = pulumi.Output.secret(kubeconfig)
+        self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
         self.handle = ClusterHandle(
             name=ec.name, arn=ec.arn, endpoint=ec.endpoint,
             security_group_id=ec.vpc_config.cluster_security_group_id,
@@ -121,13 +202,38 @@ class Cluster(pulumi.ComponentResource):
         self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig})
 
 
+class NetworkingAddons(pulumi.ComponentResource):
+    """Pod Identity agent, then the VPC CNI with its own identity, both BEFORE any node exists: a new
+    node gets pod IPs (aws-node, credentials from the agent) before CoreDNS or anything else runs."""
+
+    def __init__(self, name: str, cluster_name: pulumi.Input[str], opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:platform:NetworkingAddons", name, None, opts)
+        child = ResourceOptions(parent=self)
+        self.pod_identity_agent = aws.eks.Addon(
+            f"{name}-eks-pod-identity-agent", cluster_name=cluster_name, addon_name="eks-pod-identity-agent",
+            # Every node is tainted (system or accelerator); aws-node on each of them needs the agent.
+            configuration_values=json.dumps({"tolerations": [{"operator": "Exists"}]}),
+            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", opts=child)
+        role = aws.iam.Role(f"{name}-aws-node", assume_role_policy=pod_identity_trust(), opts=child)
+        cni_policy = aws.iam.RolePolicyAttachment(f"{name}-aws-node", role=role.name, policy_arn=CNI_POLICY, opts=child)
+        self.vpc_cni = aws.eks.Addon(
+            f"{name}-vpc-cni", cluster_name=cluster_name, addon_name="vpc-cni",
+            configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+            pod_identity_associations=[{"role_arn": role.arn, "service_account": "aws-node"}],
+            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+            opts=ResourceOptions(parent=self, depends_on=[self.pod_identity_agent, cni_policy]))
+        self.ready = (self.pod_identity_agent, self.vpc_cni)
+        self.register_outputs({})
+
+
 # ---- system node group ------------------------------------------------------------------------
 
+# The ENI permissions live on the aws-node service account (NetworkingAddons), not on node roles.
+CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+# No AmazonSSMManagedInstanceCore: nothing here uses SSM on nodes (debug with `kubectl debug node/…`).
 WORKER_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 )
 
 
@@ -140,6 +246,7 @@ class SystemNodesArgs:
     desired_size: int = 2
     max_size: int = 4
     disk_gib: int = 50
+    after: tuple[pulumi.Resource, ...] = ()  # the networking add-ons (pod IPs before the first node)
 
 
 def launch_template_metadata() -> dict:
@@ -152,8 +259,8 @@ class SystemNodes(pulumi.ComponentResource):
         super().__init__("llm-serving:platform:SystemNodes", name, None, opts)
         child = ResourceOptions(parent=self)
         role = aws.iam.Role(f"{name}-role", assume_role_policy=trust_policy("ec2.amazonaws.com"), opts=child)
-        for p in WORKER_POLICIES:
-            aws.iam.RolePolicyAttachment(f"{name}-{p.rsplit('/', 1)[1]}", role=role.name, policy_arn=p, opts=child)
+        attachments = [aws.iam.RolePolicyAttachment(f"{name}-{p.rsplit('/', 1)[1]}", role=role.name, policy_arn=p,
+                                                    opts=child) for p in WORKER_POLICIES]
         lt = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             metadata_options=launch_template_metadata(),
@@ -178,7 +285,9 @@ class SystemNodes(pulumi.ComponentResource):
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             labels={k: v},
             taints=[{"key": SYSTEM_TAINT, "value": "true", "effect": "NO_SCHEDULE"}],
-            opts=ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"]),
+            # Policies attached before the nodes join and detached only after they are gone.
+            opts=ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"],
+                                 depends_on=[*attachments, *args.after]),
         )
         self.handle = SystemNodesHandle(node_group=self.node_group, role_arn=role.arn, label_key=k,
                                         label_value=v, taint_key=SYSTEM_TAINT)
@@ -192,6 +301,7 @@ class SystemNodes(pulumi.ComponentResource):
 class AddonsArgs:
     cluster: ClusterHandle
     system_nodes: SystemNodesHandle
+    pod_identity_agent: pulumi.Resource  # NetworkingAddons: CSI drivers get their roles through it
     # Add-on versions: unset = the EKS default for the cluster's Kubernetes version (pinned there).
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -201,7 +311,7 @@ def system_tolerations_config() -> str:
 
 
 class ClusterAddons(pulumi.ComponentResource):
-    """CoreDNS, kube-proxy, Pod Identity agent, EBS/EFS CSI (Pod Identity roles), node monitoring agent."""
+    """CoreDNS, kube-proxy, EBS/EFS CSI (Pod Identity roles), node monitoring agent."""
 
     def __init__(self, name: str, args: AddonsArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:ClusterAddons", name, None, opts)
@@ -220,7 +330,7 @@ class ClusterAddons(pulumi.ComponentResource):
 
         addon("kube-proxy")
         addon("coredns", configuration_values=system_tolerations_config())
-        pod_identity = addon("eks-pod-identity-agent")
+        pod_identity = args.pod_identity_agent
         for driver, policy in (("aws-ebs-csi-driver", "service-role/AmazonEBSCSIDriverPolicy"),
                                ("aws-efs-csi-driver", "service-role/AmazonEFSCSIDriverPolicy")):
             role = aws.iam.Role(f"{name}-{driver}", assume_role_policy=pod_identity_trust(),
@@ -232,5 +342,5 @@ class ClusterAddons(pulumi.ComponentResource):
             addon(driver, depends=[pod_identity],
                   pod_identity_associations=[{"role_arn": role.arn, "service_account": sa}])
         addon("eks-node-monitoring-agent")
-        self.pod_identity_agent = pod_identity
+        self.coredns = self.addons["coredns"]
         self.register_outputs({})

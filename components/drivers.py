@@ -26,6 +26,9 @@ def gpu_operator_values() -> dict:
         "operator": {"tolerations": [SYSTEM_TOLERATION]},
         "driver": {"enabled": False},
         "toolkit": {"enabled": False},
+        # The chart default, pinned here so a chart bump cannot flip it silently. Unverified with the
+        # AMI's own toolkit (review D17): if `nvidia-smi` fails in a GPU pod, set this to False.
+        "cdi": {"enabled": True},
         "devicePlugin": {"enabled": True},
         "dcgmExporter": {"enabled": True},
         "gfd": {"enabled": True},
@@ -41,7 +44,9 @@ def neuron_values() -> dict:
     return {
         "devicePlugin": {"tolerations": tol},
         # The scheduler extension and the custom scheduler run on the system nodes.
-        "scheduler": {"enabled": True, "tolerations": [SYSTEM_TOLERATION],
+        # nodeSelector {} explicitly: chart 1.0/1.1 defaulted it to the control-plane label, which no
+        # EKS node has (the extension would stay Pending and the release time out).
+        "scheduler": {"enabled": True, "nodeSelector": {}, "tolerations": [SYSTEM_TOLERATION],
                       "customScheduler": {"enabled": True, "fullnameOverride": NEURON_SCHEDULER_NAME,
                                           "tolerations": [SYSTEM_TOLERATION]}},
         "npd": {"enabled": True},

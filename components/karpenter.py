@@ -17,11 +17,10 @@ from components.types import ChartPin, ClusterHandle, CrdsHandle, KarpenterIamHa
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
+# No AmazonEKS_CNI_Policy (aws-node has its own Pod Identity role) and no SSM on accelerator nodes.
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-    "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
 )
 # (source, detail-type) of the EventBridge rules that feed the interruption queue.
 INTERRUPTION_EVENTS = (
@@ -213,7 +212,7 @@ class KarpenterArgs:
     system_nodes: SystemNodesHandle
     crd_chart: ChartPin
     chart: ChartPin
-    after: tuple[pulumi.Resource, ...] = ()  # e.g. the Pod Identity agent add-on
+    after: tuple[pulumi.Resource, ...] = ()  # the Pod Identity agent and CoreDNS add-ons
 
 
 class Karpenter(pulumi.ComponentResource):

@@ -183,12 +183,12 @@ class GatewayDatabase(pulumi.ComponentResource):
             allocated_storage=args.allocated_storage_gib, storage_type="gp3", storage_encrypted=True,
             db_name="litellm", username="litellm", password=args.password,
             db_subnet_group_name=subnets.name, vpc_security_group_ids=[sg.id], publicly_accessible=False,
-            multi_az=args.multi_az, deletion_protection=True, backup_retention_period=7,
+            multi_az=args.multi_az, deletion_protection=bool(opts and opts.protect), backup_retention_period=7,
             copy_tags_to_snapshot=True, skip_final_snapshot=False,
             final_snapshot_identifier=f"{args.cluster_name}-litellm-final",
             auto_minor_version_upgrade=True, iam_database_authentication_enabled=True,
             performance_insights_enabled=True, enabled_cloudwatch_logs_exports=["postgresql"],
-            opts=ResourceOptions(parent=self, protect=True))
+            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect)))
         self.url = pulumi.Output.secret(pulumi.Output.all(db.address, args.password).apply(
             lambda a: f"postgresql://litellm:{a[1]}@{a[0]}:5432/litellm?sslmode=require"))
         self.register_outputs({})

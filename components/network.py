@@ -19,7 +19,12 @@ class NetworkArgs:
     cluster_name: str
     cidr: str
     availability_zones: tuple[str, ...]
-    flow_log_retention_days: int = 90
+    logs_key_arn: pulumi.Input[str]  # CMK for the flow-log group (its policy names flow_log_group())
+    flow_log_retention_days: int = 365
+
+
+def flow_log_group(cluster_name: str) -> str:
+    return f"/aws/vpc/{cluster_name}/flow-logs"
 
 
 def subnet_cidrs(cidr: str, azs: int) -> tuple[list[str], list[str]]:
@@ -45,6 +50,10 @@ class Network(pulumi.ComponentResource):
         c = args.cluster_name
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={"Name": f"{c}-vpc"}, opts=child)
+        # The VPC's default security group: no rules at all, so nothing that lands in it by default
+        # can talk to anything (CIS EC2.2). Pulumi adopts the group and removes AWS's default rules.
+        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[],
+                                     tags={"Name": f"{c}-default-deny"}, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"{c}-igw"}, opts=child)
         public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=vpc.id,
                                        routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}],
@@ -72,8 +81,9 @@ class Network(pulumi.ComponentResource):
             publics.append(pub)
 
         # VPC flow logs (rejected and accepted) to CloudWatch.
-        logs = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=f"/aws/vpc/{c}/flow-logs",
-                                       retention_in_days=args.flow_log_retention_days, opts=child)
+        logs = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=flow_log_group(c),
+                                       retention_in_days=args.flow_log_retention_days,
+                                       kms_key_id=args.logs_key_arn, opts=child)
         role = aws.iam.Role(f"{name}-flow-logs", assume_role_policy=json.dumps({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},

@@ -10,23 +10,34 @@ from pulumi import ResourceOptions
 from components.types import ACCELERATOR_RESOURCE, POOL_LABEL, CrdsHandle, NodeClassSpec, PoolSpec
 
 
+def subnet_selector(spec: NodeClassSpec, cluster_name: str) -> list[dict]:
+    """Subnets we created carry the discovery tag; given subnets (existing VPC) are selected by id,
+    which needs no write access to someone else's subnets and cannot collide with another cluster's tag."""
+    if spec.subnet_ids:
+        return [{"id": s} for s in spec.subnet_ids]
+    return [{"tags": {"karpenter.sh/discovery": cluster_name}}]
+
+
 def render_node_class(spec: NodeClassSpec, *, cluster_name: str, instance_profile: str) -> dict:
     """EC2NodeClass spec. IMDS defaults (IMDSv2, hop 1) are Karpenter's and kept by omission."""
     spec_out: dict = {
         "amiSelectorTerms": [{"alias": spec.ami_alias}],
         "instanceProfile": instance_profile,
-        "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": cluster_name}}],
-        # The EKS-managed cluster security group (the cluster resource is tagged for discovery).
+        "subnetSelectorTerms": subnet_selector(spec, cluster_name),
+        # The EKS-managed cluster security group: EKS itself tags it `aws:eks:cluster-name=<cluster>`
+        # (the `karpenter.sh/discovery` tag we set on the cluster resource is not copied to it).
         "securityGroupSelectorTerms": [{"tags": {"aws:eks:cluster-name": cluster_name}}],
         "blockDeviceMappings": [{
             "deviceName": "/dev/xvda",
             "ebs": {"volumeSize": f"{spec.root_volume_gib}Gi", "volumeType": "gp3", "encrypted": True,
-                    "iops": 16000 if spec.root_volume_throughput >= 1000 else 3000,
-                    "throughput": spec.root_volume_throughput, "deleteOnTermination": True},
+                    "iops": spec.root_volume_iops, "throughput": spec.root_volume_throughput,
+                    "deleteOnTermination": True},
         }],
         "tags": {"karpenter.sh/discovery": cluster_name, "llm-serving/accelerator": spec.kind},
     }
     if spec.instance_store_raid0:
+        # Local NVMe (g5/g6/g6e/p4d/p5/trn1) becomes one RAID0 array holding containerd and kubelet
+        # state: image layers land on NVMe, not on the EBS root volume.
         spec_out["instanceStorePolicy"] = "RAID0"
     return spec_out
 

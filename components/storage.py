@@ -1,7 +1,8 @@
 """Storage: gp3 EBS StorageClass (default) and an EFS file system with an `efs-ap` StorageClass.
 
-The EFS file system holds the shared model cache and Neuron compiled artifacts; it is protected
-from deletion (`pulumi destroy` stops on it until it is unprotected on purpose).
+The EFS file system holds the shared model cache and Neuron compiled artifacts. With `protect`
+(the stack's `cluster.protectData`, default true) `pulumi destroy` stops on it until it is
+unprotected on purpose.
 """
 from __future__ import annotations
 
@@ -35,12 +36,22 @@ def render_efs_parameters(file_system_id: str) -> dict:
             "uid": "2000", "gid": "2000", "basePath": "/llm-serving"}
 
 
+def efs_lifecycle_policies() -> list[dict]:
+    """Cold weights move to Infrequent Access after 30 days and come back to Standard on their first
+    read, so a model that is served again is not read at IA latency and per-GB charges forever."""
+    return [{"transition_to_ia": "AFTER_30_DAYS"}, {"transition_to_primary_storage_class": "AFTER_1_ACCESS"}]
+
+
 @dataclass(frozen=True)
 class StorageArgs:
     cluster: ClusterHandle
     network: NetworkHandle
-    availability_zones: tuple[str, ...]
+    # One mount target per private subnet (one subnet per AZ: EFS allows one mount target per AZ),
+    # keyed by these stable names: the AZ names, or subnet-<index> for an existing VPC.
+    mount_target_keys: tuple[str, ...]
     cluster_name: str
+    kms_key_arn: pulumi.Input[str]  # customer-managed key for EFS encryption at rest
+    protect: bool = True
     after: tuple[pulumi.Resource, ...] = ()  # the CSI driver add-ons
 
 
@@ -48,27 +59,29 @@ class Storage(pulumi.ComponentResource):
     def __init__(self, name: str, args: StorageArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:Storage", name, None, opts)
         child = ResourceOptions(parent=self)
-        k8s.storage.v1.StorageClass(f"{name}-gp3", **render_gp3_class(),
-                                    opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        gp3 = k8s.storage.v1.StorageClass(f"{name}-gp3", **render_gp3_class(),
+                                          opts=ResourceOptions(parent=self, depends_on=list(args.after)))
         sg = aws.ec2.SecurityGroup(
             f"{name}-efs-sg", vpc_id=args.network.vpc_id, description="NFS from EKS nodes to EFS",
             ingress=[{"protocol": "tcp", "from_port": 2049, "to_port": 2049,
                       "security_groups": [args.cluster.security_group_id], "description": "NFS from nodes"}],
             tags={"Name": f"{args.cluster_name}-efs"}, opts=child)
         fs = aws.efs.FileSystem(
-            f"{name}-efs", encrypted=True, throughput_mode="elastic", performance_mode="generalPurpose",
-            lifecycle_policies=[{"transition_to_ia": "AFTER_30_DAYS"}],
+            f"{name}-efs", encrypted=True, kms_key_id=args.kms_key_arn, throughput_mode="elastic",
+            performance_mode="generalPurpose", lifecycle_policies=efs_lifecycle_policies(),
             tags={"Name": f"{args.cluster_name}-model-cache"},
-            opts=ResourceOptions(parent=self, protect=True))
+            opts=ResourceOptions(parent=self, protect=args.protect))
         subnets = pulumi.Output.from_input(args.network.private_subnet_ids)
-        for i, az in enumerate(args.availability_zones):
-            aws.efs.MountTarget(f"{name}-efs-{az}", file_system_id=fs.id,
-                                subnet_id=subnets.apply(lambda s, i=i: s[i]),
-                                security_groups=[sg.id], opts=child)
-        k8s.storage.v1.StorageClass(
+        mounts = [aws.efs.MountTarget(f"{name}-efs-{k}", file_system_id=fs.id,
+                                      subnet_id=subnets.apply(lambda s, i=i: s[i]),
+                                      security_groups=[sg.id], opts=child)
+                  for i, k in enumerate(args.mount_target_keys)]
+        efs_class = k8s.storage.v1.StorageClass(
             f"{name}-efs-class", metadata={"name": EFS_CLASS}, provisioner="efs.csi.aws.com",
             parameters=fs.id.apply(render_efs_parameters), reclaim_policy="Retain",
             volume_binding_mode="Immediate", opts=ResourceOptions(parent=self, depends_on=list(args.after)))
         self.file_system_id = fs.id
-        self.handle = StorageHandle(efs_storage_class=EFS_CLASS, ebs_storage_class=EBS_CLASS, efs_file_system_id=fs.id)
+        # PVCs on these classes wait for the classes and for NFS to be reachable in every AZ.
+        self.handle = StorageHandle(efs_storage_class=EFS_CLASS, ebs_storage_class=EBS_CLASS, efs_file_system_id=fs.id,
+                                    ready=(efs_class, gp3, *mounts))
         self.register_outputs({"file_system_id": fs.id})

@@ -169,8 +169,11 @@ class NodeClassSpec:
     kind: AcceleratorKind
     ami_alias: str
     root_volume_gib: int
-    root_volume_throughput: int
+    root_volume_throughput: int  # MiB/s (gp3 baseline 125)
     instance_store_raid0: bool = False
+    root_volume_iops: int = 3000  # gp3 baseline
+    # Given (existing VPC): Karpenter selects exactly these subnets by id; empty: the discovery tag.
+    subnet_ids: tuple[str, ...] = ()
 
 
 # Device-plugin resource names; the same names are the NodePool taint keys.
@@ -190,6 +193,8 @@ class StorageHandle:
     efs_storage_class: pulumi.Input[str]
     ebs_storage_class: pulumi.Input[str]
     efs_file_system_id: pulumi.Input[str]
+    # What a PVC on these classes waits for (classes + EFS mount targets); empty on team stacks.
+    ready: tuple[pulumi.Resource, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -68,16 +68,40 @@ def _dns(v: str, what: str = "name") -> str:
 
 
 class ExistingVpc(_M):
-    vpcId: str
+    vpcId: str = Field(pattern=r"^vpc-[0-9a-f]+$")
+    # One private subnet per AZ: EFS allows one mount target per AZ, and Karpenter launches into these
+    # (selected by id). The VPC CIDR is looked up (aws.ec2.get_vpc), never assumed.
     privateSubnetIds: list[str] = Field(min_length=2)
     publicSubnetIds: list[str] = Field(default_factory=list)
-    cidr: str = "10.0.0.0/16"
+
+    @field_validator("privateSubnetIds", "publicSubnetIds")
+    @classmethod
+    def _subnets(cls, v):
+        bad = [s for s in v if not re.fullmatch(r"subnet-[0-9a-f]+", s)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not subnet ids — write them as subnet-0123abcd")
+        if len(set(v)) != len(v):
+            raise ValueError("a subnet is listed twice — list each subnet once, one private subnet per AZ")
+        return v
+
+
+# AZ ids where EKS cannot place a control plane (CreateCluster: UnsupportedAvailabilityZoneException).
+EKS_UNSUPPORTED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
 
 
 class VpcConfig(_M):
     cidr: str = "10.0.0.0/16"
     azCount: int = Field(3, ge=2, le=6)
+    # Explicit zone names (e.g. [us-east-1a, us-east-1c]); unset = the first azCount EKS-supported zones.
+    availabilityZones: Optional[list[str]] = Field(None, min_length=2, max_length=6)
     existing: Optional[ExistingVpc] = None
+
+    @field_validator("availabilityZones")
+    @classmethod
+    def _zones(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("a zone is listed twice — list each availability zone once")
+        return v
 
 
 class SystemNodesConfig(_M):
@@ -88,15 +112,54 @@ class SystemNodesConfig(_M):
     diskGiB: int = Field(50, ge=20)
 
 
+def _cidr(v: str) -> str:
+    """An IPv4 network (EKS refuses IPv6 CIDRs on an IPv4 cluster's public endpoint)."""
+    import ipaddress
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a network CIDR — write it like 203.0.113.7/32 "
+                         f"(no host bits set after the prefix)") from None
+    if net.version != 4:
+        raise ValueError(f"{v!r} is IPv6; the cluster is IPv4 and EKS accepts only IPv4 CIDRs here "
+                         f"— list the IPv4 networks you deploy from")
+    return str(net)
+
+
+def covers_all_ipv4(cidrs: list[str]) -> bool:
+    """True when the allow-list admits every IPv4 address (0.0.0.0/0, or halves like 0.0.0.0/1 + 128.0.0.0/1)."""
+    import ipaddress
+    v4 = [n for n in (ipaddress.ip_network(c) for c in cidrs) if n.version == 4]
+    return list(ipaddress.collapse_addresses(v4)) == [ipaddress.ip_network("0.0.0.0/0")]
+
+
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy); anything else fails at `up`.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                      2922, 3288, 3653)
+
+
 class ClusterConfig(_M):
     name: Optional[str] = None
     kubernetesVersion: Optional[str] = None
     vpc: VpcConfig = VpcConfig()
-    endpointPublicAccess: bool = False
+    # The machine that runs `pulumi up` must reach the API server (review D2): public endpoint on by
+    # default, IAM-authenticated; restrict it with publicAccessCidrs.
+    endpointPublicAccess: bool = True
     publicAccessCidrs: list[str] = Field(default_factory=list)
+    # Private-only endpoint: allowed only when `pulumi up` runs inside the (existing) VPC.
+    deployFromVpc: bool = False
+    # Pulumi `protect` on the EFS model cache and the gateway database (+ RDS deletion protection).
+    protectData: bool = True
     adminRoleArns: list[str] = Field(default_factory=list)
     systemNodes: SystemNodesConfig = SystemNodesConfig()
-    logRetentionDays: int = Field(90, ge=1)
+    logRetentionDays: int = Field(365, ge=1)
+
+    @field_validator("logRetentionDays")
+    @classmethod
+    def _retention(cls, v):
+        if v not in LOG_RETENTION_DAYS:
+            raise ValueError(f"CloudWatch Logs does not accept {v} days — use one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -106,9 +169,7 @@ class ClusterConfig(_M):
     @field_validator("publicAccessCidrs")
     @classmethod
     def _cidrs(cls, v):
-        if "0.0.0.0/0" in v:
-            raise ValueError("0.0.0.0/0 opens the API server to the internet — list your office/VPN CIDRs")
-        return v
+        return [_cidr(c) for c in v]
 
 
 class NodePoolConfig(_M):
@@ -284,6 +345,7 @@ class StackIntent:
     config: StackConfig
     pools: dict[str, ResolvedPool]
     models: dict[str, ResolvedModel]
+    warnings: tuple[str, ...] = ()  # stack-level (per-model ones are on ResolvedModel)
 
     @property
     def hourly_usd(self) -> tuple[float, float]:
@@ -418,9 +480,7 @@ class _Resolver:
             if getattr(cfg, section).enabled:
                 self.err((section, "enabled"), f"{section} is not built by this version of the program",
                          "set it to false (the section is reserved; nothing would be deployed for it)")
-        if cfg.cluster.endpointPublicAccess and not cfg.cluster.publicAccessCidrs:
-            self.err(("cluster", "publicAccessCidrs"), "a public API endpoint needs an allow-list",
-                     "list the CIDRs allowed to reach it, or set endpointPublicAccess: false")
+        warnings = self._cluster_checks()
         if self.problems:
             raise ConfigError(self.problems)
         # Only pools some model uses, or the config names explicitly, exist.
@@ -429,8 +489,39 @@ class _Resolver:
         return StackIntent(
             stack=self.stack, region=self.region, cluster_name=cluster_name,
             kubernetes_version=cfg.cluster.kubernetesVersion or versions.kubernetes,
-            config=cfg, pools=dict(sorted(pools.items())), models=models,
+            config=cfg, pools=dict(sorted(pools.items())), models=models, warnings=tuple(warnings),
         )
+
+    def _cluster_checks(self) -> list[str]:
+        """Endpoint reachability (review D2) and VPC/AZ choices; returns stack-level warnings."""
+        c = self.cfg.cluster
+        warnings: list[str] = []
+        if c.deployFromVpc and c.vpc.existing is None:
+            self.err(("cluster", "deployFromVpc"), "only an existing VPC can hold the machine that runs `pulumi up` "
+                     "(this program creates the VPC during that same run)",
+                     "set cluster.vpc.existing, or drop deployFromVpc and keep endpointPublicAccess: true")
+        if not c.endpointPublicAccess and not c.deployFromVpc:
+            self.err(("cluster", "endpointPublicAccess"), "a private-only API endpoint is unreachable from the machine "
+                     "running `pulumi up`, so every Kubernetes object would time out",
+                     "keep endpointPublicAccess: true with publicAccessCidrs, or deploy from inside an existing VPC "
+                     "(cluster.vpc.existing + cluster.deployFromVpc: true)")
+        if (self.cfg.platformStack is None and c.endpointPublicAccess
+                and (not c.publicAccessCidrs or covers_all_ipv4(c.publicAccessCidrs))):
+            warnings.append(f"{key('cluster', 'publicAccessCidrs')}: the public API endpoint is open to the whole "
+                            "internet (IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]")
+        if not c.endpointPublicAccess and c.publicAccessCidrs:
+            self.err(("cluster", "publicAccessCidrs"), "has no effect with endpointPublicAccess: false",
+                     "remove publicAccessCidrs or turn the public endpoint on")
+        zones = c.vpc.availabilityZones or []
+        foreign = [z for z in zones if not re.fullmatch(re.escape(self.region) + r"[a-z]", z)]
+        if foreign:
+            self.err(("cluster", "vpc", "availabilityZones"), f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} "
+                     f"not availability zones of {self.region}",
+                     f"use zone names like {self.region}a (Local/Wavelength Zones cannot host EKS subnets)")
+        if zones and c.vpc.existing is not None:
+            self.err(("cluster", "vpc", "availabilityZones"), "the zones of an existing VPC are its subnets' zones",
+                     "remove availabilityZones, or drop vpc.existing")
+        return warnings
 
     def _declared_pools(self) -> dict[str, ResolvedPool]:
         pools: dict[str, ResolvedPool] = {}

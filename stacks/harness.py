@@ -35,6 +35,7 @@ class Registered:
     custom: bool
     inputs: dict
     dependencies: tuple[str, ...] = ()
+    protect: bool = False  # the `protect` resource option (not an input; not in resources.json)
 
 
 @dataclass
@@ -73,7 +74,8 @@ class _Monitor(pmocks.MockMonitor):
         inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
-            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies))))
+            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies)),
+            protect=bool(request.protect)))
         return resp
 
 
@@ -211,8 +213,15 @@ class Mocks(pmocks.Mocks):
     def call(self, args: pmocks.MockCallArgs):
         tok = args.token
         if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{self.region}{z}" for z in "abcdef"]
-            return {"names": names, "zoneIds": [f"use1-az{i}" for i in range(1, 7)], "state": "available"}
+            return self._availability_zones(args.args)
+        if tok == "aws:ec2/getSubnet:getSubnet":
+            # The zone is the id's last hex digit mod 6 (a-f), so tests can pick ids in one zone.
+            sid = args.args.get("id") or "subnet-0"
+            zone = f"{self.region}{'abcdef'[int(sid[-1], 16) % 6]}"
+            return {"id": sid, "availabilityZone": zone, "vpcId": "vpc-mock", "cidrBlock": "10.42.0.0/19"}
+        if tok == "aws:ec2/getVpc:getVpc":
+            vid = args.args.get("id") or "vpc-mock"
+            return {"id": vid, "cidrBlock": EXISTING_VPC_CIDR, "state": "available", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}"}
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
         if tok == "aws:index/getPartition:getPartition":
@@ -220,6 +229,25 @@ class Mocks(pmocks.Mocks):
         if tok == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region}
         return {}
+
+
+    def _availability_zones(self, a: dict) -> dict:
+        """Like EC2 DescribeAvailabilityZones in an account opted into a Local Zone, where zone b is
+        the zone id EKS cannot use: the Local Zone sorts first and az3 is among a-c, so a program that
+        drops the zone-type filter or the exclusion gets them (as AWS would give them)."""
+        zones = [(f"{self.region}-bos-1a", "use1-bos1-az1", "local-zone")]
+        ids = ["az6", "az3", "az1", "az2", "az4", "az5"]
+        zones += [(f"{self.region}{z}", f"use1-{i}", "availability-zone") for z, i in zip("abcdef", ids)]
+        for f in a.get("filters") or []:
+            if f.get("name") == "zone-type":
+                zones = [z for z in zones if z[2] in f.get("values", [])]
+        excluded = set(a.get("excludeZoneIds") or [])
+        zones = [z for z in zones if z[1] not in excluded]
+        return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "state": "available"}
+
+
+# What aws.ec2.get_vpc returns for an existing VPC (deliberately not the default 10.0.0.0/16).
+EXISTING_VPC_CIDR = "10.42.0.0/16"
 
 
 class HarnessTimeout(Exception):

@@ -141,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     n = len([r for r in rec.resources if r.type != "pulumi:pulumi:Stack"])
     doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, n)
-    sys.stdout.write(table(doc))
+    sys.stdout.write(table(doc, intent.warnings))
     return 0
 
 

@@ -9,20 +9,25 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.cluster import AddonsArgs, Cluster, ClusterAddons, ClusterArgs, SystemNodes, SystemNodesArgs
+from components.cluster import (AddonsArgs, Cluster, ClusterAddons, ClusterArgs, PlatformKeys, PlatformKeysArgs,
+                                SystemNodes, SystemNodesArgs, control_plane_log_group)
 from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
 from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, KarpenterIamArgs
-from components.network import Network, NetworkArgs
+from components.network import Network, NetworkArgs, flow_log_group
 from components.nodepool import KarpenterNodeClass, KarpenterNodePool, NodeClassArgs, NodePoolArgs
 from components.storage import Storage, StorageArgs
 from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle
 from stacks import catalog
-from stacks.config import StackIntent
+from stacks.config import EKS_UNSUPPORTED_ZONE_IDS, StackIntent, VpcConfig
 
-# Root volume for accelerator nodes: vLLM / Neuron images are 10-20 GB compressed; model weights
-# live on EFS, but image layers and the container runtime's scratch need room and throughput.
-ACCEL_ROOT_GIB = 300
-ACCEL_ROOT_THROUGHPUT = 1000
+# Root volume for accelerator nodes. Instances with local NVMe (g5/g6/g6e/p4d/p5/trn1) keep
+# containerd and kubelet on the instance-store RAID0 (instanceStorePolicy), so the root volume holds
+# only the OS there. inf2 has no instance store: images (the Neuron DLC is ~10 GB compressed, ~2.5x
+# unpacked) land on this volume, so it stays large; gp3 baseline IOPS/throughput (no extra charge).
+# Model weights live on EFS.
+ACCEL_ROOT_GIB = 200
+ACCEL_ROOT_IOPS = 3000
+ACCEL_ROOT_THROUGHPUT = 125
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Platform:
     pools: dict[str, PoolSpec]
     # What workloads on accelerator nodes must wait for (the node pools and device plugins).
     ready: tuple[pulumi.Resource, ...]
+    # What workloads on the system nodes must wait for (the node group, CoreDNS); empty on team stacks.
+    system_ready: tuple[pulumi.Resource, ...] = ()
 
     def shared(self) -> dict:
         """What team stacks read from this platform stack (exported as `platform`)."""
@@ -80,45 +87,94 @@ def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
     )
 
 
+def availability_zones(vpc: VpcConfig) -> tuple[str, ...]:
+    """The stack's zones, or the first azCount regular AZs EKS supports. Without the filters a Local
+    Zone (`us-east-1-bos-1a` sorts first) or an EKS-unsupported zone id (`use1-az3`) can be picked,
+    and CreateCluster or the subnets fail (review D4)."""
+    if vpc.availabilityZones:
+        return tuple(vpc.availabilityZones)
+    zones = aws.get_availability_zones(
+        state="available", exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])])
+    return tuple(sorted(zones.names)[: vpc.azCount])
+
+
+def one_subnet_per_zone(subnet_ids: list[str], zones: list[str]) -> list[str]:
+    """EFS takes one mount target per AZ: two given private subnets in one AZ would fail mid-`up`."""
+    seen: dict[str, str] = {}
+    for subnet, zone in zip(subnet_ids, zones):
+        if zone in seen:
+            raise pulumi.RunError(
+                f"llm-serving:cluster.vpc.existing.privateSubnetIds: {seen[zone]} and {subnet} are both in {zone} "
+                f"— list one private subnet per availability zone (EFS allows one mount target per AZ)")
+        seen[zone] = subnet
+    return list(subnet_ids)
+
+
+def existing_network(vpc: VpcConfig) -> NetworkHandle:
+    """A VPC the stack does not own: its CIDR (NetworkPolicy ipBlocks) and its subnets' zones are
+    looked up, never assumed; everything that uses the subnets waits for the zone check."""
+    ex = vpc.existing
+    found = aws.ec2.get_vpc_output(id=ex.vpcId)
+    ids = list(ex.privateSubnetIds)
+    zones = pulumi.Output.all(*[aws.ec2.get_subnet_output(id=s).availability_zone for s in ids])
+    return NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=zones.apply(lambda z: one_subnet_per_zone(ids, z)),
+                         public_subnet_ids=list(ex.publicSubnetIds), vpc_cidr=found.cidr_block)
+
+
 def build(intent: StackIntent) -> Platform:
     if intent.is_team_stack:
         return attach(intent)
+    for w in intent.warnings:
+        pulumi.log.warn(w)
     cfg = intent.config
     c = intent.cluster_name
     versions = catalog.versions()
     account = aws.get_caller_identity_output().account_id
     vpc_cfg = cfg.cluster.vpc
-    if vpc_cfg.existing is not None:
-        ex = vpc_cfg.existing
-        net = NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=list(ex.privateSubnetIds),
-                            public_subnet_ids=list(ex.publicSubnetIds), vpc_cidr=ex.cidr)
-        azs = tuple(f"subnet-{i}" for i in range(len(ex.privateSubnetIds)))
+    existing = vpc_cfg.existing is not None
+    log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
+    keys = PlatformKeys("keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region,
+                                                 log_group_names=log_groups))
+    if existing:
+        net = existing_network(vpc_cfg)
+        mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
+        node_subnets = tuple(vpc_cfg.existing.privateSubnetIds)
     else:
-        zones = aws.get_availability_zones(state="available").names
-        azs = tuple(sorted(zones)[: vpc_cfg.azCount])
-        net = Network("network", NetworkArgs(cluster_name=c, cidr=vpc_cfg.cidr, availability_zones=azs)).handle
+        azs = availability_zones(vpc_cfg)
+        net = Network("network", NetworkArgs(cluster_name=c, cidr=vpc_cfg.cidr, availability_zones=azs,
+                                             logs_key_arn=keys.logs_key_arn,
+                                             flow_log_retention_days=cfg.cluster.logRetentionDays)).handle
+        mount_keys, node_subnets = azs, ()
 
     cluster = Cluster("cluster", ClusterArgs(
         cluster_name=c, kubernetes_version=intent.kubernetes_version, network=net, account_id=account,
-        admin_role_arns=tuple(cfg.cluster.adminRoleArns), endpoint_public_access=cfg.cluster.endpointPublicAccess,
-        public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs), log_retention_days=cfg.cluster.logRetentionDays))
+        logs_key_arn=keys.logs_key_arn, admin_role_arns=tuple(cfg.cluster.adminRoleArns),
+        endpoint_public_access=cfg.cluster.endpointPublicAccess,
+        public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs), log_retention_days=cfg.cluster.logRetentionDays,
+        aws_profile=pulumi.Config("aws").get("profile")))
     ch: ClusterHandle = cluster.handle
     sn = cfg.cluster.systemNodes
     system = SystemNodes("system", SystemNodesArgs(
         cluster=ch, subnet_ids=net.private_subnet_ids, instance_types=tuple(sn.instanceTypes),
-        min_size=sn.minSize, desired_size=sn.desiredSize, max_size=sn.maxSize, disk_gib=sn.diskGiB)).handle
-    addons = ClusterAddons("addons", AddonsArgs(cluster=ch, system_nodes=system))
+        min_size=sn.minSize, desired_size=sn.desiredSize, max_size=sn.maxSize, disk_gib=sn.diskGiB,
+        after=cluster.networking.ready)).handle
+    addons = ClusterAddons("addons", AddonsArgs(cluster=ch, system_nodes=system,
+                                                pod_identity_agent=cluster.networking.pod_identity_agent))
     provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
     kopts = ResourceOptions(providers={"kubernetes": provider})
 
     kiam = KarpenterIam("karpenter-iam", KarpenterIamArgs(cluster=ch, cluster_name=c, account_id=account,
                                                           region=intent.region))
+    # Karpenter resolves the API server and STS through CoreDNS: it starts after it.
     karpenter = Karpenter("karpenter", KarpenterArgs(
         cluster_name=c, iam=kiam.handle, system_nodes=system, crd_chart=versions.chart("karpenter-crd"),
-        chart=versions.chart("karpenter"), after=(addons.pod_identity_agent,)), opts=kopts)
+        chart=versions.chart("karpenter"), after=(cluster.networking.pod_identity_agent, addons.coredns)),
+        opts=kopts)
 
     csi = (addons.addons["aws-ebs-csi-driver"], addons.addons["aws-efs-csi-driver"])
-    storage = Storage("storage", StorageArgs(cluster=ch, network=net, availability_zones=azs, cluster_name=c,
+    storage = Storage("storage", StorageArgs(cluster=ch, network=net, mount_target_keys=mount_keys, cluster_name=c,
+                                             kms_key_arn=keys.data_key_arn, protect=cfg.cluster.protectData,
                                              after=csi), opts=kopts)
 
     pools = {n: pool_spec(intent, n) for n in intent.pools}
@@ -127,7 +183,8 @@ def build(intent: StackIntent) -> Platform:
     for kind in kinds:
         classes[kind] = KarpenterNodeClass(f"nodeclass-{kind}", NodeClassArgs(
             spec=NodeClassSpec(name=kind, kind=kind, ami_alias=versions.ami_alias, root_volume_gib=ACCEL_ROOT_GIB,
-                               root_volume_throughput=ACCEL_ROOT_THROUGHPUT),
+                               root_volume_throughput=ACCEL_ROOT_THROUGHPUT, root_volume_iops=ACCEL_ROOT_IOPS,
+                               instance_store_raid0=True, subnet_ids=node_subnets),
             cluster_name=c, instance_profile=kiam.instance_profile_name, crds=karpenter.crds), opts=kopts)
     ready: list[pulumi.Resource] = []
     for name, spec in pools.items():
@@ -147,4 +204,5 @@ def build(intent: StackIntent) -> Platform:
     return Platform(cluster_name=c, k8s=provider, kubeconfig=cluster.kubeconfig, storage=storage.handle,
                     vpc_id=net.vpc_id, vpc_cidr=net.vpc_cidr, private_subnet_ids=net.private_subnet_ids,
                     node_security_group_id=ch.security_group_id,
-                    neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready))
+                    neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready),
+                    system_ready=(system.node_group, addons.coredns))

@@ -133,7 +133,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             items=tuple(CacheItem(name=s.name, hf_id=s.hf_id, revision=s.revision, gated=intent.models[n].arch.gated,
                                   marker=ready_marker(s)) for n, s in specs.items()),
             hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
-            system_toleration=SYSTEM_TAINT, after=ns_ready), opts=kopts)
+            system_toleration=SYSTEM_TAINT, after=(*ns_ready, *plat.storage.ready)), opts=kopts)
     endpoints = {}
     for name, spec in specs.items():
         server = VllmServer(f"vllm-{name}", VllmServerArgs(
@@ -148,17 +148,17 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             cluster_name=intent.cluster_name, vpc_id=plat.vpc_id, subnet_ids=plat.private_subnet_ids,
             client_security_group_id=plat.node_security_group_id, engine_version=v.postgres_engine_version,
             instance_class=d.instanceClass, allocated_storage_gib=d.allocatedStorageGiB, multi_az=d.multiAz,
-            password=keys.database_password))
+            password=keys.database_password), opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData))
         db_url = db.url
     gateway = LiteLLMGateway("gateway", GatewayArgs(
         namespace=gateway_ns, image=v.image("litellm"), routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
         master_key=keys.master_key, salt_key=keys.salt_key, vllm_api_key=keys.vllm_api_key,
         system_taint=SYSTEM_TAINT, database_url=db_url, internal_load_balancer=cfg.gateway.internalLoadBalancer,
-        after=ns_ready), opts=kopts)
+        after=(*ns_ready, *plat.system_ready)), opts=kopts)
     if cfg.ui.enabled:
         OpenWebUi("webui", WebUiArgs(
             namespace=gateway_ns, image=v.image("open-webui"), gateway_url=gateway.in_cluster_url,
             api_key=keys.master_key, secret_key=keys.webui_secret, storage_class=plat.storage.ebs_storage_class,
-            system_taint=SYSTEM_TAINT, after=ns_ready), opts=kopts)
+            system_taint=SYSTEM_TAINT, after=(*ns_ready, *plat.system_ready)), opts=kopts)
     return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],
                   endpoints=endpoints)

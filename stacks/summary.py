@@ -45,7 +45,7 @@ def summary(intent: StackIntent, resource_count: int) -> dict:
             "pools": pool_rows(intent), "models": model_rows(intent)}
 
 
-def table(summary_doc: dict) -> str:
+def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
     head = ["model", "accel", "instance", "replicas", "TP", "ctx", "seqs", "weights GiB/dev", "KV GiB/dev",
             "KV tokens", "max conc", "fits"]
     rows = []
@@ -58,6 +58,8 @@ def table(summary_doc: dict) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     lines = [f"stack {summary_doc['stack']}", "", fmt(head), fmt(["-" * w for w in widths])]
     lines += [fmt(r) for r in rows] or ["(no models)"]
+    for w in stack_warnings:
+        lines.append(f"warning: {w}")
     for m in summary_doc["models"]:
         for w in m["warnings"]:
             lines.append(f"warning: {m['name']}: {w}")
