@@ -12,9 +12,7 @@ from stacks import config
 from stacks.harness import ACCOUNT, EXISTING_VPC_CIDR, Mocks
 from stacks.plan import main as plan_main
 from stacks.plan import run_program
-from tests.conftest import ROOT, STACK_FILES
-from tests.support.pulumi_rules import missing_config
-from tests.support.shared import shared_path
+from tests.conftest import ROOT
 
 DEV = ROOT / "Pulumi.dev.yaml"
 CONFIGS = ROOT / "tests" / "configs"
@@ -39,37 +37,6 @@ def stack_file(tmp_path, cluster: dict, extra: dict | None = None, name="variant
     p = tmp_path / f"Pulumi.{name}.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
-
-
-# ---- D1: the Pulumi CLI accepts every committed stack ----------------------------------------------
-
-
-OLD_PROJECT = {"name": "llm-serving", "runtime": "python", "config": {
-    "platformStack": {"type": "string"}, "hfToken": {"type": "string", "secret": True},
-    "aws:region": {"type": "string"}, "other": {"type": "string", "default": ""}}}
-
-
-def test_the_cli_rule_flags_a_declared_key_without_default():
-    """Negative control: the declarations the review found (D1) are reported missing for dev."""
-    dev = yaml.safe_load(DEV.read_text())
-    assert missing_config(OLD_PROJECT, dev) == ["hfToken", "platformStack"]
-    assert missing_config(OLD_PROJECT, {"config": {"llm-serving:platformStack": "o/p/s",
-                                                   "llm-serving:hfToken": {"secure": "x"}}}) == []
-
-
-@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
-def test_pulumi_cli_finds_no_missing_config(path):
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    assert missing_config(project, yaml.safe_load(path.read_text())) == []
-
-
-def test_project_file_validates_against_the_pulumi_project_schema():
-    import jsonschema
-
-    schema = json.loads(shared_path("schemas/pulumi-project.json").read_text())
-    jsonschema.validate(yaml.safe_load((ROOT / "Pulumi.yaml").read_text()), schema)
-    with pytest.raises(jsonschema.ValidationError):  # the schema can fail
-        jsonschema.validate({"name": "x", "runtime": "python", "config": {"k": {"type": "object"}}}, schema)
 
 
 # ---- D2: the API endpoint is reachable from where `pulumi up` runs ---------------------------------
