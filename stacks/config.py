@@ -444,8 +444,8 @@ def read_stack_document(path: str | Path) -> dict[str, Any]:
                            f"is a mapping with a config: section"])
     cfg = doc.get("config")
     if cfg is not None and not isinstance(cfg, dict):
-        raise ConfigError([f"{path}: config: is a {type(cfg).__name__}, not a mapping — write it as "
-                           f"config:\n  {PROJECT}:<key>: <value>"])
+        raise ConfigError([f"{path}: config: is a {type(cfg).__name__}, not a mapping — write it as a mapping "
+                           f"of {PROJECT}:<key>: <value> entries"])
     return doc
 
 
@@ -519,7 +519,7 @@ def load() -> StackIntent:
     problems = namespace_problems([k for k in all_cfg if ":" in k])
     token = f"{prefix}hfToken"
     if token in all_cfg and not (rc.is_config_secret(token) or token in rc.get_config_secret_keys_env()):
-        problems.append(_plaintext_token())
+        problems.append(_plaintext_token())  # runtime path: tests/stacks/test_config.py test_runtime_load_*
     if problems:
         raise pulumi.RunError("invalid stack config:\n" + "\n".join(f"error: {p}" for p in problems))
     for k, v in all_cfg.items():

@@ -191,6 +191,8 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
             continue
         if a.startswith("--"):
             name, value, dotted = _normalise_long(a)
+            if name == "--help":  # vLLM turns --help=<keyword> into --help (help search)
+                value = None
         elif a.startswith("-O"):
             name, value, dotted = "--optimization-level", (a[3:] if a[2:3] == "=" else a[2:]) or None, False
         else:
