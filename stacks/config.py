@@ -39,6 +39,8 @@ LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 RESERVED_LABEL_DOMAINS = ("llm-serving", "kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws")
 # Kubernetes object names derived from a model name: the cache Job `cache-<model>` (63 max).
 MODEL_NAME_MAX = 63 - len("cache-")
+# IAM role names (64 max) derived from the cluster name; the longest is KarpenterControllerRole-<cluster>.
+CLUSTER_NAME_MAX = 64 - len("KarpenterControllerRole-")
 # Team namespaces are `<team>-models` and `<team>-gateway` (63 max).
 TEAM_NAME_MAX = 63 - len("-gateway")
 def SUPPORTED_KUBERNETES(pinned: str) -> tuple[str, ...]:  # noqa: N802 (reads as a constant)
@@ -570,6 +572,7 @@ class _Resolver:
         self._duplicates(models)
         self._capacity(models, pools)
         self._kubernetes_version(versions.kubernetes)
+        self._derived_name_lengths(cluster_name)
         if cfg.team is not None and cfg.platformStack is None:
             self.err(("team",), "a team stack needs the platform stack it attaches to",
                      "set llm-serving:platformStack to organization/llm-serving/<platform stack>")
@@ -645,8 +648,8 @@ class _Resolver:
             # The default name is taken by a pool of the other kind: never place the model there.
             self.err(path + ("pool",), f"the model needs {kind} and no {kind} pool is defined; the default "
                      f"{kind} pool would be named {dname!r}, which is the {pools[dname].spec.accelerator} pool",
-                     f"define an {kind} pool in llm-serving:nodePools (and set pool: to it), or rename "
-                     f"nodePools.{dname}")
+                     f"define a pool with accelerator: {kind} in llm-serving:nodePools (and set pool: to it), "
+                     f"or rename nodePools.{dname}")
             return None
         insts = tuple(i for i in self.instances.values() if i.family in dspec.families)
         pools.setdefault(dname, ResolvedPool(dname, dspec, insts))
@@ -695,8 +698,8 @@ class _Resolver:
             # The Service is named after the model; Kubernetes injects <SERVICE>_PORT/_SERVICE_HOST
             # variables into every pod of the namespace, and vLLM reads VLLM_* (VLLM_PORT breaks it).
             self.err(path, f"a model named {name!r} makes Kubernetes inject VLLM_* variables (e.g. VLLM_PORT) "
-                     "into every vLLM pod, and vLLM refuses to start", "rename the model (e.g. add a suffix-free "
-                     "name like qwen3-8b); set servedName: to keep the API name")
+                     "into every vLLM pod, and vLLM refuses to start", "rename the model (e.g. qwen3-8b); set "
+                     "servedName: to keep the name clients use")
 
     def _extra_args(self, name: str, m: ModelConfig, kind: str) -> list[vllm_flags.Used]:
         path = ("models", name, "extraArgs")
@@ -877,13 +880,23 @@ class _Resolver:
                              f"{unit}, over the pool limit {have}", f"raise nodePools.{pname}.{field} to {want} "
                              "or lower replicas.max")
         team = self.cfg.team
-        if team is not None:
-            asked = sum(m.replicas_max * planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
-                        for m in models.values())
+        if team is not None:  # the quota is per resource: nvidia.com/gpu and aws.amazon.com/neuron
+            per_kind: dict[str, int] = {}
+            for m in models.values():
+                devices = planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
+                per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
+            asked = max(per_kind.values(), default=0)
             if asked > team.maxAccelerators:
                 self.err(("team", "maxAccelerators"), f"the team's models at replicas.max request {asked} "
                          f"accelerators, over the quota {team.maxAccelerators}",
                          f"raise team.maxAccelerators to {asked} or lower replicas.max")
+
+    def _derived_name_lengths(self, cluster_name: str) -> None:
+        if len(cluster_name) > CLUSTER_NAME_MAX:
+            given = self.cfg.cluster.name is not None
+            self.err(("cluster", "name"), f"cluster name {cluster_name!r} ({'given' if given else 'llm-<stack>'}) is "
+                     f"{len(cluster_name)} characters; IAM role KarpenterControllerRole-{cluster_name} must fit 64",
+                     f"set cluster.name to at most {CLUSTER_NAME_MAX} characters")
 
     def _kubernetes_version(self, pinned: str) -> None:
         v = self.cfg.cluster.kubernetesVersion

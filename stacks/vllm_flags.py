@@ -207,7 +207,7 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
         entry, why = _lookup(name, options)
         if entry is None:
             what = f"{a}: {why} in vLLM {version}" if why == "unknown flag" else f"{a}: {why}"
-            fix = (f"write the full flag name" if why and why.startswith("abbreviation")
+            fix = ("write the full flag name" if why and why.startswith("abbreviation")
                    else "check `vllm serve --help` of that release; remove it")
             problems.append((what, fix))
             continue

@@ -219,3 +219,17 @@ def test_every_error_branch_of_the_config_has_a_fixture():
     assert len(_error_lines_missed(OK)) > 50  # negative control: the ok fixtures alone miss most
     missed = _error_lines_missed([*ERR, *OK])
     assert missed == [], "error branches without a fixture: " + ", ".join(missed)
+
+
+def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
+    """No cluster.name: the cluster is llm-<stack>; a 37-character stack makes it 41 characters, and
+    KarpenterControllerRole-<cluster> would be 65 > IAM's 64."""
+    raw = {"models": {"tiny": {"preset": "qwen3-0.6b"}}}
+    stack = "search-team-production-eu-west-1-blue"
+    assert len(stack) == 37
+    with pytest.raises(config.ConfigError) as e:
+        config.resolve(raw, stack=stack)
+    assert e.value.problems == [
+        f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 41 characters; IAM role "
+        f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"]
+    config.resolve(raw, stack=stack[:-1])  # negative control: 40 characters is fine
