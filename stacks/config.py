@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from components.types import InstanceType, ModelArch
 from stacks import catalog, planner, vllm_flags
@@ -31,6 +31,7 @@ HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 REVISION_SHA = re.compile(r"^[0-9a-f]{40}$")
 REVISION_REF = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 # Kubernetes label keys ([prefix/]name) and values.
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -123,7 +124,7 @@ class ClusterConfig(_M):
 
 class NodePoolConfig(_M):
     accelerator: Literal["nvidia", "neuron"]
-    families: Optional[list[str]] = None
+    families: Optional[list[str]] = Field(None, min_length=1)
     capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(default_factory=lambda: ["on-demand"], min_length=1)
     maxAccelerators: int = Field(16, ge=1)
     maxCpu: int = Field(1000, ge=1)
@@ -216,6 +217,17 @@ class Replicas(_M):
 class Architecture(catalog.ArchitectureFields):
     """Facts for a model that is not in the catalog (from its config.json)."""
 
+    # The checkpoint's own quantization (config.json quantization_config.quant_method), if any.
+    quantization: Optional[Literal["fp8", "awq", "gptq"]] = None
+
+    @model_validator(mode="after")
+    def _attention(self):
+        # Grouped-query attention: each KV head serves a whole number of query heads.
+        if self.kvHeads > self.heads or self.heads % self.kvHeads:
+            raise ValueError(f"kvHeads {self.kvHeads} must divide heads {self.heads} (num_key_value_heads and "
+                             f"num_attention_heads in config.json) — copy both from the checkpoint's config.json")
+        return self
+
 
 class ModelConfig(_M):
     preset: Optional[str] = None
@@ -237,7 +249,7 @@ class ModelConfig(_M):
     reasoning: Optional[bool] = None
     replicas: Replicas = Replicas()
     extraArgs: list[str] = Field(default_factory=list)
-    requestTimeoutSeconds: int = Field(600, ge=10)
+    requestTimeoutSeconds: int = Field(600, ge=10, le=86400)
     # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
     trustRemoteCode: bool = False
 
@@ -489,6 +501,8 @@ def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     for k, v in cfg.items():
         if k == "aws:region":
             region = str(v)
+            if not AWS_REGION.match(region):
+                problems.append(f"aws:region: {v!r} is not an AWS region name — write it like us-east-1")
             continue
         ns, _, name = str(k).partition(":")
         if ns != PROJECT or not name:
@@ -520,7 +534,8 @@ def load() -> StackIntent:
     all_cfg = {**rc.get_config_env(), **rc.CONFIG.get()}
     problems = namespace_problems([k for k in all_cfg if ":" in k])
     token = f"{prefix}hfToken"
-    if token in all_cfg and not (rc.is_config_secret(token) or token in rc.get_config_secret_keys_env()):
+    if all_cfg.get(token) not in (None, "null") and not (rc.is_config_secret(token)
+                                                         or token in rc.get_config_secret_keys_env()):
         problems.append(_plaintext_token())  # runtime path: tests/stacks/test_config.py test_runtime_load_*
     if problems:
         raise pulumi.RunError("invalid stack config:\n" + "\n".join(f"error: {p}" for p in problems))
@@ -528,7 +543,8 @@ def load() -> StackIntent:
         if k.startswith(prefix):
             name = k[len(prefix):]
             try:
-                raw[name] = json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+                # objects travel as JSON; a YAML null arrives as the string "null"
+                raw[name] = json.loads(v) if isinstance(v, str) and (v[:1] in "[{" or v == "null") else v
             except json.JSONDecodeError:
                 raw[name] = v
     region = pulumi.Config("aws").get("region") or "us-east-1"
@@ -576,7 +592,7 @@ class _Resolver:
         if cfg.team is not None and cfg.platformStack is None:
             self.err(("team",), "a team stack needs the platform stack it attaches to",
                      "set llm-serving:platformStack to organization/llm-serving/<platform stack>")
-        if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack):
+        if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
             self.err(("platformStack",), f"{cfg.platformStack!r} is not a fully qualified stack name",
                      "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)")
         for section in ("observability", "autoscaling"):
@@ -682,7 +698,8 @@ class _Resolver:
         a = m.architecture
         return ModelArch(hf_id=m.hfId, params=a.params, layers=a.layers, hidden=a.hidden,
                          intermediate=a.intermediate, heads=a.heads, kv_heads=a.kvHeads, head_dim=a.headDim,
-                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated)
+                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated,
+                         quantization=a.quantization)
 
     def _model_name(self, name: str) -> None:
         path = ("models", name)

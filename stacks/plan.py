@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import pulumi
 import yaml
 
 from stacks.yamlio import load_yaml
@@ -171,6 +172,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:
         for p in e.problems:
             print(f"error: {p}", file=sys.stderr)
+        return 2
+    except pulumi.RunError as e:  # the program's own config check (stacks.config.load) under the mocks
+        lines = [ln for ln in str(e).splitlines() if ln.strip() and ln != "invalid stack config:"]
+        for ln in lines:
+            print(ln if ln.startswith("error: ") else f"error: {ln}", file=sys.stderr)
         return 2
     n = len([r for r in rec.resources if r.type != "pulumi:pulumi:Stack"])
     try:
