@@ -145,14 +145,26 @@ class NodePoolConfig(_M):
         v = str(v)
         if not re.fullmatch(r"(100|[0-9]{1,2})%|[0-9]+", v):
             raise ValueError(f"{v!r} is not a node count or percentage — write 1, 2 or 10%")
-        if v in ("0", "0%"):
+        if int(v.rstrip("%")) == 0:
             raise ValueError(f"{v!r} blocks every disruption, so empty accelerator nodes are never removed "
                              f"— use 1 (or a percentage above 0)")
+        return v
+
+    @field_validator("capacityTypes")
+    @classmethod
+    def _capacity(cls, v):
+        # Karpenter finds reserved capacity only through capacityReservationSelectorTerms on the
+        # EC2NodeClass, which this program does not render: a reserved-only pool would never launch.
+        if "reserved" in v:
+            raise ValueError("reserved capacity needs capacity reservations selected on the EC2NodeClass, which "
+                             "this program does not configure — use on-demand and/or spot")
         return v
 
     @field_validator("labels")
     @classmethod
     def _labels(cls, v):
+        if len(v) > 99:  # the NodePool CRD caps template labels at 100, one is the program's pool label
+            raise ValueError(f"{len(v)} labels — use at most 99 (Karpenter's limit is 100 with the pool label)")
         for k, val in v.items():
             problem = _label_key_problem(k)
             if problem:
@@ -711,6 +723,11 @@ class _Resolver:
         if len(name) > MODEL_NAME_MAX:
             self.err(path, f"model name {name!r} is {len(name)} characters; its cache Job cache-{name} must fit 63",
                      f"use at most {MODEL_NAME_MAX} characters")
+        if name in ("default", "kubernetes"):
+            # Each model gets a ServiceAccount and a Service of its name; every namespace already has
+            # the ServiceAccount `default`, and a Service `kubernetes` shadows the API server's variables.
+            self.err(path, f"the model name {name!r} is taken in every namespace (ServiceAccount default, "
+                     "Service kubernetes)", "rename the model; set servedName: to keep the name clients use")
         if name == "vllm" or name.startswith("vllm-"):
             # The Service is named after the model; Kubernetes injects <SERVICE>_PORT/_SERVICE_HOST
             # variables into every pod of the namespace, and vLLM reads VLLM_* (VLLM_PORT breaks it).
