@@ -114,7 +114,8 @@ class Used:
     flag: str
     given: str
     negated: bool
-    value: Optional[str]  # the value when exactly one was given
+    value: Optional[str]  # the (first) value given
+    key: str = ""  # the dotted part of `--flag.key value`, if any
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +177,7 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
                 continue
             flag, nargs = pending
             if used and used[-1].flag == flag and used[-1].value is None:
-                used[-1] = Used(used[-1].flag, used[-1].given, used[-1].negated, a)
+                used[-1] = Used(used[-1].flag, used[-1].given, used[-1].negated, a, used[-1].key)
             if nargs in (1, "?"):
                 pending = None
             continue
@@ -213,7 +214,8 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
             continue
         flag = entry["flag"]
         negated = name.startswith("--no-") and not flag.startswith("--no-")
-        used.append(Used(flag, a, negated, value))
+        key = a.partition("=")[0].partition(".")[2] if dotted else ""
+        used.append(Used(flag, a, negated, value, key))
         nargs = entry["nargs"]
         if dotted:
             pending = None if value is not None else (flag, 1)  # --flag.key value
@@ -225,6 +227,40 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
     if pending is not None and pending[1] in (1, "+") and not _took_value(used):
         problems.append((f"{pending[0]} needs a value", f"give it as {pending[0]}=<value>"))
     return used, problems
+
+
+# Flags that make the server read files or other checkpoints than the model's own: the pod runs
+# offline (HF_HUB_OFFLINE=1) with only the model's snapshot in the cache, so they fail at start or
+# read the container's filesystem.
+OTHER_FILES = {
+    "--tokenizer", "--spec-model", "--hf-config-path", "--lora-modules", "--default-mm-loras", "--chat-template",
+    "--mm-encoder-fp8-scale-path", "--mm-encoder-fp8-scale-save-path",
+}
+# Values refused for flags that are otherwise fine.
+BAD_VALUES = {
+    "--uvicorn-log-level": ({"trace"}, "logs request headers, API keys included"),
+    "--load-format": ({"dummy"}, "serves random weights instead of the checkpoint"),
+}
+# A value (or a JSON string inside one) that is an absolute, home or parent-relative path.
+_PATH_VALUE = re.compile(r'(^|[=\[{,"])\s*(/|~|\.\./)|(^|/)\.\.(/|$|")')
+
+
+def _value_problem(u: Used) -> Optional[tuple[str, str]]:
+    if u.flag in OTHER_FILES and not u.negated:
+        return (f"{u.given} reads files other than the model's snapshot; the pod runs offline with only that",
+                f"remove {u.flag} (the cache Job downloads the model's own tokenizer and config)")
+    if u.flag == "--generation-config" and u.value not in (None, "auto", "vllm"):
+        return (f"{u.given}: a generation-config folder is not in the pod", "use --generation-config auto or vllm")
+    if u.flag == "--speculative-config" and (u.key.split(".")[0] in ("model", "draft_tensor_parallel_size")
+                                             or '"model"' in (u.value or "")):
+        return (f"{u.given}: a draft model is not in the pod (the cache Job downloads only the served model)",
+                "use a model-free method such as {\"method\":\"ngram\",...}, or remove it")
+    rule = BAD_VALUES.get(u.flag)
+    if rule and (u.value or "").lower() in rule[0]:
+        return (f"{u.given} {u.value if '=' not in u.given else ''}".strip() + f": {rule[1]}", f"use another value for {u.flag}")
+    if u.value is not None and _PATH_VALUE.search(u.value):
+        return (f"{u.given}: {u.value!r} is a path; the pod has no files of yours", "remove the path")
+    return None
 
 
 def _took_value(used: list[Used]) -> bool:
@@ -245,6 +281,8 @@ def policy_problems(used: list[Used], *, trust_remote_code: bool) -> list[tuple[
                         f"set that field instead of passing {u.flag}"))
         elif u.flag in DANGEROUS and not u.negated:
             out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
+        elif (p := _value_problem(u)) is not None:
+            out.append(p)
     return out
 
 

@@ -109,3 +109,18 @@ def test_every_policy_entry_names_a_flag_the_pinned_vllm_has():
     known = {e["flag"] for e in vf.table("nvidia").values()}
     missing = sorted(f for f in {*vf.MANAGED, *vf.DANGEROUS} if f not in known)
     assert missing == []
+
+
+def test_values_that_point_outside_the_pod_or_weaken_it():
+    assert "reads files other than the model's snapshot" in problems(["--tokenizer", "org/tok"])[0]
+    assert "reads files other than" in problems(["--chat-template=/models/t.jinja"])[0]
+    assert "draft model is not in the pod" in problems(['--speculative-config={"model":"a/b"}'])[0]
+    assert "draft model is not in the pod" in problems(["--speculative-config.model", "a/b"])[0]
+    assert "API keys included" in problems(["--uvicorn-log-level", "TRACE"])[0]
+    assert "random weights" in problems(["--load-format=dummy"])[0]
+    assert "is a path" in problems(['--compilation-config={"cache_dir":"/etc"}'])[0]
+    assert "is a path" in problems(["--max-log-len=../x"])[0]
+    # negative controls: model-free speculation, defaults, URLs and Hub-style names are not paths
+    assert problems(['--speculative-config={"method":"ngram","num_speculative_tokens":3}']) == []
+    assert problems(["--generation-config", "vllm", "--load-format", "safetensors", "--uvicorn-log-level", "info"]) == []
+    assert problems(["--otlp-traces-endpoint", "http://collector:4317"]) == []
