@@ -889,41 +889,44 @@ class _Resolver:
         return True
 
     def _capacity(self, models: dict[str, ResolvedModel], pools: dict[str, ResolvedPool]) -> None:
-        """Replicas at their maximum must fit the pool's NodePool limits (Karpenter counts the capacity of
-        whole nodes) and a team's accelerator quota (the ResourceQuota counts requests)."""
         per_pool: dict[str, list[ResolvedModel]] = {}
         for m in models.values():
             per_pool.setdefault(m.pool, []).append(m)
         for pname, ms in per_pool.items():
-            spec = pools[pname].spec
-            need = {"accelerators": 0, "cpu": 0, "memory": 0}
-            for m in ms:
-                inst = m.sizing.instance
-                per_node = max(1, inst.devices // planner.accelerator_devices(inst, m.sizing.tensor_parallel))
-                nodes = -(-m.replicas_max // per_node)
-                need["accelerators"] += nodes * inst.devices
-                need["cpu"] += nodes * inst.vcpu
-                need["memory"] += nodes * inst.memory_mib // 1024
-            names = ", ".join(m.name for m in ms)
-            for field, have, unit in (("maxAccelerators", spec.maxAccelerators, "accelerators"),
-                                      ("maxCpu", spec.maxCpu, "vCPUs"), ("maxMemoryGiB", spec.maxMemoryGiB, "GiB")):
-                want = need[{"maxAccelerators": "accelerators", "maxCpu": "cpu", "maxMemoryGiB": "memory"}[field]]
-                if want > have:
-                    path = ("nodePools", pname, field) if pname in self.cfg.nodePools else ("models", ms[0].name, "replicas")
-                    self.err(path, f"the models on pool {pname!r} ({names}) at replicas.max need nodes with {want} "
-                             f"{unit}, over the pool limit {have}", f"raise nodePools.{pname}.{field} to {want} "
-                             "or lower replicas.max")
-        team = self.cfg.team
-        if team is not None:  # the quota is per resource: nvidia.com/gpu and aws.amazon.com/neuron
-            per_kind: dict[str, int] = {}
-            for m in models.values():
-                devices = planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
-                per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
-            asked = max(per_kind.values(), default=0)
-            if asked > team.maxAccelerators:
-                self.err(("team", "maxAccelerators"), f"the team's models at replicas.max request {asked} "
-                         f"accelerators, over the quota {team.maxAccelerators}",
-                         f"raise team.maxAccelerators to {asked} or lower replicas.max")
+            self._pool_limits(pname, pools[pname].spec, ms)
+        if self.cfg.team is not None:
+            self._team_quota(self.cfg.team, list(models.values()))
+
+    def _pool_limits(self, pname: str, spec: NodePoolConfig, ms: list[ResolvedModel]) -> None:
+        """Replicas at their maximum must fit the NodePool limits; Karpenter counts whole nodes' capacity."""
+        need = {"maxAccelerators": 0, "maxCpu": 0, "maxMemoryGiB": 0}
+        for m in ms:
+            inst = m.sizing.instance
+            per_node = max(1, inst.devices // planner.accelerator_devices(inst, m.sizing.tensor_parallel))
+            nodes = -(-m.replicas_max // per_node)
+            need["maxAccelerators"] += nodes * inst.devices
+            need["maxCpu"] += nodes * inst.vcpu
+            need["maxMemoryGiB"] += nodes * inst.memory_mib // 1024
+        units = {"maxAccelerators": "accelerators", "maxCpu": "vCPUs", "maxMemoryGiB": "GiB"}
+        for field, want in need.items():
+            have = getattr(spec, field)
+            if want > have:
+                path = ("nodePools", pname, field) if pname in self.cfg.nodePools else ("models", ms[0].name, "replicas")
+                self.err(path, f"the models on pool {pname!r} ({', '.join(m.name for m in ms)}) at replicas.max need "
+                         f"nodes with {want} {units[field]}, over the pool limit {have}",
+                         f"raise nodePools.{pname}.{field} to {want} or lower replicas.max")
+
+    def _team_quota(self, team: TeamConfig, ms: list[ResolvedModel]) -> None:
+        """The team's ResourceQuota counts requests, per resource (nvidia.com/gpu, aws.amazon.com/neuron)."""
+        per_kind: dict[str, int] = {}
+        for m in ms:
+            devices = planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
+            per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
+        asked = max(per_kind.values(), default=0)
+        if asked > team.maxAccelerators:
+            self.err(("team", "maxAccelerators"), f"the team's models at replicas.max request {asked} "
+                     f"accelerators, over the quota {team.maxAccelerators}",
+                     f"raise team.maxAccelerators to {asked} or lower replicas.max")
 
     def _derived_name_lengths(self, cluster_name: str) -> None:
         if len(cluster_name) > CLUSTER_NAME_MAX:
