@@ -9,38 +9,50 @@ Both end in `resolve(raw)`, which raises `ConfigError` with one line per problem
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from components.types import InstanceType, ModelArch
-from stacks import catalog, planner
-from stacks.yamlio import load_yaml
+from stacks import catalog, planner, vllm_flags
+from stacks.yamlio import YamlError, YamlIssue, load_untrusted, read_text
 
 PROJECT = "llm-serving"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# Flags vLLM 0.32 removed (argparse exits 2) and the one that silently removes all metrics.
-FORBIDDEN_VLLM_FLAGS = {
-    "--disable-log-requests": "removed; request logging is off by default (use --enable-log-requests to turn it on)",
-    "--swap-space": "removed in the V1 engine",
-    "--device": "removed; the platform is detected",
-    "--task": "removed; use --runner / --convert",
-    "--guided-decoding-backend": "removed; use --structured-outputs-config",
-    "--enable-reasoning": "removed; --reasoning-parser alone enables it",
-    "--num-scheduler-steps": "removed in the V1 engine",
-    "--disable-log-stats": "removes every vllm:* Prometheus metric the platform scales and alerts on",
-}
-# Flags the program renders itself; setting them through extraArgs would fight the planner.
-MANAGED_VLLM_FLAGS = {
-    "--served-model-name", "--tensor-parallel-size", "--max-model-len", "--max-num-seqs",
-    "--max-num-batched-tokens", "--gpu-memory-utilization", "--dtype", "--quantization",
-    "--kv-cache-dtype", "--api-key", "--port", "--host", "--block-size", "--num-gpu-blocks-override",
-    "--tool-call-parser", "--reasoning-parser", "--enable-auto-tool-choice", "--revision",
-}
+# The extraArgs policy lives in stacks/vllm_flags.py (kept here under the old names for callers).
+FORBIDDEN_VLLM_FLAGS = vllm_flags.FORBIDDEN
+MANAGED_VLLM_FLAGS = set(vllm_flags.MANAGED)
+# Values that reach file paths, markers and command lines of the cache Job and the servers.
+HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
+REVISION_SHA = re.compile(r"^[0-9a-f]{40}$")
+REVISION_REF = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+# Kubernetes label keys ([prefix/]name) and values.
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Label domains the program (llm-serving/), Karpenter or Kubernetes own: Karpenter's NodePool CRD
+# refuses most of them, and the program's own pool label must stay the program's.
+RESERVED_LABEL_DOMAINS = ("llm-serving", "kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws")
+# Kubernetes object names derived from a model name: the cache Job `cache-<model>` (63 max).
+MODEL_NAME_MAX = 63 - len("cache-")
+# IAM role names (64 max) derived from the cluster name; the longest is KarpenterControllerRole-<cluster>.
+CLUSTER_NAME_MAX = 64 - len("KarpenterControllerRole-")
+# Team namespaces are `<team>-models` and `<team>-gateway` (63 max).
+TEAM_NAME_MAX = 63 - len("-gateway")
+def SUPPORTED_KUBERNETES(pinned: str) -> tuple[str, ...]:  # noqa: N802 (reads as a constant)
+    """The version the catalog pins (EKS standard support, the AMI alias, Karpenter and the GPU operator
+    are pinned and tested for it; ../shared/reference/versions.md)."""
+    return (pinned,)
+
+
+# Edit distance at which a config namespace is taken for a misspelling of ours.
+NAMESPACE_TYPO_DISTANCE = 2
 DEFAULT_MAX_MODEL_LEN = 8192
 DEFAULT_MAX_NUM_SEQS = 16
 
@@ -79,7 +91,8 @@ class ExistingVpc(_M):
     def _subnets(cls, v):
         bad = [s for s in v if not re.fullmatch(r"subnet-[0-9a-f]+", s)]
         if bad:
-            raise ValueError(f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not subnet ids — write them as subnet-0123abcd")
+            raise ValueError(f"{', '.join(bad)} {'is not a subnet id' if len(bad) == 1 else 'are not subnet ids'} "
+                             "— write them as subnet-0123abcd")
         if len(set(v)) != len(v):
             raise ValueError("a subnet is listed twice — list each subnet once, one private subnet per AZ")
         return v
@@ -95,6 +108,20 @@ class VpcConfig(_M):
     # Explicit zone names (e.g. [us-east-1a, us-east-1c]); unset = the first azCount EKS-supported zones.
     availabilityZones: Optional[list[str]] = Field(None, min_length=2, max_length=6)
     existing: Optional[ExistingVpc] = None
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v):
+        # The subnet plan (components.network.subnet_cidrs) carves /19s out of a /16, and AWS allows
+        # at most a /16 per VPC CIDR block: exactly a /16 network address.
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 network — write it like 10.0.0.0/16 (no host bits set)") from None
+        if net.prefixlen != 16:
+            raise ValueError(f"{v} is a /{net.prefixlen}; the subnet plan needs exactly a /16 — use e.g. "
+                             f"{net.supernet(new_prefix=16) if net.prefixlen > 16 else '10.0.0.0/16'}")
+        return v
 
     @field_validator("availabilityZones")
     @classmethod
@@ -169,12 +196,19 @@ class ClusterConfig(_M):
     @field_validator("publicAccessCidrs")
     @classmethod
     def _cidrs(cls, v):
-        return [_cidr(c) for c in v]
+        out = [_cidr(c) for c in v]
+        if out and covers_all_ipv4(out):
+            # Written out, an all-internet list is a mistake or a way around this check (0.0.0.0/1 +
+            # 128.0.0.0/1); leaving the key unset keeps EKS's open default, which the plan warns about.
+            raise ValueError(f"{', '.join(out)} opens the API server to the internet — list your office/VPN/CI "
+                             "CIDRs (e.g. [203.0.113.7/32]), or leave publicAccessCidrs unset for EKS's open "
+                             "default (the plan warns)")
+        return out
 
 
 class NodePoolConfig(_M):
     accelerator: Literal["nvidia", "neuron"]
-    families: Optional[list[str]] = None
+    families: Optional[list[str]] = Field(None, min_length=1)
     capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(default_factory=lambda: ["on-demand"], min_length=1)
     maxAccelerators: int = Field(16, ge=1)
     maxCpu: int = Field(1000, ge=1)
@@ -186,6 +220,44 @@ class NodePoolConfig(_M):
     labels: dict[str, str] = Field(default_factory=dict)
     weight: Optional[int] = Field(None, ge=1, le=100)
 
+    @field_validator("disruptionBudgetNodes", mode="before")
+    @classmethod
+    def _budget(cls, v):
+        # Karpenter's budget `nodes`: a count or a percentage (NodePool CRD pattern).
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError(f"{v!r} is not a node count or percentage — write 1, 2 or 10%")
+        v = str(v)
+        if not re.fullmatch(r"(100|[0-9]{1,2})%|[0-9]+", v):
+            raise ValueError(f"{v!r} is not a node count or percentage — write 1, 2 or 10%")
+        if int(v.rstrip("%")) == 0:
+            raise ValueError(f"{v!r} blocks every disruption, so empty accelerator nodes are never removed "
+                             f"— use 1 (or a percentage above 0)")
+        return v
+
+    @field_validator("capacityTypes")
+    @classmethod
+    def _capacity(cls, v):
+        # Karpenter finds reserved capacity only through capacityReservationSelectorTerms on the
+        # EC2NodeClass, which this program does not render: a reserved-only pool would never launch.
+        if "reserved" in v:
+            raise ValueError("reserved capacity needs capacity reservations selected on the EC2NodeClass, which "
+                             "this program does not configure — use on-demand and/or spot")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v):
+        if len(v) > 99:  # the NodePool CRD caps template labels at 100, one is the program's pool label
+            raise ValueError(f"{len(v)} labels — use at most 99 (Karpenter's limit is 100 with the pool label)")
+        for k, val in v.items():
+            problem = _label_key_problem(k)
+            if problem:
+                raise ValueError(f"label {k!r}: {problem}")
+            if val and (len(val) > 63 or not LABEL_NAME.match(val)):
+                raise ValueError(f"label {k!r}: value {val!r} is not a Kubernetes label value — at most 63 "
+                                 f"letters, digits, '-', '_', '.', starting and ending with a letter or digit")
+        return v
+
     @field_validator("consolidateAfter")
     @classmethod
     def _consolidate(cls, v):
@@ -194,10 +266,22 @@ class NodePoolConfig(_M):
                              f"model; use 30m or more")
         return v
 
-    @field_validator("expireAfter", "terminationGracePeriod")
+    @field_validator("expireAfter")
     @classmethod
-    def _duration(cls, v):
-        _duration_s(v)
+    def _expire(cls, v):
+        # Karpenter: a duration or "Never". Under an hour, nodes (and the models on them) churn.
+        if v == "Never":
+            return v
+        if _duration_s(v) < 3600:
+            raise ValueError(f"{v!r} replaces every node (and restarts its model) more than once an hour "
+                             f"— use 720h, or Never")
+        return v
+
+    @field_validator("terminationGracePeriod")
+    @classmethod
+    def _grace(cls, v):
+        if _duration_s(v) == 0:
+            raise ValueError(f"{v!r} kills serving pods without draining — use 2h or at least a few minutes")
         return v
 
 
@@ -209,6 +293,18 @@ def _duration_s(v: str) -> int:
     return h * 3600 + mi * 60 + s
 
 
+def _label_key_problem(k: str) -> Optional[str]:
+    prefix, slash, name = k.rpartition("/")
+    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
+            slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.match(prefix))):
+        return ("not a Kubernetes label key — write [dns.prefix/]name, the name at most 63 letters, digits, "
+                "'-', '_', '.'")
+    if slash and any(prefix == d or prefix.endswith("." + d) for d in RESERVED_LABEL_DOMAINS):
+        return (f"the {prefix}/ domain is reserved (the program, Karpenter or Kubernetes set it) "
+                f"— use your own prefix, e.g. example.com/{name}")
+    return None
+
+
 class Replicas(_M):
     min: int = Field(1, ge=0)
     max: int = Field(1, ge=1)
@@ -216,6 +312,17 @@ class Replicas(_M):
 
 class Architecture(catalog.ArchitectureFields):
     """Facts for a model that is not in the catalog (from its config.json)."""
+
+    # The checkpoint's own quantization (config.json quantization_config.quant_method), if any.
+    quantization: Optional[Literal["fp8", "awq", "gptq"]] = None
+
+    @model_validator(mode="after")
+    def _attention(self):
+        # Grouped-query attention: each KV head serves a whole number of query heads.
+        if self.kvHeads > self.heads or self.heads % self.kvHeads:
+            raise ValueError(f"kvHeads {self.kvHeads} must divide heads {self.heads} (num_key_value_heads and "
+                             f"num_attention_heads in config.json) — copy both from the checkpoint's config.json")
+        return self
 
 
 class ModelConfig(_M):
@@ -238,7 +345,33 @@ class ModelConfig(_M):
     reasoning: Optional[bool] = None
     replicas: Replicas = Replicas()
     extraArgs: list[str] = Field(default_factory=list)
-    requestTimeoutSeconds: int = Field(600, ge=10)
+    requestTimeoutSeconds: int = Field(600, ge=10, le=86400)
+    # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
+    trustRemoteCode: bool = False
+
+    @field_validator("hfId")
+    @classmethod
+    def _hf_id(cls, v):
+        if v is not None and (not HF_ID.match(v) or ".." in v or len(v) > 200):
+            raise ValueError(f"{v!r} is not a Hugging Face model id — write <organization>/<model> with letters, "
+                             f"digits, '.', '_', '-' (no '..', no spaces)")
+        return v
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, v):
+        if v is not None and not REVISION_SHA.match(v) and (not REVISION_REF.match(v) or ".." in v):
+            raise ValueError(f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
+                             f"letters, digits, '.', '_', '-' (at most 96, no '..')")
+        return v
+
+    @field_validator("servedName")
+    @classmethod
+    def _served(cls, v):
+        if v is not None and (not SERVED_NAME.match(v) or ".." in v or "//" in v or v.endswith("/")):
+            raise ValueError(f"{v!r} is not a usable model name — use letters, digits, '.', '_', '-', '/' "
+                             f"(at most 128, no '..' or '//')")
+        return v
 
 
 class DatabaseConfig(_M):
@@ -276,7 +409,11 @@ class TeamConfig(_M):
     @field_validator("name")
     @classmethod
     def _name(cls, v):
-        return _dns(v, "team name")
+        _dns(v, "team name")
+        if len(v) > TEAM_NAME_MAX:
+            raise ValueError(f"team name {v!r} is {len(v)} characters; its namespace {v}-gateway must fit 63 "
+                             f"— use at most {TEAM_NAME_MAX} characters")
+        return v
 
 
 class StackConfig(_M):
@@ -330,6 +467,7 @@ class ResolvedModel:
     extra_args: tuple[str, ...]
     request_timeout_seconds: int
     warnings: tuple[str, ...]
+    trust_remote_code: bool = False
 
     @property
     def hourly_usd(self) -> tuple[float, float]:
@@ -366,6 +504,16 @@ def key(*path: Any) -> str:
     return ".".join([f"{PROJECT}:{head}", *rest])
 
 
+_TYPE_FIXES = {
+    "string_type": "quote the value (YAML reads 1.35 as a number and yes/no as booleans)",
+    "int_parsing": "write a whole number", "int_type": "write a whole number",
+    "bool_parsing": "write true or false", "bool_type": "write true or false",
+    "dict_type": "write a mapping (key: value)", "model_type": "write a mapping (key: value)",
+    "list_type": "write a list ([a, b])", "literal_error": "use one of the listed values",
+    "missing": "add it",
+}
+
+
 def _pydantic_problems(err: ValidationError) -> list[str]:
     out = []
     for e in err.errors():
@@ -382,30 +530,87 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
                 out.append(f"{key(*loc)}: unknown field — remove it (check the spelling against README 'Stack config')")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        fix = "" if "—" in msg else " — fix the value in the stack file"
+        fix = "" if "—" in msg else f" — {_TYPE_FIXES.get(typ, 'fix the value in the stack file')}"
         out.append(f"{key(*loc) if loc else PROJECT}: {msg}{fix}")
     return out
+
+
+def _where(path: str | Path, issue: YamlIssue) -> str:
+    pos = f"{path}:{issue.line}:{issue.column}" if issue.line is not None else str(path)
+    keys = issue.path[1:] if issue.path[:1] == ("config",) and len(issue.path) > 1 else issue.path
+    return f"{pos}: {'.'.join(keys)}: " if keys else f"{pos}: "
+
+
+def read_stack_document(path: str | Path) -> dict[str, Any]:
+    """A Pulumi.<stack>.yaml document, read strictly (stacks/yamlio.py); ConfigError with
+    `file:line:column: key: what — fix` lines for anything that is not a clean mapping."""
+    try:
+        doc = load_untrusted(read_text(Path(path)))
+    except YamlError as e:
+        raise ConfigError([f"{_where(path, i)}{i.what} — {i.fix}" for i in e.issues]) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError([f"{path}: the document is a {type(doc).__name__}, not a mapping — a stack file "
+                           f"is a mapping with a config: section"])
+    cfg = doc.get("config")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise ConfigError([f"{path}: config: is a {type(cfg).__name__}, not a mapping — write it as a mapping "
+                           f"of {PROJECT}:<key>: <value> entries"])
+    return doc
+
+
+def _edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def namespace_problems(keys: list[str]) -> list[str]:
+    """Config keys that look like ours but are not read (a misspelt namespace drops a whole section)."""
+    out = []
+    for k in keys:
+        ns, colon, name = str(k).partition(":")
+        if not colon:
+            out.append(f"{k}: config key without a namespace — write {PROJECT}:{k}")
+        elif ns != PROJECT and _edit_distance(ns.lower(), PROJECT) <= NAMESPACE_TYPO_DISTANCE:
+            out.append(f"{k}: namespace {ns!r} looks like a misspelling of {PROJECT!r}, so nothing under it is "
+                       f"read — rename the key to {PROJECT}:{name}")
+    return out
+
+
+def _plaintext_token() -> str:
+    return (f"{key('hfToken')}: the Hugging Face token is in plain text in the stack file — remove it and run "
+            f"`pulumi config set --secret {PROJECT}:hfToken hf_…` (stores it encrypted as secure:)")
 
 
 def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     """Read a Pulumi.<stack>.yaml file: ({llm-serving key: value}, aws region). Secure values
     (`{secure: ...}`) cannot be decrypted offline and stand in as a placeholder secret."""
-    doc = load_yaml(Path(path).read_text()) or {}
-    cfg = doc.get("config") or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError([f"{path}: 'config' must be a mapping"])
+    cfg = read_stack_document(path).get("config") or {}
+    problems = namespace_problems(list(cfg))
     raw: dict[str, Any] = {}
     region = "us-east-1"
     for k, v in cfg.items():
         if k == "aws:region":
             region = str(v)
+            if not AWS_REGION.match(region):
+                problems.append(f"aws:region: {v!r} is not an AWS region name — write it like us-east-1")
             continue
-        ns, _, name = k.partition(":")
+        ns, _, name = str(k).partition(":")
         if ns != PROJECT or not name:
             continue  # other packages' config (aws:profile, kubernetes:…) is not ours to judge
         if isinstance(v, dict) and set(v) == {"secure"}:
             v = "[offline-secret]"
+        elif name == "hfToken" and v is not None:
+            problems.append(_plaintext_token())
         raw[name] = v
+    if problems:
+        raise ConfigError(problems)
     return raw, region
 
 
@@ -424,11 +629,19 @@ def load() -> StackIntent:
     raw: dict[str, Any] = {}
     prefix = f"{PROJECT}:"
     all_cfg = {**rc.get_config_env(), **rc.CONFIG.get()}
+    problems = namespace_problems([k for k in all_cfg if ":" in k])
+    token = f"{prefix}hfToken"
+    if all_cfg.get(token) not in (None, "null") and not (rc.is_config_secret(token)
+                                                         or token in rc.get_config_secret_keys_env()):
+        problems.append(_plaintext_token())  # runtime path: tests/stacks/test_config.py test_runtime_load_*
+    if problems:
+        raise pulumi.RunError("invalid stack config:\n" + "\n".join(f"error: {p}" for p in problems))
     for k, v in all_cfg.items():
         if k.startswith(prefix):
             name = k[len(prefix):]
             try:
-                raw[name] = json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+                # objects travel as JSON; a YAML null arrives as the string "null"
+                raw[name] = json.loads(v) if isinstance(v, str) and (v[:1] in "[{" or v == "null") else v
             except json.JSONDecodeError:
                 raw[name] = v
     region = pulumi.Config("aws").get("region") or "us-east-1"
@@ -470,10 +683,13 @@ class _Resolver:
             if r is not None:
                 models[name] = r
         self._duplicates(models)
+        self._capacity(models, pools)
+        self._kubernetes_version(versions.kubernetes)
+        self._derived_name_lengths(cluster_name)
         if cfg.team is not None and cfg.platformStack is None:
             self.err(("team",), "a team stack needs the platform stack it attaches to",
                      "set llm-serving:platformStack to organization/llm-serving/<platform stack>")
-        if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack):
+        if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
             self.err(("platformStack",), f"{cfg.platformStack!r} is not a fully qualified stack name",
                      "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)")
         for section in ("observability", "autoscaling"):
@@ -506,7 +722,7 @@ class _Resolver:
                      "keep endpointPublicAccess: true with publicAccessCidrs, or deploy from inside an existing VPC "
                      "(cluster.vpc.existing + cluster.deployFromVpc: true)")
         if (self.cfg.platformStack is None and c.endpointPublicAccess
-                and (not c.publicAccessCidrs or covers_all_ipv4(c.publicAccessCidrs))):
+                and not c.publicAccessCidrs):
             warnings.append(f"{key('cluster', 'publicAccessCidrs')}: the public API endpoint is open to the whole "
                             "internet (IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]")
         if not c.endpointPublicAccess and c.publicAccessCidrs:
@@ -570,9 +786,15 @@ class _Resolver:
                      "set pool: to the one this model runs on")
             return None
         dname, dspec = DEFAULT_POOLS[kind]
+        if dname in pools and pools[dname].spec.accelerator != kind:
+            # The default name is taken by a pool of the other kind: never place the model there.
+            self.err(path + ("pool",), f"the model needs {kind} and no {kind} pool is defined; the default "
+                     f"{kind} pool would be named {dname!r}, which is the {pools[dname].spec.accelerator} pool",
+                     f"define a pool with accelerator: {kind} in llm-serving:nodePools (and set pool: to it), "
+                     f"or rename nodePools.{dname}")
+            return None
         insts = tuple(i for i in self.instances.values() if i.family in dspec.families)
-        pool = ResolvedPool(dname, dspec, insts)
-        pools.setdefault(dname, pool)
+        pools.setdefault(dname, ResolvedPool(dname, dspec, insts))
         return pools[dname]
 
     def _arch(self, name: str, m: ModelConfig) -> Optional[ModelArch]:
@@ -602,31 +824,48 @@ class _Resolver:
         a = m.architecture
         return ModelArch(hf_id=m.hfId, params=a.params, layers=a.layers, hidden=a.hidden,
                          intermediate=a.intermediate, heads=a.heads, kv_heads=a.kvHeads, head_dim=a.headDim,
-                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated)
+                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated,
+                         quantization=a.quantization)
 
-    def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> Optional[ResolvedModel]:
+    def _model_name(self, name: str) -> None:
         path = ("models", name)
-        n0 = len(self.problems)
         try:
             _dns(name, "model name")
         except ValueError as e:
             self.err(path, *str(e).split(" — "))
+            return
+        if len(name) > MODEL_NAME_MAX:
+            self.err(path, f"model name {name!r} is {len(name)} characters; its cache Job cache-{name} must fit 63",
+                     f"use at most {MODEL_NAME_MAX} characters")
+        if name in ("default", "kubernetes"):
+            # Each model gets a ServiceAccount and a Service of its name; every namespace already has
+            # the ServiceAccount `default`, and a Service `kubernetes` shadows the API server's variables.
+            self.err(path, f"the model name {name!r} is taken in every namespace (ServiceAccount default, "
+                     "Service kubernetes)", "rename the model; set servedName: to keep the name clients use")
+        if name == "vllm" or name.startswith("vllm-"):
+            # The Service is named after the model; Kubernetes injects <SERVICE>_PORT/_SERVICE_HOST
+            # variables into every pod of the namespace, and vLLM reads VLLM_* (VLLM_PORT breaks it).
+            self.err(path, f"a model named {name!r} makes Kubernetes inject VLLM_* variables (e.g. VLLM_PORT) "
+                     "into every vLLM pod, and vLLM refuses to start", "rename the model (e.g. qwen3-8b); set "
+                     "servedName: to keep the name clients use")
+
+    def _extra_args(self, name: str, m: ModelConfig, kind: str) -> list[vllm_flags.Used]:
+        path = ("models", name, "extraArgs")
+        used, problems = vllm_flags.check(list(m.extraArgs), kind, trust_remote_code=m.trustRemoteCode)
+        for what, fix in problems:
+            self.err(path, what, fix)
+        return used
+
+    def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> Optional[ResolvedModel]:
+        path = ("models", name)
+        n0 = len(self.problems)
+        self._model_name(name)
         served = m.servedName or name
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", served):
-            self.err(path + ("servedName",), f"{served!r} is not a usable model name",
-                     "use letters, digits, '.', '_', '-', '/'")
         if m.replicas.min > m.replicas.max:
             self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
-        for i, a in enumerate(m.extraArgs):
-            flag = a.split("=", 1)[0]
-            if flag in FORBIDDEN_VLLM_FLAGS:
-                self.err(path + ("extraArgs",), f"{flag}: {FORBIDDEN_VLLM_FLAGS[flag]}", f"remove {flag}")
-            elif flag in MANAGED_VLLM_FLAGS:
-                self.err(path + ("extraArgs",), f"{flag} is rendered from the model spec",
-                         f"set the matching field instead of passing {flag}")
-            elif flag == "--trust-remote-code":
-                self.err(path + ("extraArgs",), "--trust-remote-code runs code from the Hub in the server",
-                         "serve a model vLLM supports natively")
+        if m.trustRemoteCode and not (m.revision and REVISION_SHA.match(m.revision)):
+            self.err(path + ("trustRemoteCode",), "remote code runs in the server, so it must be pinned",
+                     "set revision: to the 40-hex commit sha you reviewed")
         arch = self._arch(name, m)
         inst: Optional[InstanceType] = None
         if m.instanceType is not None:
@@ -640,6 +879,7 @@ class _Resolver:
             self.err(path + ("instanceType",), f"{inst.name} is a {inst.kind} instance but accelerator is {m.accelerator}",
                      f"pick a {m.accelerator} instance type or change accelerator")
         pool = self._pool_for(name, m, kind, pools)
+        used = self._extra_args(name, m, pool.spec.accelerator if pool else (kind or "nvidia"))
         if arch is None or pool is None or len(self.problems) > n0:
             return None
         kind = pool.spec.accelerator
@@ -659,8 +899,13 @@ class _Resolver:
         quant = m.quantization if m.quantization is not None else arch.quantization
         kw = dict(batched_tokens=m.maxNumBatchedTokens, utilization=m.gpuMemoryUtilization,
                   kv_cache_dtype=m.kvCacheDtype, quantization=quant)
-        if kind == "neuron" and (m.kvCacheDtype != "auto" or m.quantization):
-            self.err(path, "quantization / kvCacheDtype are GPU settings here", "remove them for Neuron models")
+        if kind == "neuron" and (m.kvCacheDtype != "auto" or quant):
+            what = ("quantization / kvCacheDtype are GPU settings here" if m.kvCacheDtype != "auto" or m.quantization
+                    else f"{arch.hf_id} is a {quant} checkpoint; the Neuron image serves bf16/fp16 checkpoints")
+            self.err(path, what, "remove them for Neuron models" if m.kvCacheDtype != "auto" or m.quantization
+                     else "use the bf16 preset of this model on Neuron, or an nvidia pool")
+            return None
+        if not self._quantization_ok(path, arch, m.quantization):
             return None
         if inst is not None and m.tensorParallel is not None:
             why = planner.tp_problem(arch, inst, m.tensorParallel)
@@ -695,6 +940,8 @@ class _Resolver:
                      f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
                      f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))
             return None
+        if not self._batching_ok(path, m, sizing, kind, used):
+            return None
         warnings = []
         if not sizing.meets_concurrency:
             hints = planner.fix_hints(arch, sizing, list(pool.instances), **kw)
@@ -717,7 +964,97 @@ class _Resolver:
             reasoning_parser=arch.reasoning_parser if reasoning else None,
             replicas_min=m.replicas.min, replicas_max=m.replicas.max, extra_args=tuple(m.extraArgs),
             request_timeout_seconds=m.requestTimeoutSeconds, warnings=tuple(warnings),
+            trust_remote_code=m.trustRemoteCode,
         )
+
+    def _quantization_ok(self, path: tuple, arch: ModelArch, asked: Optional[str]) -> bool:
+        """vLLM reads AWQ/GPTQ weights from a checkpoint quantized that way; it cannot produce them from
+        bf16 (fp8 it can, online). A quantized checkpoint is served with its own method."""
+        have = arch.quantization
+        if asked is None or asked == have:
+            return True
+        if have is not None:
+            self.err(path + ("quantization",), f"{arch.hf_id} is a {have} checkpoint; vLLM cannot serve it as {asked}",
+                     f"remove quantization: (it is {have} already), or use another checkpoint")
+            return False
+        if asked in ("awq", "gptq"):
+            self.err(path + ("quantization",), f"{asked} needs a checkpoint quantized with {asked}; {arch.hf_id} is "
+                     f"{arch.dtype}", f"use an {asked} checkpoint (hfId: + architecture: with quantization: {asked}), "
+                     "or quantization: fp8 (vLLM quantizes bf16 weights to fp8 on load)")
+            return False
+        return True
+
+    def _batching_ok(self, path: tuple, m: ModelConfig, s: planner.Sizing, kind: str,
+                     used: list[vllm_flags.Used]) -> bool:
+        """vLLM 0.32 SchedulerConfig.verify_max_model_len: refuses to start when the batched tokens are
+        below max-num-seqs, or below max-model-len with chunked prefill off."""
+        if kind == "neuron":
+            return True
+        target = path + (("maxNumBatchedTokens",) if m.maxNumBatchedTokens else ("maxNumSeqs",))
+        if s.max_num_batched_tokens < s.max_num_seqs:
+            self.err(target, f"max-num-batched-tokens {s.max_num_batched_tokens} < maxNumSeqs {s.max_num_seqs}; "
+                     "vLLM refuses to start", f"set maxNumBatchedTokens ≥ {s.max_num_seqs}, or lower maxNumSeqs")
+            return False
+        if vllm_flags.chunked_prefill_disabled(used) and s.max_num_batched_tokens < s.max_model_len:
+            self.err(target, f"with chunked prefill off, max-num-batched-tokens {s.max_num_batched_tokens} < "
+                     f"maxModelLen {s.max_model_len}; vLLM refuses to start",
+                     f"set maxNumBatchedTokens ≥ {s.max_model_len}, or keep chunked prefill on")
+            return False
+        return True
+
+    def _capacity(self, models: dict[str, ResolvedModel], pools: dict[str, ResolvedPool]) -> None:
+        per_pool: dict[str, list[ResolvedModel]] = {}
+        for m in models.values():
+            per_pool.setdefault(m.pool, []).append(m)
+        for pname, ms in per_pool.items():
+            self._pool_limits(pname, pools[pname].spec, ms)
+        if self.cfg.team is not None:
+            self._team_quota(self.cfg.team, list(models.values()))
+
+    def _pool_limits(self, pname: str, spec: NodePoolConfig, ms: list[ResolvedModel]) -> None:
+        """Replicas at their maximum must fit the NodePool limits; Karpenter counts whole nodes' capacity."""
+        need = {"maxAccelerators": 0, "maxCpu": 0, "maxMemoryGiB": 0}
+        for m in ms:
+            inst = m.sizing.instance
+            per_node = max(1, inst.devices // planner.accelerator_devices(inst, m.sizing.tensor_parallel))
+            nodes = -(-m.replicas_max // per_node)
+            need["maxAccelerators"] += nodes * inst.devices
+            need["maxCpu"] += nodes * inst.vcpu
+            need["maxMemoryGiB"] += nodes * inst.memory_mib // 1024
+        units = {"maxAccelerators": "accelerators", "maxCpu": "vCPUs", "maxMemoryGiB": "GiB"}
+        for field, want in need.items():
+            have = getattr(spec, field)
+            if want > have:
+                path = ("nodePools", pname, field) if pname in self.cfg.nodePools else ("models", ms[0].name, "replicas")
+                self.err(path, f"the models on pool {pname!r} ({', '.join(m.name for m in ms)}) at replicas.max need "
+                         f"nodes with {want} {units[field]}, over the pool limit {have}",
+                         f"raise nodePools.{pname}.{field} to {want} or lower replicas.max")
+
+    def _team_quota(self, team: TeamConfig, ms: list[ResolvedModel]) -> None:
+        """The team's ResourceQuota counts requests, per resource (nvidia.com/gpu, aws.amazon.com/neuron)."""
+        per_kind: dict[str, int] = {}
+        for m in ms:
+            devices = planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
+            per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
+        asked = max(per_kind.values(), default=0)
+        if asked > team.maxAccelerators:
+            self.err(("team", "maxAccelerators"), f"the team's models at replicas.max request {asked} "
+                     f"accelerators, over the quota {team.maxAccelerators}",
+                     f"raise team.maxAccelerators to {asked} or lower replicas.max")
+
+    def _derived_name_lengths(self, cluster_name: str) -> None:
+        if len(cluster_name) > CLUSTER_NAME_MAX:
+            given = self.cfg.cluster.name is not None
+            self.err(("cluster", "name"), f"cluster name {cluster_name!r} ({'given' if given else 'llm-<stack>'}) is "
+                     f"{len(cluster_name)} characters; IAM role KarpenterControllerRole-{cluster_name} must fit 64",
+                     f"set cluster.name to at most {CLUSTER_NAME_MAX} characters")
+
+    def _kubernetes_version(self, pinned: str) -> None:
+        v = self.cfg.cluster.kubernetesVersion
+        if v is not None and v not in SUPPORTED_KUBERNETES(pinned):
+            self.err(("cluster", "kubernetesVersion"), f"{v!r} is not a supported Kubernetes version",
+                     f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
+                     "for it), or leave it unset")
 
     def _duplicates(self, models: dict[str, ResolvedModel]) -> None:
         seen: dict[str, str] = {}

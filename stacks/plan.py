@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import pulumi
 import yaml
 
 from stacks.yamlio import load_yaml
@@ -30,7 +34,9 @@ def pulumi_config(stack_file: Path) -> tuple[dict[str, str], list[str]]:
         if isinstance(decl, dict) and "default" in decl:
             full = k if ":" in k else f"{project['name']}:{k}"
             out[full] = _enc(decl["default"])
-    stack_doc = load_yaml(stack_file.read_text()) or {}
+    from stacks.config import read_stack_document
+
+    stack_doc = read_stack_document(stack_file)  # strict reader: ConfigError, never a traceback
     for k, v in (stack_doc.get("config") or {}).items():
         if isinstance(v, dict) and set(v) == {"secure"}:
             out[k] = "[offline-secret]"
@@ -119,15 +125,43 @@ def write_outputs(out: Path, intent, rec) -> dict:
     return doc
 
 
+# Pulumi stack names: letters, digits, '-', '_', '.' (and org/project/ prefixes, not used offline).
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _out_problem(out: Path) -> Optional[str]:
+    """Why --out cannot be written, checked before anything runs (so a bad --out writes nothing)."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"error: {out}: {probe} is a file, not a directory — pass a directory for --out"
+    try:  # ask the filesystem itself (mode bits say nothing for root, read-only mounts or /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".plan-write-check-", dir=probe))
+    except OSError as e:
+        return f"error: {out}: {probe} is not writable ({e.strerror or e}) — pass a directory you can write to"
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stacks.plan", description=__doc__.splitlines()[0])
     ap.add_argument("stack")
     ap.add_argument("--config", type=Path, help="a Pulumi.<stack>.yaml-format file (default: Pulumi.STACK.yaml)")
     ap.add_argument("--out", type=Path, help="write resources.json, manifests/, helm/, summary.json here")
     a = ap.parse_args(argv)
+    if not STACK_NAME.match(a.stack):
+        print(f"error: {a.stack!r}: not a stack name — use letters, digits, '-', '_', '.'", file=sys.stderr)
+        return 2
     stack_file = a.config or ROOT / f"Pulumi.{a.stack}.yaml"
-    if not stack_file.exists():
-        print(f"error: {stack_file}: no such stack file — create it or pass --config FILE", file=sys.stderr)
+    if a.config is None and not stack_file.exists():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+        print(f"error: {stack_file}: no such stack file (stacks here: {', '.join(known) or 'none'}) — "
+              f"create it or pass --config FILE", file=sys.stderr)
+        return 2
+    if a.out is not None and (why := _out_problem(a.out)):
+        print(why, file=sys.stderr)
         return 2
 
     from stacks.config import ConfigError
@@ -139,8 +173,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         for p in e.problems:
             print(f"error: {p}", file=sys.stderr)
         return 2
+    except pulumi.RunError as e:  # the program's own config check (stacks.config.load) under the mocks
+        lines = [ln for ln in str(e).splitlines() if ln.strip() and ln != "invalid stack config:"]
+        for ln in lines:
+            print(ln if ln.startswith("error: ") else f"error: {ln}", file=sys.stderr)
+        return 2
     n = len([r for r in rec.resources if r.type != "pulumi:pulumi:Stack"])
-    doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, n)
+    try:
+        doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, n)
+    except OSError as e:
+        print(f"error: {a.out}: cannot write ({e.strerror or e}) — pass a directory you can write to", file=sys.stderr)
+        return 2
     sys.stdout.write(table(doc, intent.warnings))
     return 0
 

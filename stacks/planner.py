@@ -186,11 +186,18 @@ def size(
                   max(kv_gib, 0.0), kv_tokens, conc, fits, GPU_BLOCK_SIZE, blocks, **host)
 
 
+def _shards(arch: ModelArch, tp: int) -> bool:
+    """vLLM shards attention heads and the MLP's intermediate width evenly over TP ranks; KV heads
+    either split evenly (kv_heads % tp == 0) or are replicated (tp % kv_heads == 0)."""
+    kv_ok = arch.kv_heads % tp == 0 if arch.kv_heads >= tp else tp % arch.kv_heads == 0
+    return arch.heads % tp == 0 and kv_ok and arch.intermediate % tp == 0
+
+
 def valid_tps(arch: ModelArch, inst: InstanceType) -> list[int]:
-    """TP sizes that divide the attention heads and fit the instance (powers of two on Neuron)."""
+    """TP sizes that shard the model evenly (_shards) and fit the instance (powers of two on Neuron)."""
     out = []
     for tp in range(1, inst.parallel_units + 1):
-        if arch.heads % tp:
+        if not _shards(arch, tp):
             continue
         if inst.kind == "neuron" and tp & (tp - 1):
             continue
@@ -202,6 +209,9 @@ def tp_problem(arch: ModelArch, inst: InstanceType, tp: int) -> Optional[str]:
     if arch.heads % tp:
         divisors = [d for d in valid_tps(arch, inst)]
         return f"{tp} does not divide the model's {arch.heads} attention heads (valid here: {divisors})"
+    if not _shards(arch, tp):
+        return (f"{tp} does not shard the model's {arch.kv_heads} KV heads / {arch.intermediate} MLP width evenly "
+                f"(valid here: {valid_tps(arch, inst)})")
     if tp > inst.parallel_units:
         unit = "NeuronCores" if inst.kind == "neuron" else "GPUs"
         return f"{tp} exceeds the {inst.parallel_units} {unit} of {inst.name}"
@@ -237,7 +247,9 @@ def choose(
     if meets:
         return min(meets, key=key)
     if fits:
-        return min(fits, key=lambda s: (-s.max_concurrency, s.instance.usd_per_hour, s.tensor_parallel))
+        # Concurrency cannot be met anywhere: the cheapest that fits; the caller states the shortfall
+        # (never the most expensive instance in the pool just because it comes closest).
+        return min(fits, key=key)
     return None
 
 

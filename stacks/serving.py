@@ -66,6 +66,8 @@ def vllm_args(m: ResolvedModel) -> list[str]:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", m.tool_parser]
     if m.reasoning_parser:
         args += ["--reasoning-parser", m.reasoning_parser]
+    if m.trust_remote_code:  # the model entry declares it (config.ModelConfig.trustRemoteCode)
+        args.append("--trust-remote-code")
     return [*args, *m.extra_args]
 
 

@@ -31,9 +31,13 @@ def parse_with_real_vllm(lists: dict[str, list[str]], python=VLLM_PY) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+# Every committed stack file and example, and every config fixture that validates.
+CONFIG_FIXTURES = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.ok.yaml"))
+
+
 def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
     out = {}
-    for f in STACK_FILES:
+    for f in [*STACK_FILES, *CONFIG_FIXTURES]:
         _, _, d = plan_of(f)
         for p in (d / "manifests").glob("deployment-*models-*.yaml"):
             c = yaml.safe_load(p.read_text())["spec"]["template"]["spec"]["containers"][0]
@@ -47,6 +51,7 @@ def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
 def test_every_rendered_gpu_arg_list_passes_the_real_parser(e2e_ready, plan_of):
     lists = rendered_arg_lists(plan_of, neuron=False)
     assert len(lists) >= 5
+    assert any(k.startswith("extra-args.ok.yaml:") for k in lists)  # the extraArgs-heavy fixture is in
     # Proof the check can fail: a removed flag and an unknown flag are rejected by the same parser.
     lists["bad:swap-space"] = ["m", "--swap-space", "4"]
     lists["bad:disable-log-requests"] = ["m", "--disable-log-requests"]
@@ -154,3 +159,43 @@ def test_gateway_survives_vllm_death(vllm_server, gateway):
             break
         time.sleep(2)  # LiteLLM may keep the deployment in cooldown for a few seconds
     assert status == 200, text
+
+
+def test_committed_option_tables_are_the_real_parsers(e2e_ready):
+    """stacks/catalog/vllm-serve-flags.json is what the pinned releases' parsers accept (the offline
+    extraArgs check resolves flags against it)."""
+    from stacks import vllm_flags
+
+    assert NEURON_PARSER_PY.exists(), "run scripts/setup-e2e.sh"
+    for kind, py in (("nvidia", VLLM_PY), ("neuron", NEURON_PARSER_PY)):
+        r = subprocess.run([str(py), str(HERE / "dump_vllm_flags.py")], capture_output=True, text=True, timeout=240,
+                           env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        real = json.loads(r.stdout)
+        assert real["vllm"] == vllm_flags.table_version(kind)
+        assert real["options"] == vllm_flags.table(kind), f"re-dump the {kind} table (tests/e2e/dump_vllm_flags.py)"
+
+
+def test_spellings_the_offline_check_refuses_really_turn_the_flag_on(e2e_ready):
+    """The bypasses are real: vLLM's own parser turns each spelling into trust_remote_code=True /
+    hf_overrides / tensor_parallel_size; the offline check refuses every one of them."""
+    from stacks import vllm_flags
+
+    cases = {
+        "underscore": (["m", "--trust_remote_code"], "trust_remote_code", True),
+        "abbreviated": (["m", "--trust-remote"], "trust_remote_code", True),
+        "abbreviated-underscore": (["m", "--trust_remote_c"], "trust_remote_code", True),
+        "dotted": (["m", "--hf_overrides.auto_map.AutoConfig", "x.C"], "hf_overrides", {"auto_map": {"AutoConfig": "x.C"}}),
+        "short-alias": (["m", "-tp=2"], "tensor_parallel_size", 2),
+        "attached-short": (["m", "-qfp8"], "quantization", "fp8"),
+        "control": (["m"], "trust_remote_code", False),  # negative control: default off
+    }
+    req = {"attrs": sorted({c[1] for c in cases.values()}), "lists": {k: v[0] for k, v in cases.items()}}
+    r = subprocess.run([str(VLLM_PY), str(HERE / "vllm_namespace.py")], input=json.dumps(req), capture_output=True,
+                       text=True, timeout=240, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    for name, (args, attr, want) in cases.items():
+        assert got[name][attr] == want, (name, got[name])
+        refused = vllm_flags.check(args[1:], "nvidia")[1]
+        assert bool(refused) == (name != "control"), (name, refused)

@@ -10,11 +10,14 @@ from stacks.plan import main as plan_main
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 OK = sorted(CONFIGS.glob("*.ok.yaml"))
 ERR = sorted(CONFIGS.glob("*.error.*.yaml"))
+# A stack-file key as written (e.g. a misspelt namespace `llm-servng:models`), for problems of the key itself.
+CONFIG_KEY = re.compile(r"^[\w.-]+(:[\w.-]+)?: ")
 from tests.conftest import STACK_FILES  # noqa: E402
 
 
 def expectations(path: Path) -> list[str]:
-    return [m.group(1).strip() for m in re.finditer(r"^# expect: (.+)$", path.read_text(), re.M)]
+    text = path.read_bytes().decode("utf-8", errors="replace")  # one fixture is deliberately not UTF-8
+    return [m.group(1).strip() for m in re.finditer(r"^# expect: (.+)$", text, re.M)]
 
 
 @pytest.mark.parametrize("path", OK, ids=lambda p: p.name)
@@ -33,16 +36,26 @@ def test_error_fixture_names_the_key(path):
     for w in want:
         assert w in text, f"expected {w!r} in:\n{text}"
     for line in e.value.problems:
-        assert line.startswith("llm-serving:"), line
+        # a config key path, or the file's position for problems of the file itself
+        assert line.startswith(("llm-serving:", str(path))) or CONFIG_KEY.match(line), line
         assert " — " in line, f"no fix in: {line}"
 
 
-@pytest.mark.parametrize("path", ERR[:3] + ERR[-3:], ids=lambda p: p.name)
-def test_plan_cli_exits_2_without_traceback(path, capsys):
-    assert plan_main(["t", "--config", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert all(line.startswith("error: llm-serving:") for line in err.strip().splitlines())
+def test_there_are_at_least_60_error_fixtures():
+    assert len(ERR) >= 60
+
+
+@pytest.mark.parametrize("path", ERR, ids=lambda p: p.name)
+def test_plan_cli_exits_2_without_traceback(path, capsys, tmp_path):
+    out = tmp_path / "out"
+    assert plan_main(["t", "--config", str(path), "--out", str(out)]) == 2
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err and cap.out == ""
+    lines = cap.err.strip().splitlines()
+    assert lines and all(line.startswith(("error: llm-serving:", f"error: {path}"))
+                         or CONFIG_KEY.match(line.removeprefix("error: ")) for line in lines), lines
+    assert all(" — " in line for line in lines), lines
+    assert not out.exists()  # nothing written
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
@@ -98,3 +111,125 @@ def test_project_file_declares_only_types_pulumi_accepts():
         if isinstance(decl, dict):
             assert decl.get("type") in {"string", "integer", "boolean", "array"}, k
             assert set(decl) <= {"type", "items", "description", "secret", "default"}, k
+
+
+def test_concurrency_shortfall_takes_the_cheapest_fit_and_says_so():
+    """256 x 40960 tokens of KV (112 KiB/token) is ~1.1 TiB: nothing meets it. Hand numbers on g6.xlarge
+    (L4, 22888 MiB): 0.9 x 22.35 GiB - 1.11 GiB weights - 1.84 GiB overheads = 17.16 GiB of KV,
+    / 114688 B = ~160.7k tokens = 3.9 requests of 40960."""
+    m = config.load_file(CONFIGS / "concurrency-shortfall.ok.yaml", stack="t").models["tiny"]
+    assert (m.sizing.instance.name, m.sizing.tensor_parallel) == ("g6.xlarge", 1)
+    assert m.hourly_usd == (0.8048, 0.8048)  # not p4de/p5 at $27-98/h
+    assert m.warnings[0].startswith("max concurrency 3.9 < maxNumSeqs 256 (KV budget 17.16 GiB/device)")
+
+
+def test_trust_remote_code_is_rendered_only_when_declared():
+    from stacks.serving import vllm_args
+
+    m = config.load_file(CONFIGS / "trust-remote-code.ok.yaml", stack="t").models["custom"]
+    assert vllm_args(m).count("--trust-remote-code") == 1
+    other = config.load_file(CONFIGS / "minimal.ok.yaml", stack="t")
+    assert all("--trust-remote-code" not in vllm_args(x) for x in other.models.values())
+
+
+def test_pool_options_reach_the_resolved_pool_as_karpenter_reads_them():
+    pools = config.load_file(CONFIGS / "pool-options.ok.yaml", stack="t").pools
+    assert pools["gpu"].spec.expireAfter == "Never" and pools["gpu"].spec.disruptionBudgetNodes == "10%"
+    assert pools["big"].spec.disruptionBudgetNodes == "2"  # YAML int 2 → the CRD's string form
+    assert pools["gpu"].spec.labels == {"example.com/team": "search", "tier": "1"}
+
+
+def test_timestamps_stay_strings(tmp_path):
+    """Pulumi reads stack files as YAML 1.2: 2026-01-01 is a string (PyYAML's 1.1 would make a date)."""
+    f = tmp_path / "Pulumi.t.yaml"
+    f.write_text("config:\n  llm-serving:models:\n    tiny: {preset: qwen3-0.6b, revision: 2026-01-01}\n")
+    assert config.load_file(f).models["tiny"].revision == "2026-01-01"
+
+
+def _runtime_load(conf: dict, secret: list):
+    import pulumi
+    from pulumi.runtime import config as rc
+
+    pulumi.runtime.set_all_config(conf, secret)
+    try:
+        return config.load()
+    finally:
+        rc.CONFIG.set({})
+        pulumi.runtime.set_all_config({}, [])
+
+
+def test_runtime_load_raises_run_error_with_one_line_per_problem():
+    import pulumi
+
+    with pytest.raises(pulumi.RunError) as e:
+        _runtime_load({"llm-serving:models": '{"Bad_Name": {"preset": "qwen3-0.6b"}}'}, [])
+    lines = str(e.value).splitlines()
+    assert lines[0] == "invalid stack config:"
+    assert lines[1].startswith("error: llm-serving:models.Bad_Name: model name 'Bad_Name' is not a DNS-1123 label")
+
+
+def test_runtime_load_refuses_misspelt_namespace_and_plaintext_token():
+    import pulumi
+
+    with pytest.raises(pulumi.RunError, match="namespace 'llm-servng' looks like a misspelling"):
+        _runtime_load({"llm-servng:models": "{}"}, [])
+    with pytest.raises(pulumi.RunError, match="token is in plain text"):
+        _runtime_load({"llm-serving:hfToken": "hf_x", "llm-serving:models": "{}"}, [])
+    # negative control: the same token marked secret (what `pulumi config set --secret` does) loads
+    _runtime_load({"llm-serving:hfToken": "hf_x", "llm-serving:models": "{}"}, ["llm-serving:hfToken"])
+
+
+def _error_lines_missed(paths) -> list[str]:
+    """Lines of stacks/config.py and stacks/vllm_flags.py that report a problem (`self.err(`,
+    `raise ValueError(`, `problems.append(`, `out.append(`) and that loading `paths` never runs."""
+    import sys
+
+    import stacks.vllm_flags as vf
+
+    files = {config.__file__: set(), vf.__file__: set()}
+    for f in files:
+        for no, line in enumerate(Path(f).read_text().splitlines(), 1):
+            s = line.strip()
+            if s.startswith(("self.err(", "raise ValueError(", "problems.append(", "out.append(")) \
+                    and "# runtime path" not in s:  # Pulumi-runtime-only lines: test_runtime_load_*
+                files[f].add(no)
+    hit: set[tuple[str, int]] = set()
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename in files:
+            if event == "line":
+                hit.add((frame.f_code.co_filename, frame.f_lineno))
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        for p in paths:
+            try:
+                config.load_file(p, stack="t")
+            except config.ConfigError:
+                pass
+    finally:
+        sys.settrace(None)
+    return sorted(f"{Path(f).name}:{n}" for f, lines in files.items() for n in lines if (f, n) not in hit)
+
+
+def test_every_error_branch_of_the_config_has_a_fixture():
+    """Derived from the code, not a hand list: every problem-reporting line runs for some fixture."""
+    assert len(_error_lines_missed(OK)) > 50  # negative control: the ok fixtures alone miss most
+    missed = _error_lines_missed([*ERR, *OK])
+    assert missed == [], "error branches without a fixture: " + ", ".join(missed)
+
+
+def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
+    """No cluster.name: the cluster is llm-<stack>; a 37-character stack makes it 41 characters, and
+    KarpenterControllerRole-<cluster> would be 65 > IAM's 64."""
+    raw = {"models": {"tiny": {"preset": "qwen3-0.6b"}}}
+    stack = "search-team-production-eu-west-1-blue"
+    assert len(stack) == 37
+    with pytest.raises(config.ConfigError) as e:
+        config.resolve(raw, stack=stack)
+    assert e.value.problems == [
+        f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 41 characters; IAM role "
+        f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"]
+    config.resolve(raw, stack=stack[:-1])  # negative control: 40 characters is fine

@@ -60,3 +60,28 @@ def test_cli_as_a_process_invalid_config_exit_2(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == "error: llm-serving:modles: unknown config key — did you mean llm-serving:models?"
+
+
+def test_a_config_error_raised_inside_the_program_is_still_exit_2(monkeypatch, capsys):
+    """`stacks.config.load()` in the program raises pulumi.RunError; the CLI prints its lines, exit 2."""
+    import pulumi
+
+    from stacks import plan
+
+    def boom(stack, stack_file):
+        raise pulumi.RunError("invalid stack config:\nerror: llm-serving:team: Input should be a valid dictionary — "
+                              "write a mapping (key: value)")
+
+    monkeypatch.setattr(plan, "run_program", boom)
+    assert plan_main(["dev"]) == 2
+    cap = capsys.readouterr()
+    assert cap.err == "error: llm-serving:team: Input should be a valid dictionary — write a mapping (key: value)\n"
+    assert cap.out == ""
+
+
+def test_file_and_runtime_readers_agree_on_null_sections(tmp_path):
+    """`llm-serving:team: null` reaches the program as the string "null": both readers take it as unset."""
+    cfg = tmp_path / "Pulumi.n.yaml"
+    cfg.write_text("config:\n  llm-serving:team: null\n  llm-serving:hfToken: null\n"
+                   "  llm-serving:models:\n    tiny: {preset: qwen3-0.6b}\n")
+    assert plan_main(["n", "--config", str(cfg)]) == 0

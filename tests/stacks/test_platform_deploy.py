@@ -49,12 +49,19 @@ def resolve(cluster: dict, **extra):
 OPEN = "llm-serving:cluster.publicAccessCidrs: the public API endpoint is open to the whole internet"
 
 
-@pytest.mark.parametrize("cidrs", [[], ["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"],
-                                   ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1", "10.0.0.0/8"]])
-def test_an_open_endpoint_is_warned(cidrs):
-    intent = resolve({"publicAccessCidrs": cidrs})
+def test_an_unset_allow_list_is_warned():
+    intent = resolve({})
     assert intent.config.cluster.endpointPublicAccess is True
     assert [w for w in intent.warnings if w.startswith(OPEN)], intent.warnings
+
+
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/0"], ["0.0.0.0/1", "128.0.0.0/1"],
+                                   ["0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1", "10.0.0.0/8"]])
+def test_an_allow_list_open_to_every_address_is_refused(cidrs):
+    with pytest.raises(config.ConfigError) as e:
+        resolve({"publicAccessCidrs": cidrs})
+    assert e.value.problems[0].startswith(
+        f"llm-serving:cluster.publicAccessCidrs: {', '.join(cidrs)} opens the API server to the internet — ")
 
 
 @pytest.mark.parametrize("cidrs", [["203.0.113.7/32"], ["0.0.0.0/1"], ["198.51.100.0/24", "203.0.113.0/25"]])
