@@ -34,7 +34,13 @@ class Registered:
     parent: Optional[str]
     custom: bool
     inputs: dict
+    # What the engine waits for before creating this resource (DESIGN §5): explicit depends_on plus every
+    # resource whose outputs feed an input. The SDK sends exactly that union as `dependencies`
+    # (pulumi/runtime/resource.py prepare_resource); `property_dependencies` says which input brought which.
     dependencies: tuple[str, ...] = ()
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The provider resource (URN) it is created through: the engine waits for that too (deploy-time model).
+    providers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,8 +79,16 @@ class _Monitor(pmocks.MockMonitor):
         inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
-            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies))))
+            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies)),
+            property_dependencies={k: tuple(sorted(v.urns)) for k, v in sorted(request.propertyDependencies.items())},
+            providers=_provider_urns(request)))
         return resp
+
+
+def _provider_urns(request) -> tuple[str, ...]:
+    """Provider references are `<urn>::<id>`: a custom resource names one, a component a map of them."""
+    refs = [request.provider, *request.providers.values()]
+    return tuple(sorted({r.rsplit("::", 1)[0] for r in refs if r}))
 
 
 def _without_resource_refs(request):
