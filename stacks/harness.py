@@ -47,6 +47,7 @@ class Registered:
 class Recording:
     resources: list[Registered] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: frozenset[str] = frozenset()  # stack outputs Pulumi stores encrypted
 
     def by_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -259,11 +260,15 @@ def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list
             from pulumi.runtime.sync_await import _sync_await
             from pulumi.runtime.stack import run_pulumi_func
             _sync_await(run_pulumi_func(program))
-            outs = {}
+            outs, secret = {}, set()
             for k, v in (getattr(root, "outputs", None) or {}).items():
-                outs[k] = _sync_await(pulumi.Output.from_input(v).future(with_unknowns=False)) if v is not None else None
+                o = pulumi.Output.from_input(v) if v is not None else None
+                outs[k] = _sync_await(o.future(with_unknowns=False)) if o is not None else None
+                if o is not None and _sync_await(o.is_secret()):
+                    secret.add(k)
             result["rec"] = monitor.recording
             result["rec"].outputs = outs
+            result["rec"].secret_outputs = frozenset(secret)
         except BaseException as e:  # noqa: BLE001 handed to the caller
             result["err"] = e
         finally:
