@@ -126,11 +126,3 @@ def critical_path(nodes: Iterable[Node], table: Optional[catalog.Durations] = No
         cur = before[cur]
     return DeployTime(seconds=finish[end], path=tuple(reversed(chain)))
 
-
-def format_path(dt: DeployTime) -> str:
-    return " -> ".join(f"{s.name} ({_mmss(s.seconds)})" for s in dt.path)
-
-
-def _mmss(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -1,4 +1,5 @@
 """Modelled `pulumi up` time: the critical path, with hand-computed graphs."""
+import json
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -6,7 +7,6 @@ import pytest
 
 from stacks import catalog, deploytime
 from stacks.plan import main as plan_main
-from tests.conftest import ROOT
 
 D = catalog.Duration
 
@@ -78,7 +78,6 @@ def test_every_duration_names_a_source():
 def test_dev_deploy_time_runs_through_the_eks_cluster(tmp_path, capsys):
     assert plan_main(["dev", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    import json
     dt = json.loads((tmp_path / "summary.json").read_text())["deployTime"]
     names = [s["name"] for s in dt["path"]]
     assert "cluster-eks" in names and "system-ng" in names
