@@ -36,6 +36,7 @@ def test_verify_chats_with_every_model_through_the_real_gateway(outputs_file):
     f, doc = outputs_file
     r = verify("--outputs", str(f), "--skip-cluster")
     assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout)
     for model in doc["models"]:
         m = re.search(rf"chat {re.escape(model)}\s+ok\s+TTFT (\d+\.\d+)s, (\d+) tokens, (\d+\.\d+) tok/s", r.stdout)
         assert m, r.stdout
@@ -58,4 +59,5 @@ def test_verify_with_url_and_key_overrides_and_a_wrong_key(outputs_file, gateway
     url = f"http://127.0.0.1:{gateway.port}"
     assert verify("--outputs", str(f), "--skip-cluster", "--gateway-url", url, "--api-key", MASTER_KEY).returncode == 0
     r = verify("--outputs", str(f), "--skip-cluster", "--api-key", "sk-wrong")
-    assert r.returncode == 1 and "HTTP 401" in r.stdout
+    # LiteLLM refuses an unknown key with 401, or with 400 "No connected db." when it runs without a database
+    assert r.returncode == 1 and re.search(r"chat \S+\s+FAIL\s+HTTP 4\d\d", r.stdout), r.stdout
