@@ -63,3 +63,12 @@ def test_cost_follows_the_records_not_the_config():
 def test_an_unpriced_rds_class_is_an_error():
     with pytest.raises(KeyError, match="db.x9.huge"):
         costs.stack_cost([R("aws:rds/instance:Instance", {"instanceClass": "db.x9.huge", "multiAz": True})])
+
+
+def test_the_plan_table_prints_the_breakdown_and_total(tmp_path, capsys):
+    from stacks.plan import main as plan_main
+    assert plan_main(["dev"]) == 0
+    out = capsys.readouterr().out
+    assert "whole stack $/h" in out
+    total = [line for line in out.splitlines() if line.strip().startswith("total ")]
+    assert total and total[0].split()[1:] == ["$1.5216", "$2.3264"]
