@@ -12,5 +12,6 @@ pulumi.export("kubeconfig", plat.kubeconfig)
 pulumi.export("gatewayUrl", served.gateway_url)
 pulumi.export("models", served.model_names)
 pulumi.export("modelEndpoints", served.endpoints)
+pulumi.export("gatewayMasterKey", served.master_key)  # secret; `python -m stacks.verify` chats with it
 pulumi.export("plan", serving.plan_table(intent))
 pulumi.export("platform", plat.shared())  # what team stacks attach to

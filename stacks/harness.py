@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -34,14 +35,22 @@ class Registered:
     parent: Optional[str]
     custom: bool
     inputs: dict
+    # What the engine waits for before creating this resource (DESIGN §5): explicit depends_on plus every
+    # resource whose outputs feed an input. The SDK sends exactly that union as `dependencies`
+    # (pulumi/runtime/resource.py prepare_resource); `property_dependencies` says which input brought which.
     dependencies: tuple[str, ...] = ()
     protect: bool = False  # the `protect` resource option (not an input; not in resources.json)
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The provider resource (URN) it is created through: the engine waits for that too (deploy-time model).
+    providers: tuple[str, ...] = ()
 
 
 @dataclass
 class Recording:
     resources: list[Registered] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    logs: list[tuple[str, str]] = field(default_factory=list)  # (severity, message) the program logged
+    secret_outputs: frozenset[str] = frozenset()  # stack outputs Pulumi stores encrypted
 
     def by_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -75,8 +84,16 @@ class _Monitor(pmocks.MockMonitor):
         self.recording.resources.append(Registered(
             urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
             custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies)),
-            protect=bool(request.protect)))
+            protect=bool(request.protect),
+            property_dependencies={k: tuple(sorted(v.urns)) for k, v in sorted(request.propertyDependencies.items())},
+            providers=_provider_urns(request)))
         return resp
+
+
+def _provider_urns(request) -> tuple[str, ...]:
+    """Provider references are `<urn>::<id>`: a custom resource names one, a component a map of them."""
+    refs = [request.provider, *request.providers.values()]
+    return tuple(sorted({r.rsplit("::", 1)[0] for r in refs if r}))
 
 
 def _without_resource_refs(request):
@@ -250,6 +267,24 @@ class Mocks(pmocks.Mocks):
 EXISTING_VPC_CIDR = "10.42.0.0/16"
 
 
+class _RecordingHandler(logging.Handler):
+    def __init__(self, recording: "Recording"):
+        super().__init__(logging.INFO)
+        self.recording = recording
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.recording.logs.append((record.levelname.lower(), record.getMessage()))
+
+
+def _engine_logger(recording: "Recording") -> logging.Logger:
+    """A logger of its own per run that keeps what the program logged through the mock engine."""
+    log = logging.getLogger(f"llm-serving.harness.{id(recording)}")
+    log.propagate = False
+    log.handlers[:] = [_RecordingHandler(recording)]
+    log.setLevel(logging.INFO)
+    return log
+
+
 class HarnessTimeout(Exception):
     pass
 
@@ -267,17 +302,24 @@ def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list
             psettings.ROOT.set(None)
             mocks = Mocks(region)
             monitor = _Monitor(mocks)
-            pmocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+            # The program's pulumi.log messages (e.g. stack warnings) go to the recording, not to stderr:
+            # the plan prints the same warnings in its table.
+            pmocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor,
+                             logger=_engine_logger(monitor.recording))
             pulumi.runtime.set_all_config(dict(config), list(secret_keys))
             root = psettings.get_root_resource()
             from pulumi.runtime.sync_await import _sync_await
             from pulumi.runtime.stack import run_pulumi_func
             _sync_await(run_pulumi_func(program))
-            outs = {}
+            outs, secret = {}, set()
             for k, v in (getattr(root, "outputs", None) or {}).items():
-                outs[k] = _sync_await(pulumi.Output.from_input(v).future(with_unknowns=False)) if v is not None else None
+                o = pulumi.Output.from_input(v) if v is not None else None
+                outs[k] = _sync_await(o.future(with_unknowns=False)) if o is not None else None
+                if o is not None and _sync_await(o.is_secret()):
+                    secret.add(k)
             result["rec"] = monitor.recording
             result["rec"].outputs = outs
+            result["rec"].secret_outputs = frozenset(secret)
         except BaseException as e:  # noqa: BLE001 handed to the caller
             result["err"] = e
         finally:

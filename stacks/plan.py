@@ -98,7 +98,8 @@ def write_outputs(out: Path, intent, rec) -> dict:
     resources.sort(key=lambda r: r.urn)
     (out / "resources.json").write_text(json.dumps(
         [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
-          "inputs": _int_floats(r.inputs)} for r in resources], indent=2, sort_keys=True) + "\n")
+          "inputs": _int_floats(r.inputs), "dependencies": list(r.dependencies)} for r in resources],
+        indent=2, sort_keys=True) + "\n")
     man = out / "manifests"
     man.mkdir(exist_ok=True)
     for old in man.glob("*.yaml"):
@@ -120,7 +121,7 @@ def write_outputs(out: Path, intent, rec) -> dict:
         doc = {"chart": chart, "repo": repo, "version": i.get("version"), "namespace": i.get("namespace"),
                "values": i.get("values") or {}}
         (helm / f"{i.get('name', r.name)}.yaml").write_text(yaml.safe_dump(doc, sort_keys=True))
-    doc = summary(intent, len(resources))
+    doc = summary(intent, len(resources), resources)
     (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return doc
 
@@ -178,9 +179,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         for ln in lines:
             print(ln if ln.startswith("error: ") else f"error: {ln}", file=sys.stderr)
         return 2
-    n = len([r for r in rec.resources if r.type != "pulumi:pulumi:Stack"])
+    resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
     try:
-        doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, n)
+        doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, len(resources), resources)
     except OSError as e:
         print(f"error: {a.out}: cannot write ({e.strerror or e}) — pass a directory you can write to", file=sys.stderr)
         return 2

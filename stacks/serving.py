@@ -38,6 +38,7 @@ class Served:
     gateway_url: pulumi.Output
     model_names: list[str]
     endpoints: dict[str, str]
+    master_key: pulumi.Output  # the gateway's admin key (secret): what `python -m stacks.verify` chats with
 
 
 def plan_table(intent: StackIntent) -> list[dict]:
@@ -163,4 +164,4 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             api_key=keys.master_key, secret_key=keys.webui_secret, storage_class=plat.storage.ebs_storage_class,
             system_taint=SYSTEM_TAINT, after=(*ns_ready, *plat.system_ready)), opts=kopts)
     return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],
-                  endpoints=endpoints)
+                  endpoints=endpoints, master_key=pulumi.Output.secret(keys.master_key))

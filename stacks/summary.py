@@ -1,6 +1,8 @@
 """The planner's view of a stack as plain data: summary.json rows and the plan table."""
 from __future__ import annotations
 
+from typing import Optional
+
 from stacks.config import StackIntent
 
 
@@ -39,10 +41,19 @@ def pool_rows(intent: StackIntent) -> list[dict]:
     return out
 
 
-def summary(intent: StackIntent, resource_count: int) -> dict:
+def summary(intent: StackIntent, resource_count: int, resources: Optional[list] = None) -> dict:
+    """`hourlyUsd` stays the accelerator nodes' $/h (the planner's); with the recorded `resources`, the doc
+    also has `deployTime` (modelled `pulumi up`, critical path) and `stackHourlyUsd` (the whole stack)."""
     lo, hi = intent.hourly_usd
-    return {"stack": intent.stack, "resourceCount": resource_count, "hourlyUsd": {"min": lo, "max": hi},
-            "pools": pool_rows(intent), "models": model_rows(intent)}
+    doc = {"stack": intent.stack, "resourceCount": resource_count, "hourlyUsd": {"min": lo, "max": hi},
+           "pools": pool_rows(intent), "models": model_rows(intent)}
+    if resources is not None:
+        from stacks import costs, deploytime
+
+        doc["deployTime"] = deploytime.critical_path(resources).as_dict()
+        doc["stackHourlyUsd"] = costs.stack_cost(
+            resources, {n: m.replicas_max for n, m in intent.models.items()}).as_dict()
+    return doc
 
 
 def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
@@ -70,5 +81,31 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
     h = summary_doc["hourlyUsd"]
     lines.append(f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
                  f"platform nodes, NAT, EFS, RDS not included)")
+    lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"
+
+
+def _mmss(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 60}m{s % 60:02d}s"
+
+
+def deploy_lines(dt: Optional[dict]) -> list[str]:
+    if not dt:
+        return []
+    path = " -> ".join(f"{s['name']} {_mmss(s['seconds'])}" for s in dt["path"])
+    return [f"modelled pulumi up: {_mmss(dt['seconds'])} (critical path: {path}; durations: stacks/catalog/durations.yaml)"]
+
+
+def cost_lines(cost: Optional[dict]) -> list[str]:
+    if not cost:
+        return []
+    rows = [[i["name"], str(i["count"]), f"${i['min']:.4f}", f"${i['max']:.4f}", i["note"]] for i in cost["items"]]
+    rows.append(["total", "", f"${cost['min']:.4f}", f"${cost['max']:.4f}", ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    out = ["whole stack $/h (us-east-1 on-demand, min-max; prices: stacks/catalog/prices.yaml):"]
+    for r in rows:
+        out.append(("  " + "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths)))
+                    + (f"  {r[4]}" if r[4] else "")).rstrip())
+    return out

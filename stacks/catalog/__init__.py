@@ -189,3 +189,119 @@ def version_tuple(v: str) -> tuple[int, ...]:
     """'0.16.0' -> (0, 16, 0); a local suffix ('+cpu') or pre-release tail is ignored."""
     head = v.split("+", 1)[0]
     return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in head.split("."))
+
+
+class _Duration(_Row):
+    seconds: float = Field(ge=0)
+    source: str = Field(min_length=3)
+
+
+class _DurationsFile(_Row):
+    default: _Duration
+    component: _Duration
+    types: dict[str, _Duration]
+
+
+@dataclass(frozen=True)
+class Duration:
+    seconds: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Durations:
+    """How long `pulumi up` waits for a create, by type token (or `<type>|<variant>`); durations.yaml."""
+    default: Duration
+    component: Duration
+    types: dict[str, Duration]
+
+    def lookup(self, key: str) -> Duration | None:
+        return self.types.get(key)
+
+
+@functools.cache
+def durations() -> Durations:
+    d = _DurationsFile.model_validate(_read("durations.yaml"))
+    conv = lambda r: Duration(seconds=r.seconds, source=r.source)  # noqa: E731
+    return Durations(default=conv(d.default), component=conv(d.component),
+                     types={k: conv(v) for k, v in d.types.items()})
+
+
+class _Priced(_Row):
+    source: str = Field(min_length=3)
+
+
+class _EksPrice(_Priced):
+    standardUsdPerHour: float = Field(gt=0)
+    extendedUsdPerHour: float = Field(gt=0)
+
+
+class _HourlyTable(_Priced):
+    usdPerHour: dict[str, float]
+
+
+class _Hourly(_Priced):
+    usdPerHour: float = Field(gt=0)
+
+
+class _Efs(_Priced):
+    usdPerGbMonth: float = Field(gt=0)
+    assumedStoredGB: float = Field(ge=0)
+
+
+class _AzPair(_Row):
+    singleAz: float = Field(gt=0)
+    multiAz: float = Field(gt=0)
+
+
+class _Rds(_Priced):
+    usdPerHour: dict[str, _AzPair]
+    storageUsdPerGbMonth: _AzPair
+
+
+class _PricesFile(_Row):
+    region: str
+    hoursPerMonth: float = Field(gt=0)
+    eksControlPlane: _EksPrice
+    ec2: _HourlyTable
+    natGateway: _Hourly
+    publicIpv4: _Hourly
+    networkLoadBalancer: _Hourly
+    efs: _Efs
+    rds: _Rds
+
+
+@dataclass(frozen=True)
+class Prices:
+    """On-demand list prices for what the platform runs besides accelerators (prices.yaml)."""
+    region: str
+    hours_per_month: float
+    eks_standard: float
+    eks_extended: float
+    ec2: dict[str, float]
+    nat_gateway: float
+    public_ipv4: float
+    nlb: float
+    efs_gb_month: float
+    efs_assumed_gb: float
+    rds: dict[str, tuple[float, float]]  # class -> (single-AZ, Multi-AZ) $/h
+    rds_storage_gb_month: tuple[float, float]
+
+    def instance_usd(self, name: str) -> float:
+        """Any EC2 instance: platform rows here, accelerator rows from instances.yaml."""
+        if name in self.ec2:
+            return self.ec2[name]
+        return instances()[name].usd_per_hour
+
+
+@functools.cache
+def prices() -> Prices:
+    p = _PricesFile.model_validate(_read("prices.yaml"))
+    return Prices(
+        region=p.region, hours_per_month=p.hoursPerMonth, eks_standard=p.eksControlPlane.standardUsdPerHour,
+        eks_extended=p.eksControlPlane.extendedUsdPerHour, ec2=dict(p.ec2.usdPerHour),
+        nat_gateway=p.natGateway.usdPerHour, public_ipv4=p.publicIpv4.usdPerHour, nlb=p.networkLoadBalancer.usdPerHour,
+        efs_gb_month=p.efs.usdPerGbMonth, efs_assumed_gb=p.efs.assumedStoredGB,
+        rds={k: (v.singleAz, v.multiAz) for k, v in p.rds.usdPerHour.items()},
+        rds_storage_gb_month=(p.rds.storageUsdPerGbMonth.singleAz, p.rds.storageUsdPerGbMonth.multiAz),
+    )

@@ -16,14 +16,14 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "qwen3-0-6b" in table and "resources:" in table
     res = json.loads((tmp_path / "resources.json").read_text())
-    assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs"} for r in res)
+    assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies"} for r in res)
     assert list((tmp_path / "manifests").glob("*.yaml"))
     for h in (tmp_path / "helm").glob("*.yaml"):
         doc = yaml.safe_load(h.read_text())
         assert set(doc) == {"chart", "repo", "version", "namespace", "values"}
         assert doc["version"]
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models"}
+    assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd"}
     assert s["resourceCount"] == len(res)
     m = s["models"][0]
     assert set(m) == {"name", "hfId", "accelerator", "instanceType", "replicas", "tensorParallel", "maxModelLen",

@@ -1,0 +1,269 @@
+"""Post-deploy check: `python -m stacks.verify STACK [--outputs FILE] [--skip-cluster] [--gateway-url URL] [--api-key KEY]`.
+
+Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --show-secrets -s STACK`, or
+FILE holding that JSON) and checks, in a short table:
+  - nodes: Ready nodes of the system group and of every accelerator pool (`kubectl`, kubeconfig from outputs);
+  - readiness: each model's Deployment has ready replicas;
+  - chat: one streamed chat per model through the gateway (time to first token, tokens/s).
+Needs the `pulumi` CLI (unless --outputs), `kubectl` and the `aws` CLI the kubeconfig calls (unless
+--skip-cluster), and a route to the gateway: its load balancer is internal by default, so from outside
+the VPC run `kubectl -n gateway port-forward svc/litellm 4000:4000` and pass --gateway-url http://127.0.0.1:4000.
+Exit 0 when every check passes, 1 when one fails, 2 on bad input (one line, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Optional
+from urllib.parse import urlparse
+
+from components.cluster import SYSTEM_LABEL
+from components.types import POOL_LABEL
+
+Runner = Callable[[list[str]], str]
+PROMPT = "In one sentence, what is Kubernetes?"
+MAX_TOKENS = 32
+
+
+class BadInput(Exception):
+    """Exit 2: the check could not start (outputs missing, a CLI absent)."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run_command(cmd: list[str], timeout: float = 120) -> str:
+    """Run a CLI; a missing binary is bad input, a failing one raises CalledProcessError."""
+    try:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout).stdout
+    except FileNotFoundError:
+        hint = {"pulumi": "install the Pulumi CLI or pass --outputs FILE",
+                "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/) or pass --skip-cluster"}
+        raise BadInput(f"{cmd[0]}: command not found — {hint.get(cmd[0], 'install it')}") from None
+    except subprocess.TimeoutExpired:
+        raise subprocess.CalledProcessError(-1, cmd, stderr=f"{cmd[0]} timed out after {timeout:.0f}s") from None
+
+
+def _first_line(e: Exception) -> str:
+    if not isinstance(e, subprocess.CalledProcessError):
+        return f"{type(e).__name__}: {e}"
+    text = (e.stderr or e.stdout or "").strip()
+    return text.splitlines()[0] if text else f"exit code {e.returncode}"
+
+
+def load_outputs(stack: str, outputs_file: Optional[str], run: Runner) -> dict:
+    if outputs_file:
+        try:
+            with open(outputs_file) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"{outputs_file}: cannot read stack outputs ({e}) — pass the JSON of "
+                           f"`pulumi stack output --json --show-secrets -s {stack}`") from None
+    else:
+        try:
+            doc = json.loads(run(["pulumi", "stack", "output", "--json", "--show-secrets", "-s", stack]))
+        except subprocess.CalledProcessError as e:
+            raise BadInput(f"pulumi stack output -s {stack}: {_first_line(e)} — run `pulumi up -s {stack}` first "
+                           f"or pass --outputs FILE") from None
+        except ValueError:
+            raise BadInput(f"pulumi stack output -s {stack}: not JSON — pass --outputs FILE") from None
+    if not isinstance(doc, dict):
+        raise BadInput("stack outputs: expected a JSON object of output names — pass "
+                       "`pulumi stack output --json --show-secrets` output")
+    return doc
+
+
+def need(outputs: dict, key: str, why: str):
+    if outputs.get(key) in (None, "", [], {}):
+        raise BadInput(f"stack output {key}: missing — {why}")
+    return outputs[key]
+
+
+# --- cluster checks (kubectl) -------------------------------------------------------------------
+
+
+def kubectl_json(run: Runner, kubeconfig: str, *args: str) -> dict:
+    return json.loads(run(["kubectl", "--kubeconfig", kubeconfig, *args, "-o", "json"]))
+
+
+def _ready(node: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def node_checks(nodes: dict, pools: dict[str, str]) -> list[Check]:
+    """System nodes must be Ready; accelerator pools are reported (Karpenter scales them to the models)."""
+    items = nodes.get("items") or []
+    labels = [((n.get("metadata") or {}).get("labels") or {}, _ready(n)) for n in items]
+    sys_key, sys_val = SYSTEM_LABEL
+    system = [r for lab, r in labels if lab.get(sys_key) == sys_val]
+    out = [Check("nodes system", sum(system) >= 1, f"{sum(system)}/{len(system)} Ready")]
+    for pool in sorted(pools):
+        mine = [r for lab, r in labels if lab.get(POOL_LABEL) == pool]
+        out.append(Check(f"nodes pool {pool}", True, f"{sum(mine)}/{len(mine)} Ready ({pools[pool]})"))
+    return out
+
+
+def model_targets(endpoints: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """served name -> (namespace, Deployment name), from the in-cluster URLs `http://<svc>.<ns>.svc…`."""
+    out = {}
+    for served, url in endpoints.items():
+        host = urlparse(url).hostname or ""
+        parts = host.split(".")
+        if len(parts) < 3 or parts[2] != "svc":
+            raise BadInput(f"stack output modelEndpoints.{served}: {url!r} is not an in-cluster Service URL")
+        out[served] = (parts[1], parts[0])
+    return out
+
+
+def readiness_checks(deployments: dict[str, dict], targets: dict[str, tuple[str, str]]) -> list[Check]:
+    """`deployments`: namespace -> `kubectl get deployments -o json` of that namespace."""
+    out = []
+    for served in sorted(targets):
+        ns, name = targets[served]
+        dep = next((d for d in (deployments.get(ns) or {}).get("items") or []
+                    if (d.get("metadata") or {}).get("name") == name), None)
+        if dep is None:
+            out.append(Check(f"ready {served}", False, f"no Deployment {ns}/{name}"))
+            continue
+        want = int((dep.get("spec") or {}).get("replicas", 1))
+        have = int((dep.get("status") or {}).get("readyReplicas", 0) or 0)
+        out.append(Check(f"ready {served}", have >= 1, f"{have}/{want} replicas ready"))
+    return out
+
+
+def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
+    kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it; or pass --skip-cluster")
+    if not isinstance(kubeconfig, str):
+        kubeconfig = json.dumps(kubeconfig)
+    endpoints = outputs.get("modelEndpoints") or {}
+    pools = (outputs.get("platform") or {}).get("pools") or {}
+    fd, path = tempfile.mkstemp(prefix="verify-kubeconfig-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
+            f.write(kubeconfig)
+        try:
+            checks = node_checks(kubectl_json(run, path, "get", "nodes"), pools)
+        except (subprocess.CalledProcessError, ValueError) as e:
+            return [Check("cluster reachable", False, _first_line(e))]
+        targets = model_targets(endpoints)
+        deployments = {}
+        for ns in sorted({ns for ns, _ in targets.values()}):
+            try:
+                deployments[ns] = kubectl_json(run, path, "get", "deployments", "-n", ns)
+            except (subprocess.CalledProcessError, ValueError) as e:
+                checks.append(Check(f"deployments in {ns}", False, _first_line(e)))
+        return checks + readiness_checks(deployments, targets)
+    finally:
+        os.unlink(path)
+
+
+# --- gateway chat -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    ttft_s: float
+    tokens: int
+    tokens_per_s: float
+    counted: bool  # tokens counted from chunks (the gateway sent no usage)
+
+
+def chat(base_url: str, api_key: str, model: str, timeout: float = 120, max_tokens: int = MAX_TOKENS) -> ChatResult:
+    """One streamed chat; TTFT = first content chunk, tokens/s over the decode after it."""
+    body = {"model": model, "stream": True, "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": PROMPT}]}
+    req = urllib.request.Request(f"{base_url.rstrip('/')}/v1/chat/completions", data=json.dumps(body).encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {api_key}",
+                                                         "Content-Type": "application/json"})
+    t0 = time.monotonic()
+    first, last, chunks, usage = None, None, 0, None
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        for raw in r:
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:") or line == "data: [DONE]":
+                continue
+            doc = json.loads(line[5:])
+            usage = doc.get("usage") or usage
+            for choice in doc.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
+                    now = time.monotonic()
+                    first = first if first is not None else now
+                    last, chunks = now, chunks + 1
+    if first is None:
+        raise ValueError("the stream carried no tokens")
+    tokens = int((usage or {}).get("completion_tokens") or 0)
+    counted = tokens == 0
+    tokens = tokens or chunks
+    decode = (last or first) - first
+    rate = (tokens - 1) / decode if decode > 0 and tokens > 1 else 0.0
+    return ChatResult(ttft_s=first - t0, tokens=tokens, tokens_per_s=rate, counted=counted)
+
+
+def chat_checks(base_url: str, api_key: str, models: list[str], timeout: float) -> list[Check]:
+    out = []
+    for m in models:
+        try:
+            r = chat(base_url, api_key, m, timeout)
+        except urllib.error.HTTPError as e:
+            out.append(Check(f"chat {m}", False, f"HTTP {e.code}: {e.read()[:160].decode('utf-8', 'replace')}"))
+            continue
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            out.append(Check(f"chat {m}", False, f"{type(e).__name__}: {e}"[:200]))
+            continue
+        approx = "~" if r.counted else ""
+        out.append(Check(f"chat {m}", True, f"TTFT {r.ttft_s:.2f}s, {approx}{r.tokens} tokens, "
+                                            f"{r.tokens_per_s:.1f} tok/s"))
+    return out
+
+
+def table(checks: list[Check]) -> str:
+    rows = [("check", "result", "detail")] + [(c.name, "ok" if c.ok else "FAIL", c.detail) for c in checks]
+    w = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{r[0].ljust(w[0])}  {r[1].ljust(w[1])}  {r[2]}".rstrip() for r in rows) + "\n"
+
+
+def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[Check]]:
+    outputs = load_outputs(a.stack, a.outputs, run)
+    url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
+    key = a.api_key or need(outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) "
+                                                         "or pass --api-key")
+    models = need(outputs, "models", "the stack has no models to check")
+    checks = [] if a.skip_cluster else cluster_checks(outputs, run)
+    checks += chat_checks(url, key, list(models), a.timeout)
+    return (0 if all(c.ok for c in checks) else 1), checks
+
+
+def main(argv: Optional[list[str]] = None, run: Runner = run_command) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stacks.verify", description=__doc__.splitlines()[0])
+    ap.add_argument("stack")
+    ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
+    ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
+    ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
+    ap.add_argument("--skip-cluster", action="store_true", help="only the chat checks (no kubectl)")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds per chat (default 120)")
+    a = ap.parse_args(argv)
+    try:
+        code, checks = verify(a, run)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(table(checks))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
