@@ -20,12 +20,16 @@ CONFIG_PATH = "/etc/litellm/config.yaml"
 LIVENESS = "/health/liveliness"
 READINESS = "/health/readiness"
 WORKERS = 2
-# Production log level: INFO logs a line per request and per router decision, and LiteLLM's
-# production guide recommends ERROR/WARNING; retries and failed upstreams still log at WARNING.
+# uvicorn (>= 0.37, 0.54 in 1.106.2) kills a worker that does not answer its supervisor's ping in
+# time, 5 s by default; importing the proxy takes longer on a busy CPU, and the workers were then
+# killed and respawned forever (measured here). The probes still catch a hung pod.
+WORKER_HEALTHCHECK_S = 60
+# Production log level: INFO logs a line per request and per routing decision (volume, request
+# metadata in the logs); WARNING still shows retries, failed upstreams and errors.
 LOG_LEVEL = "WARNING"
 # Where the process writes with a read-only root filesystem (each one an emptyDir; the same paths
 # are the `writablePaths` of the litellm image row in stacks/catalog/versions.yaml):
-TMP = "/tmp"  # HOME, tempfile (the pinned RDS root certificate, migration diffs)
+TMP = "/tmp"  # HOME, tempfile: token-exchange store (at import), pinned RDS root cert, migration diffs
 METRICS_DIR = "/var/lib/litellm/metrics"  # PROMETHEUS_MULTIPROC_DIR: one registry across workers
 MIGRATIONS_DIR = "/var/lib/litellm/migrations"  # LITELLM_MIGRATION_DIR: Prisma migrations copied here
 WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations": (MIGRATIONS_DIR, "256Mi")}
@@ -122,7 +126,8 @@ def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system
                                        "labelSelector": {"matchLabels": GATEWAY_SELECTOR}}],
         "containers": [{
             "name": "litellm", "image": image.ref,
-            "args": ["--config", CONFIG_PATH, "--port", str(PORT), "--num_workers", str(WORKERS)],
+            "args": ["--config", CONFIG_PATH, "--port", str(PORT), "--num_workers", str(WORKERS),
+                     "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK_S)],
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             "env": env,
             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
