@@ -2,8 +2,9 @@
 drains, one Prometheus registry across workers, and the rendered pod's file-system contract
 (UID and read-only root with only the rendered emptyDirs writable).
 
-Upstream replicas are small in-process stubs of vLLM's OpenAI API (one healthy, one that answers
-503 or drops the connection like a draining pod): the behaviour under test is LiteLLM's.
+The retry test puts the real vLLM (the session's server) and a stub replica that answers 503 or
+drops the connection, like a draining pod, behind one model name. The other tests use small
+in-process stubs of vLLM's OpenAI API: the behaviour under test is LiteLLM's.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ REQUESTS = 12
 
 class _Upstream(BaseHTTPRequestHandler):
     mode = "ok"  # "ok" | "503" | "close"
-    served = 0
+    served = 0  # 200s sent
+    hits = 0  # chat requests received
 
     def log_message(self, *a):  # keep pytest output clean
         pass
@@ -41,6 +43,7 @@ class _Upstream(BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         cls = type(self)
+        cls.hits += 1
         if cls.mode == "close":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -64,14 +67,14 @@ class _Upstream(BaseHTTPRequestHandler):
 
 
 def upstream(mode: str):
-    handler = type(f"Upstream_{mode}", (_Upstream,), {"mode": mode, "served": 0})
+    handler = type(f"Upstream_{mode}", (_Upstream,), {"mode": mode, "served": 0, "hits": 0})
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, handler
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Rendered:
+def gw_rendered(tmp_path_factory) -> Rendered:
     if not LITELLM_BIN.exists():
         msg = f"LiteLLM missing ({LITELLM_BIN}): run scripts/setup-e2e.sh"
         if os.environ.get("E2E_REQUIRED"):
@@ -126,30 +129,29 @@ def metric_total(text: str, name: str) -> float:
 
 
 @pytest.mark.parametrize("failure", ["503", "close"])
-def test_a_draining_replica_is_retried_on_the_other_one(rendered, tmp_path, failure):
-    bad, _ = upstream(failure)
-    good, good_h = upstream("ok")
+def test_a_draining_replica_is_retried_on_the_other_one(rendered, vllm_server, tmp_path, failure):
+    bad, bad_h = upstream(failure)
     model = rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{good.server_port}/v1"])
+    cfg = gateway_config(rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{vllm_server.port}/v1"])
     gw = start_gateway(rendered, cfg, tmp_path / "gw")
     try:
         codes = [chat(gw.port, model) for _ in range(REQUESTS)]
     finally:
         gw.stop()
-        bad.shutdown(); good.shutdown()
+        bad.shutdown()
     assert codes == [200] * REQUESTS, (codes, (tmp_path / "gw" / "litellm.log").read_text()[-3000:])
-    assert good_h.served == REQUESTS
+    assert bad_h.hits >= 1  # the draining replica was tried, and its failures were retried on vLLM
 
 
-def test_without_retry_settings_the_client_sees_the_draining_replica(rendered, tmp_path):
+def test_without_retry_settings_the_client_sees_the_draining_replica(gw_rendered, tmp_path):
     """Negative control: the same two replicas with retries and failover off leak failures."""
     bad, _ = upstream("503")
     good, _ = upstream("ok")
-    model = rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{good.server_port}/v1"],
+    model = gw_rendered.litellm_config["model_list"][0]["model_name"]
+    cfg = gateway_config(gw_rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{good.server_port}/v1"],
                          router_settings={"num_retries": 0, "enable_weighted_failover": False},
                          litellm_settings={"num_retries": 0})
-    gw = start_gateway(rendered, cfg, tmp_path / "gw")
+    gw = start_gateway(gw_rendered, cfg, tmp_path / "gw")
     try:
         codes = [chat(gw.port, model) for _ in range(REQUESTS)]
     finally:
@@ -158,16 +160,16 @@ def test_without_retry_settings_the_client_sees_the_draining_replica(rendered, t
     assert any(c != 200 for c in codes), codes
 
 
-def test_metrics_count_every_request_across_workers(rendered, tmp_path):
-    env = rendered_env(rendered)
-    args = rendered.litellm_container["args"]
+def test_metrics_count_every_request_across_workers(gw_rendered, tmp_path):
+    env = rendered_env(gw_rendered)
+    args = gw_rendered.litellm_container["args"]
     assert int(args[args.index("--num_workers") + 1]) >= 2 and "PROMETHEUS_MULTIPROC_DIR" in env
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
     good, good_h = upstream("ok")
-    model = rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(rendered, [f"http://127.0.0.1:{good.server_port}/v1"])
-    gw = start_gateway(rendered, cfg, tmp_path / "gw", env_over={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    model = gw_rendered.litellm_config["model_list"][0]["model_name"]
+    cfg = gateway_config(gw_rendered, [f"http://127.0.0.1:{good.server_port}/v1"])
+    gw = start_gateway(gw_rendered, cfg, tmp_path / "gw", env_over={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
     try:
         assert [chat(gw.port, model) for _ in range(REQUESTS)] == [200] * REQUESTS
         url = f"http://127.0.0.1:{gw.port}/metrics/"
@@ -271,7 +273,7 @@ def start_sandboxed(r: Rendered, cfg: dict, writable: list[str], uid: int) -> tu
     return s, work
 
 
-def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_emptydirs(rendered):
+def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_emptydirs(gw_rendered):
     why = _sandbox_available()
     if why:
         if os.environ.get("E2E_REQUIRED"):
@@ -279,17 +281,17 @@ def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_empt
         pytest.skip(why)
     from stacks import catalog
     pin = catalog.versions().images["litellm"]
-    gw = next(m for m in rendered.manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
+    gw = next(m for m in gw_rendered.manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
     c = gw["spec"]["template"]["spec"]["containers"][0]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     uid = c["securityContext"]["runAsUser"]
     assert uid == pin.user == 65534
-    writable = writable_mounts(rendered)
+    writable = writable_mounts(gw_rendered)
     assert sorted(writable) == sorted(pin.writable_paths)
     good, good_h = upstream("ok")
-    model = rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(rendered, [f"http://127.0.0.1:{good.server_port}/v1"])
-    s, work = start_sandboxed(rendered, cfg, writable, uid)
+    model = gw_rendered.litellm_config["model_list"][0]["model_name"]
+    cfg = gateway_config(gw_rendered, [f"http://127.0.0.1:{good.server_port}/v1"])
+    s, work = start_sandboxed(gw_rendered, cfg, writable, uid)
     try:
         s.start()
         assert [chat(s.port, model) for _ in range(4)] == [200] * 4
@@ -308,14 +310,14 @@ def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_empt
     assert good_h.served == 4
 
 
-def test_without_the_tmp_emptydir_the_gateway_does_not_start(rendered):
+def test_without_the_tmp_emptydir_the_gateway_does_not_start(gw_rendered):
     """Negative control for the sandbox: drop the rendered /tmp emptyDir and LiteLLM fails."""
     why = _sandbox_available()
     if why:
         pytest.skip(why)
-    writable = [p for p in writable_mounts(rendered) if p != "/tmp"]
-    cfg = gateway_config(rendered, ["http://127.0.0.1:9/v1"])
-    s, work = start_sandboxed(rendered, cfg, writable, 65534)
+    writable = [p for p in writable_mounts(gw_rendered) if p != "/tmp"]
+    cfg = gateway_config(gw_rendered, ["http://127.0.0.1:9/v1"])
+    s, work = start_sandboxed(gw_rendered, cfg, writable, 65534)
     try:
         with pytest.raises((RuntimeError, TimeoutError)) as failed:
             s.start()
