@@ -12,13 +12,32 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi import ResourceOptions
 
-from components.types import GATEWAY_SELECTOR, Route, container_security, pod_security, tolerate
+from components.types import (GATEWAY_SELECTOR, ImagePin, Route, checkov_skips, container_security, image_skips,
+                              pod_security, tolerate)
 
 PORT = 4000
-UID = 1000
 CONFIG_PATH = "/etc/litellm/config.yaml"
 LIVENESS = "/health/liveliness"
 READINESS = "/health/readiness"
+WORKERS = 2
+# uvicorn (>= 0.37, 0.54 in 1.106.2) kills a worker that does not answer its supervisor's ping in
+# time, 5 s by default; importing the proxy takes longer on a busy CPU, and the workers were then
+# killed and respawned forever (measured here). The probes still catch a hung pod.
+WORKER_HEALTHCHECK_S = 60
+# Production log level: INFO logs a line per request and per routing decision (volume, request
+# metadata in the logs); WARNING still shows retries, failed upstreams and errors.
+LOG_LEVEL = "WARNING"
+# Where the process writes with a read-only root filesystem (each one an emptyDir; the same paths
+# are the `writablePaths` of the litellm image row in stacks/catalog/versions.yaml):
+TMP = "/tmp"  # HOME, tempfile: token-exchange store (at import), pinned RDS root cert, migration diffs
+METRICS_DIR = "/var/lib/litellm/metrics"  # PROMETHEUS_MULTIPROC_DIR: one registry across workers
+MIGRATIONS_DIR = "/var/lib/litellm/migrations"  # LITELLM_MIGRATION_DIR: Prisma migrations copied here
+WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations": (MIGRATIONS_DIR, "256Mi")}
+# checkov findings accepted on the gateway Deployment only (reasons contain no '=').
+CHECKOV_SKIPS = {
+    "CKV_K8S_11": "no CPU limit: CFS throttling adds gateway latency; CPU requests are set",
+    "CKV_K8S_35": "LiteLLM reads its master key, salt key, vLLM key and DATABASE_URL from env only",
+}
 
 
 def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
@@ -45,10 +64,15 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
             "num_retries": 1,
             "callbacks": ["prometheus"],
+            # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
+            "require_auth_for_metrics_endpoint": True,
             "set_verbose": False,
         },
+        # A draining vLLM replica answers 5xx or drops the connection: retry once, and let the
+        # retry go to another replica of the same model (weighted failover excludes the one that
+        # failed; plain retries may pick it again).
         "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 1, "allowed_fails": 3,
-                            "cooldown_time": 30},
+                            "cooldown_time": 30, "enable_weighted_failover": True},
         "general_settings": general,
     }
 
@@ -56,7 +80,7 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
 @dataclass(frozen=True)
 class GatewayArgs:
     namespace: str
-    image: str
+    image: ImagePin
     routes: tuple[Route, ...]
     replicas: int
     master_key: pulumi.Input[str]
@@ -68,7 +92,15 @@ class GatewayArgs:
     after: tuple[pulumi.Resource, ...] = ()
 
 
-def render_gateway_pod(args_image: str, *, replicas: int, database: bool, system_taint: str) -> dict:
+def gateway_uid(image: ImagePin) -> int:
+    if image.user is None:
+        raise ValueError(f"{image.ref}: the catalog row needs `user:` (the UID the image runs as)")
+    return image.user
+
+
+def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system_taint: str) -> dict:
+    uid = gateway_uid(image)
+
     def secret_env(name: str, key: str) -> dict:
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": "litellm", "key": key}}}
     env = [secret_env("LITELLM_MASTER_KEY", "master-key"), secret_env("LITELLM_SALT_KEY", "salt-key"),
@@ -76,35 +108,44 @@ def render_gateway_pod(args_image: str, *, replicas: int, database: bool, system
            {"name": "LITELLM_MODE", "value": "PRODUCTION"},
            {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
            {"name": "DISABLE_ADMIN_UI", "value": "True"},
-           {"name": "LITELLM_LOG", "value": "INFO"},
-           {"name": "HOME", "value": "/tmp"}]
+           {"name": "LITELLM_LOG", "value": LOG_LEVEL},
+           {"name": "HOME", "value": TMP},
+           {"name": "XDG_CACHE_HOME", "value": f"{TMP}/.cache"},
+           {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR}]
     if database:
-        env.append(secret_env("DATABASE_URL", "database-url"))
+        env += [secret_env("DATABASE_URL", "database-url"),
+                {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": PORT}, "timeoutSeconds": 5, **kw}  # noqa: E731
     return {
         "automountServiceAccountToken": False,
         "serviceAccountName": "litellm",
-        "securityContext": pod_security(UID),
+        "securityContext": pod_security(uid),
         "tolerations": [tolerate(system_taint)],
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
                                        "whenUnsatisfiable": "ScheduleAnyway",
                                        "labelSelector": {"matchLabels": GATEWAY_SELECTOR}}],
         "containers": [{
-            "name": "litellm", "image": args_image,
-            "args": ["--config", CONFIG_PATH, "--port", str(PORT), "--num_workers", "2"],
+            "name": "litellm", "image": image.ref,
+            "args": ["--config", CONFIG_PATH, "--port", str(PORT), "--num_workers", str(WORKERS),
+                     "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK_S)],
             "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
             "env": env,
             "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
             "startupProbe": probe(LIVENESS, periodSeconds=5, failureThreshold=60),
             "livenessProbe": probe(LIVENESS, periodSeconds=15, failureThreshold=3),
             "readinessProbe": probe(READINESS, periodSeconds=10, failureThreshold=3),
-            "securityContext": container_security(UID, read_only_root=False),
+            "securityContext": container_security(uid, read_only_root=True),
             "volumeMounts": [{"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
-                             {"name": "tmp", "mountPath": "/tmp"}],
+                             *({"name": n, "mountPath": path} for n, (path, _) in WRITABLE.items())],
         }],
         "volumes": [{"name": "config", "configMap": {"name": "litellm-config"}},
-                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items())],
     }
+
+
+def gateway_annotations(image: ImagePin) -> dict[str, str]:
+    """checkov skips for the gateway Deployment alone (a regression elsewhere still fails)."""
+    return checkov_skips({**CHECKOV_SKIPS, **image_skips(image.ref)})
 
 
 class LiteLLMGateway(pulumi.ComponentResource):
@@ -127,7 +168,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
                                         automount_service_account_token=False,
                                         opts=ResourceOptions(parent=self, depends_on=after))
         chash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
-        k8s.apps.v1.Deployment(f"{name}-deployment", metadata={"name": "litellm", "namespace": ns, "labels": GATEWAY_SELECTOR},
+        k8s.apps.v1.Deployment(f"{name}-deployment", metadata={"name": "litellm", "namespace": ns, "labels": GATEWAY_SELECTOR,
+                                                               "annotations": gateway_annotations(args.image)},
                                spec={"replicas": args.replicas, "selector": {"matchLabels": GATEWAY_SELECTOR},
                                      "template": {"metadata": {"labels": GATEWAY_SELECTOR,
                                                                "annotations": {"llm-serving/config-hash": chash}},

@@ -15,8 +15,16 @@ import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
 from components.types import CACHE_SELECTOR, container_security, pod_security, tolerate
+from components.types import checkov_skips, image_skips
 
 UID = 2000
+# checkov findings accepted on cache Jobs only (tests/stacks/test_checkov.py).
+CHECKOV_SKIPS = {
+    "CKV_K8S_11": "no CPU limit on a one-off download; CPU requests are set",
+    "CKV_K8S_40": "UID 2000 like the vLLM image user; the EFS access point enforces 2000",
+}
+# Only when a gated model adds HF_TOKEN: huggingface_hub could read a token file (HF_TOKEN_PATH) instead.
+GATED_SKIPS = {"CKV_K8S_35": "HF_TOKEN as env for gated downloads; a mounted token file is the tracked fix"}
 # Weights as safetensors only, plus what the tokenizer and config need.
 INCLUDE = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
 
@@ -105,7 +113,9 @@ class ModelCache(pulumi.ComponentResource):
                 f"{name}-{item.name}",
                 metadata={"name": f"cache-{item.name}", "namespace": args.namespace,
                           # Large downloads outlast Pulumi's await; servers wait on the ready marker.
-                          "annotations": {"pulumi.com/skipAwait": "true"}},
+                          "annotations": {"pulumi.com/skipAwait": "true", **checkov_skips({
+                              **CHECKOV_SKIPS, **(GATED_SKIPS if item.gated and token_secret else {}),
+                              **image_skips(args.image)})}},
                 spec=render_job_spec(item, image=args.image, claim=self.claim_name, token_secret=token_secret,
                                      system_toleration=args.system_toleration),
                 opts=ResourceOptions(parent=self, depends_on=[pvc, *after]))

@@ -13,6 +13,7 @@ from pulumi import ResourceOptions
 
 from components.types import (ACCELERATOR_RESOURCE, POOL_LABEL, VLLM_SELECTOR, ServerSpec, container_security,
                               pod_security, tolerate)
+from components.types import checkov_skips, image_skips
 
 PORT = 8000
 UID = 2000  # user `vllm` in the upstream image
@@ -21,6 +22,12 @@ HUB_CACHE = "/models/hub"
 READY_DIR = "/models/ready"
 WRITABLE = "/models/writable"
 API_KEY_ENV = "VLLM_API_KEY"
+# checkov findings accepted on model-server Deployments only (tests/stacks/test_checkov.py).
+CHECKOV_SKIPS = {
+    "CKV_K8S_11": "no CPU limit: CFS throttling of a latency-critical server; CPU requests are set",
+    "CKV_K8S_35": "vLLM reads VLLM_API_KEY from env only",
+    "CKV_K8S_40": "the image user vllm is UID 2000 and the EFS access point enforces 2000; restricted PSS holds",
+}
 
 
 def labels(spec: ServerSpec) -> dict:
@@ -125,7 +132,8 @@ class VllmServer(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata={**meta, "annotations": {
                 # A GPU node and a model load take longer than Pulumi's await; readiness is the probes' job.
-                "pulumi.com/skipAwait": "true"}},
+                "pulumi.com/skipAwait": "true",
+                **checkov_skips({**CHECKOV_SKIPS, **image_skips(spec.image)})}},
             spec={
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": lab},

@@ -154,13 +154,13 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             password=keys.database_password), opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData))
         db_url = db.url
     gateway = LiteLLMGateway("gateway", GatewayArgs(
-        namespace=gateway_ns, image=v.image("litellm"), routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
+        namespace=gateway_ns, image=v.images["litellm"], routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
         master_key=keys.master_key, salt_key=keys.salt_key, vllm_api_key=keys.vllm_api_key,
         system_taint=SYSTEM_TAINT, database_url=db_url, internal_load_balancer=cfg.gateway.internalLoadBalancer,
         after=(*ns_ready, *plat.system_ready)), opts=kopts)
     if cfg.ui.enabled:
         OpenWebUi("webui", WebUiArgs(
-            namespace=gateway_ns, image=v.image("open-webui"), gateway_url=gateway.in_cluster_url,
+            namespace=gateway_ns, image=v.images["open-webui"], gateway_url=gateway.in_cluster_url,
             api_key=keys.master_key, secret_key=keys.webui_secret, storage_class=plat.storage.ebs_storage_class,
             system_taint=SYSTEM_TAINT, after=(*ns_ready, *plat.system_ready)), opts=kopts)
     return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],

@@ -67,6 +67,8 @@ class _ChartRow(_Row):
 class _ImageRow(_Row):
     repository: str
     tag: str
+    # Optional content digest, only when a source publishes it for this tag (recorded in `sources`).
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     vllmVersion: str | None = None
     litellmVersion: str | None = None
     # What the image's process needs at run time (checked by the deploy-rules tier against every pod
@@ -147,7 +149,8 @@ def versions() -> Versions:
         kubernetes=v.kubernetes,
         ami_alias=v.amiAlias,
         charts={k: ChartPin(name=k, repo=c.repo, chart=c.chart, version=c.version) for k, c in v.charts.items()},
-        images={k: ImagePin(repository=i.repository, tag=i.tag, user=i.user, writable_paths=tuple(i.writablePaths))
+        images={k: ImagePin(repository=i.repository, tag=i.tag, user=i.user, writable_paths=tuple(i.writablePaths),
+                         digest=i.digest)
                 for k, i in v.images.items()},
         vllm_version=v.images["vllm"].vllmVersion or "",
         vllm_neuron_version=v.images["vllm-neuron"].vllmVersion or "",

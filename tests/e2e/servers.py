@@ -42,6 +42,7 @@ SUBSTITUTIONS = {
     "LiteLLM api_base http://<svc>.models.svc.cluster.local:8000/v1": "http://127.0.0.1:<vllm port>/v1",
     "LiteLLM secrets (master key, salt key, vLLM key)": "fixed test keys",
     "LiteLLM --config /etc/litellm/config.yaml --port 4000": "a temp file and a free loopback port",
+    "LiteLLM env PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod)": "a directory in the test's workdir",
 }
 
 
@@ -195,6 +196,9 @@ def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> "Server":
             env[e["name"]] = e["value"]
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789",
                VLLM_API_KEY=VLLM_KEY)
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "prometheus-multiproc")
+        (workdir / "prometheus-multiproc").mkdir(exist_ok=True)
     argv = [str(LITELLM_BIN), *args, "--host", "127.0.0.1"]
     s = Server(argv, env, workdir / "litellm.log", f"http://127.0.0.1:{port}/health/liveliness", 120)
     s.port = port
