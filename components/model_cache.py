@@ -1,12 +1,16 @@
 """Shared model cache: one RWX PVC on EFS and a warm Job per model that downloads its weights once.
 
-The Job is the only pod that sees the Hugging Face token and the only one that mounts the cache
-read-write (servers mount it read-only and run with HF_HUB_OFFLINE=1). When a model's files are
-complete it writes a ready marker the servers' init container waits for.
+The Job is the only pod that sees the Hugging Face token (a mounted file, gated models only) and the
+only one that mounts the cache read-write (servers mount it read-only and run with HF_HUB_OFFLINE=1).
+When a model's files are complete it writes a ready marker the servers' init container waits for.
+
+The Job runs a small Python image on the system nodes: an init container installs the pinned
+`huggingface_hub` (its `hf` CLI) into an emptyDir without a shell, then a constant shell script
+downloads. Every value the script uses comes from the environment, quoted, so no config value is
+ever parsed by a shell.
 """
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,8 +27,15 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on a one-off download; CPU requests are set",
     "CKV_K8S_40": "UID 2000 like the vLLM image user; the EFS access point enforces 2000",
 }
-# Only when a gated model adds HF_TOKEN: huggingface_hub could read a token file (HF_TOKEN_PATH) instead.
-GATED_SKIPS = {"CKV_K8S_35": "HF_TOKEN as env for gated downloads; a mounted token file is the tracked fix"}
+MODELS = "/models"
+HUB_CACHE = f"{MODELS}/hub"
+# hf_xet keeps per-Job state on EFS (no size limit, no eviction) and its chunk cache is off: a 10 GB
+# default chunk cache on the 4 Gi /tmp emptyDir would get the pod evicted on large models.
+XET_CACHE_DIR = f"{MODELS}/xet"
+HF_CLI_DIR = "/opt/hf"
+TOKEN_DIR = "/var/run/secrets/huggingface"
+TOKEN_KEY = "token"
+SERVICE_ACCOUNT = "model-cache"
 # Weights as safetensors only, plus what the tokenizer and config need.
 INCLUDE = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.txt", "*.jinja")
 
@@ -36,45 +47,81 @@ class CacheItem:
     revision: Optional[str]
     gated: bool
     marker: str  # file written when complete (see components.vllm.ready_marker)
+    deadline_seconds: int = 3600  # the Job fails (visibly) after this long, retries included
 
 
-def render_download_command(item: CacheItem, hub_cache: str) -> list[str]:
-    rev = f" --revision {shlex.quote(item.revision)}" if item.revision else ""
-    inc = " ".join(f"--include {shlex.quote(p)}" for p in INCLUDE)
-    marker_dir = item.marker.rsplit("/", 1)[0]
-    script = (f"set -eu; mkdir -p {marker_dir} {hub_cache}; "
-              f"hf download {shlex.quote(item.hf_id)}{rev} {inc} --cache-dir {hub_cache}; "
-              f"touch {item.marker}")
-    return ["sh", "-c", script]
+def _download_script() -> str:
+    """The download container's whole program (constant text; values come from the environment).
+    `--` ends the options, so a Hub id can never be read as a flag."""
+    inc = " ".join(f"--include '{p}'" for p in INCLUDE)
+    return ('set -eu; '
+            'mkdir -p "$(dirname "$READY_MARKER")" "$HF_HUB_CACHE" "$HF_XET_CACHE"; '
+            f'python -m huggingface_hub.cli.hf download --revision "$HF_REVISION" {inc} '
+            '--cache-dir "$HF_HUB_CACHE" -- "$HF_ID"; '
+            'touch "$READY_MARKER"')
 
 
-def render_job_spec(item: CacheItem, *, image: str, claim: str, token_secret: Optional[str],
+DOWNLOAD_SCRIPT = _download_script()
+
+
+def render_download_env(item: CacheItem) -> list[dict]:
+    """Everything item-specific the download script reads (and the only place config values go)."""
+    return [{"name": "HF_ID", "value": item.hf_id},
+            {"name": "HF_REVISION", "value": item.revision or "main"},
+            {"name": "READY_MARKER", "value": item.marker},
+            {"name": "HF_XET_CACHE", "value": f"{XET_CACHE_DIR}/{item.marker.rsplit('/', 1)[-1]}"}]
+
+
+def render_job_spec(item: CacheItem, *, image: str, cli_requirement: str, claim: str, token_secret: Optional[str],
                     system_toleration: str) -> dict:
-    env = [{"name": "HF_HUB_CACHE", "value": "/models/hub"}, {"name": "HOME", "value": "/tmp"},
-           {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "USER", "value": "hf"},
+           {"name": "PYTHONPATH", "value": HF_CLI_DIR}, {"name": "HF_HUB_CACHE", "value": HUB_CACHE},
+           {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
+           *render_download_env(item)]
+    mounts = [{"name": "model-cache", "mountPath": MODELS}, {"name": "tmp", "mountPath": "/tmp"},
+              {"name": "hf-cli", "mountPath": HF_CLI_DIR, "readOnly": True}]
+    volumes = [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
+               {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+               {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}}]
     if item.gated and token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": "token"}}})
+        # huggingface_hub reads the token from HF_TOKEN_PATH: a file, never an environment variable.
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"})
+        mounts.append({"name": "hf-token", "mountPath": TOKEN_DIR, "readOnly": True})
+        volumes.append({"name": "hf-token", "secret": {"secretName": token_secret, "defaultMode": 0o440,
+                                                       "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]}})
+    install = {
+        "name": "install-hf-cli", "image": image,
+        # Exec form, no shell: the pinned requirement is one argv element.
+        "command": ["python", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+                    "--no-warn-script-location", "--target", HF_CLI_DIR, cli_requirement],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(UID),
+        "volumeMounts": [{"name": "hf-cli", "mountPath": HF_CLI_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
     return {
         "backoffLimit": 6,
+        "activeDeadlineSeconds": item.deadline_seconds,
         "template": {
             "metadata": {"labels": {**CACHE_SELECTOR, "app.kubernetes.io/name": f"cache-{item.name}"}},
             "spec": {
                 "restartPolicy": "OnFailure",
+                "serviceAccountName": SERVICE_ACCOUNT,
                 "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
                 "securityContext": pod_security(UID),
                 # Runs on the system nodes: downloading needs no accelerator.
                 "tolerations": [tolerate(system_toleration)],
+                "initContainers": [install],
                 "containers": [{
                     "name": "download", "image": image,
-                    "command": render_download_command(item, "/models/hub"),
+                    "command": ["sh", "-c", DOWNLOAD_SCRIPT],
                     "env": env,
                     "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
                     "securityContext": container_security(UID),
-                    "volumeMounts": [{"name": "model-cache", "mountPath": "/models"},
-                                     {"name": "tmp", "mountPath": "/tmp"}],
+                    "volumeMounts": mounts,
                 }],
-                "volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
-                            {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}],
+                "volumes": volumes,
             },
         },
     }
@@ -86,6 +133,7 @@ class ModelCacheArgs:
     storage_class: pulumi.Input[str]
     items: tuple[CacheItem, ...]
     image: str
+    cli_requirement: str  # e.g. "huggingface_hub==2.4.0" (pinned in the version catalog)
     hf_token: Optional[pulumi.Input[str]]
     system_toleration: str
     after: tuple[pulumi.Resource, ...] = ()
@@ -102,21 +150,26 @@ class ModelCache(pulumi.ComponentResource):
             spec={"accessModes": ["ReadWriteMany"], "storageClassName": args.storage_class,
                   "resources": {"requests": {"storage": "1Ti"}}},  # EFS is elastic; the size is nominal
             opts=ResourceOptions(parent=self, depends_on=after, protect=False))
+        # Its own identity (no API token mounted): never the namespace's default ServiceAccount.
+        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
+                                        automount_service_account_token=False,
+                                        opts=ResourceOptions(parent=self, depends_on=after))
+        deps = [pvc, sa, *after]
         token_secret = None
         if args.hf_token is not None and any(i.gated for i in args.items):
             token_secret = "hf-token"
-            k8s.core.v1.Secret(f"{name}-hf-token", metadata={"name": token_secret, "namespace": args.namespace},
-                               type="Opaque", string_data={"token": args.hf_token},
-                               opts=ResourceOptions(parent=self, depends_on=after))
+            deps.append(k8s.core.v1.Secret(
+                f"{name}-hf-token", metadata={"name": token_secret, "namespace": args.namespace},
+                type="Opaque", string_data={TOKEN_KEY: args.hf_token}, opts=ResourceOptions(parent=self, depends_on=after)))
         for item in args.items:
             k8s.batch.v1.Job(
                 f"{name}-{item.name}",
                 metadata={"name": f"cache-{item.name}", "namespace": args.namespace,
                           # Large downloads outlast Pulumi's await; servers wait on the ready marker.
-                          "annotations": {"pulumi.com/skipAwait": "true", **checkov_skips({
-                              **CHECKOV_SKIPS, **(GATED_SKIPS if item.gated and token_secret else {}),
-                              **image_skips(args.image)})}},
-                spec=render_job_spec(item, image=args.image, claim=self.claim_name, token_secret=token_secret,
+                          "annotations": {"pulumi.com/skipAwait": "true",
+                                          **checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image)})}},
+                spec=render_job_spec(item, image=args.image, cli_requirement=args.cli_requirement,
+                                     claim=self.claim_name, token_secret=token_secret,
                                      system_toleration=args.system_toleration),
-                opts=ResourceOptions(parent=self, depends_on=[pvc, *after]))
+                opts=ResourceOptions(parent=self, depends_on=deps))
         self.register_outputs({})

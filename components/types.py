@@ -224,6 +224,12 @@ class ServerSpec:
     scheduler_name: Optional[str] = None
     max_model_len: int = 0
     request_timeout_seconds: int = 600
+    # Every instance type of the pool this same pod fits on (planner.fitting_instance_types); empty: instance_type.
+    instance_types: tuple[str, ...] = ()
+    # How long the init container waits for the cache Job's ready marker before failing visibly.
+    weights_wait_seconds: int = 3600
+    # vLLM's --shutdown-timeout (in-flight requests drain this long after SIGTERM); 0: the image cannot drain.
+    shutdown_timeout_seconds: int = 0
 
 
 @dataclass(frozen=True)

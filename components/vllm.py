@@ -5,7 +5,10 @@ e2e suite read exactly what the cluster would run.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,9 +21,15 @@ from components.types import checkov_skips, image_skips
 PORT = 8000
 UID = 2000  # user `vllm` in the upstream image
 HOME = "/home/vllm"
-HUB_CACHE = "/models/hub"
-READY_DIR = "/models/ready"
-WRITABLE = "/models/writable"
+MODELS = "/models"  # the shared EFS cache, mounted read-only
+HUB_CACHE = f"{MODELS}/hub"
+READY_DIR = f"{MODELS}/ready"
+# Per-pod emptyDir: vLLM loads its cache dirs without integrity checks, so no replica shares one.
+VLLM_CACHE_DIR = "/var/cache/vllm"
+# Neuron: compiled artifacts persist on EFS (one writable subPath of the same volume, outside the
+# read-only /models mount); the compiler's scratch cache is per pod under /var/tmp.
+NEURON_ARTIFACTS_DIR = "/var/lib/neuron-compiled"
+NEURON_COMPILE_CACHE_DIR = "/var/tmp/neuron-compile-cache"
 API_KEY_ENV = "VLLM_API_KEY"
 # checkov findings accepted on model-server Deployments only (tests/stacks/test_checkov.py).
 CHECKOV_SKIPS = {
@@ -28,19 +37,62 @@ CHECKOV_SKIPS = {
     "CKV_K8S_35": "vLLM reads VLLM_API_KEY from env only",
     "CKV_K8S_40": "the image user vllm is UID 2000 and the EFS access point enforces 2000; restricted PSS holds",
 }
+CACHE_VOLUME = "model-cache"
+WAIT_PERIOD_S = 10
+# Graceful drain: the preStop sleep lets endpoint removal reach kube-proxy and the gateway before
+# SIGTERM; vLLM then drains in-flight requests for --shutdown-timeout; the margin covers process exit.
+PRE_STOP_S = 15
+EXIT_MARGIN_S = 15
+
+# The init container's whole program. Constant text: every value it uses comes from the environment
+# and is expanded inside double quotes, so no config value is ever parsed by the shell.
+WAIT_SCRIPT = (
+    'waited=0; '
+    'while [ ! -f "$READY_MARKER" ]; do '
+    'if [ "$waited" -ge "$WAIT_SECONDS" ]; then '
+    'printf \'weights of %s not ready after %ss: see the cache Job in this namespace\\n\' "$HF_ID" "$WAIT_SECONDS" >&2; '
+    'exit 1; fi; '
+    'printf \'waiting for %s\\n\' "$HF_ID"; '
+    f'sleep {WAIT_PERIOD_S}; waited=$((waited + {WAIT_PERIOD_S})); '
+    'done'
+)
 
 
 def labels(spec: ServerSpec) -> dict:
     return {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/part-of": "llm-serving", **VLLM_SELECTOR}
 
 
-def ready_marker(spec: ServerSpec) -> str:
-    """File the cache Job writes when this model's weights are complete."""
-    return f"{READY_DIR}/{spec.name}-{spec.revision or 'unpinned'}"
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def ready_marker(hf_id: str, revision: Optional[str]) -> str:
+    """File the cache Job writes when these weights are complete. A hash names it, so neither the
+    Hub id nor the revision ever becomes part of a path."""
+    return f"{READY_DIR}/{_digest(hf_id, revision or '')}"
+
+
+def neuron_artifacts_subpath(spec: ServerSpec) -> str:
+    """Where on EFS this server keeps its Neuron compiled artifacts: keyed by everything the compile
+    depends on (image and args), so a changed model, TP or length compiles afresh instead of loading
+    stale artifacts."""
+    return f"neuron-compiled/{_digest(spec.name, spec.image, list(spec.args))[:24]}"
+
+
+def termination_grace_seconds(spec: ServerSpec) -> int:
+    return PRE_STOP_S + spec.shutdown_timeout_seconds + EXIT_MARGIN_S
 
 
 def probe_budget(seconds: int, period: int = 10) -> int:
     return max(1, -(-seconds // period))
+
+
+def node_affinity(spec: ServerSpec) -> dict:
+    """Any instance type of the pool this pod fits on (Karpenter launches the cheapest available)."""
+    types = list(spec.instance_types or (spec.instance_type,))
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [spec.pool]},
+                              {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types}]}]}}}
 
 
 def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
@@ -62,41 +114,63 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
         "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3},
         "securityContext": {**container_security(UID), "runAsGroup": UID},
-        "volumeMounts": [
-            {"name": "model-cache", "mountPath": "/models", "readOnly": True},
-            {"name": "writable", "mountPath": WRITABLE, "subPath": f"writable/{spec.name}"},
-            {"name": "shm", "mountPath": "/dev/shm"},
-            {"name": "home", "mountPath": HOME},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": container_mounts(spec),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_S}}},
+    }
+
+
+def container_mounts(spec: ServerSpec) -> list[dict]:
+    """One cache volume (a PVC referenced by two pod volumes is never mounted by kubelet < 1.35):
+    read-only at /models; Neuron adds one writable subPath of it for compiled artifacts."""
+    mounts = [
+        {"name": CACHE_VOLUME, "mountPath": MODELS, "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "home", "mountPath": HOME},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "vllm-cache", "mountPath": VLLM_CACHE_DIR},
+    ]
+    if spec.kind == "neuron":
+        mounts += [{"name": CACHE_VOLUME, "mountPath": NEURON_ARTIFACTS_DIR, "subPath": neuron_artifacts_subpath(spec)},
+                   {"name": "var-tmp", "mountPath": "/var/tmp"}]
+    return mounts
+
+
+def render_wait_container(spec: ServerSpec) -> dict:
+    env = [{"name": "READY_MARKER", "value": ready_marker(spec.hf_id, spec.revision)},
+           {"name": "HF_ID", "value": spec.hf_id}, {"name": "WAIT_SECONDS", "value": str(spec.weights_wait_seconds)}]
+    return {
+        "name": "wait-for-weights",
+        "image": spec.image,
+        "command": ["sh", "-c", WAIT_SCRIPT],
+        "env": env,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": container_security(UID),
+        "volumeMounts": [{"name": CACHE_VOLUME, "mountPath": MODELS, "readOnly": True}],
     }
 
 
 def render_pod_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, service_account: str) -> dict:
-    wait = {
-        "name": "wait-for-weights",
-        "image": spec.image,
-        "command": ["sh", "-c", f"until [ -f {ready_marker(spec)} ]; do echo waiting for {spec.hf_id}; sleep 10; done"],
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
-        "securityContext": container_security(UID),
-        "volumeMounts": [{"name": "model-cache", "mountPath": "/models", "readOnly": True}],
-    }
+    volumes = [
+        {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
+        {"name": "home", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}},
+        {"name": "vllm-cache", "emptyDir": {"sizeLimit": "8Gi"}},
+    ]
+    if spec.kind == "neuron":
+        volumes.append({"name": "var-tmp", "emptyDir": {"sizeLimit": "32Gi"}})
     pod = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
+        # No Service env vars: a Service named like a VLLM_* setting would be injected as one.
+        "enableServiceLinks": False,
         "securityContext": pod_security(UID),
-        "terminationGracePeriodSeconds": 60,
-        "nodeSelector": {POOL_LABEL: spec.pool, "node.kubernetes.io/instance-type": spec.instance_type},
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+        "affinity": node_affinity(spec),
         "tolerations": [tolerate(ACCELERATOR_RESOURCE[spec.kind])],
-        "initContainers": [wait],
+        "initContainers": [render_wait_container(spec)],
         "containers": [render_container(spec, api_key_secret=api_key_secret)],
-        "volumes": [
-            {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache_claim}},
-            {"name": "writable", "persistentVolumeClaim": {"claimName": cache_claim}},
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
-            {"name": "home", "emptyDir": {"sizeLimit": "4Gi"}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}},
-        ],
+        "volumes": volumes,
     }
     if spec.scheduler_name:
         pod["schedulerName"] = spec.scheduler_name

@@ -119,6 +119,21 @@ def _hpa_max(resources) -> dict[tuple[str, str], int]:
     return out
 
 
+def selected_instance_types(pod: dict) -> list[str]:
+    """The instance types a pod may land on, cheapest (the planner's choice) first: its nodeSelector, or
+    the values of its required node affinity on the instance-type label (components.vllm.node_affinity)."""
+    sel = (pod.get("nodeSelector") or {}).get(INSTANCE_TYPE_LABEL)
+    if sel:
+        return [sel]
+    required = ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution") or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for e in term.get("matchExpressions") or []:
+            if e.get("key") == INSTANCE_TYPE_LABEL and e.get("operator") == "In":
+                return list(e.get("values") or [])
+    return []
+
+
 def accelerators(resources, p: catalog.Prices, max_replicas: Mapping[str, int]) -> list[Item]:
     """One item per Deployment whose pods select an accelerator instance type."""
     hpa = _hpa_max(resources)
@@ -129,15 +144,17 @@ def accelerators(resources, p: catalog.Prices, max_replicas: Mapping[str, int]) 
             continue
         meta, spec = r.inputs.get("metadata") or {}, r.inputs.get("spec") or {}
         pod = (spec.get("template") or {}).get("spec") or {}
-        kind = (pod.get("nodeSelector") or {}).get(INSTANCE_TYPE_LABEL)
+        allowed = selected_instance_types(pod)
+        kind = allowed[0] if allowed else None
         if kind not in accel:
             continue
         name = meta.get("name", r.name)
         lo = int(spec.get("replicas", 1))
         hi = hpa.get((meta.get("namespace", ""), name)) or max(lo, max_replicas.get(name, lo))
         unit = accel[kind].usd_per_hour
+        fallback = f" (+{len(allowed) - 1} capacity-fallback types, priced higher)" if len(allowed) > 1 else ""
         items.append(Item(f"accelerator nodes: {name}", lo, unit, lo * unit, hi * unit,
-                          f"{lo}-{hi}x {kind}"))
+                          f"{lo}-{hi}x {kind}{fallback}"))
     return items
 
 

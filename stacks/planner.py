@@ -313,3 +313,72 @@ def fix_hints(arch: ModelArch, s: Sizing, candidates: list[InstanceType], **kw) 
     if ctx and ctx < s.max_model_len:
         hints.append(f"maxModelLen: {ctx} (largest that fits)")
     return hints
+
+
+# ---- placement: which instance types of a pool can run the same pod ----------------------------
+# Allocatable as Karpenter estimates it for AL2023 nodes (kubelet reservations the way EKS sets them):
+# memory = capacity x (1 - VM overhead) - kube-reserved (11 MiB per pod + 255 MiB) - eviction threshold;
+# cpu = capacity - kube-reserved (6% of the first core, 1% of the second, 0.5% of cores 3-4, 0.25%
+# beyond). Max pods: the kubelet default 110 (ENI-limited counts are lower on small types, so this
+# reserves more, never less). DaemonSets (CNI, kube-proxy, CSI nodes, monitoring agent, device plugin
+# or GPU operator) take about 0.3 CPU and 0.5 GiB (deploy review estimate).
+VM_MEMORY_OVERHEAD = 0.075
+EVICTION_HARD_MIB = 100
+MAX_PODS_ASSUMED = 110
+DAEMONSET_CPU_M = 300
+DAEMONSET_MEMORY_MIB = 512
+
+
+def kube_reserved_cpu_m(vcpu: int) -> float:
+    steps = ((1, 60.0), (1, 10.0), (2, 5.0))
+    left, out = vcpu, 0.0
+    for cores, per in steps:
+        take = min(left, cores)
+        out += take * per
+        left -= take
+    return out + left * 2.5
+
+
+def allocatable(inst: InstanceType) -> tuple[float, float]:
+    """(millicores, MiB) a workload pod may request on an empty node of this type."""
+    cpu = inst.vcpu * 1000 - kube_reserved_cpu_m(inst.vcpu) - DAEMONSET_CPU_M
+    mem = (inst.memory_mib * (1 - VM_MEMORY_OVERHEAD) - (11 * MAX_PODS_ASSUMED + 255) - EVICTION_HARD_MIB
+           - DAEMONSET_MEMORY_MIB)
+    return cpu, mem
+
+
+def fitting_instance_types(chosen: InstanceType, tp: int, cpu: int, memory_gib: int,
+                           pool: Iterable[InstanceType]) -> list[str]:
+    """Instance types of the pool the same pod runs on unchanged: the same accelerator device (so the
+    same memory per rank, the same sizing and, on Neuron, the same compile target), enough devices
+    for its request, and its CPU and memory requests within the node's allocatable. Cheapest first;
+    Karpenter launches the cheapest one available, so the others are capacity fallbacks."""
+    devices = accelerator_devices(chosen, tp)
+    out = []
+    for inst in pool:
+        if inst.kind != chosen.kind or inst.device != chosen.device or inst.parallel_units < tp:
+            continue
+        if accelerator_devices(inst, tp) != devices or inst.devices < devices:
+            continue
+        cpu_m, mem_mib = allocatable(inst)
+        if cpu * 1000 <= cpu_m and memory_gib * 1024 <= mem_mib:
+            out.append(inst)
+    return [i.name for i in sorted(out, key=lambda i: (i.usd_per_hour, i.name))]
+
+
+# ---- the weights download Job ----------------------------------------------------------------
+# A conservative per-Job rate from the Hub to EFS, a fixed allowance for pod start and `pip install`,
+# and a 2x factor for retries. The Job's activeDeadlineSeconds; servers wait a little longer.
+HUB_DOWNLOAD_GIB_PER_S = 0.05
+DOWNLOAD_BASE_S = 600
+WEIGHTS_WAIT_MARGIN_S = 900  # the GPU node and the Job start at different times
+
+
+def checkpoint_gib(arch: ModelArch) -> float:
+    """Size of the checkpoint on the Hub (its own dtype or quantization, not a serving-time override)."""
+    return weight_bytes_total(arch, arch.quantization) / GIB
+
+
+def download_deadline_seconds(arch: ModelArch) -> int:
+    est = DOWNLOAD_BASE_S + 2 * checkpoint_gib(arch) / HUB_DOWNLOAD_GIB_PER_S
+    return int(math.ceil(est / 60) * 60)

@@ -10,8 +10,9 @@ from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
-from components.types import SYSTEM_TAINT, Route, ServerSpec
-from components.vllm import HOME, HUB_CACHE, WRITABLE, VllmServer, VllmServerArgs, ready_marker
+from components.types import SYSTEM_TAINT, InstanceType, Route, ServerSpec
+from components.vllm import (HOME, HUB_CACHE, NEURON_ARTIFACTS_DIR, NEURON_COMPILE_CACHE_DIR, VLLM_CACHE_DIR,
+                              VllmServer, VllmServerArgs, ready_marker)
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.config import ResolvedModel, StackIntent
@@ -45,6 +46,12 @@ def plan_table(intent: StackIntent) -> list[dict]:
     return model_rows(intent)
 
 
+def shutdown_timeout_seconds(m: ResolvedModel) -> int:
+    """How long vLLM drains in-flight requests after SIGTERM: as long as the gateway lets one run.
+    0 on Neuron: the Neuron image's vLLM 0.16 has no --shutdown-timeout (its parser rejects it)."""
+    return 0 if m.kind == "neuron" else m.request_timeout_seconds
+
+
 def vllm_args(m: ResolvedModel) -> list[str]:
     """The container args of one model server (the image's entrypoint is `vllm serve`)."""
     s = m.sizing
@@ -63,6 +70,8 @@ def vllm_args(m: ResolvedModel) -> list[str]:
             args += ["--quantization", m.quantization]
         if m.kv_cache_dtype != "auto":
             args += ["--kv-cache-dtype", m.kv_cache_dtype]
+    if shutdown_timeout_seconds(m):
+        args += ["--shutdown-timeout", str(shutdown_timeout_seconds(m))]
     if m.tool_parser:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", m.tool_parser]
     if m.reasoning_parser:
@@ -86,7 +95,8 @@ def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
     return str(cpu), f"{mem_gib}Gi", f"{shm_gib}Gi", devices
 
 
-def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int) -> ServerSpec:
+def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int,
+                pool_instances: tuple[InstanceType, ...] = ()) -> ServerSpec:
     from stacks import planner
 
     v = catalog.versions()
@@ -94,11 +104,13 @@ def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int) -> Server
     budget = planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
     env = [("USER", "vllm"), ("HOME", HOME), ("HF_HOME", f"{HOME}/.cache/huggingface"),
            ("HF_HUB_CACHE", HUB_CACHE), ("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"),
-           ("VLLM_CACHE_ROOT", f"{WRITABLE}/vllm-cache"),
+           ("VLLM_CACHE_ROOT", VLLM_CACHE_DIR),
            ("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(gateway_idle_s + KEEPALIVE_MARGIN_S)),
            ("VLLM_ENGINE_READY_TIMEOUT_S", str(budget))]
     if m.kind == "neuron":
-        env.append(("NEURON_COMPILED_ARTIFACTS", f"{WRITABLE}/neuron-compiled"))
+        # Compiled artifacts persist on EFS; the compiler's own cache is per-pod scratch (unverified
+        # which other paths the inf2/trn1 DLC writes: /var/tmp is writable for its defaults).
+        env += [("NEURON_COMPILED_ARTIFACTS", NEURON_ARTIFACTS_DIR), ("NEURON_COMPILE_CACHE_URL", NEURON_COMPILE_CACHE_DIR)]
     return ServerSpec(
         name=m.name, served_name=m.served_name, hf_id=m.hf_id, revision=m.revision, kind=m.kind,
         image=v.image("vllm-neuron" if m.kind == "neuron" else "vllm"), args=tuple(vllm_args(m)), env=tuple(env),
@@ -106,6 +118,10 @@ def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int) -> Server
         accelerator_count=devices, cpu=cpu, memory=mem, shm_size=shm, replicas=m.replicas_min,
         startup_budget_seconds=budget, scheduler_name=plat.neuron_scheduler if m.kind == "neuron" else None,
         max_model_len=m.sizing.max_model_len, request_timeout_seconds=m.request_timeout_seconds,
+        instance_types=tuple(planner.fitting_instance_types(m.sizing.instance, m.sizing.tensor_parallel, int(cpu),
+                                                            int(mem.removesuffix("Gi")), pool_instances)),
+        weights_wait_seconds=planner.download_deadline_seconds(m.arch) + planner.WEIGHTS_WAIT_MARGIN_S,
+        shutdown_timeout_seconds=shutdown_timeout_seconds(m),
     )
 
 
@@ -129,12 +145,17 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     ns_ready = tuple(ns.namespaces.values())
     keys = ServingKeys("keys", ServingKeysArgs(models_namespace=models_ns, database_password=db_enabled,
                                                webui_secret=cfg.ui.enabled, after=ns_ready), opts=kopts)
-    specs = {name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds) for name, m in intent.models.items()}
+    specs = {name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
+             for name, m in intent.models.items()}
     if specs:
+        from stacks import planner
         ModelCache("model-cache", ModelCacheArgs(
-            namespace=models_ns, storage_class=plat.storage.efs_storage_class, image=v.image("vllm"),
+            namespace=models_ns, storage_class=plat.storage.efs_storage_class, image=v.image("hf-downloader"),
+            cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
             items=tuple(CacheItem(name=s.name, hf_id=s.hf_id, revision=s.revision, gated=intent.models[n].arch.gated,
-                                  marker=ready_marker(s)) for n, s in specs.items()),
+                                  marker=ready_marker(s.hf_id, s.revision),
+                                  deadline_seconds=planner.download_deadline_seconds(intent.models[n].arch))
+                        for n, s in specs.items()),
             hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
             system_toleration=SYSTEM_TAINT, after=(*ns_ready, *plat.storage.ready)), opts=kopts)
     endpoints = {}

@@ -71,6 +71,7 @@ class _ImageRow(_Row):
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     vllmVersion: str | None = None
     litellmVersion: str | None = None
+    huggingfaceHubVersion: str | None = None  # installed at run time (the model-cache downloader)
     # What the image's process needs at run time (checked by the deploy-rules tier against every pod
     # that runs it): the user it runs as, the paths it writes, and where those facts come from.
     user: int | None = None
@@ -100,6 +101,7 @@ class Versions:
     vllm_neuron_version: str
     litellm_version: str
     postgres_engine_version: str
+    huggingface_hub_version: str = ""
 
     def chart(self, name: str) -> ChartPin:
         return self.charts[name]
@@ -156,6 +158,7 @@ def versions() -> Versions:
         vllm_neuron_version=v.images["vllm-neuron"].vllmVersion or "",
         litellm_version=v.images["litellm"].litellmVersion or "",
         postgres_engine_version=v.rds.postgresEngineVersion,
+        huggingface_hub_version=v.images["hf-downloader"].huggingfaceHubVersion or "",
     )
 
 

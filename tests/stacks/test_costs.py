@@ -25,7 +25,7 @@ def test_dev_stack_cost(plan_of):
     assert doc["max"] == pytest.approx(2.3264, abs=1e-4)
     it = items(doc)
     assert it["NAT gateways"]["count"] == 3 and it["system nodes"]["min"] == pytest.approx(0.4032)
-    assert it["accelerator nodes: qwen3-0-6b"]["note"] == "1-2x g6.xlarge"
+    assert it["accelerator nodes: qwen3-0-6b"]["note"] == "1-2x g6.xlarge (+7 capacity-fallback types, priced higher)"
 
 
 def test_seed002_stack_cost(plan_of):

@@ -44,8 +44,8 @@ def test_vllm_pod_details(stack_file, plan_of):
         req, lim = c["resources"]["requests"], c["resources"]["limits"]
         acc = "nvidia.com/gpu" if "nvidia.com/gpu" in lim else "aws.amazon.com/neuron"
         assert req["memory"] == lim["memory"] and req[acc] == lim[acc]
-        mounts = {m["name"]: m for m in c["volumeMounts"]}
-        assert mounts["model-cache"]["readOnly"] is True
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert mounts["/models"]["readOnly"] is True
         env = {e["name"]: e for e in c["env"]}
         assert env["HF_HUB_OFFLINE"]["value"] == "1" and "secretKeyRef" in env["VLLM_API_KEY"]["valueFrom"]
         assert int(env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]["value"]) > 60
