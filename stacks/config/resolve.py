@@ -76,6 +76,46 @@ class StackIntent:
 # ---- cross-checks ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Ask:
+    """One model's request as the sizing checks see it: its config, architecture, named instance (if any),
+    pool and the extraArgs flags in use, with the values derived from them."""
+
+    path: tuple
+    m: ModelConfig
+    arch: ModelArch
+    inst: Optional[InstanceType]
+    pool: ResolvedPool
+    used: tuple[vllm_flags.Used, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.pool.spec.accelerator
+
+    @property
+    def max_len(self) -> int:
+        return self.m.maxModelLen or min(self.arch.max_positions, DEFAULT_MAX_MODEL_LEN)
+
+    @property
+    def seqs(self) -> int:
+        return self.m.maxNumSeqs or DEFAULT_MAX_NUM_SEQS
+
+    @property
+    def quant(self) -> Optional[str]:
+        return self.m.quantization if self.m.quantization is not None else self.arch.quantization
+
+    @property
+    def revision(self) -> Optional[str]:
+        return self.m.revision or self.arch.revision
+
+    @property
+    def kw(self) -> dict:
+        """The planner's sizing options."""
+        m = self.m
+        return dict(batched_tokens=m.maxNumBatchedTokens, utilization=m.gpuMemoryUtilization,
+                    kv_cache_dtype=m.kvCacheDtype, quantization=self.quant)
+
+
 def resolve_config(cfg: StackConfig, *, stack: str, region: str) -> StackIntent:
     """The cross-checks over a schema-valid config; ConfigError with every problem found."""
     return _Resolver(cfg, stack, region).run()
@@ -274,111 +314,175 @@ class _Resolver:
         return used
 
     def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> Optional[ResolvedModel]:
-        path = ("models", name)
+        """Field checks, architecture, instance and pool first (every problem reported), then sizing."""
         n0 = len(self.problems)
+        self._check_fields(name, m)
+        arch = self._arch(name, m)
+        inst = self._instance(name, m)
+        kind = self._kind(name, m, inst)
+        pool = self._pool_for(name, m, kind, pools)
+        used = self._extra_args(name, m, pool.spec.accelerator if pool else (kind or "nvidia"))
+        if arch is None or pool is None or len(self.problems) > n0:
+            return None
+        ask = _Ask(("models", name), m, arch, inst, pool, tuple(used))
+        sizing = self._size(ask)
+        if sizing is None:
+            return None
+        return self._resolved(name, ask, sizing)
+
+    def _check_fields(self, name: str, m: ModelConfig) -> None:
+        """Checks of the model's own fields that need no catalog: its name, replicas, remote code."""
+        path = ("models", name)
         self._model_name(name)
-        served = m.servedName or name
         if m.replicas.min > m.replicas.max:
             self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
         if m.trustRemoteCode and not (m.revision and REVISION_SHA.match(m.revision)):
             self.err(path + ("trustRemoteCode",), "remote code runs in the server, so it must be pinned",
                      "set revision: to the 40-hex commit sha you reviewed")
-        arch = self._arch(name, m)
-        inst: Optional[InstanceType] = None
-        if m.instanceType is not None:
-            inst = self.instances.get(m.instanceType)
-            if inst is None:
-                close = difflib.get_close_matches(m.instanceType, list(self.instances), n=1)
-                hint = f"did you mean {close[0]}?" if close else "see stacks/catalog/instances.yaml"
-                self.err(path + ("instanceType",), f"unknown instance type {m.instanceType!r}", hint)
-        kind = m.accelerator or (inst.kind if inst else None)
+
+    def _instance(self, name: str, m: ModelConfig) -> Optional[InstanceType]:
+        """The catalog instance the model names, if any."""
+        if m.instanceType is None:
+            return None
+        inst = self.instances.get(m.instanceType)
+        if inst is None:
+            close = difflib.get_close_matches(m.instanceType, list(self.instances), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see stacks/catalog/instances.yaml"
+            self.err(("models", name, "instanceType"), f"unknown instance type {m.instanceType!r}", hint)
+        return inst
+
+    def _kind(self, name: str, m: ModelConfig, inst: Optional[InstanceType]) -> Optional[str]:
+        """The accelerator kind asked for, by `accelerator:` or by the instance type."""
         if inst is not None and m.accelerator is not None and inst.kind != m.accelerator:
-            self.err(path + ("instanceType",), f"{inst.name} is a {inst.kind} instance but accelerator is {m.accelerator}",
-                     f"pick a {m.accelerator} instance type or change accelerator")
-        pool = self._pool_for(name, m, kind, pools)
-        used = self._extra_args(name, m, pool.spec.accelerator if pool else (kind or "nvidia"))
-        if arch is None or pool is None or len(self.problems) > n0:
+            self.err(("models", name, "instanceType"), f"{inst.name} is a {inst.kind} instance but accelerator is "
+                     f"{m.accelerator}", f"pick a {m.accelerator} instance type or change accelerator")
+        return m.accelerator or (inst.kind if inst else None)
+
+    def _size(self, a: _Ask) -> Optional[planner.Sizing]:
+        """The instance and TP the model runs on, or None after reporting why it cannot run."""
+        self._gated(a)
+        if not (self._in_pool(a) and self._context_ok(a) and self._engine_ok(a) and self._tp_ok(a)):
             return None
-        kind = pool.spec.accelerator
-        if arch.gated and self.cfg.hfToken is None:
-            self.err(path + ("preset" if m.preset else "hfId",), f"{arch.hf_id} is gated on Hugging Face and no token is configured",
-                     f"accept its licence on the Hub, then `pulumi config set --secret {PROJECT}:hfToken hf_…`")
-        if inst is not None and inst.family not in pool.spec.families:
-            self.err(path + ("instanceType",), f"{inst.name} is not allowed by pool {pool.name!r} (families {', '.join(pool.spec.families)})",
-                     f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type")
-            return None
-        max_len = m.maxModelLen or min(arch.max_positions, DEFAULT_MAX_MODEL_LEN)
-        if max_len > arch.max_positions:
-            self.err(path + ("maxModelLen",), f"{max_len} exceeds the model's {arch.max_positions} positions",
-                     f"set maxModelLen ≤ {arch.max_positions}")
-            return None
-        seqs = m.maxNumSeqs or DEFAULT_MAX_NUM_SEQS
-        quant = m.quantization if m.quantization is not None else arch.quantization
-        kw = dict(batched_tokens=m.maxNumBatchedTokens, utilization=m.gpuMemoryUtilization,
-                  kv_cache_dtype=m.kvCacheDtype, quantization=quant)
-        if kind == "neuron" and (m.kvCacheDtype != "auto" or quant):
-            what = ("quantization / kvCacheDtype are GPU settings here" if m.kvCacheDtype != "auto" or m.quantization
-                    else f"{arch.hf_id} is a {quant} checkpoint; the Neuron image serves bf16/fp16 checkpoints")
-            self.err(path, what, "remove them for Neuron models" if m.kvCacheDtype != "auto" or m.quantization
-                     else "use the bf16 preset of this model on Neuron, or an nvidia pool")
-            return None
-        if not self._quantization_ok(path, arch, m.quantization):
-            return None
-        if inst is not None and m.tensorParallel is not None:
-            why = planner.tp_problem(arch, inst, m.tensorParallel)
-            if why:
-                self.err(path + ("tensorParallel",), why, f"use one of {planner.valid_tps(arch, inst)}")
-                return None
-        candidates = [inst] if inst is not None else list(pool.instances)
-        if m.tensorParallel is not None and inst is None and not any(
-                planner.tp_problem(arch, c, m.tensorParallel) is None for c in candidates):
-            self.err(path + ("tensorParallel",), f"no instance in pool {pool.name!r} can run TP {m.tensorParallel} "
-                     f"({arch.heads} heads)", "choose a TP that divides the heads and fits an instance")
-            return None
-        sizing = planner.choose(arch, candidates, max_len, seqs, tp=m.tensorParallel, **kw)
+        candidates = [a.inst] if a.inst is not None else list(a.pool.instances)
+        sizing = planner.choose(a.arch, candidates, a.max_len, a.seqs, tp=a.m.tensorParallel, **a.kw)
         if sizing is None:
-            ctx, where = planner.best_context(arch, candidates, seqs, **kw)
-            where_all = planner.choose(arch, list(pool.instances), max_len, seqs, **kw)
-            fix = []
-            if ctx:
-                fix.append(f"maxModelLen: {ctx} fits on {where}")
-            if where_all is not None and inst is not None:
-                fix.append(f"instanceType: {where_all.instance.name} (TP {where_all.tensor_parallel}) fits {max_len} tokens")
-            if not fix:
-                fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
-            target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
-            if inst is not None:
-                tps = [m.tensorParallel] if m.tensorParallel else planner.valid_tps(arch, inst)
-                s0 = planner.size(arch, inst, max(tps), max_len, seqs, **kw)
-                if not s0.host_memory_ok:
-                    fix.insert(0, f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
-                                  f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB")
-            self.err(path + target, f"{arch.hf_id} does not fit ({max_len}-token context, "
-                     f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
-                     f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))
+            self._explain_no_fit(a, candidates)
             return None
-        if not self._batching_ok(path, m, sizing, kind, used):
+        if not self._batching_ok(a.path, a.m, sizing, a.kind, list(a.used)):
             return None
+        return sizing
+
+    def _gated(self, a: _Ask) -> None:
+        if a.arch.gated and self.cfg.hfToken is None:
+            self.err(a.path + ("preset" if a.m.preset else "hfId",),
+                     f"{a.arch.hf_id} is gated on Hugging Face and no token is configured",
+                     f"accept its licence on the Hub, then `pulumi config set --secret {PROJECT}:hfToken hf_…`")
+
+    def _in_pool(self, a: _Ask) -> bool:
+        inst, pool = a.inst, a.pool
+        if inst is not None and inst.family not in pool.spec.families:
+            self.err(a.path + ("instanceType",), f"{inst.name} is not allowed by pool {pool.name!r} (families "
+                     f"{', '.join(pool.spec.families)})",
+                     f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type")
+            return False
+        return True
+
+    def _context_ok(self, a: _Ask) -> bool:
+        if a.max_len > a.arch.max_positions:
+            self.err(a.path + ("maxModelLen",), f"{a.max_len} exceeds the model's {a.arch.max_positions} positions",
+                     f"set maxModelLen ≤ {a.arch.max_positions}")
+            return False
+        return True
+
+    def _engine_ok(self, a: _Ask) -> bool:
+        """Neuron serves bf16/fp16 checkpoints with an auto KV cache; GPU quantization must be servable."""
+        m, quant = a.m, a.quant
+        if a.kind == "neuron" and (m.kvCacheDtype != "auto" or quant):
+            settings = m.kvCacheDtype != "auto" or m.quantization
+            what = ("quantization / kvCacheDtype are GPU settings here" if settings
+                    else f"{a.arch.hf_id} is a {quant} checkpoint; the Neuron image serves bf16/fp16 checkpoints")
+            self.err(a.path, what, "remove them for Neuron models" if settings
+                     else "use the bf16 preset of this model on Neuron, or an nvidia pool")
+            return False
+        return self._quantization_ok(a.path, a.arch, m.quantization)
+
+    def _tp_ok(self, a: _Ask) -> bool:
+        """An asked tensorParallel divides the heads and fits the instance (or some instance of the pool)."""
+        tp, arch = a.m.tensorParallel, a.arch
+        if tp is None:
+            return True
+        if a.inst is not None:
+            why = planner.tp_problem(arch, a.inst, tp)
+            if why:
+                self.err(a.path + ("tensorParallel",), why, f"use one of {planner.valid_tps(arch, a.inst)}")
+                return False
+            return True
+        if not any(planner.tp_problem(arch, c, tp) is None for c in a.pool.instances):
+            self.err(a.path + ("tensorParallel",), f"no instance in pool {a.pool.name!r} can run TP {tp} "
+                     f"({arch.heads} heads)", "choose a TP that divides the heads and fits an instance")
+            return False
+        return True
+
+    def _explain_no_fit(self, a: _Ask, candidates: list[InstanceType]) -> None:
+        """One problem line: what does not fit where, and every way out the planner finds."""
+        m, arch, inst, pool = a.m, a.arch, a.inst, a.pool
+        ctx, where = planner.best_context(arch, candidates, a.seqs, **a.kw)
+        where_all = planner.choose(arch, list(pool.instances), a.max_len, a.seqs, **a.kw)
+        fix = []
+        if ctx:
+            fix.append(f"maxModelLen: {ctx} fits on {where}")
+        if where_all is not None and inst is not None:
+            fix.append(f"instanceType: {where_all.instance.name} (TP {where_all.tensor_parallel}) fits {a.max_len} tokens")
+        if not fix:
+            fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
+        target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
+        if inst is not None:
+            host = self._host_memory_shortfall(a, inst)
+            if host:
+                fix.insert(0, host)
+        self.err(a.path + target, f"{arch.hf_id} does not fit ({a.max_len}-token context, "
+                 f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
+                 f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))
+
+    def _host_memory_shortfall(self, a: _Ask, inst: InstanceType) -> Optional[str]:
+        tps = [a.m.tensorParallel] if a.m.tensorParallel else planner.valid_tps(a.arch, inst)
+        s0 = planner.size(a.arch, inst, max(tps), a.max_len, a.seqs, **a.kw)
+        if s0.host_memory_ok:
+            return None
+        return (f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
+                f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB")
+
+    def _warnings(self, a: _Ask, sizing: planner.Sizing) -> list[str]:
+        """What runs but not as asked: a concurrency shortfall, an unpinned revision."""
         warnings = []
         if not sizing.meets_concurrency:
-            hints = planner.fix_hints(arch, sizing, list(pool.instances), **kw)
+            hints = planner.fix_hints(a.arch, sizing, list(a.pool.instances), **a.kw)
             warnings.append(
-                f"max concurrency {sizing.max_concurrency:.1f} < maxNumSeqs {seqs} "
+                f"max concurrency {sizing.max_concurrency:.1f} < maxNumSeqs {a.seqs} "
                 f"(KV budget {sizing.kv_gib_per_device:.2f} GiB/device); fix: " + "; or ".join(hints))
-        revision = m.revision or arch.revision
-        if revision is None:
+        if a.revision is None:
             warnings.append("revision not pinned: set revision: <commit sha> so every replica loads the same weights")
+        return warnings
+
+    def _parsers(self, a: _Ask) -> tuple[Optional[str], Optional[str]]:
+        """(tool parser, reasoning parser): on by default when the catalog knows one, refused when it does not."""
+        m, arch = a.m, a.arch
         tools = m.tools if m.tools is not None else arch.tool_parser is not None
         reasoning = m.reasoning if m.reasoning is not None else arch.reasoning_parser is not None
         if tools and arch.tool_parser is None:
-            self.err(path + ("tools",), f"no tool parser is known for {arch.hf_id}", "set tools: false")
+            self.err(a.path + ("tools",), f"no tool parser is known for {arch.hf_id}", "set tools: false")
         if reasoning and arch.reasoning_parser is None:
-            self.err(path + ("reasoning",), f"no reasoning parser is known for {arch.hf_id}", "set reasoning: false")
+            self.err(a.path + ("reasoning",), f"no reasoning parser is known for {arch.hf_id}", "set reasoning: false")
+        return (arch.tool_parser if tools else None), (arch.reasoning_parser if reasoning else None)
+
+    def _resolved(self, name: str, a: _Ask, sizing: planner.Sizing) -> ResolvedModel:
+        m, arch = a.m, a.arch
+        warnings = self._warnings(a, sizing)
+        tool_parser, reasoning_parser = self._parsers(a)
         return ResolvedModel(
-            name=name, served_name=served, hf_id=m.hfId or arch.hf_id, revision=revision, arch=arch,
-            kind=kind, pool=pool.name, sizing=sizing, quantization=quant, kv_cache_dtype=m.kvCacheDtype,
-            tool_parser=arch.tool_parser if tools else None,
-            reasoning_parser=arch.reasoning_parser if reasoning else None,
+            name=name, served_name=m.servedName or name, hf_id=m.hfId or arch.hf_id, revision=a.revision, arch=arch,
+            kind=a.kind, pool=a.pool.name, sizing=sizing, quantization=a.quant, kv_cache_dtype=m.kvCacheDtype,
+            tool_parser=tool_parser, reasoning_parser=reasoning_parser,
             replicas_min=m.replicas.min, replicas_max=m.replicas.max, extra_args=tuple(m.extraArgs),
             request_timeout_seconds=m.requestTimeoutSeconds, warnings=tuple(warnings),
             trust_remote_code=m.trustRemoteCode,
