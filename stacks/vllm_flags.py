@@ -57,6 +57,7 @@ MANAGED = {
     "--kv-cache-dtype": "kvCacheDtype", "--revision": "revision",
     "--tool-call-parser": "tools", "--enable-auto-tool-choice": "tools", "--reasoning-parser": "reasoning",
     "--trust-remote-code": "trustRemoteCode",
+    "--shutdown-timeout": "requestTimeoutSeconds (the pod's terminationGracePeriodSeconds is derived from it)",
     "--api-key": "the platform's API key Secret", "--port": "the Service port", "--host": "the Service",
     "--uds": "the Service port", "--root-path": "the probe paths", "--grpc": "the HTTP Service",
     "--grpc-port": "the HTTP Service",
