@@ -6,7 +6,7 @@ from components.litellm import render_litellm_config
 from components.model_cache import CacheItem, render_job_spec
 from components.nodepool import KarpenterNodePool, NodePoolArgs, render_node_pool
 from components.types import CrdsHandle, PoolSpec, Route, ServerSpec
-from components.vllm import VllmServer, VllmServerArgs, ready_marker, render_pod_spec
+from components.vllm import VllmServer, VllmServerArgs, probe_budget, ready_marker, render_pod_spec
 from stacks import harness
 
 SPEC = ServerSpec(name="m1", served_name="m1-served", hf_id="org/m1", revision="abc", kind="nvidia",
@@ -34,7 +34,13 @@ def test_cache_job_writes_the_marker_the_server_waits_for():
 def test_server_pod_startup_budget_and_spread():
     pod = render_pod_spec(SPEC, cache_claim="model-cache", api_key_secret="k", service_account="m1")
     c = pod["containers"][0]
-    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] == 600
+    assert (c["startupProbe"]["failureThreshold"], c["startupProbe"]["periodSeconds"]) == (60, 10)
+    # a budget that is not a multiple of the period rounds up, never down: 601 s -> 61 x 10 s
+    import dataclasses
+    odd = render_pod_spec(dataclasses.replace(SPEC, startup_budget_seconds=601), cache_claim="model-cache",
+                          api_key_secret="k", service_account="m1")
+    assert odd["containers"][0]["startupProbe"]["failureThreshold"] == 61
+    assert probe_budget(1) == 1 and probe_budget(0) == 1 and probe_budget(10) == 1 and probe_budget(11) == 2
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert pod["nodeSelector"]["node.kubernetes.io/instance-type"] == "g6.xlarge"
 
