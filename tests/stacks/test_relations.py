@@ -86,6 +86,10 @@ EXCEPTIONS = {
     # TEMPORARY (deploy review D3): the vLLM pod mounts the model-cache claim through two volumes
     # (model-cache and writable); the serving work uses one volume with two mounts. Remove after merge.
     ("volumes", "Deployment/*", "claim model-cache in 2 volumes*"): "D3: one PVC behind two volumes",
+    # OPEN (security review A21 / gap 14): the cache Jobs and Open WebUI run as the namespace's
+    # `default` ServiceAccount. Remove when they get their own.
+    ("security", "Job/*/cache-*", "serviceAccountName default: *"): "A21: cache Job on the default SA",
+    ("security", "Deployment/*/open-webui", "serviceAccountName default: *"): "A21: Open WebUI on the default SA",
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC (security review gap 1 notes it).
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"):
@@ -175,13 +179,15 @@ def run_check(name: str, s: Stack) -> list[R.Problem]:
                                gated_jobs=s.gated_jobs())
     if name == "security":
         return R.check_security(r)
+    if name == "quotas":
+        return R.check_quotas(r)
     if name == "storage":
         return R.check_storage_identity(r, s.platform.kind("StorageClass"))
     raise KeyError(name)
 
 
 CHECKS = ("selectors", "load-balancers", "probes", "call-paths", "policy-ports", "placement", "node-classes",
-          "urls", "secrets", "security", "storage")
+          "urls", "secrets", "security", "quotas", "storage")
 
 
 def unexcused(problems):
@@ -407,6 +413,18 @@ def test_control_writable_root_and_privilege(plan_of):
     out = whats(run_check("security", s))
     assert "qwen3-0-6b/vllm: readOnlyRootFilesystem" in out
     assert "qwen3-0-6b/wait-for-weights: allowPrivilegeEscalation" in out and "hostPath volume h" in out
+
+
+def test_control_team_quota_below_the_models_need(plan_of):
+    s = mutated(TEAM, plan_of)
+    obj(s.r, "ResourceQuota", "accelerators")["spec"]["hard"]["requests.nvidia.com/gpu"] = "0"
+    assert "requests.nvidia.com/gpu: workloads request 1 > 0" in whats(run_check("quotas", s))
+
+
+def test_control_default_service_account(plan_of):
+    s = mutated(DEV, plan_of)
+    del pod(s.r, "Deployment", "qwen3-0-6b")["serviceAccountName"]
+    assert "Deployment/models/qwen3-0-6b: serviceAccountName default" in whats(run_check("security", s))
 
 
 def test_control_efs_access_point_uid(plan_of):

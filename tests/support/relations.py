@@ -13,6 +13,9 @@ consumers of a URL resolve one object against another:
 * taints and tolerations (key, operator Exists/Equal, value, effect; NoSchedule and NoExecute block),
 * Service selector -> pods, targetPort (number or name) -> containerPort,
 * in-cluster DNS names `<svc>.<ns>.svc.cluster.local` -> Service -> port.
+
+Pods get addresses inside the VPC CIDR when policies are evaluated: with the VPC CNI on EKS, pod IPs
+are VPC addresses, so an ipBlock of the VPC CIDR matches them as well as load balancers and nodes.
 """
 from __future__ import annotations
 
@@ -882,13 +885,18 @@ def check_secrets(r: Rendered, *, material: dict[tuple[str, str], str], allowed:
 
 def check_security(r: Rendered) -> list[Problem]:
     """Pod Security "restricted" plus the read-only root filesystem, for every container; each pod
-    mounts what it declares and reads each claim through one volume."""
+    runs as its own ServiceAccount (one the stack creates), mounts what it declares and reads each
+    claim through one volume."""
     out = []
+    accounts = {(namespace_of(a), name_of(a)) for a in r.kind("ServiceAccount")}
     for w in workloads(r):
         pod = w.pod
         psc = pod.get("securityContext") or {}
         if pod.get("automountServiceAccountToken") is not False:
             out.append(Problem("security", f"{w.id}", "automountServiceAccountToken is not false"))
+        sa = pod.get("serviceAccountName") or "default"
+        if (w.namespace, sa) not in accounts:
+            out.append(Problem("security", w.id, f"serviceAccountName {sa}: not a ServiceAccount of the stack"))
         for k in ("hostNetwork", "hostPID", "hostIPC"):
             if pod.get(k):
                 out.append(Problem("security", w.id, f"{k} is set"))
@@ -927,6 +935,41 @@ def check_security(r: Rendered) -> list[Problem]:
             for m in c.get("volumeMounts") or []:
                 if m["name"] not in vols:
                     out.append(Problem("volumes", subject, f"mounts undeclared volume {m['name']}"))
+    return out
+
+
+# ---- quotas -------------------------------------------------------------------------------------------------
+
+
+def _quantity(v: Any) -> float:
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    v = str(v)
+    for u, f in units.items():
+        if v.endswith(u):
+            return float(v[: -len(u)]) * f
+    return float(v)
+
+
+def check_quotas(r: Rendered) -> list[Problem]:
+    """What the workloads of a namespace request at their deployed replica counts fits its
+    ResourceQuota (`requests.<resource>`; a Job counts one pod)."""
+    out = []
+    for q in r.kind("ResourceQuota"):
+        ns = namespace_of(q)
+        for key, hard in (((q.get("spec") or {}).get("hard")) or {}).items():
+            if not key.startswith("requests."):
+                continue
+            res = key.removeprefix("requests.")
+            used = 0.0
+            for w in workloads(r):
+                if w.namespace != ns:
+                    continue
+                reps = 1 if w.kind in ("Job", "Pod") else (w.owner.get("spec") or {}).get("replicas", 1)
+                per_pod = sum(_quantity(((c.get("resources") or {}).get("requests") or (c.get("resources") or {})
+                                         .get("limits") or {}).get(res, 0)) for c in w.containers(init=False))
+                used += reps * per_pod
+            if used > _quantity(hard):
+                out.append(Problem("quotas", f"ResourceQuota/{ns}/{name_of(q)}", f"{key}: workloads request {used:g} > {hard}"))
     return out
 
 
