@@ -169,7 +169,9 @@ def run_check(name: str, s: Stack) -> list[R.Problem]:
         return R.check_policy_ports(r)
     if name == "placement":
         caps = R.capacities(s.platform)
-        return R.check_placement(R.workload_placements(r) + R.helm_placements(r, HELM_PODS), caps)
+        unknown = [R.Problem("placement", f"helm/{rel}", "no HELM_PODS entry: say where its pods run")
+                   for rel in r.helm if rel not in HELM_PODS and rel != "karpenter-crd"]  # CRDs only, no pods
+        return unknown + R.check_placement(R.workload_placements(r) + R.helm_placements(r, HELM_PODS), caps)
     if name == "node-classes":
         return R.check_node_classes(r)
     if name == "urls":
