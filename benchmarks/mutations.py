@@ -50,7 +50,7 @@ def run_suite(repo: Path, timeout: float) -> tuple[str, float, str]:
     env.pop("E2E_REQUIRED", None)
     t = time.perf_counter()
     try:
-        r = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
+        r = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-rfE", "-p", "no:randomly", "-p", "no:cacheprovider",
                             *SUITE], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - t, ""
