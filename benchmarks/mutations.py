@@ -50,8 +50,9 @@ def run_suite(repo: Path, timeout: float) -> tuple[str, float, str]:
     env.pop("E2E_REQUIRED", None)
     t = time.perf_counter()
     try:
-        r = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-rfE", "-p", "no:randomly", "-p", "no:cacheprovider",
-                            *SUITE], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-rfE", "-p", "no:randomly",
+                            "-p", "no:cacheprovider", *SUITE], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=timeout)
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - t, ""
     first = next((line.split(" ", 1)[1].split(" - ")[0] for line in r.stdout.splitlines()

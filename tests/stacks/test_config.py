@@ -108,7 +108,8 @@ OK_RESOLVED = {
                                         "gpu", "g6e.12xlarge", 2, 262_144)},
     "gateway-database.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
     "minimal.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
-    "neuron-and-gpu.ok.yaml": {"llama": ("meta-llama/Llama-3.1-8B-Instruct", None, "neuron", "neuron", "trn1.2xlarge", 2, 65_536),
+    "neuron-and-gpu.ok.yaml": {"llama": ("meta-llama/Llama-3.1-8B-Instruct", None, "neuron", "neuron", "trn1.2xlarge",
+                                         2, 65_536),
                                "qwen": ("Qwen/Qwen3-8B", None, "nvidia", "gpu", "g6e.xlarge", 1, 147_456)},
 }
 OK_POOLS = {"full-spec.ok.yaml": {"gpu": "nvidia"}, "gateway-database.ok.yaml": {"gpu": "nvidia"},

@@ -18,8 +18,8 @@ PODS = {"Pulumi.dev.yaml": 3, "Pulumi.minimal.yaml": 3, "Pulumi.seed000-inf2-lla
 # startupProbe failureThreshold x 10 s = the planner's budget (hand values in test_planner.py):
 # qwen3-0.6b 420 s, Neuron llama-3.1-8b 2520 s, Neuron qwen3-8b 2580 s, Neuron mistral-7b 2340 s,
 # qwen3-14b 600 s, mistral-7b (GPU) 480 s, llama-2-70b 1440 s, qwen2.5-7b 480 s.
-STARTUP_THRESHOLD = {"qwen3-0-6b": 42, "llama-3-1-8b": 252, "qwen3-8b": 258, "mistral-7b": {"neuron": 234, "nvidia": 48},
-                     "qwen3-14b": 60, "llama-2-70b": 144, "qwen2-5-7b": 48}
+STARTUP_THRESHOLD = {"qwen3-0-6b": 42, "llama-3-1-8b": 252, "qwen3-8b": 258,
+                     "mistral-7b": {"neuron": 234, "nvidia": 48}, "qwen3-14b": 60, "llama-2-70b": 144, "qwen2-5-7b": 48}
 # Gateway idle pool time (gateway.idleConnectionSeconds, default 60, no stack overrides it) + 15 s.
 KEEP_ALIVE = "75"
 

@@ -230,7 +230,8 @@ def mutated(path, plan_of) -> Stack:
 
 
 def obj(r: R.Rendered, kind: str, name: str, ns: str | None = None) -> dict:
-    hits = [o for o in r.objects if o["kind"] == kind and R.name_of(o) == name and (ns is None or R.namespace_of(o) == ns)]
+    hits = [o for o in r.objects
+            if o["kind"] == kind and R.name_of(o) == name and (ns is None or R.namespace_of(o) == ns)]
     assert len(hits) == 1, (kind, name, ns)
     return hits[0]
 
@@ -260,7 +261,8 @@ def test_control_service_target_port_and_pdb_selector(plan_of):
 
 def test_control_internet_facing_gateway(plan_of):
     s = mutated(DEV, plan_of)
-    del obj(s.r, "Service", "litellm")["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"]
+    annotations = obj(s.r, "Service", "litellm")["metadata"]["annotations"]
+    del annotations["service.beta.kubernetes.io/aws-load-balancer-internal"]
     assert "internal=False, the stack asks internal=True" in whats(run_check("load-balancers", s))
 
 
@@ -375,7 +377,8 @@ def test_control_route_reaches_a_server_with_another_name(plan_of):
 def test_control_ui_base_url_and_config_path(plan_of):
     s = mutated(SEED000, plan_of)
     env = pod(s.r, "Deployment", "open-webui")["containers"][0]["env"]
-    next(e for e in env if e["name"] == "OPENAI_API_BASE_URL")["value"] = "http://litellm.gateway.svc.cluster.local:4001/v1"
+    base = next(e for e in env if e["name"] == "OPENAI_API_BASE_URL")
+    base["value"] = "http://litellm.gateway.svc.cluster.local:4001/v1"
     args = pod(s.r, "Deployment", "litellm")["containers"][0]["args"]
     args[args.index("--config") + 1] = "/etc/litellm/litellm.yaml"
     out = whats(run_check("urls", s))
@@ -386,7 +389,8 @@ def test_control_ui_base_url_and_config_path(plan_of):
 def test_control_hf_token_in_a_non_gated_job_and_keys_in_the_wrong_pod(plan_of):
     s = mutated(SEED000, plan_of)
     job = pod(s.r, "Job", "cache-qwen3-8b")
-    job["containers"][0]["env"].append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}})
+    token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    job["containers"][0]["env"].append(token)
     vllm = pod(s.r, "Deployment", "llama-3-1-8b")["containers"][0]
     vllm["env"] = [e for e in vllm["env"] if e["name"] != "VLLM_API_KEY"]
     vllm["env"].append({"name": "X", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}})
@@ -491,7 +495,8 @@ def test_peers_namespace_and_pod_selectors():
         "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["x"]}]}}]}]})
     assert ev(by_label).admitted(A, B, 8000)
     assert not ev(by_label, ns_labels={"ns1": {"team": "y"}}).admitted(A, B, 8000)
-    any_ns = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    any_ns = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"namespaceSelector": {}}]}]})
     assert ev(any_ns).admitted(A, B, 8000) and not ev(any_ns).admitted(OUT, B, 8000)
 
 
@@ -500,12 +505,15 @@ def test_ip_blocks_ports_and_union():
         "cidr": "10.0.0.0/16", "except": ["10.0.0.0/31"]}}]}]})
     assert not ev(blk).admitted(A, B, 8000)  # 10.0.0.1 is excepted
     assert ev(blk).admitted(R.Endpoint("c", None, {}, "10.0.9.9"), B, 8000)
-    named = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]})
+    named = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
+                     "ingress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]})
     assert ev(named).admitted(A, B, 53, "UDP") and not ev(named).admitted(A, B, 53, "TCP")
     assert not ev(named).admitted(A, B, 8000)
-    rng = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 7000, "endPort": 8000}]}]})
+    rng = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
+                   "ingress": [{"ports": [{"port": 7000, "endPort": 8000}]}]})
     assert ev(rng).admitted(A, B, 8000) and not ev(rng).admitted(A, B, 53, "UDP")
-    only53 = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})
+    only53 = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
+                      "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})
     only8000 = ("ns2", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"],
                         "ingress": [{"ports": [{"port": 8000}]}]})
     assert ev(only53, only8000).admitted(A, B, 8000) and ev(only53, only8000).admitted(A, B, 53, "UDP")

@@ -197,7 +197,8 @@ def test_stack_outputs(plan_of):
     assert [r["name"] for r in o["plan"]] == list(intent.models)
     kc = json.loads(o["kubeconfig"])
     assert kc["kind"] == "Config" and kc["clusters"][0]["cluster"]["server"].startswith("https://")
-    assert kc["users"][0]["user"]["exec"]["args"] == ["eks", "get-token", "--cluster-name", "llm-seed000-inf2-llama-qwen-webui"]
+    assert kc["users"][0]["user"]["exec"]["args"] == ["eks", "get-token", "--cluster-name",
+                                                      "llm-seed000-inf2-llama-qwen-webui"]
     assert o["platform"]["clusterName"] == "llm-seed000-inf2-llama-qwen-webui"
     assert o["platform"]["pools"] == {"inferentia": "neuron"} and o["platform"]["neuronScheduler"] == "neuron-scheduler"
 
@@ -316,7 +317,8 @@ DEV_EDGES = {
     "karpenter-controller": {"karpenter-crd", "system-ng", "karpenter-iam-node-access", "karpenter-iam-pod-identity",
                              "addons-eks-pod-identity-agent", "karpenter-iam-NodeLifecycle",
                              "karpenter-iam-IAMIntegration", "karpenter-iam-EKSIntegration",
-                             "karpenter-iam-Interruption", "karpenter-iam-ZonalShift", "karpenter-iam-ResourceDiscovery"},
+                             "karpenter-iam-Interruption", "karpenter-iam-ZonalShift",
+                             "karpenter-iam-ResourceDiscovery"},
     "nodeclass-nvidia-nodeclass": {"karpenter-controller", "karpenter-iam-node-profile"},
     "pool-gpu-nodepool": {"karpenter-controller", "nodeclass-nvidia-nodeclass"},
     "storage-gp3": {"addons-aws-ebs-csi-driver"},

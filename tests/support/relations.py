@@ -465,9 +465,11 @@ def scrape_targets(r: Rendered) -> list[tuple[Workload, int, str]]:
         names = (spec.get("namespaceSelector") or {}).get("matchNames") or [namespace_of(sm)]
         any_ns = (spec.get("namespaceSelector") or {}).get("any", False)
         for svc in r.kind("Service"):
-            if not (any_ns or namespace_of(svc) in names) or not selects(spec.get("selector"), (svc.get("metadata") or {}).get("labels") or {}):
+            svc_labels = (svc.get("metadata") or {}).get("labels") or {}
+            if not (any_ns or namespace_of(svc) in names) or not selects(spec.get("selector"), svc_labels):
                 continue
-            pods = [w for w in ws if w.namespace == namespace_of(svc) and map_selects((svc.get("spec") or {}).get("selector"), w.labels)]
+            pods = [w for w in ws if w.namespace == namespace_of(svc)
+                    and map_selects((svc.get("spec") or {}).get("selector"), w.labels)]
             for ep in spec.get("endpoints") or []:
                 for sp in (svc.get("spec") or {}).get("ports") or []:
                     if ep.get("port") not in (None, sp.get("name")) and ep.get("targetPort") is None:
@@ -507,8 +509,8 @@ def capacities(r: Rendered) -> list[Capacity]:
     out = []
     for ng in r.aws("aws:eks/nodeGroup:NodeGroup"):
         labels = dict(ng.get("labels") or {})
-        taints = tuple({"key": t["key"], "value": t.get("value"), "effect": EKS_TAINT_EFFECT.get(t["effect"], t["effect"])}
-                       for t in ng.get("taints") or [])
+        taints = tuple({"key": t["key"], "value": t.get("value"),
+                        "effect": EKS_TAINT_EFFECT.get(t["effect"], t["effect"])} for t in ng.get("taints") or [])
         types = set(ng.get("instanceTypes") or [])
         arch = "arm64" if "ARM" in (ng.get("amiType") or "") else "amd64"
 
@@ -668,8 +670,10 @@ def check_node_classes(r: Rendered) -> list[Problem]:
     for name, c in classes.items():
         spec = c.get("spec") or {}
         for term in spec.get("subnetSelectorTerms") or []:
-            hit = [s for s in subnets if all((s.get("tags") or {}).get(k) == v for k, v in (term.get("tags") or {}).items())]
-            public = [s for s in hit if "kubernetes.io/role/elb" in (s.get("tags") or {}) or s.get("mapPublicIpOnLaunch")]
+            want = (term.get("tags") or {}).items()
+            hit = [s for s in subnets if all((s.get("tags") or {}).get(k) == v for k, v in want)]
+            public = [s for s in hit if "kubernetes.io/role/elb" in (s.get("tags") or {})
+                      or s.get("mapPublicIpOnLaunch")]
             if len(hit) < 2 or public:
                 out.append(Problem("node-classes", f"EC2NodeClass/{name}",
                                    f"subnet selector {term} matches {len(hit)} subnets ({len(public)} public)"))
@@ -701,7 +705,8 @@ def resolve_service(r: Rendered, host: str, caller_ns: str) -> Optional[dict]:
     return hits[0] if hits else None
 
 
-def trace_url(r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator, cidr: str) -> tuple[list[str], list[Workload]]:
+def trace_url(r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator,
+              cidr: str) -> tuple[list[str], list[Workload]]:
     """(problems, backend workloads) for a URL a workload calls: scheme/port/Service/pods/policy."""
     u = urlsplit(url)
     probs = []
@@ -969,7 +974,8 @@ def check_quotas(r: Rendered) -> list[Problem]:
                                          .get("limits") or {}).get(res, 0)) for c in w.containers(init=False))
                 used += reps * per_pod
             if used > _quantity(hard):
-                out.append(Problem("quotas", f"ResourceQuota/{ns}/{name_of(q)}", f"{key}: workloads request {used:g} > {hard}"))
+                out.append(Problem("quotas", f"ResourceQuota/{ns}/{name_of(q)}",
+                                   f"{key}: workloads request {used:g} > {hard}"))
     return out
 
 
@@ -981,16 +987,18 @@ def check_storage_identity(r: Rendered, classes: Iterable[dict]) -> list[Problem
     has the uid or gid (directoryPerms give the group read access). `classes`: StorageClasses,
     from this stack or the platform stack it attaches to."""
     out = []
-    efs = {name_of(c): c.get("parameters") or {} for c in classes
-           if c.get("provisioner") == "efs.csi.aws.com" and (c.get("parameters") or {}).get("provisioningMode") == "efs-ap"}
-    pvcs = {(namespace_of(p), name_of(p)): (p.get("spec") or {}).get("storageClassName") for p in r.kind("PersistentVolumeClaim")}
+    efs = {name_of(c): c.get("parameters") or {} for c in classes if c.get("provisioner") == "efs.csi.aws.com"
+           and (c.get("parameters") or {}).get("provisioningMode") == "efs-ap"}
+    pvcs = {(namespace_of(p), name_of(p)): (p.get("spec") or {}).get("storageClassName")
+            for p in r.kind("PersistentVolumeClaim")}
     for w in workloads(r):
         psc = w.pod.get("securityContext") or {}
         vols = {v["name"]: (v.get("persistentVolumeClaim") or {}).get("claimName") for v in w.pod.get("volumes") or []}
         for c in w.containers():
             sc = c.get("securityContext") or {}
             uid = sc.get("runAsUser", psc.get("runAsUser"))
-            gids = {sc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"), *(psc.get("supplementalGroups") or [])}
+            gids = {sc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"),
+                    *(psc.get("supplementalGroups") or [])}
             for m in c.get("volumeMounts") or []:
                 cls = pvcs.get((w.namespace, vols.get(m["name"])))
                 if cls not in efs:
@@ -999,8 +1007,9 @@ def check_storage_identity(r: Rendered, classes: Iterable[dict]) -> list[Problem
                 ok = str(uid) == str(ap.get("uid")) if not m.get("readOnly") else \
                     str(uid) == str(ap.get("uid")) or str(ap.get("gid")) in {str(g) for g in gids if g is not None}
                 if not ok:
-                    out.append(Problem("storage", f"{w.id}/{c['name']}", f"{'reads' if m.get('readOnly') else 'writes'} "
-                                       f"EFS class {cls} (uid {ap.get('uid')}, gid {ap.get('gid')}) as uid {uid}"))
+                    verb = "reads" if m.get("readOnly") else "writes"
+                    out.append(Problem("storage", f"{w.id}/{c['name']}", f"{verb} EFS class {cls} "
+                                       f"(uid {ap.get('uid')}, gid {ap.get('gid')}) as uid {uid}"))
     return out
 
 
