@@ -276,7 +276,7 @@ def check_selectors(r: Rendered) -> list[Problem]:
     for svc in r.kind("Service"):
         ns, spec = namespace_of(svc), svc.get("spec") or {}
         subject = f"Service/{ns}/{name_of(svc)}"
-        hit = [w for w in ws if w.namespace == ns and w.kind != "Job" and map_selects(spec.get("selector"), w.labels)]
+        hit = [w for w in ws if w.namespace == ns and map_selects(spec.get("selector"), w.labels)]
         if len(hit) != 1:
             out.append(Problem("selectors", subject, f"selects {len(hit)} workloads {[w.name for w in hit]}, not 1"))
             continue
@@ -723,7 +723,7 @@ def trace_url(r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator,
     proto_name = sp.get("appProtocol") or sp.get("name")
     if proto_name != u.scheme:
         probs.append(f"{url!r}: scheme {u.scheme} but Service port {port} speaks {proto_name!r}")
-    backends = [w for w in workloads(r) if w.namespace == namespace_of(svc) and w.kind != "Job"
+    backends = [w for w in workloads(r) if w.namespace == namespace_of(svc)
                 and map_selects((svc.get("spec") or {}).get("selector"), w.labels)]
     if not backends:
         probs.append(f"{url!r}: Service {name_of(svc)} selects no pods")
