@@ -177,7 +177,7 @@ class Mocks(pmocks.Mocks):
             meta = dict(out.get("metadata") or {})
             meta.setdefault("name", name)
             out["metadata"] = meta
-            if typ == "kubernetes:core/v1:Service":
+            if typ == "kubernetes:core/v1:Service" and (inp.get("spec") or {}).get("type") == "LoadBalancer":
                 out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.elb.{self.region}.amazonaws.com"}]}}
         elif typ == "pulumi:pulumi:StackReference":
             out["outputs"] = self.platform_stack_outputs(inp.get("name", ""))
@@ -245,7 +245,8 @@ class Mocks(pmocks.Mocks):
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
         if tok == "aws:index/getRegion:getRegion":
             return {"name": self.region, "region": self.region}
-        return {}
+        # An unknown data source must fail loudly, not answer {} (add a branch above for it).
+        raise NotImplementedError(f"Mocks.call: no mock for {tok} — add what the real provider returns")
 
 
     def _availability_zones(self, a: dict) -> dict:

@@ -11,7 +11,7 @@ from components.model_cache import DOWNLOAD_SCRIPT, SERVICE_ACCOUNT, CacheItem, 
 from components.nodepool import KarpenterNodePool, NodePoolArgs, render_node_pool
 from components.types import CrdsHandle, PoolSpec, Route, ServerSpec
 from components.vllm import (EXIT_MARGIN_S, NEURON_ARTIFACTS_DIR, VLLM_CACHE_DIR, WAIT_SCRIPT, VllmServer, VllmServerArgs,
-                             neuron_artifacts_subpath, ready_marker, render_pod_spec)
+                             neuron_artifacts_subpath, probe_budget, ready_marker, render_pod_spec)
 from stacks import harness
 
 SPEC = ServerSpec(name="m1", served_name="m1-served", hf_id="org/m1", revision="abc", kind="nvidia",
@@ -173,7 +173,12 @@ def test_server_pod_startup_budget_spread_and_placement():
     spec = dataclasses.replace(SPEC, instance_types=("g6.xlarge", "g6.2xlarge"))
     pod = render_pod_spec(spec, cache_claim="model-cache", api_key_secret="k", service_account="m1")
     c = pod["containers"][0]
-    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] == 600
+    assert (c["startupProbe"]["failureThreshold"], c["startupProbe"]["periodSeconds"]) == (60, 10)
+    # a budget that is not a multiple of the period rounds up, never down: 601 s -> 61 x 10 s
+    odd = render_pod_spec(dataclasses.replace(SPEC, startup_budget_seconds=601), cache_claim="model-cache",
+                          api_key_secret="k", service_account="m1")
+    assert odd["containers"][0]["startupProbe"]["failureThreshold"] == 61
+    assert probe_budget(1) == 1 and probe_budget(0) == 1 and probe_budget(10) == 1 and probe_budget(11) == 2
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
     assert "nodeSelector" not in pod
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]

@@ -238,3 +238,29 @@ def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
         f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 41 characters; IAM role "
         f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"]
     config.resolve(raw, stack=stack[:-1])  # negative control: 40 characters is fine
+
+
+# What each ok fixture resolves to, by hand. KV bytes per token per device = 2 x layers x
+# max(1, kv_heads // TP) x head_dim x 2 B: custom-7b TP2 2x32x16x128x2; Qwen3-0.6B 2x28x8x128x2;
+# Qwen3-8B 2x36x8x128x2; Llama-3.1-8B TP2 2x32x4x128x2.
+OK_RESOLVED = {
+    "full-spec.ok.yaml": {"custom-7b": ("example/custom-7b", "0123456789abcdef0123456789abcdef01234567", "nvidia",
+                                        "gpu", "g6e.12xlarge", 2, 262_144)},
+    "gateway-database.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
+    "minimal.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
+    "neuron-and-gpu.ok.yaml": {"llama": ("meta-llama/Llama-3.1-8B-Instruct", None, "neuron", "neuron", "trn1.2xlarge",
+                                         2, 65_536),
+                               "qwen": ("Qwen/Qwen3-8B", None, "nvidia", "gpu", "g6e.xlarge", 1, 147_456)},
+}
+OK_POOLS = {"full-spec.ok.yaml": {"gpu": "nvidia"}, "gateway-database.ok.yaml": {"gpu": "nvidia"},
+            "minimal.ok.yaml": {"gpu": "nvidia"}, "neuron-and-gpu.ok.yaml": {"gpu": "nvidia", "neuron": "neuron"}}
+
+
+@pytest.mark.parametrize("name", sorted(OK_RESOLVED))
+def test_ok_fixture_resolves_to_hand_values(name):
+    path = CONFIGS / name
+    intent = config.load_file(path, stack="t")
+    got = {n: (m.hf_id, m.revision, m.kind, m.pool, m.sizing.instance.name, m.sizing.tensor_parallel,
+               m.sizing.kv_bytes_per_token) for n, m in intent.models.items()}
+    assert got == OK_RESOLVED[path.name]
+    assert {n: p.spec.accelerator for n, p in intent.pools.items()} == OK_POOLS[path.name]

@@ -33,22 +33,26 @@ def test_seed002_qwen3_14b_tp4_g5_12xlarge_32k_8_seqs_fits():
     s = p.size(M["qwen3-14b"], I["g5.12xlarge"], 4, 32768, 8)
     # budget 0.90 x 22888 MiB = 20.12 GiB; weights 6.88; overheads: activation 0.75 + 2048x5120x2x24 B
     # (0.47) + non-torch 0.5 + TP 0.5 + graphs 0.5 = 2.72 -> KV 10.52 GiB / 40960 B = 275,760 tokens
+    # 20.1164 - 6.8773 - 2.71875 = 10.5198 GiB; 10.5198 GiB / 40960 B = 275,769.x -> 17,235 blocks of 16
     assert s.overhead_gib_per_device == pytest.approx(2.71875)
-    assert s.kv_gib_per_device == pytest.approx(0.9 * 22888 / 1024 - 14.77e9 * 2 / 4 / GIB - 2.71875)
-    assert s.kv_tokens == int(s.kv_gib_per_device * GIB // 40960) // 16 * 16
+    assert s.kv_gib_per_device == pytest.approx(10.5198, abs=1e-3)
+    assert s.kv_tokens == 275_760
     assert s.fits and s.meets_concurrency
-    assert s.max_concurrency == pytest.approx(s.kv_tokens / 32768)
-    assert 8 <= s.max_concurrency < 9
+    assert s.max_concurrency == pytest.approx(8.4155, abs=1e-3)  # 275,760 / 32,768
 
 
 def test_seed003_llama2_70b_tp4_p4d_small_kv_budget_and_fix():
     arch, inst = M["llama-2-70b-chat"], I["p4d.24xlarge"]
     s = p.size(arch, inst, 4, 4096, 32)
-    # weights 68.98e9 x 2 / 4 = 32.12 GiB of 36 GiB usable: under 1 GiB left for KV
-    assert s.weights_gib_per_device == pytest.approx(32.12, abs=0.01)
-    assert s.kv_gib_per_device < 1.0
+    # weights 68.98e9 x 2 / 4 = 32.12 GiB of 0.9 x 40 = 36 GiB; overheads: activation 0.75 + 2048 x 8192
+    # x 2 x 24 B (0.75) + non-torch 0.5 + TP 0.5 + graphs 0.5 = 3.0 -> KV 0.8787 GiB; per token at TP4
+    # 2 x 80 x 2 x 128 x 2 = 81,920 B -> 11,517 tokens -> 719 blocks of 16 = 11,504 -> 2.81 x 4096
+    assert s.weights_gib_per_device == pytest.approx(32.1213, abs=1e-3)
+    assert s.overhead_gib_per_device == pytest.approx(3.0)
+    assert s.kv_gib_per_device == pytest.approx(0.8787, abs=1e-3)
+    assert s.kv_tokens == 11_504
     assert s.fits and not s.meets_concurrency
-    assert s.max_concurrency < 3
+    assert s.max_concurrency == pytest.approx(2.8086, abs=1e-3)
     hints = p.fix_hints(arch, s, GPU)
     assert any(h.startswith("tensorParallel: 8 on p4d.24xlarge") for h in hints)
     tp8 = p.size(arch, inst, 8, 4096, 32)
@@ -86,7 +90,11 @@ def test_neuron_sizing_preallocates_blocks():
     assert s.block_size == 32 and s.num_blocks == 4096 // 32 * 4
     assert s.kv_tokens == 4096 * 4
     assert s.kv_bytes_per_token == 2 * 32 * 4 * 128 * 2
-    assert s.fits and s.max_concurrency == 4
+    # 512 blocks x 32 tokens x 65,536 B = exactly 1 GiB of KV per core; weights 8.03e9 x 2 / 2 = 7.4785 GiB;
+    # headroom 0.9 x 16 - 7.4785 - 1.0 scratch = 5.92 GiB >= 1 GiB
+    assert s.kv_gib_per_device == pytest.approx(1.0)
+    assert s.weights_gib_per_device == pytest.approx(7.4785, abs=1e-3)
+    assert s.fits
     big = p.size(arch, inst, 2, 32768, 16)
     assert not big.fits
 
@@ -95,11 +103,17 @@ def test_cost_is_price_times_replicas():
     assert p.hourly_usd(I["g5.12xlarge"], 1, 3) == (5.672, 17.016)
 
 
-def test_startup_budget_grows_with_weights_and_neuron_compile():
-    small = p.startup_budget_seconds(M["qwen3-0.6b"], "nvidia")
-    big = p.startup_budget_seconds(M["llama-2-70b-chat"], "nvidia")
-    neuron = p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "neuron")
-    assert 360 <= small < big and neuron > p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "nvidia")
+def test_startup_budget_hand_values():
+    """2 x (weights GiB / 0.25 GiB/s EFS + 180 s GPU warm-up), or on Neuron + 60 s compile per GiB +
+    300 s warm-up, rounded up to whole minutes."""
+    # qwen3-0.6b: 1.110 GiB -> 2 x (4.4 + 180) = 369 s -> 420
+    assert p.startup_budget_seconds(M["qwen3-0.6b"], "nvidia") == 420
+    # llama-2-70b: 128.49 GiB -> 2 x (514 + 180) = 1388 s -> 1440
+    assert p.startup_budget_seconds(M["llama-2-70b-chat"], "nvidia") == 1440
+    # llama-3.1-8b on Neuron: 14.96 GiB -> 2 x (59.8 + 897.4 + 300) = 2514 s -> 2520
+    assert p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "neuron") == 2520
+    # the same on a GPU: 2 x (59.8 + 180) = 480 s
+    assert p.startup_budget_seconds(M["llama-3.1-8b-instruct"], "nvidia") == 480
 
 
 def test_host_memory_rules_out_small_neuron_hosts():

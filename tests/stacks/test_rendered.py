@@ -32,11 +32,21 @@ def test_manifests_validate(stack_file, plan_of):
         key = (obj["apiVersion"], obj["kind"])
         if key in CRD_SCHEMA:
             schema = json.loads((SCHEMAS / CRD_SCHEMA[key]).read_text())
-            jsonschema.validate(obj.get("spec", {}), schema["properties"]["spec"])
+            jsonschema.validate(obj, schema)  # the whole object: apiVersion, kind, metadata, spec
         else:
             kubernetes_validate.validate(obj, version, strict=True)
         seen += 1
-    assert seen
+    assert seen == len(list((out / "manifests").glob("*.yaml")))
+    if stack_file.name == "Pulumi.dev.yaml":
+        kinds = {}
+        for _, obj in manifests(out):
+            kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
+        # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 4 NetworkPolicies; vLLM and LiteLLM
+        # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
+        # litellm Secrets.
+        assert kinds == {"ConfigMap": 1, "Deployment": 2, "EC2NodeClass": 1, "Job": 1, "Namespace": 3,
+                         "NetworkPolicy": 9, "NodePool": 1, "PersistentVolumeClaim": 1, "PodDisruptionBudget": 1,
+                         "Secret": 2, "Service": 2, "ServiceAccount": 3, "StorageClass": 2}
 
 
 def test_bad_nodepool_fails_the_schema():
