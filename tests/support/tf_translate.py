@@ -12,6 +12,7 @@ mock ID or ARN that another resource handed over becomes `${aws_x.name.attr}`. W
 resource's ID/ARN is what the plan's mocks returned for it (`stacks.harness.Mocks.new_resource`, the
 same function), so a value is never guessed from its shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,15 +101,23 @@ class _Handles:
         """`${type.name.attr}` for a value another resource produced, None for a literal."""
         if value in self.by_urn:  # a resource passed as an input (e.g. the EKS service role)
             return f"${{{self.by_urn[value]}.arn}}"
-        hits = [(a, attr) for a, attr in self.by_value.get(value, [])
-                if a != owner and (attr != "name" or key in self.name_keys.get(a, ()))]
+        hits = [
+            (a, attr)
+            for a, attr in self.by_value.get(value, [])
+            if a != owner and (attr != "name" or key in self.name_keys.get(a, ()))
+        ]
         if len(hits) > 1:
             hint = KEY_HINTS.get(key)
             # else the resource type's last word names it: `nat_gateway_id` -> aws_nat_gateway, not aws_eip
-            hits = [h for h in hits if (h[0].split(".")[0] == hint if hint
-                                        else h[0].split(".")[0].rsplit("_", 1)[1] in key.split("_"))] or hits
+            hits = [
+                h
+                for h in hits
+                if (h[0].split(".")[0] == hint if hint else h[0].split(".")[0].rsplit("_", 1)[1] in key.split("_"))
+            ] or hits
         if len(hits) > 1:
-            raise ValueError(f"{owner}.{key} = {value!r} is an output of several resources: {hits} — add a KEY_HINTS entry")
+            raise ValueError(
+                f"{owner}.{key} = {value!r} is an output of several resources: {hits} — add a KEY_HINTS entry"
+            )
         return f"${{{hits[0][0]}.{hits[0][1]}}}" if hits else None
 
 
@@ -128,19 +137,27 @@ def _convert(value: Any, key: str, owner: str, handles: _Handles) -> Any:
 
 def _eks_cluster(inputs: dict) -> dict:
     """The `aws_eks_cluster` that pulumi-eks's Cluster component creates from these inputs."""
-    vpc = {"subnet_ids": [*inputs.get("privateSubnetIds", []), *inputs.get("publicSubnetIds", []),
-                          *inputs.get("subnetIds", [])],
-           "endpoint_private_access": inputs.get("endpointPrivateAccess", False),
-           "endpoint_public_access": inputs.get("endpointPublicAccess", True)}
+    vpc = {
+        "subnet_ids": [
+            *inputs.get("privateSubnetIds", []),
+            *inputs.get("publicSubnetIds", []),
+            *inputs.get("subnetIds", []),
+        ],
+        "endpoint_private_access": inputs.get("endpointPrivateAccess", False),
+        "endpoint_public_access": inputs.get("endpointPublicAccess", True),
+    }
     if "publicAccessCidrs" in inputs:
         vpc["public_access_cidrs"] = inputs["publicAccessCidrs"]
-    out: dict[str, Any] = {"name": inputs.get("name"), "version": inputs.get("version"),
-                           "role_arn": inputs.get("serviceRole"), "vpc_config": vpc,
-                           "enabled_cluster_log_types": inputs.get("enabledClusterLogTypes", []),
-                           "tags": inputs.get("tags", {})}
+    out: dict[str, Any] = {
+        "name": inputs.get("name"),
+        "version": inputs.get("version"),
+        "role_arn": inputs.get("serviceRole"),
+        "vpc_config": vpc,
+        "enabled_cluster_log_types": inputs.get("enabledClusterLogTypes", []),
+        "tags": inputs.get("tags", {}),
+    }
     if inputs.get("encryptionConfigKeyArn"):
-        out["encryption_config"] = {"provider": {"key_arn": inputs["encryptionConfigKeyArn"]},
-                                    "resources": ["secrets"]}
+        out["encryption_config"] = {"provider": {"key_arn": inputs["encryptionConfigKeyArn"]}, "resources": ["secrets"]}
     if inputs.get("authenticationMode"):
         out["access_config"] = {"authentication_mode": inputs["authenticationMode"]}
     return out
@@ -208,5 +225,9 @@ def write(directory: Path, doc: dict) -> None:
 def address(finding: dict) -> str:
     """`aws_type.name` of a checkov finding on files written by `write`."""
     typ = Path(finding["file_path"]).name.removesuffix(".tf.json")
-    name = finding["resource"].split(".", 1)[1] if finding["resource"].startswith(("resource.", f"{typ}.")) else finding["resource"]
+    name = (
+        finding["resource"].split(".", 1)[1]
+        if finding["resource"].startswith(("resource.", f"{typ}."))
+        else finding["resource"]
+    )
     return f"{typ}.{name}"
