@@ -1,6 +1,6 @@
 """Bounded loopback load: requests/s and p50/p95 latency direct to vLLM and through LiteLLM.
 
-    .venv/bin/python benchmarks/gateway_load.py [--seconds 10] [--concurrency 8]
+    .venv/bin/python -m benchmarks.gateway_load [--seconds 10] [--concurrency 8]
 
 Starts the real vLLM (CPU build, tiny random model) and the real LiteLLM proxy exactly as the e2e
 suite does (configured from the rendered seed004 stack), runs a fixed-duration closed-loop load on
@@ -10,16 +10,14 @@ load (<= 30 s) plus server starts.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from tests.e2e.servers import MASTER_KEY, VLLM_KEY, build_tiny_model, gateway_for, http, render_stack, vllm_server_for
 
-from tests.e2e.servers import MASTER_KEY, VLLM_KEY, build_tiny_model, gateway_for, http, render_stack, vllm_server_for  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(url: str, key: str, model: str, seconds: float, concurrency: int) -> tuple[int, int, list[float]]:

@@ -29,8 +29,7 @@ def wall(argv: list[str], runs: int) -> float:
 
 
 WARM = """
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 from stacks import plan
 plan.run_program({stack!r}, plan.Path({file!r}))
 t = time.perf_counter()
@@ -43,7 +42,7 @@ def warm(py: str, stack: str, f: Path, runs: int) -> float:
     """The program alone: a second run in a process that has already imported everything."""
     out = []
     for _ in range(runs):
-        r = subprocess.run([py, "-c", WARM.format(root=str(ROOT), stack=stack, file=str(f))], cwd=ROOT,
+        r = subprocess.run([py, "-c", WARM.format(stack=stack, file=str(f))], cwd=ROOT,
                            capture_output=True, text=True, check=True, timeout=120)
         out.append(float(r.stdout.strip().splitlines()[-1]))
     return statistics.median(out)

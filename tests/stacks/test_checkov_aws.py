@@ -1,0 +1,187 @@
+"""checkov on the AWS resources each stack plans (VPC, EKS, IAM, KMS, SQS, EFS, RDS, ...).
+
+checkov has no Pulumi framework: tests/support/tf_translate.py turns every plan's `resources.json` into
+Terraform JSON (one module per stack) and checkov scans them all in one run with `--framework
+terraform_json`. A finding fails the test unless checkov_aws_skips.yaml names its check and resource
+with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, STACK_FILES
+from tests.support import tf_translate
+from tests.support.shared import missing
+
+CHECKOV = ROOT / ".e2e" / "checkov" / "bin" / "checkov"
+SKIPS = Path(__file__).with_name("checkov_aws_skips.yaml")
+# Every committed stack, plus the fixture that turns the gateway database (RDS) on.
+STACKS = [*STACK_FILES, ROOT / "tests" / "configs" / "gateway-database.ok.yaml"]
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    if not CHECKOV.exists():
+        missing(f"{CHECKOV} not found", "run scripts/setup-e2e.sh (or make test)")
+    return CHECKOV
+
+
+def scan(checkov: Path, directory: Path) -> tuple[list[tuple[str, str, str]], int]:
+    """(check id, stack dir, `aws_type.name`) per failed check, and the number of passed checks."""
+    r = subprocess.run(
+        [
+            str(checkov),
+            "-d",
+            str(directory),
+            "--framework",
+            "terraform_json",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        cwd=directory,
+    )
+    assert r.stdout.strip(), f"checkov printed nothing (exit {r.returncode}): {r.stderr[-2000:]}"
+    docs = json.loads(r.stdout)
+    docs = docs if isinstance(docs, list) else [docs]
+    failed = [
+        (f["check_id"], Path(f["file_path"]).parent.name, tf_translate.address(f))
+        for d in docs
+        for f in d.get("results", {}).get("failed_checks", [])
+    ]
+    passed = sum(d.get("summary", {}).get("passed", 0) for d in docs)
+    return failed, passed
+
+
+def skips() -> dict[tuple[str, str], str]:
+    rows = yaml.safe_load(SKIPS.read_text()) or []
+    out = {}
+    for row in rows:
+        assert set(row) == {"check", "resource", "reason"} and row["reason"].strip(), row
+        out[(row["check"], row["resource"])] = row["reason"]
+    return out
+
+
+def test_aws_resources_pass_checkov(checkov, plan_of, tmp_path):
+    for f in STACKS:
+        _, _, out = plan_of(f)
+        doc = tf_translate.translate(json.loads((out / "resources.json").read_text()))
+        tf_translate.write(tmp_path / f.stem.removeprefix("Pulumi."), doc)
+    failed, passed = scan(checkov, tmp_path)
+    allowed = skips()
+    assert passed > 100 * len(STACKS) // 2  # the scan really ran over every stack's resources
+    unexpected = sorted({(c, a): s for c, s, a in failed if (c, a) not in allowed}.items())
+    assert not unexpected, "checkov findings not in checkov_aws_skips.yaml:\n" + "\n".join(
+        f"  {c} {a} (e.g. stack {s})" for (c, a), s in unexpected
+    )
+    # A skip that no longer matches anything is stale: remove it.
+    assert set(allowed) <= {(c, a) for c, _, a in failed}, set(allowed) - {(c, a) for c, _, a in failed}
+
+
+def _res(typ: str, resource_name: str, **inputs) -> dict:
+    return {
+        "urn": f"urn:pulumi:t::p::{typ}::{resource_name}",
+        "type": typ,
+        "name": resource_name,
+        "parent": None,
+        "custom": True,
+        "inputs": inputs,
+    }
+
+
+def test_checkov_flags_bare_resources_and_follows_references(checkov, tmp_path):
+    """Negative controls: an unencrypted, unretained log group and a bare S3 bucket are flagged; a VPC
+    whose flow log names it by the mock ID passes the flow-log graph check, a VPC without one fails it."""
+    resources = [
+        _res("aws:cloudwatch/logGroup:LogGroup", "bare-logs", name="/bare"),
+        _res("aws:s3/bucket:Bucket", "bare-bucket", bucket="bare"),
+        _res("aws:ec2/vpc:Vpc", "logged-vpc", cidrBlock="10.1.0.0/16"),
+        _res("aws:ec2/vpc:Vpc", "silent-vpc", cidrBlock="10.2.0.0/16"),
+        _res(
+            "aws:cloudwatch/logGroup:LogGroup",
+            "flow-logs",
+            name="/flow",
+            retentionInDays=400,
+            kmsKeyId="arn:aws:kms:us-east-1:123456789012:key/x",
+        ),
+    ]
+    from stacks.harness import _fake_id  # the mock's VPC IDs, as the plan would hand them over
+
+    resources.append(
+        _res(
+            "aws:ec2/flowLog:FlowLog",
+            "flow",
+            vpcId="vpc-" + _fake_id("logged-vpc"),
+            logDestinationType="cloud-watch-logs",
+            trafficType="ALL",
+            logDestination="arn:aws:cloudwatch:us-east-1:123456789012:flow-logs",
+        )
+    )
+    doc = tf_translate.translate(resources)
+    assert doc["resource"]["aws_flow_log"]["flow"]["vpc_id"] == "${aws_vpc.logged-vpc.id}"
+    tf_translate.write(tmp_path / "bad", doc)
+    failed = {(c, a) for c, _, a in scan(checkov, tmp_path)[0]}
+    assert {
+        ("CKV_AWS_158", "aws_cloudwatch_log_group.bare-logs"),
+        ("CKV_AWS_338", "aws_cloudwatch_log_group.bare-logs"),
+        ("CKV2_AWS_11", "aws_vpc.silent-vpc"),
+    } <= failed
+    assert any(a == "aws_s3_bucket.bare-bucket" for _, a in failed)
+    assert ("CKV2_AWS_11", "aws_vpc.logged-vpc") not in failed
+    assert not any(a == "aws_cloudwatch_log_group.flow-logs" and c in ("CKV_AWS_158", "CKV_AWS_338") for c, a in failed)
+
+
+def test_translation_by_hand():
+    """Type names, snake_case keys, blocks, free-form maps kept, and the EKS cluster's blocks."""
+    assert tf_translate.tf_type("aws:ec2/flowLog:FlowLog") == "aws_flow_log"
+    assert tf_translate.tf_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") == "aws_iam_role_policy_attachment"
+    assert tf_translate.tf_type("aws:rds/instance:Instance") == "aws_db_instance"
+    assert tf_translate.tf_type("kubernetes:core/v1:Service") is None
+    role = _res("aws:iam/role:Role", "svc", name="svc-role", assumeRolePolicy="{}")
+    key = _res("aws:kms/key:Key", "k", enableKeyRotation=True)
+    lt = _res(
+        "aws:ec2/launchTemplate:LaunchTemplate",
+        "lt",
+        metadataOptions={"httpTokens": "required"},
+        tags={"Name": "x", "karpenter.sh/discovery": "c"},
+    )
+    eks = {
+        **_res(
+            "eks:index:Cluster",
+            "eks",
+            name="c",
+            version="1.35",
+            serviceRole=role["urn"],
+            endpointPublicAccess=False,
+            privateSubnetIds=["subnet-a"],
+            encryptionConfigKeyArn="arn:aws:kms:us-east-1:123456789012:k",
+        ),
+        "custom": False,
+    }
+    doc = tf_translate.translate([role, key, lt, eks])["resource"]
+    assert doc["aws_launch_template"]["lt"] == {
+        "metadata_options": [{"http_tokens": "required"}],
+        "tags": {"Name": "x", "karpenter.sh/discovery": "c"},
+    }
+    assert doc["aws_eks_cluster"]["eks"] == {
+        "name": "c",
+        "version": "1.35",
+        "role_arn": "${aws_iam_role.svc.arn}",
+        "vpc_config": [{"subnet_ids": ["subnet-a"], "endpoint_private_access": False, "endpoint_public_access": False}],
+        "enabled_cluster_log_types": [],
+        "tags": {},
+        "encryption_config": [{"provider": [{"key_arn": "${aws_kms_key.k.arn}"}], "resources": ["secrets"]}],
+    }

@@ -1,0 +1,88 @@
+"""Developer habits that a reviewer would otherwise check by hand: every venv installs from a lock file
+that matches its hand-edited requirements, every locked package carries a hash, and imports resolve
+through pytest's `pythonpath` rather than `sys.path` edits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# hand-edited requirements file -> the lock file its venv installs from (scripts/lock.sh)
+LOCKS = {
+    "requirements-dev.txt": "requirements-dev.lock",
+    "requirements-e2e.txt": "requirements-e2e.lock",
+    "requirements-e2e-gateway.txt": "requirements-e2e-gateway.lock",
+    "requirements-checkov.txt": "requirements-checkov.lock",
+    "requirements-e2e-neuron-parser.txt": "requirements-e2e-neuron-parser.lock",
+}
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def direct_pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name[extras]==version` line, following `-r other.txt`."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            out |= direct_pins(path.parent / line[3:].strip())
+        elif line:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?==(\S+)", line)
+            assert m, f"{path.name}: {line!r} is not an exact pin (name==version)"
+            out[norm(m[1])] = m[3]
+    return out
+
+
+def locked(text: str) -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) of a pip-compile --generate-hashes file."""
+    out: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
+        if m:
+            name = norm(m[1])
+            out[name] = (m[2], 0)
+        elif "--hash=sha256:" in line and name:
+            out[name] = (out[name][0], out[name][1] + 1)
+    return out
+
+
+def mismatches(pins: dict[str, str], lock: dict[str, tuple[str, int]]) -> list[str]:
+    bad = [f"{n}=={v} not in the lock" for n, v in pins.items() if n not in lock or lock[n][0].split("+")[0] != v]
+    return bad + [f"{n} has no hash" for n, (_, hashes) in lock.items() if hashes == 0]
+
+
+@pytest.mark.parametrize("req", sorted(LOCKS))
+def test_lock_matches_requirements_and_has_hashes(req):
+    lock = ROOT / LOCKS[req]
+    assert lock.exists(), f"{lock.name} missing: run bash scripts/lock.sh"
+    assert mismatches(direct_pins(ROOT / req), locked(lock.read_text())) == []
+
+
+def test_lock_check_can_fail():
+    lock = locked("pydantic==2.13.4 \\\n    --hash=sha256:ab\nrequests==2.0\n")
+    assert mismatches({"pydantic": "2.13.5"}, lock) == ["pydantic==2.13.5 not in the lock", "requests has no hash"]
+    assert mismatches({"pydantic": "2.13.4"}, {"pydantic": ("2.13.4", 1)}) == []
+
+
+def test_torch_is_the_cpu_build_in_both_vllm_venvs():
+    """The local CPU wheel (2.13.0+cpu), never a CUDA build from the index."""
+    for lock in ("requirements-e2e.lock", "requirements-e2e-neuron-parser-deps.lock"):
+        assert locked((ROOT / lock).read_text())["torch"][0] == "2.13.0+cpu", lock
+
+
+def test_no_sys_path_edits():
+    """pytest's `pythonpath = ["."]` and `python -m` resolve imports; no module edits sys.path."""
+    offenders = [
+        str(p.relative_to(ROOT))
+        for d in ("tests", "benchmarks", "stacks", "components")
+        for p in (ROOT / d).rglob("*.py")
+        if "sys.path.insert" in p.read_text() and p.name != "test_habits.py"
+    ]
+    assert offenders == []
