@@ -3,6 +3,7 @@ internal load balancer; optional Postgres on Amazon RDS (separate AWS-plane comp
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -204,6 +205,28 @@ class DatabaseArgs:
     allocated_storage_gib: int
     multi_az: bool
     password: pulumi.Input[str]
+    # CMK for storage and Performance Insights (the platform's data key); None keeps AWS-managed keys.
+    kms_key_arn: Optional[pulumi.Input[str]] = None
+
+
+# Postgres logging (the parameter group): schema changes always, any statement slower than this.
+# Not `all`/`mod`: LiteLLM's writes carry hashed virtual keys and spend rows on every request.
+LOG_STATEMENT = "ddl"
+SLOW_STATEMENT_MS = 1000
+MONITORING_INTERVAL_S = 60  # enhanced monitoring (OS metrics), seconds
+MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+
+
+def db_parameters(engine_version: str) -> tuple[str, list[dict]]:
+    """(parameter group family, parameters): `postgres16` for engine version 16 or 16.x."""
+    family = f"postgres{engine_version.split('.')[0]}"
+    return family, [{"name": "log_statement", "value": LOG_STATEMENT},
+                    {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)}]
+
+
+def monitoring_trust() -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
 class GatewayDatabase(pulumi.ComponentResource):
@@ -216,9 +239,20 @@ class GatewayDatabase(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description="Postgres from EKS nodes only",
                                    ingress=[{"protocol": "tcp", "from_port": 5432, "to_port": 5432,
+                                             "description": "Postgres from EKS nodes (LiteLLM)",
                                              "security_groups": [args.client_security_group_id]}],
                                    tags={"Name": f"{args.cluster_name}-litellm-db"}, opts=child)
         subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, opts=child)
+        family, parameters = db_parameters(args.engine_version)
+        params = aws.rds.ParameterGroup(f"{name}-params", name=f"{args.cluster_name}-litellm", family=family,
+                                        parameters=parameters,
+                                        description=f"LiteLLM Postgres of {args.cluster_name}: DDL and slow-query logs",
+                                        opts=child)
+        monitoring = aws.iam.Role(f"{name}-monitoring", assume_role_policy=monitoring_trust(), opts=child)
+        monitoring_policy = aws.iam.RolePolicyAttachment(f"{name}-monitoring", role=monitoring.name,
+                                                         policy_arn=MONITORING_POLICY, opts=child)
+        cmk = {} if args.kms_key_arn is None else {"kms_key_id": args.kms_key_arn,
+                                                   "performance_insights_kms_key_id": args.kms_key_arn}
         db = aws.rds.Instance(
             f"{name}-postgres", identifier=f"{args.cluster_name}-litellm", engine="postgres",
             engine_version=args.engine_version, instance_class=args.instance_class,
@@ -230,7 +264,9 @@ class GatewayDatabase(pulumi.ComponentResource):
             final_snapshot_identifier=f"{args.cluster_name}-litellm-final",
             auto_minor_version_upgrade=True, iam_database_authentication_enabled=True,
             performance_insights_enabled=True, enabled_cloudwatch_logs_exports=["postgresql"],
-            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect)))
+            parameter_group_name=params.name, monitoring_interval=MONITORING_INTERVAL_S,
+            monitoring_role_arn=monitoring.arn, **cmk,
+            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect), depends_on=[monitoring_policy]))
         self.url = pulumi.Output.secret(pulumi.Output.all(db.address, args.password).apply(
             lambda a: f"postgresql://litellm:{a[1]}@{a[0]}:5432/litellm?sslmode=require"))
         self.register_outputs({})

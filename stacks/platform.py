@@ -9,6 +9,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
+from components.billing import BillingBudget, BudgetArgs
 from components.cluster import (AddonsArgs, Cluster, ClusterAddons, ClusterArgs, PlatformKeys, PlatformKeysArgs,
                                 SystemNodes, SystemNodesArgs, control_plane_log_group)
 from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
@@ -46,6 +47,8 @@ class Platform:
     ready: tuple[pulumi.Resource, ...]
     # What workloads on the system nodes must wait for (the node group, CoreDNS); empty on team stacks.
     system_ready: tuple[pulumi.Resource, ...] = ()
+    # The platform's data-at-rest CMK (EFS, the gateway database); None on team stacks.
+    data_key_arn: Optional[pulumi.Input[str]] = None
 
     def shared(self) -> dict:
         """What team stacks read from this platform stack (exported as `platform`)."""
@@ -136,6 +139,9 @@ def build(intent: StackIntent) -> Platform:
     log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
     keys = PlatformKeys("keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region,
                                                  log_group_names=log_groups))
+    if cfg.cluster.budget is not None:
+        BillingBudget("billing", BudgetArgs(cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd,
+                                            emails=tuple(cfg.cluster.budget.emails)))
     if existing:
         net = existing_network(vpc_cfg)
         mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
@@ -205,4 +211,4 @@ def build(intent: StackIntent) -> Platform:
                     vpc_id=net.vpc_id, vpc_cidr=net.vpc_cidr, private_subnet_ids=net.private_subnet_ids,
                     node_security_group_id=ch.security_group_id,
                     neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready),
-                    system_ready=(system.node_group, addons.coredns))
+                    system_ready=(system.node_group, addons.coredns), data_key_arn=keys.data_key_arn)

@@ -111,6 +111,10 @@ def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int,
         # Compiled artifacts persist on EFS; the compiler's own cache is per-pod scratch (unverified
         # which other paths the inf2/trn1 DLC writes: /var/tmp is writable for its defaults).
         env += [("NEURON_COMPILED_ARTIFACTS", NEURON_ARTIFACTS_DIR), ("NEURON_COMPILE_CACHE_URL", NEURON_COMPILE_CACHE_DIR)]
+    else:
+        # vLLM 0.32 refuses a request whose `n` exceeds this (default 16384): one request may not ask
+        # for more parallel sequences than the server runs at once (0.16 on Neuron has no such knob).
+        env += [("VLLM_MAX_N_SEQUENCES", str(m.sizing.max_num_seqs))]
     return ServerSpec(
         name=m.name, served_name=m.served_name, hf_id=m.hf_id, revision=m.revision, kind=m.kind,
         image=v.image("vllm-neuron" if m.kind == "neuron" else "vllm"), args=tuple(vllm_args(m)), env=tuple(env),
@@ -172,7 +176,8 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             cluster_name=intent.cluster_name, vpc_id=plat.vpc_id, subnet_ids=plat.private_subnet_ids,
             client_security_group_id=plat.node_security_group_id, engine_version=v.postgres_engine_version,
             instance_class=d.instanceClass, allocated_storage_gib=d.allocatedStorageGiB, multi_az=d.multiAz,
-            password=keys.database_password), opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData))
+            password=keys.database_password, kms_key_arn=plat.data_key_arn),
+            opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData))
         db_url = db.url
     gateway = LiteLLMGateway("gateway", GatewayArgs(
         namespace=gateway_ns, image=v.images["litellm"], routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,

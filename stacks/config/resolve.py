@@ -196,6 +196,9 @@ class _Resolver:
         if zones and c.vpc.existing is not None:
             self.err(("cluster", "vpc", "availabilityZones"), "the zones of an existing VPC are its subnets' zones",
                      "remove availabilityZones, or drop vpc.existing")
+        if c.budget is not None and self.cfg.platformStack is not None:
+            self.err(("cluster", "budget"), "a team stack creates no AWS resources, so no budget either",
+                     "set cluster.budget on the platform stack")
         return warnings
 
     def _declared_pools(self) -> dict[str, ResolvedPool]:

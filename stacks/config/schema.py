@@ -125,6 +125,23 @@ class SystemNodesConfig(_M):
     diskGiB: int = Field(50, ge=20)
 
 
+EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+class BudgetConfig(_M):
+    """An AWS Budget on the account's monthly cost: e-mail at 80 % of actual and 100 % of forecast."""
+    monthlyUsd: float = Field(gt=0)
+    emails: list[str] = Field(min_length=1, max_length=10)  # AWS Budgets: at most 10 e-mail subscribers
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v):
+        bad = [e for e in v if not EMAIL.match(e) or len(e) > 254]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} is not an e-mail address — write it like ops@example.com")
+        return v
+
+
 def _cidr(v: str) -> str:
     """An IPv4 network (EKS refuses IPv6 CIDRs on an IPv4 cluster's public endpoint)."""
     import ipaddress
@@ -166,6 +183,8 @@ class ClusterConfig(_M):
     adminRoleArns: list[str] = Field(default_factory=list)
     systemNodes: SystemNodesConfig = SystemNodesConfig()
     logRetentionDays: int = Field(365, ge=1)
+    # Billing guard (off unless set): an AWS Budget on the account's monthly cost.
+    budget: Optional[BudgetConfig] = None
 
     @field_validator("logRetentionDays")
     @classmethod

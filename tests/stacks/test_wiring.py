@@ -252,7 +252,8 @@ def test_gateway_database_is_private_encrypted_protected(plan_of):
     assert db["storageEncrypted"] is True and db["publiclyAccessible"] is False and db["deletionProtection"] is True
     assert db["multiAz"] is True and db["backupRetentionPeriod"] >= 7 and db["password"] == "[secret]"
     sg = [r.inputs for r in kinds(rec, "aws:ec2/securityGroup:SecurityGroup") if r.name == "gateway-db-sg"][0]
-    assert sg["ingress"] == [{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "securityGroups": ["sg-eksclustersg"]}]
+    assert sg["ingress"] == [{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "securityGroups": ["sg-eksclustersg"],
+                              "description": "Postgres from EKS nodes (LiteLLM)"}]
     cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert yaml.safe_load(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
     secret = yaml.safe_load((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
