@@ -1,4 +1,5 @@
 """llm-serving: self-hosted LLM serving on AWS EKS. A table of contents; decisions live in stacks/."""
+
 import pulumi
 
 from stacks import config, platform, serving

@@ -7,6 +7,7 @@ suite does (configured from the rendered seed004 stack), runs a fixed-duration c
 127.0.0.1 only, prints the numbers and stops both servers. Total run time: at most 2 x --seconds of
 load (<= 30 s) plus server starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ def load(url: str, key: str, model: str, seconds: float, concurrency: int) -> tu
             d = time.perf_counter() - t
             with lock:
                 (lat.append(d) if status == 200 else errors.__setitem__(0, errors[0] + 1))
+
     ts = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in ts:
         t.start()
@@ -45,8 +47,7 @@ def load(url: str, key: str, model: str, seconds: float, concurrency: int) -> tu
 def report(name: str, n: int, err: int, lat: list[float], seconds: float) -> None:
     lat = sorted(lat)
     p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
-    print(f"{name:<10} {n / seconds:7.1f} req/s  p50 {p(0.50):7.1f} ms  p95 {p(0.95):7.1f} ms  "
-          f"ok {n}  errors {err}")
+    print(f"{name:<10} {n / seconds:7.1f} req/s  p50 {p(0.50):7.1f} ms  p95 {p(0.95):7.1f} ms  ok {n}  errors {err}")
 
 
 def main() -> None:
@@ -71,7 +72,12 @@ def main() -> None:
             served = rendered.litellm_config["model_list"][0]["model_name"]
             direct = f"http://127.0.0.1:{v.port}/v1/chat/completions"
             via = f"http://127.0.0.1:{g.port}/v1/chat/completions"
-            http("POST", direct, {"model": served, "messages": [{"role": "user", "content": "w"}], "max_tokens": 2}, VLLM_KEY)
+            http(
+                "POST",
+                direct,
+                {"model": served, "messages": [{"role": "user", "content": "w"}], "max_tokens": 2},
+                VLLM_KEY,
+            )
             print(f"closed loop, {a.concurrency} concurrent, max_tokens 4, {a.seconds:.0f} s each")
             report("direct", *load(direct, VLLM_KEY, served, a.seconds, a.concurrency), a.seconds)
             report("gateway", *load(via, MASTER_KEY, served, a.seconds, a.concurrency), a.seconds)

@@ -9,6 +9,7 @@ an error; one that occurs more than once is "ambiguous". The repository itself i
 the copy lives in a temporary directory, and each mutated file is restored before the next one.
 Prints one line per mutation and the score; exits 0 (a benchmark, not a gate). Takes minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def load(path: Path) -> list[dict]:
 
 
 def copy_repo(dest: Path) -> None:
-    shutil.copytree(ROOT, dest, symlinks=True,
-                    ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.pyc"))
+    shutil.copytree(
+        ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache", "*.pyc")
+    )
 
 
 def run_suite(repo: Path, timeout: float) -> tuple[str, float, str]:
@@ -50,13 +52,24 @@ def run_suite(repo: Path, timeout: float) -> tuple[str, float, str]:
     env.pop("E2E_REQUIRED", None)
     t = time.perf_counter()
     try:
-        r = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-rfE", "-p", "no:randomly",
-                            "-p", "no:cacheprovider", *SUITE], cwd=repo, env=env, capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(
+            [str(PYTHON), "-m", "pytest", "-q", "-x", "-rfE", "-p", "no:randomly", "-p", "no:cacheprovider", *SUITE],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - t, ""
-    first = next((line.split(" ", 1)[1].split(" - ")[0] for line in r.stdout.splitlines()
-                  if line.startswith(("FAILED ", "ERROR "))), "")
+    first = next(
+        (
+            line.split(" ", 1)[1].split(" - ")[0]
+            for line in r.stdout.splitlines()
+            if line.startswith(("FAILED ", "ERROR "))
+        ),
+        "",
+    )
     return ("pass" if r.returncode == 0 else "fail"), time.perf_counter() - t, first
 
 
@@ -104,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     applicable = [v for _, v in results if v in ("caught", "SURVIVED", "timeout")]
     caught = sum(v == "caught" for v in applicable)
-    print(f"score: {caught}/{len(applicable)} caught"
-          f" ({len(results) - len(applicable)} not applicable / ambiguous)")
+    print(f"score: {caught}/{len(applicable)} caught ({len(results) - len(applicable)} not applicable / ambiguous)")
     return 0
 
 

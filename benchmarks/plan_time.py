@@ -5,6 +5,7 @@
 Each number is the median of N fresh processes (what a user waits for). Target: <= 2 s per plan
 on the 2-core machines here; the SDK import alone is a floor no program change removes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SDK_IMPORT = ("import pulumi, pulumi_aws.ec2, pulumi_aws.eks, pulumi_aws.iam, pulumi_eks, pulumi_random, "
-              "pulumi_kubernetes.core.v1, pulumi_kubernetes.apps.v1, pulumi_kubernetes.helm.v3")
+SDK_IMPORT = (
+    "import pulumi, pulumi_aws.ec2, pulumi_aws.eks, pulumi_aws.iam, pulumi_eks, pulumi_random, "
+    "pulumi_kubernetes.core.v1, pulumi_kubernetes.apps.v1, pulumi_kubernetes.helm.v3"
+)
 
 
 def wall(argv: list[str], runs: int) -> float:
@@ -42,8 +45,14 @@ def warm(py: str, stack: str, f: Path, runs: int) -> float:
     """The program alone: a second run in a process that has already imported everything."""
     out = []
     for _ in range(runs):
-        r = subprocess.run([py, "-c", WARM.format(stack=stack, file=str(f))], cwd=ROOT,
-                           capture_output=True, text=True, check=True, timeout=120)
+        r = subprocess.run(
+            [py, "-c", WARM.format(stack=stack, file=str(f))],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         out.append(float(r.stdout.strip().splitlines()[-1]))
     return statistics.median(out)
 
@@ -54,13 +63,16 @@ def main() -> None:
     a = ap.parse_args()
     py = sys.executable
     stacks = [("dev", ROOT / "Pulumi.dev.yaml")] + [
-        (p.stem.removeprefix("Pulumi."), p) for p in sorted((ROOT / "stacks" / "examples").glob("*.yaml"))]
+        (p.stem.removeprefix("Pulumi."), p) for p in sorted((ROOT / "stacks" / "examples").glob("*.yaml"))
+    ]
     sdk = wall([py, "-c", SDK_IMPORT], a.runs)
     bare = wall([py, "-c", "pass"], a.runs)
     print(f"python startup           {bare:6.2f} s")
     print(f"SDK module import        {sdk:6.2f} s   (median of {a.runs})")
-    print(f"{'stack':<36} {'cold plan':>9} {'warm run':>9}   (cold: a fresh `python -m stacks.plan`; "
-          f"warm: the program re-run in-process, imports done)")
+    print(
+        f"{'stack':<36} {'cold plan':>9} {'warm run':>9}   (cold: a fresh `python -m stacks.plan`; "
+        f"warm: the program re-run in-process, imports done)"
+    )
     for name, f in stacks:
         t = wall([py, "-m", "stacks.plan", name, "--config", str(f)], a.runs)
         w = warm(py, name, f, max(3, a.runs // 2))

@@ -1,5 +1,6 @@
 """Billing guard: an AWS Budget on the account's monthly cost that e-mails before the bill does.
 NodePool limits cap how many accelerators Karpenter launches; this catches everything else."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,16 @@ class BudgetArgs:
 
 
 def budget_notifications(emails: tuple[str, ...]) -> list[dict]:
-    return [{"comparison_operator": "GREATER_THAN", "notification_type": kind, "threshold": percent,
-             "threshold_type": "PERCENTAGE", "subscriber_email_addresses": list(emails)}
-            for kind, percent in THRESHOLDS]
+    return [
+        {
+            "comparison_operator": "GREATER_THAN",
+            "notification_type": kind,
+            "threshold": percent,
+            "threshold_type": "PERCENTAGE",
+            "subscriber_email_addresses": list(emails),
+        }
+        for kind, percent in THRESHOLDS
+    ]
 
 
 class BillingBudget(pulumi.ComponentResource):
@@ -30,7 +38,14 @@ class BillingBudget(pulumi.ComponentResource):
         super().__init__("llm-serving:platform:BillingBudget", name, None, opts)
         # The whole account's cost: a tag filter would need the tag activated for cost allocation
         # first, and the NAT, EFS and load balancers of the stack would be missed by a service filter.
-        aws.budgets.Budget(f"{name}-monthly", name=f"{args.cluster_name}-monthly", budget_type="COST",
-                           time_unit="MONTHLY", limit_amount=f"{args.monthly_usd:.2f}", limit_unit="USD",
-                           notifications=budget_notifications(args.emails), opts=ResourceOptions(parent=self))
+        aws.budgets.Budget(
+            f"{name}-monthly",
+            name=f"{args.cluster_name}-monthly",
+            budget_type="COST",
+            time_unit="MONTHLY",
+            limit_amount=f"{args.monthly_usd:.2f}",
+            limit_unit="USD",
+            notifications=budget_notifications(args.emails),
+            opts=ResourceOptions(parent=self),
+        )
         self.register_outputs({})

@@ -1,9 +1,10 @@
 """EKS control plane (pulumi-eks), the system node group for controllers, and the EKS add-ons."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -18,8 +19,12 @@ SYSTEM_LABEL = ("llm-serving/node-role", "system")
 
 def trust_policy(service: str, *, tag_session: bool = False) -> str:
     actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}],
+        }
+    )
 
 
 def pod_identity_trust() -> str:
@@ -29,24 +34,54 @@ def pod_identity_trust() -> str:
 
 def kms_key_policy(account_id: str) -> str:
     """Key administration by the account (IAM decides who); no wildcard principal."""
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Sid": "AccountAdministers", "Effect": "Allow",
-        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"}, "Action": "kms:*", "Resource": "*"}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministers",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
+    )
 
 
 def logs_key_policy(*, account_id: str, region: str, partition: str, log_group_names: tuple[str, ...]) -> str:
     """The account administers the key; CloudWatch Logs in this region may use it only for these log
     groups (the encryption context CloudWatch sends is the log group ARN)."""
     arns = [f"arn:{partition}:logs:{region}:{account_id}:log-group:{n}" for n in log_group_names]
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Sid": "AccountAdministers", "Effect": "Allow",
-         "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"}, "Action": "kms:*", "Resource": "*"},
-        {"Sid": "CloudWatchLogsUse", "Effect": "Allow",
-         "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-         "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
-         "Resource": "*",
-         "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": arns}}},
-    ]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministers",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchLogsUse",
+                    "Effect": "Allow",
+                    "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                    "Action": [
+                        "kms:Encrypt*",
+                        "kms:Decrypt*",
+                        "kms:ReEncrypt*",
+                        "kms:GenerateDataKey*",
+                        "kms:Describe*",
+                    ],
+                    "Resource": "*",
+                    "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": arns}},
+                },
+            ],
+        }
+    )
 
 
 def control_plane_log_group(cluster_name: str) -> str:
@@ -86,14 +121,26 @@ class PlatformKeys(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         c = args.cluster_name
         logs = aws.kms.Key(
-            f"{name}-logs", description=f"CloudWatch log groups of {c}", enable_key_rotation=True,
-            deletion_window_in_days=30, opts=child,
-            policy=pulumi.Output.from_input(args.account_id).apply(lambda a: logs_key_policy(
-                account_id=a, region=args.region, partition=args.partition, log_group_names=args.log_group_names)))
+            f"{name}-logs",
+            description=f"CloudWatch log groups of {c}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=child,
+            policy=pulumi.Output.from_input(args.account_id).apply(
+                lambda a: logs_key_policy(
+                    account_id=a, region=args.region, partition=args.partition, log_group_names=args.log_group_names
+                )
+            ),
+        )
         aws.kms.Alias(f"{name}-logs", name=f"alias/{c}-logs", target_key_id=logs.key_id, opts=child)
-        data = aws.kms.Key(f"{name}-data", description=f"Data at rest (EFS model cache) of {c}",
-                           enable_key_rotation=True, deletion_window_in_days=30,
-                           policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy), opts=child)
+        data = aws.kms.Key(
+            f"{name}-data",
+            description=f"Data at rest (EFS model cache) of {c}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy),
+            opts=child,
+        )
         aws.kms.Alias(f"{name}-data", name=f"alias/{c}-data", target_key_id=data.key_id, opts=child)
         self.logs_key_arn = logs.arn
         self.data_key_arn = data.arn
@@ -115,7 +162,7 @@ class ClusterArgs:
     public_access_cidrs: tuple[str, ...] = ()  # empty: EKS's default (open, IAM-authenticated)
     log_retention_days: int = 365
     # `aws:profile` of the stack: the kubeconfig's `aws eks get-token` must use the same credentials.
-    aws_profile: Optional[str] = None
+    aws_profile: str | None = None
 
 
 class Cluster(pulumi.ComponentResource):
@@ -126,31 +173,68 @@ class Cluster(pulumi.ComponentResource):
         super().__init__("llm-serving:platform:Cluster", name, None, opts)
         child = ResourceOptions(parent=self)
         c = args.cluster_name
-        key = aws.kms.Key(f"{name}-secrets-key", description=f"EKS secrets envelope encryption for {c}",
-                          enable_key_rotation=True, deletion_window_in_days=30,
-                          policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy), opts=child)
+        key = aws.kms.Key(
+            f"{name}-secrets-key",
+            description=f"EKS secrets envelope encryption for {c}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=pulumi.Output.from_input(args.account_id).apply(kms_key_policy),
+            opts=child,
+        )
         aws.kms.Alias(f"{name}-secrets-key", name=f"alias/{c}-eks-secrets", target_key_id=key.key_id, opts=child)
         # Our own cluster role, so the envelope-encryption key can be granted to it explicitly (EKS
         # creates a grant on the key with this role when the cluster is created).
         role = aws.iam.Role(f"{name}-service-role", assume_role_policy=trust_policy("eks.amazonaws.com"), opts=child)
-        cluster_policy = aws.iam.RolePolicyAttachment(f"{name}-service-role", role=role.name,
-                                                      policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
-                                                      opts=child)
-        kms_grant = aws.iam.RolePolicy(f"{name}-service-role-kms", role=role.id, policy=key.arn.apply(
-            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Resource": arn,
-                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey", "kms:CreateGrant"]}]})),
-            opts=child)
+        cluster_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-service-role",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy",
+            opts=child,
+        )
+        kms_grant = aws.iam.RolePolicy(
+            f"{name}-service-role-kms",
+            role=role.id,
+            policy=key.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Resource": arn,
+                                "Action": [
+                                    "kms:Encrypt",
+                                    "kms:Decrypt",
+                                    "kms:ListGrants",
+                                    "kms:DescribeKey",
+                                    "kms:CreateGrant",
+                                ],
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
         # EKS writes control-plane logs here; creating it first sets the retention (EKS would keep forever).
-        logs = aws.cloudwatch.LogGroup(f"{name}-control-plane-logs", name=control_plane_log_group(c),
-                                       retention_in_days=args.log_retention_days, kms_key_id=args.logs_key_arn,
-                                       opts=child)
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-control-plane-logs",
+            name=control_plane_log_group(c),
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.logs_key_arn,
+            opts=child,
+        )
         entries = {
             f"admin-{i}": eks.AccessEntryArgs(
-                principal_arn=arn, type=eks.AccessEntryType.STANDARD,
-                access_policies={"cluster-admin": eks.AccessPolicyAssociationArgs(
-                    policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
-                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"))})
+                principal_arn=arn,
+                type=eks.AccessEntryType.STANDARD,
+                access_policies={
+                    "cluster-admin": eks.AccessPolicyAssociationArgs(
+                        policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                        access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    )
+                },
+            )
             for i, arn in enumerate(args.admin_role_arns)
         }
         self.cluster = eks.Cluster(
@@ -179,7 +263,9 @@ class Cluster(pulumi.ComponentResource):
             use_default_vpc_cni=True,
             # Never slide into extended support (6x the control-plane price) without a config change.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
-            provider_credential_opts=eks.KubeconfigOptionsArgs(profile_name=args.aws_profile) if args.aws_profile else None,
+            provider_credential_opts=eks.KubeconfigOptionsArgs(profile_name=args.aws_profile)
+            if args.aws_profile
+            else None,
             # Added as aws.eks.Addon after the system node group (nothing could schedule them before).
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
@@ -195,7 +281,9 @@ class Cluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
         self.handle = ClusterHandle(
-            name=ec.name, arn=ec.arn, endpoint=ec.endpoint,
+            name=ec.name,
+            arn=ec.arn,
+            endpoint=ec.endpoint,
             security_group_id=ec.vpc_config.cluster_security_group_id,
             kubeconfig=self.kubeconfig,
         )
@@ -210,18 +298,27 @@ class NetworkingAddons(pulumi.ComponentResource):
         super().__init__("llm-serving:platform:NetworkingAddons", name, None, opts)
         child = ResourceOptions(parent=self)
         self.pod_identity_agent = aws.eks.Addon(
-            f"{name}-eks-pod-identity-agent", cluster_name=cluster_name, addon_name="eks-pod-identity-agent",
+            f"{name}-eks-pod-identity-agent",
+            cluster_name=cluster_name,
+            addon_name="eks-pod-identity-agent",
             # Every node is tainted (system or accelerator); aws-node on each of them needs the agent.
             configuration_values=json.dumps({"tolerations": [{"operator": "Exists"}]}),
-            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE", opts=child)
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=child,
+        )
         role = aws.iam.Role(f"{name}-aws-node", assume_role_policy=pod_identity_trust(), opts=child)
         cni_policy = aws.iam.RolePolicyAttachment(f"{name}-aws-node", role=role.name, policy_arn=CNI_POLICY, opts=child)
         self.vpc_cni = aws.eks.Addon(
-            f"{name}-vpc-cni", cluster_name=cluster_name, addon_name="vpc-cni",
+            f"{name}-vpc-cni",
+            cluster_name=cluster_name,
+            addon_name="vpc-cni",
             configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
             pod_identity_associations=[{"role_arn": role.arn, "service_account": "aws-node"}],
-            resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
-            opts=ResourceOptions(parent=self, depends_on=[self.pod_identity_agent, cni_policy]))
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=ResourceOptions(parent=self, depends_on=[self.pod_identity_agent, cni_policy]),
+        )
         self.ready = (self.pod_identity_agent, self.vpc_cni)
         self.register_outputs({})
 
@@ -259,14 +356,24 @@ class SystemNodes(pulumi.ComponentResource):
         super().__init__("llm-serving:platform:SystemNodes", name, None, opts)
         child = ResourceOptions(parent=self)
         role = aws.iam.Role(f"{name}-role", assume_role_policy=trust_policy("ec2.amazonaws.com"), opts=child)
-        attachments = [aws.iam.RolePolicyAttachment(f"{name}-{p.rsplit('/', 1)[1]}", role=role.name, policy_arn=p,
-                                                    opts=child) for p in WORKER_POLICIES]
+        attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-{p.rsplit('/', 1)[1]}", role=role.name, policy_arn=p, opts=child)
+            for p in WORKER_POLICIES
+        ]
         lt = aws.ec2.LaunchTemplate(
             f"{name}-lt",
             metadata_options=launch_template_metadata(),
-            block_device_mappings=[{"device_name": "/dev/xvda", "ebs": {
-                "volume_size": args.disk_gib, "volume_type": "gp3", "encrypted": "true",
-                "delete_on_termination": "true"}}],
+            block_device_mappings=[
+                {
+                    "device_name": "/dev/xvda",
+                    "ebs": {
+                        "volume_size": args.disk_gib,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
             vpc_security_group_ids=[args.cluster.security_group_id],
             tag_specifications=[{"resource_type": "instance", "tags": {"Name": f"{name}-system"}}],
             opts=child,
@@ -286,11 +393,13 @@ class SystemNodes(pulumi.ComponentResource):
             labels={k: v},
             taints=[{"key": SYSTEM_TAINT, "value": "true", "effect": "NO_SCHEDULE"}],
             # Policies attached before the nodes join and detached only after they are gone.
-            opts=ResourceOptions(parent=self, ignore_changes=["scalingConfig.desiredSize"],
-                                 depends_on=[*attachments, *args.after]),
+            opts=ResourceOptions(
+                parent=self, ignore_changes=["scalingConfig.desiredSize"], depends_on=[*attachments, *args.after]
+            ),
         )
-        self.handle = SystemNodesHandle(node_group=self.node_group, role_arn=role.arn, label_key=k,
-                                        label_value=v, taint_key=SYSTEM_TAINT)
+        self.handle = SystemNodesHandle(
+            node_group=self.node_group, role_arn=role.arn, label_key=k, label_value=v, taint_key=SYSTEM_TAINT
+        )
         self.register_outputs({"node_group": self.node_group.node_group_name})
 
 
@@ -320,27 +429,41 @@ class ClusterAddons(pulumi.ComponentResource):
 
         def addon(addon_name: str, *, depends=(), **kw) -> aws.eks.Addon:
             a = aws.eks.Addon(
-                f"{name}-{addon_name}", cluster_name=args.cluster.name, addon_name=addon_name,
+                f"{name}-{addon_name}",
+                cluster_name=args.cluster.name,
+                addon_name=addon_name,
                 addon_version=args.versions.get(addon_name),
-                resolve_conflicts_on_create="OVERWRITE", resolve_conflicts_on_update="OVERWRITE",
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
                 # Nothing schedules before the system node group exists.
-                opts=ResourceOptions(parent=self, depends_on=[*after_nodes, *depends]), **kw)
+                opts=ResourceOptions(parent=self, depends_on=[*after_nodes, *depends]),
+                **kw,
+            )
             self.addons[addon_name] = a
             return a
 
         addon("kube-proxy")
         addon("coredns", configuration_values=system_tolerations_config())
         pod_identity = args.pod_identity_agent
-        for driver, policy in (("aws-ebs-csi-driver", "service-role/AmazonEBSCSIDriverPolicy"),
-                               ("aws-efs-csi-driver", "service-role/AmazonEFSCSIDriverPolicy")):
-            role = aws.iam.Role(f"{name}-{driver}", assume_role_policy=pod_identity_trust(),
-                                opts=ResourceOptions(parent=self))
-            aws.iam.RolePolicyAttachment(f"{name}-{driver}", role=role.name,
-                                         policy_arn=f"arn:aws:iam::aws:policy/{policy}",
-                                         opts=ResourceOptions(parent=self))
+        for driver, policy in (
+            ("aws-ebs-csi-driver", "service-role/AmazonEBSCSIDriverPolicy"),
+            ("aws-efs-csi-driver", "service-role/AmazonEFSCSIDriverPolicy"),
+        ):
+            role = aws.iam.Role(
+                f"{name}-{driver}", assume_role_policy=pod_identity_trust(), opts=ResourceOptions(parent=self)
+            )
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{driver}",
+                role=role.name,
+                policy_arn=f"arn:aws:iam::aws:policy/{policy}",
+                opts=ResourceOptions(parent=self),
+            )
             sa = "ebs-csi-controller-sa" if "ebs" in driver else "efs-csi-controller-sa"
-            addon(driver, depends=[pod_identity],
-                  pod_identity_associations=[{"role_arn": role.arn, "service_account": sa}])
+            addon(
+                driver,
+                depends=[pod_identity],
+                pod_identity_associations=[{"role_arn": role.arn, "service_account": sa}],
+            )
         addon("eks-node-monitoring-agent")
         self.coredns = self.addons["coredns"]
         self.register_outputs({})

@@ -1,4 +1,5 @@
 """Accelerator drivers: the NVIDIA GPU operator and the AWS Neuron chart (device plugin + scheduler)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,9 +34,11 @@ def gpu_operator_values() -> dict:
         "dcgmExporter": {"enabled": True},
         "gfd": {"enabled": True},
         "daemonsets": {"tolerations": tol},
-        "node-feature-discovery": {"worker": {"tolerations": tol},
-                                   "master": {"tolerations": [SYSTEM_TOLERATION]},
-                                   "gc": {"tolerations": [SYSTEM_TOLERATION]}},
+        "node-feature-discovery": {
+            "worker": {"tolerations": tol},
+            "master": {"tolerations": [SYSTEM_TOLERATION]},
+            "gc": {"tolerations": [SYSTEM_TOLERATION]},
+        },
     }
 
 
@@ -46,9 +49,16 @@ def neuron_values() -> dict:
         # The scheduler extension and the custom scheduler run on the system nodes.
         # nodeSelector {} explicitly: chart 1.0/1.1 defaulted it to the control-plane label, which no
         # EKS node has (the extension would stay Pending and the release time out).
-        "scheduler": {"enabled": True, "nodeSelector": {}, "tolerations": [SYSTEM_TOLERATION],
-                      "customScheduler": {"enabled": True, "fullnameOverride": NEURON_SCHEDULER_NAME,
-                                          "tolerations": [SYSTEM_TOLERATION]}},
+        "scheduler": {
+            "enabled": True,
+            "nodeSelector": {},
+            "tolerations": [SYSTEM_TOLERATION],
+            "customScheduler": {
+                "enabled": True,
+                "fullnameOverride": NEURON_SCHEDULER_NAME,
+                "tolerations": [SYSTEM_TOLERATION],
+            },
+        },
         "npd": {"enabled": True},
     }
 
@@ -62,12 +72,21 @@ class DriverArgs:
 class GpuOperator(pulumi.ComponentResource):
     def __init__(self, name: str, args: DriverArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:GpuOperator", name, None, opts)
-        ns = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": "gpu-operator", "labels": {
-            "pod-security.kubernetes.io/enforce": "privileged"}}, opts=ResourceOptions(parent=self))
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            metadata={"name": "gpu-operator", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+            opts=ResourceOptions(parent=self),
+        )
         self.release = k8s.helm.v3.Release(
-            f"{name}-release", name="gpu-operator", chart=args.chart.chart, version=args.chart.version,
-            repository_opts={"repo": args.chart.repo}, namespace="gpu-operator", values=gpu_operator_values(),
-            opts=ResourceOptions(parent=self, depends_on=[ns, *args.after]))
+            f"{name}-release",
+            name="gpu-operator",
+            chart=args.chart.chart,
+            version=args.chart.version,
+            repository_opts={"repo": args.chart.repo},
+            namespace="gpu-operator",
+            values=gpu_operator_values(),
+            opts=ResourceOptions(parent=self, depends_on=[ns, *args.after]),
+        )
         self.register_outputs({})
 
 
@@ -77,7 +96,12 @@ class NeuronDriver(pulumi.ComponentResource):
     def __init__(self, name: str, args: DriverArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:NeuronDriver", name, None, opts)
         self.release = k8s.helm.v3.Release(
-            f"{name}-release", name="neuron", chart=f"{args.chart.repo}/{args.chart.chart}",
-            version=args.chart.version, namespace="kube-system", values=neuron_values(),
-            opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+            f"{name}-release",
+            name="neuron",
+            chart=f"{args.chart.repo}/{args.chart.chart}",
+            version=args.chart.version,
+            namespace="kube-system",
+            values=neuron_values(),
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
         self.register_outputs({})

@@ -1,5 +1,6 @@
 """Serving credentials, generated once and kept (secret) in state: the vLLM API key (also as a
 Kubernetes Secret beside the model servers), the gateway's master and salt keys, and optional extras."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,7 @@ class ServingKeys(pulumi.ComponentResource):
         super().__init__("llm-serving:access:ServingKeys", name, None, opts)
 
         def key(role: str, length: int, prefix: str = "") -> pulumi.Output[str]:
-            r = random.RandomPassword(f"{name}-{role}", length=length, special=False,
-                                      opts=ResourceOptions(parent=self))
+            r = random.RandomPassword(f"{name}-{role}", length=length, special=False, opts=ResourceOptions(parent=self))
             return pulumi.Output.secret(r.result.apply(lambda v: prefix + v))
 
         self.vllm_api_key = key("vllm-api-key", 40)
@@ -40,7 +40,10 @@ class ServingKeys(pulumi.ComponentResource):
         self.database_password = key("database-password", 32) if args.database_password else None
         self.webui_secret = key("webui-secret-key", 40) if args.webui_secret else None
         self.vllm_secret = k8s.core.v1.Secret(
-            f"{name}-vllm-api-key", metadata={"name": VLLM_KEY_SECRET, "namespace": args.models_namespace},
-            type="Opaque", string_data={"api-key": self.vllm_api_key},
-            opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+            f"{name}-vllm-api-key",
+            metadata={"name": VLLM_KEY_SECRET, "namespace": args.models_namespace},
+            type="Opaque",
+            string_data={"api-key": self.vllm_api_key},
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
         self.register_outputs({})

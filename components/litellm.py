@@ -1,11 +1,11 @@
 """LiteLLM gateway: config from exactly the deployed routes, keys in a Secret, 2+ replicas, PDB,
 internal load balancer; optional Postgres on Amazon RDS (separate AWS-plane component)."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -13,8 +13,16 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi import ResourceOptions
 
-from components.types import (GATEWAY_SELECTOR, ImagePin, Route, checkov_skips, container_security, image_skips,
-                              pod_security, tolerate)
+from components.types import (
+    GATEWAY_SELECTOR,
+    ImagePin,
+    Route,
+    checkov_skips,
+    container_security,
+    image_skips,
+    pod_security,
+    tolerate,
+)
 
 PORT = 4000
 CONFIG_PATH = "/etc/litellm/config.yaml"
@@ -44,17 +52,19 @@ CHECKOV_SKIPS = {
 def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
     model_list = []
     for r in routes:
-        model_list.append({
-            "model_name": r.model_name,
-            "litellm_params": {
-                "model": f"hosted_vllm/{r.served_name}",
-                "api_base": f"http://{r.service_host}:{r.port}/v1",
-                "api_key": "os.environ/VLLM_API_KEY",
-                "timeout": r.timeout_seconds,
-                "stream_timeout": r.timeout_seconds,
-            },
-            "model_info": {"mode": "chat", "max_input_tokens": r.max_input_tokens},
-        })
+        model_list.append(
+            {
+                "model_name": r.model_name,
+                "litellm_params": {
+                    "model": f"hosted_vllm/{r.served_name}",
+                    "api_base": f"http://{r.service_host}:{r.port}/v1",
+                    "api_key": "os.environ/VLLM_API_KEY",
+                    "timeout": r.timeout_seconds,
+                    "stream_timeout": r.timeout_seconds,
+                },
+                "model_info": {"mode": "chat", "max_input_tokens": r.max_input_tokens},
+            }
+        )
     general = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
     if database:
         general["database_url"] = "os.environ/DATABASE_URL"
@@ -72,8 +82,13 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
         # A draining vLLM replica answers 5xx or drops the connection: retry once, and let the
         # retry go to another replica of the same model (weighted failover excludes the one that
         # failed; plain retries may pick it again).
-        "router_settings": {"routing_strategy": "simple-shuffle", "num_retries": 1, "allowed_fails": 3,
-                            "cooldown_time": 30, "enable_weighted_failover": True},
+        "router_settings": {
+            "routing_strategy": "simple-shuffle",
+            "num_retries": 1,
+            "allowed_fails": 3,
+            "cooldown_time": 30,
+            "enable_weighted_failover": True,
+        },
         "general_settings": general,
     }
 
@@ -88,7 +103,7 @@ class GatewayArgs:
     salt_key: pulumi.Input[str]
     vllm_api_key: pulumi.Input[str]
     system_taint: str
-    database_url: Optional[pulumi.Input[str]] = None
+    database_url: pulumi.Input[str] | None = None
     internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
 
@@ -104,43 +119,66 @@ def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system
 
     def secret_env(name: str, key: str) -> dict:
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": "litellm", "key": key}}}
-    env = [secret_env("LITELLM_MASTER_KEY", "master-key"), secret_env("LITELLM_SALT_KEY", "salt-key"),
-           secret_env("VLLM_API_KEY", "vllm-api-key"),
-           {"name": "LITELLM_MODE", "value": "PRODUCTION"},
-           {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
-           {"name": "DISABLE_ADMIN_UI", "value": "True"},
-           {"name": "LITELLM_LOG", "value": LOG_LEVEL},
-           {"name": "HOME", "value": TMP},
-           {"name": "XDG_CACHE_HOME", "value": f"{TMP}/.cache"},
-           {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR}]
+
+    env = [
+        secret_env("LITELLM_MASTER_KEY", "master-key"),
+        secret_env("LITELLM_SALT_KEY", "salt-key"),
+        secret_env("VLLM_API_KEY", "vllm-api-key"),
+        {"name": "LITELLM_MODE", "value": "PRODUCTION"},
+        {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
+        {"name": "DISABLE_ADMIN_UI", "value": "True"},
+        {"name": "LITELLM_LOG", "value": LOG_LEVEL},
+        {"name": "HOME", "value": TMP},
+        {"name": "XDG_CACHE_HOME", "value": f"{TMP}/.cache"},
+        {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR},
+    ]
     if database:
-        env += [secret_env("DATABASE_URL", "database-url"),
-                {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
+        env += [secret_env("DATABASE_URL", "database-url"), {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": PORT}, "timeoutSeconds": 5, **kw}  # noqa: E731
     return {
         "automountServiceAccountToken": False,
         "serviceAccountName": "litellm",
         "securityContext": pod_security(uid),
         "tolerations": [tolerate(system_taint)],
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                       "whenUnsatisfiable": "ScheduleAnyway",
-                                       "labelSelector": {"matchLabels": GATEWAY_SELECTOR}}],
-        "containers": [{
-            "name": "litellm", "image": image.ref,
-            "args": ["--config", CONFIG_PATH, "--port", str(PORT), "--num_workers", str(WORKERS),
-                     "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK_S)],
-            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-            "env": env,
-            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-            "startupProbe": probe(LIVENESS, periodSeconds=5, failureThreshold=60),
-            "livenessProbe": probe(LIVENESS, periodSeconds=15, failureThreshold=3),
-            "readinessProbe": probe(READINESS, periodSeconds=10, failureThreshold=3),
-            "securityContext": container_security(uid, read_only_root=True),
-            "volumeMounts": [{"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
-                             *({"name": n, "mountPath": path} for n, (path, _) in WRITABLE.items())],
-        }],
-        "volumes": [{"name": "config", "configMap": {"name": "litellm-config"}},
-                    *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items())],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": GATEWAY_SELECTOR},
+            }
+        ],
+        "containers": [
+            {
+                "name": "litellm",
+                "image": image.ref,
+                "args": [
+                    "--config",
+                    CONFIG_PATH,
+                    "--port",
+                    str(PORT),
+                    "--num_workers",
+                    str(WORKERS),
+                    "--timeout_worker_healthcheck",
+                    str(WORKER_HEALTHCHECK_S),
+                ],
+                "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                "env": env,
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+                "startupProbe": probe(LIVENESS, periodSeconds=5, failureThreshold=60),
+                "livenessProbe": probe(LIVENESS, periodSeconds=15, failureThreshold=3),
+                "readinessProbe": probe(READINESS, periodSeconds=10, failureThreshold=3),
+                "securityContext": container_security(uid, read_only_root=True),
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
+                    *({"name": n, "mountPath": path} for n, (path, _) in WRITABLE.items()),
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "config", "configMap": {"name": "litellm-config"}},
+            *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items()),
+        ],
     }
 
 
@@ -158,39 +196,79 @@ class LiteLLMGateway(pulumi.ComponentResource):
         ns = args.namespace
         config = render_litellm_config(list(args.routes), database=args.database_url is not None)
         config_text = yaml.safe_dump(config, sort_keys=False)
-        cm = k8s.core.v1.ConfigMap(f"{name}-config", metadata={"name": "litellm-config", "namespace": ns},
-                                   data={"config.yaml": config_text}, opts=ResourceOptions(parent=self, depends_on=after))
+        cm = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"name": "litellm-config", "namespace": ns},
+            data={"config.yaml": config_text},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
         data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
         if args.database_url is not None:
             data["database-url"] = args.database_url
-        secret = k8s.core.v1.Secret(f"{name}-secret", metadata={"name": "litellm", "namespace": ns}, type="Opaque",
-                                    string_data=data, opts=ResourceOptions(parent=self, depends_on=after))
-        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={"name": "litellm", "namespace": ns},
-                                        automount_service_account_token=False,
-                                        opts=ResourceOptions(parent=self, depends_on=after))
+        secret = k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata={"name": "litellm", "namespace": ns},
+            type="Opaque",
+            string_data=data,
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": "litellm", "namespace": ns},
+            automount_service_account_token=False,
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
         chash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
-        k8s.apps.v1.Deployment(f"{name}-deployment", metadata={"name": "litellm", "namespace": ns, "labels": GATEWAY_SELECTOR,
-                                                               "annotations": gateway_annotations(args.image)},
-                               spec={"replicas": args.replicas, "selector": {"matchLabels": GATEWAY_SELECTOR},
-                                     "template": {"metadata": {"labels": GATEWAY_SELECTOR,
-                                                               "annotations": {"llm-serving/config-hash": chash}},
-                                                  "spec": render_gateway_pod(args.image, replicas=args.replicas,
-                                                                             database=args.database_url is not None,
-                                                                             system_taint=args.system_taint)}},
-                               opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *after]))
+        k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={
+                "name": "litellm",
+                "namespace": ns,
+                "labels": GATEWAY_SELECTOR,
+                "annotations": gateway_annotations(args.image),
+            },
+            spec={
+                "replicas": args.replicas,
+                "selector": {"matchLabels": GATEWAY_SELECTOR},
+                "template": {
+                    "metadata": {"labels": GATEWAY_SELECTOR, "annotations": {"llm-serving/config-hash": chash}},
+                    "spec": render_gateway_pod(
+                        args.image,
+                        replicas=args.replicas,
+                        database=args.database_url is not None,
+                        system_taint=args.system_taint,
+                    ),
+                },
+            },
+            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *after]),
+        )
         annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
         if args.internal_load_balancer:
             annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
-        svc = k8s.core.v1.Service(f"{name}-service", metadata={"name": "litellm", "namespace": ns, "annotations": annotations},
-                                  spec={"type": "LoadBalancer", "selector": GATEWAY_SELECTOR,
-                                        "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
-                                  opts=ResourceOptions(parent=self, depends_on=after))
-        k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata={"name": "litellm", "namespace": ns},
-                                          spec={"maxUnavailable": 1, "selector": {"matchLabels": GATEWAY_SELECTOR}},
-                                          opts=ResourceOptions(parent=self, depends_on=after))
+        svc = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": "litellm", "namespace": ns, "annotations": annotations},
+            spec={
+                "type": "LoadBalancer",
+                "selector": GATEWAY_SELECTOR,
+                "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
+            },
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={"name": "litellm", "namespace": ns},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": GATEWAY_SELECTOR}},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
         self.in_cluster_url = f"http://litellm.{ns}.svc.cluster.local:{PORT}"
-        self.url = svc.status.apply(lambda s: f"http://{(s.load_balancer.ingress or [None])[0].hostname}:{PORT}"
-                                    if s and s.load_balancer and s.load_balancer.ingress else self.in_cluster_url)
+        self.url = svc.status.apply(
+            lambda s: (
+                f"http://{(s.load_balancer.ingress or [None])[0].hostname}:{PORT}"
+                if s and s.load_balancer and s.load_balancer.ingress
+                else self.in_cluster_url
+            )
+        )
         self.register_outputs({"url": self.url})
 
 
@@ -206,7 +284,7 @@ class DatabaseArgs:
     multi_az: bool
     password: pulumi.Input[str]
     # CMK for storage and Performance Insights (the platform's data key); None keeps AWS-managed keys.
-    kms_key_arn: Optional[pulumi.Input[str]] = None
+    kms_key_arn: pulumi.Input[str] | None = None
 
 
 # Postgres logging (the parameter group): schema changes always, any statement slower than this.
@@ -220,13 +298,27 @@ MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonit
 def db_parameters(engine_version: str) -> tuple[str, list[dict]]:
     """(parameter group family, parameters): `postgres16` for engine version 16 or 16.x."""
     family = f"postgres{engine_version.split('.')[0]}"
-    return family, [{"name": "log_statement", "value": LOG_STATEMENT},
-                    {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)}]
+    return family, [
+        {"name": "log_statement", "value": LOG_STATEMENT},
+        {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
+        # Refuse unencrypted client connections (the gateway connects with TLS; checkov CKV2_AWS_69).
+        {"name": "rds.force_ssl", "value": "1"},
+    ]
 
 
 def monitoring_trust() -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
 
 
 class GatewayDatabase(pulumi.ComponentResource):
@@ -237,37 +329,75 @@ class GatewayDatabase(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:access:GatewayDatabase", name, None, opts)
         child = ResourceOptions(parent=self)
-        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id, description="Postgres from EKS nodes only",
-                                   ingress=[{"protocol": "tcp", "from_port": 5432, "to_port": 5432,
-                                             "description": "Postgres from EKS nodes (LiteLLM)",
-                                             "security_groups": [args.client_security_group_id]}],
-                                   tags={"Name": f"{args.cluster_name}-litellm-db"}, opts=child)
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-sg",
+            vpc_id=args.vpc_id,
+            description="Postgres from EKS nodes only",
+            ingress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 5432,
+                    "to_port": 5432,
+                    "description": "Postgres from EKS nodes (LiteLLM)",
+                    "security_groups": [args.client_security_group_id],
+                }
+            ],
+            tags={"Name": f"{args.cluster_name}-litellm-db"},
+            opts=child,
+        )
         subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, opts=child)
         family, parameters = db_parameters(args.engine_version)
-        params = aws.rds.ParameterGroup(f"{name}-params", name=f"{args.cluster_name}-litellm", family=family,
-                                        parameters=parameters,
-                                        description=f"LiteLLM Postgres of {args.cluster_name}: DDL and slow-query logs",
-                                        opts=child)
+        params = aws.rds.ParameterGroup(
+            f"{name}-params",
+            name=f"{args.cluster_name}-litellm",
+            family=family,
+            parameters=parameters,
+            description=f"LiteLLM Postgres of {args.cluster_name}: DDL and slow-query logs",
+            opts=child,
+        )
         monitoring = aws.iam.Role(f"{name}-monitoring", assume_role_policy=monitoring_trust(), opts=child)
-        monitoring_policy = aws.iam.RolePolicyAttachment(f"{name}-monitoring", role=monitoring.name,
-                                                         policy_arn=MONITORING_POLICY, opts=child)
-        cmk = {} if args.kms_key_arn is None else {"kms_key_id": args.kms_key_arn,
-                                                   "performance_insights_kms_key_id": args.kms_key_arn}
+        monitoring_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-monitoring", role=monitoring.name, policy_arn=MONITORING_POLICY, opts=child
+        )
+        cmk = (
+            {}
+            if args.kms_key_arn is None
+            else {"kms_key_id": args.kms_key_arn, "performance_insights_kms_key_id": args.kms_key_arn}
+        )
         db = aws.rds.Instance(
-            f"{name}-postgres", identifier=f"{args.cluster_name}-litellm", engine="postgres",
-            engine_version=args.engine_version, instance_class=args.instance_class,
-            allocated_storage=args.allocated_storage_gib, storage_type="gp3", storage_encrypted=True,
-            db_name="litellm", username="litellm", password=args.password,
-            db_subnet_group_name=subnets.name, vpc_security_group_ids=[sg.id], publicly_accessible=False,
-            multi_az=args.multi_az, deletion_protection=bool(opts and opts.protect), backup_retention_period=7,
-            copy_tags_to_snapshot=True, skip_final_snapshot=False,
+            f"{name}-postgres",
+            identifier=f"{args.cluster_name}-litellm",
+            engine="postgres",
+            engine_version=args.engine_version,
+            instance_class=args.instance_class,
+            allocated_storage=args.allocated_storage_gib,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name="litellm",
+            username="litellm",
+            password=args.password,
+            db_subnet_group_name=subnets.name,
+            vpc_security_group_ids=[sg.id],
+            publicly_accessible=False,
+            multi_az=args.multi_az,
+            deletion_protection=bool(opts and opts.protect),
+            backup_retention_period=7,
+            copy_tags_to_snapshot=True,
+            skip_final_snapshot=False,
             final_snapshot_identifier=f"{args.cluster_name}-litellm-final",
-            auto_minor_version_upgrade=True, iam_database_authentication_enabled=True,
-            performance_insights_enabled=True, enabled_cloudwatch_logs_exports=["postgresql"],
-            parameter_group_name=params.name, monitoring_interval=MONITORING_INTERVAL_S,
-            monitoring_role_arn=monitoring.arn, **cmk,
-            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect), depends_on=[monitoring_policy]))
-        self.url = pulumi.Output.secret(pulumi.Output.all(db.address, args.password).apply(
-            lambda a: f"postgresql://litellm:{a[1]}@{a[0]}:5432/litellm?sslmode=require"))
+            auto_minor_version_upgrade=True,
+            iam_database_authentication_enabled=True,
+            performance_insights_enabled=True,
+            enabled_cloudwatch_logs_exports=["postgresql"],
+            parameter_group_name=params.name,
+            monitoring_interval=MONITORING_INTERVAL_S,
+            monitoring_role_arn=monitoring.arn,
+            **cmk,
+            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect), depends_on=[monitoring_policy]),
+        )
+        self.url = pulumi.Output.secret(
+            pulumi.Output.all(db.address, args.password).apply(
+                lambda a: f"postgresql://litellm:{a[1]}@{a[0]}:5432/litellm?sslmode=require"
+            )
+        )
         self.register_outputs({})
-

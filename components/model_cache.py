@@ -9,17 +9,16 @@ The Job runs a small Python image on the system nodes: an init container install
 downloads. Every value the script uses comes from the environment, quoted, so no config value is
 ever parsed by a shell.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import CACHE_SELECTOR, container_security, pod_security, tolerate
-from components.types import checkov_skips, image_skips
+from components.types import CACHE_SELECTOR, checkov_skips, container_security, image_skips, pod_security, tolerate
 
 UID = 2000
 # checkov findings accepted on cache Jobs only (tests/stacks/test_checkov.py).
@@ -44,7 +43,7 @@ INCLUDE = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tiktoken", "*.
 class CacheItem:
     name: str
     hf_id: str
-    revision: Optional[str]
+    revision: str | None
     gated: bool
     marker: str  # file written when complete (see components.vllm.ready_marker)
     deadline_seconds: int = 3600  # the Job fails (visibly) after this long, retries included
@@ -54,11 +53,13 @@ def _download_script() -> str:
     """The download container's whole program (constant text; values come from the environment).
     `--` ends the options, so a Hub id can never be read as a flag."""
     inc = " ".join(f"--include '{p}'" for p in INCLUDE)
-    return ('set -eu; '
-            'mkdir -p "$(dirname "$READY_MARKER")" "$HF_HUB_CACHE" "$HF_XET_CACHE"; '
-            f'python -m huggingface_hub.cli.hf download --revision "$HF_REVISION" {inc} '
-            '--cache-dir "$HF_HUB_CACHE" -- "$HF_ID"; '
-            'touch "$READY_MARKER"')
+    return (
+        "set -eu; "
+        'mkdir -p "$(dirname "$READY_MARKER")" "$HF_HUB_CACHE" "$HF_XET_CACHE"; '
+        f'python -m huggingface_hub.cli.hf download --revision "$HF_REVISION" {inc} '
+        '--cache-dir "$HF_HUB_CACHE" -- "$HF_ID"; '
+        'touch "$READY_MARKER"'
+    )
 
 
 DOWNLOAD_SCRIPT = _download_script()
@@ -66,34 +67,72 @@ DOWNLOAD_SCRIPT = _download_script()
 
 def render_download_env(item: CacheItem) -> list[dict]:
     """Everything item-specific the download script reads (and the only place config values go)."""
-    return [{"name": "HF_ID", "value": item.hf_id},
-            {"name": "HF_REVISION", "value": item.revision or "main"},
-            {"name": "READY_MARKER", "value": item.marker},
-            {"name": "HF_XET_CACHE", "value": f"{XET_CACHE_DIR}/{item.marker.rsplit('/', 1)[-1]}"}]
+    return [
+        {"name": "HF_ID", "value": item.hf_id},
+        {"name": "HF_REVISION", "value": item.revision or "main"},
+        {"name": "READY_MARKER", "value": item.marker},
+        {"name": "HF_XET_CACHE", "value": f"{XET_CACHE_DIR}/{item.marker.rsplit('/', 1)[-1]}"},
+    ]
 
 
-def render_job_spec(item: CacheItem, *, image: str, cli_requirement: str, claim: str, token_secret: Optional[str],
-                    system_toleration: str) -> dict:
-    env = [{"name": "HOME", "value": "/tmp"}, {"name": "USER", "value": "hf"},
-           {"name": "PYTHONPATH", "value": HF_CLI_DIR}, {"name": "HF_HUB_CACHE", "value": HUB_CACHE},
-           {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
-           *render_download_env(item)]
-    mounts = [{"name": "model-cache", "mountPath": MODELS}, {"name": "tmp", "mountPath": "/tmp"},
-              {"name": "hf-cli", "mountPath": HF_CLI_DIR, "readOnly": True}]
-    volumes = [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
-               {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-               {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}}]
+def render_job_spec(
+    item: CacheItem,
+    *,
+    image: str,
+    cli_requirement: str,
+    claim: str,
+    token_secret: str | None,
+    system_toleration: str,
+) -> dict:
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "USER", "value": "hf"},
+        {"name": "PYTHONPATH", "value": HF_CLI_DIR},
+        {"name": "HF_HUB_CACHE", "value": HUB_CACHE},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
+        *render_download_env(item),
+    ]
+    mounts = [
+        {"name": "model-cache", "mountPath": MODELS},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "hf-cli", "mountPath": HF_CLI_DIR, "readOnly": True},
+    ]
+    volumes = [
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
     if item.gated and token_secret:
         # huggingface_hub reads the token from HF_TOKEN_PATH: a file, never an environment variable.
         env.append({"name": "HF_TOKEN_PATH", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"})
         mounts.append({"name": "hf-token", "mountPath": TOKEN_DIR, "readOnly": True})
-        volumes.append({"name": "hf-token", "secret": {"secretName": token_secret, "defaultMode": 0o440,
-                                                       "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]}})
+        volumes.append(
+            {
+                "name": "hf-token",
+                "secret": {
+                    "secretName": token_secret,
+                    "defaultMode": 0o440,
+                    "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
+                },
+            }
+        )
     install = {
-        "name": "install-hf-cli", "image": image,
+        "name": "install-hf-cli",
+        "image": image,
         # Exec form, no shell: the pinned requirement is one argv element.
-        "command": ["python", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
-                    "--no-warn-script-location", "--target", HF_CLI_DIR, cli_requirement],
+        "command": [
+            "python",
+            "-m",
+            "pip",
+            "install",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+            "--target",
+            HF_CLI_DIR,
+            cli_requirement,
+        ],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(UID),
@@ -113,14 +152,17 @@ def render_job_spec(item: CacheItem, *, image: str, cli_requirement: str, claim:
                 # Runs on the system nodes: downloading needs no accelerator.
                 "tolerations": [tolerate(system_toleration)],
                 "initContainers": [install],
-                "containers": [{
-                    "name": "download", "image": image,
-                    "command": ["sh", "-c", DOWNLOAD_SCRIPT],
-                    "env": env,
-                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-                    "securityContext": container_security(UID),
-                    "volumeMounts": mounts,
-                }],
+                "containers": [
+                    {
+                        "name": "download",
+                        "image": image,
+                        "command": ["sh", "-c", DOWNLOAD_SCRIPT],
+                        "env": env,
+                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+                        "securityContext": container_security(UID),
+                        "volumeMounts": mounts,
+                    }
+                ],
                 "volumes": volumes,
             },
         },
@@ -134,7 +176,7 @@ class ModelCacheArgs:
     items: tuple[CacheItem, ...]
     image: str
     cli_requirement: str  # e.g. "huggingface_hub==2.4.0" (pinned in the version catalog)
-    hf_token: Optional[pulumi.Input[str]]
+    hf_token: pulumi.Input[str] | None
     system_toleration: str
     after: tuple[pulumi.Resource, ...] = ()
 
@@ -146,30 +188,55 @@ class ModelCache(pulumi.ComponentResource):
         super().__init__("llm-serving:serving:ModelCache", name, None, opts)
         after = list(args.after)
         pvc = k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-pvc", metadata={"name": self.claim_name, "namespace": args.namespace},
-            spec={"accessModes": ["ReadWriteMany"], "storageClassName": args.storage_class,
-                  "resources": {"requests": {"storage": "1Ti"}}},  # EFS is elastic; the size is nominal
-            opts=ResourceOptions(parent=self, depends_on=after, protect=False))
+            f"{name}-pvc",
+            metadata={"name": self.claim_name, "namespace": args.namespace},
+            spec={
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": args.storage_class,
+                "resources": {"requests": {"storage": "1Ti"}},
+            },  # EFS is elastic; the size is nominal
+            opts=ResourceOptions(parent=self, depends_on=after, protect=False),
+        )
         # Its own identity (no API token mounted): never the namespace's default ServiceAccount.
-        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
-                                        automount_service_account_token=False,
-                                        opts=ResourceOptions(parent=self, depends_on=after))
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={"name": SERVICE_ACCOUNT, "namespace": args.namespace},
+            automount_service_account_token=False,
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
         deps = [pvc, sa, *after]
         token_secret = None
         if args.hf_token is not None and any(i.gated for i in args.items):
             token_secret = "hf-token"
-            deps.append(k8s.core.v1.Secret(
-                f"{name}-hf-token", metadata={"name": token_secret, "namespace": args.namespace},
-                type="Opaque", string_data={TOKEN_KEY: args.hf_token}, opts=ResourceOptions(parent=self, depends_on=after)))
+            deps.append(
+                k8s.core.v1.Secret(
+                    f"{name}-hf-token",
+                    metadata={"name": token_secret, "namespace": args.namespace},
+                    type="Opaque",
+                    string_data={TOKEN_KEY: args.hf_token},
+                    opts=ResourceOptions(parent=self, depends_on=after),
+                )
+            )
         for item in args.items:
             k8s.batch.v1.Job(
                 f"{name}-{item.name}",
-                metadata={"name": f"cache-{item.name}", "namespace": args.namespace,
-                          # Large downloads outlast Pulumi's await; servers wait on the ready marker.
-                          "annotations": {"pulumi.com/skipAwait": "true",
-                                          **checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image)})}},
-                spec=render_job_spec(item, image=args.image, cli_requirement=args.cli_requirement,
-                                     claim=self.claim_name, token_secret=token_secret,
-                                     system_toleration=args.system_toleration),
-                opts=ResourceOptions(parent=self, depends_on=deps))
+                metadata={
+                    "name": f"cache-{item.name}",
+                    "namespace": args.namespace,
+                    # Large downloads outlast Pulumi's await; servers wait on the ready marker.
+                    "annotations": {
+                        "pulumi.com/skipAwait": "true",
+                        **checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image)}),
+                    },
+                },
+                spec=render_job_spec(
+                    item,
+                    image=args.image,
+                    cli_requirement=args.cli_requirement,
+                    claim=self.claim_name,
+                    token_secret=token_secret,
+                    system_toleration=args.system_toleration,
+                ),
+                opts=ResourceOptions(parent=self, depends_on=deps),
+            )
         self.register_outputs({})

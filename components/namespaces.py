@@ -1,4 +1,5 @@
 """Serving namespaces (Pod Security `restricted`) and their NetworkPolicies."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,14 +11,18 @@ from pulumi import ResourceOptions
 from components.types import CACHE_SELECTOR, GATEWAY_SELECTOR, UI_SELECTOR, VLLM_SELECTOR
 
 PSA = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
-DNS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
 
 def ns_peer(ns: str, labels: dict) -> dict:
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-            "podSelector": {"matchLabels": labels}}
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+        "podSelector": {"matchLabels": labels},
+    }
 
 
 def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool) -> dict[str, tuple[str, dict]]:
@@ -27,31 +32,72 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
     out = {
         "models-default-deny": (models_ns, deny),
         "models-dns": (models_ns, dns),
-        "vllm-from-gateway": (models_ns, {
-            "podSelector": {"matchLabels": VLLM_SELECTOR}, "policyTypes": ["Ingress"],
-            "ingress": [{"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}]}),
+        "vllm-from-gateway": (
+            models_ns,
+            {
+                "podSelector": {"matchLabels": VLLM_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}
+                ],
+            },
+        ),
         # The cache Job downloads from the Hugging Face Hub over HTTPS; nothing else leaves the namespace.
-        "model-cache-egress": (models_ns, {
-            "podSelector": {"matchLabels": CACHE_SELECTOR}, "policyTypes": ["Egress"],
-            "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}]}),
+        "model-cache-egress": (
+            models_ns,
+            {
+                "podSelector": {"matchLabels": CACHE_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
+            },
+        ),
         "gateway-default-deny": (gateway_ns, deny),
         "gateway-dns": (gateway_ns, dns),
-        "gateway-ingress": (gateway_ns, {
-            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}, {"podSelector": {"matchLabels": UI_SELECTOR}}],
-                         "ports": [{"protocol": "TCP", "port": 4000}]}]}),
-        "gateway-to-vllm": (gateway_ns, {
-            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Egress"],
-            "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}]}),
-        "ui-to-gateway": (gateway_ns, {
-            "podSelector": {"matchLabels": UI_SELECTOR}, "policyTypes": ["Egress", "Ingress"],
-            "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [{"protocol": "TCP", "port": 4000}]}],
-            "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}),
+        "gateway-ingress": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"ipBlock": {"cidr": vpc_cidr}}, {"podSelector": {"matchLabels": UI_SELECTOR}}],
+                        "ports": [{"protocol": "TCP", "port": 4000}],
+                    }
+                ],
+            },
+        ),
+        "gateway-to-vllm": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}],
+            },
+        ),
+        "ui-to-gateway": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": UI_SELECTOR},
+                "policyTypes": ["Egress", "Ingress"],
+                "egress": [
+                    {
+                        "to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}],
+                        "ports": [{"protocol": "TCP", "port": 4000}],
+                    }
+                ],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 8080}]}],
+            },
+        ),
     }
     if database:
-        out["gateway-to-database"] = (gateway_ns, {
-            "podSelector": {"matchLabels": GATEWAY_SELECTOR}, "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}]})
+        out["gateway-to-database"] = (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}],
+            },
+        )
     return out
 
 
@@ -73,17 +119,28 @@ class ServingNamespaces(pulumi.ComponentResource):
         super().__init__("llm-serving:serving:ServingNamespaces", name, None, opts)
         self.namespaces = {}
         for ns in (args.models_ns, args.gateway_ns):
-            self.namespaces[ns] = k8s.core.v1.Namespace(f"{name}-{ns}", metadata={"name": ns, "labels": PSA},
-                                                        opts=ResourceOptions(parent=self))
-        policies = pulumi.Output.from_input(args.vpc_cidr).apply(lambda cidr: render_policies(
-            models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr=cidr, database=args.database))
-        for pname, (ns, _) in render_policies(models_ns=args.models_ns, gateway_ns=args.gateway_ns,
-                                              vpc_cidr="0.0.0.0/32", database=args.database).items():
-            k8s.networking.v1.NetworkPolicy(f"{name}-{pname}", metadata={"name": pname, "namespace": ns},
-                                            spec=policies.apply(lambda p, n=pname: p[n][1]),
-                                            opts=ResourceOptions(parent=self, depends_on=[self.namespaces[ns]]))
+            self.namespaces[ns] = k8s.core.v1.Namespace(
+                f"{name}-{ns}", metadata={"name": ns, "labels": PSA}, opts=ResourceOptions(parent=self)
+            )
+        policies = pulumi.Output.from_input(args.vpc_cidr).apply(
+            lambda cidr: render_policies(
+                models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr=cidr, database=args.database
+            )
+        )
+        for pname, (ns, _) in render_policies(
+            models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr="0.0.0.0/32", database=args.database
+        ).items():
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{pname}",
+                metadata={"name": pname, "namespace": ns},
+                spec=policies.apply(lambda p, n=pname: p[n][1]),
+                opts=ResourceOptions(parent=self, depends_on=[self.namespaces[ns]]),
+            )
         if args.accelerator_quota is not None:
-            k8s.core.v1.ResourceQuota(f"{name}-accelerators", metadata={"name": "accelerators", "namespace": args.models_ns},
-                                      spec={"hard": render_accelerator_quota(args.accelerator_quota)},
-                                      opts=ResourceOptions(parent=self, depends_on=[self.namespaces[args.models_ns]]))
+            k8s.core.v1.ResourceQuota(
+                f"{name}-accelerators",
+                metadata={"name": "accelerators", "namespace": args.models_ns},
+                spec={"hard": render_accelerator_quota(args.accelerator_quota)},
+                opts=ResourceOptions(parent=self, depends_on=[self.namespaces[args.models_ns]]),
+            )
         self.register_outputs({})

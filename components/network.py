@@ -1,4 +1,5 @@
 """VPC across several AZs: public subnets for load balancers, private subnets for nodes, NAT per AZ."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -48,58 +49,135 @@ class Network(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         child = ResourceOptions(parent=self)
         c = args.cluster_name
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_hostnames=True,
-                          enable_dns_support=True, tags={"Name": f"{c}-vpc"}, opts=child)
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=args.cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": f"{c}-vpc"},
+            opts=child,
+        )
         # The VPC's default security group: no rules at all, so nothing that lands in it by default
         # can talk to anything (CIS EC2.2). Pulumi adopts the group and removes AWS's default rules.
-        aws.ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[],
-                                     tags={"Name": f"{c}-default-deny"}, opts=child)
+        aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg", vpc_id=vpc.id, ingress=[], egress=[], tags={"Name": f"{c}-default-deny"}, opts=child
+        )
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags={"Name": f"{c}-igw"}, opts=child)
-        public_rt = aws.ec2.RouteTable(f"{name}-public-rt", vpc_id=vpc.id,
-                                       routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}],
-                                       tags={"Name": f"{c}-public"}, opts=child)
+        public_rt = aws.ec2.RouteTable(
+            f"{name}-public-rt",
+            vpc_id=vpc.id,
+            routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}],
+            tags={"Name": f"{c}-public"},
+            opts=child,
+        )
         private_cidrs, public_cidrs = subnet_cidrs(args.cidr, len(args.availability_zones))
         privates, publics = [], []
         for i, az in enumerate(args.availability_zones):
-            pub = aws.ec2.Subnet(f"{name}-public-{az}", vpc_id=vpc.id, cidr_block=public_cidrs[i],
-                                 availability_zone=az, map_public_ip_on_launch=False,
-                                 tags={"Name": f"{c}-public-{az}", "kubernetes.io/role/elb": "1"}, opts=child)
-            aws.ec2.RouteTableAssociation(f"{name}-public-{az}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child)
+            pub = aws.ec2.Subnet(
+                f"{name}-public-{az}",
+                vpc_id=vpc.id,
+                cidr_block=public_cidrs[i],
+                availability_zone=az,
+                map_public_ip_on_launch=False,
+                tags={"Name": f"{c}-public-{az}", "kubernetes.io/role/elb": "1"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{az}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child
+            )
             eip = aws.ec2.Eip(f"{name}-nat-{az}", domain="vpc", tags={"Name": f"{c}-nat-{az}"}, opts=child)
-            nat = aws.ec2.NatGateway(f"{name}-nat-{az}", subnet_id=pub.id, allocation_id=eip.id,
-                                     tags={"Name": f"{c}-nat-{az}"},
-                                     opts=ResourceOptions(parent=self, depends_on=[igw]))
-            priv = aws.ec2.Subnet(f"{name}-private-{az}", vpc_id=vpc.id, cidr_block=private_cidrs[i],
-                                  availability_zone=az,
-                                  tags={"Name": f"{c}-private-{az}", "kubernetes.io/role/internal-elb": "1",
-                                        "karpenter.sh/discovery": c}, opts=child)
-            rt = aws.ec2.RouteTable(f"{name}-private-{az}", vpc_id=vpc.id,
-                                    routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
-                                    tags={"Name": f"{c}-private-{az}"}, opts=child)
+            nat = aws.ec2.NatGateway(
+                f"{name}-nat-{az}",
+                subnet_id=pub.id,
+                allocation_id=eip.id,
+                tags={"Name": f"{c}-nat-{az}"},
+                opts=ResourceOptions(parent=self, depends_on=[igw]),
+            )
+            priv = aws.ec2.Subnet(
+                f"{name}-private-{az}",
+                vpc_id=vpc.id,
+                cidr_block=private_cidrs[i],
+                availability_zone=az,
+                tags={"Name": f"{c}-private-{az}", "kubernetes.io/role/internal-elb": "1", "karpenter.sh/discovery": c},
+                opts=child,
+            )
+            rt = aws.ec2.RouteTable(
+                f"{name}-private-{az}",
+                vpc_id=vpc.id,
+                routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
+                tags={"Name": f"{c}-private-{az}"},
+                opts=child,
+            )
             aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
             privates.append(priv)
             publics.append(pub)
 
         # VPC flow logs (rejected and accepted) to CloudWatch.
-        logs = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=flow_log_group(c),
-                                       retention_in_days=args.flow_log_retention_days,
-                                       kms_key_id=args.logs_key_arn, opts=child)
-        role = aws.iam.Role(f"{name}-flow-logs", assume_role_policy=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                           "Action": "sts:AssumeRole"}]}), opts=child)
-        aws.iam.RolePolicy(f"{name}-flow-logs", role=role.id, policy=logs.arn.apply(lambda arn: json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Resource": [arn, f"{arn}:*"],
-                           "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]}]})),
-            opts=child)
-        aws.ec2.FlowLog(f"{name}-flow-log", vpc_id=vpc.id, traffic_type="ALL", log_destination=logs.arn,
-                        log_destination_type="cloud-watch-logs", iam_role_arn=role.arn, opts=child)
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            name=flow_log_group(c),
+            retention_in_days=args.flow_log_retention_days,
+            kms_key_id=args.logs_key_arn,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-flow-logs",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-flow-logs",
+            role=role.id,
+            policy=logs.arn.apply(
+                lambda arn: json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Resource": [arn, f"{arn}:*"],
+                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                            }
+                        ],
+                    }
+                )
+            ),
+            opts=child,
+        )
+        aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            vpc_id=vpc.id,
+            traffic_type="ALL",
+            log_destination=logs.arn,
+            log_destination_type="cloud-watch-logs",
+            iam_role_arn=role.arn,
+            opts=child,
+        )
 
         self.vpc_id = vpc.id
         self.private_subnet_ids = pulumi.Output.all(*[s.id for s in privates])
         self.public_subnet_ids = pulumi.Output.all(*[s.id for s in publics])
-        self.handle = NetworkHandle(vpc_id=vpc.id, private_subnet_ids=self.private_subnet_ids,
-                                    public_subnet_ids=self.public_subnet_ids, vpc_cidr=args.cidr)
-        self.register_outputs({"vpc_id": self.vpc_id, "private_subnet_ids": self.private_subnet_ids,
-                               "public_subnet_ids": self.public_subnet_ids})
+        self.handle = NetworkHandle(
+            vpc_id=vpc.id,
+            private_subnet_ids=self.private_subnet_ids,
+            public_subnet_ids=self.public_subnet_ids,
+            vpc_cidr=args.cidr,
+        )
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "private_subnet_ids": self.private_subnet_ids,
+                "public_subnet_ids": self.public_subnet_ids,
+            }
+        )

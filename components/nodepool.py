@@ -1,4 +1,5 @@
 """Karpenter EC2NodeClass (one per accelerator kind) and NodePool (one per configured pool)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,12 +28,19 @@ def render_node_class(spec: NodeClassSpec, *, cluster_name: str, instance_profil
         # The EKS-managed cluster security group: EKS itself tags it `aws:eks:cluster-name=<cluster>`
         # (the `karpenter.sh/discovery` tag we set on the cluster resource is not copied to it).
         "securityGroupSelectorTerms": [{"tags": {"aws:eks:cluster-name": cluster_name}}],
-        "blockDeviceMappings": [{
-            "deviceName": "/dev/xvda",
-            "ebs": {"volumeSize": f"{spec.root_volume_gib}Gi", "volumeType": "gp3", "encrypted": True,
-                    "iops": spec.root_volume_iops, "throughput": spec.root_volume_throughput,
-                    "deleteOnTermination": True},
-        }],
+        "blockDeviceMappings": [
+            {
+                "deviceName": "/dev/xvda",
+                "ebs": {
+                    "volumeSize": f"{spec.root_volume_gib}Gi",
+                    "volumeType": "gp3",
+                    "encrypted": True,
+                    "iops": spec.root_volume_iops,
+                    "throughput": spec.root_volume_throughput,
+                    "deleteOnTermination": True,
+                },
+            }
+        ],
         "tags": {"karpenter.sh/discovery": cluster_name, "llm-serving/accelerator": spec.kind},
     }
     if spec.instance_store_raid0:
@@ -62,8 +70,11 @@ def render_node_pool(spec: PoolSpec) -> dict:
                 "terminationGracePeriod": spec.termination_grace_period,
             },
         },
-        "limits": {"cpu": str(spec.cpu_limit), "memory": f"{spec.memory_limit_gib}Gi",
-                   taint: str(spec.accelerator_limit)},
+        "limits": {
+            "cpu": str(spec.cpu_limit),
+            "memory": f"{spec.memory_limit_gib}Gi",
+            taint: str(spec.accelerator_limit),
+        },
         "disruption": {
             "consolidationPolicy": "WhenEmpty",
             "consolidateAfter": spec.consolidate_after,
@@ -87,12 +98,17 @@ class KarpenterNodeClass(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeClassArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:KarpenterNodeClass", name, None, opts)
         spec = pulumi.Output.from_input(args.instance_profile).apply(
-            lambda p: render_node_class(args.spec, cluster_name=args.cluster_name, instance_profile=p))
+            lambda p: render_node_class(args.spec, cluster_name=args.cluster_name, instance_profile=p)
+        )
         self.resource = k8s.apiextensions.CustomResource(
-            f"{name}-nodeclass", api_version="karpenter.k8s.aws/v1", kind="EC2NodeClass",
-            metadata={"name": args.spec.name}, spec=spec,
+            f"{name}-nodeclass",
+            api_version="karpenter.k8s.aws/v1",
+            kind="EC2NodeClass",
+            metadata={"name": args.spec.name},
+            spec=spec,
             # The CRD comes from the Karpenter releases.
-            opts=ResourceOptions(parent=self, depends_on=[args.crds.release]))
+            opts=ResourceOptions(parent=self, depends_on=[args.crds.release]),
+        )
         self.name = args.spec.name
         self.register_outputs({})
 
@@ -108,8 +124,12 @@ class KarpenterNodePool(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodePoolArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:KarpenterNodePool", name, None, opts)
         self.resource = k8s.apiextensions.CustomResource(
-            f"{name}-nodepool", api_version="karpenter.sh/v1", kind="NodePool",
-            metadata={"name": args.spec.name}, spec=render_node_pool(args.spec),
+            f"{name}-nodepool",
+            api_version="karpenter.sh/v1",
+            kind="NodePool",
+            metadata={"name": args.spec.name},
+            spec=render_node_pool(args.spec),
             # CRD from the Karpenter release; the class it references must exist first (and go last).
-            opts=ResourceOptions(parent=self, depends_on=[args.crds.release, args.node_class]))
+            opts=ResourceOptions(parent=self, depends_on=[args.crds.release, args.node_class]),
+        )
         self.register_outputs({})

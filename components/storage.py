@@ -4,6 +4,7 @@ The EFS file system holds the shared model cache and Neuron compiled artifacts. 
 (the stack's `cluster.protectData`, default true) `pulumi destroy` stops on it until it is
 unprotected on purpose.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,20 +21,26 @@ EFS_CLASS = "efs"
 
 
 def render_gp3_class() -> dict:
-    return dict(
-        metadata={"name": EBS_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        provisioner="ebs.csi.aws.com",
-        parameters={"type": "gp3", "encrypted": "true", "fsType": "ext4"},
-        volume_binding_mode="WaitForFirstConsumer",
-        allow_volume_expansion=True,
-        reclaim_policy="Delete",
-    )
+    return {
+        "metadata": {"name": EBS_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "ebs.csi.aws.com",
+        "parameters": {"type": "gp3", "encrypted": "true", "fsType": "ext4"},
+        "volume_binding_mode": "WaitForFirstConsumer",
+        "allow_volume_expansion": True,
+        "reclaim_policy": "Delete",
+    }
 
 
 def render_efs_parameters(file_system_id: str) -> dict:
     # uid/gid 2000: the vLLM image's non-root user, so servers can read what the cache Job wrote.
-    return {"provisioningMode": "efs-ap", "fileSystemId": file_system_id, "directoryPerms": "750",
-            "uid": "2000", "gid": "2000", "basePath": "/llm-serving"}
+    return {
+        "provisioningMode": "efs-ap",
+        "fileSystemId": file_system_id,
+        "directoryPerms": "750",
+        "uid": "2000",
+        "gid": "2000",
+        "basePath": "/llm-serving",
+    }
 
 
 def efs_lifecycle_policies() -> list[dict]:
@@ -59,29 +66,61 @@ class Storage(pulumi.ComponentResource):
     def __init__(self, name: str, args: StorageArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:Storage", name, None, opts)
         child = ResourceOptions(parent=self)
-        gp3 = k8s.storage.v1.StorageClass(f"{name}-gp3", **render_gp3_class(),
-                                          opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        gp3 = k8s.storage.v1.StorageClass(
+            f"{name}-gp3", **render_gp3_class(), opts=ResourceOptions(parent=self, depends_on=list(args.after))
+        )
         sg = aws.ec2.SecurityGroup(
-            f"{name}-efs-sg", vpc_id=args.network.vpc_id, description="NFS from EKS nodes to EFS",
-            ingress=[{"protocol": "tcp", "from_port": 2049, "to_port": 2049,
-                      "security_groups": [args.cluster.security_group_id], "description": "NFS from nodes"}],
-            tags={"Name": f"{args.cluster_name}-efs"}, opts=child)
+            f"{name}-efs-sg",
+            vpc_id=args.network.vpc_id,
+            description="NFS from EKS nodes to EFS",
+            ingress=[
+                {
+                    "protocol": "tcp",
+                    "from_port": 2049,
+                    "to_port": 2049,
+                    "security_groups": [args.cluster.security_group_id],
+                    "description": "NFS from nodes",
+                }
+            ],
+            tags={"Name": f"{args.cluster_name}-efs"},
+            opts=child,
+        )
         fs = aws.efs.FileSystem(
-            f"{name}-efs", encrypted=True, kms_key_id=args.kms_key_arn, throughput_mode="elastic",
-            performance_mode="generalPurpose", lifecycle_policies=efs_lifecycle_policies(),
+            f"{name}-efs",
+            encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            throughput_mode="elastic",
+            performance_mode="generalPurpose",
+            lifecycle_policies=efs_lifecycle_policies(),
             tags={"Name": f"{args.cluster_name}-model-cache"},
-            opts=ResourceOptions(parent=self, protect=args.protect))
+            opts=ResourceOptions(parent=self, protect=args.protect),
+        )
         subnets = pulumi.Output.from_input(args.network.private_subnet_ids)
-        mounts = [aws.efs.MountTarget(f"{name}-efs-{k}", file_system_id=fs.id,
-                                      subnet_id=subnets.apply(lambda s, i=i: s[i]),
-                                      security_groups=[sg.id], opts=child)
-                  for i, k in enumerate(args.mount_target_keys)]
+        mounts = [
+            aws.efs.MountTarget(
+                f"{name}-efs-{k}",
+                file_system_id=fs.id,
+                subnet_id=subnets.apply(lambda s, i=i: s[i]),
+                security_groups=[sg.id],
+                opts=child,
+            )
+            for i, k in enumerate(args.mount_target_keys)
+        ]
         efs_class = k8s.storage.v1.StorageClass(
-            f"{name}-efs-class", metadata={"name": EFS_CLASS}, provisioner="efs.csi.aws.com",
-            parameters=fs.id.apply(render_efs_parameters), reclaim_policy="Retain",
-            volume_binding_mode="Immediate", opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+            f"{name}-efs-class",
+            metadata={"name": EFS_CLASS},
+            provisioner="efs.csi.aws.com",
+            parameters=fs.id.apply(render_efs_parameters),
+            reclaim_policy="Retain",
+            volume_binding_mode="Immediate",
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
         self.file_system_id = fs.id
         # PVCs on these classes wait for the classes and for NFS to be reachable in every AZ.
-        self.handle = StorageHandle(efs_storage_class=EFS_CLASS, ebs_storage_class=EBS_CLASS, efs_file_system_id=fs.id,
-                                    ready=(efs_class, gp3, *mounts))
+        self.handle = StorageHandle(
+            efs_storage_class=EFS_CLASS,
+            ebs_storage_class=EBS_CLASS,
+            efs_file_system_id=fs.id,
+            ready=(efs_class, gp3, *mounts),
+        )
         self.register_outputs({"file_system_id": fs.id})

@@ -3,10 +3,11 @@
 Components import only this module and the SDKs. What one component hands another is one of these
 small records, built by the stack layer; no component looks anything up by name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pulumi
 
@@ -64,12 +65,12 @@ class ModelArch:
     vocab: int
     max_positions: int
     dtype: str
-    quantization: Optional[str] = None
-    weights_gib: Optional[float] = None
+    quantization: str | None = None
+    weights_gib: float | None = None
     gated: bool = False
-    tool_parser: Optional[str] = None
-    reasoning_parser: Optional[str] = None
-    revision: Optional[str] = None
+    tool_parser: str | None = None
+    reasoning_parser: str | None = None
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class ChartPin:
 class ImagePin:
     repository: str
     tag: str
-    user: Optional[int] = None  # the UID the image's process runs as (None: not recorded)
+    user: int | None = None  # the UID the image's process runs as (None: not recorded)
     writable_paths: tuple[str, ...] = ()  # paths it writes at run time
-    digest: Optional[str] = None  # "sha256:<64 hex>" when a source publishes it for this tag
+    digest: str | None = None  # "sha256:<64 hex>" when a source publishes it for this tag
 
     @property
     def ref(self) -> str:
@@ -159,7 +160,7 @@ class PoolSpec:
     termination_grace_period: str
     disruption_budget_nodes: str
     labels: tuple[tuple[str, str], ...] = ()
-    weight: Optional[int] = None
+    weight: int | None = None
 
     @property
     def taint_key(self) -> str:
@@ -207,7 +208,7 @@ class ServerSpec:
     name: str
     served_name: str
     hf_id: str
-    revision: Optional[str]
+    revision: str | None
     kind: AcceleratorKind
     image: str
     args: tuple[str, ...]
@@ -221,7 +222,7 @@ class ServerSpec:
     shm_size: str
     replicas: int
     startup_budget_seconds: int
-    scheduler_name: Optional[str] = None
+    scheduler_name: str | None = None
     max_model_len: int = 0
     request_timeout_seconds: int = 600
     # Every instance type of the pool this same pod fits on (planner.fitting_instance_types); empty: instance_type.
@@ -249,14 +250,25 @@ class Route:
 
 def pod_security(uid: int) -> dict:
     """Pod-level securityContext: non-root as the image's own user, RuntimeDefault seccomp."""
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security(uid: int, *, read_only_root: bool = True) -> dict:
     """Container securityContext: no privilege escalation, every capability dropped."""
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True,
-            "runAsUser": uid, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def checkov_skips(reasons: dict[str, str]) -> dict[str, str]:

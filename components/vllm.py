@@ -3,20 +3,28 @@
 Pure renderers (`render_pod_spec`, `render_service_spec`) carry all the decisions so tests and the
 e2e suite read exactly what the cluster would run.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import (ACCELERATOR_RESOURCE, POOL_LABEL, VLLM_SELECTOR, ServerSpec, container_security,
-                              pod_security, tolerate)
-from components.types import checkov_skips, image_skips
+from components.types import (
+    ACCELERATOR_RESOURCE,
+    POOL_LABEL,
+    VLLM_SELECTOR,
+    ServerSpec,
+    checkov_skips,
+    container_security,
+    image_skips,
+    pod_security,
+    tolerate,
+)
 
 PORT = 8000
 UID = 2000  # user `vllm` in the upstream image
@@ -47,14 +55,14 @@ EXIT_MARGIN_S = 15
 # The init container's whole program. Constant text: every value it uses comes from the environment
 # and is expanded inside double quotes, so no config value is ever parsed by the shell.
 WAIT_SCRIPT = (
-    'waited=0; '
+    "waited=0; "
     'while [ ! -f "$READY_MARKER" ]; do '
     'if [ "$waited" -ge "$WAIT_SECONDS" ]; then '
     'printf \'weights of %s not ready after %ss: see the cache Job in this namespace\\n\' "$HF_ID" "$WAIT_SECONDS" >&2; '
-    'exit 1; fi; '
-    'printf \'waiting for %s\\n\' "$HF_ID"; '
-    f'sleep {WAIT_PERIOD_S}; waited=$((waited + {WAIT_PERIOD_S})); '
-    'done'
+    "exit 1; fi; "
+    "printf 'waiting for %s\\n' \"$HF_ID\"; "
+    f"sleep {WAIT_PERIOD_S}; waited=$((waited + {WAIT_PERIOD_S})); "
+    "done"
 )
 
 
@@ -66,7 +74,7 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def ready_marker(hf_id: str, revision: Optional[str]) -> str:
+def ready_marker(hf_id: str, revision: str | None) -> str:
     """File the cache Job writes when these weights are complete. A hash names it, so neither the
     Hub id nor the revision ever becomes part of a path."""
     return f"{READY_DIR}/{_digest(hf_id, revision or '')}"
@@ -90,9 +98,20 @@ def probe_budget(seconds: int, period: int = 10) -> int:
 def node_affinity(spec: ServerSpec) -> dict:
     """Any instance type of the pool this pod fits on (Karpenter launches the cheapest available)."""
     types = list(spec.instance_types or (spec.instance_type,))
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [spec.pool]},
-                              {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types}]}]}}}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": POOL_LABEL, "operator": "In", "values": [spec.pool]},
+                            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": types},
+                        ]
+                    }
+                ]
+            }
+        }
+    }
 
 
 def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
@@ -109,8 +128,12 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
         "env": env,
         # Requests = limits for memory and accelerators (Guaranteed memory; whole devices).
         "resources": {"requests": dict(res), "limits": {"memory": spec.memory, res_name: str(spec.accelerator_count)}},
-        "startupProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5,
-                         "failureThreshold": probe_budget(spec.startup_budget_seconds)},
+        "startupProbe": {
+            **health,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": probe_budget(spec.startup_budget_seconds),
+        },
         "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3},
         "securityContext": {**container_security(UID), "runAsGroup": UID},
@@ -130,14 +153,19 @@ def container_mounts(spec: ServerSpec) -> list[dict]:
         {"name": "vllm-cache", "mountPath": VLLM_CACHE_DIR},
     ]
     if spec.kind == "neuron":
-        mounts += [{"name": CACHE_VOLUME, "mountPath": NEURON_ARTIFACTS_DIR, "subPath": neuron_artifacts_subpath(spec)},
-                   {"name": "var-tmp", "mountPath": "/var/tmp"}]
+        mounts += [
+            {"name": CACHE_VOLUME, "mountPath": NEURON_ARTIFACTS_DIR, "subPath": neuron_artifacts_subpath(spec)},
+            {"name": "var-tmp", "mountPath": "/var/tmp"},
+        ]
     return mounts
 
 
 def render_wait_container(spec: ServerSpec) -> dict:
-    env = [{"name": "READY_MARKER", "value": ready_marker(spec.hf_id, spec.revision)},
-           {"name": "HF_ID", "value": spec.hf_id}, {"name": "WAIT_SECONDS", "value": str(spec.weights_wait_seconds)}]
+    env = [
+        {"name": "READY_MARKER", "value": ready_marker(spec.hf_id, spec.revision)},
+        {"name": "HF_ID", "value": spec.hf_id},
+        {"name": "WAIT_SECONDS", "value": str(spec.weights_wait_seconds)},
+    ]
     return {
         "name": "wait-for-weights",
         "image": spec.image,
@@ -175,9 +203,14 @@ def render_pod_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, 
     if spec.scheduler_name:
         pod["schedulerName"] = spec.scheduler_name
     if spec.replicas >= 2:
-        pod["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                                             "whenUnsatisfiable": "ScheduleAnyway",
-                                             "labelSelector": {"matchLabels": labels(spec)}}]
+        pod["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": labels(spec)},
+            }
+        ]
     return pod
 
 
@@ -200,31 +233,53 @@ class VllmServer(pulumi.ComponentResource):
             raise ValueError("a Service named 'vllm' makes Kubernetes inject VLLM_PORT and vLLM refuses to start")
         lab = labels(spec)
         meta = {"name": spec.name, "namespace": args.namespace, "labels": lab}
-        sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=meta, automount_service_account_token=False,
-                                        opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata=meta,
+            automount_service_account_token=False,
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata={**meta, "annotations": {
-                # A GPU node and a model load take longer than Pulumi's await; readiness is the probes' job.
-                "pulumi.com/skipAwait": "true",
-                **checkov_skips({**CHECKOV_SKIPS, **image_skips(spec.image)})}},
+            metadata={
+                **meta,
+                "annotations": {
+                    # A GPU node and a model load take longer than Pulumi's await; readiness is the probes' job.
+                    "pulumi.com/skipAwait": "true",
+                    **checkov_skips({**CHECKOV_SKIPS, **image_skips(spec.image)}),
+                },
+            },
             spec={
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": lab},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0 if spec.replicas > 1 else 1, "maxSurge": 1}},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0 if spec.replicas > 1 else 1, "maxSurge": 1},
+                },
                 "template": {
                     "metadata": {"labels": lab, "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
-                    "spec": render_pod_spec(spec, cache_claim=args.cache_claim, api_key_secret=args.api_key_secret,
-                                            service_account=spec.name),
+                    "spec": render_pod_spec(
+                        spec,
+                        cache_claim=args.cache_claim,
+                        api_key_secret=args.api_key_secret,
+                        service_account=spec.name,
+                    ),
                 },
             },
-            opts=ResourceOptions(parent=self, depends_on=[sa, *args.after]))
-        k8s.core.v1.Service(f"{name}-service", metadata=meta, spec={
-            "selector": lab, "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
-            opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+            opts=ResourceOptions(parent=self, depends_on=[sa, *args.after]),
+        )
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta,
+            spec={"selector": lab, "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
         if spec.replicas >= 2:
-            k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=meta, spec={
-                "maxUnavailable": 1, "selector": {"matchLabels": lab}},
-                opts=ResourceOptions(parent=self, depends_on=list(args.after)))
+            k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=meta,
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": lab}},
+                opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+            )
         self.service_host = f"{spec.name}.{args.namespace}.svc.cluster.local"
         self.register_outputs({"service_host": self.service_host})

@@ -7,10 +7,11 @@ instance type its pods select (`node.kubernetes.io/instance-type`), one node per
 HorizontalPodAutoscaler's maxReplicas when one targets it, otherwise the model's configured max replicas.
 Prices: stacks/catalog/prices.yaml and instances.yaml (us-east-1 on-demand, sources there).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional
 
 from stacks import catalog
 
@@ -27,8 +28,14 @@ class Item:
     note: str = ""
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "count": self.count, "unitUsdPerHour": _r(self.unit_usd),
-                "min": _r(self.min_usd), "max": _r(self.max_usd), "note": self.note}
+        return {
+            "name": self.name,
+            "count": self.count,
+            "unitUsdPerHour": _r(self.unit_usd),
+            "min": _r(self.min_usd),
+            "max": _r(self.max_usd),
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True)
@@ -51,17 +58,21 @@ def _r(x: float) -> float:
     return round(x, 4)
 
 
-def _fixed(name: str, count: int, unit: float, note: str = "") -> Optional[Item]:
+def _fixed(name: str, count: int, unit: float, note: str = "") -> Item | None:
     return Item(name, count, unit, count * unit, count * unit, note) if count else None
 
 
-def control_plane(resources, p: catalog.Prices) -> Optional[Item]:
+def control_plane(resources, p: catalog.Prices) -> Item | None:
     n = sum(1 for r in resources if r.type == "eks:index:Cluster")
-    return _fixed("EKS control plane", n, p.eks_standard,
-                  f"${p.eks_extended:.2f}/h once its Kubernetes version leaves standard support")
+    return _fixed(
+        "EKS control plane",
+        n,
+        p.eks_standard,
+        f"${p.eks_extended:.2f}/h once its Kubernetes version leaves standard support",
+    )
 
 
-def system_nodes(resources, p: catalog.Prices) -> Optional[Item]:
+def system_nodes(resources, p: catalog.Prices) -> Item | None:
     groups = [r for r in resources if r.type == "aws:eks/nodeGroup:NodeGroup"]
     if not groups:
         return None
@@ -78,23 +89,32 @@ def system_nodes(resources, p: catalog.Prices) -> Optional[Item]:
 def nat(resources, p: catalog.Prices) -> list[Item]:
     n = sum(1 for r in resources if r.type == "aws:ec2/natGateway:NatGateway")
     ips = sum(1 for r in resources if r.type == "aws:ec2/eip:Eip")
-    return [i for i in (_fixed("NAT gateways", n, p.nat_gateway, "per-GB processing excluded"),
-                        _fixed("public IPv4 addresses", ips, p.public_ipv4)) if i]
+    return [
+        i
+        for i in (
+            _fixed("NAT gateways", n, p.nat_gateway, "per-GB processing excluded"),
+            _fixed("public IPv4 addresses", ips, p.public_ipv4),
+        )
+        if i
+    ]
 
 
-def load_balancers(resources, p: catalog.Prices) -> Optional[Item]:
-    n = sum(1 for r in resources if r.type == "kubernetes:core/v1:Service"
-            and (r.inputs.get("spec") or {}).get("type") == "LoadBalancer")
+def load_balancers(resources, p: catalog.Prices) -> Item | None:
+    n = sum(
+        1
+        for r in resources
+        if r.type == "kubernetes:core/v1:Service" and (r.inputs.get("spec") or {}).get("type") == "LoadBalancer"
+    )
     return _fixed("load balancers (NLB)", n, p.nlb, "LCU charges excluded")
 
 
-def efs(resources, p: catalog.Prices) -> Optional[Item]:
+def efs(resources, p: catalog.Prices) -> Item | None:
     n = sum(1 for r in resources if r.type == "aws:efs/fileSystem:FileSystem")
     unit = p.efs_assumed_gb * p.efs_gb_month / p.hours_per_month
     return _fixed("EFS", n, unit, f"assumes {p.efs_assumed_gb:g} GB stored at ${p.efs_gb_month:.2f}/GB-month")
 
 
-def rds(resources, p: catalog.Prices) -> Optional[Item]:
+def rds(resources, p: catalog.Prices) -> Item | None:
     dbs = [r for r in resources if r.type == "aws:rds/instance:Instance"]
     if not dbs:
         return None
@@ -126,7 +146,8 @@ def selected_instance_types(pod: dict) -> list[str]:
     if sel:
         return [sel]
     required = ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution") or {}
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     for term in required.get("nodeSelectorTerms") or []:
         for e in term.get("matchExpressions") or []:
             if e.get("key") == INSTANCE_TYPE_LABEL and e.get("operator") == "In":
@@ -153,16 +174,25 @@ def accelerators(resources, p: catalog.Prices, max_replicas: Mapping[str, int]) 
         hi = hpa.get((meta.get("namespace", ""), name)) or max(lo, max_replicas.get(name, lo))
         unit = accel[kind].usd_per_hour
         fallback = f" (+{len(allowed) - 1} capacity-fallback types, priced higher)" if len(allowed) > 1 else ""
-        items.append(Item(f"accelerator nodes: {name}", lo, unit, lo * unit, hi * unit,
-                          f"{lo}-{hi}x {kind}{fallback}"))
+        items.append(Item(f"accelerator nodes: {name}", lo, unit, lo * unit, hi * unit, f"{lo}-{hi}x {kind}{fallback}"))
     return items
 
 
-def stack_cost(resources: Iterable, max_replicas: Mapping[str, int] = {},  # noqa: B006 read-only
-               prices: Optional[catalog.Prices] = None) -> StackCost:
+def stack_cost(
+    resources: Iterable,
+    max_replicas: Mapping[str, int] = {},
+    prices: catalog.Prices | None = None,
+) -> StackCost:
     """`max_replicas`: model (Deployment) name -> configured max, used where no autoscaler is recorded."""
     rs = list(resources)
     p = prices or catalog.prices()
-    items = [control_plane(rs, p), system_nodes(rs, p), *nat(rs, p), load_balancers(rs, p), efs(rs, p), rds(rs, p),
-             *accelerators(rs, p, max_replicas)]
+    items = [
+        control_plane(rs, p),
+        system_nodes(rs, p),
+        *nat(rs, p),
+        load_balancers(rs, p),
+        efs(rs, p),
+        rds(rs, p),
+        *accelerators(rs, p, max_replicas),
+    ]
     return StackCost(tuple(i for i in items if i is not None))

@@ -9,10 +9,12 @@ catalog's duration for its type (stacks/catalog/durations.yaml, every row with i
 components take 0 s. URNs the recording does not hold (e.g. the `eksCluster` child of the remote
 eks.Cluster, or default providers) add no time: their owner is waited for anyway.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Protocol
+from typing import Protocol
 
 from stacks import catalog
 
@@ -23,7 +25,7 @@ class Node(Protocol):
     urn: str
     type: str
     name: str
-    parent: Optional[str]
+    parent: str | None
     custom: bool
     inputs: dict
     dependencies: tuple[str, ...]
@@ -44,11 +46,13 @@ class DeployTime:
     path: tuple[Step, ...]  # first create to last, zero-time steps left out
 
     def as_dict(self) -> dict:
-        return {"seconds": round(self.seconds), "path": [
-            {"name": s.name, "type": s.type, "seconds": round(s.seconds)} for s in self.path]}
+        return {
+            "seconds": round(self.seconds),
+            "path": [{"name": s.name, "type": s.type, "seconds": round(s.seconds)} for s in self.path],
+        }
 
 
-def variant(node: Node) -> Optional[str]:
+def variant(node: Node) -> str | None:
     """What refines a type's duration: chart for Helm releases, spec.type for Services, Multi-AZ for RDS."""
     i = node.inputs or {}
     if node.type == "kubernetes:helm.sh/v3:Release":
@@ -65,7 +69,7 @@ def skips_await(node: Node) -> bool:
     return str(annotations.get(SKIP_AWAIT, "")).lower() == "true"
 
 
-def duration(node: Node, table: Optional[catalog.Durations] = None) -> catalog.Duration:
+def duration(node: Node, table: catalog.Durations | None = None) -> catalog.Duration:
     table = table or catalog.durations()
     if node.type.startswith("kubernetes:") and node.custom and skips_await(node):
         return table.lookup("kubernetes:skipAwait") or table.default
@@ -88,11 +92,11 @@ def waits_for(node: Node) -> set[str]:
     return out
 
 
-def critical_path(nodes: Iterable[Node], table: Optional[catalog.Durations] = None) -> DeployTime:
+def critical_path(nodes: Iterable[Node], table: catalog.Durations | None = None) -> DeployTime:
     """Earliest finish of every node with unlimited parallelism; the longest chain, named."""
     by_urn = {n.urn: n for n in nodes}
     finish: dict[str, float] = {}
-    before: dict[str, Optional[str]] = {}
+    before: dict[str, str | None] = {}
 
     def visit(urn: str, trail: frozenset[str]) -> float:
         if urn in finish:
@@ -117,7 +121,7 @@ def critical_path(nodes: Iterable[Node], table: Optional[catalog.Durations] = No
         return DeployTime(0.0, ())
     end = max(sorted(finish), key=lambda u: finish[u])
     chain: list[Step] = []
-    cur: Optional[str] = end
+    cur: str | None = end
     while cur is not None:
         n = by_urn[cur]
         secs = duration(n, table).seconds
@@ -125,4 +129,3 @@ def critical_path(nodes: Iterable[Node], table: Optional[catalog.Durations] = No
             chain.append(Step(name=n.name, type=n.type, seconds=secs, finish=finish[cur]))
         cur = before[cur]
     return DeployTime(seconds=finish[end], path=tuple(reversed(chain)))
-

@@ -5,6 +5,7 @@ What makes it reliable (reference/pulumi.md): a fresh event loop, root stack and
 preview=False so every `apply` runs; remote components (eks.Cluster) get the outputs the program
 reads, including `eksCluster` as a real resource reference; a timeout so a broken await fails.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +13,12 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
-
-from google.protobuf import json_format, struct_pb2
+from typing import Any
 
 import pulumi
+from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import mocks as pmocks
 from pulumi.runtime import settings as psettings
 
@@ -32,7 +33,7 @@ class Registered:
     urn: str
     type: str
     name: str
-    parent: Optional[str]
+    parent: str | None
     custom: bool
     inputs: dict
     # What the engine waits for before creating this resource (DESIGN §5): explicit depends_on plus every
@@ -69,7 +70,7 @@ def _fake_id(name: str) -> str:
 class _Monitor(pmocks.MockMonitor):
     """The SDK's mock monitor, remembering parents and inputs in registration order."""
 
-    def __init__(self, mocks: "Mocks"):
+    def __init__(self, mocks: Mocks):
         super().__init__(mocks)
         self.recording = Recording()
         mocks.monitor = self
@@ -80,13 +81,27 @@ class _Monitor(pmocks.MockMonitor):
         # needs only its URN, so references become URN strings before anything deserializes them.
         request = _without_resource_refs(request)
         resp = super().RegisterResource(request)
-        inputs = json.loads(json.dumps(_plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str))
-        self.recording.resources.append(Registered(
-            urn=resp.urn, type=request.type, name=request.name, parent=request.parent or None,
-            custom=bool(request.custom), inputs=inputs, dependencies=tuple(sorted(request.dependencies)),
-            protect=bool(request.protect),
-            property_dependencies={k: tuple(sorted(v.urns)) for k, v in sorted(request.propertyDependencies.items())},
-            providers=_provider_urns(request)))
+        inputs = json.loads(
+            json.dumps(
+                _plain(pulumi.runtime.rpc.deserialize_properties(request.object, keep_unknowns=True)), default=str
+            )
+        )
+        self.recording.resources.append(
+            Registered(
+                urn=resp.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=bool(request.custom),
+                inputs=inputs,
+                dependencies=tuple(sorted(request.dependencies)),
+                protect=bool(request.protect),
+                property_dependencies={
+                    k: tuple(sorted(v.urns)) for k, v in sorted(request.propertyDependencies.items())
+                },
+                providers=_provider_urns(request),
+            )
+        )
         return resp
 
 
@@ -126,7 +141,7 @@ def _plain(v: Any) -> Any:
         if v.get(SIG_KEY) == SECRET_SIG:
             inner = v.get("value")
             if isinstance(inner, dict):  # keep the shape (a Secret's keys), mask every value
-                return {k: "[secret]" for k in inner}
+                return dict.fromkeys(inner, "[secret]")
             return "[secret]"
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -191,30 +206,52 @@ class Mocks(pmocks.Mocks):
         cname = "llm-" + stack_name.rsplit("/", 1)[-1]
         return {
             "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
-            "platform": {"clusterName": cname, "vpcId": "vpc-platform", "vpcCidr": "10.0.0.0/16",
-                         "privateSubnetIds": ["subnet-a", "subnet-b", "subnet-c"],
-                         "nodeSecurityGroupId": "sg-eksclustersg", "efsStorageClass": "efs",
-                         "ebsStorageClass": "gp3", "efsFileSystemId": "fs-platform", "neuronScheduler": None,
-                         "pools": {"gpu": "nvidia"}},
+            "platform": {
+                "clusterName": cname,
+                "vpcId": "vpc-platform",
+                "vpcCidr": "10.0.0.0/16",
+                "privateSubnetIds": ["subnet-a", "subnet-b", "subnet-c"],
+                "nodeSecurityGroupId": "sg-eksclustersg",
+                "efsStorageClass": "efs",
+                "ebsStorageClass": "gp3",
+                "efsFileSystemId": "fs-platform",
+                "neuronScheduler": None,
+                "pools": {"gpu": "nvidia"},
+            },
         }
 
     def _eks_cluster(self, name: str, inp: dict) -> dict:
         cname = inp.get("name") or name
         endpoint = f"https://{_fake_id(cname).upper()}.gr7.{self.region}.eks.amazonaws.com"
         kubeconfig = {
-            "apiVersion": "v1", "kind": "Config",
+            "apiVersion": "v1",
+            "kind": "Config",
             "clusters": [{"name": cname, "cluster": {"server": endpoint, "certificate-authority-data": "TU9DSw=="}}],
             "contexts": [{"name": cname, "context": {"cluster": cname, "user": "aws"}}],
             "current-context": cname,
-            "users": [{"name": "aws", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
-                                                        "command": "aws", "args": ["eks", "get-token", "--cluster-name", cname]}}}],
+            "users": [
+                {
+                    "name": "aws",
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "aws",
+                            "args": ["eks", "get-token", "--cluster-name", cname],
+                        }
+                    },
+                }
+            ],
         }
         # eksCluster must be a resource reference (a dict here makes later awaits hang).
         urn = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::eks:index:Cluster$aws:eks/cluster:Cluster::{cname}-eksCluster"
-        state = {"name": cname, "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{cname}",
-                 "endpoint": endpoint, "version": inp.get("version"),
-                 "certificateAuthority": {"data": "TU9DSw=="},
-                 "vpcConfig": {"clusterSecurityGroupId": "sg-eksclustersg"}}
+        state = {
+            "name": cname,
+            "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{cname}",
+            "endpoint": endpoint,
+            "version": inp.get("version"),
+            "certificateAuthority": {"data": "TU9DSw=="},
+            "vpcConfig": {"clusterSecurityGroupId": "sg-eksclustersg"},
+        }
         self.monitor.resources[urn] = pmocks.MockMonitor.ResourceRegistration(urn, cname, state)
         return {
             "kubeconfig": kubeconfig,
@@ -238,7 +275,12 @@ class Mocks(pmocks.Mocks):
             return {"id": sid, "availabilityZone": zone, "vpcId": "vpc-mock", "cidrBlock": "10.42.0.0/19"}
         if tok == "aws:ec2/getVpc:getVpc":
             vid = args.args.get("id") or "vpc-mock"
-            return {"id": vid, "cidrBlock": EXISTING_VPC_CIDR, "state": "available", "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}"}
+            return {
+                "id": vid,
+                "cidrBlock": EXISTING_VPC_CIDR,
+                "state": "available",
+                "arn": f"arn:aws:ec2:{self.region}:{ACCOUNT}:vpc/{vid}",
+            }
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
         if tok == "aws:index/getPartition:getPartition":
@@ -248,14 +290,13 @@ class Mocks(pmocks.Mocks):
         # An unknown data source must fail loudly, not answer {} (add a branch above for it).
         raise NotImplementedError(f"Mocks.call: no mock for {tok} — add what the real provider returns")
 
-
     def _availability_zones(self, a: dict) -> dict:
         """Like EC2 DescribeAvailabilityZones in an account opted into a Local Zone, where zone b is
         the zone id EKS cannot use: the Local Zone sorts first and az3 is among a-c, so a program that
         drops the zone-type filter or the exclusion gets them (as AWS would give them)."""
         zones = [(f"{self.region}-bos-1a", "use1-bos1-az1", "local-zone")]
         ids = ["az6", "az3", "az1", "az2", "az4", "az5"]
-        zones += [(f"{self.region}{z}", f"use1-{i}", "availability-zone") for z, i in zip("abcdef", ids)]
+        zones += [(f"{self.region}{z}", f"use1-{i}", "availability-zone") for z, i in zip("abcdef", ids, strict=False)]
         for f in a.get("filters") or []:
             if f.get("name") == "zone-type":
                 zones = [z for z in zones if z[2] in f.get("values", [])]
@@ -269,7 +310,7 @@ EXISTING_VPC_CIDR = "10.42.0.0/16"
 
 
 class _RecordingHandler(logging.Handler):
-    def __init__(self, recording: "Recording"):
+    def __init__(self, recording: Recording):
         super().__init__(logging.INFO)
         self.recording = recording
 
@@ -277,7 +318,7 @@ class _RecordingHandler(logging.Handler):
         self.recording.logs.append((record.levelname.lower(), record.getMessage()))
 
 
-def _engine_logger(recording: "Recording") -> logging.Logger:
+def _engine_logger(recording: Recording) -> logging.Logger:
     """A logger of its own per run that keeps what the program logged through the mock engine."""
     log = logging.getLogger(f"llm-serving.harness.{id(recording)}")
     log.propagate = False
@@ -290,9 +331,16 @@ class HarnessTimeout(Exception):
     pass
 
 
-def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list[str] = (),
-        project: str = "llm-serving", stack: str = "dev", region: str = "us-east-1",
-        timeout: float = 60.0) -> Recording:
+def run(
+    program: Callable[[], Any],
+    *,
+    config: dict[str, str],
+    secret_keys: list[str] = (),
+    project: str = "llm-serving",
+    stack: str = "dev",
+    region: str = "us-east-1",
+    timeout: float = 60.0,
+) -> Recording:
     """Run `program` under fresh mocks; return every registered resource and the stack outputs."""
     result: dict[str, Any] = {}
 
@@ -305,12 +353,19 @@ def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list
             monitor = _Monitor(mocks)
             # The program's pulumi.log messages (e.g. stack warnings) go to the recording, not to stderr:
             # the plan prints the same warnings in its table.
-            pmocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor,
-                             logger=_engine_logger(monitor.recording))
+            pmocks.set_mocks(
+                mocks,
+                project=project,
+                stack=stack,
+                preview=False,
+                monitor=monitor,
+                logger=_engine_logger(monitor.recording),
+            )
             pulumi.runtime.set_all_config(dict(config), list(secret_keys))
             root = psettings.get_root_resource()
-            from pulumi.runtime.sync_await import _sync_await
             from pulumi.runtime.stack import run_pulumi_func
+            from pulumi.runtime.sync_await import _sync_await
+
             _sync_await(run_pulumi_func(program))
             outs, secret = {}, set()
             for k, v in (getattr(root, "outputs", None) or {}).items():
@@ -321,7 +376,7 @@ def run(program: Callable[[], Any], *, config: dict[str, str], secret_keys: list
             result["rec"] = monitor.recording
             result["rec"].outputs = outs
             result["rec"].secret_outputs = frozenset(secret)
-        except BaseException as e:  # noqa: BLE001 handed to the caller
+        except BaseException as e:
             result["err"] = e
         finally:
             loop.close()

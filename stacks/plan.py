@@ -4,6 +4,7 @@ Validates the stack config, runs the whole program (__main__.py) under Pulumi mo
 would be deployed, and with --out writes resources.json, manifests/, helm/ and summary.json.
 Exit 0 on success, 2 on invalid config (one `error: <key path>: …` line per problem).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import runpy
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import yaml
@@ -96,10 +97,25 @@ def write_outputs(out: Path, intent, rec) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
     resources.sort(key=lambda r: r.urn)
-    (out / "resources.json").write_text(json.dumps(
-        [{"urn": r.urn, "type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
-          "inputs": _int_floats(r.inputs), "dependencies": list(r.dependencies)} for r in resources],
-        indent=2, sort_keys=True) + "\n")
+    (out / "resources.json").write_text(
+        json.dumps(
+            [
+                {
+                    "urn": r.urn,
+                    "type": r.type,
+                    "name": r.name,
+                    "parent": r.parent,
+                    "custom": r.custom,
+                    "inputs": _int_floats(r.inputs),
+                    "dependencies": list(r.dependencies),
+                }
+                for r in resources
+            ],
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     man = out / "manifests"
     man.mkdir(exist_ok=True)
     for old in man.glob("*.yaml"):
@@ -118,8 +134,13 @@ def write_outputs(out: Path, intent, rec) -> dict:
         chart = i["chart"]
         if repo is None and chart.startswith("oci://"):
             repo, chart = chart.rsplit("/", 1)
-        doc = {"chart": chart, "repo": repo, "version": i.get("version"), "namespace": i.get("namespace"),
-               "values": i.get("values") or {}}
+        doc = {
+            "chart": chart,
+            "repo": repo,
+            "version": i.get("version"),
+            "namespace": i.get("namespace"),
+            "values": i.get("values") or {},
+        }
         (helm / f"{i.get('name', r.name)}.yaml").write_text(yaml.safe_dump(doc, sort_keys=True))
     doc = summary(intent, len(resources), resources)
     (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -130,7 +151,7 @@ def write_outputs(out: Path, intent, rec) -> dict:
 STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-def _out_problem(out: Path) -> Optional[str]:
+def _out_problem(out: Path) -> str | None:
     """Why --out cannot be written, checked before anything runs (so a bad --out writes nothing)."""
     probe = out
     while not probe.exists():
@@ -146,7 +167,7 @@ def _out_problem(out: Path) -> Optional[str]:
     return None
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stacks.plan", description=__doc__.splitlines()[0])
     ap.add_argument("stack")
     ap.add_argument("--config", type=Path, help="a Pulumi.<stack>.yaml-format file (default: Pulumi.STACK.yaml)")
@@ -157,9 +178,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     stack_file = a.config or ROOT / f"Pulumi.{a.stack}.yaml"
     if a.config is None and not stack_file.exists():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-        print(f"error: {stack_file}: no such stack file (stacks here: {', '.join(known) or 'none'}) — "
-              f"create it or pass --config FILE", file=sys.stderr)
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+        print(
+            f"error: {stack_file}: no such stack file (stacks here: {', '.join(known) or 'none'}) — "
+            f"create it or pass --config FILE",
+            file=sys.stderr,
+        )
         return 2
     if a.out is not None and (why := _out_problem(a.out)):
         print(why, file=sys.stderr)

@@ -13,11 +13,12 @@ Model of how vLLM sizes memory on one tensor-parallel rank (a GPU, or a NeuronCo
 Neuron (inf2/trn1) preallocates its KV cache: blocks = ceil(max-model-len / block) x max-num-seqs,
 and the model fits iff weights + that cache + runtime scratch fit the NeuronCore's share of HBM.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
 
 from components.types import GIB, InstanceType, ModelArch
 
@@ -38,6 +39,8 @@ CUDA_GRAPH_GIB = 0.5
 # reported in the wild (reference/serving.md).
 ACTIVATION_FLOOR_GIB = 0.75
 ACTIVATION_HIDDEN_FACTOR = 24
+
+
 # vLLM's default max-num-batched-tokens: 2048 below 70 GiB devices, 8192 above.
 def default_batched_tokens(rank_memory_gib: float) -> int:
     return 8192 if rank_memory_gib >= 70 else 2048
@@ -73,7 +76,7 @@ KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "bfloat1
 # ---- sizing ---------------------------------------------------------------------------------
 
 
-def weight_bytes_total(arch: ModelArch, quantization: Optional[str] = None) -> float:
+def weight_bytes_total(arch: ModelArch, quantization: str | None = None) -> float:
     """Bytes of weights loaded on the devices (all ranks together)."""
     quant = quantization if quantization is not None else arch.quantization
     if arch.weights_gib is not None and quant == arch.quantization:
@@ -135,7 +138,7 @@ def pod_memory_gib(inst: InstanceType, tp: int) -> int:
     return int(inst.memory_mib / 1024 * share * POD_MEMORY_FRACTION)
 
 
-def host_memory_needed_gib(arch: ModelArch, kind: str, quantization: Optional[str] = None) -> float:
+def host_memory_needed_gib(arch: ModelArch, kind: str, quantization: str | None = None) -> float:
     return HOST_MEMORY_BASE_GIB + HOST_MEMORY_FACTOR[kind] * weight_bytes_total(arch, quantization) / GIB
 
 
@@ -146,17 +149,19 @@ def size(
     max_model_len: int,
     max_num_seqs: int,
     *,
-    batched_tokens: Optional[int] = None,
-    utilization: Optional[float] = None,
+    batched_tokens: int | None = None,
+    utilization: float | None = None,
     kv_cache_dtype: str = "auto",
-    quantization: Optional[str] = None,
+    quantization: str | None = None,
     enforce_eager: bool = False,
 ) -> Sizing:
     """Size one replica of a model on one instance type at a given TP."""
     rank_gib = inst.unit_memory_gib
     weights = weight_bytes_total(arch, quantization) / tp / GIB
-    host = dict(host_memory_gib=float(pod_memory_gib(inst, tp)),
-                host_memory_needed_gib=round(host_memory_needed_gib(arch, inst.kind, quantization), 2))
+    host = {
+        "host_memory_gib": float(pod_memory_gib(inst, tp)),
+        "host_memory_needed_gib": round(host_memory_needed_gib(arch, inst.kind, quantization), 2),
+    }
     host_ok = host["host_memory_gib"] >= host["host_memory_needed_gib"]
     kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
     if inst.kind == "neuron":
@@ -171,19 +176,55 @@ def size(
         kv_gib = need_kv
         kv_tokens = blocks * block
         conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
-        return Sizing(inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb,
-                      kv_gib, kv_tokens, conc, fits, block, blocks, **host)
+        return Sizing(
+            inst,
+            tp,
+            max_model_len,
+            max_num_seqs,
+            bt,
+            util,
+            weights,
+            overhead,
+            kvb,
+            kv_gib,
+            kv_tokens,
+            conc,
+            fits,
+            block,
+            blocks,
+            **host,
+        )
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib)
-    overhead = (activation_gib(arch, bt) + NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
-                + (0 if enforce_eager else CUDA_GRAPH_GIB))
+    overhead = (
+        activation_gib(arch, bt)
+        + NON_TORCH_GIB
+        + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
+        + (0 if enforce_eager else CUDA_GRAPH_GIB)
+    )
     kv_gib = util * rank_gib - weights - overhead
     blocks = max(0, int(kv_gib * GIB // kvb) // GPU_BLOCK_SIZE)
     kv_tokens = blocks * GPU_BLOCK_SIZE
     conc = kv_tokens / max_model_len
     fits = kv_tokens >= max_model_len and host_ok
-    return Sizing(inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb,
-                  max(kv_gib, 0.0), kv_tokens, conc, fits, GPU_BLOCK_SIZE, blocks, **host)
+    return Sizing(
+        inst,
+        tp,
+        max_model_len,
+        max_num_seqs,
+        bt,
+        util,
+        weights,
+        overhead,
+        kvb,
+        max(kv_gib, 0.0),
+        kv_tokens,
+        conc,
+        fits,
+        GPU_BLOCK_SIZE,
+        blocks,
+        **host,
+    )
 
 
 def _shards(arch: ModelArch, tp: int) -> bool:
@@ -205,13 +246,15 @@ def valid_tps(arch: ModelArch, inst: InstanceType) -> list[int]:
     return out
 
 
-def tp_problem(arch: ModelArch, inst: InstanceType, tp: int) -> Optional[str]:
+def tp_problem(arch: ModelArch, inst: InstanceType, tp: int) -> str | None:
     if arch.heads % tp:
-        divisors = [d for d in valid_tps(arch, inst)]
+        divisors = list(valid_tps(arch, inst))
         return f"{tp} does not divide the model's {arch.heads} attention heads (valid here: {divisors})"
     if not _shards(arch, tp):
-        return (f"{tp} does not shard the model's {arch.kv_heads} KV heads / {arch.intermediate} MLP width evenly "
-                f"(valid here: {valid_tps(arch, inst)})")
+        return (
+            f"{tp} does not shard the model's {arch.kv_heads} KV heads / {arch.intermediate} MLP width evenly "
+            f"(valid here: {valid_tps(arch, inst)})"
+        )
     if tp > inst.parallel_units:
         unit = "NeuronCores" if inst.kind == "neuron" else "GPUs"
         return f"{tp} exceeds the {inst.parallel_units} {unit} of {inst.name}"
@@ -226,9 +269,9 @@ def choose(
     max_model_len: int,
     max_num_seqs: int,
     *,
-    tp: Optional[int] = None,
+    tp: int | None = None,
     **kw,
-) -> Optional[Sizing]:
+) -> Sizing | None:
     """Cheapest instance (then smallest TP) that fits with concurrency >= max-num-seqs;
     failing that, the cheapest that fits at all; None when nothing fits."""
     meets: list[Sizing] = []
@@ -278,7 +321,7 @@ def best_context(arch: ModelArch, candidates: Iterable[InstanceType], max_num_se
     return best
 
 
-def startup_budget_seconds(arch: ModelArch, kind: str, quantization: Optional[str] = None) -> int:
+def startup_budget_seconds(arch: ModelArch, kind: str, quantization: str | None = None) -> int:
     """How long the startupProbe lets a replica load before it is restarted."""
     gib = weight_bytes_total(arch, quantization) / GIB
     if kind == "neuron":
@@ -304,8 +347,10 @@ def fix_hints(arch: ModelArch, s: Sizing, candidates: list[InstanceType], **kw) 
                 break
     alt = choose(arch, [c for c in candidates if c.name != s.instance.name], s.max_model_len, s.max_num_seqs, **kw)
     if alt is not None and alt.meets_concurrency:
-        hints.append(f"instanceType: {alt.instance.name} with tensorParallel: {alt.tensor_parallel} "
-                     f"(max concurrency {alt.max_concurrency:.1f}, ${alt.instance.usd_per_hour}/h)")
+        hints.append(
+            f"instanceType: {alt.instance.name} with tensorParallel: {alt.tensor_parallel} "
+            f"(max concurrency {alt.max_concurrency:.1f}, ${alt.instance.usd_per_hour}/h)"
+        )
     ctx = largest_context(arch, s.instance, s.tensor_parallel, s.max_num_seqs, **kw)
     if s.instance.kind != "neuron" and s.kv_tokens:
         seqs = max(1, int(s.kv_tokens // s.max_model_len))
@@ -342,13 +387,18 @@ def kube_reserved_cpu_m(vcpu: int) -> float:
 def allocatable(inst: InstanceType) -> tuple[float, float]:
     """(millicores, MiB) a workload pod may request on an empty node of this type."""
     cpu = inst.vcpu * 1000 - kube_reserved_cpu_m(inst.vcpu) - DAEMONSET_CPU_M
-    mem = (inst.memory_mib * (1 - VM_MEMORY_OVERHEAD) - (11 * MAX_PODS_ASSUMED + 255) - EVICTION_HARD_MIB
-           - DAEMONSET_MEMORY_MIB)
+    mem = (
+        inst.memory_mib * (1 - VM_MEMORY_OVERHEAD)
+        - (11 * MAX_PODS_ASSUMED + 255)
+        - EVICTION_HARD_MIB
+        - DAEMONSET_MEMORY_MIB
+    )
     return cpu, mem
 
 
-def fitting_instance_types(chosen: InstanceType, tp: int, cpu: int, memory_gib: int,
-                           pool: Iterable[InstanceType]) -> list[str]:
+def fitting_instance_types(
+    chosen: InstanceType, tp: int, cpu: int, memory_gib: int, pool: Iterable[InstanceType]
+) -> list[str]:
     """Instance types of the pool the same pod runs on unchanged: the same accelerator device (so the
     same memory per rank, the same sizing and, on Neuron, the same compile target), enough devices
     for its request, and its CPU and memory requests within the node's allocatable. Cheapest first;

@@ -1,8 +1,8 @@
 """Platform composition: network, cluster, system nodes, add-ons, Karpenter, pools, storage, drivers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -10,8 +10,17 @@ import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
 from components.billing import BillingBudget, BudgetArgs
-from components.cluster import (AddonsArgs, Cluster, ClusterAddons, ClusterArgs, PlatformKeys, PlatformKeysArgs,
-                                SystemNodes, SystemNodesArgs, control_plane_log_group)
+from components.cluster import (
+    AddonsArgs,
+    Cluster,
+    ClusterAddons,
+    ClusterArgs,
+    PlatformKeys,
+    PlatformKeysArgs,
+    SystemNodes,
+    SystemNodesArgs,
+    control_plane_log_group,
+)
 from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
 from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, KarpenterIamArgs
 from components.network import Network, NetworkArgs, flow_log_group
@@ -41,22 +50,29 @@ class Platform:
     vpc_cidr: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list[str]]
     node_security_group_id: pulumi.Input[str]
-    neuron_scheduler: Optional[str]
+    neuron_scheduler: str | None
     pools: dict[str, PoolSpec]
     # What workloads on accelerator nodes must wait for (the node pools and device plugins).
     ready: tuple[pulumi.Resource, ...]
     # What workloads on the system nodes must wait for (the node group, CoreDNS); empty on team stacks.
     system_ready: tuple[pulumi.Resource, ...] = ()
     # The platform's data-at-rest CMK (EFS, the gateway database); None on team stacks.
-    data_key_arn: Optional[pulumi.Input[str]] = None
+    data_key_arn: pulumi.Input[str] | None = None
 
     def shared(self) -> dict:
         """What team stacks read from this platform stack (exported as `platform`)."""
-        return {"clusterName": self.cluster_name, "vpcId": self.vpc_id, "vpcCidr": self.vpc_cidr,
-                "privateSubnetIds": self.private_subnet_ids, "nodeSecurityGroupId": self.node_security_group_id,
-                "efsStorageClass": self.storage.efs_storage_class, "ebsStorageClass": self.storage.ebs_storage_class,
-                "efsFileSystemId": self.storage.efs_file_system_id, "neuronScheduler": self.neuron_scheduler,
-                "pools": {n: p.kind for n, p in self.pools.items()}}
+        return {
+            "clusterName": self.cluster_name,
+            "vpcId": self.vpc_id,
+            "vpcCidr": self.vpc_cidr,
+            "privateSubnetIds": self.private_subnet_ids,
+            "nodeSecurityGroupId": self.node_security_group_id,
+            "efsStorageClass": self.storage.efs_storage_class,
+            "ebsStorageClass": self.storage.ebs_storage_class,
+            "efsFileSystemId": self.storage.efs_file_system_id,
+            "neuronScheduler": self.neuron_scheduler,
+            "pools": {n: p.kind for n, p in self.pools.items()},
+        }
 
 
 def attach(intent: StackIntent) -> Platform:
@@ -65,28 +81,45 @@ def attach(intent: StackIntent) -> Platform:
     shared = ref.require_output("platform")
     kubeconfig = ref.require_output("kubeconfig")
     provider = k8s.Provider("k8s", kubeconfig=kubeconfig, enable_server_side_apply=True)
-    storage = StorageHandle(efs_storage_class=shared.apply(lambda s: s["efsStorageClass"]),
-                            ebs_storage_class=shared.apply(lambda s: s["ebsStorageClass"]),
-                            efs_file_system_id=shared.apply(lambda s: s["efsFileSystemId"]))
+    storage = StorageHandle(
+        efs_storage_class=shared.apply(lambda s: s["efsStorageClass"]),
+        ebs_storage_class=shared.apply(lambda s: s["ebsStorageClass"]),
+        efs_file_system_id=shared.apply(lambda s: s["efsFileSystemId"]),
+    )
     pools = {n: pool_spec(intent, n) for n in intent.pools}
     return Platform(
-        cluster_name=shared.apply(lambda s: s["clusterName"]), k8s=provider, kubeconfig=kubeconfig, storage=storage,
-        vpc_id=shared.apply(lambda s: s["vpcId"]), vpc_cidr=shared.apply(lambda s: s["vpcCidr"]),
+        cluster_name=shared.apply(lambda s: s["clusterName"]),
+        k8s=provider,
+        kubeconfig=kubeconfig,
+        storage=storage,
+        vpc_id=shared.apply(lambda s: s["vpcId"]),
+        vpc_cidr=shared.apply(lambda s: s["vpcCidr"]),
         private_subnet_ids=shared.apply(lambda s: s["privateSubnetIds"]),
         node_security_group_id=shared.apply(lambda s: s["nodeSecurityGroupId"]),
         neuron_scheduler=NEURON_SCHEDULER_NAME if any(p.kind == "neuron" for p in pools.values()) else None,
-        pools=pools, ready=())
+        pools=pools,
+        ready=(),
+    )
 
 
 def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
     p = intent.pools[name]
     s = p.spec
     return PoolSpec(
-        name=name, kind=s.accelerator, families=tuple(s.families), capacity_types=tuple(s.capacityTypes),
-        node_class=s.accelerator, cpu_limit=s.maxCpu, memory_limit_gib=s.maxMemoryGiB,
-        accelerator_limit=s.maxAccelerators, consolidate_after=s.consolidateAfter, expire_after=s.expireAfter,
-        termination_grace_period=s.terminationGracePeriod, disruption_budget_nodes=s.disruptionBudgetNodes,
-        labels=tuple(sorted(s.labels.items())), weight=s.weight,
+        name=name,
+        kind=s.accelerator,
+        families=tuple(s.families),
+        capacity_types=tuple(s.capacityTypes),
+        node_class=s.accelerator,
+        cpu_limit=s.maxCpu,
+        memory_limit_gib=s.maxMemoryGiB,
+        accelerator_limit=s.maxAccelerators,
+        consolidate_after=s.consolidateAfter,
+        expire_after=s.expireAfter,
+        termination_grace_period=s.terminationGracePeriod,
+        disruption_budget_nodes=s.disruptionBudgetNodes,
+        labels=tuple(sorted(s.labels.items())),
+        weight=s.weight,
     )
 
 
@@ -97,19 +130,22 @@ def availability_zones(vpc: VpcConfig) -> tuple[str, ...]:
     if vpc.availabilityZones:
         return tuple(vpc.availabilityZones)
     zones = aws.get_availability_zones(
-        state="available", exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
-        filters=[aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])])
+        state="available",
+        exclude_zone_ids=list(EKS_UNSUPPORTED_ZONE_IDS),
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="zone-type", values=["availability-zone"])],
+    )
     return tuple(sorted(zones.names)[: vpc.azCount])
 
 
 def one_subnet_per_zone(subnet_ids: list[str], zones: list[str]) -> list[str]:
     """EFS takes one mount target per AZ: two given private subnets in one AZ would fail mid-`up`."""
     seen: dict[str, str] = {}
-    for subnet, zone in zip(subnet_ids, zones):
+    for subnet, zone in zip(subnet_ids, zones, strict=False):
         if zone in seen:
             raise pulumi.RunError(
                 f"llm-serving:cluster.vpc.existing.privateSubnetIds: {seen[zone]} and {subnet} are both in {zone} "
-                f"— list one private subnet per availability zone (EFS allows one mount target per AZ)")
+                f"— list one private subnet per availability zone (EFS allows one mount target per AZ)"
+            )
         seen[zone] = subnet
     return list(subnet_ids)
 
@@ -121,8 +157,12 @@ def existing_network(vpc: VpcConfig) -> NetworkHandle:
     found = aws.ec2.get_vpc_output(id=ex.vpcId)
     ids = list(ex.privateSubnetIds)
     zones = pulumi.Output.all(*[aws.ec2.get_subnet_output(id=s).availability_zone for s in ids])
-    return NetworkHandle(vpc_id=ex.vpcId, private_subnet_ids=zones.apply(lambda z: one_subnet_per_zone(ids, z)),
-                         public_subnet_ids=list(ex.publicSubnetIds), vpc_cidr=found.cidr_block)
+    return NetworkHandle(
+        vpc_id=ex.vpcId,
+        private_subnet_ids=zones.apply(lambda z: one_subnet_per_zone(ids, z)),
+        public_subnet_ids=list(ex.publicSubnetIds),
+        vpc_cidr=found.cidr_block,
+    )
 
 
 def build(intent: StackIntent) -> Platform:
@@ -137,78 +177,157 @@ def build(intent: StackIntent) -> Platform:
     vpc_cfg = cfg.cluster.vpc
     existing = vpc_cfg.existing is not None
     log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
-    keys = PlatformKeys("keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region,
-                                                 log_group_names=log_groups))
+    keys = PlatformKeys(
+        "keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region, log_group_names=log_groups)
+    )
     if cfg.cluster.budget is not None:
-        BillingBudget("billing", BudgetArgs(cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd,
-                                            emails=tuple(cfg.cluster.budget.emails)))
+        BillingBudget(
+            "billing",
+            BudgetArgs(
+                cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd, emails=tuple(cfg.cluster.budget.emails)
+            ),
+        )
     if existing:
         net = existing_network(vpc_cfg)
         mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
         node_subnets = tuple(vpc_cfg.existing.privateSubnetIds)
     else:
         azs = availability_zones(vpc_cfg)
-        net = Network("network", NetworkArgs(cluster_name=c, cidr=vpc_cfg.cidr, availability_zones=azs,
-                                             logs_key_arn=keys.logs_key_arn,
-                                             flow_log_retention_days=cfg.cluster.logRetentionDays)).handle
+        net = Network(
+            "network",
+            NetworkArgs(
+                cluster_name=c,
+                cidr=vpc_cfg.cidr,
+                availability_zones=azs,
+                logs_key_arn=keys.logs_key_arn,
+                flow_log_retention_days=cfg.cluster.logRetentionDays,
+            ),
+        ).handle
         mount_keys, node_subnets = azs, ()
 
-    cluster = Cluster("cluster", ClusterArgs(
-        cluster_name=c, kubernetes_version=intent.kubernetes_version, network=net, account_id=account,
-        logs_key_arn=keys.logs_key_arn, admin_role_arns=tuple(cfg.cluster.adminRoleArns),
-        endpoint_public_access=cfg.cluster.endpointPublicAccess,
-        public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs), log_retention_days=cfg.cluster.logRetentionDays,
-        aws_profile=pulumi.Config("aws").get("profile")))
+    cluster = Cluster(
+        "cluster",
+        ClusterArgs(
+            cluster_name=c,
+            kubernetes_version=intent.kubernetes_version,
+            network=net,
+            account_id=account,
+            logs_key_arn=keys.logs_key_arn,
+            admin_role_arns=tuple(cfg.cluster.adminRoleArns),
+            endpoint_public_access=cfg.cluster.endpointPublicAccess,
+            public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs),
+            log_retention_days=cfg.cluster.logRetentionDays,
+            aws_profile=pulumi.Config("aws").get("profile"),
+        ),
+    )
     ch: ClusterHandle = cluster.handle
     sn = cfg.cluster.systemNodes
-    system = SystemNodes("system", SystemNodesArgs(
-        cluster=ch, subnet_ids=net.private_subnet_ids, instance_types=tuple(sn.instanceTypes),
-        min_size=sn.minSize, desired_size=sn.desiredSize, max_size=sn.maxSize, disk_gib=sn.diskGiB,
-        after=cluster.networking.ready)).handle
-    addons = ClusterAddons("addons", AddonsArgs(cluster=ch, system_nodes=system,
-                                                pod_identity_agent=cluster.networking.pod_identity_agent))
+    system = SystemNodes(
+        "system",
+        SystemNodesArgs(
+            cluster=ch,
+            subnet_ids=net.private_subnet_ids,
+            instance_types=tuple(sn.instanceTypes),
+            min_size=sn.minSize,
+            desired_size=sn.desiredSize,
+            max_size=sn.maxSize,
+            disk_gib=sn.diskGiB,
+            after=cluster.networking.ready,
+        ),
+    ).handle
+    addons = ClusterAddons(
+        "addons", AddonsArgs(cluster=ch, system_nodes=system, pod_identity_agent=cluster.networking.pod_identity_agent)
+    )
     provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
     kopts = ResourceOptions(providers={"kubernetes": provider})
 
-    kiam = KarpenterIam("karpenter-iam", KarpenterIamArgs(cluster=ch, cluster_name=c, account_id=account,
-                                                          region=intent.region))
+    kiam = KarpenterIam(
+        "karpenter-iam", KarpenterIamArgs(cluster=ch, cluster_name=c, account_id=account, region=intent.region)
+    )
     # Karpenter resolves the API server and STS through CoreDNS: it starts after it.
-    karpenter = Karpenter("karpenter", KarpenterArgs(
-        cluster_name=c, iam=kiam.handle, system_nodes=system, crd_chart=versions.chart("karpenter-crd"),
-        chart=versions.chart("karpenter"), after=(cluster.networking.pod_identity_agent, addons.coredns)),
-        opts=kopts)
+    karpenter = Karpenter(
+        "karpenter",
+        KarpenterArgs(
+            cluster_name=c,
+            iam=kiam.handle,
+            system_nodes=system,
+            crd_chart=versions.chart("karpenter-crd"),
+            chart=versions.chart("karpenter"),
+            after=(cluster.networking.pod_identity_agent, addons.coredns),
+        ),
+        opts=kopts,
+    )
 
     csi = (addons.addons["aws-ebs-csi-driver"], addons.addons["aws-efs-csi-driver"])
-    storage = Storage("storage", StorageArgs(cluster=ch, network=net, mount_target_keys=mount_keys, cluster_name=c,
-                                             kms_key_arn=keys.data_key_arn, protect=cfg.cluster.protectData,
-                                             after=csi), opts=kopts)
+    storage = Storage(
+        "storage",
+        StorageArgs(
+            cluster=ch,
+            network=net,
+            mount_target_keys=mount_keys,
+            cluster_name=c,
+            kms_key_arn=keys.data_key_arn,
+            protect=cfg.cluster.protectData,
+            after=csi,
+        ),
+        opts=kopts,
+    )
 
     pools = {n: pool_spec(intent, n) for n in intent.pools}
     kinds = sorted({p.kind for p in pools.values()})
     classes = {}
     for kind in kinds:
-        classes[kind] = KarpenterNodeClass(f"nodeclass-{kind}", NodeClassArgs(
-            spec=NodeClassSpec(name=kind, kind=kind, ami_alias=versions.ami_alias, root_volume_gib=ACCEL_ROOT_GIB,
-                               root_volume_throughput=ACCEL_ROOT_THROUGHPUT, root_volume_iops=ACCEL_ROOT_IOPS,
-                               instance_store_raid0=True, subnet_ids=node_subnets),
-            cluster_name=c, instance_profile=kiam.instance_profile_name, crds=karpenter.crds), opts=kopts)
+        classes[kind] = KarpenterNodeClass(
+            f"nodeclass-{kind}",
+            NodeClassArgs(
+                spec=NodeClassSpec(
+                    name=kind,
+                    kind=kind,
+                    ami_alias=versions.ami_alias,
+                    root_volume_gib=ACCEL_ROOT_GIB,
+                    root_volume_throughput=ACCEL_ROOT_THROUGHPUT,
+                    root_volume_iops=ACCEL_ROOT_IOPS,
+                    instance_store_raid0=True,
+                    subnet_ids=node_subnets,
+                ),
+                cluster_name=c,
+                instance_profile=kiam.instance_profile_name,
+                crds=karpenter.crds,
+            ),
+            opts=kopts,
+        )
     ready: list[pulumi.Resource] = []
     for name, spec in pools.items():
-        np = KarpenterNodePool(f"pool-{name}", NodePoolArgs(spec=spec, crds=karpenter.crds,
-                                                            node_class=classes[spec.kind].resource), opts=kopts)
+        np = KarpenterNodePool(
+            f"pool-{name}",
+            NodePoolArgs(spec=spec, crds=karpenter.crds, node_class=classes[spec.kind].resource),
+            opts=kopts,
+        )
         ready.append(np.resource)
     neuron_scheduler = None
     if "nvidia" in kinds:
-        gpu = GpuOperator("gpu-operator", DriverArgs(chart=versions.chart("gpu-operator"),
-                                                     after=(system.node_group,)), opts=kopts)
+        gpu = GpuOperator(
+            "gpu-operator", DriverArgs(chart=versions.chart("gpu-operator"), after=(system.node_group,)), opts=kopts
+        )
         ready.append(gpu.release)
     if "neuron" in kinds:
-        neuron = NeuronDriver("neuron", DriverArgs(chart=versions.chart("neuron"), after=(system.node_group,)),
-                              opts=kopts)
+        neuron = NeuronDriver(
+            "neuron", DriverArgs(chart=versions.chart("neuron"), after=(system.node_group,)), opts=kopts
+        )
         ready.append(neuron.release)
         neuron_scheduler = NEURON_SCHEDULER_NAME
-    return Platform(cluster_name=c, k8s=provider, kubeconfig=cluster.kubeconfig, storage=storage.handle,
-                    vpc_id=net.vpc_id, vpc_cidr=net.vpc_cidr, private_subnet_ids=net.private_subnet_ids,
-                    node_security_group_id=ch.security_group_id,
-                    neuron_scheduler=neuron_scheduler, pools=pools, ready=tuple(ready),
-                    system_ready=(system.node_group, addons.coredns), data_key_arn=keys.data_key_arn)
+    return Platform(
+        cluster_name=c,
+        k8s=provider,
+        kubeconfig=cluster.kubeconfig,
+        storage=storage.handle,
+        vpc_id=net.vpc_id,
+        vpc_cidr=net.vpc_cidr,
+        private_subnet_ids=net.private_subnet_ids,
+        node_security_group_id=ch.security_group_id,
+        neuron_scheduler=neuron_scheduler,
+        pools=pools,
+        ready=tuple(ready),
+        system_ready=(system.node_group, addons.coredns),
+        data_key_arn=keys.data_key_arn,
+    )

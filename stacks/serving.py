@@ -1,4 +1,5 @@
 """Serving composition: namespaces, model cache, one vLLM server per model, the gateway, the UI."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,16 @@ from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteL
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
 from components.types import SYSTEM_TAINT, InstanceType, Route, ServerSpec
-from components.vllm import (HOME, HUB_CACHE, NEURON_ARTIFACTS_DIR, NEURON_COMPILE_CACHE_DIR, VLLM_CACHE_DIR,
-                              VllmServer, VllmServerArgs, ready_marker)
+from components.vllm import (
+    HOME,
+    HUB_CACHE,
+    NEURON_ARTIFACTS_DIR,
+    NEURON_COMPILE_CACHE_DIR,
+    VLLM_CACHE_DIR,
+    VllmServer,
+    VllmServerArgs,
+    ready_marker,
+)
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.config import ResolvedModel, StackIntent
@@ -29,6 +38,8 @@ def namespaces(intent: StackIntent) -> tuple[str, str]:
         t = intent.config.team.name
         return f"{t}-models", f"{t}-gateway"
     return MODELS_NS, GATEWAY_NS
+
+
 VLLM_PORT = 8000
 # vLLM keeps idle HTTP connections this much longer than the gateway pools them.
 KEEPALIVE_MARGIN_S = 15
@@ -55,17 +66,42 @@ def shutdown_timeout_seconds(m: ResolvedModel) -> int:
 def vllm_args(m: ResolvedModel) -> list[str]:
     """The container args of one model server (the image's entrypoint is `vllm serve`)."""
     s = m.sizing
-    args = [m.hf_id, "--served-model-name", m.served_name, "--host", "0.0.0.0", "--port", str(VLLM_PORT),
-            "--tensor-parallel-size", str(s.tensor_parallel), "--max-model-len", str(s.max_model_len),
-            "--max-num-seqs", str(s.max_num_seqs)]
+    args = [
+        m.hf_id,
+        "--served-model-name",
+        m.served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(VLLM_PORT),
+        "--tensor-parallel-size",
+        str(s.tensor_parallel),
+        "--max-model-len",
+        str(s.max_model_len),
+        "--max-num-seqs",
+        str(s.max_num_seqs),
+    ]
     if m.revision:
         args += ["--revision", m.revision]
     if m.kind == "neuron":
-        args = ["vllm", "serve", *args, "--block-size", str(s.block_size),
-                "--num-gpu-blocks-override", str(s.num_blocks)]
+        args = [
+            "vllm",
+            "serve",
+            *args,
+            "--block-size",
+            str(s.block_size),
+            "--num-gpu-blocks-override",
+            str(s.num_blocks),
+        ]
     else:
-        args += ["--max-num-batched-tokens", str(s.max_num_batched_tokens),
-                 "--gpu-memory-utilization", f"{s.utilization:.2f}", "--dtype", m.arch.dtype]
+        args += [
+            "--max-num-batched-tokens",
+            str(s.max_num_batched_tokens),
+            "--gpu-memory-utilization",
+            f"{s.utilization:.2f}",
+            "--dtype",
+            m.arch.dtype,
+        ]
         if m.quantization:
             args += ["--quantization", m.quantization]
         if m.kv_cache_dtype != "auto":
@@ -95,35 +131,62 @@ def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
     return str(cpu), f"{mem_gib}Gi", f"{shm_gib}Gi", devices
 
 
-def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int,
-                pool_instances: tuple[InstanceType, ...] = ()) -> ServerSpec:
+def server_spec(
+    m: ResolvedModel, plat: Platform, gateway_idle_s: int, pool_instances: tuple[InstanceType, ...] = ()
+) -> ServerSpec:
     from stacks import planner
 
     v = catalog.versions()
     cpu, mem, shm, devices = pod_resources(m)
     budget = planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
-    env = [("USER", "vllm"), ("HOME", HOME), ("HF_HOME", f"{HOME}/.cache/huggingface"),
-           ("HF_HUB_CACHE", HUB_CACHE), ("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"),
-           ("VLLM_CACHE_ROOT", VLLM_CACHE_DIR),
-           ("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(gateway_idle_s + KEEPALIVE_MARGIN_S)),
-           ("VLLM_ENGINE_READY_TIMEOUT_S", str(budget))]
+    env = [
+        ("USER", "vllm"),
+        ("HOME", HOME),
+        ("HF_HOME", f"{HOME}/.cache/huggingface"),
+        ("HF_HUB_CACHE", HUB_CACHE),
+        ("HF_HUB_OFFLINE", "1"),
+        ("VLLM_NO_USAGE_STATS", "1"),
+        ("VLLM_CACHE_ROOT", VLLM_CACHE_DIR),
+        ("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(gateway_idle_s + KEEPALIVE_MARGIN_S)),
+        ("VLLM_ENGINE_READY_TIMEOUT_S", str(budget)),
+    ]
     if m.kind == "neuron":
         # Compiled artifacts persist on EFS; the compiler's own cache is per-pod scratch (unverified
         # which other paths the inf2/trn1 DLC writes: /var/tmp is writable for its defaults).
-        env += [("NEURON_COMPILED_ARTIFACTS", NEURON_ARTIFACTS_DIR), ("NEURON_COMPILE_CACHE_URL", NEURON_COMPILE_CACHE_DIR)]
+        env += [
+            ("NEURON_COMPILED_ARTIFACTS", NEURON_ARTIFACTS_DIR),
+            ("NEURON_COMPILE_CACHE_URL", NEURON_COMPILE_CACHE_DIR),
+        ]
     else:
         # vLLM 0.32 refuses a request whose `n` exceeds this (default 16384): one request may not ask
         # for more parallel sequences than the server runs at once (0.16 on Neuron has no such knob).
         env += [("VLLM_MAX_N_SEQUENCES", str(m.sizing.max_num_seqs))]
     return ServerSpec(
-        name=m.name, served_name=m.served_name, hf_id=m.hf_id, revision=m.revision, kind=m.kind,
-        image=v.image("vllm-neuron" if m.kind == "neuron" else "vllm"), args=tuple(vllm_args(m)), env=tuple(env),
-        pool=m.pool, instance_type=m.sizing.instance.name, tensor_parallel=m.sizing.tensor_parallel,
-        accelerator_count=devices, cpu=cpu, memory=mem, shm_size=shm, replicas=m.replicas_min,
-        startup_budget_seconds=budget, scheduler_name=plat.neuron_scheduler if m.kind == "neuron" else None,
-        max_model_len=m.sizing.max_model_len, request_timeout_seconds=m.request_timeout_seconds,
-        instance_types=tuple(planner.fitting_instance_types(m.sizing.instance, m.sizing.tensor_parallel, int(cpu),
-                                                            int(mem.removesuffix("Gi")), pool_instances)),
+        name=m.name,
+        served_name=m.served_name,
+        hf_id=m.hf_id,
+        revision=m.revision,
+        kind=m.kind,
+        image=v.image("vllm-neuron" if m.kind == "neuron" else "vllm"),
+        args=tuple(vllm_args(m)),
+        env=tuple(env),
+        pool=m.pool,
+        instance_type=m.sizing.instance.name,
+        tensor_parallel=m.sizing.tensor_parallel,
+        accelerator_count=devices,
+        cpu=cpu,
+        memory=mem,
+        shm_size=shm,
+        replicas=m.replicas_min,
+        startup_budget_seconds=budget,
+        scheduler_name=plat.neuron_scheduler if m.kind == "neuron" else None,
+        max_model_len=m.sizing.max_model_len,
+        request_timeout_seconds=m.request_timeout_seconds,
+        instance_types=tuple(
+            planner.fitting_instance_types(
+                m.sizing.instance, m.sizing.tensor_parallel, int(cpu), int(mem.removesuffix("Gi")), pool_instances
+            )
+        ),
         weights_wait_seconds=planner.download_deadline_seconds(m.arch) + planner.WEIGHTS_WAIT_MARGIN_S,
         shutdown_timeout_seconds=shutdown_timeout_seconds(m),
     )
@@ -131,10 +194,17 @@ def server_spec(m: ResolvedModel, plat: Platform, gateway_idle_s: int,
 
 def routes(intent: StackIntent) -> list[Route]:
     models_ns = namespaces(intent)[0]
-    return [Route(model_name=m.served_name, served_name=m.served_name,
-                  service_host=f"{m.name}.{models_ns}.svc.cluster.local", port=VLLM_PORT,
-                  timeout_seconds=m.request_timeout_seconds, max_input_tokens=m.sizing.max_model_len)
-            for m in intent.models.values()]
+    return [
+        Route(
+            model_name=m.served_name,
+            served_name=m.served_name,
+            service_host=f"{m.name}.{models_ns}.svc.cluster.local",
+            port=VLLM_PORT,
+            timeout_seconds=m.request_timeout_seconds,
+            max_input_tokens=m.sizing.max_model_len,
+        )
+        for m in intent.models.values()
+    ]
 
 
 def build(intent: StackIntent, plat: Platform) -> Served:
@@ -143,51 +213,126 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
     db_enabled = cfg.gateway.database.enabled
     models_ns, gateway_ns = namespaces(intent)
-    ns = ServingNamespaces("serving", NamespacesArgs(
-        models_ns=models_ns, gateway_ns=gateway_ns, vpc_cidr=plat.vpc_cidr, database=db_enabled,
-        accelerator_quota=cfg.team.maxAccelerators if cfg.team else None), opts=kopts)
+    ns = ServingNamespaces(
+        "serving",
+        NamespacesArgs(
+            models_ns=models_ns,
+            gateway_ns=gateway_ns,
+            vpc_cidr=plat.vpc_cidr,
+            database=db_enabled,
+            accelerator_quota=cfg.team.maxAccelerators if cfg.team else None,
+        ),
+        opts=kopts,
+    )
     ns_ready = tuple(ns.namespaces.values())
-    keys = ServingKeys("keys", ServingKeysArgs(models_namespace=models_ns, database_password=db_enabled,
-                                               webui_secret=cfg.ui.enabled, after=ns_ready), opts=kopts)
-    specs = {name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
-             for name, m in intent.models.items()}
+    keys = ServingKeys(
+        "keys",
+        ServingKeysArgs(
+            models_namespace=models_ns, database_password=db_enabled, webui_secret=cfg.ui.enabled, after=ns_ready
+        ),
+        opts=kopts,
+    )
+    specs = {
+        name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
+        for name, m in intent.models.items()
+    }
     if specs:
         from stacks import planner
-        ModelCache("model-cache", ModelCacheArgs(
-            namespace=models_ns, storage_class=plat.storage.efs_storage_class, image=v.image("hf-downloader"),
-            cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
-            items=tuple(CacheItem(name=s.name, hf_id=s.hf_id, revision=s.revision, gated=intent.models[n].arch.gated,
-                                  marker=ready_marker(s.hf_id, s.revision),
-                                  deadline_seconds=planner.download_deadline_seconds(intent.models[n].arch))
-                        for n, s in specs.items()),
-            hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
-            system_toleration=SYSTEM_TAINT, after=(*ns_ready, *plat.storage.ready)), opts=kopts)
+
+        ModelCache(
+            "model-cache",
+            ModelCacheArgs(
+                namespace=models_ns,
+                storage_class=plat.storage.efs_storage_class,
+                image=v.image("hf-downloader"),
+                cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
+                items=tuple(
+                    CacheItem(
+                        name=s.name,
+                        hf_id=s.hf_id,
+                        revision=s.revision,
+                        gated=intent.models[n].arch.gated,
+                        marker=ready_marker(s.hf_id, s.revision),
+                        deadline_seconds=planner.download_deadline_seconds(intent.models[n].arch),
+                    )
+                    for n, s in specs.items()
+                ),
+                hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
+                system_toleration=SYSTEM_TAINT,
+                after=(*ns_ready, *plat.storage.ready),
+            ),
+            opts=kopts,
+        )
     endpoints = {}
     for name, spec in specs.items():
-        server = VllmServer(f"vllm-{name}", VllmServerArgs(
-            spec=spec, namespace=models_ns, cache_claim=ModelCache.claim_name, api_key_secret=VLLM_KEY_SECRET,
-            after=(*ns_ready, keys.vllm_secret, *plat.ready)), opts=kopts)
+        server = VllmServer(
+            f"vllm-{name}",
+            VllmServerArgs(
+                spec=spec,
+                namespace=models_ns,
+                cache_claim=ModelCache.claim_name,
+                api_key_secret=VLLM_KEY_SECRET,
+                after=(*ns_ready, keys.vllm_secret, *plat.ready),
+            ),
+            opts=kopts,
+        )
         endpoints[spec.served_name] = f"http://{server.service_host}:{VLLM_PORT}/v1"
 
     db_url = None
     if db_enabled:
         d = cfg.gateway.database
-        db = GatewayDatabase("gateway-db", DatabaseArgs(
-            cluster_name=intent.cluster_name, vpc_id=plat.vpc_id, subnet_ids=plat.private_subnet_ids,
-            client_security_group_id=plat.node_security_group_id, engine_version=v.postgres_engine_version,
-            instance_class=d.instanceClass, allocated_storage_gib=d.allocatedStorageGiB, multi_az=d.multiAz,
-            password=keys.database_password, kms_key_arn=plat.data_key_arn),
-            opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData))
+        db = GatewayDatabase(
+            "gateway-db",
+            DatabaseArgs(
+                cluster_name=intent.cluster_name,
+                vpc_id=plat.vpc_id,
+                subnet_ids=plat.private_subnet_ids,
+                client_security_group_id=plat.node_security_group_id,
+                engine_version=v.postgres_engine_version,
+                instance_class=d.instanceClass,
+                allocated_storage_gib=d.allocatedStorageGiB,
+                multi_az=d.multiAz,
+                password=keys.database_password,
+                kms_key_arn=plat.data_key_arn,
+            ),
+            opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
+        )
         db_url = db.url
-    gateway = LiteLLMGateway("gateway", GatewayArgs(
-        namespace=gateway_ns, image=v.images["litellm"], routes=tuple(routes(intent)), replicas=cfg.gateway.replicas,
-        master_key=keys.master_key, salt_key=keys.salt_key, vllm_api_key=keys.vllm_api_key,
-        system_taint=SYSTEM_TAINT, database_url=db_url, internal_load_balancer=cfg.gateway.internalLoadBalancer,
-        after=(*ns_ready, *plat.system_ready)), opts=kopts)
+    gateway = LiteLLMGateway(
+        "gateway",
+        GatewayArgs(
+            namespace=gateway_ns,
+            image=v.images["litellm"],
+            routes=tuple(routes(intent)),
+            replicas=cfg.gateway.replicas,
+            master_key=keys.master_key,
+            salt_key=keys.salt_key,
+            vllm_api_key=keys.vllm_api_key,
+            system_taint=SYSTEM_TAINT,
+            database_url=db_url,
+            internal_load_balancer=cfg.gateway.internalLoadBalancer,
+            after=(*ns_ready, *plat.system_ready),
+        ),
+        opts=kopts,
+    )
     if cfg.ui.enabled:
-        OpenWebUi("webui", WebUiArgs(
-            namespace=gateway_ns, image=v.images["open-webui"], gateway_url=gateway.in_cluster_url,
-            api_key=keys.master_key, secret_key=keys.webui_secret, storage_class=plat.storage.ebs_storage_class,
-            system_taint=SYSTEM_TAINT, after=(*ns_ready, *plat.system_ready)), opts=kopts)
-    return Served(gateway_url=gateway.url, model_names=[m.served_name for m in intent.models.values()],
-                  endpoints=endpoints, master_key=pulumi.Output.secret(keys.master_key))
+        OpenWebUi(
+            "webui",
+            WebUiArgs(
+                namespace=gateway_ns,
+                image=v.images["open-webui"],
+                gateway_url=gateway.in_cluster_url,
+                api_key=keys.master_key,
+                secret_key=keys.webui_secret,
+                storage_class=plat.storage.ebs_storage_class,
+                system_taint=SYSTEM_TAINT,
+                after=(*ns_ready, *plat.system_ready),
+            ),
+            opts=kopts,
+        )
+    return Served(
+        gateway_url=gateway.url,
+        model_names=[m.served_name for m in intent.models.values()],
+        endpoints=endpoints,
+        master_key=pulumi.Output.secret(keys.master_key),
+    )

@@ -1,7 +1,6 @@
 """The planner's view of a stack as plain data: summary.json rows and the plan table."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 from stacks.config import StackIntent
 
@@ -11,24 +10,26 @@ def model_rows(intent: StackIntent) -> list[dict]:
     for name, m in intent.models.items():
         s = m.sizing
         lo, hi = m.hourly_usd
-        rows.append({
-            "name": name,
-            "hfId": m.hf_id,
-            "accelerator": m.kind,
-            "instanceType": s.instance.name,
-            "replicas": {"min": m.replicas_min, "max": m.replicas_max},
-            "tensorParallel": s.tensor_parallel,
-            "maxModelLen": s.max_model_len,
-            "maxNumSeqs": s.max_num_seqs,
-            "weightsGiBPerDevice": round(s.weights_gib_per_device, 2),
-            "kvBytesPerToken": s.kv_bytes_per_token,
-            "kvGiBPerDevice": round(s.kv_gib_per_device, 2),
-            "kvTokens": s.kv_tokens,
-            "maxConcurrency": round(s.max_concurrency, 1),
-            "fits": s.fits,
-            "warnings": list(m.warnings),
-            "hourlyUsd": {"min": lo, "max": hi},
-        })
+        rows.append(
+            {
+                "name": name,
+                "hfId": m.hf_id,
+                "accelerator": m.kind,
+                "instanceType": s.instance.name,
+                "replicas": {"min": m.replicas_min, "max": m.replicas_max},
+                "tensorParallel": s.tensor_parallel,
+                "maxModelLen": s.max_model_len,
+                "maxNumSeqs": s.max_num_seqs,
+                "weightsGiBPerDevice": round(s.weights_gib_per_device, 2),
+                "kvBytesPerToken": s.kv_bytes_per_token,
+                "kvGiBPerDevice": round(s.kv_gib_per_device, 2),
+                "kvTokens": s.kv_tokens,
+                "maxConcurrency": round(s.max_concurrency, 1),
+                "fits": s.fits,
+                "warnings": list(m.warnings),
+                "hourlyUsd": {"min": lo, "max": hi},
+            }
+        )
     return rows
 
 
@@ -36,37 +37,74 @@ def pool_rows(intent: StackIntent) -> list[dict]:
     out = []
     for name, p in intent.pools.items():
         users = sorted(m.name for m in intent.models.values() if m.pool == name)
-        out.append({"name": name, "accelerator": p.spec.accelerator, "families": list(p.spec.families),
-                    "capacityTypes": list(p.spec.capacityTypes), "models": users})
+        out.append(
+            {
+                "name": name,
+                "accelerator": p.spec.accelerator,
+                "families": list(p.spec.families),
+                "capacityTypes": list(p.spec.capacityTypes),
+                "models": users,
+            }
+        )
     return out
 
 
-def summary(intent: StackIntent, resource_count: int, resources: Optional[list] = None) -> dict:
+def summary(intent: StackIntent, resource_count: int, resources: list | None = None) -> dict:
     """`hourlyUsd` stays the accelerator nodes' $/h (the planner's); with the recorded `resources`, the doc
     also has `deployTime` (modelled `pulumi up`, critical path) and `stackHourlyUsd` (the whole stack)."""
     lo, hi = intent.hourly_usd
-    doc = {"stack": intent.stack, "resourceCount": resource_count, "hourlyUsd": {"min": lo, "max": hi},
-           "pools": pool_rows(intent), "models": model_rows(intent)}
+    doc = {
+        "stack": intent.stack,
+        "resourceCount": resource_count,
+        "hourlyUsd": {"min": lo, "max": hi},
+        "pools": pool_rows(intent),
+        "models": model_rows(intent),
+    }
     if resources is not None:
         from stacks import costs, deploytime
 
         doc["deployTime"] = deploytime.critical_path(resources).as_dict()
         doc["stackHourlyUsd"] = costs.stack_cost(
-            resources, {n: m.replicas_max for n, m in intent.models.items()}).as_dict()
+            resources, {n: m.replicas_max for n, m in intent.models.items()}
+        ).as_dict()
     return doc
 
 
 def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
-    head = ["model", "accel", "instance", "replicas", "TP", "ctx", "seqs", "weights GiB/dev", "KV GiB/dev",
-            "KV tokens", "max conc", "fits"]
+    head = [
+        "model",
+        "accel",
+        "instance",
+        "replicas",
+        "TP",
+        "ctx",
+        "seqs",
+        "weights GiB/dev",
+        "KV GiB/dev",
+        "KV tokens",
+        "max conc",
+        "fits",
+    ]
     rows = []
     for m in summary_doc["models"]:
-        rows.append([m["name"], m["accelerator"], m["instanceType"], f"{m['replicas']['min']}-{m['replicas']['max']}",
-                     str(m["tensorParallel"]), str(m["maxModelLen"]), str(m["maxNumSeqs"]),
-                     f"{m['weightsGiBPerDevice']:.2f}", f"{m['kvGiBPerDevice']:.2f}", str(m["kvTokens"]),
-                     f"{m['maxConcurrency']:.1f}", "yes" if m["fits"] else "NO"])
+        rows.append(
+            [
+                m["name"],
+                m["accelerator"],
+                m["instanceType"],
+                f"{m['replicas']['min']}-{m['replicas']['max']}",
+                str(m["tensorParallel"]),
+                str(m["maxModelLen"]),
+                str(m["maxNumSeqs"]),
+                f"{m['weightsGiBPerDevice']:.2f}",
+                f"{m['kvGiBPerDevice']:.2f}",
+                str(m["kvTokens"]),
+                f"{m['maxConcurrency']:.1f}",
+                "yes" if m["fits"] else "NO",
+            ]
+        )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()  # noqa: E731
     lines = [f"stack {summary_doc['stack']}", "", fmt(head), fmt(["-" * w for w in widths])]
     lines += [fmt(r) for r in rows] or ["(no models)"]
     for w in stack_warnings:
@@ -76,11 +114,15 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
             lines.append(f"warning: {m['name']}: {w}")
     lines.append("")
     for p in summary_doc["pools"]:
-        lines.append(f"pool {p['name']}: {p['accelerator']} [{', '.join(p['families'])}] "
-                     f"{'/'.join(p['capacityTypes'])} -> {', '.join(p['models']) or '(no models)'}")
+        lines.append(
+            f"pool {p['name']}: {p['accelerator']} [{', '.join(p['families'])}] "
+            f"{'/'.join(p['capacityTypes'])} -> {', '.join(p['models']) or '(no models)'}"
+        )
     h = summary_doc["hourlyUsd"]
-    lines.append(f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
-                 f"platform nodes, NAT, EFS, RDS not included)")
+    lines.append(
+        f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
+        f"platform nodes, NAT, EFS, RDS not included)"
+    )
     lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"
@@ -91,14 +133,16 @@ def _mmss(seconds: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
-def deploy_lines(dt: Optional[dict]) -> list[str]:
+def deploy_lines(dt: dict | None) -> list[str]:
     if not dt:
         return []
     path = " -> ".join(f"{s['name']} {_mmss(s['seconds'])}" for s in dt["path"])
-    return [f"modelled pulumi up: {_mmss(dt['seconds'])} (critical path: {path}; durations: stacks/catalog/durations.yaml)"]
+    return [
+        f"modelled pulumi up: {_mmss(dt['seconds'])} (critical path: {path}; durations: stacks/catalog/durations.yaml)"
+    ]
 
 
-def cost_lines(cost: Optional[dict]) -> list[str]:
+def cost_lines(cost: dict | None) -> list[str]:
     if not cost:
         return []
     rows = [[i["name"], str(i["count"]), f"${i['min']:.4f}", f"${i['max']:.4f}", i["note"]] for i in cost["items"]]
@@ -106,6 +150,11 @@ def cost_lines(cost: Optional[dict]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     out = ["whole stack $/h (us-east-1 on-demand, min-max; prices: stacks/catalog/prices.yaml):"]
     for r in rows:
-        out.append(("  " + "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths)))
-                    + (f"  {r[4]}" if r[4] else "")).rstrip())
+        out.append(
+            (
+                "  "
+                + "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths, strict=False)))
+                + (f"  {r[4]}" if r[4] else "")
+            ).rstrip()
+        )
     return out

@@ -10,6 +10,7 @@ Needs the `pulumi` CLI (unless --outputs), `kubectl` and the `aws` CLI the kubec
 the VPC run `kubectl -n gateway port-forward svc/litellm 4000:4000` and pass --gateway-url http://127.0.0.1:4000.
 Exit 0 when every check passes, 1 when one fails, 2 on bad input (one line, no traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 from urllib.parse import urlparse
 
 from components.cluster import SYSTEM_LABEL
@@ -49,8 +50,10 @@ def run_command(cmd: list[str], timeout: float = 120) -> str:
     try:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout).stdout
     except FileNotFoundError:
-        hint = {"pulumi": "install the Pulumi CLI or pass --outputs FILE",
-                "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/) or pass --skip-cluster"}
+        hint = {
+            "pulumi": "install the Pulumi CLI or pass --outputs FILE",
+            "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/) or pass --skip-cluster",
+        }
         raise BadInput(f"{cmd[0]}: command not found — {hint.get(cmd[0], 'install it')}") from None
     except subprocess.TimeoutExpired:
         raise subprocess.CalledProcessError(-1, cmd, stderr=f"{cmd[0]} timed out after {timeout:.0f}s") from None
@@ -63,25 +66,31 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else f"exit code {e.returncode}"
 
 
-def load_outputs(stack: str, outputs_file: Optional[str], run: Runner) -> dict:
+def load_outputs(stack: str, outputs_file: str | None, run: Runner) -> dict:
     if outputs_file:
         try:
             with open(outputs_file) as f:
                 doc = json.load(f)
         except (OSError, ValueError) as e:
-            raise BadInput(f"{outputs_file}: cannot read stack outputs ({e}) — pass the JSON of "
-                           f"`pulumi stack output --json --show-secrets -s {stack}`") from None
+            raise BadInput(
+                f"{outputs_file}: cannot read stack outputs ({e}) — pass the JSON of "
+                f"`pulumi stack output --json --show-secrets -s {stack}`"
+            ) from None
     else:
         try:
             doc = json.loads(run(["pulumi", "stack", "output", "--json", "--show-secrets", "-s", stack]))
         except subprocess.CalledProcessError as e:
-            raise BadInput(f"pulumi stack output -s {stack}: {_first_line(e)} — run `pulumi up -s {stack}` first "
-                           f"or pass --outputs FILE") from None
+            raise BadInput(
+                f"pulumi stack output -s {stack}: {_first_line(e)} — run `pulumi up -s {stack}` first "
+                f"or pass --outputs FILE"
+            ) from None
         except ValueError:
             raise BadInput(f"pulumi stack output -s {stack}: not JSON — pass --outputs FILE") from None
     if not isinstance(doc, dict):
-        raise BadInput("stack outputs: expected a JSON object of output names — pass "
-                       "`pulumi stack output --json --show-secrets` output")
+        raise BadInput(
+            "stack outputs: expected a JSON object of output names — pass "
+            "`pulumi stack output --json --show-secrets` output"
+        )
     return doc
 
 
@@ -99,8 +108,10 @@ def kubectl_json(run: Runner, kubeconfig: str, *args: str) -> dict:
 
 
 def _ready(node: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
 
 
 def node_checks(nodes: dict, pools: dict[str, str]) -> list[Check]:
@@ -133,8 +144,14 @@ def readiness_checks(deployments: dict[str, dict], targets: dict[str, tuple[str,
     out = []
     for served in sorted(targets):
         ns, name = targets[served]
-        dep = next((d for d in (deployments.get(ns) or {}).get("items") or []
-                    if (d.get("metadata") or {}).get("name") == name), None)
+        dep = next(
+            (
+                d
+                for d in (deployments.get(ns) or {}).get("items") or []
+                if (d.get("metadata") or {}).get("name") == name
+            ),
+            None,
+        )
         if dep is None:
             out.append(Check(f"ready {served}", False, f"no Deployment {ns}/{name}"))
             continue
@@ -183,11 +200,19 @@ class ChatResult:
 
 def chat(base_url: str, api_key: str, model: str, timeout: float = 120, max_tokens: int = MAX_TOKENS) -> ChatResult:
     """One streamed chat; TTFT = first content chunk, tokens/s over the decode after it."""
-    body = {"model": model, "stream": True, "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": PROMPT}]}
-    req = urllib.request.Request(f"{base_url.rstrip('/')}/v1/chat/completions", data=json.dumps(body).encode(),
-                                 method="POST", headers={"Authorization": f"Bearer {api_key}",
-                                                         "Content-Type": "application/json"})
+    body = {
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+    req = urllib.request.Request(
+        f"{base_url.rstrip('/')}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+    )
     t0 = time.monotonic()
     first, last, chunks, usage = None, None, 0, None
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -225,8 +250,9 @@ def chat_checks(base_url: str, api_key: str, models: list[str], timeout: float) 
             out.append(Check(f"chat {m}", False, f"{type(e).__name__}: {e}"[:200]))
             continue
         approx = "~" if r.counted else ""
-        out.append(Check(f"chat {m}", True, f"TTFT {r.ttft_s:.2f}s, {approx}{r.tokens} tokens, "
-                                            f"{r.tokens_per_s:.1f} tok/s"))
+        out.append(
+            Check(f"chat {m}", True, f"TTFT {r.ttft_s:.2f}s, {approx}{r.tokens} tokens, {r.tokens_per_s:.1f} tok/s")
+        )
     return out
 
 
@@ -239,15 +265,16 @@ def table(checks: list[Check]) -> str:
 def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[Check]]:
     outputs = load_outputs(a.stack, a.outputs, run)
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
-    key = a.api_key or need(outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) "
-                                                         "or pass --api-key")
+    key = a.api_key or need(
+        outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
+    )
     models = need(outputs, "models", "the stack has no models to check")
     checks = [] if a.skip_cluster else cluster_checks(outputs, run)
     checks += chat_checks(url, key, list(models), a.timeout)
     return (0 if all(c.ok for c in checks) else 1), checks
 
 
-def main(argv: Optional[list[str]] = None, run: Runner = run_command) -> int:
+def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
     ap = argparse.ArgumentParser(prog="python -m stacks.verify", description=__doc__.splitlines()[0])
     ap.add_argument("stack")
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")

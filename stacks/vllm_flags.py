@@ -15,6 +15,7 @@ one longer than MAX_ARG_LEN; unknown, abbreviated or ambiguous flags; stray valu
 need a value without one; removed flags; flags the program renders itself; flags that run or load
 code, read files or open endpoints the platform does not model (DANGEROUS).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 Kind = Literal["nvidia", "neuron"]
 TABLE_FILE = Path(__file__).resolve().parent / "catalog" / "vllm-serve-flags.json"
@@ -48,33 +49,56 @@ FORBIDDEN = {
 # gateway depend on: setting them through extraArgs would silently contradict what was sized.
 MANAGED = {
     "--model": "the model is the positional argument, from preset/hfId",
-    "--served-model-name": "servedName", "--tensor-parallel-size": "tensorParallel",
-    "--max-model-len": "maxModelLen", "--max-num-seqs": "maxNumSeqs",
-    "--max-num-batched-tokens": "maxNumBatchedTokens", "--gpu-memory-utilization": "gpuMemoryUtilization",
+    "--served-model-name": "servedName",
+    "--tensor-parallel-size": "tensorParallel",
+    "--max-model-len": "maxModelLen",
+    "--max-num-seqs": "maxNumSeqs",
+    "--max-num-batched-tokens": "maxNumBatchedTokens",
+    "--gpu-memory-utilization": "gpuMemoryUtilization",
     "--kv-cache-memory-bytes": "gpuMemoryUtilization (the planner sizes the KV cache from it)",
-    "--num-gpu-blocks-override": "the planner (Neuron KV blocks)", "--block-size": "the planner",
-    "--dtype": "the catalog's checkpoint dtype", "--quantization": "quantization",
-    "--kv-cache-dtype": "kvCacheDtype", "--revision": "revision",
-    "--tool-call-parser": "tools", "--enable-auto-tool-choice": "tools", "--reasoning-parser": "reasoning",
+    "--num-gpu-blocks-override": "the planner (Neuron KV blocks)",
+    "--block-size": "the planner",
+    "--dtype": "the catalog's checkpoint dtype",
+    "--quantization": "quantization",
+    "--kv-cache-dtype": "kvCacheDtype",
+    "--revision": "revision",
+    "--tool-call-parser": "tools",
+    "--enable-auto-tool-choice": "tools",
+    "--reasoning-parser": "reasoning",
     "--trust-remote-code": "trustRemoteCode",
     "--shutdown-timeout": "requestTimeoutSeconds (the pod's terminationGracePeriodSeconds is derived from it)",
-    "--api-key": "the platform's API key Secret", "--port": "the Service port", "--host": "the Service",
-    "--uds": "the Service port", "--root-path": "the probe paths", "--grpc": "the HTTP Service",
+    "--api-key": "the platform's API key Secret",
+    "--port": "the Service port",
+    "--host": "the Service",
+    "--uds": "the Service port",
+    "--root-path": "the probe paths",
+    "--grpc": "the HTTP Service",
     "--grpc-port": "the HTTP Service",
     "--download-dir": "the shared model cache (HF_HUB_CACHE)",
-    "--ssl-keyfile": "the in-cluster HTTP Service", "--ssl-certfile": "the in-cluster HTTP Service",
-    "--ssl-ca-certs": "the in-cluster HTTP Service", "--ssl-cert-reqs": "the in-cluster HTTP Service",
-    "--ssl-ciphers": "the in-cluster HTTP Service", "--enable-ssl-refresh": "the in-cluster HTTP Service",
+    "--ssl-keyfile": "the in-cluster HTTP Service",
+    "--ssl-certfile": "the in-cluster HTTP Service",
+    "--ssl-ca-certs": "the in-cluster HTTP Service",
+    "--ssl-cert-reqs": "the in-cluster HTTP Service",
+    "--ssl-ciphers": "the in-cluster HTTP Service",
+    "--enable-ssl-refresh": "the in-cluster HTTP Service",
     # The pod requests tensorParallel devices on one node: layouts that need more devices or nodes.
     "--pipeline-parallel-size": "tensorParallel (one node, TP devices)",
-    "--data-parallel-size": "replicas", "--data-parallel-size-local": "replicas",
-    "--data-parallel-rank": "replicas", "--data-parallel-start-rank": "replicas",
-    "--data-parallel-address": "replicas", "--data-parallel-rpc-port": "replicas",
-    "--data-parallel-backend": "replicas", "--data-parallel-hybrid-lb": "replicas",
-    "--data-parallel-external-lb": "replicas", "--data-parallel-multi-port-external-lb": "replicas",
-    "--decode-context-parallel-size": "tensorParallel", "--prefill-context-parallel-size": "tensorParallel",
-    "--nnodes": "replicas (one node per replica)", "--node-rank": "replicas (one node per replica)",
-    "--headless": "replicas (one node per replica)", "--master-addr": "replicas (one node per replica)",
+    "--data-parallel-size": "replicas",
+    "--data-parallel-size-local": "replicas",
+    "--data-parallel-rank": "replicas",
+    "--data-parallel-start-rank": "replicas",
+    "--data-parallel-address": "replicas",
+    "--data-parallel-rpc-port": "replicas",
+    "--data-parallel-backend": "replicas",
+    "--data-parallel-hybrid-lb": "replicas",
+    "--data-parallel-external-lb": "replicas",
+    "--data-parallel-multi-port-external-lb": "replicas",
+    "--decode-context-parallel-size": "tensorParallel",
+    "--prefill-context-parallel-size": "tensorParallel",
+    "--nnodes": "replicas (one node per replica)",
+    "--node-rank": "replicas (one node per replica)",
+    "--headless": "replicas (one node per replica)",
+    "--master-addr": "replicas (one node per replica)",
     "--master-port": "replicas (one node per replica)",
 }
 
@@ -93,10 +117,14 @@ DANGEROUS = {
     "--enable-mm-embeds": "deserializes client-sent tensors",
     "--trust-request-chat-template": "renders client-sent Jinja templates in the server",
     "--trust-request-mm-kwargs": "passes client-sent kwargs to the processor",
-    "--worker-cls": "imports the named Python class", "--worker-extension-cls": "imports the named Python class",
-    "--scheduler-cls": "imports the named Python class", "--logits-processors": "imports the named Python classes",
-    "--io-processor-plugin": "loads the named plugin", "--model-class-overrides": "imports the named Python classes",
-    "--tool-parser-plugin": "executes the named Python file", "--reasoning-parser-plugin": "executes the named Python file",
+    "--worker-cls": "imports the named Python class",
+    "--worker-extension-cls": "imports the named Python class",
+    "--scheduler-cls": "imports the named Python class",
+    "--logits-processors": "imports the named Python classes",
+    "--io-processor-plugin": "loads the named plugin",
+    "--model-class-overrides": "imports the named Python classes",
+    "--tool-parser-plugin": "executes the named Python file",
+    "--reasoning-parser-plugin": "executes the named Python file",
     "--logging-config": "a logging dictConfig can instantiate any class",
     "--log-config-file": "a logging dictConfig can instantiate any class",
     "--hf-token": "puts a token in the pod spec; the HF token reaches only the cache Job",
@@ -112,32 +140,33 @@ DANGEROUS = {
 @dataclass(frozen=True)
 class Used:
     """One flag as vLLM would see it: its canonical long name and the spelling given."""
+
     flag: str
     given: str
     negated: bool
-    value: Optional[str]  # the (first) value given
+    value: str | None  # the (first) value given
     key: str = ""  # the dotted part of `--flag.key value`, if any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def table(kind: Kind) -> dict[str, dict]:
     return json.loads(TABLE_FILE.read_text())[kind]["options"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def table_version(kind: Kind) -> str:
     return json.loads(TABLE_FILE.read_text())[kind]["vllm"]
 
 
-def _normalise_long(arg: str) -> tuple[str, Optional[str], bool]:
+def _normalise_long(arg: str) -> tuple[str, str | None, bool]:
     """(option name, attached value, dotted) the way FlexibleArgumentParser rewrites a `--` element."""
     name, eq, value = arg.partition("=")
-    head, dot, rest = name[2:].partition(".")
+    head, dot, _rest = name[2:].partition(".")
     name = "--" + head.replace("_", "-")
     return name, (value if eq else None), bool(dot)
 
 
-def _lookup(name: str, options: dict[str, dict]) -> tuple[Optional[dict], Optional[str]]:
+def _lookup(name: str, options: dict[str, dict]) -> tuple[dict | None, str | None]:
     """(entry, problem): exact match, else argparse's prefix matching reported as a problem."""
     if name in options:
         return options[name], None
@@ -161,20 +190,28 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
         if len(a) > MAX_ARG_LEN:
             problems.append((f"element of {len(a)} characters (at most {MAX_ARG_LEN})", "shorten it"))
         elif not _SAFE_CHARS.match(a):
-            problems.append((f"{a[:40]!r} contains whitespace, control or non-ASCII characters",
-                             "one flag or value per element; write JSON values without spaces"))
+            problems.append(
+                (
+                    f"{a[:40]!r} contains whitespace, control or non-ASCII characters",
+                    "one flag or value per element; write JSON values without spaces",
+                )
+            )
     if problems:
         return [], problems
     options = table(kind)
     version = table_version(kind)
     used: list[Used] = []
-    pending: Optional[tuple[str, object]] = None  # (flag, nargs) still able to take values
+    pending: tuple[str, object] | None = None  # (flag, nargs) still able to take values
     for i, a in enumerate(args):
         is_flag = a.startswith("-") and len(a) > 1 and not _NUMBER.match(a)
         if not is_flag:
             if pending is None:
-                problems.append((f"{a!r} is not the value of any flag (vLLM would refuse a second positional)",
-                                 "put the flag it belongs to right before it, or remove it"))
+                problems.append(
+                    (
+                        f"{a!r} is not the value of any flag (vLLM would refuse a second positional)",
+                        "put the flag it belongs to right before it, or remove it",
+                    )
+                )
                 continue
             flag, nargs = pending
             if used and used[-1].flag == flag and used[-1].value is None:
@@ -209,8 +246,11 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
         entry, why = _lookup(name, options)
         if entry is None:
             what = f"{a}: {why} in vLLM {version}" if why == "unknown flag" else f"{a}: {why}"
-            fix = ("write the full flag name" if why and why.startswith("abbreviation")
-                   else "check `vllm serve --help` of that release; remove it")
+            fix = (
+                "write the full flag name"
+                if why and why.startswith("abbreviation")
+                else "check `vllm serve --help` of that release; remove it"
+            )
             problems.append((what, fix))
             continue
         flag = entry["flag"]
@@ -234,8 +274,14 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
 # offline (HF_HUB_OFFLINE=1) with only the model's snapshot in the cache, so they fail at start or
 # read the container's filesystem.
 OTHER_FILES = {
-    "--tokenizer", "--spec-model", "--hf-config-path", "--lora-modules", "--default-mm-loras", "--chat-template",
-    "--mm-encoder-fp8-scale-path", "--mm-encoder-fp8-scale-save-path",
+    "--tokenizer",
+    "--spec-model",
+    "--hf-config-path",
+    "--lora-modules",
+    "--default-mm-loras",
+    "--chat-template",
+    "--mm-encoder-fp8-scale-path",
+    "--mm-encoder-fp8-scale-save-path",
 }
 # Values refused for flags that are otherwise fine.
 BAD_VALUES = {
@@ -246,19 +292,27 @@ BAD_VALUES = {
 _PATH_VALUE = re.compile(r'(^|[=\[{,"])\s*(/|~|\.\./)|(^|/)\.\.(/|$|")')
 
 
-def _value_problem(u: Used) -> Optional[tuple[str, str]]:
+def _value_problem(u: Used) -> tuple[str, str] | None:
     if u.flag in OTHER_FILES and not u.negated:
-        return (f"{u.given} reads files other than the model's snapshot; the pod runs offline with only that",
-                f"remove {u.flag} (the cache Job downloads the model's own tokenizer and config)")
+        return (
+            f"{u.given} reads files other than the model's snapshot; the pod runs offline with only that",
+            f"remove {u.flag} (the cache Job downloads the model's own tokenizer and config)",
+        )
     if u.flag == "--generation-config" and u.value not in (None, "auto", "vllm"):
         return (f"{u.given}: a generation-config folder is not in the pod", "use --generation-config auto or vllm")
-    if u.flag == "--speculative-config" and (u.key.split(".")[0] in ("model", "draft_tensor_parallel_size")
-                                             or '"model"' in (u.value or "")):
-        return (f"{u.given}: a draft model is not in the pod (the cache Job downloads only the served model)",
-                "use a model-free method such as {\"method\":\"ngram\",...}, or remove it")
+    if u.flag == "--speculative-config" and (
+        u.key.split(".")[0] in ("model", "draft_tensor_parallel_size") or '"model"' in (u.value or "")
+    ):
+        return (
+            f"{u.given}: a draft model is not in the pod (the cache Job downloads only the served model)",
+            'use a model-free method such as {"method":"ngram",...}, or remove it',
+        )
     rule = BAD_VALUES.get(u.flag)
     if rule and (u.value or "").lower() in rule[0]:
-        return (f"{u.given} {u.value if '=' not in u.given else ''}".strip() + f": {rule[1]}", f"use another value for {u.flag}")
+        return (
+            f"{u.given} {u.value if '=' not in u.given else ''}".strip() + f": {rule[1]}",
+            f"use another value for {u.flag}",
+        )
     if u.value is not None and _PATH_VALUE.search(u.value):
         return (f"{u.given}: {u.value!r} is a path; the pod has no files of yours", "remove the path")
     return None
@@ -274,12 +328,20 @@ def policy_problems(used: list[Used], *, trust_remote_code: bool) -> list[tuple[
     for u in used:
         shown = u.given if u.given.split("=", 1)[0] == u.flag else f"{u.given} (= {u.flag})"
         if u.flag == "--trust-remote-code" and not u.negated and not trust_remote_code:
-            out.append((f"{shown} {DANGEROUS[u.flag]}",
-                        "serve a model vLLM supports natively, or set trustRemoteCode: true on the model "
-                        "(with a pinned revision) if it really needs the Hub's code"))
+            out.append(
+                (
+                    f"{shown} {DANGEROUS[u.flag]}",
+                    "serve a model vLLM supports natively, or set trustRemoteCode: true on the model "
+                    "(with a pinned revision) if it really needs the Hub's code",
+                )
+            )
         elif u.flag in MANAGED:
-            out.append((f"{shown} is rendered by the program from {MANAGED[u.flag]}",
-                        f"set that field instead of passing {u.flag}"))
+            out.append(
+                (
+                    f"{shown} is rendered by the program from {MANAGED[u.flag]}",
+                    f"set that field instead of passing {u.flag}",
+                )
+            )
         elif u.flag in DANGEROUS and not u.negated:
             out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
         elif (p := _value_problem(u)) is not None:

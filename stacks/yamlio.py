@@ -12,11 +12,12 @@ than the plain JSON-like ones, files over a size cap and bytes that are not UTF-
 strings (Pulumi reads the file as YAML 1.2, where `2026-01-01` is a string).
 Every problem is a `YamlIssue` with its line and column; the caller formats the message.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from yaml import events, nodes
@@ -29,9 +30,17 @@ MAX_NODES = 100_000  # nodes after expanding aliases (a real stack file has a fe
 MAX_DEPTH = 64  # nesting levels (a stack file needs about 8)
 
 _STR = "tag:yaml.org,2002:str"
-_PLAIN_TAGS = {_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
-               "tag:yaml.org,2002:null", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq",
-               "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:merge"}
+_PLAIN_TAGS = {
+    _STR,
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:merge",
+}
 
 
 def load_yaml(text: str):
@@ -40,8 +49,8 @@ def load_yaml(text: str):
 
 @dataclass(frozen=True)
 class YamlIssue:
-    line: Optional[int]  # 1-based; None when the problem is the whole file
-    column: Optional[int]
+    line: int | None  # 1-based; None when the problem is the whole file
+    column: int | None
     path: tuple[str, ...]  # keys from the document root to the offending node
     what: str
     fix: str
@@ -83,10 +92,11 @@ def read_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise YamlError([YamlIssue(line, col, (), f"byte 0x{data[e.start]:02x} is not UTF-8",
-                                   "save the file as UTF-8")]) from None
+        raise YamlError(
+            [YamlIssue(line, col, (), f"byte 0x{data[e.start]:02x} is not UTF-8", "save the file as UTF-8")]
+        ) from None
 
 
 def _scan_events(text: str) -> None:
@@ -95,31 +105,56 @@ def _scan_events(text: str) -> None:
     loader = _Loader(text)
     try:
         depth, docs, aliases = 0, 0, 0
-        open_anchors: list[Optional[str]] = []
+        open_anchors: list[str | None] = []
         while loader.check_event():
             ev = loader.get_event()
             if isinstance(ev, events.DocumentStartEvent):
                 docs += 1
                 if docs > 1:
-                    raise YamlError([_issue(ev.start_mark, (), "more than one YAML document",
-                                            "keep a single document (remove the '---' separator)")])
+                    raise YamlError(
+                        [
+                            _issue(
+                                ev.start_mark,
+                                (),
+                                "more than one YAML document",
+                                "keep a single document (remove the '---' separator)",
+                            )
+                        ]
+                    )
             elif isinstance(ev, (events.MappingStartEvent, events.SequenceStartEvent)):
                 depth += 1
                 open_anchors.append(ev.anchor)
                 if depth > MAX_DEPTH:
-                    raise YamlError([_issue(ev.start_mark, (), f"nesting deeper than {MAX_DEPTH} levels",
-                                            "flatten the document")])
+                    raise YamlError(
+                        [_issue(ev.start_mark, (), f"nesting deeper than {MAX_DEPTH} levels", "flatten the document")]
+                    )
             elif isinstance(ev, (events.MappingEndEvent, events.SequenceEndEvent)):
                 depth -= 1
                 open_anchors.pop()
             elif isinstance(ev, events.AliasEvent):
                 aliases += 1
                 if ev.anchor in open_anchors:
-                    raise YamlError([_issue(ev.start_mark, (), f"alias *{ev.anchor} refers to a node that contains it",
-                                            "write the value out instead of a recursive alias")])
+                    raise YamlError(
+                        [
+                            _issue(
+                                ev.start_mark,
+                                (),
+                                f"alias *{ev.anchor} refers to a node that contains it",
+                                "write the value out instead of a recursive alias",
+                            )
+                        ]
+                    )
                 if aliases > MAX_ALIASES:
-                    raise YamlError([_issue(ev.start_mark, (), f"more than {MAX_ALIASES} YAML aliases",
-                                            "write the values out instead of using anchors and aliases")])
+                    raise YamlError(
+                        [
+                            _issue(
+                                ev.start_mark,
+                                (),
+                                f"more than {MAX_ALIASES} YAML aliases",
+                                "write the values out instead of using anchors and aliases",
+                            )
+                        ]
+                    )
     finally:
         loader.dispose()
 
@@ -138,8 +173,14 @@ def _check_graph(root: nodes.Node) -> list[YamlIssue]:
         if id(node) in size:  # an alias: counted again (that is what expansion costs), not re-walked
             return size[id(node)]
         if node.tag not in _PLAIN_TAGS:
-            issues.append(_issue(node.start_mark, path, f"YAML tag {node.tag} is not supported",
-                                 "remove the tag; write a plain value"))
+            issues.append(
+                _issue(
+                    node.start_mark,
+                    path,
+                    f"YAML tag {node.tag} is not supported",
+                    "remove the tag; write a plain value",
+                )
+            )
         n = 1
         if isinstance(node, nodes.MappingNode):
             first: dict[str, Any] = {}
@@ -149,9 +190,14 @@ def _check_graph(root: nodes.Node) -> list[YamlIssue]:
                     pass
                 elif name in first and id(k) not in seen_dups:
                     seen_dups.add(id(k))
-                    issues.append(_issue(k.start_mark, path + (name,),
-                                         f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last",
-                                         "merge the two entries into one"))
+                    issues.append(
+                        _issue(
+                            k.start_mark,
+                            path + (name,),
+                            f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last",
+                            "merge the two entries into one",
+                        )
+                    )
                 else:
                     first.setdefault(name, k.start_mark)
                 n += walk(k, path) if not isinstance(k, nodes.ScalarNode) else 1
@@ -168,8 +214,14 @@ def _check_graph(root: nodes.Node) -> list[YamlIssue]:
 
     total = walk(root, ())
     if total > MAX_NODES:
-        issues.append(_issue(root.start_mark, (), f"expands to more than {MAX_NODES} nodes through aliases",
-                             "write the values out instead of nesting aliases"))
+        issues.append(
+            _issue(
+                root.start_mark,
+                (),
+                f"expands to more than {MAX_NODES} nodes through aliases",
+                "write the values out instead of nesting aliases",
+            )
+        )
     return issues
 
 
@@ -194,4 +246,3 @@ def load_untrusted(text: str) -> Any:
         raise YamlError([_issue(mark, (), f"YAML syntax: {what}", "fix the YAML at that position")]) from None
     except yaml.YAMLError as e:
         raise YamlError([_issue(None, (), f"YAML: {e}", "fix the YAML")]) from None
-

@@ -1,4 +1,5 @@
 """Typed loaders for the catalogs (data files beside this module). Loaded once per process."""
+
 from __future__ import annotations
 
 import functools
@@ -121,9 +122,17 @@ def instances() -> dict[str, InstanceType]:
     for name, raw in rows.items():
         r = _InstanceRow.model_validate(raw)
         out[name] = InstanceType(
-            name=name, family=r.family, kind=r.kind, device=r.device, devices=r.devices,
-            device_memory_mib=r.deviceMemoryMiB, neuron_cores=r.neuronCores, vcpu=r.vcpu,
-            memory_mib=r.memoryMiB, local_nvme_gb=r.localNvmeGB, usd_per_hour=r.usdPerHour,
+            name=name,
+            family=r.family,
+            kind=r.kind,
+            device=r.device,
+            devices=r.devices,
+            device_memory_mib=r.deviceMemoryMiB,
+            neuron_cores=r.neuronCores,
+            vcpu=r.vcpu,
+            memory_mib=r.memoryMiB,
+            local_nvme_gb=r.localNvmeGB,
+            usd_per_hour=r.usdPerHour,
         )
     return out
 
@@ -135,11 +144,23 @@ def models() -> dict[str, ModelArch]:
     for name, raw in rows.items():
         r = _ModelRow.model_validate(raw)
         out[name] = ModelArch(
-            hf_id=r.hfId, params=r.params, layers=r.layers, hidden=r.hidden,
-            intermediate=r.intermediate, heads=r.heads, kv_heads=r.kvHeads, head_dim=r.headDim,
-            vocab=r.vocab, max_positions=r.maxPositions, dtype=r.dtype, quantization=r.quantization,
-            weights_gib=r.weightsGiB, gated=r.gated, tool_parser=r.toolParser,
-            reasoning_parser=r.reasoningParser, revision=r.revision,
+            hf_id=r.hfId,
+            params=r.params,
+            layers=r.layers,
+            hidden=r.hidden,
+            intermediate=r.intermediate,
+            heads=r.heads,
+            kv_heads=r.kvHeads,
+            head_dim=r.headDim,
+            vocab=r.vocab,
+            max_positions=r.maxPositions,
+            dtype=r.dtype,
+            quantization=r.quantization,
+            weights_gib=r.weightsGiB,
+            gated=r.gated,
+            tool_parser=r.toolParser,
+            reasoning_parser=r.reasoningParser,
+            revision=r.revision,
         )
     return out
 
@@ -151,9 +172,12 @@ def versions() -> Versions:
         kubernetes=v.kubernetes,
         ami_alias=v.amiAlias,
         charts={k: ChartPin(name=k, repo=c.repo, chart=c.chart, version=c.version) for k, c in v.charts.items()},
-        images={k: ImagePin(repository=i.repository, tag=i.tag, user=i.user, writable_paths=tuple(i.writablePaths),
-                         digest=i.digest)
-                for k, i in v.images.items()},
+        images={
+            k: ImagePin(
+                repository=i.repository, tag=i.tag, user=i.user, writable_paths=tuple(i.writablePaths), digest=i.digest
+            )
+            for k, i in v.images.items()
+        },
         vllm_version=v.images["vllm"].vllmVersion or "",
         vllm_neuron_version=v.images["vllm-neuron"].vllmVersion or "",
         litellm_version=v.images["litellm"].litellmVersion or "",
@@ -217,6 +241,7 @@ class Duration:
 @dataclass(frozen=True)
 class Durations:
     """How long `pulumi up` waits for a create, by type token (or `<type>|<variant>`); durations.yaml."""
+
     default: Duration
     component: Duration
     types: dict[str, Duration]
@@ -229,8 +254,9 @@ class Durations:
 def durations() -> Durations:
     d = _DurationsFile.model_validate(_read("durations.yaml"))
     conv = lambda r: Duration(seconds=r.seconds, source=r.source)  # noqa: E731
-    return Durations(default=conv(d.default), component=conv(d.component),
-                     types={k: conv(v) for k, v in d.types.items()})
+    return Durations(
+        default=conv(d.default), component=conv(d.component), types={k: conv(v) for k, v in d.types.items()}
+    )
 
 
 class _Priced(_Row):
@@ -280,6 +306,7 @@ class _PricesFile(_Row):
 @dataclass(frozen=True)
 class Prices:
     """On-demand list prices for what the platform runs besides accelerators (prices.yaml)."""
+
     region: str
     hours_per_month: float
     eks_standard: float
@@ -304,10 +331,16 @@ class Prices:
 def prices() -> Prices:
     p = _PricesFile.model_validate(_read("prices.yaml"))
     return Prices(
-        region=p.region, hours_per_month=p.hoursPerMonth, eks_standard=p.eksControlPlane.standardUsdPerHour,
-        eks_extended=p.eksControlPlane.extendedUsdPerHour, ec2=dict(p.ec2.usdPerHour),
-        nat_gateway=p.natGateway.usdPerHour, public_ipv4=p.publicIpv4.usdPerHour, nlb=p.networkLoadBalancer.usdPerHour,
-        efs_gb_month=p.efs.usdPerGbMonth, efs_assumed_gb=p.efs.assumedStoredGB,
+        region=p.region,
+        hours_per_month=p.hoursPerMonth,
+        eks_standard=p.eksControlPlane.standardUsdPerHour,
+        eks_extended=p.eksControlPlane.extendedUsdPerHour,
+        ec2=dict(p.ec2.usdPerHour),
+        nat_gateway=p.natGateway.usdPerHour,
+        public_ipv4=p.publicIpv4.usdPerHour,
+        nlb=p.networkLoadBalancer.usdPerHour,
+        efs_gb_month=p.efs.usdPerGbMonth,
+        efs_assumed_gb=p.efs.assumedStoredGB,
         rds={k: (v.singleAz, v.multiAz) for k, v in p.rds.usdPerHour.items()},
         rds_storage_gb_month=(p.rds.storageUsdPerGbMonth.singleAz, p.rds.storageUsdPerGbMonth.multiAz),
     )

@@ -2,6 +2,7 @@
 
 Every problem is one line, `llm-serving:<key path>: <what> — <how to fix>`.
 """
+
 from __future__ import annotations
 
 from typing import Any

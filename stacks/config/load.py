@@ -1,11 +1,12 @@
 """Loading: a `Pulumi.<stack>.yaml` file (the plan CLI, tests) or the Pulumi runtime config (a real run)
 becomes the raw `llm-serving:*` values, which `resolve` validates (pydantic) and cross-checks."""
+
 from __future__ import annotations
 
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -14,13 +15,16 @@ from stacks.config.resolve import StackIntent, resolve_config
 from stacks.config.schema import AWS_REGION, NAMESPACE_TYPO_DISTANCE, TOP_LEVEL_KEYS, StackConfig
 from stacks.yamlio import YamlError, YamlIssue, load_untrusted, read_text
 
-
 _TYPE_FIXES = {
     "string_type": "quote the value (YAML reads 1.35 as a number and yes/no as booleans)",
-    "int_parsing": "write a whole number", "int_type": "write a whole number",
-    "bool_parsing": "write true or false", "bool_type": "write true or false",
-    "dict_type": "write a mapping (key: value)", "model_type": "write a mapping (key: value)",
-    "list_type": "write a list ([a, b])", "literal_error": "use one of the listed values",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
+    "dict_type": "write a mapping (key: value)",
+    "model_type": "write a mapping (key: value)",
+    "list_type": "write a list ([a, b])",
+    "literal_error": "use one of the listed values",
     "missing": "add it",
 }
 
@@ -28,7 +32,7 @@ _TYPE_FIXES = {
 def _pydantic_problems(err: ValidationError) -> list[str]:
     out = []
     for e in err.errors():
-        loc = [p for p in e["loc"]]
+        loc = list(e["loc"])
         typ = e["type"]
         if typ == "extra_forbidden":
             bad = str(loc[-1])
@@ -62,12 +66,20 @@ def read_stack_document(path: str | Path) -> dict[str, Any]:
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError([f"{path}: the document is a {type(doc).__name__}, not a mapping — a stack file "
-                           f"is a mapping with a config: section"])
+        raise ConfigError(
+            [
+                f"{path}: the document is a {type(doc).__name__}, not a mapping — a stack file "
+                f"is a mapping with a config: section"
+            ]
+        )
     cfg = doc.get("config")
     if cfg is not None and not isinstance(cfg, dict):
-        raise ConfigError([f"{path}: config: is a {type(cfg).__name__}, not a mapping — write it as a mapping "
-                           f"of {PROJECT}:<key>: <value> entries"])
+        raise ConfigError(
+            [
+                f"{path}: config: is a {type(cfg).__name__}, not a mapping — write it as a mapping "
+                f"of {PROJECT}:<key>: <value> entries"
+            ]
+        )
     return doc
 
 
@@ -89,14 +101,18 @@ def namespace_problems(keys: list[str]) -> list[str]:
         if not colon:
             out.append(f"{k}: config key without a namespace — write {PROJECT}:{k}")
         elif ns != PROJECT and _edit_distance(ns.lower(), PROJECT) <= NAMESPACE_TYPO_DISTANCE:
-            out.append(f"{k}: namespace {ns!r} looks like a misspelling of {PROJECT!r}, so nothing under it is "
-                       f"read — rename the key to {PROJECT}:{name}")
+            out.append(
+                f"{k}: namespace {ns!r} looks like a misspelling of {PROJECT!r}, so nothing under it is "
+                f"read — rename the key to {PROJECT}:{name}"
+            )
     return out
 
 
 def _plaintext_token() -> str:
-    return (f"{key('hfToken')}: the Hugging Face token is in plain text in the stack file — remove it and run "
-            f"`pulumi config set --secret {PROJECT}:hfToken hf_…` (stores it encrypted as secure:)")
+    return (
+        f"{key('hfToken')}: the Hugging Face token is in plain text in the stack file — remove it and run "
+        f"`pulumi config set --secret {PROJECT}:hfToken hf_…` (stores it encrypted as secure:)"
+    )
 
 
 def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -125,7 +141,7 @@ def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     return raw, region
 
 
-def load_file(path: str | Path, stack: Optional[str] = None) -> StackIntent:
+def load_file(path: str | Path, stack: str | None = None) -> StackIntent:
     raw, region = parse_stack_file(path)
     if stack is None:
         stack = Path(path).name.removeprefix("Pulumi.").removesuffix(".yaml")
@@ -142,14 +158,15 @@ def load() -> StackIntent:
     all_cfg = {**rc.get_config_env(), **rc.CONFIG.get()}
     problems = namespace_problems([k for k in all_cfg if ":" in k])
     token = f"{prefix}hfToken"
-    if all_cfg.get(token) not in (None, "null") and not (rc.is_config_secret(token)
-                                                         or token in rc.get_config_secret_keys_env()):
+    if all_cfg.get(token) not in (None, "null") and not (
+        rc.is_config_secret(token) or token in rc.get_config_secret_keys_env()
+    ):
         problems.append(_plaintext_token())  # runtime path: tests/stacks/test_config.py test_runtime_load_*
     if problems:
         raise pulumi.RunError("invalid stack config:\n" + "\n".join(f"error: {p}" for p in problems))
     for k, v in all_cfg.items():
         if k.startswith(prefix):
-            name = k[len(prefix):]
+            name = k[len(prefix) :]
             try:
                 # objects travel as JSON; a YAML null arrives as the string "null"
                 raw[name] = json.loads(v) if isinstance(v, str) and (v[:1] in "[{" or v == "null") else v
@@ -168,5 +185,3 @@ def resolve(raw: dict[str, Any], *, stack: str, region: str = "us-east-1") -> St
     except ValidationError as err:
         raise ConfigError(_pydantic_problems(err)) from None
     return resolve_config(cfg, stack=stack, region=region)
-
-

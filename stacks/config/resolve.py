@@ -1,19 +1,30 @@
 """Cross-checks and resolution: a validated `StackConfig` becomes a `StackIntent` (pools, models with
 their architecture, instance, tensor parallelism and sizing), or a `ConfigError` listing every problem."""
+
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from components.types import InstanceType, ModelArch
 from stacks import catalog, planner, vllm_flags
 from stacks.config.errors import PROJECT, ConfigError, key
-from stacks.config.schema import (CLUSTER_NAME_MAX, DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_NUM_SEQS, DEFAULT_POOLS,
-                                  MODEL_NAME_MAX, REVISION_SHA, SUPPORTED_KUBERNETES, ModelConfig, NodePoolConfig,
-                                  StackConfig, TeamConfig, dns_problem)
-
+from stacks.config.schema import (
+    CLUSTER_NAME_MAX,
+    DEFAULT_MAX_MODEL_LEN,
+    DEFAULT_MAX_NUM_SEQS,
+    DEFAULT_POOLS,
+    MODEL_NAME_MAX,
+    REVISION_SHA,
+    SUPPORTED_KUBERNETES,
+    ModelConfig,
+    NodePoolConfig,
+    StackConfig,
+    TeamConfig,
+    dns_problem,
+)
 
 # ---- resolved intent (what the stack layer consumes) -----------------------------------------
 
@@ -30,15 +41,15 @@ class ResolvedModel:
     name: str
     served_name: str
     hf_id: str
-    revision: Optional[str]
+    revision: str | None
     arch: ModelArch
     kind: Literal["nvidia", "neuron"]
     pool: str
     sizing: planner.Sizing
-    quantization: Optional[str]
+    quantization: str | None
     kv_cache_dtype: str
-    tool_parser: Optional[str]
-    reasoning_parser: Optional[str]
+    tool_parser: str | None
+    reasoning_parser: str | None
     replicas_min: int
     replicas_max: int
     extra_args: tuple[str, ...]
@@ -84,7 +95,7 @@ class _Ask:
     path: tuple
     m: ModelConfig
     arch: ModelArch
-    inst: Optional[InstanceType]
+    inst: InstanceType | None
     pool: ResolvedPool
     used: tuple[vllm_flags.Used, ...]
 
@@ -101,19 +112,23 @@ class _Ask:
         return self.m.maxNumSeqs or DEFAULT_MAX_NUM_SEQS
 
     @property
-    def quant(self) -> Optional[str]:
+    def quant(self) -> str | None:
         return self.m.quantization if self.m.quantization is not None else self.arch.quantization
 
     @property
-    def revision(self) -> Optional[str]:
+    def revision(self) -> str | None:
         return self.m.revision or self.arch.revision
 
     @property
     def kw(self) -> dict:
         """The planner's sizing options."""
         m = self.m
-        return dict(batched_tokens=m.maxNumBatchedTokens, utilization=m.gpuMemoryUtilization,
-                    kv_cache_dtype=m.kvCacheDtype, quantization=self.quant)
+        return {
+            "batched_tokens": m.maxNumBatchedTokens,
+            "utilization": m.gpuMemoryUtilization,
+            "kv_cache_dtype": m.kvCacheDtype,
+            "quantization": self.quant,
+        }
 
 
 def resolve_config(cfg: StackConfig, *, stack: str, region: str) -> StackIntent:
@@ -146,15 +161,24 @@ class _Resolver:
         self._kubernetes_version(versions.kubernetes)
         self._derived_name_lengths(cluster_name)
         if cfg.team is not None and cfg.platformStack is None:
-            self.err(("team",), "a team stack needs the platform stack it attaches to",
-                     "set llm-serving:platformStack to organization/llm-serving/<platform stack>")
+            self.err(
+                ("team",),
+                "a team stack needs the platform stack it attaches to",
+                "set llm-serving:platformStack to organization/llm-serving/<platform stack>",
+            )
         if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
-            self.err(("platformStack",), f"{cfg.platformStack!r} is not a fully qualified stack name",
-                     "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)")
+            self.err(
+                ("platformStack",),
+                f"{cfg.platformStack!r} is not a fully qualified stack name",
+                "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)",
+            )
         for section in ("observability", "autoscaling"):
             if getattr(cfg, section).enabled:
-                self.err((section, "enabled"), f"{section} is not built by this version of the program",
-                         "set it to false (the section is reserved; nothing would be deployed for it)")
+                self.err(
+                    (section, "enabled"),
+                    f"{section} is not built by this version of the program",
+                    "set it to false (the section is reserved; nothing would be deployed for it)",
+                )
         warnings = self._cluster_checks()
         if self.problems:
             raise ConfigError(self.problems)
@@ -162,9 +186,14 @@ class _Resolver:
         used = {m.pool for m in models.values()}
         pools = {n: p for n, p in pools.items() if n in used or n in cfg.nodePools}
         return StackIntent(
-            stack=self.stack, region=self.region, cluster_name=cluster_name,
+            stack=self.stack,
+            region=self.region,
+            cluster_name=cluster_name,
             kubernetes_version=cfg.cluster.kubernetesVersion or versions.kubernetes,
-            config=cfg, pools=dict(sorted(pools.items())), models=models, warnings=tuple(warnings),
+            config=cfg,
+            pools=dict(sorted(pools.items())),
+            models=models,
+            warnings=tuple(warnings),
         )
 
     def _cluster_checks(self) -> list[str]:
@@ -172,33 +201,51 @@ class _Resolver:
         c = self.cfg.cluster
         warnings: list[str] = []
         if c.deployFromVpc and c.vpc.existing is None:
-            self.err(("cluster", "deployFromVpc"), "only an existing VPC can hold the machine that runs `pulumi up` "
-                     "(this program creates the VPC during that same run)",
-                     "set cluster.vpc.existing, or drop deployFromVpc and keep endpointPublicAccess: true")
+            self.err(
+                ("cluster", "deployFromVpc"),
+                "only an existing VPC can hold the machine that runs `pulumi up` "
+                "(this program creates the VPC during that same run)",
+                "set cluster.vpc.existing, or drop deployFromVpc and keep endpointPublicAccess: true",
+            )
         if not c.endpointPublicAccess and not c.deployFromVpc:
-            self.err(("cluster", "endpointPublicAccess"), "a private-only API endpoint is unreachable from the machine "
-                     "running `pulumi up`, so every Kubernetes object would time out",
-                     "keep endpointPublicAccess: true with publicAccessCidrs, or deploy from inside an existing VPC "
-                     "(cluster.vpc.existing + cluster.deployFromVpc: true)")
-        if (self.cfg.platformStack is None and c.endpointPublicAccess
-                and not c.publicAccessCidrs):
-            warnings.append(f"{key('cluster', 'publicAccessCidrs')}: the public API endpoint is open to the whole "
-                            "internet (IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]")
+            self.err(
+                ("cluster", "endpointPublicAccess"),
+                "a private-only API endpoint is unreachable from the machine "
+                "running `pulumi up`, so every Kubernetes object would time out",
+                "keep endpointPublicAccess: true with publicAccessCidrs, or deploy from inside an existing VPC "
+                "(cluster.vpc.existing + cluster.deployFromVpc: true)",
+            )
+        if self.cfg.platformStack is None and c.endpointPublicAccess and not c.publicAccessCidrs:
+            warnings.append(
+                f"{key('cluster', 'publicAccessCidrs')}: the public API endpoint is open to the whole "
+                "internet (IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]"
+            )
         if not c.endpointPublicAccess and c.publicAccessCidrs:
-            self.err(("cluster", "publicAccessCidrs"), "has no effect with endpointPublicAccess: false",
-                     "remove publicAccessCidrs or turn the public endpoint on")
+            self.err(
+                ("cluster", "publicAccessCidrs"),
+                "has no effect with endpointPublicAccess: false",
+                "remove publicAccessCidrs or turn the public endpoint on",
+            )
         zones = c.vpc.availabilityZones or []
         foreign = [z for z in zones if not re.fullmatch(re.escape(self.region) + r"[a-z]", z)]
         if foreign:
-            self.err(("cluster", "vpc", "availabilityZones"), f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} "
-                     f"not availability zones of {self.region}",
-                     f"use zone names like {self.region}a (Local/Wavelength Zones cannot host EKS subnets)")
+            self.err(
+                ("cluster", "vpc", "availabilityZones"),
+                f"{', '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} not availability zones of {self.region}",
+                f"use zone names like {self.region}a (Local/Wavelength Zones cannot host EKS subnets)",
+            )
         if zones and c.vpc.existing is not None:
-            self.err(("cluster", "vpc", "availabilityZones"), "the zones of an existing VPC are its subnets' zones",
-                     "remove availabilityZones, or drop vpc.existing")
+            self.err(
+                ("cluster", "vpc", "availabilityZones"),
+                "the zones of an existing VPC are its subnets' zones",
+                "remove availabilityZones, or drop vpc.existing",
+            )
         if c.budget is not None and self.cfg.platformStack is not None:
-            self.err(("cluster", "budget"), "a team stack creates no AWS resources, so no budget either",
-                     "set cluster.budget on the platform stack")
+            self.err(
+                ("cluster", "budget"),
+                "a team stack creates no AWS resources, so no budget either",
+                "set cluster.budget on the platform stack",
+            )
         return warnings
 
     def _declared_pools(self) -> dict[str, ResolvedPool]:
@@ -214,25 +261,34 @@ class _Resolver:
             bad = [f for f in fams if f not in known]
             if bad:
                 other = [f for f in bad if f in catalog.families()]
-                why = (f"{', '.join(other)} {'is' if len(other) == 1 else 'are'} not {p.accelerator} families"
-                       if other else f"unknown instance families {', '.join(bad)}")
+                why = (
+                    f"{', '.join(other)} {'is' if len(other) == 1 else 'are'} not {p.accelerator} families"
+                    if other
+                    else f"unknown instance families {', '.join(bad)}"
+                )
                 self.err(path + ("families",), why, f"use {p.accelerator} families: {', '.join(known)}")
                 continue
             insts = tuple(i for i in self.instances.values() if i.family in fams)
             pools[name] = ResolvedPool(name, p.model_copy(update={"families": list(fams)}), insts)
         return pools
 
-    def _pool_for(self, name: str, m: ModelConfig, kind: Optional[str], pools: dict[str, ResolvedPool]):
+    def _pool_for(self, name: str, m: ModelConfig, kind: str | None, pools: dict[str, ResolvedPool]):
         path = ("models", name)
         if m.pool is not None:
             if m.pool not in pools:
-                self.err(path + ("pool",), f"no node pool named {m.pool!r}",
-                         f"define llm-serving:nodePools.{m.pool} or use one of: {', '.join(pools) or '(none defined)'}")
+                self.err(
+                    path + ("pool",),
+                    f"no node pool named {m.pool!r}",
+                    f"define llm-serving:nodePools.{m.pool} or use one of: {', '.join(pools) or '(none defined)'}",
+                )
                 return None
             p = pools[m.pool]
             if kind is not None and p.spec.accelerator != kind:
-                self.err(path + ("pool",), f"pool {m.pool!r} is {p.spec.accelerator}-only but the model needs {kind}",
-                         f"choose a {kind} pool or a {p.spec.accelerator} instance type")
+                self.err(
+                    path + ("pool",),
+                    f"pool {m.pool!r} is {p.spec.accelerator}-only but the model needs {kind}",
+                    f"choose a {kind} pool or a {p.spec.accelerator} instance type",
+                )
                 return None
             return p
         if kind is None:
@@ -243,22 +299,28 @@ class _Resolver:
         if len(same) == 1:
             return same[0]
         if len(same) > 1:
-            self.err(path + ("pool",), f"several {kind} pools ({', '.join(p.name for p in same)})",
-                     "set pool: to the one this model runs on")
+            self.err(
+                path + ("pool",),
+                f"several {kind} pools ({', '.join(p.name for p in same)})",
+                "set pool: to the one this model runs on",
+            )
             return None
         dname, dspec = DEFAULT_POOLS[kind]
         if dname in pools and pools[dname].spec.accelerator != kind:
             # The default name is taken by a pool of the other kind: never place the model there.
-            self.err(path + ("pool",), f"the model needs {kind} and no {kind} pool is defined; the default "
-                     f"{kind} pool would be named {dname!r}, which is the {pools[dname].spec.accelerator} pool",
-                     f"define a pool with accelerator: {kind} in llm-serving:nodePools (and set pool: to it), "
-                     f"or rename nodePools.{dname}")
+            self.err(
+                path + ("pool",),
+                f"the model needs {kind} and no {kind} pool is defined; the default "
+                f"{kind} pool would be named {dname!r}, which is the {pools[dname].spec.accelerator} pool",
+                f"define a pool with accelerator: {kind} in llm-serving:nodePools (and set pool: to it), "
+                f"or rename nodePools.{dname}",
+            )
             return None
         insts = tuple(i for i in self.instances.values() if i.family in dspec.families)
         pools.setdefault(dname, ResolvedPool(dname, dspec, insts))
         return pools[dname]
 
-    def _arch(self, name: str, m: ModelConfig) -> Optional[ModelArch]:
+    def _arch(self, name: str, m: ModelConfig) -> ModelArch | None:
         path = ("models", name)
         if m.preset is not None:
             if m.preset not in self.presets:
@@ -268,25 +330,46 @@ class _Resolver:
                 return None
             arch = self.presets[m.preset]
             if m.hfId and m.hfId != arch.hf_id and m.architecture is None:
-                self.err(path + ("hfId",), f"{m.hfId} overrides preset {m.preset} ({arch.hf_id}) without facts",
-                         "drop hfId, or give architecture: facts for the other checkpoint")
+                self.err(
+                    path + ("hfId",),
+                    f"{m.hfId} overrides preset {m.preset} ({arch.hf_id}) without facts",
+                    "drop hfId, or give architecture: facts for the other checkpoint",
+                )
                 return None
             return arch
         if m.hfId is None:
-            self.err(path, "neither preset nor hfId", f"set preset: (one of {', '.join(sorted(self.presets))}) or hfId: with architecture:")
+            self.err(
+                path,
+                "neither preset nor hfId",
+                f"set preset: (one of {', '.join(sorted(self.presets))}) or hfId: with architecture:",
+            )
             return None
         for a in self.presets.values():
             if a.hf_id == m.hfId and m.architecture is None:
                 return a
         if m.architecture is None:
-            self.err(path + ("architecture",), f"{m.hfId} is not in the catalog, so its size is unknown",
-                     "add architecture: {params, layers, hidden, intermediate, heads, kvHeads, headDim, vocab, maxPositions} from its config.json")
+            self.err(
+                path + ("architecture",),
+                f"{m.hfId} is not in the catalog, so its size is unknown",
+                "add architecture: {params, layers, hidden, intermediate, heads, kvHeads, headDim, vocab, maxPositions} from its config.json",
+            )
             return None
         a = m.architecture
-        return ModelArch(hf_id=m.hfId, params=a.params, layers=a.layers, hidden=a.hidden,
-                         intermediate=a.intermediate, heads=a.heads, kv_heads=a.kvHeads, head_dim=a.headDim,
-                         vocab=a.vocab, max_positions=a.maxPositions, dtype=a.dtype, gated=a.gated,
-                         quantization=a.quantization)
+        return ModelArch(
+            hf_id=m.hfId,
+            params=a.params,
+            layers=a.layers,
+            hidden=a.hidden,
+            intermediate=a.intermediate,
+            heads=a.heads,
+            kv_heads=a.kvHeads,
+            head_dim=a.headDim,
+            vocab=a.vocab,
+            max_positions=a.maxPositions,
+            dtype=a.dtype,
+            gated=a.gated,
+            quantization=a.quantization,
+        )
 
     def _model_name(self, name: str) -> None:
         path = ("models", name)
@@ -295,19 +378,28 @@ class _Resolver:
             self.err(path, *problem)
             return
         if len(name) > MODEL_NAME_MAX:
-            self.err(path, f"model name {name!r} is {len(name)} characters; its cache Job cache-{name} must fit 63",
-                     f"use at most {MODEL_NAME_MAX} characters")
+            self.err(
+                path,
+                f"model name {name!r} is {len(name)} characters; its cache Job cache-{name} must fit 63",
+                f"use at most {MODEL_NAME_MAX} characters",
+            )
         if name in ("default", "kubernetes"):
             # Each model gets a ServiceAccount and a Service of its name; every namespace already has
             # the ServiceAccount `default`, and a Service `kubernetes` shadows the API server's variables.
-            self.err(path, f"the model name {name!r} is taken in every namespace (ServiceAccount default, "
-                     "Service kubernetes)", "rename the model; set servedName: to keep the name clients use")
+            self.err(
+                path,
+                f"the model name {name!r} is taken in every namespace (ServiceAccount default, Service kubernetes)",
+                "rename the model; set servedName: to keep the name clients use",
+            )
         if name == "vllm" or name.startswith("vllm-"):
             # The Service is named after the model; Kubernetes injects <SERVICE>_PORT/_SERVICE_HOST
             # variables into every pod of the namespace, and vLLM reads VLLM_* (VLLM_PORT breaks it).
-            self.err(path, f"a model named {name!r} makes Kubernetes inject VLLM_* variables (e.g. VLLM_PORT) "
-                     "into every vLLM pod, and vLLM refuses to start", "rename the model (e.g. qwen3-8b); set "
-                     "servedName: to keep the name clients use")
+            self.err(
+                path,
+                f"a model named {name!r} makes Kubernetes inject VLLM_* variables (e.g. VLLM_PORT) "
+                "into every vLLM pod, and vLLM refuses to start",
+                "rename the model (e.g. qwen3-8b); set servedName: to keep the name clients use",
+            )
 
     def _extra_args(self, name: str, m: ModelConfig, kind: str) -> list[vllm_flags.Used]:
         path = ("models", name, "extraArgs")
@@ -316,7 +408,7 @@ class _Resolver:
             self.err(path, what, fix)
         return used
 
-    def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> Optional[ResolvedModel]:
+    def _model(self, name: str, m: ModelConfig, pools: dict[str, ResolvedPool]) -> ResolvedModel | None:
         """Field checks, architecture, instance and pool first (every problem reported), then sizing."""
         n0 = len(self.problems)
         self._check_fields(name, m)
@@ -340,10 +432,13 @@ class _Resolver:
         if m.replicas.min > m.replicas.max:
             self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
         if m.trustRemoteCode and not (m.revision and REVISION_SHA.match(m.revision)):
-            self.err(path + ("trustRemoteCode",), "remote code runs in the server, so it must be pinned",
-                     "set revision: to the 40-hex commit sha you reviewed")
+            self.err(
+                path + ("trustRemoteCode",),
+                "remote code runs in the server, so it must be pinned",
+                "set revision: to the 40-hex commit sha you reviewed",
+            )
 
-    def _instance(self, name: str, m: ModelConfig) -> Optional[InstanceType]:
+    def _instance(self, name: str, m: ModelConfig) -> InstanceType | None:
         """The catalog instance the model names, if any."""
         if m.instanceType is None:
             return None
@@ -354,14 +449,17 @@ class _Resolver:
             self.err(("models", name, "instanceType"), f"unknown instance type {m.instanceType!r}", hint)
         return inst
 
-    def _kind(self, name: str, m: ModelConfig, inst: Optional[InstanceType]) -> Optional[str]:
+    def _kind(self, name: str, m: ModelConfig, inst: InstanceType | None) -> str | None:
         """The accelerator kind asked for, by `accelerator:` or by the instance type."""
         if inst is not None and m.accelerator is not None and inst.kind != m.accelerator:
-            self.err(("models", name, "instanceType"), f"{inst.name} is a {inst.kind} instance but accelerator is "
-                     f"{m.accelerator}", f"pick a {m.accelerator} instance type or change accelerator")
+            self.err(
+                ("models", name, "instanceType"),
+                f"{inst.name} is a {inst.kind} instance but accelerator is {m.accelerator}",
+                f"pick a {m.accelerator} instance type or change accelerator",
+            )
         return m.accelerator or (inst.kind if inst else None)
 
-    def _size(self, a: _Ask) -> Optional[planner.Sizing]:
+    def _size(self, a: _Ask) -> planner.Sizing | None:
         """The instance and TP the model runs on, or None after reporting why it cannot run."""
         self._gated(a)
         if not (self._in_pool(a) and self._context_ok(a) and self._engine_ok(a) and self._tp_ok(a)):
@@ -377,23 +475,30 @@ class _Resolver:
 
     def _gated(self, a: _Ask) -> None:
         if a.arch.gated and self.cfg.hfToken is None:
-            self.err(a.path + ("preset" if a.m.preset else "hfId",),
-                     f"{a.arch.hf_id} is gated on Hugging Face and no token is configured",
-                     f"accept its licence on the Hub, then `pulumi config set --secret {PROJECT}:hfToken hf_…`")
+            self.err(
+                a.path + ("preset" if a.m.preset else "hfId",),
+                f"{a.arch.hf_id} is gated on Hugging Face and no token is configured",
+                f"accept its licence on the Hub, then `pulumi config set --secret {PROJECT}:hfToken hf_…`",
+            )
 
     def _in_pool(self, a: _Ask) -> bool:
         inst, pool = a.inst, a.pool
         if inst is not None and inst.family not in pool.spec.families:
-            self.err(a.path + ("instanceType",), f"{inst.name} is not allowed by pool {pool.name!r} (families "
-                     f"{', '.join(pool.spec.families)})",
-                     f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type")
+            self.err(
+                a.path + ("instanceType",),
+                f"{inst.name} is not allowed by pool {pool.name!r} (families {', '.join(pool.spec.families)})",
+                f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type",
+            )
             return False
         return True
 
     def _context_ok(self, a: _Ask) -> bool:
         if a.max_len > a.arch.max_positions:
-            self.err(a.path + ("maxModelLen",), f"{a.max_len} exceeds the model's {a.arch.max_positions} positions",
-                     f"set maxModelLen ≤ {a.arch.max_positions}")
+            self.err(
+                a.path + ("maxModelLen",),
+                f"{a.max_len} exceeds the model's {a.arch.max_positions} positions",
+                f"set maxModelLen ≤ {a.arch.max_positions}",
+            )
             return False
         return True
 
@@ -402,10 +507,18 @@ class _Resolver:
         m, quant = a.m, a.quant
         if a.kind == "neuron" and (m.kvCacheDtype != "auto" or quant):
             settings = m.kvCacheDtype != "auto" or m.quantization
-            what = ("quantization / kvCacheDtype are GPU settings here" if settings
-                    else f"{a.arch.hf_id} is a {quant} checkpoint; the Neuron image serves bf16/fp16 checkpoints")
-            self.err(a.path, what, "remove them for Neuron models" if settings
-                     else "use the bf16 preset of this model on Neuron, or an nvidia pool")
+            what = (
+                "quantization / kvCacheDtype are GPU settings here"
+                if settings
+                else f"{a.arch.hf_id} is a {quant} checkpoint; the Neuron image serves bf16/fp16 checkpoints"
+            )
+            self.err(
+                a.path,
+                what,
+                "remove them for Neuron models"
+                if settings
+                else "use the bf16 preset of this model on Neuron, or an nvidia pool",
+            )
             return False
         return self._quantization_ok(a.path, a.arch, m.quantization)
 
@@ -421,8 +534,11 @@ class _Resolver:
                 return False
             return True
         if not any(planner.tp_problem(arch, c, tp) is None for c in a.pool.instances):
-            self.err(a.path + ("tensorParallel",), f"no instance in pool {a.pool.name!r} can run TP {tp} "
-                     f"({arch.heads} heads)", "choose a TP that divides the heads and fits an instance")
+            self.err(
+                a.path + ("tensorParallel",),
+                f"no instance in pool {a.pool.name!r} can run TP {tp} ({arch.heads} heads)",
+                "choose a TP that divides the heads and fits an instance",
+            )
             return False
         return True
 
@@ -435,7 +551,9 @@ class _Resolver:
         if ctx:
             fix.append(f"maxModelLen: {ctx} fits on {where}")
         if where_all is not None and inst is not None:
-            fix.append(f"instanceType: {where_all.instance.name} (TP {where_all.tensor_parallel}) fits {a.max_len} tokens")
+            fix.append(
+                f"instanceType: {where_all.instance.name} (TP {where_all.tensor_parallel}) fits {a.max_len} tokens"
+            )
         if not fix:
             fix.append(f"no instance in pool {pool.name!r} fits it: add larger families or quantize")
         target = (("instanceType",) if inst is not None else ()) or (("maxModelLen",))
@@ -443,17 +561,23 @@ class _Resolver:
             host = self._host_memory_shortfall(a, inst)
             if host:
                 fix.insert(0, host)
-        self.err(a.path + target, f"{arch.hf_id} does not fit ({a.max_len}-token context, "
-                 f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
-                 f"{inst.name if inst else 'pool ' + pool.name})", "; or ".join(fix))
+        self.err(
+            a.path + target,
+            f"{arch.hf_id} does not fit ({a.max_len}-token context, "
+            f"{'TP ' + str(m.tensorParallel) + ' on ' if m.tensorParallel else ''}"
+            f"{inst.name if inst else 'pool ' + pool.name})",
+            "; or ".join(fix),
+        )
 
-    def _host_memory_shortfall(self, a: _Ask, inst: InstanceType) -> Optional[str]:
+    def _host_memory_shortfall(self, a: _Ask, inst: InstanceType) -> str | None:
         tps = [a.m.tensorParallel] if a.m.tensorParallel else planner.valid_tps(a.arch, inst)
         s0 = planner.size(a.arch, inst, max(tps), a.max_len, a.seqs, **a.kw)
         if s0.host_memory_ok:
             return None
-        return (f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
-                f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB")
+        return (
+            f"{inst.name} leaves the pod {s0.host_memory_gib:.0f} GiB of host memory, "
+            f"loading needs ~{s0.host_memory_needed_gib:.0f} GiB"
+        )
 
     def _warnings(self, a: _Ask, sizing: planner.Sizing) -> list[str]:
         """What runs but not as asked: a concurrency shortfall, an unpinned revision."""
@@ -462,12 +586,13 @@ class _Resolver:
             hints = planner.fix_hints(a.arch, sizing, list(a.pool.instances), **a.kw)
             warnings.append(
                 f"max concurrency {sizing.max_concurrency:.1f} < maxNumSeqs {a.seqs} "
-                f"(KV budget {sizing.kv_gib_per_device:.2f} GiB/device); fix: " + "; or ".join(hints))
+                f"(KV budget {sizing.kv_gib_per_device:.2f} GiB/device); fix: " + "; or ".join(hints)
+            )
         if a.revision is None:
             warnings.append("revision not pinned: set revision: <commit sha> so every replica loads the same weights")
         return warnings
 
-    def _parsers(self, a: _Ask) -> tuple[Optional[str], Optional[str]]:
+    def _parsers(self, a: _Ask) -> tuple[str | None, str | None]:
         """(tool parser, reasoning parser): on by default when the catalog knows one, refused when it does not."""
         m, arch = a.m, a.arch
         tools = m.tools if m.tools is not None else arch.tool_parser is not None
@@ -483,46 +608,72 @@ class _Resolver:
         warnings = self._warnings(a, sizing)
         tool_parser, reasoning_parser = self._parsers(a)
         return ResolvedModel(
-            name=name, served_name=m.servedName or name, hf_id=m.hfId or arch.hf_id, revision=a.revision, arch=arch,
-            kind=a.kind, pool=a.pool.name, sizing=sizing, quantization=a.quant, kv_cache_dtype=m.kvCacheDtype,
-            tool_parser=tool_parser, reasoning_parser=reasoning_parser,
-            replicas_min=m.replicas.min, replicas_max=m.replicas.max, extra_args=tuple(m.extraArgs),
-            request_timeout_seconds=m.requestTimeoutSeconds, warnings=tuple(warnings),
+            name=name,
+            served_name=m.servedName or name,
+            hf_id=m.hfId or arch.hf_id,
+            revision=a.revision,
+            arch=arch,
+            kind=a.kind,
+            pool=a.pool.name,
+            sizing=sizing,
+            quantization=a.quant,
+            kv_cache_dtype=m.kvCacheDtype,
+            tool_parser=tool_parser,
+            reasoning_parser=reasoning_parser,
+            replicas_min=m.replicas.min,
+            replicas_max=m.replicas.max,
+            extra_args=tuple(m.extraArgs),
+            request_timeout_seconds=m.requestTimeoutSeconds,
+            warnings=tuple(warnings),
             trust_remote_code=m.trustRemoteCode,
         )
 
-    def _quantization_ok(self, path: tuple, arch: ModelArch, asked: Optional[str]) -> bool:
+    def _quantization_ok(self, path: tuple, arch: ModelArch, asked: str | None) -> bool:
         """vLLM reads AWQ/GPTQ weights from a checkpoint quantized that way; it cannot produce them from
         bf16 (fp8 it can, online). A quantized checkpoint is served with its own method."""
         have = arch.quantization
         if asked is None or asked == have:
             return True
         if have is not None:
-            self.err(path + ("quantization",), f"{arch.hf_id} is a {have} checkpoint; vLLM cannot serve it as {asked}",
-                     f"remove quantization: (it is {have} already), or use another checkpoint")
+            self.err(
+                path + ("quantization",),
+                f"{arch.hf_id} is a {have} checkpoint; vLLM cannot serve it as {asked}",
+                f"remove quantization: (it is {have} already), or use another checkpoint",
+            )
             return False
         if asked in ("awq", "gptq"):
-            self.err(path + ("quantization",), f"{asked} needs a checkpoint quantized with {asked}; {arch.hf_id} is "
-                     f"{arch.dtype}", f"use an {asked} checkpoint (hfId: + architecture: with quantization: {asked}), "
-                     "or quantization: fp8 (vLLM quantizes bf16 weights to fp8 on load)")
+            self.err(
+                path + ("quantization",),
+                f"{asked} needs a checkpoint quantized with {asked}; {arch.hf_id} is {arch.dtype}",
+                f"use an {asked} checkpoint (hfId: + architecture: with quantization: {asked}), "
+                "or quantization: fp8 (vLLM quantizes bf16 weights to fp8 on load)",
+            )
             return False
         return True
 
-    def _batching_ok(self, path: tuple, m: ModelConfig, s: planner.Sizing, kind: str,
-                     used: list[vllm_flags.Used]) -> bool:
+    def _batching_ok(
+        self, path: tuple, m: ModelConfig, s: planner.Sizing, kind: str, used: list[vllm_flags.Used]
+    ) -> bool:
         """vLLM 0.32 SchedulerConfig.verify_max_model_len: refuses to start when the batched tokens are
         below max-num-seqs, or below max-model-len with chunked prefill off."""
         if kind == "neuron":
             return True
         target = path + (("maxNumBatchedTokens",) if m.maxNumBatchedTokens else ("maxNumSeqs",))
         if s.max_num_batched_tokens < s.max_num_seqs:
-            self.err(target, f"max-num-batched-tokens {s.max_num_batched_tokens} < maxNumSeqs {s.max_num_seqs}; "
-                     "vLLM refuses to start", f"set maxNumBatchedTokens ≥ {s.max_num_seqs}, or lower maxNumSeqs")
+            self.err(
+                target,
+                f"max-num-batched-tokens {s.max_num_batched_tokens} < maxNumSeqs {s.max_num_seqs}; "
+                "vLLM refuses to start",
+                f"set maxNumBatchedTokens ≥ {s.max_num_seqs}, or lower maxNumSeqs",
+            )
             return False
         if vllm_flags.chunked_prefill_disabled(used) and s.max_num_batched_tokens < s.max_model_len:
-            self.err(target, f"with chunked prefill off, max-num-batched-tokens {s.max_num_batched_tokens} < "
-                     f"maxModelLen {s.max_model_len}; vLLM refuses to start",
-                     f"set maxNumBatchedTokens ≥ {s.max_model_len}, or keep chunked prefill on")
+            self.err(
+                target,
+                f"with chunked prefill off, max-num-batched-tokens {s.max_num_batched_tokens} < "
+                f"maxModelLen {s.max_model_len}; vLLM refuses to start",
+                f"set maxNumBatchedTokens ≥ {s.max_model_len}, or keep chunked prefill on",
+            )
             return False
         return True
 
@@ -549,10 +700,15 @@ class _Resolver:
         for field, want in need.items():
             have = getattr(spec, field)
             if want > have:
-                path = ("nodePools", pname, field) if pname in self.cfg.nodePools else ("models", ms[0].name, "replicas")
-                self.err(path, f"the models on pool {pname!r} ({', '.join(m.name for m in ms)}) at replicas.max need "
-                         f"nodes with {want} {units[field]}, over the pool limit {have}",
-                         f"raise nodePools.{pname}.{field} to {want} or lower replicas.max")
+                path = (
+                    ("nodePools", pname, field) if pname in self.cfg.nodePools else ("models", ms[0].name, "replicas")
+                )
+                self.err(
+                    path,
+                    f"the models on pool {pname!r} ({', '.join(m.name for m in ms)}) at replicas.max need "
+                    f"nodes with {want} {units[field]}, over the pool limit {have}",
+                    f"raise nodePools.{pname}.{field} to {want} or lower replicas.max",
+                )
 
     def _team_quota(self, team: TeamConfig, ms: list[ResolvedModel]) -> None:
         """The team's ResourceQuota counts requests, per resource (nvidia.com/gpu, aws.amazon.com/neuron)."""
@@ -562,31 +718,43 @@ class _Resolver:
             per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
         asked = max(per_kind.values(), default=0)
         if asked > team.maxAccelerators:
-            self.err(("team", "maxAccelerators"), f"the team's models at replicas.max request {asked} "
-                     f"accelerators, over the quota {team.maxAccelerators}",
-                     f"raise team.maxAccelerators to {asked} or lower replicas.max")
+            self.err(
+                ("team", "maxAccelerators"),
+                f"the team's models at replicas.max request {asked} "
+                f"accelerators, over the quota {team.maxAccelerators}",
+                f"raise team.maxAccelerators to {asked} or lower replicas.max",
+            )
 
     def _derived_name_lengths(self, cluster_name: str) -> None:
         if len(cluster_name) > CLUSTER_NAME_MAX:
             given = self.cfg.cluster.name is not None
-            self.err(("cluster", "name"), f"cluster name {cluster_name!r} ({'given' if given else 'llm-<stack>'}) is "
-                     f"{len(cluster_name)} characters; IAM role KarpenterControllerRole-{cluster_name} must fit 64",
-                     f"set cluster.name to at most {CLUSTER_NAME_MAX} characters")
+            self.err(
+                ("cluster", "name"),
+                f"cluster name {cluster_name!r} ({'given' if given else 'llm-<stack>'}) is "
+                f"{len(cluster_name)} characters; IAM role KarpenterControllerRole-{cluster_name} must fit 64",
+                f"set cluster.name to at most {CLUSTER_NAME_MAX} characters",
+            )
 
     def _kubernetes_version(self, pinned: str) -> None:
         v = self.cfg.cluster.kubernetesVersion
         if v is not None and v not in SUPPORTED_KUBERNETES(pinned):
-            self.err(("cluster", "kubernetesVersion"), f"{v!r} is not a supported Kubernetes version",
-                     f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
-                     "for it), or leave it unset")
+            self.err(
+                ("cluster", "kubernetesVersion"),
+                f"{v!r} is not a supported Kubernetes version",
+                f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
+                "for it), or leave it unset",
+            )
 
     def _duplicates(self, models: dict[str, ResolvedModel]) -> None:
         seen: dict[str, str] = {}
         for name, m in self.cfg.models.items():
             served = m.servedName or name
             if served in seen:
-                self.err(("models", name, "servedName"), f"served name {served!r} is also used by model {seen[served]!r}",
-                         "give each model a distinct servedName")
+                self.err(
+                    ("models", name, "servedName"),
+                    f"served name {served!r} is also used by model {seen[served]!r}",
+                    "give each model a distinct servedName",
+                )
             seen.setdefault(served, name)
 
 

@@ -1,10 +1,11 @@
 """The stack config schema: one pydantic model tree (`extra="forbid"`, frozen), its field validators,
 and the constants the checks derive from (name limits, default pools, accepted values)."""
+
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -32,7 +33,9 @@ MODEL_NAME_MAX = 63 - len("cache-")
 CLUSTER_NAME_MAX = 64 - len("KarpenterControllerRole-")
 # Team namespaces are `<team>-models` and `<team>-gateway` (63 max).
 TEAM_NAME_MAX = 63 - len("-gateway")
-def SUPPORTED_KUBERNETES(pinned: str) -> tuple[str, ...]:  # noqa: N802 (reads as a constant)
+
+
+def SUPPORTED_KUBERNETES(pinned: str) -> tuple[str, ...]:
     """The version the catalog pins (EKS standard support, the AMI alias, Karpenter and the GPU operator
     are pinned and tested for it; ../shared/reference/versions.md)."""
     return (pinned,)
@@ -43,15 +46,18 @@ NAMESPACE_TYPO_DISTANCE = 2
 DEFAULT_MAX_MODEL_LEN = 8192
 DEFAULT_MAX_NUM_SEQS = 16
 
+
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def dns_problem(v: str, what: str = "name") -> Optional[tuple[str, str]]:
+def dns_problem(v: str, what: str = "name") -> tuple[str, str] | None:
     """(what is wrong, how to fix it) when `v` is not a DNS-1123 label, else None."""
     if not DNS1123.match(v) or len(v) > 63:
-        return (f"{what} {v!r} is not a DNS-1123 label", "use lowercase letters, digits and '-', "
-                f"starting and ending with a letter or digit, at most 63 characters")
+        return (
+            f"{what} {v!r} is not a DNS-1123 label",
+            "use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+        )
     return None
 
 
@@ -77,8 +83,10 @@ class ExistingVpc(_M):
     def _subnets(cls, v):
         bad = [s for s in v if not re.fullmatch(r"subnet-[0-9a-f]+", s)]
         if bad:
-            raise ValueError(f"{', '.join(bad)} {'is not a subnet id' if len(bad) == 1 else 'are not subnet ids'} "
-                             "— write them as subnet-0123abcd")
+            raise ValueError(
+                f"{', '.join(bad)} {'is not a subnet id' if len(bad) == 1 else 'are not subnet ids'} "
+                "— write them as subnet-0123abcd"
+            )
         if len(set(v)) != len(v):
             raise ValueError("a subnet is listed twice — list each subnet once, one private subnet per AZ")
         return v
@@ -92,8 +100,8 @@ class VpcConfig(_M):
     cidr: str = "10.0.0.0/16"
     azCount: int = Field(3, ge=2, le=6)
     # Explicit zone names (e.g. [us-east-1a, us-east-1c]); unset = the first azCount EKS-supported zones.
-    availabilityZones: Optional[list[str]] = Field(None, min_length=2, max_length=6)
-    existing: Optional[ExistingVpc] = None
+    availabilityZones: list[str] | None = Field(None, min_length=2, max_length=6)
+    existing: ExistingVpc | None = None
 
     @field_validator("cidr")
     @classmethod
@@ -105,8 +113,10 @@ class VpcConfig(_M):
         except ValueError:
             raise ValueError(f"{v!r} is not an IPv4 network — write it like 10.0.0.0/16 (no host bits set)") from None
         if net.prefixlen != 16:
-            raise ValueError(f"{v} is a /{net.prefixlen}; the subnet plan needs exactly a /16 — use e.g. "
-                             f"{net.supernet(new_prefix=16) if net.prefixlen > 16 else '10.0.0.0/16'}")
+            raise ValueError(
+                f"{v} is a /{net.prefixlen}; the subnet plan needs exactly a /16 — use e.g. "
+                f"{net.supernet(new_prefix=16) if net.prefixlen > 16 else '10.0.0.0/16'}"
+            )
         return v
 
     @field_validator("availabilityZones")
@@ -130,6 +140,7 @@ EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 class BudgetConfig(_M):
     """An AWS Budget on the account's monthly cost: e-mail at 80 % of actual and 100 % of forecast."""
+
     monthlyUsd: float = Field(gt=0)
     emails: list[str] = Field(min_length=1, max_length=10)  # AWS Budgets: at most 10 e-mail subscribers
 
@@ -145,32 +156,59 @@ class BudgetConfig(_M):
 def _cidr(v: str) -> str:
     """An IPv4 network (EKS refuses IPv6 CIDRs on an IPv4 cluster's public endpoint)."""
     import ipaddress
+
     try:
         net = ipaddress.ip_network(v, strict=True)
     except ValueError:
-        raise ValueError(f"{v!r} is not a network CIDR — write it like 203.0.113.7/32 "
-                         f"(no host bits set after the prefix)") from None
+        raise ValueError(
+            f"{v!r} is not a network CIDR — write it like 203.0.113.7/32 (no host bits set after the prefix)"
+        ) from None
     if net.version != 4:
-        raise ValueError(f"{v!r} is IPv6; the cluster is IPv4 and EKS accepts only IPv4 CIDRs here "
-                         f"— list the IPv4 networks you deploy from")
+        raise ValueError(
+            f"{v!r} is IPv6; the cluster is IPv4 and EKS accepts only IPv4 CIDRs here "
+            f"— list the IPv4 networks you deploy from"
+        )
     return str(net)
 
 
 def covers_all_ipv4(cidrs: list[str]) -> bool:
     """True when the allow-list admits every IPv4 address (0.0.0.0/0, or halves like 0.0.0.0/1 + 128.0.0.0/1)."""
     import ipaddress
+
     v4 = [n for n in (ipaddress.ip_network(c) for c in cidrs) if n.version == 4]
     return list(ipaddress.collapse_addresses(v4)) == [ipaddress.ip_network("0.0.0.0/0")]
 
 
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy); anything else fails at `up`.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-                      2922, 3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 
 
 class ClusterConfig(_M):
-    name: Optional[str] = None
-    kubernetesVersion: Optional[str] = None
+    name: str | None = None
+    kubernetesVersion: str | None = None
     vpc: VpcConfig = VpcConfig()
     # The machine that runs `pulumi up` must reach the API server (review D2): public endpoint on by
     # default, IAM-authenticated; restrict it with publicAccessCidrs.
@@ -184,13 +222,15 @@ class ClusterConfig(_M):
     systemNodes: SystemNodesConfig = SystemNodesConfig()
     logRetentionDays: int = Field(365, ge=1)
     # Billing guard (off unless set): an AWS Budget on the account's monthly cost.
-    budget: Optional[BudgetConfig] = None
+    budget: BudgetConfig | None = None
 
     @field_validator("logRetentionDays")
     @classmethod
     def _retention(cls, v):
         if v not in LOG_RETENTION_DAYS:
-            raise ValueError(f"CloudWatch Logs does not accept {v} days — use one of {', '.join(map(str, LOG_RETENTION_DAYS))}")
+            raise ValueError(
+                f"CloudWatch Logs does not accept {v} days — use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
         return v
 
     @field_validator("name")
@@ -205,16 +245,20 @@ class ClusterConfig(_M):
         if out and covers_all_ipv4(out):
             # Written out, an all-internet list is a mistake or a way around this check (0.0.0.0/1 +
             # 128.0.0.0/1); leaving the key unset keeps EKS's open default, which the plan warns about.
-            raise ValueError(f"{', '.join(out)} opens the API server to the internet — list your office/VPN/CI "
-                             "CIDRs (e.g. [203.0.113.7/32]), or leave publicAccessCidrs unset for EKS's open "
-                             "default (the plan warns)")
+            raise ValueError(
+                f"{', '.join(out)} opens the API server to the internet — list your office/VPN/CI "
+                "CIDRs (e.g. [203.0.113.7/32]), or leave publicAccessCidrs unset for EKS's open "
+                "default (the plan warns)"
+            )
         return out
 
 
 class NodePoolConfig(_M):
     accelerator: Literal["nvidia", "neuron"]
-    families: Optional[list[str]] = Field(None, min_length=1)
-    capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(default_factory=lambda: ["on-demand"], min_length=1)
+    families: list[str] | None = Field(None, min_length=1)
+    capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(
+        default_factory=lambda: ["on-demand"], min_length=1
+    )
     maxAccelerators: int = Field(16, ge=1)
     maxCpu: int = Field(1000, ge=1)
     maxMemoryGiB: int = Field(8000, ge=1)
@@ -223,7 +267,7 @@ class NodePoolConfig(_M):
     terminationGracePeriod: str = "2h"
     disruptionBudgetNodes: str = "1"
     labels: dict[str, str] = Field(default_factory=dict)
-    weight: Optional[int] = Field(None, ge=1, le=100)
+    weight: int | None = Field(None, ge=1, le=100)
 
     @field_validator("disruptionBudgetNodes", mode="before")
     @classmethod
@@ -235,8 +279,10 @@ class NodePoolConfig(_M):
         if not re.fullmatch(r"(100|[0-9]{1,2})%|[0-9]+", v):
             raise ValueError(f"{v!r} is not a node count or percentage — write 1, 2 or 10%")
         if int(v.rstrip("%")) == 0:
-            raise ValueError(f"{v!r} blocks every disruption, so empty accelerator nodes are never removed "
-                             f"— use 1 (or a percentage above 0)")
+            raise ValueError(
+                f"{v!r} blocks every disruption, so empty accelerator nodes are never removed "
+                f"— use 1 (or a percentage above 0)"
+            )
         return v
 
     @field_validator("capacityTypes")
@@ -245,8 +291,10 @@ class NodePoolConfig(_M):
         # Karpenter finds reserved capacity only through capacityReservationSelectorTerms on the
         # EC2NodeClass, which this program does not render: a reserved-only pool would never launch.
         if "reserved" in v:
-            raise ValueError("reserved capacity needs capacity reservations selected on the EC2NodeClass, which "
-                             "this program does not configure — use on-demand and/or spot")
+            raise ValueError(
+                "reserved capacity needs capacity reservations selected on the EC2NodeClass, which "
+                "this program does not configure — use on-demand and/or spot"
+            )
         return v
 
     @field_validator("labels")
@@ -259,16 +307,19 @@ class NodePoolConfig(_M):
             if problem:
                 raise ValueError(f"label {k!r}: {problem}")
             if val and (len(val) > 63 or not LABEL_NAME.match(val)):
-                raise ValueError(f"label {k!r}: value {val!r} is not a Kubernetes label value — at most 63 "
-                                 f"letters, digits, '-', '_', '.', starting and ending with a letter or digit")
+                raise ValueError(
+                    f"label {k!r}: value {val!r} is not a Kubernetes label value — at most 63 "
+                    f"letters, digits, '-', '_', '.', starting and ending with a letter or digit"
+                )
         return v
 
     @field_validator("consolidateAfter")
     @classmethod
     def _consolidate(cls, v):
         if _duration_s(v) < 1800:
-            raise ValueError(f"{v!r} is under 30m — accelerator nodes take minutes to start and load a "
-                             f"model; use 30m or more")
+            raise ValueError(
+                f"{v!r} is under 30m — accelerator nodes take minutes to start and load a model; use 30m or more"
+            )
         return v
 
     @field_validator("expireAfter")
@@ -278,8 +329,9 @@ class NodePoolConfig(_M):
         if v == "Never":
             return v
         if _duration_s(v) < 3600:
-            raise ValueError(f"{v!r} replaces every node (and restarts its model) more than once an hour "
-                             f"— use 720h, or Never")
+            raise ValueError(
+                f"{v!r} replaces every node (and restarts its model) more than once an hour — use 720h, or Never"
+            )
         return v
 
     @field_validator("terminationGracePeriod")
@@ -298,15 +350,22 @@ def _duration_s(v: str) -> int:
     return h * 3600 + mi * 60 + s
 
 
-def _label_key_problem(k: str) -> Optional[str]:
+def _label_key_problem(k: str) -> str | None:
     prefix, slash, name = k.rpartition("/")
-    if not name or len(name) > 63 or not LABEL_NAME.match(name) or (
-            slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.match(prefix))):
-        return ("not a Kubernetes label key — write [dns.prefix/]name, the name at most 63 letters, digits, "
-                "'-', '_', '.'")
+    if (
+        not name
+        or len(name) > 63
+        or not LABEL_NAME.match(name)
+        or (slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.match(prefix)))
+    ):
+        return (
+            "not a Kubernetes label key — write [dns.prefix/]name, the name at most 63 letters, digits, '-', '_', '.'"
+        )
     if slash and any(prefix == d or prefix.endswith("." + d) for d in RESERVED_LABEL_DOMAINS):
-        return (f"the {prefix}/ domain is reserved (the program, Karpenter or Kubernetes set it) "
-                f"— use your own prefix, e.g. example.com/{name}")
+        return (
+            f"the {prefix}/ domain is reserved (the program, Karpenter or Kubernetes set it) "
+            f"— use your own prefix, e.g. example.com/{name}"
+        )
     return None
 
 
@@ -319,35 +378,37 @@ class Architecture(catalog.ArchitectureFields):
     """Facts for a model that is not in the catalog (from its config.json)."""
 
     # The checkpoint's own quantization (config.json quantization_config.quant_method), if any.
-    quantization: Optional[Literal["fp8", "awq", "gptq"]] = None
+    quantization: Literal["fp8", "awq", "gptq"] | None = None
 
     @model_validator(mode="after")
     def _attention(self):
         # Grouped-query attention: each KV head serves a whole number of query heads.
         if self.kvHeads > self.heads or self.heads % self.kvHeads:
-            raise ValueError(f"kvHeads {self.kvHeads} must divide heads {self.heads} (num_key_value_heads and "
-                             f"num_attention_heads in config.json) — copy both from the checkpoint's config.json")
+            raise ValueError(
+                f"kvHeads {self.kvHeads} must divide heads {self.heads} (num_key_value_heads and "
+                f"num_attention_heads in config.json) — copy both from the checkpoint's config.json"
+            )
         return self
 
 
 class ModelConfig(_M):
-    preset: Optional[str] = None
-    hfId: Optional[str] = None
-    revision: Optional[str] = None
-    architecture: Optional[Architecture] = None
-    servedName: Optional[str] = None
-    accelerator: Optional[Literal["nvidia", "neuron"]] = None
-    pool: Optional[str] = None
-    instanceType: Optional[str] = None
-    tensorParallel: Optional[int] = Field(None, ge=1)
-    maxModelLen: Optional[int] = Field(None, ge=16)
-    maxNumSeqs: Optional[int] = Field(None, ge=1)
-    maxNumBatchedTokens: Optional[int] = Field(None, ge=16)
-    gpuMemoryUtilization: Optional[float] = Field(None, gt=0.1, le=0.98)
-    quantization: Optional[Literal["fp8", "awq", "gptq"]] = None
+    preset: str | None = None
+    hfId: str | None = None
+    revision: str | None = None
+    architecture: Architecture | None = None
+    servedName: str | None = None
+    accelerator: Literal["nvidia", "neuron"] | None = None
+    pool: str | None = None
+    instanceType: str | None = None
+    tensorParallel: int | None = Field(None, ge=1)
+    maxModelLen: int | None = Field(None, ge=16)
+    maxNumSeqs: int | None = Field(None, ge=1)
+    maxNumBatchedTokens: int | None = Field(None, ge=16)
+    gpuMemoryUtilization: float | None = Field(None, gt=0.1, le=0.98)
+    quantization: Literal["fp8", "awq", "gptq"] | None = None
     kvCacheDtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
-    tools: Optional[bool] = None
-    reasoning: Optional[bool] = None
+    tools: bool | None = None
+    reasoning: bool | None = None
     replicas: Replicas = Replicas()
     extraArgs: list[str] = Field(default_factory=list)
     requestTimeoutSeconds: int = Field(600, ge=10, le=86400)
@@ -358,24 +419,30 @@ class ModelConfig(_M):
     @classmethod
     def _hf_id(cls, v):
         if v is not None and (not HF_ID.match(v) or ".." in v or len(v) > 200):
-            raise ValueError(f"{v!r} is not a Hugging Face model id — write <organization>/<model> with letters, "
-                             f"digits, '.', '_', '-' (no '..', no spaces)")
+            raise ValueError(
+                f"{v!r} is not a Hugging Face model id — write <organization>/<model> with letters, "
+                f"digits, '.', '_', '-' (no '..', no spaces)"
+            )
         return v
 
     @field_validator("revision")
     @classmethod
     def _revision(cls, v):
         if v is not None and not REVISION_SHA.match(v) and (not REVISION_REF.match(v) or ".." in v):
-            raise ValueError(f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
-                             f"letters, digits, '.', '_', '-' (at most 96, no '..')")
+            raise ValueError(
+                f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
+                f"letters, digits, '.', '_', '-' (at most 96, no '..')"
+            )
         return v
 
     @field_validator("servedName")
     @classmethod
     def _served(cls, v):
         if v is not None and (not SERVED_NAME.match(v) or ".." in v or "//" in v or v.endswith("/")):
-            raise ValueError(f"{v!r} is not a usable model name — use letters, digits, '.', '_', '-', '/' "
-                             f"(at most 128, no '..' or '//')")
+            raise ValueError(
+                f"{v!r} is not a usable model name — use letters, digits, '.', '_', '-', '/' "
+                f"(at most 128, no '..' or '//')"
+            )
         return v
 
 
@@ -416,8 +483,10 @@ class TeamConfig(_M):
     def _name(cls, v):
         _dns(v, "team name")
         if len(v) > TEAM_NAME_MAX:
-            raise ValueError(f"team name {v!r} is {len(v)} characters; its namespace {v}-gateway must fit 63 "
-                             f"— use at most {TEAM_NAME_MAX} characters")
+            raise ValueError(
+                f"team name {v!r} is {len(v)} characters; its namespace {v}-gateway must fit 63 "
+                f"— use at most {TEAM_NAME_MAX} characters"
+            )
         return v
 
 
@@ -429,9 +498,9 @@ class StackConfig(_M):
     ui: UiConfig = UiConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     autoscaling: AutoscalingConfig = AutoscalingConfig()
-    team: Optional[TeamConfig] = None
-    platformStack: Optional[str] = None
-    hfToken: Optional[SecretStr] = None
+    team: TeamConfig | None = None
+    platformStack: str | None = None
+    hfToken: SecretStr | None = None
 
 
 TOP_LEVEL_KEYS = sorted(StackConfig.model_fields)
@@ -441,5 +510,3 @@ DEFAULT_POOLS = {
     "nvidia": ("gpu", NodePoolConfig(accelerator="nvidia", families=["g5", "g6", "g6e", "p4d", "p4de", "p5"])),
     "neuron": ("neuron", NodePoolConfig(accelerator="neuron", families=["inf2", "trn1"])),
 }
-
-

@@ -1,6 +1,7 @@
 """Gateway and UI pods: the user, read-only root and writable paths they run with, LiteLLM's
 retry/metrics settings, per-object checkov skips and image digests. Expected values are written
 out by hand (from the image facts in versions.yaml's sources), not derived from the code."""
+
 import pydantic
 import pytest
 import yaml
@@ -87,13 +88,15 @@ def test_webui_offline_own_account_read_only_and_data_off_the_baked_caches():
 def test_image_ref_carries_the_digest_when_pinned():
     assert ImagePin("r/x", "v1").ref == "r/x:v1"
     assert ImagePin("r/x", "v1", digest=DIGEST).ref == f"r/x:v1@{DIGEST}"
-    pod = render_gateway_pod(ImagePin("r/x", "v1", user=65534, digest=DIGEST), replicas=2, database=False,
-                             system_taint="T")
+    pod = render_gateway_pod(
+        ImagePin("r/x", "v1", user=65534, digest=DIGEST), replicas=2, database=False, system_taint="T"
+    )
     assert _container(pod)["image"] == f"r/x:v1@{DIGEST}"
 
 
 def test_catalog_digest_must_be_a_sha256():
     from stacks.catalog import _ImageRow
+
     assert _ImageRow(repository="r", tag="v1", digest=DIGEST).digest == DIGEST
     with pytest.raises(pydantic.ValidationError):
         _ImageRow(repository="r", tag="v1", digest="sha256:abc")

@@ -1,4 +1,5 @@
 """Component tier: renderers with hand-made records, and components alone under mocks."""
+
 import dataclasses
 import re
 import subprocess
@@ -7,21 +8,64 @@ import pulumi
 import pytest
 
 from components.litellm import render_litellm_config
-from components.model_cache import DOWNLOAD_SCRIPT, SERVICE_ACCOUNT, CacheItem, ModelCache, ModelCacheArgs, render_job_spec
+from components.model_cache import (
+    DOWNLOAD_SCRIPT,
+    SERVICE_ACCOUNT,
+    CacheItem,
+    ModelCache,
+    ModelCacheArgs,
+    render_job_spec,
+)
 from components.nodepool import KarpenterNodePool, NodePoolArgs, render_node_pool
 from components.types import CrdsHandle, PoolSpec, Route, ServerSpec
-from components.vllm import (EXIT_MARGIN_S, NEURON_ARTIFACTS_DIR, VLLM_CACHE_DIR, WAIT_SCRIPT, VllmServer, VllmServerArgs,
-                             neuron_artifacts_subpath, probe_budget, ready_marker, render_pod_spec)
+from components.vllm import (
+    EXIT_MARGIN_S,
+    NEURON_ARTIFACTS_DIR,
+    VLLM_CACHE_DIR,
+    WAIT_SCRIPT,
+    VllmServer,
+    VllmServerArgs,
+    neuron_artifacts_subpath,
+    probe_budget,
+    ready_marker,
+    render_pod_spec,
+)
 from stacks import harness
 
-SPEC = ServerSpec(name="m1", served_name="m1-served", hf_id="org/m1", revision="abc", kind="nvidia",
-                  image="img:1", args=("org/m1", "--served-model-name", "m1-served"), env=(("A", "1"),),
-                  pool="gpu", instance_type="g6.xlarge", tensor_parallel=1, accelerator_count=1, cpu="3",
-                  memory="12Gi", shm_size="2Gi", replicas=2, startup_budget_seconds=600,
-                  shutdown_timeout_seconds=600)
-POOL = PoolSpec(name="gpu", kind="nvidia", families=("g6",), capacity_types=("on-demand",), node_class="nvidia",
-                cpu_limit=100, memory_limit_gib=400, accelerator_limit=8, consolidate_after="30m",
-                expire_after="720h", termination_grace_period="2h", disruption_budget_nodes="1")
+SPEC = ServerSpec(
+    name="m1",
+    served_name="m1-served",
+    hf_id="org/m1",
+    revision="abc",
+    kind="nvidia",
+    image="img:1",
+    args=("org/m1", "--served-model-name", "m1-served"),
+    env=(("A", "1"),),
+    pool="gpu",
+    instance_type="g6.xlarge",
+    tensor_parallel=1,
+    accelerator_count=1,
+    cpu="3",
+    memory="12Gi",
+    shm_size="2Gi",
+    replicas=2,
+    startup_budget_seconds=600,
+    shutdown_timeout_seconds=600,
+)
+POOL = PoolSpec(
+    name="gpu",
+    kind="nvidia",
+    families=("g6",),
+    capacity_types=("on-demand",),
+    node_class="nvidia",
+    cpu_limit=100,
+    memory_limit_gib=400,
+    accelerator_limit=8,
+    consolidate_after="30m",
+    expire_after="720h",
+    termination_grace_period="2h",
+    disruption_budget_nodes="1",
+)
 
 
 def _env(container: dict) -> dict:
@@ -29,8 +73,14 @@ def _env(container: dict) -> dict:
 
 
 def _job(item, token_secret="hf-token"):
-    return render_job_spec(item, image="py:1", cli_requirement="huggingface_hub==2.4.0", claim="model-cache",
-                           token_secret=token_secret, system_toleration="T")["template"]["spec"]
+    return render_job_spec(
+        item,
+        image="py:1",
+        cli_requirement="huggingface_hub==2.4.0",
+        claim="model-cache",
+        token_secret=token_secret,
+        system_toleration="T",
+    )["template"]["spec"]
 
 
 def test_cache_job_writes_the_marker_the_server_waits_for():
@@ -51,14 +101,28 @@ def test_cache_job_writes_the_marker_the_server_waits_for():
     assert {"name": "hf-token", "mountPath": "/var/run/secrets/huggingface", "readOnly": True} in dl["volumeMounts"]
     assert all("HF_TOKEN" not in e["name"] for e in pod["containers"][0]["env"])
     public = _job(dataclasses.replace(item, gated=False))
-    assert "HF_TOKEN_PATH" not in _env(public["containers"][0]) and all(v["name"] != "hf-token" for v in public["volumes"])
+    assert "HF_TOKEN_PATH" not in _env(public["containers"][0]) and all(
+        v["name"] != "hf-token" for v in public["volumes"]
+    )
 
 
 def test_cache_job_is_bounded_has_its_own_identity_and_a_small_image():
-    item = CacheItem(name="m1", hf_id="org/m1", revision=None, gated=False, marker=ready_marker("org/m1", None),
-                     deadline_seconds=1234)
-    spec = render_job_spec(item, image="py:1", cli_requirement="huggingface_hub==2.4.0", claim="c",
-                           token_secret=None, system_toleration="T")
+    item = CacheItem(
+        name="m1",
+        hf_id="org/m1",
+        revision=None,
+        gated=False,
+        marker=ready_marker("org/m1", None),
+        deadline_seconds=1234,
+    )
+    spec = render_job_spec(
+        item,
+        image="py:1",
+        cli_requirement="huggingface_hub==2.4.0",
+        claim="c",
+        token_secret=None,
+        system_toleration="T",
+    )
     pod = spec["template"]["spec"]
     assert spec["activeDeadlineSeconds"] == 1234 and pod["serviceAccountName"] == SERVICE_ACCOUNT != "default"
     install, dl = pod["initContainers"][0], pod["containers"][0]
@@ -78,20 +142,22 @@ HOSTILE = ["; rm -rf /", "$(id)", "`id`", "../../etc", "a\nb; touch /tmp/x", "'\
 @pytest.mark.parametrize("bad", HOSTILE)
 def test_hostile_config_values_never_reach_a_script(bad):
     """Scripts are constant text: hostile hfId / revision / name change env values only."""
+
     def render(hf_id, revision, name):
         spec = dataclasses.replace(SPEC, name=name, hf_id=hf_id, revision=revision)
-        item = CacheItem(name=name, hf_id=hf_id, revision=revision, gated=True,
-                         marker=ready_marker(hf_id, revision))
+        item = CacheItem(name=name, hf_id=hf_id, revision=revision, gated=True, marker=ready_marker(hf_id, revision))
         pod = render_pod_spec(spec, cache_claim="model-cache", api_key_secret="k", service_account="sa")
         job = _job(item)
         return job["containers"][0], job["initContainers"][0], pod["initContainers"][0]
 
     benign = render("org/m1", "abc", "m1")
     for hostile in (render(bad, "abc", "m1"), render("org/m1", bad, "m1"), render("org/m1", "abc", bad)):
-        for b, h in zip(benign, hostile):
+        for b, h in zip(benign, hostile, strict=False):
             assert h["command"] == b["command"]  # byte-identical programs
             assert [e["name"] for e in h["env"]] == [e["name"] for e in b["env"]]
-            assert re.fullmatch(r"/models/ready/[0-9a-f]{64}", _env(h).get("READY_MARKER") or "/models/ready/" + "0" * 64)
+            assert re.fullmatch(
+                r"/models/ready/[0-9a-f]{64}", _env(h).get("READY_MARKER") or "/models/ready/" + "0" * 64
+            )
     # Negative control: the check above does see a difference when a value is spliced into a script.
     assert render(bad, "abc", "m1")[0]["env"] != benign[0]["env"]
 
@@ -111,8 +177,13 @@ def _run_sh(script: str, env: dict, tmp_path, stub_python: bool = True) -> subpr
 def test_download_script_passes_hostile_values_as_single_arguments_in_a_real_shell(bad, tmp_path):
     pwned = tmp_path / "pwned"
     for hf_id in (bad, f"$(touch {pwned})", f"`touch {pwned}`"):
-        env = {"HF_ID": hf_id, "HF_REVISION": bad, "READY_MARKER": str(tmp_path / "ready" / "m"),
-               "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_XET_CACHE": str(tmp_path / "xet")}
+        env = {
+            "HF_ID": hf_id,
+            "HF_REVISION": bad,
+            "READY_MARKER": str(tmp_path / "ready" / "m"),
+            "HF_HUB_CACHE": str(tmp_path / "hub"),
+            "HF_XET_CACHE": str(tmp_path / "xet"),
+        }
         r = _run_sh(DOWNLOAD_SCRIPT, env, tmp_path)
         assert r.returncode == 0, r.stderr
         argv = (tmp_path / "argv").read_text().split("\n")[:-1]
@@ -129,8 +200,9 @@ def test_wait_script_in_a_real_shell_succeeds_on_the_marker_and_fails_when_the_b
     assert not (tmp_path / "pwned").exists()
     marker.touch()
     assert _run_sh(WAIT_SCRIPT, env, tmp_path, stub_python=False).returncode == 0
-    pod = render_pod_spec(dataclasses.replace(SPEC, weights_wait_seconds=4321), cache_claim="c", api_key_secret="k",
-                          service_account="m1")
+    pod = render_pod_spec(
+        dataclasses.replace(SPEC, weights_wait_seconds=4321), cache_claim="c", api_key_secret="k", service_account="m1"
+    )
     assert _env(pod["initContainers"][0])["WAIT_SECONDS"] == "4321"
 
 
@@ -149,7 +221,9 @@ def test_one_cache_volume_per_pod_and_per_pod_caches(spec):
     writable_cache = [m for m in mounts if m["name"] == "model-cache" and not m.get("readOnly")]
     if spec.kind == "neuron":
         (art,) = writable_cache
-        assert art["mountPath"] == NEURON_ARTIFACTS_DIR and re.fullmatch(r"neuron-compiled/[0-9a-f]{24}", art["subPath"])
+        assert art["mountPath"] == NEURON_ARTIFACTS_DIR and re.fullmatch(
+            r"neuron-compiled/[0-9a-f]{24}", art["subPath"]
+        )
         assert not art["mountPath"].startswith("/models/")  # no mountpoint to create inside the read-only mount
         assert "emptyDir" in vols["var-tmp"] and {"name": "var-tmp", "mountPath": "/var/tmp"} in mounts
         other = dataclasses.replace(spec, args=(*spec.args, "--max-model-len", "4096"))
@@ -175,8 +249,12 @@ def test_server_pod_startup_budget_spread_and_placement():
     c = pod["containers"][0]
     assert (c["startupProbe"]["failureThreshold"], c["startupProbe"]["periodSeconds"]) == (60, 10)
     # a budget that is not a multiple of the period rounds up, never down: 601 s -> 61 x 10 s
-    odd = render_pod_spec(dataclasses.replace(SPEC, startup_budget_seconds=601), cache_claim="model-cache",
-                          api_key_secret="k", service_account="m1")
+    odd = render_pod_spec(
+        dataclasses.replace(SPEC, startup_budget_seconds=601),
+        cache_claim="model-cache",
+        api_key_secret="k",
+        service_account="m1",
+    )
     assert odd["containers"][0]["startupProbe"]["failureThreshold"] == 61
     assert probe_budget(1) == 1 and probe_budget(0) == 1 and probe_budget(10) == 1 and probe_budget(11) == 2
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
@@ -184,16 +262,20 @@ def test_server_pod_startup_budget_spread_and_placement():
     (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"] == [
         {"key": "llm-serving/pool", "operator": "In", "values": ["gpu"]},
-        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["g6.xlarge", "g6.2xlarge"]}]
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["g6.xlarge", "g6.2xlarge"]},
+    ]
     # Without a computed list, the planner's chosen type alone.
     alone = render_pod_spec(SPEC, cache_claim="c", api_key_secret="k", service_account="m1")
-    assert alone["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][1]["values"] == ["g6.xlarge"]
+    assert alone["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+        "matchExpressions"
+    ][1]["values"] == ["g6.xlarge"]
 
 
 def test_litellm_config_routes_exactly_the_given_routes():
-    routes = [Route("a", "a", "a.models.svc.cluster.local", 8000, 120, 4096),
-              Route("b", "b", "b.models.svc.cluster.local", 8000, 900, 8192)]
+    routes = [
+        Route("a", "a", "a.models.svc.cluster.local", 8000, 120, 4096),
+        Route("b", "b", "b.models.svc.cluster.local", 8000, 900, 8192),
+    ]
     cfg = render_litellm_config(routes, database=False)
     assert [m["model_name"] for m in cfg["model_list"]] == ["a", "b"]
     assert cfg["model_list"][1]["litellm_params"]["timeout"] == 900
@@ -214,18 +296,21 @@ def _run(build):
 
 def test_vllm_server_alone_under_mocks_names_and_parentage():
     def build():
-        VllmServer("vllm-m1", VllmServerArgs(spec=SPEC, namespace="models", cache_claim="model-cache",
-                                             api_key_secret="k"))
+        VllmServer(
+            "vllm-m1", VllmServerArgs(spec=SPEC, namespace="models", cache_claim="model-cache", api_key_secret="k")
+        )
+
     rec = _run(build)
-    comp = [r for r in rec.resources if r.type == "llm-serving:serving:VllmServer"][0]
+    comp = next(r for r in rec.resources if r.type == "llm-serving:serving:VllmServer")
     kids = [r for r in rec.resources if r.parent == comp.urn]
     assert sorted(r.name for r in kids) == ["vllm-m1-deployment", "vllm-m1-pdb", "vllm-m1-sa", "vllm-m1-service"]
-    svc = [r for r in kids if r.type == "kubernetes:core/v1:Service"][0]
+    svc = next(r for r in kids if r.type == "kubernetes:core/v1:Service")
     assert svc.inputs["metadata"]["name"] == "m1" and svc.inputs["spec"]["ports"][0]["port"] == 8000
 
 
 def test_vllm_server_refuses_the_name_vllm():
     import dataclasses
+
     bad = dataclasses.replace(SPEC, name="vllm")
     with pytest.raises(ValueError, match="VLLM_PORT"):
         _run(lambda: VllmServer("x", VllmServerArgs(spec=bad, namespace="models", cache_claim="c", api_key_secret="k")))
@@ -236,8 +321,9 @@ def test_nodepool_component_depends_on_crds():
         crd = pulumi.CustomResource("test:index:Crd", "crds", {})
         nc = pulumi.CustomResource("test:index:Nc", "nc", {})
         KarpenterNodePool("pool-gpu", NodePoolArgs(spec=POOL, crds=CrdsHandle(release=crd), node_class=nc))
+
     rec = _run(build)
-    np = [r for r in rec.resources if r.type == "kubernetes:karpenter.sh/v1:NodePool"][0]
+    np = next(r for r in rec.resources if r.type == "kubernetes:karpenter.sh/v1:NodePool")
     assert np.name == "pool-gpu-nodepool" and np.inputs["metadata"]["name"] == "gpu"
     assert any(d.endswith("::crds") for d in np.dependencies) and any(d.endswith("::nc") for d in np.dependencies)
 
@@ -246,9 +332,19 @@ def test_model_cache_alone_under_mocks_gives_the_job_its_own_service_account():
     item = CacheItem(name="m1", hf_id="org/m1", revision=None, gated=True, marker=ready_marker("org/m1", None))
 
     def build():
-        ModelCache("model-cache", ModelCacheArgs(namespace="models", storage_class="efs", items=(item,), image="py:1",
-                                                 cli_requirement="huggingface_hub==2.4.0", hf_token="hf_x",
-                                                 system_toleration="T"))
+        ModelCache(
+            "model-cache",
+            ModelCacheArgs(
+                namespace="models",
+                storage_class="efs",
+                items=(item,),
+                image="py:1",
+                cli_requirement="huggingface_hub==2.4.0",
+                hf_token="hf_x",
+                system_toleration="T",
+            ),
+        )
+
     rec = _run(build)
     by_name = {r.name: r for r in rec.resources}
     sa, job = by_name["model-cache-sa"], by_name["model-cache-m1"]

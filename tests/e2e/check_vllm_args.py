@@ -2,6 +2,7 @@
 
 stdin: JSON {name: [args...]}; stdout: JSON {name: null | "error text"}. No model is loaded.
 """
+
 import contextlib
 import io
 import json
@@ -23,7 +24,7 @@ def check(args: list[str]) -> str | None:
             validate_parsed_serve_args(ns)
     except SystemExit as e:
         return err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {e.code}"
-    except Exception as e:  # noqa: BLE001 reported to the test
+    except Exception as e:
         return f"{type(e).__name__}: {e}"
     return None
 

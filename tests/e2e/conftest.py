@@ -1,12 +1,21 @@
 """E2E fixtures: one real vLLM and one real LiteLLM per session, configured from the rendered plan
 (tests/e2e/servers.py has the substitutions and the start/stop logic)."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
-from tests.e2e.servers import LITELLM_BIN, VLLM_PY, Rendered, build_tiny_model, gateway_for, render_stack, vllm_server_for
+from tests.e2e.servers import (
+    LITELLM_BIN,
+    VLLM_PY,
+    Rendered,
+    build_tiny_model,
+    gateway_for,
+    render_stack,
+    vllm_server_for,
+)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@
 agree); `stacks/vllm_flags.py` resolves extraArgs against it offline the way the real parser does.
 Regenerate after a vLLM bump: `.e2e/vllm/bin/python tests/e2e/dump_vllm_flags.py > stacks/catalog/vllm-serve-flags.json`.
 """
+
 import argparse
 import contextlib
 import json
@@ -29,8 +30,16 @@ def table() -> dict:
         if not longs:
             continue
         canonical = next((o for o in longs if not o.startswith("--no-")), longs[0])
-        if isinstance(action, (argparse._StoreConstAction, argparse._CountAction, argparse._HelpAction,
-                               argparse._VersionAction, argparse.BooleanOptionalAction)):
+        if isinstance(
+            action,
+            (
+                argparse._StoreConstAction,
+                argparse._CountAction,
+                argparse._HelpAction,
+                argparse._VersionAction,
+                argparse.BooleanOptionalAction,
+            ),
+        ):
             nargs = 0
         elif action.nargs is None:
             nargs = 1

@@ -4,6 +4,7 @@ Everything the servers get comes from the rendered manifests; `SUBSTITUTIONS` li
 what cannot exist on this machine and what replaces it. Servers bind 127.0.0.1, every wait is
 bounded, and both are stopped by PID at the end of the session.
 """
+
 from __future__ import annotations
 
 import json
@@ -109,18 +110,30 @@ def substitute_vllm_args(args: list[str], model_dir: Path, port: int) -> list[st
         flag = a[i]
         val = a[i + 1] if i + 1 < len(a) else None
         if flag == "--host":
-            out += [flag, "127.0.0.1"]; i += 2; continue
+            out += [flag, "127.0.0.1"]
+            i += 2
+            continue
         if flag == "--port":
-            out += [flag, str(port)]; i += 2; continue
+            out += [flag, str(port)]
+            i += 2
+            continue
         if flag == "--max-model-len":
-            out += [flag, str(TINY_MAX_LEN)]; i += 2; continue
+            out += [flag, str(TINY_MAX_LEN)]
+            i += 2
+            continue
         if flag == "--tensor-parallel-size":
-            out += [flag, "1"]; i += 2; continue
+            out += [flag, "1"]
+            i += 2
+            continue
         if flag == "--max-num-seqs":
-            out += [flag, str(min(16, int(val)))]; i += 2; continue
+            out += [flag, str(min(16, int(val)))]
+            i += 2
+            continue
         if flag == "--gpu-memory-utilization":
-            i += 2; continue
-        out.append(flag); i += 1
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
     return out
 
 
@@ -129,10 +142,16 @@ class Server:
         self.argv, self.env, self.log, self.health, self.timeout = argv, env, log, health, timeout
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_http(self.health, self.proc, self.log, self.timeout)
         return self
 
@@ -154,24 +173,33 @@ def vllm_env(container: dict) -> dict:
 def render_stack(out: Path, stack_file: Path = STACK) -> Rendered:
     """Plan the stack into `out` and pick the objects the servers are configured from."""
     from stacks import plan as plancli
+
     intent, rec = plancli.run_program(stack_file.stem.removeprefix("Pulumi."), stack_file)
     plancli.write_outputs(out, intent, rec)
     mans = [yaml.safe_load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
     dep = next(m for m in mans if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "models")
     gw = next(m for m in mans if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
     cm = next(m for m in mans if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "litellm-config")
-    return Rendered(out=out, vllm_container=dep["spec"]["template"]["spec"]["containers"][0],
-                    litellm_config=yaml.safe_load(cm["data"]["config.yaml"]),
-                    litellm_container=gw["spec"]["template"]["spec"]["containers"][0], manifests=mans)
+    return Rendered(
+        out=out,
+        vllm_container=dep["spec"]["template"]["spec"]["containers"][0],
+        litellm_config=yaml.safe_load(cm["data"]["config.yaml"]),
+        litellm_container=gw["spec"]["template"]["spec"]["containers"][0],
+        manifests=mans,
+    )
 
 
 def build_tiny_model(d: Path) -> Path:
-    subprocess.run([str(VLLM_PY), str(Path(__file__).with_name("make_tiny_model.py")), str(d)], check=True,
-                   timeout=180, capture_output=True)
+    subprocess.run(
+        [str(VLLM_PY), str(Path(__file__).with_name("make_tiny_model.py")), str(d)],
+        check=True,
+        timeout=180,
+        capture_output=True,
+    )
     return d
 
 
-def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path) -> "Server":
+def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path) -> Server:
     port = free_port()
     args = substitute_vllm_args(rendered.vllm_container["args"], model_dir, port)
     # The module entry point of the `vllm` console script.
@@ -181,7 +209,7 @@ def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path) -> "Server":
     return s
 
 
-def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> "Server":
+def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> Server:
     port = free_port()
     cfg = json.loads(json.dumps(rendered.litellm_config))
     for m in cfg["model_list"]:
@@ -194,8 +222,7 @@ def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> "Server":
     for e in rendered.litellm_container["env"]:
         if "value" in e and e["name"] != "HOME":
             env[e["name"]] = e["value"]
-    env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789",
-               VLLM_API_KEY=VLLM_KEY)
+    env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY)
     if "PROMETHEUS_MULTIPROC_DIR" in env:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "prometheus-multiproc")
         (workdir / "prometheus-multiproc").mkdir(exist_ok=True)

@@ -1,5 +1,6 @@
 """Graceful drain on the real vLLM: SIGTERM (what kubelet sends after the preStop sleep) with the
 rendered --shutdown-timeout lets in-flight requests finish and refuses new ones."""
+
 import json
 import os
 import re
@@ -18,11 +19,20 @@ STREAMS = 12
 
 
 def stream(port: int, out: list, first: threading.Event) -> None:
-    body = {"model": "qwen3-0.6b", "prompt": "hello", "max_tokens": TOKENS, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=json.dumps(body).encode(),
-                                 method="POST", headers={"Authorization": f"Bearer {VLLM_KEY}",
-                                                         "Content-Type": "application/json"})
+    body = {
+        "model": "qwen3-0.6b",
+        "prompt": "hello",
+        "max_tokens": TOKENS,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/completions",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {VLLM_KEY}", "Content-Type": "application/json"},
+    )
     got = {"status": None, "usage": None, "done": False, "finish": None}
     try:
         with urllib.request.urlopen(req, timeout=45) as r:  # abort mode leaves streams open until this
@@ -40,7 +50,7 @@ def stream(port: int, out: list, first: threading.Event) -> None:
                     got["usage"] = chunk["usage"]
                 for c in chunk.get("choices") or []:
                     got["finish"] = c.get("finish_reason") or got["finish"]
-    except Exception as e:  # noqa: BLE001 reported to the test
+    except Exception as e:
         got["error"] = repr(e)
     first.set()
     out.append(got)
@@ -60,8 +70,15 @@ def sigterm_with_requests_in_flight(server) -> tuple[list, list]:
     late = []
     for _ in range(3):  # new requests while draining (or after exit) are refused
         try:
-            late.append(http("POST", f"http://127.0.0.1:{server.port}/v1/completions",
-                             {"model": "qwen3-0.6b", "prompt": "x", "max_tokens": 2}, VLLM_KEY, timeout=10)[0])
+            late.append(
+                http(
+                    "POST",
+                    f"http://127.0.0.1:{server.port}/v1/completions",
+                    {"model": "qwen3-0.6b", "prompt": "x", "max_tokens": 2},
+                    VLLM_KEY,
+                    timeout=10,
+                )[0]
+            )
         except OSError:
             late.append("refused")
         time.sleep(0.2)
@@ -74,7 +91,8 @@ def sigterm_with_requests_in_flight(server) -> tuple[list, list]:
 
 def drained_completely(results: list) -> bool:
     return len(results) == STREAMS and all(
-        r["status"] == 200 and r["done"] and (r["usage"] or {}).get("completion_tokens") == TOKENS for r in results)
+        r["status"] == 200 and r["done"] and (r["usage"] or {}).get("completion_tokens") == TOKENS for r in results
+    )
 
 
 ATTEMPTS = 3  # a busy machine can finish every stream before SIGTERM reaches the engine: that proves nothing

@@ -1,4 +1,5 @@
 """Real vLLM (CPU build, same release as the image) and real LiteLLM, driven by the rendered stack."""
+
 import json
 import os
 import re
@@ -18,15 +19,29 @@ NEURON_PARSER_PY = E2E / "vllm-neuron-parser" / "bin" / "python"
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 # Metric names the stack relies on (autoscaling trigger, dashboards/alerts in docs).
-VLLM_METRICS = ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds",
-                "vllm:inter_token_latency_seconds", "vllm:e2e_request_latency_seconds",
-                "vllm:request_success_total", "vllm:num_preemptions_total"]
+VLLM_METRICS = [
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:request_success_total",
+    "vllm:num_preemptions_total",
+]
 
 
 def parse_with_real_vllm(lists: dict[str, list[str]], python=VLLM_PY) -> dict:
-    r = subprocess.run([str(python), str(HERE / "check_vllm_args.py")], input=json.dumps(lists),
-                       capture_output=True, text=True, timeout=240, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+    r = subprocess.run(
+        [str(python), str(HERE / "check_vllm_args.py")],
+        input=json.dumps(lists),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -82,10 +97,15 @@ def test_chat_through_the_gateway(gateway):
 
 def test_streaming_chat_through_the_gateway(gateway):
     import urllib.request
-    req = urllib.request.Request(f"http://127.0.0.1:{gateway.port}/v1/chat/completions", method="POST",
-                                 data=json.dumps({"model": "qwen3-0.6b", "stream": True, "max_tokens": 4,
-                                                  "messages": [{"role": "user", "content": "hi"}]}).encode(),
-                                 headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
+        method="POST",
+        data=json.dumps(
+            {"model": "qwen3-0.6b", "stream": True, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         lines = [l for l in r.read().decode().splitlines() if l.startswith("data: ")]
     assert lines[-1] == "data: [DONE]" and len(lines) >= 2
@@ -121,8 +141,12 @@ def test_every_rendered_probe_path_answers(rendered, vllm_server, gateway):
 
 
 def test_metric_names_exist_in_real_vllm(vllm_server, gateway):
-    http("POST", f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
-         {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "m"}], "max_tokens": 2}, MASTER_KEY)
+    http(
+        "POST",
+        f"http://127.0.0.1:{gateway.port}/v1/chat/completions",
+        {"model": "qwen3-0.6b", "messages": [{"role": "user", "content": "m"}], "max_tokens": 2},
+        MASTER_KEY,
+    )
     status, text = http("GET", f"http://127.0.0.1:{vllm_server.port}/metrics")
     assert status == 200
     names = set(re.findall(r"^(vllm:[a-z0-9_]+?)(?:_bucket|_count|_sum|_created)?[{ ]", text, re.M))
@@ -140,6 +164,7 @@ def test_gateway_survives_vllm_death(vllm_server, gateway):
     def call():
         t = time.time()
         results.append((http("POST", url, body, MASTER_KEY, timeout=120)[0], time.time() - t))
+
     threads = [threading.Thread(target=call) for _ in range(4)]
     for t in threads:
         t.start()
@@ -168,8 +193,13 @@ def test_committed_option_tables_are_the_real_parsers(e2e_ready):
 
     assert NEURON_PARSER_PY.exists(), "run scripts/setup-e2e.sh"
     for kind, py in (("nvidia", VLLM_PY), ("neuron", NEURON_PARSER_PY)):
-        r = subprocess.run([str(py), str(HERE / "dump_vllm_flags.py")], capture_output=True, text=True, timeout=240,
-                           env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+        r = subprocess.run(
+            [str(py), str(HERE / "dump_vllm_flags.py")],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         real = json.loads(r.stdout)
         assert real["vllm"] == vllm_flags.table_version(kind)
@@ -185,14 +215,24 @@ def test_spellings_the_offline_check_refuses_really_turn_the_flag_on(e2e_ready):
         "underscore": (["m", "--trust_remote_code"], "trust_remote_code", True),
         "abbreviated": (["m", "--trust-remote"], "trust_remote_code", True),
         "abbreviated-underscore": (["m", "--trust_remote_c"], "trust_remote_code", True),
-        "dotted": (["m", "--hf_overrides.auto_map.AutoConfig", "x.C"], "hf_overrides", {"auto_map": {"AutoConfig": "x.C"}}),
+        "dotted": (
+            ["m", "--hf_overrides.auto_map.AutoConfig", "x.C"],
+            "hf_overrides",
+            {"auto_map": {"AutoConfig": "x.C"}},
+        ),
         "short-alias": (["m", "-tp=2"], "tensor_parallel_size", 2),
         "attached-short": (["m", "-qfp8"], "quantization", "fp8"),
         "control": (["m"], "trust_remote_code", False),  # negative control: default off
     }
     req = {"attrs": sorted({c[1] for c in cases.values()}), "lists": {k: v[0] for k, v in cases.items()}}
-    r = subprocess.run([str(VLLM_PY), str(HERE / "vllm_namespace.py")], input=json.dumps(req), capture_output=True,
-                       text=True, timeout=240, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+    r = subprocess.run(
+        [str(VLLM_PY), str(HERE / "vllm_namespace.py")],
+        input=json.dumps(req),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     for name, (args, attr, want) in cases.items():

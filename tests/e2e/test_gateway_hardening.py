@@ -6,6 +6,7 @@ The retry test puts the real vLLM (the session's server) and a stub replica that
 drops the connection, like a draining pod, behind one model name. The other tests use small
 in-process stubs of vLLM's OpenAI API: the behaviour under test is LiteLLM's.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,10 +53,17 @@ class _Upstream(BaseHTTPRequestHandler):
             self._send(503, {"error": {"message": "draining", "type": "server_error"}})
             return
         cls.served += 1
-        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": "hi"}}],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        self._send(
+            200,
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            },
+        )
 
     def _send(self, status: int, body: dict):
         data = json.dumps(body).encode()
@@ -97,8 +105,9 @@ def gateway_config(r: Rendered, bases: list[str], **overrides) -> dict:
     return cfg
 
 
-def start_gateway(r: Rendered, cfg: dict, workdir: Path, env_over: dict | None = None,
-                  wrap: list[str] | None = None) -> Server:
+def start_gateway(
+    r: Rendered, cfg: dict, workdir: Path, env_over: dict | None = None, wrap: list[str] | None = None
+) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     port = free_port()
@@ -109,12 +118,18 @@ def start_gateway(r: Rendered, cfg: dict, workdir: Path, env_over: dict | None =
     env.update(rendered_env(r))
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY)
     # Container paths -> this run's directories (the sandbox test below keeps the real paths).
-    env.update(HOME=str(workdir), XDG_CACHE_HOME=str(workdir / ".cache"),
-               PROMETHEUS_MULTIPROC_DIR=str(workdir / "multiproc"))
+    env.update(
+        HOME=str(workdir), XDG_CACHE_HOME=str(workdir / ".cache"), PROMETHEUS_MULTIPROC_DIR=str(workdir / "multiproc")
+    )
     (workdir / "multiproc").mkdir(exist_ok=True)
     env.update(env_over or {})
-    s = Server([*(wrap or []), str(LITELLM_BIN), *args, "--host", "127.0.0.1"], env, workdir / "litellm.log",
-               f"http://127.0.0.1:{port}/health/liveliness", 300)
+    s = Server(
+        [*(wrap or []), str(LITELLM_BIN), *args, "--host", "127.0.0.1"],
+        env,
+        workdir / "litellm.log",
+        f"http://127.0.0.1:{port}/health/liveliness",
+        300,
+    )
     s.port = port
     return s.start()
 
@@ -132,7 +147,9 @@ def metric_total(text: str, name: str) -> float:
 def test_a_draining_replica_is_retried_on_the_other_one(rendered, vllm_server, tmp_path, failure):
     bad, bad_h = upstream(failure)
     model = rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{vllm_server.port}/v1"])
+    cfg = gateway_config(
+        rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{vllm_server.port}/v1"]
+    )
     gw = start_gateway(rendered, cfg, tmp_path / "gw")
     try:
         codes = [chat(gw.port, model) for _ in range(REQUESTS)]
@@ -148,15 +165,19 @@ def test_without_retry_settings_the_client_sees_the_draining_replica(gw_rendered
     bad, _ = upstream("503")
     good, _ = upstream("ok")
     model = gw_rendered.litellm_config["model_list"][0]["model_name"]
-    cfg = gateway_config(gw_rendered, [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{good.server_port}/v1"],
-                         router_settings={"num_retries": 0, "enable_weighted_failover": False},
-                         litellm_settings={"num_retries": 0})
+    cfg = gateway_config(
+        gw_rendered,
+        [f"http://127.0.0.1:{bad.server_port}/v1", f"http://127.0.0.1:{good.server_port}/v1"],
+        router_settings={"num_retries": 0, "enable_weighted_failover": False},
+        litellm_settings={"num_retries": 0},
+    )
     gw = start_gateway(gw_rendered, cfg, tmp_path / "gw")
     try:
         codes = [chat(gw.port, model) for _ in range(REQUESTS)]
     finally:
         gw.stop()
-        bad.shutdown(); good.shutdown()
+        bad.shutdown()
+        good.shutdown()
     assert any(c != 200 for c in codes), codes
 
 
@@ -190,7 +211,7 @@ def test_metrics_count_every_request_across_workers(gw_rendered, tmp_path):
 
 # ---- the pod's file-system contract: UID, read-only root, rendered emptyDirs ----------------------
 
-SANDBOX = r'''
+SANDBOX = r"""
 set -eu
 mount --make-rprivate /
 # Each rendered emptyDir: a fresh tmpfs. A mount point missing on this host gets a scaffold tmpfs
@@ -220,14 +241,23 @@ for a in $scaffolds; do mount -o remount,ro "$a"; done
 mount -o remount,bind,ro /
 # The argv has no spaces (paths under /dev/shm, fixed flags); it never passes through a config value.
 exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups --inh-caps=-all -- "$SANDBOX_EXEC" $(cat "$SANDBOX_ARGV")
-'''
+"""
 
 
 def _sandbox_available() -> str | None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
         return "needs root with unshare and setpriv (a private mount namespace)"
-    r = subprocess.run(["unshare", "-m", "sh", "-c", "mount --make-rprivate / && mount -o remount,bind,ro / && "
-                        "! touch /ro-probe 2>/dev/null"], capture_output=True, timeout=30)
+    r = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /ro-probe 2>/dev/null",
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     return None if r.returncode == 0 else f"cannot remount / read-only in a mount namespace: {r.stderr[-300:]!r}"
 
 
@@ -263,12 +293,24 @@ def start_sandboxed(r: Rendered, cfg: dict, writable: list[str], uid: int) -> tu
     argv_file.write_text(" ".join([*args, "--host", "127.0.0.1"]))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_", "PROMETHEUS_", "TMP"))}
     env.update(rendered_env(r))
-    env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY,
-               LITELLM_NON_ROOT="true",  # set by the non_root image
-               SANDBOX_UID=str(uid), SANDBOX_EXEC=str(LITELLM_BIN), SANDBOX_ARGV=str(argv_file),
-               SANDBOX_WORK=str(work), **_interpreter_exposure())
-    s = Server(["unshare", "-m", "sh", str(script), *writable], env, work / "litellm.log",
-               f"http://127.0.0.1:{port}/health/liveliness", 300)
+    env.update(
+        LITELLM_MASTER_KEY=MASTER_KEY,
+        LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789",
+        VLLM_API_KEY=VLLM_KEY,
+        LITELLM_NON_ROOT="true",  # set by the non_root image
+        SANDBOX_UID=str(uid),
+        SANDBOX_EXEC=str(LITELLM_BIN),
+        SANDBOX_ARGV=str(argv_file),
+        SANDBOX_WORK=str(work),
+        **_interpreter_exposure(),
+    )
+    s = Server(
+        ["unshare", "-m", "sh", str(script), *writable],
+        env,
+        work / "litellm.log",
+        f"http://127.0.0.1:{port}/health/liveliness",
+        300,
+    )
     s.port = port
     return s, work
 
@@ -280,6 +322,7 @@ def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_empt
             pytest.fail(why)
         pytest.skip(why)
     from stacks import catalog
+
     pin = catalog.versions().images["litellm"]
     gw = next(m for m in gw_rendered.manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
     c = gw["spec"]["template"]["spec"]["containers"][0]
@@ -300,8 +343,11 @@ def test_gateway_runs_as_its_uid_on_a_read_only_root_with_only_the_rendered_empt
         log = (work / "litellm.log").read_text()
         # The one difference from the image: Dockerfile.non_root ships the admin UI pre-restructured
         # at /var/lib/litellm/ui (LITELLM_NON_ROOT=true), so the proxy does not try to create it.
-        denied = [line for line in log.splitlines() if ("Read-only file system" in line or "Permission denied" in line)
-                  and "/var/lib/litellm/ui" not in line]
+        denied = [
+            line
+            for line in log.splitlines()
+            if ("Read-only file system" in line or "Permission denied" in line) and "/var/lib/litellm/ui" not in line
+        ]
         assert denied == [], "\n".join(denied)
     finally:
         s.stop()

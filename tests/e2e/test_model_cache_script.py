@@ -1,12 +1,13 @@
 """The cache Job's script run by a real shell with the real `hf` CLI (huggingface_hub of the e2e venv,
 the version pinned for the downloader), offline against a prepared Hub cache."""
+
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from components.model_cache import DOWNLOAD_SCRIPT, render_download_env, CacheItem
+from components.model_cache import DOWNLOAD_SCRIPT, CacheItem, render_download_env
 from components.vllm import ready_marker
 from stacks import catalog
 from tests.e2e.servers import VLLM_PY
@@ -16,8 +17,12 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _hub_version() -> str:
-    r = subprocess.run([str(VLLM_PY), "-c", "import huggingface_hub as h; print(h.__version__)"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(VLLM_PY), "-c", "import huggingface_hub as h; print(h.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return r.stdout.strip()
 
 
@@ -37,8 +42,12 @@ def box(tmp_path, e2e_ready):
 
 
 def run(box: Path, item: CacheItem) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{box / 'bin'}:/usr/bin:/bin", "HOME": str(box), "HF_HUB_OFFLINE": "1",
-           "HF_HUB_CACHE": str(box / "hub")}
+    env = {
+        "PATH": f"{box / 'bin'}:/usr/bin:/bin",
+        "HOME": str(box),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(box / "hub"),
+    }
     for e in render_download_env(item):
         env[e["name"]] = e["value"].replace("/models/", f"{box}/models/")
     return subprocess.run(["sh", "-c", DOWNLOAD_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
@@ -57,8 +66,13 @@ def test_real_hf_cli_accepts_the_script_and_the_marker_appears(box):
 
 @pytest.mark.parametrize("bad", ["$(touch PWNED)", "`touch PWNED`", "org/m1; touch PWNED", "--help", "../../x"])
 def test_hostile_ids_fail_without_running_anything_or_writing_the_marker(box, bad):
-    item = CacheItem(name="m1", hf_id=bad.replace("PWNED", str(box / "pwned")), revision=None, gated=False,
-                     marker=ready_marker(bad, None))
+    item = CacheItem(
+        name="m1",
+        hf_id=bad.replace("PWNED", str(box / "pwned")),
+        revision=None,
+        gated=False,
+        marker=ready_marker(bad, None),
+    )
     r = run(box, item)
     assert r.returncode != 0
     assert not (box / "pwned").exists() and not (box / item.marker.lstrip("/")).exists()
@@ -71,6 +85,11 @@ def test_token_is_read_from_a_read_only_file(tmp_path, e2e_ready):
     d.chmod(0o555)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_TOKEN_PATH=str(d / "token"), HOME=str(tmp_path))
-    r = subprocess.run([str(VLLM_PY), "-c", "from huggingface_hub import get_token; print(get_token())"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(VLLM_PY), "-c", "from huggingface_hub import get_token; print(get_token())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.stdout.strip() == "hf_filetoken123", r.stderr[-1000:]

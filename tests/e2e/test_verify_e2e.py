@@ -3,6 +3,7 @@
 The outputs file is the seed004 plan's real stack outputs (export names and shapes as `pulumi stack output
 --json` prints them) with the gateway's address and key replaced by the local ones; kubectl has no cluster
 here, so --skip-cluster (the cluster checks are unit-tested with a stubbed kubectl)."""
+
 import json
 import re
 import subprocess
@@ -28,8 +29,9 @@ def outputs_file(plan_of, gateway, tmp_path):
 
 
 def verify(*args):
-    return subprocess.run([sys.executable, "-m", "stacks.verify", "seed004", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "stacks.verify", "seed004", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_verify_chats_with_every_model_through_the_real_gateway(outputs_file):
@@ -46,7 +48,7 @@ def test_verify_chats_with_every_model_through_the_real_gateway(outputs_file):
 
 
 def test_verify_fails_on_a_model_the_gateway_does_not_serve(outputs_file, tmp_path):
-    f, doc = outputs_file
+    _f, doc = outputs_file
     doc["models"] = [*doc["models"], "not-deployed"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))

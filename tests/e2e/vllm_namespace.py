@@ -3,6 +3,7 @@
 stdin: JSON {"attrs": [dest, ...], "lists": {name: [args...]}}; stdout: JSON {name: {dest: value} | "error"}.
 Used to show what an extraArgs spelling really turns on (e.g. that `--trust-remote` sets trust_remote_code).
 """
+
 import contextlib
 import io
 import json
@@ -23,8 +24,11 @@ def attrs_of(args: list[str], attrs: list[str]):
             ns = make_arg_parser(FlexibleArgumentParser(prog="vllm serve")).parse_args(args)
     except SystemExit:
         return "error: " + (err.getvalue().strip().splitlines() or ["exit"])[-1]
-    return {a: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else repr(v))
-            for a in attrs for v in [getattr(ns, a, None)]}
+    return {
+        a: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else repr(v))
+        for a in attrs
+        for v in [getattr(ns, a, None)]
+    }
 
 
 if __name__ == "__main__":

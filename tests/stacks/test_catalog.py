@@ -1,4 +1,5 @@
 """Catalog invariants."""
+
 from pathlib import Path
 
 from stacks import catalog
@@ -19,6 +20,7 @@ def test_prices_match_the_source_csv():
     import csv
 
     from tests.support.shared import shared_path
+
     with shared_path("reference/instances-us-east-1.csv").open() as f:
         rows = list(csv.DictReader(f))
     prices = {r["instance"]: float(r["od_usd_hr_us-east-1"]) for r in rows if r["od_usd_hr_us-east-1"]}
@@ -28,10 +30,19 @@ def test_prices_match_the_source_csv():
 
 def test_models_have_the_seed_models():
     hf = {m.hf_id for m in catalog.models().values()}
-    for want in ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B", "Qwen/Qwen3-8B-FP8", "Qwen/Qwen3-14B",
-                 "meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.2",
-                 "mistralai/Mistral-7B-Instruct-v0.3", "meta-llama/Llama-2-70b-chat-hf", "microsoft/phi-2",
-                 "meta-llama/Llama-3.1-70B-Instruct", "Qwen/Qwen2.5-7B-Instruct"]:
+    for want in [
+        "Qwen/Qwen3-0.6B",
+        "Qwen/Qwen3-8B",
+        "Qwen/Qwen3-8B-FP8",
+        "Qwen/Qwen3-14B",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "mistralai/Mistral-7B-Instruct-v0.2",
+        "mistralai/Mistral-7B-Instruct-v0.3",
+        "meta-llama/Llama-2-70b-chat-hf",
+        "microsoft/phi-2",
+        "meta-llama/Llama-3.1-70B-Instruct",
+        "Qwen/Qwen2.5-7B-Instruct",
+    ]:
         assert want in hf
     for m in catalog.models().values():
         assert m.heads % m.kv_heads == 0
@@ -93,8 +104,11 @@ def advisory_problems(pins: dict[str, tuple[str, str]], today) -> list[str]:
 
 def pinned_servers() -> dict[str, tuple[str, str]]:
     v = catalog.versions()
-    return {"vllm": ("vllm", v.vllm_version), "vllm-neuron": ("vllm", v.vllm_neuron_version),
-            "litellm": ("litellm", v.litellm_version)}
+    return {
+        "vllm": ("vllm", v.vllm_version),
+        "vllm-neuron": ("vllm", v.vllm_neuron_version),
+        "litellm": ("litellm", v.litellm_version),
+    }
 
 
 def test_every_pinned_server_meets_the_advisory_floor_or_is_an_accepted_risk():
@@ -109,13 +123,17 @@ def test_the_advisory_check_can_fail():
     today = datetime.date(2026, 12, 1)
     # A GPU image below the floor has no accepted risk; a compromised LiteLLM release never passes.
     assert advisory_problems({"vllm": ("vllm", "0.23.9")}, today) == [
-        "vllm: vllm 0.23.9 is below the advisory floor 0.24.0"]
+        "vllm: vllm 0.23.9 is below the advisory floor 0.24.0"
+    ]
     assert advisory_problems({"litellm": ("litellm", "1.82.8")}, today) == [
-        "litellm: litellm 1.82.8 is below the advisory floor 1.84.0"]
+        "litellm: litellm 1.82.8 is below the advisory floor 1.84.0"
+    ]
     # The Neuron risk is accepted only until its review date, and only for that exact version.
     assert advisory_problems({"vllm-neuron": ("vllm", "0.16.0")}, today) == []
     assert advisory_problems({"vllm-neuron": ("vllm", "0.16.0")}, datetime.date(2027, 3, 2)) == [
-        "vllm-neuron: accepted risk for vllm 0.16.0 expired on 2027-03-01"]
+        "vllm-neuron: accepted risk for vllm 0.16.0 expired on 2027-03-01"
+    ]
     assert advisory_problems({"vllm-neuron": ("vllm", "0.15.1")}, today) == [
-        "vllm-neuron: vllm 0.15.1 is below the advisory floor 0.24.0"]
+        "vllm-neuron: vllm 0.15.1 is below the advisory floor 0.24.0"
+    ]
     assert catalog.version_tuple("0.32.0+cpu") == (0, 32, 0)

@@ -1,5 +1,6 @@
 """checkov on every example's rendered manifests: no findings, and every accepted finding is a
 skip annotation on the one object it applies to (.checkov.yaml skips nothing globally)."""
+
 import json
 import os
 import subprocess
@@ -23,9 +24,25 @@ def checkov():
 
 def scan(checkov, directory, *, skipped=False):
     quiet = [] if skipped else ["--quiet"]  # --quiet drops the skipped checks from the report
-    r = subprocess.run([str(checkov), "-d", str(directory), "--config-file", str(ROOT / ".checkov.yaml"),
-                        "--skip-download", *quiet, "--compact", "-o", "json"], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}, cwd=ROOT)
+    r = subprocess.run(
+        [
+            str(checkov),
+            "-d",
+            str(directory),
+            "--config-file",
+            str(ROOT / ".checkov.yaml"),
+            "--skip-download",
+            *quiet,
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        cwd=ROOT,
+    )
     docs = json.loads(r.stdout)
     docs = docs if isinstance(docs, list) else [docs]
     key = "skipped_checks" if skipped else "failed_checks"
@@ -47,7 +64,8 @@ def test_checkov_finds_a_bad_pod(checkov, tmp_path):
     (tmp_path / "bad.yaml").write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: models}\n"
         "spec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox\n"
-        "    securityContext: {privileged: true}\n")
+        "    securityContext: {privileged: true}\n"
+    )
     ids = {i for i, _ in scan(checkov, tmp_path)}
     assert {"CKV_K8S_16", "CKV_K8S_19"} <= ids  # privileged, hostNetwork
 
@@ -75,8 +93,11 @@ def test_skips_are_scoped_to_the_objects_that_need_them(checkov, plan_of, tmp_pa
     vllm.write_text(yaml.safe_dump(d))
     gw = tmp_path / "deployment-gateway-litellm.yaml"
     d = yaml.safe_load(gw.read_text())
-    d["metadata"]["annotations"] = {k: v for k, v in d["metadata"]["annotations"].items()
-                                    if not v.startswith("CKV_K8S_35=")}
+    d["metadata"]["annotations"] = {
+        k: v for k, v in d["metadata"]["annotations"].items() if not v.startswith("CKV_K8S_35=")
+    }
     gw.write_text(yaml.safe_dump(d))
-    assert sorted(scan(checkov, tmp_path)) == [("CKV_K8S_22", "Deployment.models.qwen3-0-6b"),
-                                               ("CKV_K8S_35", "Deployment.gateway.litellm")]
+    assert sorted(scan(checkov, tmp_path)) == [
+        ("CKV_K8S_22", "Deployment.models.qwen3-0-6b"),
+        ("CKV_K8S_35", "Deployment.gateway.litellm"),
+    ]

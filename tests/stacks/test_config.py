@@ -1,4 +1,5 @@
 """Config tier: every fixture and committed stack file either loads or fails naming the key."""
+
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ ERR = sorted(CONFIGS.glob("*.error.*.yaml"))
 # A stack-file key as written (e.g. a misspelt namespace `llm-servng:models`), for problems of the key itself.
 CONFIG_KEY = re.compile(r"^[\w.-]+(:[\w.-]+)?: ")
 from tests.conftest import STACK_FILES  # noqa: E402
+import contextlib
 
 
 def expectations(path: Path) -> list[str]:
@@ -52,8 +54,10 @@ def test_plan_cli_exits_2_without_traceback(path, capsys, tmp_path):
     cap = capsys.readouterr()
     assert "Traceback" not in cap.err and cap.out == ""
     lines = cap.err.strip().splitlines()
-    assert lines and all(line.startswith(("error: llm-serving:", f"error: {path}"))
-                         or CONFIG_KEY.match(line.removeprefix("error: ")) for line in lines), lines
+    assert lines and all(
+        line.startswith(("error: llm-serving:", f"error: {path}")) or CONFIG_KEY.match(line.removeprefix("error: "))
+        for line in lines
+    ), lines
     assert all(" — " in line for line in lines), lines
     assert not out.exists()  # nothing written
 
@@ -65,10 +69,22 @@ def test_committed_stack_files_load(path):
 
 def test_every_error_reason_has_a_fixture():
     reasons = {p.name.split(".error.")[1].removesuffix(".yaml") for p in ERR}
-    for r in ["unknown-top-level", "unknown-preset", "unknown-instance-type", "instance-not-in-pool",
-              "tp-not-dividing-heads", "tp-exceeds-devices", "does-not-fit", "duplicate-served-name",
-              "not-dns1123", "removed-flag", "replicas-min-gt-max", "gated-without-token",
-              "neuron-model-on-gpu-pool", "gpu-model-on-neuron-pool"]:
+    for r in [
+        "unknown-top-level",
+        "unknown-preset",
+        "unknown-instance-type",
+        "instance-not-in-pool",
+        "tp-not-dividing-heads",
+        "tp-exceeds-devices",
+        "does-not-fit",
+        "duplicate-served-name",
+        "not-dns1123",
+        "removed-flag",
+        "replicas-min-gt-max",
+        "gated-without-token",
+        "neuron-model-on-gpu-pool",
+        "gpu-model-on-neuron-pool",
+    ]:
         assert r in reasons
 
 
@@ -105,6 +121,7 @@ def test_project_file_declares_only_types_pulumi_accepts():
     import yaml as _yaml
 
     from tests.conftest import ROOT
+
     proj = _yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert proj["name"] == "llm-serving" and proj["runtime"]["name"] == "python"
     for k, decl in (proj.get("config") or {}).items():
@@ -191,8 +208,10 @@ def _error_lines_missed(paths) -> list[str]:
     for f in files:
         for no, line in enumerate(Path(f).read_text().splitlines(), 1):
             s = line.strip()
-            if s.startswith(("self.err(", "raise ValueError(", "problems.append(", "out.append(")) \
-                    and "# runtime path" not in s:  # Pulumi-runtime-only lines: test_runtime_load_*
+            if (
+                s.startswith(("self.err(", "raise ValueError(", "problems.append(", "out.append("))
+                and "# runtime path" not in s
+            ):  # Pulumi-runtime-only lines: test_runtime_load_*
                 files[f].add(no)
     hit: set[tuple[str, int]] = set()
 
@@ -206,14 +225,13 @@ def _error_lines_missed(paths) -> list[str]:
     sys.settrace(tracer)
     try:
         for p in paths:
-            try:
+            with contextlib.suppress(config.ConfigError):
                 config.load_file(p, stack="t")
-            except config.ConfigError:
-                pass
     finally:
         sys.settrace(None)
-    return sorted(f"{Path(f).parent.name}/{Path(f).name}:{n}" for f, lines in files.items() for n in lines
-                  if (f, n) not in hit)
+    return sorted(
+        f"{Path(f).parent.name}/{Path(f).name}:{n}" for f, lines in files.items() for n in lines if (f, n) not in hit
+    )
 
 
 def test_every_error_branch_of_the_config_has_a_fixture():
@@ -236,7 +254,8 @@ def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
         config.resolve(raw, stack=stack)
     assert e.value.problems == [
         f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 41 characters; IAM role "
-        f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"]
+        f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"
+    ]
     config.resolve(raw, stack=stack[:-1])  # negative control: 40 characters is fine
 
 
@@ -244,23 +263,47 @@ def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
 # max(1, kv_heads // TP) x head_dim x 2 B: custom-7b TP2 2x32x16x128x2; Qwen3-0.6B 2x28x8x128x2;
 # Qwen3-8B 2x36x8x128x2; Llama-3.1-8B TP2 2x32x4x128x2.
 OK_RESOLVED = {
-    "full-spec.ok.yaml": {"custom-7b": ("example/custom-7b", "0123456789abcdef0123456789abcdef01234567", "nvidia",
-                                        "gpu", "g6e.12xlarge", 2, 262_144)},
+    "full-spec.ok.yaml": {
+        "custom-7b": (
+            "example/custom-7b",
+            "0123456789abcdef0123456789abcdef01234567",
+            "nvidia",
+            "gpu",
+            "g6e.12xlarge",
+            2,
+            262_144,
+        )
+    },
     "gateway-database.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
     "minimal.ok.yaml": {"tiny": ("Qwen/Qwen3-0.6B", None, "nvidia", "gpu", "g6.xlarge", 1, 114_688)},
-    "neuron-and-gpu.ok.yaml": {"llama": ("meta-llama/Llama-3.1-8B-Instruct", None, "neuron", "neuron", "trn1.2xlarge",
-                                         2, 65_536),
-                               "qwen": ("Qwen/Qwen3-8B", None, "nvidia", "gpu", "g6e.xlarge", 1, 147_456)},
+    "neuron-and-gpu.ok.yaml": {
+        "llama": ("meta-llama/Llama-3.1-8B-Instruct", None, "neuron", "neuron", "trn1.2xlarge", 2, 65_536),
+        "qwen": ("Qwen/Qwen3-8B", None, "nvidia", "gpu", "g6e.xlarge", 1, 147_456),
+    },
 }
-OK_POOLS = {"full-spec.ok.yaml": {"gpu": "nvidia"}, "gateway-database.ok.yaml": {"gpu": "nvidia"},
-            "minimal.ok.yaml": {"gpu": "nvidia"}, "neuron-and-gpu.ok.yaml": {"gpu": "nvidia", "neuron": "neuron"}}
+OK_POOLS = {
+    "full-spec.ok.yaml": {"gpu": "nvidia"},
+    "gateway-database.ok.yaml": {"gpu": "nvidia"},
+    "minimal.ok.yaml": {"gpu": "nvidia"},
+    "neuron-and-gpu.ok.yaml": {"gpu": "nvidia", "neuron": "neuron"},
+}
 
 
 @pytest.mark.parametrize("name", sorted(OK_RESOLVED))
 def test_ok_fixture_resolves_to_hand_values(name):
     path = CONFIGS / name
     intent = config.load_file(path, stack="t")
-    got = {n: (m.hf_id, m.revision, m.kind, m.pool, m.sizing.instance.name, m.sizing.tensor_parallel,
-               m.sizing.kv_bytes_per_token) for n, m in intent.models.items()}
+    got = {
+        n: (
+            m.hf_id,
+            m.revision,
+            m.kind,
+            m.pool,
+            m.sizing.instance.name,
+            m.sizing.tensor_parallel,
+            m.sizing.kv_bytes_per_token,
+        )
+        for n, m in intent.models.items()
+    }
     assert got == OK_RESOLVED[path.name]
     assert {n: p.spec.accelerator for n, p in intent.pools.items()} == OK_POOLS[path.name]

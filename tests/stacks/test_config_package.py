@@ -1,4 +1,5 @@
 """The config package stays split by job, in small functions (quality review 4.2)."""
+
 import ast
 from pathlib import Path
 
@@ -29,9 +30,11 @@ def test_no_function_in_the_config_package_is_over_60_lines():
 
 def test_long_function_check_can_fail():
     """Negative control: a 61-line method (def + 60 statements) is caught, a 60-line one is not."""
+
     def source(statements: int) -> str:
         body = "".join(f"        x{i} = {i}\n" for i in range(statements))
         return f"class C:\n    @staticmethod\n    def f():\n{body}\n\n"
+
     assert long_functions(source(60)) == [("f", 61)]
     assert long_functions(source(59)) == []
 

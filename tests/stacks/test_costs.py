@@ -1,4 +1,5 @@
 """Whole-stack $/h from the recorded resources, with totals computed by hand (us-east-1 list prices)."""
+
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,7 +18,7 @@ def items(doc):
 
 
 def test_dev_stack_cost(plan_of):
-    intent, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
+    _intent, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
     doc = costs.stack_cost(rec.resources, {"qwen3-0-6b": 2}).as_dict()
     # g6.xlarge 0.8048 x 1 (min) / x 2 (max)
     assert doc["min"] == pytest.approx(1.5216, abs=1e-4)
@@ -37,8 +38,7 @@ def test_seed002_stack_cost(plan_of):
 
 def test_rds_multi_az_is_priced_from_the_registered_instance(tmp_path):
     cfg = tmp_path / "Pulumi.db.yaml"
-    cfg.write_text((ROOT / "Pulumi.dev.yaml").read_text()
-                   + "  llm-serving:gateway:\n    database: {enabled: true}\n")
+    cfg.write_text((ROOT / "Pulumi.dev.yaml").read_text() + "  llm-serving:gateway:\n    database: {enabled: true}\n")
     _, rec = run_program("db", cfg)
     it = items(costs.stack_cost(rec.resources).as_dict())
     # db.t4g.medium Multi-AZ 0.130 + 20 GB x 0.23 / 730
@@ -67,6 +67,7 @@ def test_an_unpriced_rds_class_is_an_error():
 
 def test_the_plan_table_prints_the_breakdown_and_total(tmp_path, capsys):
     from stacks.plan import main as plan_main
+
     assert plan_main(["dev"]) == 0
     out = capsys.readouterr().out
     assert "whole stack $/h" in out

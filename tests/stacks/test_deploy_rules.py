@@ -2,6 +2,7 @@
 over every committed stack file and example (users copy examples to Pulumi.<stack>.yaml). The rules
 and their sources are in tests/support/deploy_rules.py; each has a negative control here with
 expected values computed by hand."""
+
 import json
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def test_project_schema_check_can_fail():
     bad = {k: v for k, v in PROJECT.items() if k != "runtime"} | {"config": {"x": {"type": "map"}}}
     assert dr.project_schema_problems(bad, schema) == [
         "Pulumi.yaml: <root>: 'runtime' is a required property",
-        "Pulumi.yaml: config.x: {'type': 'map'} is not valid under any of the given schemas"]
+        "Pulumi.yaml: config.x: {'type': 'map'} is not valid under any of the given schemas",
+    ]
 
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
@@ -58,22 +60,27 @@ def test_stack_sets_every_declared_key(stack_file):
 
 
 def test_cli_config_check_negative_controls():
-    project = {"name": "p", "config": {
-        "need": {"type": "string"},                      # no default: every stack must set it
-        "also": {"type": "string"},
-        "opt": {"type": "string", "default": "x"},       # default: fine when unset
-        "aws:region": {"type": "string"},                # other namespace: the CLI does not require it
-        "tok": {"type": "string", "secret": True},
-        "n": {"type": "integer", "default": 1},
-    }}
+    project = {
+        "name": "p",
+        "config": {
+            "need": {"type": "string"},  # no default: every stack must set it
+            "also": {"type": "string"},
+            "opt": {"type": "string", "default": "x"},  # default: fine when unset
+            "aws:region": {"type": "string"},  # other namespace: the CLI does not require it
+            "tok": {"type": "string", "secret": True},
+            "n": {"type": "integer", "default": 1},
+        },
+    }
     assert dr.stack_config_problems(project, "dev", {"config": {}}) == [
-        "Stack 'dev' is missing configuration values 'also', 'need' and 'tok'"]
+        "Stack 'dev' is missing configuration values 'also', 'need' and 'tok'"
+    ]
     ok = {"config": {"p:need": "a", "also": "b", "p:tok": {"secure": "v1:xx"}, "p:n": 3}}
     assert dr.stack_config_problems(project, "dev", ok) == []
     bad = {"config": {"p:need": "a", "p:also": "b", "p:tok": "plain", "p:n": "three"}}
     assert dr.stack_config_problems(project, "dev", bad) == [  # the CLI stops at the first (sorted keys)
         "Stack 'dev' with configuration key 'n' must be of type 'integer'",
-        "Stack 'dev' with configuration key 'tok' must be encrypted as it's secret"]
+        "Stack 'dev' with configuration key 'tok' must be encrypted as it's secret",
+    ]
     one = {"config": {"p:need": "a", "p:tok": {"secure": "v1:xx"}}}
     assert dr.stack_config_problems(project, "dev", one) == ["Stack 'dev' is missing configuration value 'also'"]
 
@@ -89,12 +96,17 @@ def test_no_two_volumes_on_one_claim(stack_file, plan_of):
 
 def test_shared_claim_negative_control():
     """Review D3 as it was: two volumes on PVC model-cache. Its fix (one volume, two mounts) passes."""
-    d3 = {"volumes": [{"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}},
-                      {"name": "writable", "persistentVolumeClaim": {"claimName": "model-cache"}},
-                      {"name": "tmp", "emptyDir": {}}]}
+    d3 = {
+        "volumes": [
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}},
+            {"name": "writable", "persistentVolumeClaim": {"claimName": "model-cache"}},
+            {"name": "tmp", "emptyDir": {}},
+        ]
+    }
     assert dr.shared_claim_problems("Deployment models/x", d3) == [
         "Deployment models/x: volumes 'model-cache' and 'writable' both use PVC 'model-cache' — "
-        "use one volume and two volumeMounts (subPath) instead"]
+        "use one volume and two volumeMounts (subPath) instead"
+    ]
     fixed = {"volumes": [d3["volumes"][0], d3["volumes"][2]]}
     assert dr.shared_claim_problems("Deployment models/x", fixed) == []
 
@@ -121,25 +133,41 @@ def test_image_paths_are_writable(stack_file, plan_of):
 def test_writable_paths_negative_controls():
     img = "r/app:1"
     pin = ImagePin("r/app", "1", user=1000, writable_paths=("/tmp", "$HOME/.cache", "/app/data", "/etc/app"))
-    spec = {"securityContext": {"runAsUser": 1000},
-            "containers": [{"name": "c", "image": img, "env": [{"name": "HOME", "value": "/home/u"}],
-                            "securityContext": {"readOnlyRootFilesystem": True},
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                                             {"name": "home", "mountPath": "/home/u"},
-                                             {"name": "cfg", "mountPath": "/etc/app"}]}],
-            "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "home", "emptyDir": {}},
-                        {"name": "cfg", "configMap": {"name": "x"}}]}
+    spec = {
+        "securityContext": {"runAsUser": 1000},
+        "containers": [
+            {
+                "name": "c",
+                "image": img,
+                "env": [{"name": "HOME", "value": "/home/u"}],
+                "securityContext": {"readOnlyRootFilesystem": True},
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "home", "mountPath": "/home/u"},
+                    {"name": "cfg", "mountPath": "/etc/app"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "home", "emptyDir": {}},
+            {"name": "cfg", "configMap": {"name": "x"}},
+        ],
+    }
     problems, skipped = dr.writable_path_problems("Deployment ns/a", spec, {img: pin})
     assert skipped == 0
     assert problems == [
         "Deployment ns/a container c: r/app:1 writes /app/data, which is on the read-only root filesystem — "
         "mount a writable volume there or redirect it",
-        "Deployment ns/a container c: r/app:1 writes /etc/app, but it is on the read-only mount /etc/app"]
+        "Deployment ns/a container c: r/app:1 writes /etc/app, but it is on the read-only mount /etc/app",
+    ]
     # Writable root, but another UID than the image's owner.
     spec["containers"][0]["securityContext"] = {"readOnlyRootFilesystem": False, "runAsUser": 2000}
     problems, _ = dr.writable_path_problems("Deployment ns/a", spec, {img: pin})
-    assert "Deployment ns/a container c: r/app:1 writes /app/data in its own filesystem (owned by UID 1000), " \
-           "but the pod runs as UID 2000" in problems
+    assert (
+        "Deployment ns/a container c: r/app:1 writes /app/data in its own filesystem (owned by UID 1000), "
+        "but the pod runs as UID 2000" in problems
+    )
     # No facts recorded: a failure, not a pass.
     problems, _ = dr.writable_path_problems("Deployment ns/a", spec, {img: ImagePin("r/app", "1")})
     assert problems and "facts missing for r/app:1" in problems[0]
@@ -184,14 +212,19 @@ def test_every_catalog_instance_has_max_pods():
 
 def test_fit_negative_control():
     """g6.xlarge offers 3920 - 170 = 3750m and 14162 - 214 = 13948 MiB to a vLLM pod."""
+
     def pod(cpu, mem, init_mem="32Mi"):
-        return {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}],
-                "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "10m", "memory": init_mem}}}]}
+        return {
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}],
+            "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "10m", "memory": init_mem}}}],
+        }
+
     assert dr.fit_problems("p", pod("3750m", "13948Mi"), node("g6.xlarge"), "nvidia") == []
     assert dr.fit_problems("p", pod("3751m", "13949Mi"), node("g6.xlarge"), "nvidia") == [
         "p: requests 3751m CPU, g6.xlarge offers 3750m after kube-reserved and DaemonSets",
         "p: requests 13949 MiB memory, g6.xlarge offers 13948 MiB after VM overhead, kube-reserved, "
-        "eviction threshold and DaemonSets"]
+        "eviction threshold and DaemonSets",
+    ]
     # An init container larger than the main containers sets the pod's request.
     assert dr.fit_problems("p", pod("1", "1Gi", init_mem="14Gi"), node("g6.xlarge"), "nvidia") != []
 
@@ -219,7 +252,9 @@ def test_requests_fit_the_chosen_node(stack_file, plan_of):
         elif dr.tolerates(spec, SYSTEM_TAINT):
             targets = [(t, "system") for t in system]
         else:
-            problems.append(f"{where}: selects no instance type and does not tolerate {SYSTEM_TAINT} — no node takes it")
+            problems.append(
+                f"{where}: selects no instance type and does not tolerate {SYSTEM_TAINT} — no node takes it"
+            )
             continue
         for t, kind in targets:
             if t not in dr.overhead()["maxPods"]:
@@ -243,8 +278,11 @@ def test_deployer_reaches_the_api(stack_file, plan_of):
 
 def test_endpoint_negative_controls():
     vpc = {"type": "aws:ec2/vpc:Vpc", "name": "vpc", "inputs": {}}
-    private = {"type": "eks:index:Cluster", "name": "cluster-eks",
-               "inputs": {"endpointPublicAccess": False, "endpointPrivateAccess": True}}
+    private = {
+        "type": "eks:index:Cluster",
+        "name": "cluster-eks",
+        "inputs": {"endpointPublicAccess": False, "endpointPrivateAccess": True},
+    }
     public = {**private, "inputs": {"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.7/32"]}}
     assert len(dr.endpoint_problems([vpc, private])) == 1
     assert dr.endpoint_problems([vpc, public]) == []

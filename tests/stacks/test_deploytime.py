@@ -1,7 +1,7 @@
 """Modelled `pulumi up` time: the critical path, with hand-computed graphs."""
+
 import json
 from dataclasses import dataclass, field
-from typing import Optional
 
 import pytest
 
@@ -15,7 +15,7 @@ D = catalog.Duration
 class N:
     urn: str
     type: str = "t:x:Slow"
-    parent: Optional[str] = None
+    parent: str | None = None
     custom: bool = True
     inputs: dict = field(default_factory=dict)
     dependencies: tuple = ()
@@ -27,19 +27,35 @@ class N:
 
 
 TABLE = catalog.Durations(
-    default=D(1, "test"), component=D(0, "test"),
-    types={"t:x:Slow": D(10, "test"), "t:x:Fast": D(3, "test"), "t:x:Remote": D(100, "test"),
-           "kubernetes:skipAwait": D(2, "test"), "kubernetes:default": D(4, "test"),
-           "kubernetes:core/v1:Service": D(20, "test"), "kubernetes:core/v1:Service|LoadBalancer": D(180, "test"),
-           "kubernetes:helm.sh/v3:Release": D(120, "test"), "kubernetes:helm.sh/v3:Release|karpenter-crd": D(15, "test")})
+    default=D(1, "test"),
+    component=D(0, "test"),
+    types={
+        "t:x:Slow": D(10, "test"),
+        "t:x:Fast": D(3, "test"),
+        "t:x:Remote": D(100, "test"),
+        "kubernetes:skipAwait": D(2, "test"),
+        "kubernetes:default": D(4, "test"),
+        "kubernetes:core/v1:Service": D(20, "test"),
+        "kubernetes:core/v1:Service|LoadBalancer": D(180, "test"),
+        "kubernetes:helm.sh/v3:Release": D(120, "test"),
+        "kubernetes:helm.sh/v3:Release|karpenter-crd": D(15, "test"),
+    },
+)
 
 
 def test_hand_made_graph_critical_path():
     # a(10) -> b(3) -> d(10); a -> c(100, remote component) ; e(3) child of component p which depends on c
     # finishes: a 10, b 13, c 110, d 23, p 110 (component, 0 s), e 113, f = child of custom d: 23 + 10 = 33
-    nodes = [N("a"), N("b", "t:x:Fast", dependencies=("a",)), N("c", "t:x:Remote", custom=False, dependencies=("a",)),
-             N("d", dependencies=("b",)), N("p", "test:index:Comp", custom=False, dependencies=("c",)),
-             N("e", "t:x:Fast", parent="p"), N("f", parent="d"), N("g", dependencies=("not-recorded",))]
+    nodes = [
+        N("a"),
+        N("b", "t:x:Fast", dependencies=("a",)),
+        N("c", "t:x:Remote", custom=False, dependencies=("a",)),
+        N("d", dependencies=("b",)),
+        N("p", "test:index:Comp", custom=False, dependencies=("c",)),
+        N("e", "t:x:Fast", parent="p"),
+        N("f", parent="d"),
+        N("g", dependencies=("not-recorded",)),
+    ]
     dt = deploytime.critical_path(nodes, TABLE)
     assert dt.seconds == 113
     assert [s.name for s in dt.path] == ["a", "c", "e"]  # p takes 0 s and is left out of the path
@@ -50,12 +66,25 @@ def test_provider_is_waited_for_and_variants_apply():
     cluster = N("cluster", "t:x:Remote", custom=False)
     prov = N("prov", "pulumi:providers:kubernetes", dependencies=("cluster",))
     ns = N("ns", "kubernetes:core/v1:Namespace", providers=("prov",))
-    lb = N("lb", "kubernetes:core/v1:Service", inputs={"spec": {"type": "LoadBalancer"}}, dependencies=("ns",),
-           providers=("prov",))
-    crd = N("crd", "kubernetes:helm.sh/v3:Release", inputs={"chart": "oci://public.ecr.aws/karpenter/karpenter-crd"},
-            providers=("prov",))
-    skip = N("dep", "kubernetes:apps/v1:Deployment", inputs={"metadata": {"annotations": {"pulumi.com/skipAwait": "true"}}},
-             providers=("prov",))
+    lb = N(
+        "lb",
+        "kubernetes:core/v1:Service",
+        inputs={"spec": {"type": "LoadBalancer"}},
+        dependencies=("ns",),
+        providers=("prov",),
+    )
+    crd = N(
+        "crd",
+        "kubernetes:helm.sh/v3:Release",
+        inputs={"chart": "oci://public.ecr.aws/karpenter/karpenter-crd"},
+        providers=("prov",),
+    )
+    skip = N(
+        "dep",
+        "kubernetes:apps/v1:Deployment",
+        inputs={"metadata": {"annotations": {"pulumi.com/skipAwait": "true"}}},
+        providers=("prov",),
+    )
     dt = deploytime.critical_path([cluster, prov, ns, lb, crd, skip], TABLE)
     # cluster 100, provider (default 1) 101, namespace 105, LoadBalancer Service 285
     assert dt.seconds == 285 and [s.name for s in dt.path] == ["cluster", "prov", "ns", "lb"]

@@ -1,4 +1,5 @@
 """Every example stack plans (exit 0) to what it should, and the README links it."""
+
 import json
 
 import pytest
@@ -6,23 +7,28 @@ import pytest
 from stacks.plan import main as plan_main
 from tests.conftest import ROOT, STACK_FILES
 
-
 # Platform stacks leave publicAccessCidrs unset (the deployer's address is the user's to give), so the
 # plan warns once per stack; a team stack creates no cluster and is not warned.
-OPEN_ENDPOINT = ("llm-serving:cluster.publicAccessCidrs: the public API endpoint is open to the whole internet "
-                 "(IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]")
+OPEN_ENDPOINT = (
+    "llm-serving:cluster.publicAccessCidrs: the public API endpoint is open to the whole internet "
+    "(IAM-authenticated) — set it to your office/VPN/CI CIDRs, e.g. [203.0.113.7/32]"
+)
 UNPINNED = "revision not pinned: set revision: <commit sha> so every replica loads the same weights"
 # What each committed stack plans to, by hand: model -> (instance, TP, warnings). The planner's
 # choices are argued in test_planner.py (e.g. seed003: TP4 on p4d leaves < 1 GiB KV, so TP8).
 EXPECTED = {
     "Pulumi.dev.yaml": {"qwen3-0-6b": ("g6.xlarge", 1, [UNPINNED])},
     "Pulumi.minimal.yaml": {"qwen3-0-6b": ("g6.xlarge", 1, [UNPINNED])},
-    "Pulumi.seed000-inf2-llama-qwen-webui.yaml": {"llama-3-1-8b": ("inf2.8xlarge", 2, [UNPINNED]),
-                                                  "qwen3-8b": ("inf2.8xlarge", 2, [UNPINNED])},
+    "Pulumi.seed000-inf2-llama-qwen-webui.yaml": {
+        "llama-3-1-8b": ("inf2.8xlarge", 2, [UNPINNED]),
+        "qwen3-8b": ("inf2.8xlarge", 2, [UNPINNED]),
+    },
     "Pulumi.seed001-trn1-mistral.yaml": {"mistral-7b": ("trn1.2xlarge", 2, [UNPINNED])},
     "Pulumi.seed002-g5-qwen3-14b.yaml": {"qwen3-14b": ("g5.12xlarge", 4, [UNPINNED])},
-    "Pulumi.seed003-mistral-llama2-70b.yaml": {"mistral-7b": ("g6.12xlarge", 4, [UNPINNED]),
-                                               "llama-2-70b": ("p4d.24xlarge", 8, [UNPINNED])},
+    "Pulumi.seed003-mistral-llama2-70b.yaml": {
+        "mistral-7b": ("g6.12xlarge", 4, [UNPINNED]),
+        "llama-2-70b": ("p4d.24xlarge", 8, [UNPINNED]),
+    },
     "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml": {"qwen3-0-6b": ("g6e.xlarge", 1, [UNPINNED])},
     "Pulumi.team-search.yaml": {"qwen2-5-7b": ("g6e.xlarge", 1, [UNPINNED])},
 }
@@ -34,7 +40,7 @@ def table_rows(out: str) -> dict[str, list[str]]:
     head = next(i for i, line in enumerate(lines) if line.startswith("model "))
     assert lines[head].split()[-1] == "fits"
     rows = {}
-    for line in lines[head + 2:]:
+    for line in lines[head + 2 :]:
         if not line.strip() or line.startswith("warning: "):
             break
         cells = line.split()

@@ -9,6 +9,7 @@ committed stack file and example, rendered by the real chart at the pinned versi
   accelerator nodes tolerates the accelerator taint.
 The Neuron chart (1.3.0) cannot be rendered here: those stacks say so in a warning.
 """
+
 import functools
 import json
 import warnings
@@ -42,7 +43,9 @@ def renderable(stack_file, plan_of) -> list[tuple[str, dict, Path]]:
     for name, doc in releases(out):
         why = helm.UNRENDERABLE.get((doc["chart"], str(doc["version"])))
         if why:
-            warnings.warn(f"{stack_file.name}: Helm release {name!r} ({doc['chart']} {doc['version']}) not rendered — {why}")
+            warnings.warn(
+                f"{stack_file.name}: Helm release {name!r} ({doc['chart']} {doc['version']}) not rendered — {why}"
+            )
             continue
         got.append((name, doc, helm.chart_dir(doc["chart"], str(doc["version"]))))
     return got
@@ -61,7 +64,9 @@ def test_values_keys_exist_in_the_chart(stack_file, plan_of):
 
 
 @functools.cache
-def validation(name: str, chart: Path, namespace: str, values_json: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+def validation(
+    name: str, chart: Path, namespace: str, values_json: str
+) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     """(problems, custom resources not checked, objects checked) for one rendered release; releases with
     equal values render equal objects, so stacks share the (slow) validation."""
     problems, custom, checked = [], [], 0
@@ -86,8 +91,10 @@ def test_rendered_charts_validate(stack_file, plan_of):
         custom += c
         checked += n
     if custom:
-        warnings.warn(f"{stack_file.name}: {len(custom)} custom resource(s) rendered by charts not schema-checked: "
-                      + "; ".join(custom))
+        warnings.warn(
+            f"{stack_file.name}: {len(custom)} custom resource(s) rendered by charts not schema-checked: "
+            + "; ".join(custom)
+        )
     none(problems)
     if any(True for _ in renderable(stack_file, plan_of)):
         assert checked
@@ -118,7 +125,9 @@ def placement_problems(name: str, values: dict, objs: list[dict]) -> list[str]:
     for obj in objs:
         if obj["kind"] == "ClusterPolicy":
             ds = {"tolerations": ((obj.get("spec") or {}).get("daemonsets") or {}).get("tolerations")}
-            out += [f"{name}: ClusterPolicy spec.daemonsets does not tolerate {k}" for k in accel if not dr.tolerates(ds, k)]
+            out += [
+                f"{name}: ClusterPolicy spec.daemonsets does not tolerate {k}" for k in accel if not dr.tolerates(ds, k)
+            ]
     return out
 
 
@@ -134,9 +143,13 @@ def test_chart_pods_land_where_we_meant(stack_file, plan_of):
 
 
 def karpenter_values() -> dict:
-    return {"replicas": 2, "nodeSelector": {"llm-serving/node-role": "system"},
-            "tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
-            "controller": {"resources": {"requests": {"cpu": "500m"}}}, "settings": {"clusterName": "c"}}
+    return {
+        "replicas": 2,
+        "nodeSelector": {"llm-serving/node-role": "system"},
+        "tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+        "controller": {"resources": {"requests": {"cpu": "500m"}}},
+        "settings": {"clusterName": "c"},
+    }
 
 
 def test_bogus_values_keys_are_reported():
@@ -145,7 +158,8 @@ def test_bogus_values_keys_are_reported():
     values["settings"] = {"clusterName": "c", "featureGates": {"nodeRepiar": True}}
     assert helm.unknown_keys(values, chart) == [
         "settings.featureGates.nodeRepiar (not in karpenter-1.14.1/values.yaml nor read by its templates)",
-        "replica (not in karpenter-1.14.1/values.yaml nor read by its templates)"]
+        "replica (not in karpenter-1.14.1/values.yaml nor read by its templates)",
+    ]
     # Free-form maps are ours (nodeSelector keys, resources): not reported.
     assert helm.unknown_keys(karpenter_values(), chart) == []
 
@@ -155,7 +169,8 @@ def test_bogus_subchart_key_is_reported():
     chart = helm.chart_dir(pin.chart, pin.version)
     values = {"node-feature-discovery": {"worker": {"tolerationz": []}, "gc": {"tolerations": []}}}
     assert helm.unknown_keys(values, chart) == [
-        "node-feature-discovery.worker.tolerationz (not in node-feature-discovery/values.yaml nor read by its templates)"]
+        "node-feature-discovery.worker.tolerationz (not in node-feature-discovery/values.yaml nor read by its templates)"
+    ]
 
 
 def test_a_pin_without_chart_source_fails():
@@ -169,14 +184,26 @@ def test_placement_negative_control():
     pin = catalog.versions().chart("gpu-operator")
     chart = helm.chart_dir(pin.chart, pin.version)
     gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    values = {"operator": {"tolerations": []}, "daemonsets": {"tolerations": [gpu]},
-              "node-feature-discovery": {"worker": {"tolerations": []},
-                                         "master": {"tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists"}]},
-                                         "gc": {"tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists"}]}}}
-    problems = placement_problems("gpu-operator", values, helm.render("gpu-operator", chart, "gpu-operator", values, KUBE))
-    assert "gpu-operator: Deployment gpu-operator/gpu-operator does not tolerate CriticalAddonsOnly — it cannot run on the system nodes" in problems
-    assert any("DaemonSet gpu-operator/gpu-operator-node-feature-discovery-worker does not tolerate nvidia.com/gpu" in p
-               for p in problems)
+    values = {
+        "operator": {"tolerations": []},
+        "daemonsets": {"tolerations": [gpu]},
+        "node-feature-discovery": {
+            "worker": {"tolerations": []},
+            "master": {"tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists"}]},
+            "gc": {"tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists"}]},
+        },
+    }
+    problems = placement_problems(
+        "gpu-operator", values, helm.render("gpu-operator", chart, "gpu-operator", values, KUBE)
+    )
+    assert (
+        "gpu-operator: Deployment gpu-operator/gpu-operator does not tolerate CriticalAddonsOnly — it cannot run on the system nodes"
+        in problems
+    )
+    assert any(
+        "DaemonSet gpu-operator/gpu-operator-node-feature-discovery-worker does not tolerate nvidia.com/gpu" in p
+        for p in problems
+    )
 
 
 def test_rendered_chart_validation_can_fail():
@@ -194,7 +221,10 @@ def test_daemonset_overhead_data_matches_the_gpu_chart():
     ClusterPolicy component requests (operator-created DaemonSets) and the NFD worker DaemonSet."""
     pin = catalog.versions().chart("gpu-operator")
     from components.drivers import gpu_operator_values
-    objs = helm.render("gpu-operator", helm.chart_dir(pin.chart, pin.version), "gpu-operator", gpu_operator_values(), KUBE)
+
+    objs = helm.render(
+        "gpu-operator", helm.chart_dir(pin.chart, pin.version), "gpu-operator", gpu_operator_values(), KUBE
+    )
     policy = next(o for o in objs if o["kind"] == "ClusterPolicy")["spec"]
     daemonsets = {o["metadata"]["name"]: o for o in objs if o["kind"] == "DaemonSet"}
     problems = []
@@ -212,7 +242,9 @@ def test_daemonset_overhead_data_matches_the_gpu_chart():
             continue
         got = (dr.cpu_milli(req.get("cpu", "0")), dr.mem_mib(req.get("memory", "0")))
         if got != (dr.cpu_milli(row["cpu"]), dr.mem_mib(row["memory"])):
-            problems.append(f"{row['name']}: data says {row['cpu']}/{row['memory']}, the chart renders {got[0]}m/{got[1]:.0f}Mi")
+            problems.append(
+                f"{row['name']}: data says {row['cpu']}/{row['memory']}, the chart renders {got[0]}m/{got[1]:.0f}Mi"
+            )
     none(problems)
 
 
@@ -228,6 +260,7 @@ def test_chart_controllers_fit_the_system_nodes(stack_file, plan_of):
     """The charts' controller pods (Karpenter with our resources, the GPU operator, NFD master/gc) fit
     one system node of every node-group type after its DaemonSets (the deploy-rules fit rule)."""
     from tests.stacks.test_deploy_rules import node, resources, system_instance_types
+
     intent, _, out = plan_of(stack_file)
     system = system_instance_types(intent, resources(out))
     problems = []

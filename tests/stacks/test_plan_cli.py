@@ -1,4 +1,5 @@
 """The plan CLI contract (DESIGN.md §5): outputs, determinism, exit codes."""
+
 import json
 import subprocess
 import sys
@@ -24,16 +25,33 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         assert set(doc) == {"chart", "repo", "version", "namespace", "values"}
         helm[h.stem] = (doc["repo"], doc["chart"], doc["version"], doc["namespace"])
     # the pins decided for this round (Karpenter 1.14.1, GPU operator v26.3.3)
-    assert helm == {"karpenter-crd": ("oci://public.ecr.aws/karpenter", "karpenter-crd", "1.14.1", "kube-system"),
-                    "karpenter": ("oci://public.ecr.aws/karpenter", "karpenter", "1.14.1", "kube-system"),
-                    "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.3.3", "gpu-operator")}
+    assert helm == {
+        "karpenter-crd": ("oci://public.ecr.aws/karpenter", "karpenter-crd", "1.14.1", "kube-system"),
+        "karpenter": ("oci://public.ecr.aws/karpenter", "karpenter", "1.14.1", "kube-system"),
+        "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.3.3", "gpu-operator"),
+    }
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd"}
     assert s["resourceCount"] == len(res)
     m = s["models"][0]
-    assert set(m) == {"name", "hfId", "accelerator", "instanceType", "replicas", "tensorParallel", "maxModelLen",
-                      "maxNumSeqs", "weightsGiBPerDevice", "kvBytesPerToken", "kvGiBPerDevice", "kvTokens",
-                      "maxConcurrency", "fits", "warnings", "hourlyUsd"}
+    assert set(m) == {
+        "name",
+        "hfId",
+        "accelerator",
+        "instanceType",
+        "replicas",
+        "tensorParallel",
+        "maxModelLen",
+        "maxNumSeqs",
+        "weightsGiBPerDevice",
+        "kvBytesPerToken",
+        "kvGiBPerDevice",
+        "kvTokens",
+        "maxConcurrency",
+        "fits",
+        "warnings",
+        "hourlyUsd",
+    }
 
 
 def test_plan_is_deterministic(tmp_path):
@@ -42,10 +60,23 @@ def test_plan_is_deterministic(tmp_path):
 
     a, b = tmp_path / "a", tmp_path / "b"
     for d, seed in ((a, "1"), (b, "4242")):
-        r = subprocess.run([sys.executable, "-m", "stacks.plan", "seed000-inf2-llama-qwen-webui", "--config",
-                            str(ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"),
-                            "--out", str(d)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONHASHSEED": seed})
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stacks.plan",
+                "seed000-inf2-llama-qwen-webui",
+                "--config",
+                str(ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"),
+                "--out",
+                str(d),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         assert r.returncode == 0, r.stderr
     fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -56,8 +87,10 @@ def test_plan_is_deterministic(tmp_path):
 
 def test_secrets_never_reach_the_outputs(tmp_path):
     cfg = tmp_path / "Pulumi.sec.yaml"
-    cfg.write_text("config:\n  llm-serving:hfToken: {secure: v1:zzz}\n"
-                   "  llm-serving:models:\n    llama: {preset: llama-3.1-8b-instruct}\n")
+    cfg.write_text(
+        "config:\n  llm-serving:hfToken: {secure: v1:zzz}\n"
+        "  llm-serving:models:\n    llama: {preset: llama-3.1-8b-instruct}\n"
+    )
     out = tmp_path / "out"
     assert plan_main(["sec", "--config", str(cfg), "--out", str(out)]) == 0
     for f in out.rglob("*"):
@@ -68,8 +101,13 @@ def test_secrets_never_reach_the_outputs(tmp_path):
 def test_cli_as_a_process_invalid_config_exit_2(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("config:\n  llm-serving:modles: {}\n")
-    r = subprocess.run([sys.executable, "-m", "stacks.plan", "x", "--config", str(cfg)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "stacks.plan", "x", "--config", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert r.stderr.strip() == "error: llm-serving:modles: unknown config key — did you mean llm-serving:models?"
 
@@ -81,8 +119,10 @@ def test_a_config_error_raised_inside_the_program_is_still_exit_2(monkeypatch, c
     from stacks import plan
 
     def boom(stack, stack_file):
-        raise pulumi.RunError("invalid stack config:\nerror: llm-serving:team: Input should be a valid dictionary — "
-                              "write a mapping (key: value)")
+        raise pulumi.RunError(
+            "invalid stack config:\nerror: llm-serving:team: Input should be a valid dictionary — "
+            "write a mapping (key: value)"
+        )
 
     monkeypatch.setattr(plan, "run_program", boom)
     assert plan_main(["dev"]) == 2
@@ -94,6 +134,8 @@ def test_a_config_error_raised_inside_the_program_is_still_exit_2(monkeypatch, c
 def test_file_and_runtime_readers_agree_on_null_sections(tmp_path):
     """`llm-serving:team: null` reaches the program as the string "null": both readers take it as unset."""
     cfg = tmp_path / "Pulumi.n.yaml"
-    cfg.write_text("config:\n  llm-serving:team: null\n  llm-serving:hfToken: null\n"
-                   "  llm-serving:models:\n    tiny: {preset: qwen3-0.6b}\n")
+    cfg.write_text(
+        "config:\n  llm-serving:team: null\n  llm-serving:hfToken: null\n"
+        "  llm-serving:models:\n    tiny: {preset: qwen3-0.6b}\n"
+    )
     assert plan_main(["n", "--config", str(cfg)]) == 0

@@ -1,4 +1,5 @@
 """resources.json dependencies (DESIGN §5): what the engine waits for, and the orderings the review asks for."""
+
 import json
 
 import pulumi
@@ -18,10 +19,10 @@ class Pair(pulumi.ComponentResource):
 
 def small_program():
     vpc = aws.ec2.Vpc("vpc", cidr_block="10.0.0.0/16")
-    aws.ec2.Subnet("subnet", vpc_id=vpc.id, cidr_block="10.0.1.0/24")            # input only
+    aws.ec2.Subnet("subnet", vpc_id=vpc.id, cidr_block="10.0.1.0/24")  # input only
     aws.ec2.InternetGateway("igw", opts=pulumi.ResourceOptions(depends_on=[vpc]))  # depends_on only
     pair = Pair("pair")
-    aws.ec2.Eip("after-pair", opts=pulumi.ResourceOptions(depends_on=[pair]))     # a local component
+    aws.ec2.Eip("after-pair", opts=pulumi.ResourceOptions(depends_on=[pair]))  # a local component
     aws.ec2.Eip("alone")
 
 

@@ -1,8 +1,10 @@
 """Planner numbers against hand-computed cases (GiB = 2**30)."""
+
 import pytest
 
 from components.types import GIB
-from stacks import catalog, planner as p
+from stacks import catalog
+from stacks import planner as p
 
 I = catalog.instances()
 M = catalog.models()

@@ -5,21 +5,34 @@ import yaml
 
 from components.drivers import NEURON_SCHEDULER_NAME
 from stacks.config import FORBIDDEN_VLLM_FLAGS
-from tests.support.policy import pod_spec_of, pss_restricted_violations
 from tests.conftest import STACK_FILES
+from tests.support.policy import pod_spec_of, pss_restricted_violations
 
 RESTRICTED_NS = {"models", "gateway"}
 # Pods in the serving namespaces per stack, by hand: one vLLM Deployment and one cache Job per
 # model, the gateway, and Open WebUI where the UI is on (seed000).
-PODS = {"Pulumi.dev.yaml": 3, "Pulumi.minimal.yaml": 3, "Pulumi.seed000-inf2-llama-qwen-webui.yaml": 6,
-        "Pulumi.seed001-trn1-mistral.yaml": 3, "Pulumi.seed002-g5-qwen3-14b.yaml": 3,
-        "Pulumi.seed003-mistral-llama2-70b.yaml": 5, "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml": 3,
-        "Pulumi.team-search.yaml": 3}
+PODS = {
+    "Pulumi.dev.yaml": 3,
+    "Pulumi.minimal.yaml": 3,
+    "Pulumi.seed000-inf2-llama-qwen-webui.yaml": 6,
+    "Pulumi.seed001-trn1-mistral.yaml": 3,
+    "Pulumi.seed002-g5-qwen3-14b.yaml": 3,
+    "Pulumi.seed003-mistral-llama2-70b.yaml": 5,
+    "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml": 3,
+    "Pulumi.team-search.yaml": 3,
+}
 # startupProbe failureThreshold x 10 s = the planner's budget (hand values in test_planner.py):
 # qwen3-0.6b 420 s, Neuron llama-3.1-8b 2520 s, Neuron qwen3-8b 2580 s, Neuron mistral-7b 2340 s,
 # qwen3-14b 600 s, mistral-7b (GPU) 480 s, llama-2-70b 1440 s, qwen2.5-7b 480 s.
-STARTUP_THRESHOLD = {"qwen3-0-6b": 42, "llama-3-1-8b": 252, "qwen3-8b": 258,
-                     "mistral-7b": {"neuron": 234, "nvidia": 48}, "qwen3-14b": 60, "llama-2-70b": 144, "qwen2-5-7b": 48}
+STARTUP_THRESHOLD = {
+    "qwen3-0-6b": 42,
+    "llama-3-1-8b": 252,
+    "qwen3-8b": 258,
+    "mistral-7b": {"neuron": 234, "nvidia": 48},
+    "qwen3-14b": 60,
+    "llama-2-70b": 144,
+    "qwen2-5-7b": 48,
+}
 # Gateway idle pool time (gateway.idleConnectionSeconds, default 60, no stack overrides it) + 15 s.
 KEEP_ALIVE = "75"
 
@@ -28,8 +41,11 @@ KEEP_ALIVE = "75"
 def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
     objs = [(f, yaml.safe_load(f.read_text())) for f in sorted((out / "manifests").glob("*.yaml"))]
-    serving_ns = {o["metadata"]["name"] for _, o in objs if o["kind"] == "Namespace"
-                  and o["metadata"]["name"].endswith(tuple(RESTRICTED_NS))}
+    serving_ns = {
+        o["metadata"]["name"]
+        for _, o in objs
+        if o["kind"] == "Namespace" and o["metadata"]["name"].endswith(tuple(RESTRICTED_NS))
+    }
     assert len(serving_ns) == 2
     pods = 0
     for f, obj in objs:
@@ -62,7 +78,7 @@ def test_vllm_pod_details(stack_file, plan_of):
         env = {e["name"]: e for e in c["env"]}
         assert env["HF_HUB_OFFLINE"]["value"] == "1" and "secretKeyRef" in env["VLLM_API_KEY"]["valueFrom"]
         assert env["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]["value"] == KEEP_ALIVE
-        shm = [v for v in pod["volumes"] if v["name"] == "shm"][0]
+        shm = next(v for v in pod["volumes"] if v["name"] == "shm")
         assert shm["emptyDir"]["medium"] == "Memory"
         assert c["startupProbe"]["httpGet"]["path"] == "/health"
         want = STARTUP_THRESHOLD[d["metadata"]["name"]]
@@ -80,8 +96,11 @@ def test_vllm_pod_details(stack_file, plan_of):
 
 
 def test_checker_flags_a_privileged_root_pod():
-    pod = {"containers": [{"name": "x", "securityContext": {"privileged": True, "runAsUser": 0}}],
-           "hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    pod = {
+        "containers": [{"name": "x", "securityContext": {"privileged": True, "runAsUser": 0}}],
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+    }
     v = pss_restricted_violations(pod)
     assert any("privileged" in x for x in v) and any("hostNetwork" in x for x in v)
     assert any("hostPath" in x for x in v) and any("runAsNonRoot" in x for x in v)

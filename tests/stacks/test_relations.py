@@ -7,6 +7,7 @@ secret is which, which path a server answers); nothing is recomputed with the co
 Each check has a negative control further down: a rendered object mutated the way a one-line bug
 would, and the check reporting it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,27 +21,34 @@ from stacks import harness
 from tests.conftest import ROOT
 from tests.support import relations as R
 
-STACKS = sorted([ROOT / "Pulumi.dev.yaml", *(ROOT / "stacks" / "examples").glob("*.yaml"),
-                 *(ROOT / "tests" / "configs").glob("*.ok.yaml")])
+STACKS = sorted(
+    [
+        ROOT / "Pulumi.dev.yaml",
+        *(ROOT / "stacks" / "examples").glob("*.yaml"),
+        *(ROOT / "tests" / "configs").glob("*.ok.yaml"),
+    ]
+)
 SEED000 = ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"
 DEV = ROOT / "Pulumi.dev.yaml"
 TEAM = ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml"
 DB = ROOT / "tests" / "configs" / "gateway-database.ok.yaml"
 
 # Who a pod is, by the labels the workloads carry (app.kubernetes.io conventions).
-ROLES = (({"app.kubernetes.io/component": "vllm"}, "vllm"),
-         ({"app.kubernetes.io/component": "model-cache"}, "model-cache"),
-         ({"app.kubernetes.io/name": "litellm"}, "gateway"),
-         ({"app.kubernetes.io/name": "open-webui"}, "ui"))
+ROLES = (
+    ({"app.kubernetes.io/component": "vllm"}, "vllm"),
+    ({"app.kubernetes.io/component": "model-cache"}, "model-cache"),
+    ({"app.kubernetes.io/name": "litellm"}, "gateway"),
+    ({"app.kubernetes.io/name": "open-webui"}, "ui"),
+)
 SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
 
 # Every connection the system relies on; any other connection a policy admits is a finding.
 RELIED_ON = {
-    ("gateway", "vllm", 8000, "TCP"),          # LiteLLM -> vLLM OpenAI API
-    ("ui", "gateway", 4000, "TCP"),            # Open WebUI -> LiteLLM
-    ("vpc", "gateway", 4000, "TCP"),           # the internal NLB and clients inside the VPC
-    ("vpc", "ui", 8080, "TCP"),                # operators reach Open WebUI from inside the VPC
-    ("model-cache", "internet", 443, "TCP"),   # the cache Job downloads from the Hugging Face Hub
+    ("gateway", "vllm", 8000, "TCP"),  # LiteLLM -> vLLM OpenAI API
+    ("ui", "gateway", 4000, "TCP"),  # Open WebUI -> LiteLLM
+    ("vpc", "gateway", 4000, "TCP"),  # the internal NLB and clients inside the VPC
+    ("vpc", "ui", 8080, "TCP"),  # operators reach Open WebUI from inside the VPC
+    ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
 }
 RELIED_ON_WITH_DATABASE = {("gateway", "vpc", 5432, "TCP")}  # LiteLLM -> RDS Postgres in the VPC
@@ -56,8 +64,14 @@ MATERIAL = {
     ("open-webui", "api-key"): "master-key",  # Open WebUI calls the gateway with the master key
     ("open-webui", "secret-key"): "webui-secret",
 }
-ALLOWED = {"hf-token": {"model-cache"}, "vllm-key": {"vllm", "gateway"}, "master-key": {"gateway", "ui"},
-           "salt-key": {"gateway"}, "database-url": {"gateway"}, "webui-secret": {"ui"}}
+ALLOWED = {
+    "hf-token": {"model-cache"},
+    "vllm-key": {"vllm", "gateway"},
+    "master-key": {"gateway", "ui"},
+    "salt-key": {"gateway"},
+    "database-url": {"gateway"},
+    "webui-secret": {"ui"},
+}
 NEEDS = {"vllm": {"vllm-key"}, "gateway": {"vllm-key", "master-key", "salt-key"}, "ui": {"master-key", "webui-secret"}}
 
 # Health endpoints each server answers (vLLM /health; LiteLLM /health/liveliness and
@@ -68,8 +82,13 @@ HEALTH_PATHS = {"vllm": {"/health"}, "litellm": {"/health/liveliness", "/health/
 # whose every node a DaemonSet must reach).
 HELM_PODS = {
     "karpenter": [("", None)],
-    "gpu-operator": [("operator", None), ("node-feature-discovery.master", None), ("node-feature-discovery.gc", None),
-                     ("daemonsets", "nvidia.com/gpu"), ("node-feature-discovery.worker", "nvidia.com/gpu")],
+    "gpu-operator": [
+        ("operator", None),
+        ("node-feature-discovery.master", None),
+        ("node-feature-discovery.gc", None),
+        ("daemonsets", "nvidia.com/gpu"),
+        ("node-feature-discovery.worker", "nvidia.com/gpu"),
+    ],
     "neuron": [("devicePlugin", "aws.amazon.com/neuron"), ("scheduler", None), ("scheduler.customScheduler", None)],
 }
 
@@ -78,8 +97,7 @@ HELM_PODS = {
 EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC (security review gap 1 notes it).
-    ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"):
-        "Hub egress cannot name its peers",
+    ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
 }
 
 
@@ -156,17 +174,23 @@ def run_check(name: str, s: Stack) -> list[R.Problem]:
         return R.check_policy_ports(r)
     if name == "placement":
         caps = R.capacities(s.platform)
-        unknown = [R.Problem("placement", f"helm/{rel}", "no HELM_PODS entry: say where its pods run")
-                   for rel in r.helm if rel not in HELM_PODS and rel != "karpenter-crd"]  # CRDs only, no pods
+        unknown = [
+            R.Problem("placement", f"helm/{rel}", "no HELM_PODS entry: say where its pods run")
+            for rel in r.helm
+            if rel not in HELM_PODS and rel != "karpenter-crd"
+        ]  # CRDs only, no pods
         return unknown + R.check_placement(R.workload_placements(r) + R.helm_placements(r, HELM_PODS), caps)
     if name == "node-classes":
-        existing = (((s.doc.get("config") or {}).get("llm-serving:cluster") or {}).get("vpc") or {}).get("existing") or {}
+        existing = (((s.doc.get("config") or {}).get("llm-serving:cluster") or {}).get("vpc") or {}).get(
+            "existing"
+        ) or {}
         return R.check_node_classes(r, tuple(existing.get("privateSubnetIds") or ()))
     if name == "urls":
         return R.check_urls(r, s.cidr)
     if name == "secrets":
-        return R.check_secrets(r, material=MATERIAL, allowed=ALLOWED, needs=NEEDS, role_of=role_of,
-                               gated_jobs=s.gated_jobs())
+        return R.check_secrets(
+            r, material=MATERIAL, allowed=ALLOWED, needs=NEEDS, role_of=role_of, gated_jobs=s.gated_jobs()
+        )
     if name == "security":
         return R.check_security(r)
     if name == "quotas":
@@ -176,8 +200,20 @@ def run_check(name: str, s: Stack) -> list[R.Problem]:
     raise KeyError(name)
 
 
-CHECKS = ("selectors", "load-balancers", "probes", "call-paths", "policy-ports", "placement", "node-classes",
-          "urls", "secrets", "security", "quotas", "storage")
+CHECKS = (
+    "selectors",
+    "load-balancers",
+    "probes",
+    "call-paths",
+    "policy-ports",
+    "placement",
+    "node-classes",
+    "urls",
+    "secrets",
+    "security",
+    "quotas",
+    "storage",
+)
 
 
 def unexcused(problems):
@@ -205,8 +241,12 @@ def test_every_exception_is_still_needed(plan_of):
 
 def test_the_stack_table_covers_every_kind_of_stack():
     names = {p.name for p in STACKS}
-    assert {"Pulumi.dev.yaml", "Pulumi.team-search.yaml", "gateway-database.ok.yaml",
-            "neuron-and-gpu.ok.yaml"} <= names and len(STACKS) >= 11
+    assert {
+        "Pulumi.dev.yaml",
+        "Pulumi.team-search.yaml",
+        "gateway-database.ok.yaml",
+        "neuron-and-gpu.ok.yaml",
+    } <= names and len(STACKS) >= 11
 
 
 # ---- negative controls: one mutated object, the check reports it -------------------------------------------
@@ -218,8 +258,9 @@ def mutated(path, plan_of) -> Stack:
 
 
 def obj(r: R.Rendered, kind: str, name: str, ns: str | None = None) -> dict:
-    hits = [o for o in r.objects
-            if o["kind"] == kind and R.name_of(o) == name and (ns is None or R.namespace_of(o) == ns)]
+    hits = [
+        o for o in r.objects if o["kind"] == kind and R.name_of(o) == name and (ns is None or R.namespace_of(o) == ns)
+    ]
     assert len(hits) == 1, (kind, name, ns)
     return hits[0]
 
@@ -291,7 +332,8 @@ def test_control_missing_default_deny_admits_other_paths(plan_of):
 def test_control_egress_peer_that_selects_nothing(plan_of):
     s = mutated(DEV, plan_of)
     obj(s.r, "NetworkPolicy", "gateway-to-vllm")["spec"]["egress"][0]["to"][0]["podSelector"] = {
-        "matchLabels": {"app.kubernetes.io/component": "vllm-server"}}
+        "matchLabels": {"app.kubernetes.io/component": "vllm-server"}
+    }
     assert "egress peer selects no pod" in whats(run_check("policy-ports", s))
 
 
@@ -313,7 +355,8 @@ def test_control_node_pool_taint_and_device_plugin(plan_of):
     assert "helm/gpu-operator/daemonsets: misses nodepool/gpu" in out
     s = mutated(DEV, plan_of)
     terms = pod(s.r, "Deployment", "qwen3-0-6b")["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
     next(e for e in terms[0]["matchExpressions"] if e["key"] == "llm-serving/pool")["values"] = ["gpus"]
     assert "Deployment/models/qwen3-0-6b: no node group or pool matches" in whats(run_check("placement", s))
 
@@ -342,12 +385,15 @@ def _set_litellm(s: Stack, doc: dict):
     cm["data"][key] = yaml.safe_dump(doc)
 
 
-@pytest.mark.parametrize("url,expect", [
-    ("https://qwen3-0-6b.models.svc.cluster.local:8000/v1", "scheme https but Service port 8000 speaks 'http'"),
-    ("http://qwen3-0-6b.models.svc.cluster.local:8080/v1", "Service qwen3-0-6b has no port 8080"),
-    ("http://qwen3-0-6b.model.svc.cluster.local:8000/v1", "is no Service of the stack"),
-    ("http://qwen3-0-6b.models.svc.cluster.local:8000", "path is not /v1"),
-])
+@pytest.mark.parametrize(
+    "url,expect",
+    [
+        ("https://qwen3-0-6b.models.svc.cluster.local:8000/v1", "scheme https but Service port 8000 speaks 'http'"),
+        ("http://qwen3-0-6b.models.svc.cluster.local:8080/v1", "Service qwen3-0-6b has no port 8080"),
+        ("http://qwen3-0-6b.model.svc.cluster.local:8000/v1", "is no Service of the stack"),
+        ("http://qwen3-0-6b.models.svc.cluster.local:8000", "path is not /v1"),
+    ],
+)
 def test_control_api_base(url, expect, plan_of):
     s = mutated(DEV, plan_of)
     _, _, doc = _litellm(s)
@@ -360,8 +406,9 @@ def test_control_route_reaches_a_server_with_another_name(plan_of):
     s = mutated(SEED000, plan_of)
     args = pod(s.r, "Deployment", "qwen3-8b")["containers"][0]["args"]
     args[args.index("--served-model-name") + 1] = "llama-3.1-8b-instruct"
-    assert "route 'hosted_vllm/qwen3-8b' reaches qwen3-8b, which serves ['llama-3.1-8b-instruct']" in \
-        whats(run_check("urls", s))
+    assert "route 'hosted_vllm/qwen3-8b' reaches qwen3-8b, which serves ['llama-3.1-8b-instruct']" in whats(
+        run_check("urls", s)
+    )
 
 
 def test_control_ui_base_url_and_config_path(plan_of):
@@ -438,9 +485,14 @@ def test_control_scraper_paths_come_from_monitors(plan_of):
     that the default-deny policies do not admit."""
     s = mutated(DEV, plan_of)
     obj(s.r, "Service", "qwen3-0-6b")["metadata"]["labels"]["monitor"] = "yes"
-    s.r.objects.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-                        "metadata": {"name": "vllm", "namespace": "models"},
-                        "spec": {"selector": {"matchLabels": {"monitor": "yes"}}, "endpoints": [{"port": "http"}]}})
+    s.r.objects.append(
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": {"name": "vllm", "namespace": "models"},
+            "spec": {"selector": {"matchLabels": {"monitor": "yes"}}, "endpoints": [{"port": "http"}]},
+        }
+    )
     assert "scraper -> vllm: 8000/TCP is not admitted" in whats(run_check("call-paths", s))
 
 
@@ -452,8 +504,10 @@ OUT = R.Endpoint("out", None, {}, "203.0.113.5", ((443, None, "TCP"),))
 
 
 def ev(*policies, ns_labels=None):
-    pols = [{"kind": "NetworkPolicy", "metadata": {"name": f"p{i}", "namespace": ns}, "spec": spec}
-            for i, (ns, spec) in enumerate(policies)]
+    pols = [
+        {"kind": "NetworkPolicy", "metadata": {"name": f"p{i}", "namespace": ns}, "spec": spec}
+        for i, (ns, spec) in enumerate(policies)
+    ]
     return R.PolicyEvaluator(pols, ns_labels or {"ns1": {"team": "x"}, "ns2": {}})
 
 
@@ -475,38 +529,94 @@ def test_policy_types_default_from_sections():
 
 
 def test_peers_namespace_and_pod_selectors():
-    same_ns_only = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
-                            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}]})
+    same_ns_only = (
+        "ns2",
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
+        },
+    )
     assert not ev(same_ns_only).admitted(A, B, 8000)  # podSelector alone = the policy's namespace
-    by_name = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns1"}},
-        "podSelector": {"matchLabels": {"app": "a"}}}]}]})
+    by_name = (
+        "ns2",
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns1"}},
+                            "podSelector": {"matchLabels": {"app": "a"}},
+                        }
+                    ]
+                }
+            ],
+        },
+    )
     assert ev(by_name).admitted(A, B, 8000)
-    by_label = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{
-        "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["x"]}]}}]}]})
+    by_label = (
+        "ns2",
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [{"key": "team", "operator": "In", "values": ["x"]}]
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    )
     assert ev(by_label).admitted(A, B, 8000)
     assert not ev(by_label, ns_labels={"ns1": {"team": "y"}}).admitted(A, B, 8000)
-    any_ns = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
-                      "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    any_ns = (
+        "ns2",
+        {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"namespaceSelector": {}}]}]},
+    )
     assert ev(any_ns).admitted(A, B, 8000) and not ev(any_ns).admitted(OUT, B, 8000)
 
 
 def test_ip_blocks_ports_and_union():
-    blk = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"ipBlock": {
-        "cidr": "10.0.0.0/16", "except": ["10.0.0.0/31"]}}]}]})
+    blk = (
+        "ns2",
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/31"]}}]}],
+        },
+    )
     assert not ev(blk).admitted(A, B, 8000)  # 10.0.0.1 is excepted
     assert ev(blk).admitted(R.Endpoint("c", None, {}, "10.0.9.9"), B, 8000)
-    named = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
-                     "ingress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]})
+    named = (
+        "ns2",
+        {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": "dns", "protocol": "UDP"}]}]},
+    )
     assert ev(named).admitted(A, B, 53, "UDP") and not ev(named).admitted(A, B, 53, "TCP")
     assert not ev(named).admitted(A, B, 8000)
-    rng = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
-                   "ingress": [{"ports": [{"port": 7000, "endPort": 8000}]}]})
+    rng = (
+        "ns2",
+        {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 7000, "endPort": 8000}]}]},
+    )
     assert ev(rng).admitted(A, B, 8000) and not ev(rng).admitted(A, B, 53, "UDP")
-    only53 = ("ns2", {"podSelector": {}, "policyTypes": ["Ingress"],
-                      "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})
-    only8000 = ("ns2", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"],
-                        "ingress": [{"ports": [{"port": 8000}]}]})
+    only53 = (
+        "ns2",
+        {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]},
+    )
+    only8000 = (
+        "ns2",
+        {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": 8000}]}],
+        },
+    )
     assert ev(only53, only8000).admitted(A, B, 8000) and ev(only53, only8000).admitted(A, B, 53, "UDP")
     assert not ev(only53).admitted(A, B, 8000)
 

@@ -1,4 +1,5 @@
 """Rendered tier: every manifest validates (kubernetes-validate strict; Karpenter CRD schemas)."""
+
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_manifests_validate(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
     version = catalog.versions().kubernetes + ".0"
     seen = 0
-    for name, obj in manifests(out):
+    for _name, obj in manifests(out):
         key = (obj["apiVersion"], obj["kind"])
         if key in CRD_SCHEMA:
             schema = json.loads((SCHEMAS / CRD_SCHEMA[key]).read_text())
@@ -44,16 +45,34 @@ def test_manifests_validate(stack_file, plan_of):
         # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 4 NetworkPolicies; vLLM and LiteLLM
         # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
         # litellm Secrets.
-        assert kinds == {"ConfigMap": 1, "Deployment": 2, "EC2NodeClass": 1, "Job": 1, "Namespace": 3,
-                         "NetworkPolicy": 9, "NodePool": 1, "PersistentVolumeClaim": 1, "PodDisruptionBudget": 1,
-                         "Secret": 2, "Service": 2, "ServiceAccount": 3, "StorageClass": 2}
+        assert kinds == {
+            "ConfigMap": 1,
+            "Deployment": 2,
+            "EC2NodeClass": 1,
+            "Job": 1,
+            "Namespace": 3,
+            "NetworkPolicy": 9,
+            "NodePool": 1,
+            "PersistentVolumeClaim": 1,
+            "PodDisruptionBudget": 1,
+            "Secret": 2,
+            "Service": 2,
+            "ServiceAccount": 3,
+            "StorageClass": 2,
+        }
 
 
 def test_bad_nodepool_fails_the_schema():
     """The schema check can fail: an unknown consolidation policy is rejected."""
     schema = json.loads((SCHEMAS / CRD_SCHEMA[("karpenter.sh/v1", "NodePool")]).read_text())
-    spec = {"template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "x"},
-                                  "requirements": []}},
-            "disruption": {"consolidationPolicy": "Sometimes"}}
+    spec = {
+        "template": {
+            "spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "x"},
+                "requirements": [],
+            }
+        },
+        "disruption": {"consolidationPolicy": "Sometimes"},
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(spec, schema["properties"]["spec"])

@@ -1,5 +1,6 @@
 """Items the review replay found still open (security review check 49, check 56 / gap 13): the
 rendered plan shows each fix. Expected values are written by hand; each test fails if reverted."""
+
 import json
 
 import pytest
@@ -54,25 +55,29 @@ def test_vllm_032_reads_the_variable():
 def test_database_logs_queries_is_monitored_and_uses_the_data_cmk(plan_of):
     _, rec, _ = plan_of(DATABASE)
     db = _one(rec, "aws:rds/instance:Instance")
-    data_key = [r for r in rec.resources if r.type == "aws:kms/key:Key" and r.name == "keys-data"][0]
+    data_key = next(r for r in rec.resources if r.type == "aws:kms/key:Key" and r.name == "keys-data")
     cmk = "arn:aws:kms:us-east-1:123456789012:keys-data"  # the mock ARN of the platform's data key
     assert db.inputs["kmsKeyId"] == db.inputs["performanceInsightsKmsKeyId"] == cmk
     assert data_key.urn in db.dependencies
     assert db.inputs["monitoringInterval"] == 60
-    role = [r for r in rec.resources if r.type == "aws:iam/role:Role" and r.name == "gateway-db-monitoring"][0]
+    role = next(r for r in rec.resources if r.type == "aws:iam/role:Role" and r.name == "gateway-db-monitoring")
     trust = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
-    assert trust == [{"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"},
-                      "Action": "sts:AssumeRole"}]
+    assert trust == [
+        {"Effect": "Allow", "Principal": {"Service": "monitoring.rds.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
     assert db.inputs["monitoringRoleArn"].endswith(":role/gateway-db-monitoring")
-    attach = [r for r in rec.resources if r.name == "gateway-db-monitoring" and "rolePolicyAttachment" in r.type][0]
+    attach = next(r for r in rec.resources if r.name == "gateway-db-monitoring" and "rolePolicyAttachment" in r.type)
     assert attach.inputs["policyArn"] == "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
     assert attach.urn in db.dependencies  # RDS checks the role's permissions when it creates the instance
     params = _one(rec, "aws:rds/parameterGroup:ParameterGroup")
     assert params.inputs["family"] == "postgres16"  # versions.yaml rds.postgresEngineVersion "16"
     assert {p["name"]: p["value"] for p in params.inputs["parameters"]} == {
-        "log_statement": "ddl", "log_min_duration_statement": "1000"}
+        "log_statement": "ddl",
+        "log_min_duration_statement": "1000",
+        "rds.force_ssl": "1",
+    }
     assert db.inputs["parameterGroupName"] == params.inputs["name"] == "llm-gateway-database-ok-litellm"
-    sg = [r for r in rec.resources if r.name == "gateway-db-sg"][0]
+    sg = next(r for r in rec.resources if r.name == "gateway-db-sg")
     assert all(rule.get("description") for rule in sg.inputs["ingress"])
 
 
@@ -87,7 +92,18 @@ def test_budget_only_when_configured(plan_of):
     assert (b["budgetType"], b["timeUnit"], b["limitAmount"], b["limitUnit"]) == ("COST", "MONTHLY", "2000.00", "USD")
     emails = ["ops@example.com", "finance@example.org"]
     assert b["notifications"] == [
-        {"comparisonOperator": "GREATER_THAN", "notificationType": "ACTUAL", "threshold": 80,
-         "thresholdType": "PERCENTAGE", "subscriberEmailAddresses": emails},
-        {"comparisonOperator": "GREATER_THAN", "notificationType": "FORECASTED", "threshold": 100,
-         "thresholdType": "PERCENTAGE", "subscriberEmailAddresses": emails}]
+        {
+            "comparisonOperator": "GREATER_THAN",
+            "notificationType": "ACTUAL",
+            "threshold": 80,
+            "thresholdType": "PERCENTAGE",
+            "subscriberEmailAddresses": emails,
+        },
+        {
+            "comparisonOperator": "GREATER_THAN",
+            "notificationType": "FORECASTED",
+            "threshold": 100,
+            "thresholdType": "PERCENTAGE",
+            "subscriberEmailAddresses": emails,
+        },
+    ]

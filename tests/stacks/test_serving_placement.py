@@ -1,5 +1,6 @@
 """Model servers and the weights cache over every stack: placement (D13), volumes (D3), caches,
 drain and the downloader image. Planner numbers are computed by hand in the comments."""
+
 import pytest
 import yaml
 
@@ -24,14 +25,24 @@ def test_fitting_types_same_pod_same_device_by_hand():
     pool = [INST[n] for n in INST if INST[n].family in ("g5", "g6")]
     # 1 L4, 3 CPU, 12 GiB: every g6 size (all have an L4 and >= 3620 m / 13078 MiB); no g5 (A10G).
     assert planner.fitting_instance_types(INST["g6.xlarge"], 1, 3, 12, pool) == [
-        "g6.xlarge", "g6.2xlarge", "g6.4xlarge", "g6.8xlarge", "g6.16xlarge", "g6.12xlarge", "g6.24xlarge",
-        "g6.48xlarge"]  # cheapest first: 0.80, 0.98, 1.32, 2.01, 3.40, 4.60, 6.68, 13.35 $/h
+        "g6.xlarge",
+        "g6.2xlarge",
+        "g6.4xlarge",
+        "g6.8xlarge",
+        "g6.16xlarge",
+        "g6.12xlarge",
+        "g6.24xlarge",
+        "g6.48xlarge",
+    ]  # cheapest first: 0.80, 0.98, 1.32, 2.01, 3.40, 4.60, 6.68, 13.35 $/h
     # 4 CPU no longer fits g6.xlarge (3620 m allocatable); 13 GiB = 13312 MiB > 13078 MiB neither.
     assert "g6.xlarge" not in planner.fitting_instance_types(INST["g6.xlarge"], 1, 4, 12, pool)
     assert "g6.xlarge" not in planner.fitting_instance_types(INST["g6.xlarge"], 1, 3, 13, pool)
     # TP 2 needs 2 GPUs: only the 4- and 8-GPU sizes.
     assert planner.fitting_instance_types(INST["g6.12xlarge"], 2, 20, 80, pool) == [
-        "g6.12xlarge", "g6.24xlarge", "g6.48xlarge"]
+        "g6.12xlarge",
+        "g6.24xlarge",
+        "g6.48xlarge",
+    ]
 
 
 def test_fitting_types_neuron_keep_the_compile_target():
@@ -63,8 +74,9 @@ def test_servers_over_every_stack(stack_file, plan_of):
         model = next(m for m in intent.models.values() if f"-{m.name}.yaml" in name)
         c = pod["containers"][0]
         # D13: the planner's own choice is always among the allowed types.
-        expr = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-            "nodeSelectorTerms"][0]["matchExpressions"]
+        expr = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][
+            0
+        ]["matchExpressions"]
         types = next(e["values"] for e in expr if e["key"] == "node.kubernetes.io/instance-type")
         assert model.sizing.instance.name in types, (name, types)
         # D3: no PVC behind two pod volumes.
@@ -74,15 +86,21 @@ def test_servers_over_every_stack(stack_file, plan_of):
         env = {e["name"]: e.get("value") for e in c["env"]}
 
         def backing(path):
-            m = max((m for m in c["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
-                    key=lambda m: len(m["mountPath"]))
+            m = max(
+                (m for m in c["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
+                key=lambda m: len(m["mountPath"]),
+            )
             return m, vols[m["name"]]
+
         mount, vol = backing(env["VLLM_CACHE_ROOT"])
         assert "emptyDir" in vol, name  # per pod, never shared by replicas
         # Drain: grace = preStop + --shutdown-timeout + margin.
         args = c["args"]
         drain = int(args[args.index("--shutdown-timeout") + 1]) if "--shutdown-timeout" in args else 0
-        assert pod["terminationGracePeriodSeconds"] == c["lifecycle"]["preStop"]["sleep"]["seconds"] + drain + EXIT_MARGIN_S
+        assert (
+            pod["terminationGracePeriodSeconds"]
+            == c["lifecycle"]["preStop"]["sleep"]["seconds"] + drain + EXIT_MARGIN_S
+        )
         assert pod["enableServiceLinks"] is False
         if model.kind == "neuron":
             assert drain == 0  # the Neuron image's vLLM 0.16 has no --shutdown-timeout
@@ -108,7 +126,7 @@ def test_cache_jobs_use_the_small_pinned_downloader_and_their_own_account(stack_
         assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {v.image("hf-downloader")}
         assert pod["initContainers"][0]["command"][-1] == f"huggingface_hub=={v.huggingface_hub_version}"
         assert (j["metadata"]["namespace"], pod["serviceAccountName"]) in sas
-        assert 0 < j["spec"]["activeDeadlineSeconds"]
+        assert j["spec"]["activeDeadlineSeconds"] > 0
 
 
 def test_every_image_we_render_records_its_user_writable_paths_and_sources():

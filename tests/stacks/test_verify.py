@@ -1,5 +1,6 @@
 """`python -m stacks.verify`: fake stack outputs (from the dev plan's real exports), a stubbed kubectl and a
 small streaming gateway on loopback; exit codes 0 / 1 / 2."""
+
 import json
 import re
 import subprocess
@@ -74,17 +75,31 @@ def write(tmp_path, doc):
 
 
 def node(labels, ready=True):
-    return {"metadata": {"labels": labels},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "metadata": {"labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
-NODES = {"items": [node({"llm-serving/node-role": "system"}), node({"llm-serving/node-role": "system"}),
-                   node({"llm-serving/pool": "gpu"})]}
+NODES = {
+    "items": [
+        node({"llm-serving/node-role": "system"}),
+        node({"llm-serving/node-role": "system"}),
+        node({"llm-serving/pool": "gpu"}),
+    ]
+}
 
 
 def deployments(ready):
-    return {"items": [{"metadata": {"name": "qwen3-0-6b", "namespace": "models"}, "spec": {"replicas": 1},
-                       "status": {"readyReplicas": ready}}]}
+    return {
+        "items": [
+            {
+                "metadata": {"name": "qwen3-0-6b", "namespace": "models"},
+                "spec": {"replicas": 1},
+                "status": {"readyReplicas": ready},
+            }
+        ]
+    }
 
 
 def kubectl(ready=1, calls=None):
@@ -97,6 +112,7 @@ def kubectl(ready=1, calls=None):
         if cmd[3:7] == ["get", "deployments", "-n", "models"]:
             return json.dumps(deployments(ready))
         raise AssertionError(cmd)
+
     return run
 
 
@@ -137,6 +153,7 @@ def test_unknown_model_fails(outputs, tmp_path, capsys):
 def test_unreachable_cluster_is_a_failed_check(outputs, tmp_path, capsys):
     def down(cmd):
         raise subprocess.CalledProcessError(1, cmd, stderr="Unable to connect to the server: dial tcp: i/o timeout\n")
+
     assert verify.main(["dev", "--outputs", write(tmp_path, outputs)], run=down) == 1
     assert re.search(r"cluster reachable\s+FAIL\s+Unable to connect", capsys.readouterr().out)
 
@@ -150,8 +167,9 @@ def test_gateway_url_and_key_overrides(outputs, tmp_path, gateway_url):
 
 
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "stacks.verify", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "stacks.verify", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def test_bad_input_is_exit_2_one_line_no_traceback(outputs, tmp_path):
@@ -174,13 +192,15 @@ def test_pulumi_failure_is_exit_2(capsys):
     def no_stack(cmd):
         assert cmd == ["pulumi", "stack", "output", "--json", "--show-secrets", "-s", "dev"]
         raise subprocess.CalledProcessError(255, cmd, stderr="error: no stack named 'dev' found\n")
+
     assert verify.main(["dev"], run=no_stack) == 2
     assert "no stack named 'dev' found" in capsys.readouterr().err
 
 
 def test_model_targets_come_from_the_endpoint_urls():
     assert verify.model_targets({"a.b": "http://m-1.team-models.svc.cluster.local:8000/v1"}) == {
-        "a.b": ("team-models", "m-1")}
+        "a.b": ("team-models", "m-1")
+    }
     with pytest.raises(verify.BadInput):
         verify.model_targets({"x": "http://example.com/v1"})
 

@@ -1,5 +1,6 @@
 """extraArgs resolved the way vLLM 0.32's FlexibleArgumentParser + argparse read them (hand cases),
 and the policy tables kept honest against the pinned option tables."""
+
 import pytest
 
 from stacks import vllm_flags as vf
@@ -64,14 +65,28 @@ def test_removed_flags_keep_their_specific_message():
 def test_negated_forms_of_dangerous_switches_are_fine_and_trust_is_declared_not_passed():
     assert problems(["--no-enable-prompt-embeds"]) == []
     assert problems(["--no-trust-remote-code"]) == [
-        "--no-trust-remote-code (= --trust-remote-code) is rendered by the program from trustRemoteCode"]
+        "--no-trust-remote-code (= --trust-remote-code) is rendered by the program from trustRemoteCode"
+    ]
     # trustRemoteCode renders the flag itself; passing it as well is still refused (managed)
     assert "rendered by the program from trustRemoteCode" in problems(["--trust-remote-code"], trust=True)[0]
 
 
 def test_harmless_flags_pass():
-    assert problems(["--enable-prefix-caching", "--max-log-len", "100", "-O3", "--seed=7",
-                     "--generation-config", "vllm", "--no-enable-chunked-prefill"]) == []
+    assert (
+        problems(
+            [
+                "--enable-prefix-caching",
+                "--max-log-len",
+                "100",
+                "-O3",
+                "--seed=7",
+                "--generation-config",
+                "vllm",
+                "--no-enable-chunked-prefill",
+            ]
+        )
+        == []
+    )
 
 
 def test_characters_count_and_length_are_capped():
@@ -84,7 +99,9 @@ def test_characters_count_and_length_are_capped():
 
 
 def test_neuron_models_are_judged_by_the_neuron_images_release():
-    assert problems(["--enable-per-request-metrics"], "neuron") == ["--enable-per-request-metrics: unknown flag in vLLM 0.16.0"]
+    assert problems(["--enable-per-request-metrics"], "neuron") == [
+        "--enable-per-request-metrics: unknown flag in vLLM 0.16.0"
+    ]
     assert problems(["--enable-per-request-metrics"], "nvidia") == []
 
 
@@ -122,5 +139,7 @@ def test_values_that_point_outside_the_pod_or_weaken_it():
     assert "is a path" in problems(["--max-log-len=../x"])[0]
     # negative controls: model-free speculation, defaults, URLs and Hub-style names are not paths
     assert problems(['--speculative-config={"method":"ngram","num_speculative_tokens":3}']) == []
-    assert problems(["--generation-config", "vllm", "--load-format", "safetensors", "--uvicorn-log-level", "info"]) == []
+    assert (
+        problems(["--generation-config", "vllm", "--load-format", "safetensors", "--uvicorn-log-level", "info"]) == []
+    )
     assert problems(["--otlp-traces-endpoint", "http://collector:4317"]) == []

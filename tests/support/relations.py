@@ -17,15 +17,17 @@ consumers of a URL resolve one object against another:
 Pods get addresses inside the VPC CIDR when policies are evaluated: with the VPC CNI on EKS, pod IPs
 are VPC addresses, so an ipBlock of the VPC CIDR matches them as well as load balancers and nodes.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
 import json
 import shlex
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -48,7 +50,7 @@ class Problem:
         return f"[{self.check}] {self.subject}: {self.what}"
 
 
-def excepted(p: Problem, exceptions: Iterable[tuple[str, str, str]]) -> Optional[tuple[str, str, str]]:
+def excepted(p: Problem, exceptions: Iterable[tuple[str, str, str]]) -> tuple[str, str, str] | None:
     """The exception entry (check, subject pattern, what pattern) that covers `p`, if any."""
     for e in exceptions:
         if e[0] == p.check and fnmatch.fnmatchcase(p.subject, e[1]) and fnmatch.fnmatchcase(p.what, e[2]):
@@ -110,29 +112,48 @@ class Workload:
     def containers(self, init: bool = True) -> list[dict]:
         return list(self.pod.get("containers") or []) + (list(self.pod.get("initContainers") or []) if init else [])
 
-    def ports(self) -> list[tuple[int, Optional[str], str]]:
+    def ports(self) -> list[tuple[int, str | None, str]]:
         """(containerPort, name, protocol) of every serving container."""
-        return [(p["containerPort"], p.get("name"), p.get("protocol", "TCP"))
-                for c in self.containers(init=False) for p in c.get("ports") or []]
+        return [
+            (p["containerPort"], p.get("name"), p.get("protocol", "TCP"))
+            for c in self.containers(init=False)
+            for p in c.get("ports") or []
+        ]
 
 
 def workloads(r: Rendered) -> list[Workload]:
     out = []
     for o in r.objects:
         if o.get("kind") == "Pod":
-            out.append(Workload("Pod", namespace_of(o), name_of(o), (o.get("metadata") or {}).get("labels") or {},
-                                o.get("spec") or {}, o))
+            out.append(
+                Workload(
+                    "Pod",
+                    namespace_of(o),
+                    name_of(o),
+                    (o.get("metadata") or {}).get("labels") or {},
+                    o.get("spec") or {},
+                    o,
+                )
+            )
         elif o.get("kind") in POD_OWNERS:
             tpl = (o.get("spec") or {}).get("template") or {}
-            out.append(Workload(o["kind"], namespace_of(o), name_of(o), (tpl.get("metadata") or {}).get("labels") or {},
-                                tpl.get("spec") or {}, o))
+            out.append(
+                Workload(
+                    o["kind"],
+                    namespace_of(o),
+                    name_of(o),
+                    (tpl.get("metadata") or {}).get("labels") or {},
+                    tpl.get("spec") or {},
+                    o,
+                )
+            )
     return out
 
 
 # ---- label selectors -------------------------------------------------------------------------------
 
 
-def selects(selector: Optional[dict], labels: dict) -> bool:
+def selects(selector: dict | None, labels: dict) -> bool:
     """metav1.LabelSelector: None selects nothing, {} selects everything; terms are ANDed."""
     if selector is None:
         return False
@@ -152,7 +173,7 @@ def selects(selector: Optional[dict], labels: dict) -> bool:
     return True
 
 
-def map_selects(selector: Optional[dict], labels: dict) -> bool:
+def map_selects(selector: dict | None, labels: dict) -> bool:
     """A plain map selector (Service.spec.selector): every pair present; empty selects nothing here."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -165,10 +186,10 @@ class Endpoint:
     """A traffic source or destination: a pod (namespace set) or something outside the cluster."""
 
     name: str
-    namespace: Optional[str]
+    namespace: str | None
     labels: dict = field(default_factory=dict, hash=False, compare=False)
-    ip: Optional[str] = None
-    ports: tuple[tuple[int, Optional[str], str], ...] = ()  # what it listens on: (port, name, protocol)
+    ip: str | None = None
+    ports: tuple[tuple[int, str | None, str], ...] = ()  # what it listens on: (port, name, protocol)
 
 
 def policy_types(spec: dict) -> list[str]:
@@ -186,7 +207,7 @@ class PolicyEvaluator:
         self.ns_labels = namespace_labels
 
     @classmethod
-    def of(cls, r: Rendered) -> "PolicyEvaluator":
+    def of(cls, r: Rendered) -> PolicyEvaluator:
         labels = {name_of(n): dict((n.get("metadata") or {}).get("labels") or {}) for n in r.kind("Namespace")}
         return cls(r.kind("NetworkPolicy"), labels)
 
@@ -197,9 +218,13 @@ class PolicyEvaluator:
     def _applicable(self, ep: Endpoint, direction: str) -> list[dict]:
         if ep.namespace is None:
             return []
-        return [p for p in self.policies if namespace_of(p) == ep.namespace
-                and selects((p.get("spec") or {}).get("podSelector", {}), ep.labels)
-                and direction in policy_types(p.get("spec") or {})]
+        return [
+            p
+            for p in self.policies
+            if namespace_of(p) == ep.namespace
+            and selects((p.get("spec") or {}).get("podSelector", {}), ep.labels)
+            and direction in policy_types(p.get("spec") or {})
+        ]
 
     def admitted(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
         return self._side(src, dst, port, protocol, "Egress") and self._side(dst, src, port, protocol, "Ingress")
@@ -212,13 +237,14 @@ class PolicyEvaluator:
         dst = peer if direction == "Egress" else isolated  # named ports resolve on the destination pod
         for p in pols:
             for rule in (p.get("spec") or {}).get(rules_key) or []:
-                if self._ports_match(rule.get("ports"), dst, port, protocol) and \
-                        self._peers_match(rule.get(peers_key), peer, namespace_of(p)):
+                if self._ports_match(rule.get("ports"), dst, port, protocol) and self._peers_match(
+                    rule.get(peers_key), peer, namespace_of(p)
+                ):
                     return True
         return False
 
     @staticmethod
-    def _ports_match(ports: Optional[list], dst: Endpoint, port: int, protocol: str) -> bool:
+    def _ports_match(ports: list | None, dst: Endpoint, port: int, protocol: str) -> bool:
         if not ports:
             return True
         for pp in ports:
@@ -234,7 +260,7 @@ class PolicyEvaluator:
                 return True
         return False
 
-    def _peers_match(self, peers: Optional[list], peer: Endpoint, policy_ns: str) -> bool:
+    def _peers_match(self, peers: list | None, peer: Endpoint, policy_ns: str) -> bool:
         if not peers:
             return True
         return any(self._peer_matches(pe, peer, policy_ns) for pe in peers)
@@ -245,8 +271,9 @@ class PolicyEvaluator:
                 return False
             ip = ipaddress.ip_address(peer.ip)
             blk = pe["ipBlock"]
-            return ip in ipaddress.ip_network(blk["cidr"]) and \
-                not any(ip in ipaddress.ip_network(x) for x in blk.get("except") or [])
+            return ip in ipaddress.ip_network(blk["cidr"]) and not any(
+                ip in ipaddress.ip_network(x) for x in blk.get("except") or []
+            )
         if peer.namespace is None:
             return False  # selectors match pods only
         ns_sel = pe.get("namespaceSelector")
@@ -263,8 +290,9 @@ class PolicyEvaluator:
 
 
 def _port_declared(w: Workload, target: Any, protocol: str = "TCP") -> bool:
-    return any((p == target if isinstance(target, int) else n == target) and proto == protocol
-               for p, n, proto in w.ports())
+    return any(
+        (p == target if isinstance(target, int) else n == target) and proto == protocol for p, n, proto in w.ports()
+    )
 
 
 def check_selectors(r: Rendered) -> list[Problem]:
@@ -283,25 +311,43 @@ def check_selectors(r: Rendered) -> list[Problem]:
         for p in spec.get("ports") or []:
             target = p.get("targetPort", p["port"])
             if not _port_declared(hit[0], target, p.get("protocol", "TCP")):
-                out.append(Problem("selectors", subject, f"port {p['port']} targets {target!r}, "
-                                                         f"not a containerPort of {hit[0].name}"))
+                out.append(
+                    Problem(
+                        "selectors",
+                        subject,
+                        f"port {p['port']} targets {target!r}, not a containerPort of {hit[0].name}",
+                    )
+                )
     for pdb in r.kind("PodDisruptionBudget"):
         ns = namespace_of(pdb)
         sel = (pdb.get("spec") or {}).get("selector")
         hit = [w for w in ws if w.namespace == ns and sel and selects(sel, w.labels)]
         if len(hit) != 1:
-            out.append(Problem("selectors", f"PodDisruptionBudget/{ns}/{name_of(pdb)}",
-                               f"selects {len(hit)} workloads {[w.name for w in hit]}, not 1"))
+            out.append(
+                Problem(
+                    "selectors",
+                    f"PodDisruptionBudget/{ns}/{name_of(pdb)}",
+                    f"selects {len(hit)} workloads {[w.name for w in hit]}, not 1",
+                )
+            )
         elif (hit[0].owner.get("spec") or {}).get("replicas", 1) < 2:
-            out.append(Problem("selectors", f"PodDisruptionBudget/{ns}/{name_of(pdb)}",
-                               f"guards {hit[0].name}, which has fewer than 2 replicas"))
+            out.append(
+                Problem(
+                    "selectors",
+                    f"PodDisruptionBudget/{ns}/{name_of(pdb)}",
+                    f"guards {hit[0].name}, which has fewer than 2 replicas",
+                )
+            )
     for w in ws:
         if w.kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
             sel = (w.owner.get("spec") or {}).get("selector")
             if not sel or not selects(sel, w.labels):
                 out.append(Problem("selectors", w.id, "spec.selector does not select its own pod template"))
-            others = [o for o in ws if o is not w and o.namespace == w.namespace and o.kind != "Job"
-                      and sel and selects(sel, o.labels)]
+            others = [
+                o
+                for o in ws
+                if o is not w and o.namespace == w.namespace and o.kind != "Job" and sel and selects(sel, o.labels)
+            ]
             if others:
                 out.append(Problem("selectors", w.id, f"spec.selector also selects {[o.name for o in others]}"))
         for t in w.pod.get("topologySpreadConstraints") or []:
@@ -317,11 +363,18 @@ def check_load_balancers(r: Rendered, *, internal: bool) -> list[Problem]:
         if (svc.get("spec") or {}).get("type") != "LoadBalancer":
             continue
         ann = (svc.get("metadata") or {}).get("annotations") or {}
-        is_internal = ann.get("service.beta.kubernetes.io/aws-load-balancer-internal") == "true" or \
-            ann.get("service.beta.kubernetes.io/aws-load-balancer-scheme") == "internal"
+        is_internal = (
+            ann.get("service.beta.kubernetes.io/aws-load-balancer-internal") == "true"
+            or ann.get("service.beta.kubernetes.io/aws-load-balancer-scheme") == "internal"
+        )
         if is_internal != internal:
-            out.append(Problem("load-balancers", f"Service/{namespace_of(svc)}/{name_of(svc)}",
-                               f"internal={is_internal}, the stack asks internal={internal}"))
+            out.append(
+                Problem(
+                    "load-balancers",
+                    f"Service/{namespace_of(svc)}/{name_of(svc)}",
+                    f"internal={is_internal}, the stack asks internal={internal}",
+                )
+            )
     return out
 
 
@@ -354,29 +407,42 @@ def check_probes(r: Rendered, health_paths: dict[str, set[str]]) -> list[Problem
 # ---- call paths --------------------------------------------------------------------------------------
 
 # CoreDNS as EKS runs it: not rendered by the stack, but every pod's DNS egress must reach it.
-KUBE_DNS = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}, None,
-                    ((53, "dns", "UDP"), (53, "dns-tcp", "TCP"), (9153, "metrics", "TCP")))
+KUBE_DNS = Endpoint(
+    "kube-dns",
+    "kube-system",
+    {"k8s-app": "kube-dns"},
+    None,
+    ((53, "dns", "UDP"), (53, "dns-tcp", "TCP"), (9153, "metrics", "TCP")),
+)
 INTERNET_IP = "203.0.113.10"  # TEST-NET-3: any public address (the Hugging Face Hub is behind a CDN)
 EXTERNAL_PORTS = ((443, None, "TCP"), (5432, None, "TCP"))
 
 
-def vpc_cidr(r: Rendered) -> Optional[str]:
+def vpc_cidr(r: Rendered) -> str | None:
     vpcs = r.aws("aws:ec2/vpc:Vpc")
     return vpcs[0]["cidrBlock"] if vpcs else None
 
 
-def pod_endpoints(r: Rendered, role_of: Callable[[Workload], Optional[str]], cidr: str) -> list[Endpoint]:
+def pod_endpoints(r: Rendered, role_of: Callable[[Workload], str | None], cidr: str) -> list[Endpoint]:
     """One endpoint per workload, with a pod IP from the VPC (the VPC CNI gives pods VPC addresses)."""
     net = ipaddress.ip_network(cidr)
     out = []
     for i, w in enumerate(workloads(r)):
-        out.append(Endpoint(role_of(w) or f"unknown:{w.id}", w.namespace, w.labels,
-                            str(net.network_address + 1000 + i), tuple(w.ports())))
+        out.append(
+            Endpoint(
+                role_of(w) or f"unknown:{w.id}",
+                w.namespace,
+                w.labels,
+                str(net.network_address + 1000 + i),
+                tuple(w.ports()),
+            )
+        )
     return out
 
 
-def admitted_paths(ev: PolicyEvaluator, endpoints: list[Endpoint],
-                   own: Callable[[Endpoint], bool] = lambda e: True) -> set[tuple[str, str, int, str]]:
+def admitted_paths(
+    ev: PolicyEvaluator, endpoints: list[Endpoint], own: Callable[[Endpoint], bool] = lambda e: True
+) -> set[tuple[str, str, int, str]]:
     """(src, dst, port, protocol) for every pair of endpoints, one of them `own`, and every port the
     destination listens on."""
     out = set()
@@ -390,17 +456,26 @@ def admitted_paths(ev: PolicyEvaluator, endpoints: list[Endpoint],
     return out
 
 
-def check_call_paths(r: Rendered, *, role_of: Callable[[Workload], Optional[str]], cidr: str,
-                     expected: set[tuple[str, str, int, str]],
-                     extra: Iterable[Endpoint] = ()) -> list[Problem]:
+def check_call_paths(
+    r: Rendered,
+    *,
+    role_of: Callable[[Workload], str | None],
+    cidr: str,
+    expected: set[tuple[str, str, int, str]],
+    extra: Iterable[Endpoint] = (),
+) -> list[Problem]:
     """Every expected path is admitted and no other is: over all pods of the stack, CoreDNS, a VPC
     client and an internet host, on every port each destination listens on."""
     ev = PolicyEvaluator.of(r)
     net = ipaddress.ip_network(cidr)
     pods = pod_endpoints(r, role_of, cidr)
-    ends = [*pods, KUBE_DNS, *extra,
-            Endpoint("vpc", None, {}, str(net.broadcast_address - 10), EXTERNAL_PORTS),
-            Endpoint("internet", None, {}, INTERNET_IP, EXTERNAL_PORTS)]
+    ends = [
+        *pods,
+        KUBE_DNS,
+        *extra,
+        Endpoint("vpc", None, {}, str(net.broadcast_address - 10), EXTERNAL_PORTS),
+        Endpoint("internet", None, {}, INTERNET_IP, EXTERNAL_PORTS),
+    ]
     out = [Problem("call-paths", e.name, "workload has no role") for e in pods if e.name.startswith("unknown:")]
     mine = {id(e) for e in pods}  # paths between other parties are not this stack's policies' business
     got = admitted_paths(ev, ends, lambda e: id(e) in mine)
@@ -429,8 +504,14 @@ def check_policy_ports(r: Rendered, extra_pods: Iterable[Endpoint] = (KUBE_DNS,)
         for rule in spec.get("ingress") or []:
             for pp in rule.get("ports") or []:
                 if not any(_listens(p, pp) for p in selected):
-                    out.append(Problem("policy-ports", subject, f"ingress port {pp.get('port')!r}/"
-                                       f"{pp.get('protocol', 'TCP')}: no selected pod listens on it"))
+                    out.append(
+                        Problem(
+                            "policy-ports",
+                            subject,
+                            f"ingress port {pp.get('port')!r}/"
+                            f"{pp.get('protocol', 'TCP')}: no selected pod listens on it",
+                        )
+                    )
         for rule in spec.get("egress") or []:
             peers = [pe for pe in rule.get("to") or [] if "ipBlock" not in pe]
             if not peers:
@@ -441,8 +522,13 @@ def check_policy_ports(r: Rendered, extra_pods: Iterable[Endpoint] = (KUBE_DNS,)
                 continue
             for pp in rule.get("ports") or []:
                 if not any(_listens(p, pp) for p in targets):
-                    out.append(Problem("policy-ports", subject, f"egress port {pp.get('port')!r}/"
-                                       f"{pp.get('protocol', 'TCP')}: no peer pod listens on it"))
+                    out.append(
+                        Problem(
+                            "policy-ports",
+                            subject,
+                            f"egress port {pp.get('port')!r}/{pp.get('protocol', 'TCP')}: no peer pod listens on it",
+                        )
+                    )
     return out
 
 
@@ -468,8 +554,11 @@ def scrape_targets(r: Rendered) -> list[tuple[Workload, int, str]]:
             svc_labels = (svc.get("metadata") or {}).get("labels") or {}
             if not (any_ns or namespace_of(svc) in names) or not selects(spec.get("selector"), svc_labels):
                 continue
-            pods = [w for w in ws if w.namespace == namespace_of(svc)
-                    and map_selects((svc.get("spec") or {}).get("selector"), w.labels)]
+            pods = [
+                w
+                for w in ws
+                if w.namespace == namespace_of(svc) and map_selects((svc.get("spec") or {}).get("selector"), w.labels)
+            ]
             for ep in spec.get("endpoints") or []:
                 for sp in (svc.get("spec") or {}).get("ports") or []:
                     if ep.get("port") not in (None, sp.get("name")) and ep.get("targetPort") is None:
@@ -501,7 +590,7 @@ class Capacity:
     name: str
     labels: dict
     taints: tuple
-    label_values: Callable[[str], Optional[Callable[[str], bool]]]
+    label_values: Callable[[str], Callable[[str], bool] | None]
     resources: frozenset = frozenset()  # extended resources its nodes offer
 
 
@@ -509,8 +598,10 @@ def capacities(r: Rendered) -> list[Capacity]:
     out = []
     for ng in r.aws("aws:eks/nodeGroup:NodeGroup"):
         labels = dict(ng.get("labels") or {})
-        taints = tuple({"key": t["key"], "value": t.get("value"),
-                        "effect": EKS_TAINT_EFFECT.get(t["effect"], t["effect"])} for t in ng.get("taints") or [])
+        taints = tuple(
+            {"key": t["key"], "value": t.get("value"), "effect": EKS_TAINT_EFFECT.get(t["effect"], t["effect"])}
+            for t in ng.get("taints") or []
+        )
         types = set(ng.get("instanceTypes") or [])
         arch = "arm64" if "ARM" in (ng.get("amiType") or "") else "amd64"
 
@@ -524,13 +615,14 @@ def capacities(r: Rendered) -> list[Capacity]:
             if key == "kubernetes.io/os":
                 return lambda v: v == "linux"
             return None
+
         out.append(Capacity(f"nodegroup/{ng.get('nodeGroupName') or 'system'}", labels, taints, values))
     for np in r.kind("NodePool"):
         tpl = (np.get("spec") or {}).get("template") or {}
         labels = {**((tpl.get("metadata") or {}).get("labels") or {}), "karpenter.sh/nodepool": name_of(np)}
         taints = tuple((tpl.get("spec") or {}).get("taints") or [])
         reqs = {q["key"]: q for q in (tpl.get("spec") or {}).get("requirements") or []}
-        limits = set(((np.get("spec") or {}).get("limits") or {}))
+        limits = set((np.get("spec") or {}).get("limits") or {})
 
         def values(key, labels=labels, reqs=reqs):
             if key in labels:
@@ -541,8 +633,16 @@ def capacities(r: Rendered) -> list[Capacity]:
                 fam = reqs.get("karpenter.k8s.aws/instance-family")
                 return lambda v: fam is None or v.split(".")[0] in fam.get("values", [])
             return None
-        out.append(Capacity(f"nodepool/{name_of(np)}", labels, taints, values,
-                            frozenset(k for k in limits if k in ACCELERATOR_RESOURCES)))
+
+        out.append(
+            Capacity(
+                f"nodepool/{name_of(np)}",
+                labels,
+                taints,
+                values,
+                frozenset(k for k in limits if k in ACCELERATOR_RESOURCES),
+            )
+        )
     return out
 
 
@@ -566,9 +666,11 @@ def _lands(c: Capacity, node_selector: dict, affinity: dict) -> bool:
         ok = c.label_values(k)
         if ok is None or not ok(v):
             return False
-    terms = (((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
-             or {}).get("nodeSelectorTerms")
+    terms = (
+        ((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    ).get("nodeSelectorTerms")
     if terms:
+
         def term_ok(term):
             for e in term.get("matchExpressions") or []:
                 ok = c.label_values(e["key"])
@@ -582,6 +684,7 @@ def _lands(c: Capacity, node_selector: dict, affinity: dict) -> bool:
                 if op == "NotIn" and ok is not None and all(ok(v) for v in vals) and len(vals) == 1:
                     return False
             return True
+
         if not any(term_ok(t) for t in terms):
             return False
     return True
@@ -597,16 +700,23 @@ class Placement:
     affinity: dict
     tolerations: list
     resources: frozenset = frozenset()
-    everywhere: Optional[str] = None
+    everywhere: str | None = None
 
 
 def workload_placements(r: Rendered) -> list[Placement]:
     out = []
     for w in workloads(r):
-        res = frozenset(k for c in w.containers() for k in ((c.get("resources") or {}).get("limits") or {})
-                        if k in ACCELERATOR_RESOURCES)
-        out.append(Placement(w.id, w.pod.get("nodeSelector") or {}, w.pod.get("affinity") or {},
-                             w.pod.get("tolerations") or [], res))
+        res = frozenset(
+            k
+            for c in w.containers()
+            for k in ((c.get("resources") or {}).get("limits") or {})
+            if k in ACCELERATOR_RESOURCES
+        )
+        out.append(
+            Placement(
+                w.id, w.pod.get("nodeSelector") or {}, w.pod.get("affinity") or {}, w.pod.get("tolerations") or [], res
+            )
+        )
     return out
 
 
@@ -616,7 +726,7 @@ def _dig(d: dict, path: str) -> Any:
     return d
 
 
-def helm_placements(r: Rendered, table: dict[str, list[tuple[str, Optional[str]]]]) -> list[Placement]:
+def helm_placements(r: Rendered, table: dict[str, list[tuple[str, str | None]]]) -> list[Placement]:
     """Pods of Helm releases: `table[release] = [(values path of a pod section, None or the extended
     resource whose nodes a DaemonSet must cover)]`; the section's `nodeSelector`, `affinity` and
     `tolerations` are what the chart puts on the pod."""
@@ -624,8 +734,15 @@ def helm_placements(r: Rendered, table: dict[str, list[tuple[str, Optional[str]]
     for release, doc in r.helm.items():
         for path, daemon_for in table.get(release, []):
             sec = _dig(doc.get("values") or {}, path) or {}
-            out.append(Placement(f"helm/{release}/{path or '.'}", sec.get("nodeSelector") or {},
-                                 sec.get("affinity") or {}, sec.get("tolerations") or [], everywhere=daemon_for))
+            out.append(
+                Placement(
+                    f"helm/{release}/{path or '.'}",
+                    sec.get("nodeSelector") or {},
+                    sec.get("affinity") or {},
+                    sec.get("tolerations") or [],
+                    everywhere=daemon_for,
+                )
+            )
     return out
 
 
@@ -643,13 +760,24 @@ def check_placement(placements: list[Placement], caps: list[Capacity]) -> list[P
             continue
         cands = [c for c in caps if _lands(c, p.node_selector, p.affinity) and p.resources <= c.resources]
         if not cands:
-            out.append(Problem("placement", p.subject, f"no node group or pool matches {p.node_selector} "
-                                                       f"with {sorted(p.resources)}"))
+            out.append(
+                Problem(
+                    "placement",
+                    p.subject,
+                    f"no node group or pool matches {p.node_selector} with {sorted(p.resources)}",
+                )
+            )
             continue
         ok = [c for c in cands if all(tolerates(p.tolerations, t) for t in c.taints if t["effect"] in HARD_EFFECTS)]
         if not ok:
-            out.append(Problem("placement", p.subject, "tolerates no matching capacity: " + "; ".join(
-                f"{c.name} taints {[(t['key'], t['effect']) for t in c.taints]}" for c in cands)))
+            out.append(
+                Problem(
+                    "placement",
+                    p.subject,
+                    "tolerates no matching capacity: "
+                    + "; ".join(f"{c.name} taints {[(t['key'], t['effect']) for t in c.taints]}" for c in cands),
+                )
+            )
     return out
 
 
@@ -675,20 +803,36 @@ def check_node_classes(r: Rendered, given_private_subnets: tuple[str, ...] = ())
         if ids:
             unknown = [i for i in ids if i not in given_private_subnets]
             if unknown or len(ids) < 2:
-                out.append(Problem("node-classes", f"EC2NodeClass/{name}",
-                                   f"subnet ids {ids}: {unknown or 'fewer than 2'} not the given private subnets"))
+                out.append(
+                    Problem(
+                        "node-classes",
+                        f"EC2NodeClass/{name}",
+                        f"subnet ids {ids}: {unknown or 'fewer than 2'} not the given private subnets",
+                    )
+                )
             terms = [t for t in terms if "id" not in t]
         for term in terms:
             want = (term.get("tags") or {}).items()
             hit = [s for s in subnets if all((s.get("tags") or {}).get(k) == v for k, v in want)]
-            public = [s for s in hit if "kubernetes.io/role/elb" in (s.get("tags") or {})
-                      or s.get("mapPublicIpOnLaunch")]
+            public = [
+                s for s in hit if "kubernetes.io/role/elb" in (s.get("tags") or {}) or s.get("mapPublicIpOnLaunch")
+            ]
             if len(hit) < 2 or public:
-                out.append(Problem("node-classes", f"EC2NodeClass/{name}",
-                                   f"subnet selector {term} matches {len(hit)} subnets ({len(public)} public)"))
+                out.append(
+                    Problem(
+                        "node-classes",
+                        f"EC2NodeClass/{name}",
+                        f"subnet selector {term} matches {len(hit)} subnets ({len(public)} public)",
+                    )
+                )
         if spec.get("instanceProfile") not in profiles:
-            out.append(Problem("node-classes", f"EC2NodeClass/{name}",
-                               f"instanceProfile {spec.get('instanceProfile')!r} is not created by the stack"))
+            out.append(
+                Problem(
+                    "node-classes",
+                    f"EC2NodeClass/{name}",
+                    f"instanceProfile {spec.get('instanceProfile')!r} is not created by the stack",
+                )
+            )
     return out
 
 
@@ -697,12 +841,10 @@ def check_node_classes(r: Rendered, given_private_subnets: tuple[str, ...] = ())
 CLUSTER_DOMAIN = "svc.cluster.local"
 
 
-def resolve_service(r: Rendered, host: str, caller_ns: str) -> Optional[dict]:
+def resolve_service(r: Rendered, host: str, caller_ns: str) -> dict | None:
     """In-cluster DNS: <svc>, <svc>.<ns>, <svc>.<ns>.svc, <svc>.<ns>.svc.cluster.local."""
     parts = host.split(".")
-    if host.endswith("." + CLUSTER_DOMAIN) and len(parts) == 5:
-        svc, ns = parts[0], parts[1]
-    elif host.endswith(".svc") and len(parts) == 3:
+    if (host.endswith("." + CLUSTER_DOMAIN) and len(parts) == 5) or (host.endswith(".svc") and len(parts) == 3):
         svc, ns = parts[0], parts[1]
     elif len(parts) == 2:
         svc, ns = parts
@@ -714,8 +856,9 @@ def resolve_service(r: Rendered, host: str, caller_ns: str) -> Optional[dict]:
     return hits[0] if hits else None
 
 
-def trace_url(r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator,
-              cidr: str) -> tuple[list[str], list[Workload]]:
+def trace_url(
+    r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator, cidr: str
+) -> tuple[list[str], list[Workload]]:
     """(problems, backend workloads) for a URL a workload calls: scheme/port/Service/pods/policy."""
     u = urlsplit(url)
     probs = []
@@ -732,8 +875,11 @@ def trace_url(r: Rendered, url: str, caller: Workload, ev: PolicyEvaluator,
     proto_name = sp.get("appProtocol") or sp.get("name")
     if proto_name != u.scheme:
         probs.append(f"{url!r}: scheme {u.scheme} but Service port {port} speaks {proto_name!r}")
-    backends = [w for w in workloads(r) if w.namespace == namespace_of(svc)
-                and map_selects((svc.get("spec") or {}).get("selector"), w.labels)]
+    backends = [
+        w
+        for w in workloads(r)
+        if w.namespace == namespace_of(svc) and map_selects((svc.get("spec") or {}).get("selector"), w.labels)
+    ]
     if not backends:
         probs.append(f"{url!r}: Service {name_of(svc)} selects no pods")
     target = sp.get("targetPort", port)
@@ -763,7 +909,7 @@ def litellm_configs(r: Rendered) -> list[tuple[dict, str, dict]]:
     """(ConfigMap, key, parsed LiteLLM config) for every ConfigMap entry holding a model_list."""
     out = []
     for cm in r.kind("ConfigMap"):
-        for key, text in ((cm.get("data") or {}).items()):
+        for key, text in (cm.get("data") or {}).items():
             try:
                 doc = yaml.safe_load(text)
             except yaml.YAMLError:
@@ -773,8 +919,9 @@ def litellm_configs(r: Rendered) -> list[tuple[dict, str, dict]]:
     return out
 
 
-def check_urls(r: Rendered, cidr: str, *, base_url_env: Iterable[str] = ("OPENAI_API_BASE_URL",),
-               base_path: str = "/v1") -> list[Problem]:
+def check_urls(
+    r: Rendered, cidr: str, *, base_url_env: Iterable[str] = ("OPENAI_API_BASE_URL",), base_path: str = "/v1"
+) -> list[Problem]:
     """Every `api_base` in a LiteLLM config and every base-URL env var resolves to a Service of the
     stack, a port of it, pods behind it that listen there, and a policy path from the caller.
     LiteLLM routes `hosted_vllm/<name>` to a backend that serves exactly that name."""
@@ -784,8 +931,12 @@ def check_urls(r: Rendered, cidr: str, *, base_url_env: Iterable[str] = ("OPENAI
     base_env = set(base_url_env)
     for cm, key, doc in litellm_configs(r):
         subject = f"ConfigMap/{namespace_of(cm)}/{name_of(cm)}"
-        readers = [w for w in ws if w.namespace == namespace_of(cm) and any(
-            (v.get("configMap") or {}).get("name") == name_of(cm) for v in w.pod.get("volumes") or [])]
+        readers = [
+            w
+            for w in ws
+            if w.namespace == namespace_of(cm)
+            and any((v.get("configMap") or {}).get("name") == name_of(cm) for v in w.pod.get("volumes") or [])
+        ]
         if not readers:
             out.append(Problem("urls", subject, "no workload mounts this config"))
         for w in readers:
@@ -806,8 +957,13 @@ def check_urls(r: Rendered, cidr: str, *, base_url_env: Iterable[str] = ("OPENAI
                     served = model.split("/", 1)[1]
                     for b in backends:
                         if _served_names(b) != {served}:
-                            out.append(Problem("urls", subject, f"route {model!r} reaches {b.name}, "
-                                                                f"which serves {sorted(_served_names(b))}"))
+                            out.append(
+                                Problem(
+                                    "urls",
+                                    subject,
+                                    f"route {model!r} reaches {b.name}, which serves {sorted(_served_names(b))}",
+                                )
+                            )
     for w in ws:
         for c in w.containers():
             for e in c.get("env") or []:
@@ -828,8 +984,11 @@ def _config_path_problems(w: Workload, cm_name: str, key: str) -> list[str]:
         if "--config" not in args:
             continue
         path = args[args.index("--config") + 1]
-        files = {f"{m['mountPath'].rstrip('/')}/{key}" for m in c.get("volumeMounts") or [] if m["name"] in vols
-                 and not m.get("subPath")}
+        files = {
+            f"{m['mountPath'].rstrip('/')}/{key}"
+            for m in c.get("volumeMounts") or []
+            if m["name"] in vols and not m.get("subPath")
+        }
         files |= {m["mountPath"] for m in c.get("volumeMounts") or [] if m["name"] in vols and m.get("subPath") == key}
         if path not in files:
             out.append(f"{w.name}: --config {path} is not where the ConfigMap puts {key} ({sorted(files)})")
@@ -839,7 +998,7 @@ def _config_path_problems(w: Workload, cm_name: str, key: str) -> list[str]:
 # ---- secrets --------------------------------------------------------------------------------------------
 
 
-def secret_refs(w: Workload) -> list[tuple[str, Optional[str], bool]]:
+def secret_refs(w: Workload) -> list[tuple[str, str | None, bool]]:
     """(secret name, key or None for all keys, optional) for every way a pod reads a Secret."""
     out = []
     for c in w.containers():
@@ -859,15 +1018,24 @@ def secret_refs(w: Workload) -> list[tuple[str, Optional[str], bool]]:
     return out
 
 
-def check_secrets(r: Rendered, *, material: dict[tuple[str, str], str], allowed: dict[str, set[str]],
-                  needs: dict[str, set[str]], role_of: Callable[[Workload], Optional[str]],
-                  gated_jobs: set[str], hf_material: str = "hf-token") -> list[Problem]:
+def check_secrets(
+    r: Rendered,
+    *,
+    material: dict[tuple[str, str], str],
+    allowed: dict[str, set[str]],
+    needs: dict[str, set[str]],
+    role_of: Callable[[Workload], str | None],
+    gated_jobs: set[str],
+    hf_material: str = "hf-token",
+) -> list[Problem]:
     """Every Secret a pod reads exists with that key; each secret material (`material`: (Secret name,
     key) -> what it is) reaches only the roles `allowed` to hold it, every role gets what it `needs`,
     and the HF token reaches exactly the cache Jobs of gated models (`gated_jobs`, by Job name)."""
     out = []
-    secrets = {(namespace_of(s), name_of(s)): set((s.get("stringData") or {}) | (s.get("data") or {}))
-               for s in r.kind("Secret")}
+    secrets = {
+        (namespace_of(s), name_of(s)): set((s.get("stringData") or {}) | (s.get("data") or {}))
+        for s in r.kind("Secret")
+    }
     for w in workloads(r):
         role = role_of(w) or w.id
         held = set()
@@ -877,7 +1045,7 @@ def check_secrets(r: Rendered, *, material: dict[tuple[str, str], str], allowed:
                 if not optional:
                     out.append(Problem("secrets", w.id, f"reads Secret {name}/{key}, which the stack does not create"))
                 continue
-            for k in ([key] if key else sorted(keys)):
+            for k in [key] if key else sorted(keys):
                 what = material.get((name, k))
                 if what is None:
                     out.append(Problem("secrets", w.id, f"reads unclassified secret {name}/{k}"))
@@ -887,10 +1055,15 @@ def check_secrets(r: Rendered, *, material: dict[tuple[str, str], str], allowed:
                     out.append(Problem("secrets", w.id, f"role {role} holds {what}"))
         for what in sorted(needs.get(role, set()) - held):
             out.append(Problem("secrets", w.id, f"role {role} needs {what} and does not get it"))
-        if w.kind == "Job" and hf_material in allowed:
-            if (hf_material in held) != (w.name in gated_jobs):
-                out.append(Problem("secrets", w.id, f"{hf_material} {'held' if hf_material in held else 'missing'}; "
-                                                    f"gated model: {w.name in gated_jobs}"))
+        if w.kind == "Job" and hf_material in allowed and (hf_material in held) != (w.name in gated_jobs):
+            out.append(
+                Problem(
+                    "secrets",
+                    w.id,
+                    f"{hf_material} {'held' if hf_material in held else 'missing'}; "
+                    f"gated model: {w.name in gated_jobs}",
+                )
+            )
     return out
 
 
@@ -931,6 +1104,7 @@ def check_security(r: Rendered) -> list[Problem]:
 
             def eff(key):
                 return sc.get(key, psc.get(key))
+
             if eff("runAsNonRoot") is not True:
                 out.append(Problem("security", subject, "runAsNonRoot"))
             if eff("runAsUser") == 0:
@@ -979,12 +1153,19 @@ def check_quotas(r: Rendered) -> list[Problem]:
                 if w.namespace != ns:
                     continue
                 reps = 1 if w.kind in ("Job", "Pod") else (w.owner.get("spec") or {}).get("replicas", 1)
-                per_pod = sum(_quantity(((c.get("resources") or {}).get("requests") or (c.get("resources") or {})
-                                         .get("limits") or {}).get(res, 0)) for c in w.containers(init=False))
+                per_pod = sum(
+                    _quantity(
+                        (
+                            (c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits") or {}
+                        ).get(res, 0)
+                    )
+                    for c in w.containers(init=False)
+                )
                 used += reps * per_pod
             if used > _quantity(hard):
-                out.append(Problem("quotas", f"ResourceQuota/{ns}/{name_of(q)}",
-                                   f"{key}: workloads request {used:g} > {hard}"))
+                out.append(
+                    Problem("quotas", f"ResourceQuota/{ns}/{name_of(q)}", f"{key}: workloads request {used:g} > {hard}")
+                )
     return out
 
 
@@ -996,33 +1177,49 @@ def check_storage_identity(r: Rendered, classes: Iterable[dict]) -> list[Problem
     has the uid or gid (directoryPerms give the group read access). `classes`: StorageClasses,
     from this stack or the platform stack it attaches to."""
     out = []
-    efs = {name_of(c): c.get("parameters") or {} for c in classes if c.get("provisioner") == "efs.csi.aws.com"
-           and (c.get("parameters") or {}).get("provisioningMode") == "efs-ap"}
-    pvcs = {(namespace_of(p), name_of(p)): (p.get("spec") or {}).get("storageClassName")
-            for p in r.kind("PersistentVolumeClaim")}
+    efs = {
+        name_of(c): c.get("parameters") or {}
+        for c in classes
+        if c.get("provisioner") == "efs.csi.aws.com" and (c.get("parameters") or {}).get("provisioningMode") == "efs-ap"
+    }
+    pvcs = {
+        (namespace_of(p), name_of(p)): (p.get("spec") or {}).get("storageClassName")
+        for p in r.kind("PersistentVolumeClaim")
+    }
     for w in workloads(r):
         psc = w.pod.get("securityContext") or {}
         vols = {v["name"]: (v.get("persistentVolumeClaim") or {}).get("claimName") for v in w.pod.get("volumes") or []}
         for c in w.containers():
             sc = c.get("securityContext") or {}
             uid = sc.get("runAsUser", psc.get("runAsUser"))
-            gids = {sc.get("runAsGroup", psc.get("runAsGroup")), psc.get("fsGroup"),
-                    *(psc.get("supplementalGroups") or [])}
+            gids = {
+                sc.get("runAsGroup", psc.get("runAsGroup")),
+                psc.get("fsGroup"),
+                *(psc.get("supplementalGroups") or []),
+            }
             for m in c.get("volumeMounts") or []:
                 cls = pvcs.get((w.namespace, vols.get(m["name"])))
                 if cls not in efs:
                     continue
                 ap = efs[cls]
-                ok = str(uid) == str(ap.get("uid")) if not m.get("readOnly") else \
-                    str(uid) == str(ap.get("uid")) or str(ap.get("gid")) in {str(g) for g in gids if g is not None}
+                ok = (
+                    str(uid) == str(ap.get("uid"))
+                    if not m.get("readOnly")
+                    else str(uid) == str(ap.get("uid")) or str(ap.get("gid")) in {str(g) for g in gids if g is not None}
+                )
                 if not ok:
                     verb = "reads" if m.get("readOnly") else "writes"
-                    out.append(Problem("storage", f"{w.id}/{c['name']}", f"{verb} EFS class {cls} "
-                                       f"(uid {ap.get('uid')}, gid {ap.get('gid')}) as uid {uid}"))
+                    out.append(
+                        Problem(
+                            "storage",
+                            f"{w.id}/{c['name']}",
+                            f"{verb} EFS class {cls} (uid {ap.get('uid')}, gid {ap.get('gid')}) as uid {uid}",
+                        )
+                    )
     return out
 
 
-def job_hf_id(w: Workload) -> Optional[str]:
+def job_hf_id(w: Workload) -> str | None:
     """The repository a cache Job downloads: its HF_ID variable (the script reads "$HF_ID", never a
     value written into the script), or `hf download <repo>` in a script that names it literally."""
     for c in w.containers():

@@ -5,6 +5,7 @@ beside the checkout.
 A clone without it still runs the suite: a test that needs a missing piece skips with a reason that
 names the path. Under CI (`E2E_REQUIRED=1` or `CI`), a missing piece is a failure, never a skip.
 """
+
 from __future__ import annotations
 
 import os

@@ -34,6 +34,10 @@ TYPE_OVERRIDES = {
 }
 # Input keys whose value is a free-form map (keys are data, not schema fields: never snake_cased).
 MAP_KEYS = {"tags", "tagsAll", "labels", "variables", "environment", "parameters", "dimensions"}
+# Pulumi input names that differ from the Terraform block they back (a list input, a repeated block).
+KEY_RENAMES = {("aws_db_parameter_group", "parameters"): "parameter"}
+# Resources other resources take by name, and the input keys that take them so.
+BY_NAME = {"aws:rds/parameterGroup:ParameterGroup": ("parameter_group_name",)}
 # Output attributes other resources take as inputs (the mock returns each of them).
 HANDLE_ATTRS = ("id", "arn", "keyId", "url")
 # A value two resources share (an EIP and the NAT gateway both named `nat-a` get the ID `nat-a-id`):
@@ -89,6 +93,9 @@ class _Handles:
                 # minted by the mock, not an input echoed back (an event target's `arn` is the queue's)
                 if isinstance(out.get(attr), str) and out[attr] != r["inputs"].get(attr):
                     self._add(out[attr], a, snake(attr) if attr != "keyId" else "key_id")
+            if r["type"] in BY_NAME:
+                self._add(out.get("name"), a, "name")
+                self.name_keys[a] = BY_NAME[r["type"]]
             if r["type"] in ("aws:iam/role:Role", "aws:iam/instanceProfile:InstanceProfile"):
                 self._add(out.get("name"), a, "name")  # attachments and profiles take the role by name
                 self.name_keys[a] = ("role", "roles", "iam_instance_profile")
@@ -208,7 +215,7 @@ def translate(resources: list[dict]) -> dict:
         for k, v in inputs.items():
             sk = snake(k)
             conv = _convert(v, k if k in MAP_KEYS else sk, a, handles)
-            attrs[sk] = conv
+            attrs[KEY_RENAMES.get((t, sk), sk)] = conv
         body.setdefault(t, {})[name] = attrs
     _cluster_sg_refs(body, cluster, handles)
     return {"resource": body}
