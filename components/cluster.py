@@ -276,8 +276,9 @@ class Cluster(pulumi.ComponentResource):
         ec = self.cluster.eks_cluster
         self.name = ec.name
         kubeconfig = self.cluster.kubeconfig_json
-        if args.aws_profile:
-            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, args.aws_profile))
+        profile = args.aws_profile
+        if profile:
+            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, profile))
         self.kubeconfig = pulumi.Output.secret(kubeconfig)
         self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
         self.handle = ClusterHandle(

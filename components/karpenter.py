@@ -349,12 +349,16 @@ class KarpenterIam(pulumi.ComponentResource):
             "ZonalShift",
             "ResourceDiscovery",
         ):
+
+            def policy_json(d: dict, n: str = pname) -> str:
+                return json.dumps(d[n])
+
             policies.append(
                 aws.iam.RolePolicy(
                     f"{name}-{pname}",
                     name=f"KarpenterController{pname}Policy",
                     role=controller.id,
-                    policy=docs.apply(lambda d, n=pname: json.dumps(d[n])),
+                    policy=docs.apply(policy_json),
                     opts=child,
                 )
             )

@@ -29,7 +29,7 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
     """name -> (namespace, NetworkPolicy spec)."""
     deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     dns = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
-    out = {
+    out: dict[str, tuple[str, dict]] = {
         "models-default-deny": (models_ns, deny),
         "models-dns": (models_ns, dns),
         "vllm-from-gateway": (
@@ -130,10 +130,14 @@ class ServingNamespaces(pulumi.ComponentResource):
         for pname, (ns, _) in render_policies(
             models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr="0.0.0.0/32", database=args.database
         ).items():
+
+            def policy_spec(p: dict[str, tuple[str, dict]], n: str = pname) -> dict:
+                return p[n][1]
+
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{pname}",
                 metadata={"name": pname, "namespace": ns},
-                spec=policies.apply(lambda p, n=pname: p[n][1]),
+                spec=policies.apply(policy_spec),
                 opts=ResourceOptions(parent=self, depends_on=[self.namespaces[ns]]),
             )
         if args.accelerator_quota is not None:

@@ -33,9 +33,10 @@ def subnet_cidrs(cidr: str, azs: int) -> tuple[list[str], list[str]]:
     net = ipaddress.ip_network(cidr)
     if net.prefixlen > 16:
         raise ValueError(f"VPC CIDR {cidr} is too small: use a /16")
-    private = [str(s) for s in list(net.subnets(new_prefix=19))[:azs]]
+    blocks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(net.subnets(new_prefix=19))
+    private = [str(s) for s in blocks[:azs]]
     # Public subnets live in the last /19 of the VPC, one /24 each.
-    tail = list(net.subnets(new_prefix=19))[-1]
+    tail = blocks[-1]
     public = [str(s) for s in list(tail.subnets(new_prefix=24))[:azs]]
     return private, public
 

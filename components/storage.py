@@ -7,6 +7,7 @@ unprotected on purpose.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import pulumi
@@ -100,7 +101,7 @@ class Storage(pulumi.ComponentResource):
             aws.efs.MountTarget(
                 f"{name}-efs-{k}",
                 file_system_id=fs.id,
-                subnet_id=subnets.apply(lambda s, i=i: s[i]),
+                subnet_id=subnets.apply(operator.itemgetter(i)),
                 security_groups=[sg.id],
                 opts=child,
             )

@@ -58,7 +58,8 @@ WAIT_SCRIPT = (
     "waited=0; "
     'while [ ! -f "$READY_MARKER" ]; do '
     'if [ "$waited" -ge "$WAIT_SECONDS" ]; then '
-    'printf \'weights of %s not ready after %ss: see the cache Job in this namespace\\n\' "$HF_ID" "$WAIT_SECONDS" >&2; '
+    "printf 'weights of %s not ready after %ss: see the cache Job in this namespace\\n' "
+    '"$HF_ID" "$WAIT_SECONDS" >&2; '
     "exit 1; fi; "
     "printf 'waiting for %s\\n' \"$HF_ID\"; "
     f"sleep {WAIT_PERIOD_S}; waited=$((waited + {WAIT_PERIOD_S})); "
@@ -118,7 +119,7 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
     res_name = ACCELERATOR_RESOURCE[spec.kind]
     res = {"cpu": spec.cpu, "memory": spec.memory, res_name: str(spec.accelerator_count)}
     health = {"httpGet": {"path": "/health", "port": PORT}}
-    env = [{"name": k, "value": v} for k, v in spec.env]
+    env: list[dict] = [{"name": k, "value": v} for k, v in spec.env]
     env.append({"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": api_key_secret, "key": "api-key"}}})
     return {
         "name": "vllm",
@@ -145,7 +146,7 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
 def container_mounts(spec: ServerSpec) -> list[dict]:
     """One cache volume (a PVC referenced by two pod volumes is never mounted by kubelet < 1.35):
     read-only at /models; Neuron adds one writable subPath of it for compiled artifacts."""
-    mounts = [
+    mounts: list[dict] = [
         {"name": CACHE_VOLUME, "mountPath": MODELS, "readOnly": True},
         {"name": "shm", "mountPath": "/dev/shm"},
         {"name": "home", "mountPath": HOME},

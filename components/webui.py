@@ -35,7 +35,9 @@ OFFLINE_ENV = {
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on the UI; CPU requests are set",
     "CKV_K8S_35": "Open WebUI reads OPENAI_API_KEY and WEBUI_SECRET_KEY from env only",
-    "CKV_K8S_40": "UID 1000: the image is built for UID 0 and takes any non-root UID with HOME set; restricted PSS holds",
+    "CKV_K8S_40": (
+        "UID 1000: the image is built for UID 0 and takes any non-root UID with HOME set; restricted PSS holds"
+    ),
 }
 
 

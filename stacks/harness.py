@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,7 +243,10 @@ class Mocks(pmocks.Mocks):
             ],
         }
         # eksCluster must be a resource reference (a dict here makes later awaits hang).
-        urn = f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::eks:index:Cluster$aws:eks/cluster:Cluster::{cname}-eksCluster"
+        urn = (
+            f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}"
+            f"::eks:index:Cluster$aws:eks/cluster:Cluster::{cname}-eksCluster"
+        )
         state = {
             "name": cname,
             "arn": f"arn:aws:eks:{self.region}:{ACCOUNT}:cluster/{cname}",
@@ -335,7 +338,7 @@ def run(
     program: Callable[[], Any],
     *,
     config: dict[str, str],
-    secret_keys: list[str] = (),
+    secret_keys: Sequence[str] = (),
     project: str = "llm-serving",
     stack: str = "dev",
     region: str = "us-east-1",

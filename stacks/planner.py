@@ -158,11 +158,9 @@ def size(
     """Size one replica of a model on one instance type at a given TP."""
     rank_gib = inst.unit_memory_gib
     weights = weight_bytes_total(arch, quantization) / tp / GIB
-    host = {
-        "host_memory_gib": float(pod_memory_gib(inst, tp)),
-        "host_memory_needed_gib": round(host_memory_needed_gib(arch, inst.kind, quantization), 2),
-    }
-    host_ok = host["host_memory_gib"] >= host["host_memory_needed_gib"]
+    host_gib = float(pod_memory_gib(inst, tp))
+    host_needed_gib = round(host_memory_needed_gib(arch, inst.kind, quantization), 2)
+    host_ok = host_gib >= host_needed_gib
     kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
     if inst.kind == "neuron":
         util = utilization if utilization is not None else NEURON_UTILIZATION
@@ -192,7 +190,8 @@ def size(
             fits,
             block,
             blocks,
-            **host,
+            host_memory_gib=host_gib,
+            host_memory_needed_gib=host_needed_gib,
         )
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib)
@@ -223,7 +222,8 @@ def size(
         fits,
         GPU_BLOCK_SIZE,
         blocks,
-        **host,
+        host_memory_gib=host_gib,
+        host_memory_needed_gib=host_needed_gib,
     )
 
 
@@ -345,11 +345,11 @@ def fix_hints(arch: ModelArch, s: Sizing, candidates: list[InstanceType], **kw) 
             if alt.meets_concurrency:
                 hints.append(f"tensorParallel: {t} on {s.instance.name} (max concurrency {alt.max_concurrency:.1f})")
                 break
-    alt = choose(arch, [c for c in candidates if c.name != s.instance.name], s.max_model_len, s.max_num_seqs, **kw)
-    if alt is not None and alt.meets_concurrency:
+    other = choose(arch, [c for c in candidates if c.name != s.instance.name], s.max_model_len, s.max_num_seqs, **kw)
+    if other is not None and other.meets_concurrency:
         hints.append(
-            f"instanceType: {alt.instance.name} with tensorParallel: {alt.tensor_parallel} "
-            f"(max concurrency {alt.max_concurrency:.1f}, ${alt.instance.usd_per_hour}/h)"
+            f"instanceType: {other.instance.name} with tensorParallel: {other.tensor_parallel} "
+            f"(max concurrency {other.max_concurrency:.1f}, ${other.instance.usd_per_hour}/h)"
         )
     ctx = largest_context(arch, s.instance, s.tensor_parallel, s.max_num_seqs, **kw)
     if s.instance.kind != "neuron" and s.kv_tokens:

@@ -28,7 +28,7 @@ from components.nodepool import KarpenterNodeClass, KarpenterNodePool, NodeClass
 from components.storage import Storage, StorageArgs
 from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle
 from stacks import catalog
-from stacks.config import EKS_UNSUPPORTED_ZONE_IDS, StackIntent, VpcConfig
+from stacks.config import EKS_UNSUPPORTED_ZONE_IDS, ExistingVpc, StackIntent, VpcConfig
 
 # Root volume for accelerator nodes. Instances with local NVMe (g5/g6/g6e/p4d/p5/trn1) keep
 # containerd and kubelet on the instance-store RAID0 (instanceStorePolicy), so the root volume holds
@@ -108,7 +108,7 @@ def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
     return PoolSpec(
         name=name,
         kind=s.accelerator,
-        families=tuple(s.families),
+        families=tuple(p.families),
         capacity_types=tuple(s.capacityTypes),
         node_class=s.accelerator,
         cpu_limit=s.maxCpu,
@@ -150,10 +150,9 @@ def one_subnet_per_zone(subnet_ids: list[str], zones: list[str]) -> list[str]:
     return list(subnet_ids)
 
 
-def existing_network(vpc: VpcConfig) -> NetworkHandle:
+def existing_network(ex: ExistingVpc) -> NetworkHandle:
     """A VPC the stack does not own: its CIDR (NetworkPolicy ipBlocks) and its subnets' zones are
     looked up, never assumed; everything that uses the subnets waits for the zone check."""
-    ex = vpc.existing
     found = aws.ec2.get_vpc_output(id=ex.vpcId)
     ids = list(ex.privateSubnetIds)
     zones = pulumi.Output.all(*[aws.ec2.get_subnet_output(id=s).availability_zone for s in ids])
@@ -187,8 +186,8 @@ def build(intent: StackIntent) -> Platform:
                 cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd, emails=tuple(cfg.cluster.budget.emails)
             ),
         )
-    if existing:
-        net = existing_network(vpc_cfg)
+    if vpc_cfg.existing is not None:
+        net = existing_network(vpc_cfg.existing)
         mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
         node_subnets = tuple(vpc_cfg.existing.privateSubnetIds)
     else:

@@ -281,6 +281,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     db_url = None
     if db_enabled:
         d = cfg.gateway.database
+        assert keys.database_password is not None, "ServingKeys makes the database password when the database is on"
         db = GatewayDatabase(
             "gateway-db",
             DatabaseArgs(
@@ -316,6 +317,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         opts=kopts,
     )
     if cfg.ui.enabled:
+        assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
         OpenWebUi(
             "webui",
             WebUiArgs(

@@ -41,7 +41,7 @@ def pool_rows(intent: StackIntent) -> list[dict]:
             {
                 "name": name,
                 "accelerator": p.spec.accelerator,
-                "families": list(p.spec.families),
+                "families": list(p.families),
                 "capacityTypes": list(p.spec.capacityTypes),
                 "models": users,
             }

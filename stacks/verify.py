@@ -1,4 +1,5 @@
-"""Post-deploy check: `python -m stacks.verify STACK [--outputs FILE] [--skip-cluster] [--gateway-url URL] [--api-key KEY]`.
+"""Post-deploy check: `python -m stacks.verify STACK [--outputs FILE] [--skip-cluster]
+[--gateway-url URL] [--api-key KEY]`.
 
 Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --show-secrets -s STACK`, or
 FILE holding that JSON) and checks, in a short table:
@@ -275,7 +276,7 @@ def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[
 
 
 def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stacks.verify", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m stacks.verify", description=__doc__.split("\n\n")[0])
     ap.add_argument("stack")
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")

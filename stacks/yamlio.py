@@ -160,7 +160,10 @@ def _scan_events(text: str) -> None:
 
 
 def _key_text(node: nodes.Node) -> str:
-    return str(node.value) if isinstance(node, nodes.ScalarNode) else f"<{node.id}>"
+    if isinstance(node, nodes.ScalarNode):
+        return str(node.value)
+    assert isinstance(node, (nodes.SequenceNode, nodes.MappingNode)), "a YAML node is a scalar, a sequence or a mapping"
+    return f"<{node.id}>"
 
 
 def _check_graph(root: nodes.Node) -> list[YamlIssue]:

@@ -6,11 +6,11 @@ import functools
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.types import ChartPin, ImagePin, InstanceType, ModelArch
+from components.types import AcceleratorKind, ChartPin, ImagePin, InstanceType, ModelArch
 from stacks.yamlio import load_yaml
 
 HERE = Path(__file__).parent
@@ -124,7 +124,7 @@ def instances() -> dict[str, InstanceType]:
         out[name] = InstanceType(
             name=name,
             family=r.family,
-            kind=r.kind,
+            kind=cast(AcceleratorKind, r.kind),  # the row's pattern admits only nvidia and neuron
             device=r.device,
             devices=r.devices,
             device_memory_mib=r.deviceMemoryMiB,

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from components.types import InstanceType, ModelArch
+from components.types import AcceleratorKind, InstanceType, ModelArch
 from stacks import catalog, planner, vllm_flags
 from stacks.config.errors import PROJECT, ConfigError, key
 from stacks.config.schema import (
@@ -29,11 +29,22 @@ from stacks.config.schema import (
 # ---- resolved intent (what the stack layer consumes) -----------------------------------------
 
 
+def _default_families(kind: AcceleratorKind) -> list[str]:
+    families = DEFAULT_POOLS[kind][1].families
+    assert families is not None, "every default pool in DEFAULT_POOLS lists its families"
+    return families
+
+
 @dataclass(frozen=True)
 class ResolvedPool:
     name: str
     spec: NodePoolConfig
     instances: tuple[InstanceType, ...]
+
+    @property
+    def families(self) -> list[str]:
+        assert self.spec.families is not None, "resolution fills in the families of every pool"
+        return self.spec.families
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ class _Ask:
     used: tuple[vllm_flags.Used, ...]
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> AcceleratorKind:
         return self.pool.spec.accelerator
 
     @property
@@ -170,7 +181,8 @@ class _Resolver:
             self.err(
                 ("platformStack",),
                 f"{cfg.platformStack!r} is not a fully qualified stack name",
-                "write it as <organization>/llm-serving/<stack> (self-managed backends: organization/llm-serving/<stack>)",
+                "write it as <organization>/llm-serving/<stack>"
+                " (self-managed backends: organization/llm-serving/<stack>)",
             )
         for section in ("observability", "autoscaling"):
             if getattr(cfg, section).enabled:
@@ -256,7 +268,7 @@ class _Resolver:
             if problem:
                 self.err(path, *problem)
                 continue
-            fams = p.families or DEFAULT_POOLS[p.accelerator][1].families
+            fams = p.families or _default_families(p.accelerator)
             known = catalog.families(p.accelerator)
             bad = [f for f in fams if f not in known]
             if bad:
@@ -272,7 +284,7 @@ class _Resolver:
             pools[name] = ResolvedPool(name, p.model_copy(update={"families": list(fams)}), insts)
         return pools
 
-    def _pool_for(self, name: str, m: ModelConfig, kind: str | None, pools: dict[str, ResolvedPool]):
+    def _pool_for(self, name: str, m: ModelConfig, kind: AcceleratorKind | None, pools: dict[str, ResolvedPool]):
         path = ("models", name)
         if m.pool is not None:
             if m.pool not in pools:
@@ -306,6 +318,7 @@ class _Resolver:
             )
             return None
         dname, dspec = DEFAULT_POOLS[kind]
+        dfams = _default_families(kind)
         if dname in pools and pools[dname].spec.accelerator != kind:
             # The default name is taken by a pool of the other kind: never place the model there.
             self.err(
@@ -316,7 +329,7 @@ class _Resolver:
                 f"or rename nodePools.{dname}",
             )
             return None
-        insts = tuple(i for i in self.instances.values() if i.family in dspec.families)
+        insts = tuple(i for i in self.instances.values() if i.family in dfams)
         pools.setdefault(dname, ResolvedPool(dname, dspec, insts))
         return pools[dname]
 
@@ -351,24 +364,25 @@ class _Resolver:
             self.err(
                 path + ("architecture",),
                 f"{m.hfId} is not in the catalog, so its size is unknown",
-                "add architecture: {params, layers, hidden, intermediate, heads, kvHeads, headDim, vocab, maxPositions} from its config.json",
+                "add architecture: {params, layers, hidden, intermediate, heads, kvHeads, headDim, vocab, maxPositions}"
+                " from its config.json",
             )
             return None
-        a = m.architecture
+        facts = m.architecture
         return ModelArch(
             hf_id=m.hfId,
-            params=a.params,
-            layers=a.layers,
-            hidden=a.hidden,
-            intermediate=a.intermediate,
-            heads=a.heads,
-            kv_heads=a.kvHeads,
-            head_dim=a.headDim,
-            vocab=a.vocab,
-            max_positions=a.maxPositions,
-            dtype=a.dtype,
-            gated=a.gated,
-            quantization=a.quantization,
+            params=facts.params,
+            layers=facts.layers,
+            hidden=facts.hidden,
+            intermediate=facts.intermediate,
+            heads=facts.heads,
+            kv_heads=facts.kvHeads,
+            head_dim=facts.headDim,
+            vocab=facts.vocab,
+            max_positions=facts.maxPositions,
+            dtype=facts.dtype,
+            gated=facts.gated,
+            quantization=facts.quantization,
         )
 
     def _model_name(self, name: str) -> None:
@@ -401,7 +415,7 @@ class _Resolver:
                 "rename the model (e.g. qwen3-8b); set servedName: to keep the name clients use",
             )
 
-    def _extra_args(self, name: str, m: ModelConfig, kind: str) -> list[vllm_flags.Used]:
+    def _extra_args(self, name: str, m: ModelConfig, kind: AcceleratorKind) -> list[vllm_flags.Used]:
         path = ("models", name, "extraArgs")
         used, problems = vllm_flags.check(list(m.extraArgs), kind, trust_remote_code=m.trustRemoteCode)
         for what, fix in problems:
@@ -449,7 +463,7 @@ class _Resolver:
             self.err(("models", name, "instanceType"), f"unknown instance type {m.instanceType!r}", hint)
         return inst
 
-    def _kind(self, name: str, m: ModelConfig, inst: InstanceType | None) -> str | None:
+    def _kind(self, name: str, m: ModelConfig, inst: InstanceType | None) -> AcceleratorKind | None:
         """The accelerator kind asked for, by `accelerator:` or by the instance type."""
         if inst is not None and m.accelerator is not None and inst.kind != m.accelerator:
             self.err(
@@ -483,10 +497,10 @@ class _Resolver:
 
     def _in_pool(self, a: _Ask) -> bool:
         inst, pool = a.inst, a.pool
-        if inst is not None and inst.family not in pool.spec.families:
+        if inst is not None and inst.family not in pool.families:
             self.err(
                 a.path + ("instanceType",),
-                f"{inst.name} is not allowed by pool {pool.name!r} (families {', '.join(pool.spec.families)})",
+                f"{inst.name} is not allowed by pool {pool.name!r} (families {', '.join(pool.families)})",
                 f"add {inst.family} to llm-serving:nodePools.{pool.name}.families or pick an allowed type",
             )
             return False
@@ -652,7 +666,7 @@ class _Resolver:
         return True
 
     def _batching_ok(
-        self, path: tuple, m: ModelConfig, s: planner.Sizing, kind: str, used: list[vllm_flags.Used]
+        self, path: tuple, m: ModelConfig, s: planner.Sizing, kind: AcceleratorKind, used: list[vllm_flags.Used]
     ) -> bool:
         """vLLM 0.32 SchedulerConfig.verify_max_model_len: refuses to start when the batched tokens are
         below max-num-seqs, or below max-model-len with chunked prefill off."""

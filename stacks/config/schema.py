@@ -253,12 +253,14 @@ class ClusterConfig(_M):
         return out
 
 
+def _on_demand_only() -> list[Literal["on-demand", "spot", "reserved"]]:
+    return ["on-demand"]
+
+
 class NodePoolConfig(_M):
     accelerator: Literal["nvidia", "neuron"]
     families: list[str] | None = Field(None, min_length=1)
-    capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(
-        default_factory=lambda: ["on-demand"], min_length=1
-    )
+    capacityTypes: list[Literal["on-demand", "spot", "reserved"]] = Field(default_factory=_on_demand_only, min_length=1)
     maxAccelerators: int = Field(16, ge=1)
     maxCpu: int = Field(1000, ge=1)
     maxMemoryGiB: int = Field(8000, ge=1)

@@ -13,7 +13,11 @@ from stacks.config import covers_all_ipv4
 
 def spec(**kw):
     base = {
-        "name": "nvidia", "kind": "nvidia", "ami_alias": "al2023@v20260818", "root_volume_gib": 200, "root_volume_throughput": 125
+        "name": "nvidia",
+        "kind": "nvidia",
+        "ami_alias": "al2023@v20260818",
+        "root_volume_gib": 200,
+        "root_volume_throughput": 125,
     }
     return NodeClassSpec(**{**base, **kw})
 

@@ -143,15 +143,16 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Server:
-        fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        # The child holds its own copy of the log descriptor; the parent's closes once it is started.
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         wait_http(self.health, self.proc, self.log, self.timeout)
         return self
 

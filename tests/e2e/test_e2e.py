@@ -107,7 +107,7 @@ def test_streaming_chat_through_the_gateway(gateway):
         headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=60) as r:
-        lines = [l for l in r.read().decode().splitlines() if l.startswith("data: ")]
+        lines = [ln for ln in r.read().decode().splitlines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]" and len(lines) >= 2
 
 

@@ -240,7 +240,8 @@ fi
 for a in $scaffolds; do mount -o remount,ro "$a"; done
 mount -o remount,bind,ro /
 # The argv has no spaces (paths under /dev/shm, fixed flags); it never passes through a config value.
-exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups --inh-caps=-all -- "$SANDBOX_EXEC" $(cat "$SANDBOX_ARGV")
+exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups --inh-caps=-all \
+  -- "$SANDBOX_EXEC" $(cat "$SANDBOX_ARGV")
 """
 
 

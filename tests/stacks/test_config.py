@@ -1,5 +1,6 @@
 """Config tier: every fixture and committed stack file either loads or fails naming the key."""
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -7,14 +8,13 @@ import pytest
 
 from stacks import config
 from stacks.plan import main as plan_main
+from tests.conftest import STACK_FILES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 OK = sorted(CONFIGS.glob("*.ok.yaml"))
 ERR = sorted(CONFIGS.glob("*.error.*.yaml"))
 # A stack-file key as written (e.g. a misspelt namespace `llm-servng:models`), for problems of the key itself.
 CONFIG_KEY = re.compile(r"^[\w.-]+(:[\w.-]+)?: ")
-from tests.conftest import STACK_FILES  # noqa: E402
-import contextlib
 
 
 def expectations(path: Path) -> list[str]:

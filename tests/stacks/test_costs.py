@@ -61,7 +61,7 @@ def test_cost_follows_the_records_not_the_config():
 
 
 def test_an_unpriced_rds_class_is_an_error():
-    with pytest.raises(KeyError, match="db.x9.huge"):
+    with pytest.raises(KeyError, match=r"db\.x9\.huge"):
         costs.stack_cost([R("aws:rds/instance:Instance", {"instanceClass": "db.x9.huge", "multiAz": True})])
 
 

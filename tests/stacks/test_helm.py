@@ -44,7 +44,8 @@ def renderable(stack_file, plan_of) -> list[tuple[str, dict, Path]]:
         why = helm.UNRENDERABLE.get((doc["chart"], str(doc["version"])))
         if why:
             warnings.warn(
-                f"{stack_file.name}: Helm release {name!r} ({doc['chart']} {doc['version']}) not rendered — {why}"
+                f"{stack_file.name}: Helm release {name!r} ({doc['chart']} {doc['version']}) not rendered — {why}",
+                stacklevel=1,
             )
             continue
         got.append((name, doc, helm.chart_dir(doc["chart"], str(doc["version"]))))
@@ -93,7 +94,8 @@ def test_rendered_charts_validate(stack_file, plan_of):
     if custom:
         warnings.warn(
             f"{stack_file.name}: {len(custom)} custom resource(s) rendered by charts not schema-checked: "
-            + "; ".join(custom)
+            + "; ".join(custom),
+            stacklevel=1,
         )
     none(problems)
     if any(True for _ in renderable(stack_file, plan_of)):
@@ -169,12 +171,13 @@ def test_bogus_subchart_key_is_reported():
     chart = helm.chart_dir(pin.chart, pin.version)
     values = {"node-feature-discovery": {"worker": {"tolerationz": []}, "gc": {"tolerations": []}}}
     assert helm.unknown_keys(values, chart) == [
-        "node-feature-discovery.worker.tolerationz (not in node-feature-discovery/values.yaml nor read by its templates)"
+        "node-feature-discovery.worker.tolerationz"
+        " (not in node-feature-discovery/values.yaml nor read by its templates)"
     ]
 
 
 def test_a_pin_without_chart_source_fails():
-    with pytest.raises(pytest.fail.Exception, match="no chart source for karpenter 9.9.9"):
+    with pytest.raises(pytest.fail.Exception, match=r"no chart source for karpenter 9\.9\.9"):
         helm.chart_dir("karpenter", "9.9.9")
 
 
@@ -197,8 +200,8 @@ def test_placement_negative_control():
         "gpu-operator", values, helm.render("gpu-operator", chart, "gpu-operator", values, KUBE)
     )
     assert (
-        "gpu-operator: Deployment gpu-operator/gpu-operator does not tolerate CriticalAddonsOnly — it cannot run on the system nodes"
-        in problems
+        "gpu-operator: Deployment gpu-operator/gpu-operator does not tolerate CriticalAddonsOnly"
+        " — it cannot run on the system nodes" in problems
     )
     assert any(
         "DaemonSet gpu-operator/gpu-operator-node-feature-discovery-worker does not tolerate nvidia.com/gpu" in p

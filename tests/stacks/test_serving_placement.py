@@ -85,9 +85,9 @@ def test_servers_over_every_stack(stack_file, plan_of):
         vols = {v["name"]: v for v in pod["volumes"]}
         env = {e["name"]: e.get("value") for e in c["env"]}
 
-        def backing(path):
+        def backing(path, mounts=c["volumeMounts"], vols=vols):
             m = max(
-                (m for m in c["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
+                (m for m in mounts if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
                 key=lambda m: len(m["mountPath"]),
             )
             return m, vols[m["name"]]

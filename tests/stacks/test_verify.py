@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -18,7 +19,7 @@ KEY = "sk-test-key"
 
 
 class FakeGateway(BaseHTTPRequestHandler):
-    models = {"qwen3-0.6b"}
+    models: ClassVar[set[str]] = {"qwen3-0.6b"}
 
     def log_message(self, *a):
         pass

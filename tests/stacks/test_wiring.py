@@ -27,7 +27,7 @@ def releases(rec):
 
 
 def test_one_nodepool_per_pool_and_drivers_only_for_used_kinds(plan_of):
-    intent, rec, _ = plan_of(SEED002)  # GPU only
+    _intent, rec, _ = plan_of(SEED002)  # GPU only
     assert [r.inputs["metadata"]["name"] for r in crs(rec, "NodePool")] == ["gpu"]
     assert "gpu-operator" in releases(rec) and "neuron" not in releases(rec)
     assert [r.inputs["metadata"]["name"] for r in crs(rec, "EC2NodeClass")] == ["nvidia"]

@@ -224,7 +224,8 @@ def writable_path_problems(where: str, spec: dict, images: dict[str, ImagePin]) 
                 src = vols.get(mount["name"], {})
                 if mount.get("readOnly") or any(k in src for k in READ_ONLY_SOURCES):
                     out.append(
-                        f"{where} container {c['name']}: {image} writes {path}, but it is on the read-only mount {mount['mountPath']}"
+                        f"{where} container {c['name']}: {image} writes {path},"
+                        f" but it is on the read-only mount {mount['mountPath']}"
                     )
                 continue
             if ro_root:

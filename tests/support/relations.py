@@ -1102,7 +1102,7 @@ def check_security(r: Rendered) -> list[Problem]:
             subject = f"{w.id}/{c['name']}"
             sc = c.get("securityContext") or {}
 
-            def eff(key):
+            def eff(key, sc=sc, psc=psc):
                 return sc.get(key, psc.get(key))
 
             if eff("runAsNonRoot") is not True:
