@@ -11,7 +11,16 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 from pulumi import ResourceOptions
 
-from components.types import SYSTEM_TAINT, ClusterHandle, NetworkHandle, SystemNodesHandle
+from components.types import (
+    EKS_TAINT_EFFECT,
+    SYSTEM_TAINT,
+    WORKER_NODE_POLICIES,
+    ClusterHandle,
+    NetworkHandle,
+    SystemNodesHandle,
+    taint,
+    tolerate,
+)
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 SYSTEM_LABEL = ("llm-serving/node-role", "system")
@@ -328,11 +337,7 @@ class NetworkingAddons(pulumi.ComponentResource):
 
 # The ENI permissions live on the aws-node service account (NetworkingAddons), not on node roles.
 CNI_POLICY = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
-# No AmazonSSMManagedInstanceCore: nothing here uses SSM on nodes (debug with `kubectl debug node/…`).
-WORKER_POLICIES = (
-    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-)
+WORKER_POLICIES = WORKER_NODE_POLICIES
 
 
 @dataclass(frozen=True)
@@ -392,7 +397,8 @@ class SystemNodes(pulumi.ComponentResource):
             update_config={"max_unavailable": 1},
             launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
             labels={k: v},
-            taints=[{"key": SYSTEM_TAINT, "value": "true", "effect": "NO_SCHEDULE"}],
+            # The same taint the system pods tolerate (types.taint), in the EKS API's spelling.
+            taints=[{**taint(SYSTEM_TAINT), "effect": EKS_TAINT_EFFECT[taint(SYSTEM_TAINT)["effect"]]}],
             # Policies attached before the nodes join and detached only after they are gone.
             opts=ResourceOptions(
                 parent=self, ignore_changes=["scalingConfig.desiredSize"], depends_on=[*attachments, *args.after]
@@ -417,7 +423,7 @@ class AddonsArgs:
 
 
 def system_tolerations_config() -> str:
-    return json.dumps({"tolerations": [{"key": SYSTEM_TAINT, "operator": "Exists", "effect": "NoSchedule"}]})
+    return json.dumps({"tolerations": [tolerate(SYSTEM_TAINT)]})
 
 
 class ClusterAddons(pulumi.ComponentResource):

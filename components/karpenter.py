@@ -14,15 +14,19 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ChartPin, ClusterHandle, CrdsHandle, KarpenterIamHandle, SystemNodesHandle, tolerate
+from components.types import (
+    WORKER_NODE_POLICIES,
+    ChartPin,
+    ClusterHandle,
+    CrdsHandle,
+    KarpenterIamHandle,
+    SystemNodesHandle,
+    tolerate,
+)
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
-# No AmazonEKS_CNI_Policy (aws-node has its own Pod Identity role) and no SSM on accelerator nodes.
-NODE_POLICIES = (
-    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-)
+NODE_POLICIES = WORKER_NODE_POLICIES
 # (source, detail-type) of the EventBridge rules that feed the interruption queue.
 INTERRUPTION_EVENTS = (
     ("health", "aws.health", "AWS Health Event"),

@@ -14,6 +14,7 @@ import yaml
 from pulumi import ResourceOptions
 
 from components.types import (
+    GATEWAY_PORT,
     GATEWAY_SELECTOR,
     ImagePin,
     Route,
@@ -21,10 +22,11 @@ from components.types import (
     container_security,
     image_skips,
     pod_security,
+    service_host,
     tolerate,
 )
 
-PORT = 4000
+PORT = GATEWAY_PORT
 CONFIG_PATH = "/etc/litellm/config.yaml"
 LIVENESS = "/health/liveliness"
 READINESS = "/health/readiness"
@@ -261,7 +263,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             spec={"maxUnavailable": 1, "selector": {"matchLabels": GATEWAY_SELECTOR}},
             opts=ResourceOptions(parent=self, depends_on=after),
         )
-        self.in_cluster_url = f"http://litellm.{ns}.svc.cluster.local:{PORT}"
+        self.in_cluster_url = f"http://{service_host('litellm', ns)}:{PORT}"
         self.url = svc.status.apply(
             lambda s: (
                 f"http://{(s.load_balancer.ingress or [None])[0].hostname}:{PORT}"

@@ -18,13 +18,21 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import CACHE_SELECTOR, checkov_skips, container_security, image_skips, pod_security, tolerate
+from components.types import (
+    CACHE_SELECTOR,
+    VLLM_UID,
+    checkov_skips,
+    container_security,
+    image_skips,
+    pod_security,
+    tolerate,
+)
 
-UID = 2000
+UID = VLLM_UID
 # checkov findings accepted on cache Jobs only (tests/stacks/test_checkov.py).
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on a one-off download; CPU requests are set",
-    "CKV_K8S_40": "UID 2000 like the vLLM image user; the EFS access point enforces 2000",
+    "CKV_K8S_40": f"UID {VLLM_UID} like the vLLM image user; the EFS access point enforces {VLLM_UID}",
 }
 MODELS = "/models"
 HUB_CACHE = f"{MODELS}/hub"

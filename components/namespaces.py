@@ -8,13 +8,28 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import CACHE_SELECTOR, GATEWAY_SELECTOR, UI_SELECTOR, VLLM_SELECTOR
+from components.types import (
+    CACHE_SELECTOR,
+    GATEWAY_PORT,
+    GATEWAY_SELECTOR,
+    UI_SELECTOR,
+    VLLM_PORT,
+    VLLM_SELECTOR,
+    WEBUI_PORT,
+)
 
 PSA = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
 DNS_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
     "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
 }
+
+
+def tcp(port: int) -> dict:
+    """A NetworkPolicy port entry for one of the shared ports (components.types)."""
+    return {"protocol": "TCP", "port": port}
+
+
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 
 
@@ -37,9 +52,7 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
             {
                 "podSelector": {"matchLabels": VLLM_SELECTOR},
                 "policyTypes": ["Ingress"],
-                "ingress": [
-                    {"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}
-                ],
+                "ingress": [{"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
             },
         ),
         # The cache Job downloads from the Hugging Face Hub over HTTPS; nothing else leaves the namespace.
@@ -61,7 +74,7 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
                 "ingress": [
                     {
                         "from": [{"ipBlock": {"cidr": vpc_cidr}}, {"podSelector": {"matchLabels": UI_SELECTOR}}],
-                        "ports": [{"protocol": "TCP", "port": 4000}],
+                        "ports": [tcp(GATEWAY_PORT)],
                     }
                 ],
             },
@@ -71,7 +84,7 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
             {
                 "podSelector": {"matchLabels": GATEWAY_SELECTOR},
                 "policyTypes": ["Egress"],
-                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [{"protocol": "TCP", "port": 8000}]}],
+                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
             },
         ),
         "ui-to-gateway": (
@@ -82,10 +95,10 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
                 "egress": [
                     {
                         "to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}],
-                        "ports": [{"protocol": "TCP", "port": 4000}],
+                        "ports": [tcp(GATEWAY_PORT)],
                     }
                 ],
-                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 8080}]}],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(WEBUI_PORT)]}],
             },
         ),
     }

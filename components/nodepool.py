@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ACCELERATOR_RESOURCE, POOL_LABEL, CrdsHandle, NodeClassSpec, PoolSpec
+from components.types import ACCELERATOR_RESOURCE, POOL_LABEL, CrdsHandle, NodeClassSpec, PoolSpec, taint
 
 
 def subnet_selector(spec: NodeClassSpec, cluster_name: str) -> list[dict]:
@@ -51,7 +51,7 @@ def render_node_class(spec: NodeClassSpec, *, cluster_name: str, instance_profil
 
 
 def render_node_pool(spec: PoolSpec) -> dict:
-    taint = ACCELERATOR_RESOURCE[spec.kind]
+    accel = ACCELERATOR_RESOURCE[spec.kind]  # the device-plugin resource is the taint key
     labels = {POOL_LABEL: spec.name, **dict(spec.labels)}
     reqs = [
         {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": list(spec.families)},
@@ -65,7 +65,7 @@ def render_node_pool(spec: PoolSpec) -> dict:
             "spec": {
                 "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": spec.node_class},
                 "requirements": reqs,
-                "taints": [{"key": taint, "value": "true", "effect": "NoSchedule"}],
+                "taints": [taint(accel)],
                 "expireAfter": spec.expire_after,
                 "terminationGracePeriod": spec.termination_grace_period,
             },
@@ -73,7 +73,7 @@ def render_node_pool(spec: PoolSpec) -> dict:
         "limits": {
             "cpu": str(spec.cpu_limit),
             "memory": f"{spec.memory_limit_gib}Gi",
-            taint: str(spec.accelerator_limit),
+            accel: str(spec.accelerator_limit),
         },
         "disruption": {
             "consolidationPolicy": "WhenEmpty",

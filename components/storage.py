@@ -15,7 +15,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ClusterHandle, NetworkHandle, StorageHandle
+from components.types import VLLM_UID, ClusterHandle, NetworkHandle, StorageHandle
 
 EBS_CLASS = "gp3"
 EFS_CLASS = "efs"
@@ -33,13 +33,13 @@ def render_gp3_class() -> dict:
 
 
 def render_efs_parameters(file_system_id: str) -> dict:
-    # uid/gid 2000: the vLLM image's non-root user, so servers can read what the cache Job wrote.
+    # The access points own their directories as the UID model servers and the cache Job run as.
     return {
         "provisioningMode": "efs-ap",
         "fileSystemId": file_system_id,
         "directoryPerms": "750",
-        "uid": "2000",
-        "gid": "2000",
+        "uid": str(VLLM_UID),
+        "gid": str(VLLM_UID),
         "basePath": "/llm-serving",
     }
 

@@ -180,6 +180,26 @@ class NodeClassSpec:
     subnet_ids: tuple[str, ...] = ()
 
 
+# ---- shared constants: defined once here, derived wherever used ---------------------------------
+
+# Service/container ports. NetworkPolicies, Services, probes and the gateway's routes derive from these.
+VLLM_PORT = 8000  # never a Service named `vllm`: Kubernetes would inject VLLM_PORT and vLLM refuses it
+GATEWAY_PORT = 4000
+WEBUI_PORT = 8080
+# The UID model servers and the cache Job run as (user `vllm` of the vLLM image); the EFS access
+# points own their directories as this UID/GID, so what the Job writes the servers can read.
+VLLM_UID = 2000
+# Kubernetes taint effect of every taint this stack sets (system nodes, accelerator pools), and the same
+# effect as the EKS node-group API spells it.
+TAINT_EFFECT = "NoSchedule"
+EKS_TAINT_EFFECT = {"NoSchedule": "NO_SCHEDULE", "NoExecute": "NO_EXECUTE", "PreferNoSchedule": "PREFER_NO_SCHEDULE"}
+# Managed policies every node role carries: no AmazonEKS_CNI_Policy (aws-node has its own Pod Identity
+# role) and no SSM (nothing uses it; debug with `kubectl debug node/…`).
+WORKER_NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+)
+
 # Device-plugin resource names; the same names are the NodePool taint keys.
 ACCELERATOR_RESOURCE: dict[str, str] = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
 POOL_LABEL = "llm-serving/pool"
@@ -289,5 +309,16 @@ def image_skips(ref: str) -> dict[str, str]:
     return {"CKV_K8S_43": why, "CKV_K8S_15": f"IfNotPresent on a pinned tag; {why}"}
 
 
+def service_host(name: str, namespace: str) -> str:
+    """The in-cluster DNS name of Service `name` in `namespace` (routes and component outputs agree)."""
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def taint(key: str) -> dict:
+    """A taint this stack sets, as Kubernetes (and Karpenter's NodePool) spells it."""
+    return {"key": key, "value": "true", "effect": TAINT_EFFECT}
+
+
 def tolerate(key: str) -> dict:
-    return {"key": key, "operator": "Exists", "effect": "NoSchedule"}
+    """The toleration of `taint(key)`: same key, same effect."""
+    return {"key": key, "operator": "Exists", "effect": TAINT_EFFECT}

@@ -1,4 +1,4 @@
-"""One vLLM model server: ServiceAccount, Deployment, Service (port 8000), PDB when replicas >= 2.
+"""One vLLM model server: ServiceAccount, Deployment, Service (port VLLM_PORT), PDB when replicas >= 2.
 
 Pure renderers (`render_pod_spec`, `render_service_spec`) carry all the decisions so tests and the
 e2e suite read exactly what the cluster would run.
@@ -17,17 +17,20 @@ from pulumi import ResourceOptions
 from components.types import (
     ACCELERATOR_RESOURCE,
     POOL_LABEL,
+    VLLM_PORT,
     VLLM_SELECTOR,
+    VLLM_UID,
     ServerSpec,
     checkov_skips,
     container_security,
     image_skips,
     pod_security,
+    service_host,
     tolerate,
 )
 
-PORT = 8000
-UID = 2000  # user `vllm` in the upstream image
+PORT = VLLM_PORT
+UID = VLLM_UID  # user `vllm` in the upstream image
 HOME = "/home/vllm"
 MODELS = "/models"  # the shared EFS cache, mounted read-only
 HUB_CACHE = f"{MODELS}/hub"
@@ -43,7 +46,8 @@ API_KEY_ENV = "VLLM_API_KEY"
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling of a latency-critical server; CPU requests are set",
     "CKV_K8S_35": "vLLM reads VLLM_API_KEY from env only",
-    "CKV_K8S_40": "the image user vllm is UID 2000 and the EFS access point enforces 2000; restricted PSS holds",
+    "CKV_K8S_40": f"the image user vllm is UID {VLLM_UID} and the EFS access point enforces {VLLM_UID}; "
+    "restricted PSS holds",
 }
 CACHE_VOLUME = "model-cache"
 WAIT_PERIOD_S = 10
@@ -282,5 +286,5 @@ class VllmServer(pulumi.ComponentResource):
                 spec={"maxUnavailable": 1, "selector": {"matchLabels": lab}},
                 opts=ResourceOptions(parent=self, depends_on=list(args.after)),
             )
-        self.service_host = f"{spec.name}.{args.namespace}.svc.cluster.local"
+        self.service_host = service_host(spec.name, args.namespace)
         self.register_outputs({"service_host": self.service_host})

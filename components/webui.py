@@ -10,6 +10,7 @@ from pulumi import ResourceOptions
 
 from components.types import (
     UI_SELECTOR,
+    WEBUI_PORT,
     ImagePin,
     checkov_skips,
     container_security,
@@ -18,7 +19,7 @@ from components.types import (
     tolerate,
 )
 
-PORT = 8080
+PORT = WEBUI_PORT
 TMP = "/tmp"
 # The PVC: outside /app/backend/data, whose cache/ subtree holds the embedding model and tiktoken
 # files baked into the image (SENTENCE_TRANSFORMERS_HOME, TIKTOKEN_CACHE_DIR, HF_HOME point there).

@@ -11,7 +11,7 @@ from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
-from components.types import SYSTEM_TAINT, InstanceType, Route, ServerSpec
+from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,
     HUB_CACHE,
@@ -40,7 +40,6 @@ def namespaces(intent: StackIntent) -> tuple[str, str]:
     return MODELS_NS, GATEWAY_NS
 
 
-VLLM_PORT = 8000
 # vLLM keeps idle HTTP connections this much longer than the gateway pools them.
 KEEPALIVE_MARGIN_S = 15
 
@@ -198,7 +197,7 @@ def routes(intent: StackIntent) -> list[Route]:
         Route(
             model_name=m.served_name,
             served_name=m.served_name,
-            service_host=f"{m.name}.{models_ns}.svc.cluster.local",
+            service_host=service_host(m.name, models_ns),
             port=VLLM_PORT,
             timeout_seconds=m.request_timeout_seconds,
             max_input_tokens=m.sizing.max_model_len,

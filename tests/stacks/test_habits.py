@@ -86,3 +86,46 @@ def test_no_sys_path_edits():
         if "sys.path.insert" in p.read_text() and p.name != "test_habits.py"
     ]
     assert offenders == []
+
+
+# ---- one rule, one definition (DESIGN: a port, a UID, a taint effect, a policy ARN is defined once) ----
+
+SHARED_LITERALS = {
+    r"\b8000\b": "VLLM_PORT",
+    r"\b4000\b": "GATEWAY_PORT",
+    r"\b8080\b": "WEBUI_PORT",
+    r"\b2000\b": "VLLM_UID",
+    r'"NoSchedule"|"NO_SCHEDULE"': "TAINT_EFFECT / taint() / tolerate()",
+    r"AmazonEKSWorkerNodePolicy|AmazonEC2ContainerRegistryPullOnly": "WORKER_NODE_POLICIES",
+    r"\.svc\.cluster\.local": "service_host()",
+}
+
+
+def spelled_again(text: str) -> list[str]:
+    """Shared constants written as literals outside components/types.py (comments and docstrings too:
+    a number in prose drifts from the code just the same)."""
+    return [f"{pat} (use {name})" for pat, name in SHARED_LITERALS.items() if re.search(pat, text)]
+
+
+def test_shared_constants_are_defined_once():
+    found = {}
+    for path in sorted([*ROOT.glob("components/*.py"), *ROOT.glob("stacks/**/*.py")]):
+        if path.name == "types.py" and path.parent.name == "components":
+            continue
+        hits = spelled_again(path.read_text())
+        if hits:
+            found[str(path.relative_to(ROOT))] = hits
+    # The exceptions, each a different quantity that reads the same: a default memory limit of 8000 GiB,
+    # and the port-forward command line the verify CLI prints for a user to copy.
+    assert found == {
+        "stacks/config/schema.py": [r"\b8000\b (use VLLM_PORT)"],
+        "stacks/verify.py": [r"\b4000\b (use GATEWAY_PORT)"],
+    }, found
+
+
+def test_the_spelled_again_check_can_fail():
+    assert spelled_again('ports = [{"port": 8000}]') == [r"\b8000\b (use VLLM_PORT)"]
+    assert spelled_again('{"effect": "NO_SCHEDULE"}') == [
+        '"NoSchedule"|"NO_SCHEDULE" (use TAINT_EFFECT / taint() / tolerate())'
+    ]
+    assert spelled_again("port = VLLM_PORT") == []
