@@ -18,27 +18,14 @@ from components.types import (
     ClusterHandle,
     NetworkHandle,
     SystemNodesHandle,
+    pod_identity_trust,
     taint,
     tolerate,
+    trust_policy,
 )
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 SYSTEM_LABEL = ("llm-serving/node-role", "system")
-
-
-def trust_policy(service: str, *, tag_session: bool = False) -> str:
-    actions = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}],
-        }
-    )
-
-
-def pod_identity_trust() -> str:
-    """EKS Pod Identity: the agent assumes the role for a (namespace, service account) association."""
-    return trust_policy("pods.eks.amazonaws.com", tag_session=True)
 
 
 def kms_key_policy(account_id: str) -> str:

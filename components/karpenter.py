@@ -21,7 +21,10 @@ from components.types import (
     CrdsHandle,
     KarpenterIamHandle,
     SystemNodesHandle,
+    pod_identity_trust,
+    policy_document,
     tolerate,
+    trust_policy,
 )
 
 NAMESPACE = "kube-system"
@@ -37,8 +40,7 @@ INTERRUPTION_EVENTS = (
 )
 
 
-def _doc(*statements: dict) -> dict:
-    return {"Version": "2012-10-17", "Statement": list(statements)}
+_doc = policy_document
 
 
 def controller_policies(
@@ -275,9 +277,7 @@ class KarpenterIam(pulumi.ComponentResource):
         super().__init__("llm-serving:accelerators:KarpenterIam", name, None, opts)
         child = ResourceOptions(parent=self)
         c = args.cluster_name
-        trust_ec2 = json.dumps(
-            _doc({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"})
-        )
+        trust_ec2 = trust_policy("ec2.amazonaws.com")
         node_role = aws.iam.Role(
             f"{name}-node-role", name=f"KarpenterNodeRole-{c}", assume_role_policy=trust_ec2, opts=child
         )
@@ -323,15 +323,7 @@ class KarpenterIam(pulumi.ComponentResource):
         controller = aws.iam.Role(
             f"{name}-controller",
             name=f"KarpenterControllerRole-{c}",
-            assume_role_policy=json.dumps(
-                _doc(
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "pods.eks.amazonaws.com"},
-                        "Action": ["sts:AssumeRole", "sts:TagSession"],
-                    }
-                )
-            ),
+            assume_role_policy=pod_identity_trust(),
             opts=child,
         )
         docs = pulumi.Output.all(node_role.arn, queue.arn, args.account_id).apply(

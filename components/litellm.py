@@ -4,7 +4,6 @@ internal load balancer; optional Postgres on Amazon RDS (separate AWS-plane comp
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 
 import pulumi
@@ -24,6 +23,7 @@ from components.types import (
     pod_security,
     service_host,
     tolerate,
+    trust_policy,
 )
 
 PORT = GATEWAY_PORT
@@ -309,18 +309,7 @@ def db_parameters(engine_version: str) -> tuple[str, list[dict]]:
 
 
 def monitoring_trust() -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "monitoring.rds.amazonaws.com"},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-    )
+    return trust_policy("monitoring.rds.amazonaws.com")
 
 
 class GatewayDatabase(pulumi.ComponentResource):

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from components.types import NetworkHandle
+from components.types import NetworkHandle, trust_policy
 
 TYPE = "llm-serving:platform:Network"
 
@@ -123,18 +123,7 @@ class Network(pulumi.ComponentResource):
         )
         role = aws.iam.Role(
             f"{name}-flow-logs",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
+            assume_role_policy=trust_policy("vpc-flow-logs.amazonaws.com"),
             opts=child,
         )
         aws.iam.RolePolicy(

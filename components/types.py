@@ -6,6 +6,7 @@ small records, built by the stack layer; no component looks anything up by name.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -307,6 +308,24 @@ def image_skips(ref: str) -> dict[str, str]:
         return {}
     why = f"no published digest for {ref} reachable offline; pin it in versions.yaml"
     return {"CKV_K8S_43": why, "CKV_K8S_15": f"IfNotPresent on a pinned tag; {why}"}
+
+
+# ---- IAM documents (one builder; every role and inline policy of the stack uses it) -------------
+
+
+def policy_document(*statements: dict) -> dict:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def trust_policy(service: str, *, tag_session: bool = False) -> str:
+    """The assume-role policy letting one AWS service principal assume a role."""
+    actions: str | list[str] = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
+    return json.dumps(policy_document({"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}))
+
+
+def pod_identity_trust() -> str:
+    """EKS Pod Identity: the agent assumes the role for a (namespace, service account) association."""
+    return trust_policy("pods.eks.amazonaws.com", tag_session=True)
 
 
 def service_host(name: str, namespace: str) -> str:

@@ -270,7 +270,7 @@ def test_mocks_refuse_unknown_data_sources():
     import pytest
 
     with pytest.raises(Exception, match="no mock for aws:ec2/getInternetGateway:getInternetGateway"):
-        harness.run(lambda: aws.ec2.get_internet_gateway(internet_gateway_id="igw-123"), config={}, timeout=30)
+        harness.run(lambda: aws.ec2.get_internet_gateway(internet_gateway_id="igw-123"), config={}, timeout=120)
 
 
 def test_mocks_give_an_address_only_to_load_balancers():
@@ -283,7 +283,7 @@ def test_mocks_give_an_address_only_to_load_balancers():
         pulumi.export("a", a.status)
         pulumi.export("b", b.status)
 
-    rec = harness.run(build, config={}, timeout=30)
+    rec = harness.run(build, config={}, timeout=120)
     assert not rec.outputs["a"]
     assert rec.outputs["b"]["load_balancer"]["ingress"][0]["hostname"] == "b.elb.us-east-1.amazonaws.com"
 
