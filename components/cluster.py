@@ -18,6 +18,7 @@ from components.types import (
     ClusterHandle,
     NetworkHandle,
     SystemNodesHandle,
+    allow_policy,
     pod_identity_trust,
     taint,
     tolerate,
@@ -191,23 +192,8 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-service-role-kms",
             role=role.id,
             policy=key.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Resource": arn,
-                                "Action": [
-                                    "kms:Encrypt",
-                                    "kms:Decrypt",
-                                    "kms:ListGrants",
-                                    "kms:DescribeKey",
-                                    "kms:CreateGrant",
-                                ],
-                            }
-                        ],
-                    }
+                lambda arn: allow_policy(
+                    arn, ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey", "kms:CreateGrant"]
                 )
             ),
             opts=child,

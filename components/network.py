@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from components.types import NetworkHandle, trust_policy
+from components.types import NetworkHandle, allow_policy, trust_policy
 
 TYPE = "llm-serving:platform:Network"
 
@@ -130,17 +129,8 @@ class Network(pulumi.ComponentResource):
             f"{name}-flow-logs",
             role=role.id,
             policy=logs.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Resource": [arn, f"{arn}:*"],
-                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                            }
-                        ],
-                    }
+                lambda arn: allow_policy(
+                    [arn, f"{arn}:*"], ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
                 )
             ),
             opts=child,

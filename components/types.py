@@ -317,6 +317,11 @@ def policy_document(*statements: dict) -> dict:
     return {"Version": "2012-10-17", "Statement": list(statements)}
 
 
+def allow_policy(resource: str | list[str], actions: list[str]) -> str:
+    """An inline policy of one Allow statement: these actions on these resources."""
+    return json.dumps(policy_document({"Effect": "Allow", "Resource": resource, "Action": actions}))
+
+
 def trust_policy(service: str, *, tag_session: bool = False) -> str:
     """The assume-role policy letting one AWS service principal assume a role."""
     actions: str | list[str] = ["sts:AssumeRole", "sts:TagSession"] if tag_session else "sts:AssumeRole"
