@@ -48,6 +48,13 @@ class ArchitectureFields(_Row):
     maxPositions: int = Field(gt=0)
     dtype: Literal["bfloat16", "float16"] = "bfloat16"
     gated: bool = False
+    # config.json tie_word_embeddings: lm_head shares the embedding matrix (counted once).
+    tieWordEmbeddings: bool = False
+    # Mixture of experts (num_experts / num_local_experts, num_experts_per_tok, moe_intermediate_size):
+    # all experts are in memory (params), only expertsPerToken of them run per token (active params).
+    experts: int | None = Field(None, gt=0)
+    expertsPerToken: int | None = Field(None, gt=0)
+    moeIntermediate: int | None = Field(None, gt=0)
 
 
 class _ModelRow(ArchitectureFields):
