@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from components.types import InstanceType, ModelArch
+from components.types import GIB, InstanceType, ModelArch
 from stacks import catalog, hfconfig, planner
 from stacks.config.schema import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_NUM_SEQS
 
@@ -38,13 +38,16 @@ KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 # bar); a fit or a concurrency within that band of the limit is a warning, not a silent yes.
 KV_ERROR_BAND = 0.15
 CUSTOM_HOST_MEMORY_MIB = 1 << 30  # --gpu-memory-gib: host memory unknown, never the limit (not checked)
-# Sizing fields present before the overhead terms were split out; any other *_gib field is a term.
-_BASE_FIELDS = {
-    "weights_gib_per_device",
-    "overhead_gib_per_device",
-    "kv_gib_per_device",
-    "host_memory_gib",
-    "host_memory_needed_gib",
+# The planner's overhead terms (Sizing fields, GiB per device) that add up to overhead_gib_per_device,
+# and the sampler warm-up, a part of the activation peak reported on its own.
+OVERHEAD_TERMS = ("activation_gib", "non_torch_gib", "cudagraph_gib")
+SAMPLER_TERM = "sampler_gib"
+STACK_KEY_FLAGS = {
+    "maxModelLen: ": "--max-model-len ",
+    "maxNumSeqs: ": "--max-num-seqs ",
+    "gpuMemoryUtilization: ": "--gpu-memory-utilization ",
+    "tensorParallel: ": "--tp ",
+    "a larger instance type or tensorParallel": "a larger --instance or --tp",
 }
 
 
@@ -128,6 +131,10 @@ def _suggest(word: str, known: list[str], what: str) -> str:
     return f"did you mean {close[0]!r}?" if close else f"{what}: {', '.join(sorted(known))}"
 
 
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
 def _model_arch(name: str, f: catalog.ArchitectureFields, quantization: str | None) -> ModelArch:
     """A ModelArch from config.json facts; fields the planner's record gained since (MoE, tying) follow."""
     extra: dict[str, Any] = {
@@ -136,7 +143,7 @@ def _model_arch(name: str, f: catalog.ArchitectureFields, quantization: str | No
         "experts_per_token": f.expertsPerToken,
         "moe_intermediate": f.moeIntermediate,
     }
-    known = {x.name for x in dataclasses.fields(ModelArch)}
+    known = _field_names(ModelArch)
     return ModelArch(
         hf_id=name,
         params=f.params,
@@ -175,7 +182,8 @@ def model_from_preset(name: str, params_b: float | None) -> Model:
     arch = presets[name]
     if params_b is not None:
         arch = dataclasses.replace(arch, params=params_b)
-    return Model(arch=arch, source=f"preset {name}", model_type=None, params_active_b=None)
+    dense = getattr(arch, "experts", None) is None  # a preset row has no active count for MoE
+    return Model(arch=arch, source=f"preset {name}", model_type=None, params_active_b=arch.params if dense else None)
 
 
 def accelerator(a: argparse.Namespace) -> InstanceType:
@@ -189,6 +197,7 @@ def accelerator(a: argparse.Namespace) -> InstanceType:
             raise SizeError("--gpus: only with --gpu-memory-gib (an instance type has its own GPU count)")
         return known[a.instance]
     gpus = a.gpus or a.tp
+    cuda = {"cuda_memory_gib": a.gpu_memory_gib} if "cuda_memory_gib" in _field_names(InstanceType) else {}
     return InstanceType(
         name=f"{gpus}x{a.gpu_memory_gib:g}GiB",
         family="custom",
@@ -201,6 +210,7 @@ def accelerator(a: argparse.Namespace) -> InstanceType:
         memory_mib=CUSTOM_HOST_MEMORY_MIB,
         local_nvme_gb=0,
         usd_per_hour=0.0,
+        **cuda,
     )
 
 
@@ -242,42 +252,53 @@ def knob_problems(arch: ModelArch, inst: InstanceType, a: argparse.Namespace, ma
 # ---- sizing --------------------------------------------------------------------------------------------
 
 
-def overhead_terms(arch: ModelArch, s: planner.Sizing, enforce_eager: bool = False) -> dict[str, float]:
-    """The overhead terms per device: the Sizing's own *_gib fields where the planner reports them,
-    else today's planner constants (kept only when they add up to its overhead total)."""
-    terms = {
-        f.name: float(getattr(s, f.name))
-        for f in dataclasses.fields(s)
-        if f.name.endswith("_gib") and f.name not in _BASE_FIELDS and isinstance(getattr(s, f.name), (int, float))
-    }
-    if terms or s.instance.kind == "neuron":
-        return terms
+def overhead_terms(arch: ModelArch, s: planner.Sizing) -> dict[str, float]:
+    """The overhead terms per device, which add up to the planner's overhead: the Sizing's own fields
+    where the planner reports them, else today's planner constants (only if they add up)."""
+    if all(hasattr(s, t) for t in OVERHEAD_TERMS):
+        return {t: float(getattr(s, t)) for t in OVERHEAD_TERMS}
+    if s.instance.kind == "neuron":
+        return {}
     legacy = {
         "activation_gib": planner.activation_gib(arch, s.max_num_batched_tokens),
         "non_torch_gib": planner.NON_TORCH_GIB + (planner.NON_TORCH_TP_EXTRA_GIB if s.tensor_parallel > 1 else 0),
-        "cudagraph_gib": 0.0 if enforce_eager else planner.CUDA_GRAPH_GIB,
+        "cudagraph_gib": planner.CUDA_GRAPH_GIB,
     }
     return legacy if abs(sum(legacy.values()) - s.overhead_gib_per_device) < 1e-6 else {}
 
 
+def margin_gib(s: planner.Sizing) -> float:
+    """The planner's error band around the KV budget (GiB), or this tool's when it reports none."""
+    band = getattr(s, "margin_gib", None)
+    return float(band) if band is not None else KV_ERROR_BAND * s.kv_gib_per_device
+
+
 def margin_warnings(s: planner.Sizing) -> list[str]:
-    """A fit or a concurrency inside the planner's error band is a warning that says what to change."""
-    out: list[str] = []
+    """A fit or a concurrency inside the error band is a warning that says what to change (the planner's
+    own near-limit warning where it has one)."""
     if not s.fits or s.instance.kind == "neuron":
-        return out
-    low = s.kv_tokens * (1 - KV_ERROR_BAND)
-    if low < s.max_model_len:
-        out.append(
-            f"fits by less than the planner's {KV_ERROR_BAND:.0%} KV error band (one {s.max_model_len}-token request "
-            f"needs {s.max_model_len / s.kv_tokens:.0%} of {s.kv_tokens} KV tokens): vLLM may refuse to start — "
-            "lower --max-model-len, raise --tp, or use --kv-cache-dtype fp8"
-        )
-    elif s.max_concurrency >= s.max_num_seqs > low / s.max_model_len:
-        out.append(
-            f"max concurrency {s.max_concurrency:.1f} is within the {KV_ERROR_BAND:.0%} error band of --max-num-seqs "
-            f"{s.max_num_seqs}: requests may queue — lower --max-num-seqs or --max-model-len"
-        )
-    return out
+        return []
+    low = max(0.0, (s.kv_gib_per_device - margin_gib(s)) * GIB / s.kv_bytes_per_token)
+    near = getattr(s, "near_limit", None)
+    if near is None and low < s.max_model_len:
+        return [
+            f"one {s.max_model_len}-token request fits only inside the planner's {KV_ERROR_BAND:.0%} KV error band "
+            f"({s.kv_tokens} KV tokens): vLLM may refuse to start — lower --max-model-len, raise --tp, "
+            "or use --kv-cache-dtype fp8"
+        ]
+    if near or not s.max_concurrency >= s.max_num_seqs > low / s.max_model_len:
+        return []
+    return [
+        f"max concurrency {s.max_concurrency:.1f} is within the KV error band ({margin_gib(s):.2f} GiB) of "
+        f"--max-num-seqs {s.max_num_seqs}: requests may queue — lower --max-num-seqs or --max-model-len"
+    ]
+
+
+def as_flags(warning: str) -> str:
+    """The planner words its fixes as stack keys; this CLI takes flags."""
+    for key, flag in STACK_KEY_FLAGS.items():
+        warning = warning.replace(key, flag)
+    return warning
 
 
 def fit_hints(model: Model, s: planner.Sizing, kw: dict) -> list[str]:
@@ -328,7 +349,7 @@ def plan(model: Model, inst: InstanceType, a: argparse.Namespace) -> dict[str, A
         "quantization": a.quantization if a.quantization is not None else arch.quantization,
     }
     s = planner.size(arch, inst, a.tp, max_len, seqs, **kw)
-    warnings = [*model.warnings, *s.warnings, *margin_warnings(s)]
+    warnings = [*model.warnings, *map(as_flags, s.warnings), *margin_warnings(s)]
     if not s.meets_concurrency:
         warnings += [
             f"does not fit: {h}" if not s.fits else f"max concurrency below --max-num-seqs: {h}"
@@ -341,6 +362,9 @@ def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings
     arch = model.arch
     custom = inst.family == "custom"
     terms = overhead_terms(arch, s)
+    if hasattr(s, SAMPLER_TERM):
+        terms[SAMPLER_TERM] = float(getattr(s, SAMPLER_TERM))
+    device_gib = getattr(s, "device_memory_gib", 0.0) or inst.unit_memory_gib  # as CUDA reports it, if known
     return {
         "model": arch.hf_id,
         "source": model.source,
@@ -352,16 +376,17 @@ def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings
         "kv_cache_dtype": kw["kv_cache_dtype"],
         "accelerator": inst.kind,
         "instance": inst.name,
-        "device_memory_gib": round(inst.unit_memory_gib, 2),
+        "device_memory_gib": round(device_gib, 2),
         "tensor_parallel": s.tensor_parallel,
         "max_model_len": s.max_model_len,
         "max_num_seqs": s.max_num_seqs,
         "max_num_batched_tokens": s.max_num_batched_tokens,
         "gpu_memory_utilization": s.utilization,
-        "budget_gib": round(s.utilization * inst.unit_memory_gib, 2),
+        "budget_gib": round(s.utilization * device_gib, 2),
         "weights_gib": round(s.weights_gib_per_device, 2),
         **{k: round(v, 3) for k, v in terms.items()},
         "overhead_gib": round(s.overhead_gib_per_device, 3),
+        "margin_gib": round(margin_gib(s), 3),
         "kv_bytes_per_token": s.kv_bytes_per_token,
         "kv_gib": round(s.kv_gib_per_device, 2),
         "kv_tokens": s.kv_tokens,
@@ -412,12 +437,10 @@ def table(doc: dict) -> str:
     )
     quant = doc["quantization"] or doc["dtype"]
     lines.append(f"params: {doc['params_total_b']:.3f}B total{active} ({quant}; from {doc['source']})")
-    terms = [
-        (k.removesuffix("_gib").replace("_", "-"), v)
-        for k, v in doc.items()
-        if k.endswith("_gib") and k not in _DOC_GIB
-    ]
-    parts = " - ".join(f"{n} {v:.2f}" for n, v in terms) or f"overheads {doc['overhead_gib']:.2f}"
+    terms = [f"{k.removesuffix('_gib').replace('_', '-')} {doc[k]:.2f}" for k in OVERHEAD_TERMS if k in doc]
+    parts = " - ".join(terms) or f"overheads {doc['overhead_gib']:.2f}"
+    if doc.get(SAMPLER_TERM):
+        parts = parts.replace("activation ", f"activation peak (sampler warm-up {doc[SAMPLER_TERM]:.2f}) ", 1)
     lines.append(
         f"per device: {doc['gpu_memory_utilization']:g} x {doc['device_memory_gib']:.2f} GiB = {doc['budget_gib']:.2f} "
         f"- weights {doc['weights_gib']:.2f} - {parts} = KV {doc['kv_gib']:.2f} GiB"
@@ -431,17 +454,6 @@ def table(doc: dict) -> str:
     lines.append(f"{verdict}; max concurrency {doc['max_concurrency']:.1f} vs --max-num-seqs {doc['max_num_seqs']}")
     lines += [f"warning: {w}" for w in doc["warnings"]]
     return "\n".join(lines) + "\n"
-
-
-_DOC_GIB = {
-    "device_memory_gib",
-    "budget_gib",
-    "weights_gib",
-    "overhead_gib",
-    "kv_gib",
-    "host_memory_gib",
-    "host_memory_needed_gib",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
