@@ -1,8 +1,9 @@
 """Size one model on one accelerator without a stack: `python -m stacks.size`.
 
 The model is a Hugging Face config.json (--hf-config) or a catalog preset (--preset); the accelerator is
-a catalog instance type (--instance) or a GPU given by its memory (--gpu-memory-gib, as CUDA reports it,
-e.g. nvidia-smi's total / 1024); the vLLM knobs are the ones the stack renders. The numbers are the
+a catalog instance type (--instance) or a GPU given by its memory (--gpu-memory-gib: total memory as CUDA
+reports it, torch.cuda.mem_get_info()[1] / 2**30, e.g. H100 79.18, L40S 44.39; not the marketing size);
+the vLLM knobs are the ones the stack renders; unset knobs take the stack's defaults. The numbers are the
 planner's (stacks/planner.py), per device (one tensor-parallel rank):
   weights     GiB of weights on each device (total params x bytes / TP)
   overheads   activation peak of vLLM's profiling run, non-torch memory (CUDA context, NCCL), CUDA graphs
@@ -97,18 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-memory-gib", type=_positive(float), metavar="G", help="memory of one GPU as CUDA reports it (GiB)"
     )
     ap.add_argument("--gpus", type=_positive(int), metavar="N", help="GPUs of that kind (default: --tp)")
-    ap.add_argument("--tp", type=_positive(int), default=1, help="--tensor-parallel-size (default 1)")
+    ap.add_argument("--tp", type=_positive(int), default=1, metavar="N", help="--tensor-parallel-size (default 1)")
     ap.add_argument(
         "--max-model-len",
         type=_positive(int),
+        metavar="N",
         help=f"default: the stack's, min({DEFAULT_MAX_MODEL_LEN}, max_position_embeddings)",
     )
-    ap.add_argument("--max-num-seqs", type=_positive(int), help=f"default: the stack's, {DEFAULT_MAX_NUM_SEQS}")
     ap.add_argument(
-        "--max-num-batched-tokens", type=_positive(int), help="default: vLLM's (2048; 8192 on >= 70 GiB GPUs)"
+        "--max-num-seqs", type=_positive(int), metavar="N", help=f"default: the stack's, {DEFAULT_MAX_NUM_SEQS}"
     )
     ap.add_argument(
-        "--gpu-memory-utilization", type=_positive(float), help=f"default {planner.DEFAULT_GPU_UTILIZATION}"
+        "--max-num-batched-tokens",
+        type=_positive(int),
+        metavar="N",
+        help="default: vLLM's for the device (2048, 8192 on large GPUs)",
+    )
+    ap.add_argument(
+        "--gpu-memory-utilization",
+        type=_positive(float),
+        metavar="U",
+        help=f"default {planner.DEFAULT_GPU_UTILIZATION}",
     )
     ap.add_argument("--quantization", choices=QUANTIZATIONS, help="default: the checkpoint's own")
     ap.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
@@ -438,7 +448,8 @@ def table(doc: dict) -> str:
     quant = doc["quantization"] or doc["dtype"]
     lines.append(f"params: {doc['params_total_b']:.3f}B total{active} ({quant}; from {doc['source']})")
     terms = [f"{k.removesuffix('_gib').replace('_', '-')} {doc[k]:.2f}" for k in OVERHEAD_TERMS if k in doc]
-    parts = " - ".join(terms) or f"overheads {doc['overhead_gib']:.2f}"
+    scratch = "Neuron runtime scratch" if doc["accelerator"] == "neuron" else "overheads"
+    parts = " - ".join(terms) or f"{scratch} {doc['overhead_gib']:.2f}"
     if doc.get(SAMPLER_TERM):
         parts = parts.replace("activation ", f"activation peak (sampler warm-up {doc[SAMPLER_TERM]:.2f}) ", 1)
     lines.append(

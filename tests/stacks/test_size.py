@@ -88,6 +88,24 @@ def test_parameter_count_matches_hand_and_model_card(name, total, active, pub_to
     assert m.params.active == pytest.approx(pub_active, rel=pub_tol)
 
 
+# What the checkpoints themselves hold: model.safetensors.index.json `metadata.total_size` (bytes of all
+# tensors) in each model's public repository. Every tensor is bf16 there, so the count is that / 2 exactly.
+CHECKPOINT_BYTES = {
+    "Qwen3-8B": 16_381_470_720,
+    "Llama-3.1-8B": 16_060_522_496,
+    "Mistral-7B-v0.1": 14_483_464_192,
+    "Qwen2.5-7B-Instruct": 15_231_233_024,
+    "Qwen3-30B-A3B": 61_064_245_248,
+    "Qwen3-235B-A22B": 470_187_269_120,
+    "Mixtral-8x7B-v0.1": 93_405_585_408,
+}
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_BYTES)
+def test_count_equals_the_checkpoint_tensors(name):
+    assert hfconfig.architecture(raw(name)).params.total * 2 == CHECKPOINT_BYTES[name]
+
+
 def test_the_count_tolerance_can_fail():
     """Negative control: the tied-embedding and q/k-norm terms are each caught at 0.5 %."""
     untied = {**raw("Qwen3-0.6B"), "tie_word_embeddings": False}  # + 155,582,464 lm_head: +26 %
