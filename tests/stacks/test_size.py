@@ -74,6 +74,11 @@ COUNTS = [
     # -> x8 = 1,409,286,144; layer 1,451,270,144 x 32 = 46,440,644,608; + 2 x 131,072,000 + 4,096.
     # Active: 2 experts 352,321,536 -> 394,305,536 x 32 = 12,617,777,152 + 262,148,096. Card: 46.7B / 12.9B.
     ("Mixtral-8x7B-v0.1", 46_702_792_704, 12_879_925_248, 46.7e9, 12.9e9, 0.005),
+    # Qwen1.5-MoE-A2.7B (qwen2_moe: q/k/v biases, a shared expert): attn 4 x 2048*2048 + 3 x 2048 = 16,783,360;
+    # norms 4,096; router 2048*60 = 122,880; expert 3*2048*1408 = 8,650,752 -> x60 = 519,045,120; shared expert
+    # 3*2048*5632 + its 2048 x 1 gate = 34,605,056; layer 570,560,512 x 24 = 13,693,452,288; + 2 x 311,164,928
+    # + 2,048. Active: 4 experts 34,603,008 -> 86,118,400 x 24 = 2,066,841,600 + 622,331,904. Card: 14.3B / 2.7B.
+    ("Qwen1.5-MoE-A2.7B", 14_315_784_192, 2_689_173_504, 14.3e9, 2.7e9, 0.005),
 ]
 
 
@@ -98,12 +103,25 @@ CHECKPOINT_BYTES = {
     "Qwen3-30B-A3B": 61_064_245_248,
     "Qwen3-235B-A22B": 470_187_269_120,
     "Mixtral-8x7B-v0.1": 93_405_585_408,
+    "Qwen1.5-MoE-A2.7B": 28_631_568_384,
 }
 
 
 @pytest.mark.parametrize("name", CHECKPOINT_BYTES)
 def test_count_equals_the_checkpoint_tensors(name):
     assert hfconfig.architecture(raw(name)).params.total * 2 == CHECKPOINT_BYTES[name]
+
+
+def test_dense_layers_inside_a_moe():
+    """Qwen3-MoE layers listed in mlp_only_layers, or off the decoder_sparse_step, use the dense MLP.
+    Qwen3-30B-A3B: a sparse block is router 262,144 + experts 603,979,776 = 604,241,920 (active 262,144 +
+    8 x 4,718,592 = 38,010,880); a dense one 3 x 2048 x 6144 = 37,748,736."""
+    one_dense = hfconfig.architecture({**raw("Qwen3-30B-A3B"), "mlp_only_layers": [0]}).params
+    assert one_dense.total == 30_532_122_624 - 604_241_920 + 37_748_736
+    assert one_dense.active == 3_353_032_704 - 38_010_880 + 37_748_736
+    # every second layer sparse: 48 x (attention 18,874,624 + norms 4,096) + 24 sparse + 24 dense + 622,331,904
+    half = hfconfig.architecture({**raw("Qwen3-30B-A3B"), "decoder_sparse_step": 2}).params
+    assert half.total == 48 * 18_878_720 + 24 * 604_241_920 + 24 * 37_748_736 + 622_331_904
 
 
 def test_the_count_tolerance_can_fail():
