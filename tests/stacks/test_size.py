@@ -17,7 +17,7 @@ from subprocess import PIPE
 
 import pytest
 
-from stacks import hfconfig
+from stacks import catalog, hfconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HF = ROOT / "tests" / "configs" / "hf"
@@ -122,6 +122,33 @@ def test_dense_layers_inside_a_moe():
     # every second layer sparse: 48 x (attention 18,874,624 + norms 4,096) + 24 sparse + 24 dense + 622,331,904
     half = hfconfig.architecture({**raw("Qwen3-30B-A3B"), "decoder_sparse_step": 2}).params
     assert half.total == 48 * 18_878_720 + 24 * 604_241_920 + 24 * 37_748_736 + 622_331_904
+
+
+@pytest.mark.parametrize(
+    "preset,config",
+    [
+        ("qwen3-0.6b", "Qwen3-0.6B"),
+        ("qwen3-8b", "Qwen3-8B"),
+        ("qwen3-8b-fp8", "Qwen3-8B-FP8"),
+        ("qwen2.5-7b-instruct", "Qwen2.5-7B-Instruct"),
+        ("llama-3.1-8b-instruct", "Llama-3.1-8B"),  # the instruct model shares the base model's config
+    ],
+)
+def test_catalog_rows_agree_with_config_json(preset, config):
+    """The catalog's hand-copied facts and this reader agree (either could be the one that drifted)."""
+    a = catalog.models()[preset]
+    m = hfconfig.architecture(raw(config))
+    f = m.fields
+    assert (a.layers, a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim) == (
+        f.layers,
+        f.hidden,
+        f.intermediate,
+        f.heads,
+        f.kvHeads,
+        f.headDim,
+    )
+    assert (a.vocab, a.max_positions, a.dtype, a.quantization) == (f.vocab, f.maxPositions, f.dtype, m.quantization)
+    assert a.params == pytest.approx(f.params, rel=0.005)
 
 
 def test_the_count_tolerance_can_fail():
