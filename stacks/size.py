@@ -318,14 +318,15 @@ def fit_hints(model: Model, s: planner.Sizing, kw: dict) -> list[str]:
         out.append(
             f"host memory: loading needs {s.host_memory_needed_gib:.0f} GiB, the pod gets {s.host_memory_gib:.0f}"
         )
-    if not s.meets_concurrency and s.kv_tokens:
-        out.append(f"--max-num-seqs {max(1, s.kv_tokens // s.max_model_len)} fits at this size")
+    if s.fits:  # one request fits, so at least one
+        out.append(f"--max-num-seqs {s.kv_tokens // s.max_model_len} fits at this size")
     ctx = planner.largest_context(arch, s.instance, s.tensor_parallel, s.max_num_seqs, **kw)
     if ctx < s.max_model_len:
         out.append(f"--max-model-len {ctx} is the largest that fits" if ctx else "no context fits at this TP")
     for t in planner.valid_tps(arch, s.instance):
-        if t > s.tensor_parallel and planner.size(arch, s.instance, t, s.max_model_len, s.max_num_seqs, **kw).fits:
-            out.append(f"--tp {t} fits on {s.instance.name}")
+        alt = planner.size(arch, s.instance, t, s.max_model_len, s.max_num_seqs, **kw) if t > s.tensor_parallel else s
+        if alt.meets_concurrency if s.fits else alt.fits:
+            out.append(f"--tp {t} on {s.instance.name} (max concurrency {alt.max_concurrency:.1f})")
             break
     return out + _elsewhere(arch, s, kw)
 
