@@ -202,6 +202,8 @@ def test_params_b_sizes_an_unknown_family():
         hfconfig.architecture(cfg)
     m = hfconfig.architecture(cfg, params_b=8.17)
     assert m.params is None and m.fields.params == 8.17 and m.fields.headDim == 128
+    known = hfconfig.architecture(raw("Llama-3.1-8B"), params_b=8.0)  # an override of a counted family is said
+    assert known.fields.params == 8.0 and any("replaces the 8.030B" in w for w in known.warnings)
 
 
 @pytest.mark.parametrize(
