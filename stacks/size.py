@@ -263,18 +263,24 @@ def knob_problems(arch: ModelArch, inst: InstanceType, a: argparse.Namespace, ma
 
 
 def overhead_terms(arch: ModelArch, s: planner.Sizing) -> dict[str, float]:
-    """The overhead terms per device, which add up to the planner's overhead: the Sizing's own fields
-    where the planner reports them, else today's planner constants (only if they add up)."""
+    """The overhead terms per device that add up to the planner's overhead (the sampler warm-up among them
+    only where the planner adds it rather than counting it inside the activation peak): the Sizing's own
+    fields where the planner reports them, else today's planner constants; {} when nothing adds up."""
     if all(hasattr(s, t) for t in OVERHEAD_TERMS):
-        return {t: float(getattr(s, t)) for t in OVERHEAD_TERMS}
-    if s.instance.kind == "neuron":
+        terms = {t: float(getattr(s, t)) for t in OVERHEAD_TERMS}
+    elif s.instance.kind == "neuron":
         return {}
-    legacy = {
-        "activation_gib": planner.activation_gib(arch, s.max_num_batched_tokens),
-        "non_torch_gib": planner.NON_TORCH_GIB + (planner.NON_TORCH_TP_EXTRA_GIB if s.tensor_parallel > 1 else 0),
-        "cudagraph_gib": planner.CUDA_GRAPH_GIB,
-    }
-    return legacy if abs(sum(legacy.values()) - s.overhead_gib_per_device) < 1e-6 else {}
+    else:
+        terms = {
+            "activation_gib": planner.activation_gib(arch, s.max_num_batched_tokens),
+            "non_torch_gib": planner.NON_TORCH_GIB + (planner.NON_TORCH_TP_EXTRA_GIB if s.tensor_parallel > 1 else 0),
+            "cudagraph_gib": planner.CUDA_GRAPH_GIB,
+        }
+    with_sampler = {**terms, SAMPLER_TERM: float(getattr(s, SAMPLER_TERM, 0.0))}
+    for candidate in (terms, with_sampler):
+        if abs(sum(candidate.values()) - s.overhead_gib_per_device) < 1e-6:
+            return candidate
+    return {}
 
 
 def margin_gib(s: planner.Sizing) -> float:
@@ -373,8 +379,7 @@ def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings
     arch = model.arch
     custom = inst.family == "custom"
     terms = overhead_terms(arch, s)
-    if hasattr(s, SAMPLER_TERM):
-        terms[SAMPLER_TERM] = float(getattr(s, SAMPLER_TERM))
+    sampler = {SAMPLER_TERM: float(getattr(s, SAMPLER_TERM))} if hasattr(s, SAMPLER_TERM) else {}
     device_gib = getattr(s, "device_memory_gib", 0.0) or inst.unit_memory_gib  # as CUDA reports it, if known
     return {
         "model": arch.hf_id,
@@ -395,7 +400,8 @@ def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings
         "gpu_memory_utilization": s.utilization,
         "budget_gib": round(s.utilization * device_gib, 2),
         "weights_gib": round(s.weights_gib_per_device, 2),
-        **{k: round(v, 3) for k, v in terms.items()},
+        **{k: round(v, 3) for k, v in {**terms, **sampler}.items()},
+        "overhead_terms": list(terms),  # the *_gib keys that add up to overhead_gib
         "overhead_gib": round(s.overhead_gib_per_device, 3),
         "margin_gib": round(margin_gib(s), 3),
         "kv_bytes_per_token": s.kv_bytes_per_token,
@@ -436,6 +442,13 @@ def _cell(key: str, v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
+def _kv_phrase(doc: dict) -> str:
+    if doc["accelerator"] != "neuron":
+        return f"KV {doc['kv_gib']:.2f} GiB"
+    free = doc["budget_gib"] - doc["weights_gib"] - doc["overhead_gib"]  # Neuron preallocates its KV cache
+    return f"{free:.2f} GiB free for a preallocated KV cache of {doc['kv_gib']:.2f} GiB"
+
+
 def table(doc: dict) -> str:
     """The plan's model row for this sizing, then the memory arithmetic and the warnings."""
     head = [h for h, _ in _COLUMNS]
@@ -448,14 +461,14 @@ def table(doc: dict) -> str:
     )
     quant = doc["quantization"] or doc["dtype"]
     lines.append(f"params: {doc['params_total_b']:.3f}B total{active} ({quant}; from {doc['source']})")
-    terms = [f"{k.removesuffix('_gib').replace('_', '-')} {doc[k]:.2f}" for k in OVERHEAD_TERMS if k in doc]
+    terms = [f"{k.removesuffix('_gib').replace('_', '-')} {doc[k]:.2f}" for k in doc["overhead_terms"]]
     scratch = "Neuron runtime scratch" if doc["accelerator"] == "neuron" else "overheads"
     parts = " - ".join(terms) or f"{scratch} {doc['overhead_gib']:.2f}"
-    if doc.get(SAMPLER_TERM):
+    if doc.get(SAMPLER_TERM) and SAMPLER_TERM not in doc["overhead_terms"]:
         parts = parts.replace("activation ", f"activation peak (sampler warm-up {doc[SAMPLER_TERM]:.2f}) ", 1)
     lines.append(
         f"per device: {doc['gpu_memory_utilization']:g} x {doc['device_memory_gib']:.2f} GiB = {doc['budget_gib']:.2f} "
-        f"- weights {doc['weights_gib']:.2f} - {parts} = KV {doc['kv_gib']:.2f} GiB"
+        f"- weights {doc['weights_gib']:.2f} - {parts} = {_kv_phrase(doc)}"
     )
     kv_dtype = doc["kv_cache_dtype"] if doc["kv_cache_dtype"] != "auto" else f"auto = {doc['dtype']}"
     lines.append(

@@ -327,6 +327,16 @@ def test_json_fields():
     # stack defaults: max-model-len min(8192, 40960), max-num-seqs 16
     assert (doc["max_model_len"], doc["max_num_seqs"]) == (8192, 16)
     assert doc["max_concurrency"] == pytest.approx(doc["kv_tokens"] / 8192, abs=0.01)
+    assert doc["overhead_terms"] and sum(doc[k] for k in doc["overhead_terms"]) == pytest.approx(
+        doc["overhead_gib"], abs=0.002
+    )
+
+
+def test_neuron_preallocates():
+    """inf2 at TP 2 (one Inferentia2 chip, 2 NeuronCores): Neuron allocates ceil(8192 / 32) = 256 blocks of
+    32 tokens per sequence, x 4 sequences = 32,768 tokens, whatever memory is left over."""
+    doc = sized("--preset", "qwen3-8b", "--instance", "inf2.8xlarge", "--tp", "2", "--max-num-seqs", "4")
+    assert (doc["accelerator"], doc["kv_tokens"], doc["block_size"], doc["fits"]) == ("neuron", 32_768, 32, True)
 
 
 def test_kv_tokens_by_hand():
