@@ -51,22 +51,43 @@ def load() -> dict:
 
 
 def arch_of(raw: dict) -> ModelArch:
-    facts = ArchitectureFields.model_validate({k: v for k, v in raw.items() if k != "quantization"} | {"maxPositions": 1 << 20})
+    fields = {k: v for k, v in raw.items() if k != "quantization"}
+    facts = ArchitectureFields.model_validate(fields | {"maxPositions": 1 << 20})
     return ModelArch(
-        hf_id="benchmark", params=facts.params, layers=facts.layers, hidden=facts.hidden,
-        intermediate=facts.intermediate, heads=facts.heads, kv_heads=facts.kvHeads, head_dim=facts.headDim,
-        vocab=facts.vocab, max_positions=facts.maxPositions, dtype=facts.dtype, quantization=raw.get("quantization"),
-        tie_word_embeddings=facts.tieWordEmbeddings, experts=facts.experts,
-        experts_per_token=facts.expertsPerToken, moe_intermediate=facts.moeIntermediate,
+        hf_id="benchmark",
+        params=facts.params,
+        layers=facts.layers,
+        hidden=facts.hidden,
+        intermediate=facts.intermediate,
+        heads=facts.heads,
+        kv_heads=facts.kvHeads,
+        head_dim=facts.headDim,
+        vocab=facts.vocab,
+        max_positions=facts.maxPositions,
+        dtype=facts.dtype,
+        quantization=raw.get("quantization"),
+        tie_word_embeddings=facts.tieWordEmbeddings,
+        experts=facts.experts,
+        experts_per_token=facts.expertsPerToken,
+        moe_intermediate=facts.moeIntermediate,
     )
 
 
 def gpu(case: dict) -> InstanceType:
     g = case["gpu"]
     return InstanceType(
-        name=g["name"], family="bench", kind="nvidia", device=g["name"].lower(), devices=max(8, case["tp"]),
-        device_memory_mib=int(g["cudaGiB"] * 1024), neuron_cores=0, vcpu=192, memory_mib=2 << 20,
-        local_nvme_gb=0, usd_per_hour=1.0, cuda_memory_gib=g["cudaGiB"],
+        name=g["name"],
+        family="bench",
+        kind="nvidia",
+        device=g["name"].lower(),
+        devices=max(8, case["tp"]),
+        device_memory_mib=int(g["cudaGiB"] * 1024),
+        neuron_cores=0,
+        vcpu=192,
+        memory_mib=2 << 20,
+        local_nvme_gb=0,
+        usd_per_hour=1.0,
+        cuda_memory_gib=g["cudaGiB"],
     )
 
 
@@ -74,22 +95,47 @@ def evaluate(case: dict, models: dict) -> Result:
     arch = arch_of(models[case["model"]])
     k, logged = case["knobs"], case["logged"]
     s = planner.size(
-        arch, gpu(case), case["tp"], k["max_model_len"], k["max_num_seqs"],
-        batched_tokens=k["max_num_batched_tokens"], utilization=k["gpu_memory_utilization"],
-        kv_cache_dtype=k.get("kv_cache_dtype", "auto"), vllm_version=str(case["vllm"]),
+        arch,
+        gpu(case),
+        case["tp"],
+        k["max_model_len"],
+        k["max_num_seqs"],
+        batched_tokens=k["max_num_batched_tokens"],
+        utilization=k["gpu_memory_utilization"],
+        kv_cache_dtype=k.get("kv_cache_dtype", "auto"),
+        vllm_version=str(case["vllm"]),
     )
-    w_err = (s.weights_gib_per_device - logged["weights_gib"]) / logged["weights_gib"] if "weights_gib" in logged else None
+    w_log = logged.get("weights_gib")
+    w_err = (s.weights_gib_per_device - w_log) / w_log if w_log else None
     kv_logged = None if case.get("weights_only") else logged.get("kv_gib")
     kv_err = (s.kv_gib_per_device - kv_logged) / kv_logged if kv_logged else None
     return Result(
-        case["id"], str(case["vllm"]), w_err, kv_err, round(s.kv_gib_per_device, 3), kv_logged,
-        bool(arch.quantization), bool(case.get("refused")), s.fits, s.near_limit, case["source"],
+        case["id"],
+        str(case["vllm"]),
+        w_err,
+        kv_err,
+        round(s.kv_gib_per_device, 3),
+        kv_logged,
+        bool(arch.quantization),
+        bool(case.get("refused")),
+        s.fits,
+        s.near_limit,
+        case["source"],
     )
 
 
 def results() -> list[Result]:
     data = load()
     return [evaluate(c, data["models"]) for c in data["cases"]]
+
+
+def cpu_results() -> list[tuple[str, int, int]]:
+    """(case, planner tokens, logged tokens) for the vLLM CPU cases measured here."""
+    out = []
+    for c in load().get("cpu_cases", []):
+        tokens = planner.cpu_kv_tokens(arch_of(c["model"]), c["kvcache_space_gib"])
+        out.append((c["id"], tokens, c["logged"]["kv_tokens"]))
+    return out
 
 
 def is_v1(r: Result) -> bool:
@@ -103,8 +149,8 @@ def summary(rs: list[Result]) -> dict:
 
     kv = [r for r in rs if r.kv_err is not None]
     return {
-        "kv_all": stats([r.kv_err for r in kv]),
-        "kv_v1": stats([r.kv_err for r in kv if is_v1(r)]),
+        "kv_all": stats([r.kv_err for r in kv if r.kv_err is not None]),
+        "kv_v1": stats([r.kv_err for r in kv if r.kv_err is not None and is_v1(r)]),
         "weights_quantized": stats([r.weights_err for r in rs if r.quantized and r.weights_err is not None]),
         "weights_all": stats([r.weights_err for r in rs if r.weights_err is not None]),
         "accepted_but_refused": [r.id for r in rs if r.refused and r.accepted and not r.near_limit],
@@ -124,6 +170,9 @@ def check(rs: list[Result] | None = None) -> list[str]:
     wq = s["weights_quantized"]
     if wq["n"] and wq["worst"] > WEIGHTS_TARGET:
         out.append(f"quantized weights error {wq['worst']:.1%} > {WEIGHTS_TARGET:.0%}")
+    for cid, got, logged in cpu_results():
+        if got != logged:
+            out.append(f"{cid}: planner {got} CPU KV tokens, vLLM logged {logged}")
     if s["accepted_but_refused"]:
         out.append(f"accepted configs vLLM refused: {', '.join(s['accepted_but_refused'])}")
     return out
@@ -142,13 +191,17 @@ def main(argv: list[str]) -> int:
     for r in rs:
         log = "—" if r.logged_kv_gib is None else f"{r.logged_kv_gib:.2f}"
         fit = ("near" if r.near_limit else "yes") if r.accepted else "no"
-        print(f"{r.id:40} {r.vllm:>10} {_pct(r.weights_err):>8} {r.kv_gib:8.2f} {log:>7} {_pct(r.kv_err):>7}  "
-              f"{fit}{' (vLLM refused)' if r.refused else ''}")
+        print(
+            f"{r.id:40} {r.vllm:>10} {_pct(r.weights_err):>8} {r.kv_gib:8.2f} {log:>7} {_pct(r.kv_err):>7}  "
+            f"{fit}{' (vLLM refused)' if r.refused else ''}"
+        )
     s = summary(rs)
     for key in ("kv_all", "kv_v1", "weights_quantized", "weights_all"):
         v = s[key]
         if v["n"]:
             print(f"{key:18} n={v['n']:2}  median |err| {v['median']:.1%}  worst {v['worst']:.1%}")
+    for cid, got, logged in cpu_results():
+        print(f"{cid:40} CPU KV tokens: planner {got:,}  vLLM {logged:,}  ({(got - logged) / logged:+.1%})")
     print(f"accepted but refused by vLLM: {s['accepted_but_refused'] or 'none'} (of {len(s['refused_cases'])} refused)")
     missed = check(rs)
     for m in missed:

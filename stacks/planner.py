@@ -251,8 +251,19 @@ def size(
     host_ok = host_gib >= host_needed_gib
     kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
     if inst.kind == "neuron":
-        return _size_neuron(arch, inst, tp, max_model_len, max_num_seqs, batched_tokens, utilization, kvb,
-                            weights, host_gib, host_needed_gib, rank_gib)
+        return _size_neuron(
+            inst,
+            tp,
+            max_model_len,
+            max_num_seqs,
+            batched_tokens,
+            utilization,
+            kvb,
+            weights,
+            host_gib,
+            host_needed_gib,
+            rank_gib,
+        )
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib, inst.device)
     act = activation_gib(arch, bt, tp, max_num_seqs)
@@ -268,11 +279,31 @@ def size(
     margin = max(KV_ERROR_BAND * max(kv_gib, 0.0), KV_ERROR_FLOOR_GIB)
     near = fits and (kv_gib - margin) * GIB / kvb < max_model_len
     s = Sizing(
-        inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb, max(kv_gib, 0.0), kv_tokens,
-        kv_tokens / max_model_len, fits, GPU_BLOCK_SIZE, blocks,
-        host_memory_gib=host_gib, host_memory_needed_gib=host_needed_gib,
-        device_memory_gib=rank_gib, requested_gib=requested, activation_gib=act, sampler_gib=smp,
-        non_torch_gib=non_torch, cudagraph_gib=graphs, margin_gib=margin, near_limit=near,
+        inst,
+        tp,
+        max_model_len,
+        max_num_seqs,
+        bt,
+        util,
+        weights,
+        overhead,
+        kvb,
+        max(kv_gib, 0.0),
+        kv_tokens,
+        kv_tokens / max_model_len,
+        fits,
+        GPU_BLOCK_SIZE,
+        blocks,
+        host_memory_gib=host_gib,
+        host_memory_needed_gib=host_needed_gib,
+        device_memory_gib=rank_gib,
+        requested_gib=requested,
+        activation_gib=act,
+        sampler_gib=smp,
+        non_torch_gib=non_torch,
+        cudagraph_gib=graphs,
+        margin_gib=margin,
+        near_limit=near,
     )
     return replace(s, warnings=(near_limit_warning(s, arch),)) if near else s
 
@@ -296,8 +327,19 @@ def near_limit_warning(s: Sizing, arch: ModelArch) -> str:
     )
 
 
-def _size_neuron(arch, inst, tp, max_model_len, max_num_seqs, batched_tokens, utilization, kvb, weights,
-                 host_gib, host_needed_gib, rank_gib) -> Sizing:  # type: ignore[no-untyped-def]
+def _size_neuron(
+    inst: InstanceType,
+    tp: int,
+    max_model_len: int,
+    max_num_seqs: int,
+    batched_tokens: int | None,
+    utilization: float | None,
+    kvb: int,
+    weights: float,
+    host_gib: float,
+    host_needed_gib: float,
+    rank_gib: float,
+) -> Sizing:
     """Neuron preallocates max-num-seqs x ceil(max-model-len / block) blocks."""
     util = utilization if utilization is not None else NEURON_UTILIZATION
     bt = batched_tokens or max_model_len
@@ -309,10 +351,34 @@ def _size_neuron(arch, inst, tp, max_model_len, max_num_seqs, batched_tokens, ut
     fits = available >= need_kv and host_gib >= host_needed_gib
     conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
     return Sizing(
-        inst, tp, max_model_len, max_num_seqs, bt, util, weights, overhead, kvb, need_kv, blocks * block, conc,
-        fits, block, blocks, host_memory_gib=host_gib, host_memory_needed_gib=host_needed_gib,
-        device_memory_gib=rank_gib, requested_gib=util * rank_gib,
+        inst,
+        tp,
+        max_model_len,
+        max_num_seqs,
+        bt,
+        util,
+        weights,
+        overhead,
+        kvb,
+        need_kv,
+        blocks * block,
+        conc,
+        fits,
+        block,
+        blocks,
+        host_memory_gib=host_gib,
+        host_memory_needed_gib=host_needed_gib,
+        device_memory_gib=rank_gib,
+        requested_gib=util * rank_gib,
     )
+
+
+# vLLM's CPU backend does not profile: its KV cache is exactly VLLM_CPU_KVCACHE_SPACE GiB (cpu_worker:
+# "Explicitly set (N/total) GiB for KV cache"). The e2e tests run it; the stacks deploy only GPU/Neuron.
+def cpu_kv_tokens(arch: ModelArch, kvcache_space_gib: float, kv_cache_dtype: str = "auto") -> int:
+    """Tokens the vLLM CPU engine's KV cache holds: VLLM_CPU_KVCACHE_SPACE / bytes per token, in blocks."""
+    kvb = kv_bytes_per_token(arch, 1, kv_cache_dtype)
+    return int(kvcache_space_gib * GIB // kvb) // GPU_BLOCK_SIZE * GPU_BLOCK_SIZE
 
 
 def _shards(arch: ModelArch, tp: int) -> bool:

@@ -108,11 +108,11 @@ def test_device_memory_as_cuda_reports_and_batched_defaults():
 
 
 def test_cudagraph_term_follows_the_engine():
-    base = dict(arch=M["qwen3-8b"], inst=INSTANCES["g6.xlarge"], tp=1, max_model_len=8192, max_num_seqs=8)
-    assert p.size(**base).cudagraph_gib == 0.35
-    assert p.size(**base, enforce_eager=True).cudagraph_gib == 0
-    assert p.size(**base, vllm_version="0.20.1").cudagraph_gib == 0  # subtracted only since 0.21
-    assert p.size(**base, vllm_version="0.32.0").cudagraph_gib == 0.35
+    arch, inst = M["qwen3-8b"], INSTANCES["g6.xlarge"]
+    assert p.size(arch, inst, 1, 8192, 8).cudagraph_gib == 0.35
+    assert p.size(arch, inst, 1, 8192, 8, enforce_eager=True).cudagraph_gib == 0
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.20.1").cudagraph_gib == 0  # subtracted only since 0.21
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.32.0").cudagraph_gib == 0.35
 
 
 def test_seed002_qwen3_14b_tp4_g5_12xlarge_32k_8_seqs_fits():
