@@ -43,6 +43,7 @@ class Result:
     refused: bool
     accepted: bool
     near_limit: bool
+    fitted: bool
     source: str
 
 
@@ -104,6 +105,7 @@ def evaluate(case: dict, models: dict) -> Result:
         utilization=k["gpu_memory_utilization"],
         kv_cache_dtype=k.get("kv_cache_dtype", "auto"),
         vllm_version=str(case["vllm"]),
+        sampler_warmup=case.get("sampler", "native"),
     )
     w_log = logged.get("weights_gib")
     w_err = (s.weights_gib_per_device - w_log) / w_log if w_log else None
@@ -120,6 +122,7 @@ def evaluate(case: dict, models: dict) -> Result:
         bool(case.get("refused")),
         s.fits,
         s.near_limit,
+        bool(case.get("fitted")),
         case["source"],
     )
 
@@ -147,7 +150,7 @@ def summary(rs: list[Result]) -> dict:
         a = [abs(e) for e in errs]
         return {"n": len(a), "median": statistics.median(a) if a else None, "worst": max(a) if a else None}
 
-    kv = [r for r in rs if r.kv_err is not None]
+    kv = [r for r in rs if r.kv_err is not None and not r.fitted]  # cases a constant was fitted on: not scored
     return {
         "kv_all": stats([r.kv_err for r in kv if r.kv_err is not None]),
         "kv_v1": stats([r.kv_err for r in kv if r.kv_err is not None and is_v1(r)]),
@@ -191,8 +194,9 @@ def main(argv: list[str]) -> int:
     for r in rs:
         log = "—" if r.logged_kv_gib is None else f"{r.logged_kv_gib:.2f}"
         fit = ("near" if r.near_limit else "yes") if r.accepted else "no"
+        name = r.id + (" (fit)" if r.fitted else "")
         print(
-            f"{r.id:40} {r.vllm:>10} {_pct(r.weights_err):>8} {r.kv_gib:8.2f} {log:>7} {_pct(r.kv_err):>7}  "
+            f"{name:40} {r.vllm:>10} {_pct(r.weights_err):>8} {r.kv_gib:8.2f} {log:>7} {_pct(r.kv_err):>7}  "
             f"{fit}{' (vLLM refused)' if r.refused else ''}"
         )
     s = summary(rs)

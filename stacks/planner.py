@@ -40,19 +40,24 @@ DEFAULT_GPU_UTILIZATION = 0.90
 # CUDA block size (vLLM default on CUDA).
 GPU_BLOCK_SIZE = 16
 # Non-torch growth after the start snapshot (cuBLAS/attention workspaces, allocator slack) and the
-# extra per rank with TP > 1 (custom all-reduce / NCCL communicator buffers allocated lazily).
-NON_TORCH_GIB = 0.25
-NON_TORCH_TP_EXTRA_GIB = 0.25
+# extra per rank with TP > 1 (custom all-reduce / NCCL communicator buffers allocated lazily): 0.15 GiB
+# and 0.5 GiB at TP > 1 (vLLM logs 0.6 GiB non-torch at TP4 on H100 in vllm PR #48601; issue 13 found the
+# old 0.5 GiB single-GPU figure 0.35-0.45 GiB too high).
+NON_TORCH_GIB = 0.15
+NON_TORCH_TP_EXTRA_GIB = 0.35
 # CUDA-graph estimate vLLM subtracts before the KV cache (logged 0.1-0.6 GiB for dense models).
 CUDA_GRAPH_GIB = 0.35
 # vLLM versions that subtract the CUDA-graph estimate (default since 0.21).
 CUDA_GRAPH_ESTIMATE_SINCE = (0, 21)
-# Sampler warm-up: fp32 logits plus top-k/top-p temporaries (sorted values, int64 indices, softmax,
-# cumulative sum, mask, probabilities) per logit of a [rows, vocab] tensor.
-SAMPLER_BYTES_PER_LOGIT = 32
-# Forward peak of the profiling run, per token (bf16 = 2 B): the MLP's gate/up output (2 x I / TP),
-# its activation (I / TP), the attention q/k/v and output, and ~4 hidden-sized tensors (residual,
-# normed input, layer output, the kept hidden states).
+# Sampler warm-up, bytes per logit of a [rows, vocab] tensor. vLLM >= 0.21 (PR #41375) always also runs
+# the PyTorch-native top-k/top-p path (fp32 logits, sorted values, int64 indices, softmax, cumulative sum,
+# mask, probabilities): 32 B (from the code; a 0.10.1 log on the native path implies 30 B, kv_cases.yaml
+# qwen2-7b-a100-40-tp2-native). Engines that warmed only the FlashInfer sampler used far less: 10 B,
+# fitted on one log (qwen2-7b-a100-80-u025, kv_cases.yaml) and checked on the others of that engine.
+SAMPLER_BYTES_PER_LOGIT = {"native": 32, "flashinfer": 10}
+# Forward peak of the profiling run, per token (16-bit): the larger of the MLP's transients (gate/up
+# output 2 x I / TP and its activation I / TP) and the attention's (q, k, v and output), which are not
+# alive at once, plus ~4 hidden-sized tensors (residual, normed input, layer output, kept hidden states).
 ACTIVATION_HIDDEN_TENSORS = 4
 # Error band of the model (benchmarks/kv_accuracy.py worst |KV error| on the >= 0.21 logs, rounded
 # up): a fit whose KV cache is within this band of one max-length request is a warning, not a fit
@@ -136,23 +141,27 @@ def mlp_width(arch: ModelArch) -> int:
 
 def forward_peak_gib(arch: ModelArch, batched_tokens: int, tp: int = 1) -> float:
     """Transient peak of the profiling forward pass over max-num-batched-tokens tokens on one rank."""
-    attn = (arch.heads + 2 * arch.kv_heads) * arch.head_dim + arch.heads * arch.head_dim
-    per_token = 3 * mlp_width(arch) / tp + attn / tp + ACTIVATION_HIDDEN_TENSORS * arch.hidden
+    attn = (2 * arch.heads + 2 * arch.kv_heads) * arch.head_dim
+    per_token = max(3 * mlp_width(arch), attn) / tp + ACTIVATION_HIDDEN_TENSORS * arch.hidden
     return batched_tokens * per_token * DTYPE_BYTES[arch.dtype] / GIB
 
 
-def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int) -> float:
+def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = "native") -> float:
     """The sampler warm-up after the profiling forward: min(max-num-seqs, batched tokens) rows of
     full-vocabulary logits (gathered over TP ranks) and the top-k/top-p temporaries."""
     rows = min(max_num_seqs, batched_tokens)
-    return rows * arch.vocab * SAMPLER_BYTES_PER_LOGIT / GIB
+    return rows * arch.vocab * SAMPLER_BYTES_PER_LOGIT[sampler] / GIB
 
 
-def activation_gib(arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0) -> float:
+def activation_gib(
+    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = "native"
+) -> float:
     """Peak activation vLLM measures: the larger of the forward peak and the sampler warm-up (on top
     of the hidden states the forward returned) — they are not alive at the same time."""
     kept = batched_tokens * arch.hidden * DTYPE_BYTES[arch.dtype] / GIB
-    return max(forward_peak_gib(arch, batched_tokens, tp), kept + sampler_gib(arch, max_num_seqs, batched_tokens))
+    return max(
+        forward_peak_gib(arch, batched_tokens, tp), kept + sampler_gib(arch, max_num_seqs, batched_tokens, sampler)
+    )
 
 
 def _version_at_least(version: str | None, floor: tuple[int, int]) -> bool:
@@ -241,9 +250,11 @@ def size(
     enforce_eager: bool = False,
     gpu_memory_gib: float | None = None,
     vllm_version: str | None = None,
+    sampler_warmup: str = "native",
 ) -> Sizing:
     """Size one replica of a model on one instance type at a given TP. `gpu_memory_gib` overrides the
-    device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term."""
+    device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term;
+    `sampler_warmup="flashinfer"` models engines before 0.21 that warmed only the FlashInfer sampler."""
     rank_gib = rank_memory_gib(inst, gpu_memory_gib)
     weights = weight_bytes_total(arch, quantization) / tp / GIB
     host_gib = float(pod_memory_gib(inst, tp))
@@ -266,8 +277,8 @@ def size(
         )
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib, inst.device)
-    act = activation_gib(arch, bt, tp, max_num_seqs)
-    smp = sampler_gib(arch, max_num_seqs, bt)
+    act = activation_gib(arch, bt, tp, max_num_seqs, sampler_warmup)
+    smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup)
     non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
     graphs = 0.0 if enforce_eager or not _version_at_least(vllm_version, CUDA_GRAPH_ESTIMATE_SINCE) else CUDA_GRAPH_GIB
     overhead = act + non_torch + graphs
