@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from components.types import InstanceType, ModelArch
@@ -45,6 +45,8 @@ class Result:
     near_limit: bool
     fitted: bool
     source: str
+    activation_err_gib: float | None = None  # planner activation peak - logged (where the log splits it)
+    cudagraph_err_gib: float | None = None  # planner CUDA-graph estimate - logged estimate
 
 
 def load() -> dict:
@@ -94,6 +96,8 @@ def gpu(case: dict) -> InstanceType:
 
 def evaluate(case: dict, models: dict) -> Result:
     arch = arch_of(models[case["model"]])
+    if case.get("quantization"):
+        arch = replace(arch, quantization=case["quantization"])
     k, logged = case["knobs"], case["logged"]
     s = planner.size(
         arch,
@@ -105,7 +109,7 @@ def evaluate(case: dict, models: dict) -> Result:
         utilization=k["gpu_memory_utilization"],
         kv_cache_dtype=k.get("kv_cache_dtype", "auto"),
         vllm_version=str(case["vllm"]),
-        sampler_warmup=case.get("sampler", "native"),
+        sampler_warmup=case.get("sampler", "triton"),
     )
     w_log = logged.get("weights_gib")
     w_err = (s.weights_gib_per_device - w_log) / w_log if w_log else None
@@ -124,6 +128,8 @@ def evaluate(case: dict, models: dict) -> Result:
         s.near_limit,
         bool(case.get("fitted")),
         case["source"],
+        s.activation_gib - logged["activation_gib"] if "activation_gib" in logged else None,
+        planner.cudagraph_gib(arch) - logged["cudagraph_gib"] if "cudagraph_gib" in logged else None,
     )
 
 
@@ -156,6 +162,8 @@ def summary(rs: list[Result]) -> dict:
         "kv_v1": stats([r.kv_err for r in kv if r.kv_err is not None and is_v1(r)]),
         "weights_quantized": stats([r.weights_err for r in rs if r.quantized and r.weights_err is not None]),
         "weights_all": stats([r.weights_err for r in rs if r.weights_err is not None]),
+        "activation_abs_err_gib": stats([r.activation_err_gib for r in rs if r.activation_err_gib is not None]),
+        "cudagraph_abs_err_gib": stats([r.cudagraph_err_gib for r in rs if r.cudagraph_err_gib is not None]),
         "accepted_but_refused": [r.id for r in rs if r.refused and r.accepted and not r.near_limit],
         "refused_cases": [r.id for r in rs if r.refused],
     }
@@ -203,7 +211,11 @@ def main(argv: list[str]) -> int:
     for key in ("kv_all", "kv_v1", "weights_quantized", "weights_all"):
         v = s[key]
         if v["n"]:
-            print(f"{key:18} n={v['n']:2}  median |err| {v['median']:.1%}  worst {v['worst']:.1%}")
+            print(f"{key:22} n={v['n']:2}  median |err| {v['median']:.1%}  worst {v['worst']:.1%}")
+    for key in ("activation_abs_err_gib", "cudagraph_abs_err_gib"):
+        v = s[key]
+        if v["n"]:
+            print(f"{key:22} n={v['n']:2}  median {v['median']:.2f} GiB  worst {v['worst']:.2f} GiB")
     for cid, got, logged in cpu_results():
         print(f"{cid:40} CPU KV tokens: planner {got:,}  vLLM {logged:,}  ({(got - logged) / logged:+.1%})")
     print(f"accepted but refused by vLLM: {s['accepted_but_refused'] or 'none'} (of {len(s['refused_cases'])} refused)")

@@ -40,21 +40,24 @@ DEFAULT_GPU_UTILIZATION = 0.90
 # CUDA block size (vLLM default on CUDA).
 GPU_BLOCK_SIZE = 16
 # Non-torch growth after the start snapshot (cuBLAS/attention workspaces, allocator slack) and the
-# extra per rank with TP > 1 (custom all-reduce / NCCL communicator buffers allocated lazily): 0.15 GiB
-# and 0.5 GiB at TP > 1 (vLLM logs 0.6 GiB non-torch at TP4 on H100 in vllm PR #48601; issue 13 found the
-# old 0.5 GiB single-GPU figure 0.35-0.45 GiB too high).
-NON_TORCH_GIB = 0.15
-NON_TORCH_TP_EXTRA_GIB = 0.35
-# CUDA-graph estimate vLLM subtracts before the KV cache (logged 0.1-0.6 GiB for dense models).
-CUDA_GRAPH_GIB = 0.35
+# extra per rank with TP > 1 (communicator buffers): 0.2 GiB (vLLM 0.19 logs 0.24-0.27 GiB on one H100,
+# kv_cases.yaml) and 0.6 GiB at TP > 1 (vLLM logs 0.6 GiB at TP4 in PR #48601; 0.19 still allocated
+# ~2.1 GiB of NCCL buffers after the snapshot, 0.32 initialises the communicators before it).
+NON_TORCH_GIB = 0.2
+NON_TORCH_TP_EXTRA_GIB = 0.4
+# CUDA-graph estimate vLLM subtracts before the KV cache (vLLM >= 0.21), per decoder layer: fitted on the
+# estimates vLLM 0.19 logs for 13 dense/MoE models on H100 (0.55-1.82 GiB, kv_cases.yaml
+# logged.cudagraph_gib); the benchmark prints the error of this term separately.
+CUDA_GRAPH_GIB_PER_LAYER = 0.02
 # vLLM versions that subtract the CUDA-graph estimate (default since 0.21).
 CUDA_GRAPH_ESTIMATE_SINCE = (0, 21)
-# Sampler warm-up, bytes per logit of a [rows, vocab] tensor. vLLM >= 0.21 (PR #41375) always also runs
-# the PyTorch-native top-k/top-p path (fp32 logits, sorted values, int64 indices, softmax, cumulative sum,
-# mask, probabilities): 32 B (from the code; a 0.10.1 log on the native path implies 30 B, kv_cases.yaml
-# qwen2-7b-a100-40-tp2-native). Engines that warmed only the FlashInfer sampler used far less: 10 B,
-# fitted on one log (qwen2-7b-a100-80-u025, kv_cases.yaml) and checked on the others of that engine.
-SAMPLER_BYTES_PER_LOGIT = {"native": 32, "flashinfer": 10}
+# Sampler warm-up, bytes per logit of a [rows, vocab] tensor, by the top-k/top-p path vLLM warms:
+# "triton" (vLLM 0.32 on CUDA: FlashInfer first, then forward_native -> apply_top_k_top_p_triton, no sort):
+#   15 B, fitted on one vLLM 0.19 H100 log (Llama-3.1-8B: 1.89 GiB at 1,024 x 128,256) and checked on the
+#   other 0.19 logs; "sort" (PyTorch sort-based fallback, no Triton/FlashInfer): 32 B counted from the code
+#   (fp32 logits, sorted values, int64 indices, softmax, cumsum, mask, probs; a 0.10.1 log implies 30 B);
+#   "flashinfer" (engines that warmed only FlashInfer's sampler, e.g. 0.10): 10 B, fitted on one 0.10.1 log.
+SAMPLER_BYTES_PER_LOGIT = {"triton": 15, "sort": 32, "flashinfer": 10}
 # Forward peak of the profiling run, per token (16-bit): the larger of the MLP's transients (gate/up
 # output 2 x I / TP and its activation I / TP) and the attention's (q, k, v and output), which are not
 # alive at once, plus ~4 hidden-sized tensors (residual, normed input, layer output, kept hidden states).
@@ -146,7 +149,7 @@ def forward_peak_gib(arch: ModelArch, batched_tokens: int, tp: int = 1) -> float
     return batched_tokens * per_token * DTYPE_BYTES[arch.dtype] / GIB
 
 
-def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = "native") -> float:
+def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = "triton") -> float:
     """The sampler warm-up after the profiling forward: min(max-num-seqs, batched tokens) rows of
     full-vocabulary logits (gathered over TP ranks) and the top-k/top-p temporaries."""
     rows = min(max_num_seqs, batched_tokens)
@@ -154,7 +157,7 @@ def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler
 
 
 def activation_gib(
-    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = "native"
+    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = "triton"
 ) -> float:
     """Peak activation vLLM measures: the larger of the forward peak and the sampler warm-up (on top
     of the hidden states the forward returned) — they are not alive at the same time."""
@@ -162,6 +165,13 @@ def activation_gib(
     return max(
         forward_peak_gib(arch, batched_tokens, tp), kept + sampler_gib(arch, max_num_seqs, batched_tokens, sampler)
     )
+
+
+def cudagraph_gib(arch: ModelArch, enforce_eager: bool = False, vllm_version: str | None = None) -> float:
+    """The CUDA-graph memory estimate vLLM (>= 0.21, graphs on) takes from the KV budget."""
+    if enforce_eager or not _version_at_least(vllm_version, CUDA_GRAPH_ESTIMATE_SINCE):
+        return 0.0
+    return arch.layers * CUDA_GRAPH_GIB_PER_LAYER
 
 
 def _version_at_least(version: str | None, floor: tuple[int, int]) -> bool:
@@ -250,11 +260,11 @@ def size(
     enforce_eager: bool = False,
     gpu_memory_gib: float | None = None,
     vllm_version: str | None = None,
-    sampler_warmup: str = "native",
+    sampler_warmup: str = "triton",
 ) -> Sizing:
     """Size one replica of a model on one instance type at a given TP. `gpu_memory_gib` overrides the
     device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term;
-    `sampler_warmup="flashinfer"` models engines before 0.21 that warmed only the FlashInfer sampler."""
+    `sampler_warmup` names the top-k/top-p path the engine warms ("triton": vLLM 0.32 on CUDA)."""
     rank_gib = rank_memory_gib(inst, gpu_memory_gib)
     weights = weight_bytes_total(arch, quantization) / tp / GIB
     host_gib = float(pod_memory_gib(inst, tp))
@@ -280,7 +290,7 @@ def size(
     act = activation_gib(arch, bt, tp, max_num_seqs, sampler_warmup)
     smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup)
     non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
-    graphs = 0.0 if enforce_eager or not _version_at_least(vllm_version, CUDA_GRAPH_ESTIMATE_SINCE) else CUDA_GRAPH_GIB
+    graphs = cudagraph_gib(arch, enforce_eager, vllm_version)
     overhead = act + non_torch + graphs
     requested = util * rank_gib
     kv_gib = requested - weights - overhead

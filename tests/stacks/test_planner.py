@@ -48,62 +48,65 @@ def test_quantized_weights_keep_embeddings_and_lm_head_16_bit():
 
 
 def test_qwen3_8b_bf16_on_l4_hand_computed():
-    """The vLLM 0.32 start-up on an L4 (g6.xlarge), TP1, 8k context, 64 sequences, util 0.90:
+    """`vllm serve Qwen/Qwen3-8B` (0.32) on an L4 (g6.xlarge) at its defaults for < 70 GiB devices:
+    TP1, 2,048 batched tokens, 256 sequences, util 0.90, 8k context.
     requested 0.90 x 22.04 GiB (as CUDA reports an L4) = 19.836 GiB
-    weights 8.19e9 x 2 B = 15.2551 GiB
-    forward peak at 2,048 batched tokens: per token max(3 x 12,288 (gate/up + act),
-      (2 x 32 + 2 x 8) x 128 (q, k, v, attention out)) + 4 x 4,096 (hidden tensors) = 53,248 bf16
-      = 106,496 B -> 208 MiB
-    sampler warm-up (native path, 32 B/logit): min(64, 2,048) = 64 rows x 151,936 vocab x 32 B
-      = 296.75 MiB, on top of the kept hidden states 2,048 x 4,096 x 2 B = 16 MiB -> 312.75 MiB
-      = 0.30542 GiB > 208 MiB: the peak
-    non-torch 0.15 + CUDA graphs 0.35 -> overheads 0.80542 GiB
-    KV = 19.836 - 15.25506 - 0.80542 = 3.77552 GiB; 147,456 B/token (2 x 36 x 8 x 128 x 2)
-      -> 27,492.x tokens -> 1,718 blocks of 16 = 27,488 tokens -> 3.36 x 8,192"""
-    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 8192, 64)
+    weights 8.19e9 x 2 B = 15.25506 GiB
+    forward peak at 2,048 tokens: per token max(3 x 12,288 (gate/up + act), (2 x 32 + 2 x 8) x 128
+      (q, k, v, attention out)) + 4 x 4,096 (hidden tensors) = 53,248 bf16 = 106,496 B -> 208 MiB
+    sampler warm-up (Triton top-k/top-p, 15 B/logit): 256 rows x 151,936 vocab x 15 B = 556.40625 MiB,
+      on top of the kept hidden states 2,048 x 4,096 x 2 B = 16 MiB -> 572.40625 MiB > 208 MiB: the peak
+    non-torch 0.2 + CUDA graphs 36 layers x 0.02 = 0.72 -> overheads 0.55899 + 0.92 = 1.47899 GiB
+    KV = 19.836 - 15.25506 - 1.47899 = 3.10195 GiB; 147,456 B/token (2 x 36 x 8 x 128 x 2)
+      -> 22,587.x tokens -> 1,411 blocks of 16 = 22,576 tokens -> 2.76 x 8,192"""
+    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 8192, 256)
     assert s.device_memory_gib == 22.04 and s.requested_gib == pytest.approx(19.836)
+    assert s.max_num_batched_tokens == 2048
     assert s.weights_gib_per_device == pytest.approx(15.25506, abs=1e-5)
     assert p.forward_peak_gib(M["qwen3-8b"], 2048) == pytest.approx(208 / 1024)
-    assert s.sampler_gib == pytest.approx(296.75 / 1024)
-    assert s.activation_gib == pytest.approx(312.75 / 1024)
-    assert s.overhead_gib_per_device == pytest.approx(312.75 / 1024 + 0.15 + 0.35)
-    assert s.kv_gib_per_device == pytest.approx(3.77552, abs=1e-5)
-    assert s.kv_tokens == 27_488
-    assert s.max_concurrency == pytest.approx(3.35546875)
+    assert s.sampler_gib == pytest.approx(556.40625 / 1024)
+    assert s.activation_gib == pytest.approx(572.40625 / 1024)
+    assert s.cudagraph_gib == pytest.approx(0.72) and s.non_torch_gib == pytest.approx(0.2)
+    assert s.overhead_gib_per_device == pytest.approx(572.40625 / 1024 + 0.92)
+    assert s.kv_gib_per_device == pytest.approx(3.10195, abs=1e-5)
+    assert s.kv_tokens == 22_576
+    assert s.max_concurrency == pytest.approx(2.755859375)
     assert s.fits and not s.near_limit and not s.meets_concurrency and s.warnings == ()
 
 
 def test_near_limit_fit_is_a_warning_with_fixes():
-    """The same L4 at a 26,624-token context: 27,488 tokens fit one request, but the error band
-    (10 % of 3.77552 GiB = 0.37755 GiB) leaves 3.39797 GiB = 24,743 tokens < 26,624: a warning that
-    names the largest safe context (24,743 // 16 x 16 = 24,736) and the other ways out."""
-    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 26624, 64)
+    """The same L4 at a 21,504-token context: 22,576 tokens fit one request, but the error band
+    (10 % of 3.10195 GiB = 0.31019 GiB) leaves 2.79175 GiB = 20,329 tokens < 21,504: a warning that
+    names the largest safe context (20,329 // 16 x 16 = 20,320) and the other ways out."""
+    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 21504, 256)
     assert s.fits and s.near_limit
-    assert s.margin_gib == pytest.approx(0.37755, abs=1e-4)
+    assert s.margin_gib == pytest.approx(0.31019, abs=1e-4)
     (w,) = s.warnings
-    assert "maxModelLen: 24736" in w and "gpuMemoryUtilization: 0.95" in w and "larger instance" in w
+    assert "maxModelLen: 20320" in w and "maxNumSeqs: 128" in w
+    assert "gpuMemoryUtilization: 0.95" in w and "larger instance" in w
     # well inside the band: no warning; outside the fit: no fit (not a warning)
-    assert p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 16384, 64).warnings == ()
-    assert not p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 32768, 64).fits
+    assert p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 16384, 256).warnings == ()
+    assert not p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 24576, 256).fits
 
 
 def test_sampler_term_grows_with_max_num_seqs_times_vocab():
     """H100 (p5.4xlarge): vLLM's default 8,192 batched tokens; at 1,024 sequences the sampler warm-up
-    is 1,024 x 151,936 x 32 B = 4.6367 GiB (+ 64 MiB kept hidden states) and dominates the forward
-    peak (8,192 x 106,496 B = 0.8125 GiB). Engines before 0.21 that warmed only FlashInfer: 10 B/logit."""
+    is 1,024 x 151,936 x 15 B = 2.17346 GiB (+ 64 MiB kept hidden states) and exceeds the forward peak
+    (8,192 x 106,496 B = 0.8125 GiB). The paths older engines warmed: FlashInfer only 10 B, sort 32 B."""
     s = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024)
     assert s.max_num_batched_tokens == 8192
-    assert s.sampler_gib == pytest.approx(4.63671875)
-    assert s.activation_gib == pytest.approx(4.63671875 + 0.0625)
+    assert s.sampler_gib == pytest.approx(2.173461914)
+    assert s.activation_gib == pytest.approx(2.173461914 + 0.0625)
     few = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 8)
     assert few.activation_gib == pytest.approx(0.8125)  # the forward peak when few sequences
-    assert few.kv_gib_per_device - s.kv_gib_per_device == pytest.approx(4.69921875 - 0.8125)
-    fi = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024, sampler_warmup="flashinfer")
-    assert fi.sampler_gib == pytest.approx(4.63671875 * 10 / 32)
+    assert few.kv_gib_per_device - s.kv_gib_per_device == pytest.approx(2.235961914 - 0.8125)
+    for path, b in (("flashinfer", 10), ("sort", 32)):
+        alt = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024, sampler_warmup=path)
+        assert alt.sampler_gib == pytest.approx(1024 * 151936 * b / GIB)
 
 
 def test_device_memory_as_cuda_reports_and_batched_defaults():
-    assert p.rank_memory_gib(INSTANCES["p5.4xlarge"]) == 79.22
+    assert p.rank_memory_gib(INSTANCES["p5.4xlarge"]) == 79.19
     assert p.rank_memory_gib(INSTANCES["g6e.xlarge"]) == 44.39
     assert p.rank_memory_gib(INSTANCES["g6.xlarge"], 23.5) == 23.5  # --gpu-memory-gib
     assert p.rank_memory_gib(INSTANCES["inf2.8xlarge"]) == 16  # Neuron: the core's HBM share
@@ -114,43 +117,44 @@ def test_device_memory_as_cuda_reports_and_batched_defaults():
 
 def test_cudagraph_term_follows_the_engine():
     arch, inst = M["qwen3-8b"], INSTANCES["g6.xlarge"]
-    assert p.size(arch, inst, 1, 8192, 8).cudagraph_gib == 0.35
+    assert p.size(arch, inst, 1, 8192, 8).cudagraph_gib == pytest.approx(36 * 0.02)
     assert p.size(arch, inst, 1, 8192, 8, enforce_eager=True).cudagraph_gib == 0
-    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.20.1").cudagraph_gib == 0  # subtracted only since 0.21
-    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.32.0").cudagraph_gib == 0.35
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.20.1").cudagraph_gib == 0  # subtracted since 0.21
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.32.0").cudagraph_gib == pytest.approx(0.72)
+    assert p.cudagraph_gib(M["llama-2-70b-chat"]) == pytest.approx(80 * 0.02)
 
 
 def test_seed002_qwen3_14b_tp4_g5_12xlarge_32k_8_seqs_fits():
     s = p.size(M["qwen3-14b"], INSTANCES["g5.12xlarge"], 4, 32768, 8)
     # requested 0.90 x 22.07 = 19.863 GiB; weights 14.77e9 x 2 / 4 = 6.87782 GiB; forward peak at 2,048
     # tokens per rank: max(3 x 17,408, (80 + 16) x 128) / 4 + 4 x 5,120 = 33,536 x 2 B = 67,072 B
-    # -> 131 MiB (> 20 MiB kept + 8 x 151,936 x 32 B = 37.1 MiB sampler); non-torch 0.15 + TP 0.35;
-    # graphs 0.35 -> 0.97793 GiB; KV 19.863 - 6.87782 - 0.97793 = 12.00725 GiB / 40,960 B
-    # = 314,763.x tokens -> 19,672 blocks = 314,752 tokens
-    assert s.overhead_gib_per_device == pytest.approx(131 / 1024 + 0.5 + 0.35)
-    assert s.kv_gib_per_device == pytest.approx(12.00725, abs=1e-4)
-    assert s.kv_tokens == 314_752
+    # -> 131 MiB (> 20 MiB kept + 8 x 151,936 x 15 B = 17.4 MiB sampler); non-torch 0.2 + TP 0.4;
+    # graphs 40 x 0.02 = 0.8 -> 1.52793 GiB; KV 19.863 - 6.87782 - 1.52793 = 11.45725 GiB / 40,960 B
+    # = 300,344.x tokens -> 18,771 blocks = 300,336 tokens
+    assert s.overhead_gib_per_device == pytest.approx(131 / 1024 + 0.6 + 0.8)
+    assert s.kv_gib_per_device == pytest.approx(11.45725, abs=1e-4)
+    assert s.kv_tokens == 300_336
     assert s.fits and s.meets_concurrency
-    assert s.max_concurrency == pytest.approx(9.6055, abs=1e-3)  # 314,752 / 32,768
+    assert s.max_concurrency == pytest.approx(9.1655, abs=1e-3)  # 300,336 / 32,768
 
 
 def test_seed003_llama2_70b_tp4_p4d_small_kv_budget_and_fix():
     arch, inst = M["llama-2-70b-chat"], INSTANCES["p4d.24xlarge"]
     s = p.size(arch, inst, 4, 4096, 32)
-    # requested 0.9 x 39.39 = 35.451 GiB; weights 68.98e9 x 2 / 4 = 32.12132 GiB; A100 -> 2,048 batched
+    # requested 0.9 x 39.38 = 35.442 GiB; weights 68.98e9 x 2 / 4 = 32.12132 GiB; A100 -> 2,048 batched
     # tokens: max(3 x 28,672, (128 + 16) x 128) / 4 + 4 x 8,192 = 54,272 fp16 = 108,544 B -> 212 MiB;
-    # + 0.5 non-torch (TP) + 0.35 graphs = 1.05703 -> KV 2.27265 GiB; per token at TP4
-    # 2 x 80 x 2 x 128 x 2 = 81,920 B -> 29,787.x tokens -> 1,861 blocks = 29,776 -> 7.27 x 4,096
+    # + 0.6 non-torch (TP) + 80 x 0.02 graphs = 2.40703 -> KV 0.91365 GiB; per token at TP4
+    # 2 x 80 x 2 x 128 x 2 = 81,920 B -> 11,975.x tokens -> 748 blocks = 11,968 -> 2.92 x 4,096
     assert s.weights_gib_per_device == pytest.approx(32.1213, abs=1e-3)
-    assert s.overhead_gib_per_device == pytest.approx(212 / 1024 + 0.85)
-    assert s.kv_gib_per_device == pytest.approx(2.27265, abs=1e-4)
-    assert s.kv_tokens == 29_776
+    assert s.overhead_gib_per_device == pytest.approx(212 / 1024 + 0.6 + 1.6)
+    assert s.kv_gib_per_device == pytest.approx(0.91365, abs=1e-4)
+    assert s.kv_tokens == 11_968
     assert s.fits and not s.meets_concurrency
-    assert s.max_concurrency == pytest.approx(7.2695, abs=1e-3)
+    assert s.max_concurrency == pytest.approx(2.9219, abs=1e-3)
     hints = p.fix_hints(arch, s, GPU)
     assert any(h.startswith("tensorParallel: 8 on p4d.24xlarge") for h in hints)
     tp8 = p.size(arch, inst, 8, 4096, 32)
-    assert tp8.meets_concurrency and tp8.max_concurrency > 100
+    assert tp8.meets_concurrency and tp8.max_concurrency > 30
 
 
 def test_choose_cheapest_fitting_instance_and_smallest_tp():
