@@ -267,3 +267,17 @@ def test_benchmark_check_fails_on_a_regression():
     assert any("median" in m for m in bench.check(off))
     accepted = [replace(r, accepted=True, near_limit=False) if r.refused else r for r in rs]
     assert any("refused" in m for m in bench.check(accepted))
+
+
+def test_near_limit_warning_reaches_the_plan_warnings(tmp_path):
+    """The planner's warning is one of the model's plan warnings (stacks/config/resolve.py), so
+    `python -m stacks.plan` prints it and summary.json carries it; a comfortable fit has none."""
+    from stacks import config
+
+    f = tmp_path / "Pulumi.t.yaml"
+    spec = "{preset: qwen3-8b, instanceType: g6.xlarge, tensorParallel: 1, maxNumSeqs: 256, maxModelLen: %d}"
+    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 21504 + "\n")
+    warnings = config.load_file(f, stack="t").models["qwen"].warnings
+    assert any(w.startswith("one 21504-token request needs 2.95 GiB") and "maxModelLen: 20320" in w for w in warnings)
+    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 8192 + "\n")
+    assert not any("error band" in w for w in config.load_file(f, stack="t").models["qwen"].warnings)
