@@ -178,6 +178,9 @@ def check(rs: list[Result] | None = None) -> list[str]:
         out.append(f"median |KV error| on vLLM >= 0.21 logs {v1['median']:.1%} > {MEDIAN_KV_TARGET:.0%}")
     if v1["n"] and v1["worst"] > WORST_KV_TARGET:
         out.append(f"worst |KV error| on vLLM >= 0.21 logs {v1['worst']:.1%} > {WORST_KV_TARGET:.0%}")
+    every = s["kv_all"]
+    if every["n"] and every["median"] > MEDIAN_KV_TARGET:  # a regression guard over all engines' logs
+        out.append(f"median |KV error| over all logs {every['median']:.1%} > {MEDIAN_KV_TARGET:.0%}")
     wq = s["weights_quantized"]
     if wq["n"] and wq["worst"] > WEIGHTS_TARGET:
         out.append(f"quantized weights error {wq['worst']:.1%} > {WEIGHTS_TARGET:.0%}")

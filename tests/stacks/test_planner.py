@@ -234,7 +234,7 @@ def test_benchmark_cases_load_and_name_their_source():
     from benchmarks import kv_accuracy as bench
 
     data = bench.load()
-    assert len(data["cases"]) >= 5
+    assert len(data["cases"]) >= 30
     for c in data["cases"]:
         assert c["source"].startswith("https://"), c["id"]
         assert c["model"] in data["models"], c["id"]
@@ -252,7 +252,11 @@ def test_benchmark_accuracy_targets_hold():
     assert bench.check(rs) == []
     s = bench.summary(rs)
     assert s["kv_v1"]["n"] >= 2 and s["kv_v1"]["median"] <= 0.05 and s["kv_v1"]["worst"] <= 0.15
+    assert s["kv_all"]["n"] >= 25 and s["kv_all"]["median"] <= 0.05
+    assert s["weights_quantized"]["n"] >= 5 and s["weights_quantized"]["worst"] <= 0.05
     assert s["accepted_but_refused"] == []
+    # the CPU case measured here: the planner's tokens equal the real vLLM 0.32 CPU server's log
+    assert [(got, logged) for _, got, logged in bench.cpu_results()] == [(1_048_576, 1_048_576)]
 
 
 def test_benchmark_check_fails_on_a_regression():
