@@ -2,9 +2,10 @@
 
 Model of how vLLM sizes memory on one tensor-parallel rank (a GPU, or a NeuronCore):
 
-    budget      = utilization x rank memory                           (what vLLM may use)
-    weights     = params x bytes(dtype | quantization) / TP           (or the measured weightsGiB / TP)
-    overheads   = activation peak + non-torch memory + CUDA graphs    (GPU; constants below)
+    budget      = utilization x rank memory as CUDA reports it        (what vLLM may use)
+    weights     = params x bytes(dtype | quantization) / TP           (embeddings and lm_head stay 16-bit
+                                                                        when quantized; or weightsGiB / TP)
+    overheads   = activation peak (forward or sampler warm-up) + non-torch + CUDA graphs (GPU; below)
     KV budget   = budget - weights - overheads
     KV B/token  = 2 x layers x max(1, kv_heads // TP) x head_dim x bytes(kv dtype)
     KV tokens   = floor(KV budget / KV B/token), rounded down to whole blocks
