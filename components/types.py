@@ -33,6 +33,9 @@ class InstanceType:
     memory_mib: int
     local_nvme_gb: int
     usd_per_hour: float
+    # Device memory as CUDA reports it (torch.cuda.mem_get_info total), GiB; None: not recorded
+    # (the planner then uses device_memory_gib). Catalog: instances.yaml `accelerators:`.
+    cuda_memory_gib: float | None = None
 
     @property
     def device_memory_gib(self) -> float:
@@ -72,6 +75,12 @@ class ModelArch:
     tool_parser: str | None = None
     reasoning_parser: str | None = None
     revision: str | None = None
+    # config.json tie_word_embeddings (lm_head shares the embedding matrix) and the MoE shape
+    # (num_experts, num_experts_per_tok, moe_intermediate_size); None for dense models.
+    tie_word_embeddings: bool = False
+    experts: int | None = None
+    experts_per_token: int | None = None
+    moe_intermediate: int | None = None
 
 
 @dataclass(frozen=True)

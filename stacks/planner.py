@@ -2,9 +2,10 @@
 
 Model of how vLLM sizes memory on one tensor-parallel rank (a GPU, or a NeuronCore):
 
-    budget      = utilization x rank memory                           (what vLLM may use)
-    weights     = params x bytes(dtype | quantization) / TP           (or the measured weightsGiB / TP)
-    overheads   = activation peak + non-torch memory + CUDA graphs    (GPU; constants below)
+    budget      = utilization x rank memory as CUDA reports it        (what vLLM may use)
+    weights     = params x bytes(dtype | quantization) / TP           (embeddings and lm_head stay 16-bit
+                                                                        when quantized; or weightsGiB / TP)
+    overheads   = activation peak (forward or sampler warm-up) + non-torch + CUDA graphs (GPU; below)
     KV budget   = budget - weights - overheads
     KV B/token  = 2 x layers x max(1, kv_heads // TP) x head_dim x bytes(kv dtype)
     KV tokens   = floor(KV budget / KV B/token), rounded down to whole blocks
@@ -18,32 +19,62 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from components.types import GIB, InstanceType, ModelArch
 
 # ---- constants and where they come from ----------------------------------------------------
-# vLLM V1 reserves this fraction of device memory by default since 0.21 (reference/serving.md);
-# we render it explicitly and default a little lower to keep headroom for fragmentation.
+# The GPU memory model follows vLLM 0.32's start-up (vllm/v1/worker/gpu_worker.py
+# determine_available_memory, vllm/utils/mem_utils.py memory_profiling, gpu_model_runner.py
+# profile_run / _dummy_sampler_run / profile_cudagraph_memory):
+#   requested   = gpu_memory_utilization x total memory as CUDA reports it
+#   KV budget   = requested - consumed (weights + non-torch growth after the start snapshot, which is
+#                 taken after CUDA and NCCL init, so the context itself is outside the budget)
+#                 - transient activation peak of the profiling run (a forward of
+#                   max-num-batched-tokens, then the sampler warm-up on min(max-num-seqs, batched)
+#                   rows x vocab logits) - the CUDA-graph estimate (subtracted since vLLM 0.21,
+#                   VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1; 0 with --enforce-eager)
+# The three fitted constants below (non-torch, CUDA graphs, sampler bytes per logit) were fitted on
+# half of the public start-up logs in benchmarks/kv_cases.yaml and checked on the other half
+# (benchmarks/kv_accuracy.py prints both halves); the forward term is counted from the model shape.
 DEFAULT_GPU_UTILIZATION = 0.90
 # CUDA block size (vLLM default on CUDA).
 GPU_BLOCK_SIZE = 16
-# Non-torch memory (CUDA context, cuBLAS workspaces; NCCL buffers when TP > 1). Reported 0.1-1.5 GiB.
-NON_TORCH_GIB = 0.5
-NON_TORCH_TP_EXTRA_GIB = 0.5
-# CUDA-graph capture memory, estimated and subtracted by vLLM since 0.21. Reported 0.2-1.3 GiB.
-CUDA_GRAPH_GIB = 0.5
-# Activation peak of the profiling run: a floor plus transient buffers that grow with the batched
-# tokens (QKV, attention output, gated-MLP up/gate, residuals: ~24 hidden-sized bf16 tensors per
-# token). At 2048 batched tokens this gives 1.1-1.5 GiB for 7-70B dense models, inside the 1-4 GiB
-# reported in the wild (reference/serving.md).
-ACTIVATION_FLOOR_GIB = 0.75
-ACTIVATION_HIDDEN_FACTOR = 24
+# Non-torch growth after the start snapshot (cuBLAS/attention workspaces, allocator slack) and the
+# extra per rank with TP > 1 (communicator buffers): 0.2 GiB (vLLM 0.19 logs 0.24-0.27 GiB on one H100,
+# kv_cases.yaml) and 0.6 GiB at TP > 1 (vLLM logs 0.6 GiB at TP4 in PR #48601; 0.19 still allocated
+# ~2.1 GiB of NCCL buffers after the snapshot, 0.32 initialises the communicators before it).
+NON_TORCH_GIB = 0.2
+NON_TORCH_TP_EXTRA_GIB = 0.4
+# CUDA-graph estimate vLLM subtracts before the KV cache (vLLM >= 0.21), per decoder layer: fitted on the
+# estimates vLLM 0.19 logs for 13 dense/MoE models on H100 (0.55-1.82 GiB, kv_cases.yaml
+# logged.cudagraph_gib); the benchmark prints the error of this term separately.
+CUDA_GRAPH_GIB_PER_LAYER = 0.02
+# vLLM versions that subtract the CUDA-graph estimate (default since 0.21).
+CUDA_GRAPH_ESTIMATE_SINCE = (0, 21)
+# Sampler warm-up, bytes per logit of a [rows, vocab] tensor, by the top-k/top-p path vLLM warms:
+# "triton" (vLLM 0.32 on CUDA: FlashInfer first, then forward_native -> apply_top_k_top_p_triton, no sort):
+#   15 B, fitted on one vLLM 0.19 H100 log (Llama-3.1-8B: 1.89 GiB at 1,024 x 128,256) and checked on the
+#   other 0.19 logs; "sort" (PyTorch sort-based fallback, no Triton/FlashInfer): 32 B counted from the code
+#   (fp32 logits, sorted values, int64 indices, softmax, cumsum, mask, probs; a 0.10.1 log implies 30 B);
+#   "flashinfer" (engines that warmed only FlashInfer's sampler, e.g. 0.10): 10 B, fitted on one 0.10.1 log.
+SAMPLER_BYTES_PER_LOGIT = {"triton": 15, "sort": 32, "flashinfer": 10}
+# Forward peak of the profiling run, per token (16-bit): the larger of the MLP's transients (gate/up
+# output 2 x I / TP and its activation I / TP) and the attention's (q, k, v and output), which are not
+# alive at once, plus ~4 hidden-sized tensors (residual, normed input, layer output, kept hidden states).
+ACTIVATION_HIDDEN_TENSORS = 4
+# Error band of the model: benchmarks/kv_accuracy.py measures a worst |KV error| of 5.2 % on the vLLM
+# >= 0.21 logs and 6.3 % on the 0.19 ones (bar one 0.19 TP2 config with the NCCL buffers 0.32 no longer
+# counts); the band is about twice that, with an absolute floor for small budgets (~0.25 GiB of
+# overhead error). A fit whose KV cache is within the band of one max-length request is a warning.
+KV_ERROR_BAND = 0.10
+KV_ERROR_FLOOR_GIB = 0.25
 
 
-# vLLM's default max-num-batched-tokens: 2048 below 70 GiB devices, 8192 above.
-def default_batched_tokens(rank_memory_gib: float) -> int:
-    return 8192 if rank_memory_gib >= 70 else 2048
+# vLLM's default max-num-batched-tokens for `vllm serve` (engine/arg_utils.py): 8192 on devices of
+# >= 70 GiB except A100s (excluded on purpose, PR #17885), 2048 on the rest.
+def default_batched_tokens(rank_memory_gib: float, device: str = "") -> int:
+    return 8192 if rank_memory_gib >= 70 and "a100" not in device.lower() else 2048
 
 
 # Neuron: block size we render, the usable HBM fraction and runtime scratch per NeuronCore
@@ -69,20 +100,34 @@ HOST_MEMORY_BASE_GIB = 4
 POD_MEMORY_FRACTION = 0.8
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-QUANT_BYTES = {"fp8": 1.0, "awq": 0.5, "gptq": 0.5, "int8": 1.0}
 KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "bfloat16": 2, "float16": 2}
 
 
 # ---- sizing ---------------------------------------------------------------------------------
 
 
+# Bytes per weight of the quantized linear layers: AWQ/GPTQ pack 4-bit weights and keep a 16-bit
+# scale and a 4-bit zero point per group of 128 inputs (0.5 + 2.5 / 128); FP8 and INT8 store one byte
+# (per-channel or per-block scales are < 0.1 %). Embeddings and lm_head stay 16-bit in vLLM.
+QUANT_BYTES = {"fp8": 1.0, "awq": 0.5 + 2.5 / 128, "gptq": 0.5 + 2.5 / 128, "int8": 1.0}
+
+
+def embedding_params(arch: ModelArch) -> float:
+    """Parameters of the token embedding and lm_head (one matrix when tied)."""
+    return arch.vocab * arch.hidden * (1 if arch.tie_word_embeddings else 2)
+
+
 def weight_bytes_total(arch: ModelArch, quantization: str | None = None) -> float:
-    """Bytes of weights loaded on the devices (all ranks together)."""
+    """Bytes of weights loaded on the devices (all ranks together): quantized layers at the
+    quantization's bytes per weight, embeddings and lm_head at the 16-bit dtype."""
     quant = quantization if quantization is not None else arch.quantization
     if arch.weights_gib is not None and quant == arch.quantization:
         return arch.weights_gib * GIB
-    per_param = QUANT_BYTES[quant] if quant else DTYPE_BYTES[arch.dtype]
-    return arch.params * 1e9 * per_param
+    dtype_b = DTYPE_BYTES[arch.dtype]
+    if not quant:
+        return arch.params * 1e9 * dtype_b
+    embed = embedding_params(arch)
+    return (arch.params * 1e9 - embed) * QUANT_BYTES[quant] + embed * dtype_b
 
 
 def kv_bytes_per_token(arch: ModelArch, tp: int, kv_cache_dtype: str = "auto") -> int:
@@ -91,8 +136,51 @@ def kv_bytes_per_token(arch: ModelArch, tp: int, kv_cache_dtype: str = "auto") -
     return 2 * arch.layers * max(1, arch.kv_heads // tp) * arch.head_dim * b
 
 
-def activation_gib(arch: ModelArch, batched_tokens: int) -> float:
-    return ACTIVATION_FLOOR_GIB + batched_tokens * arch.hidden * 2 * ACTIVATION_HIDDEN_FACTOR / GIB
+def mlp_width(arch: ModelArch) -> int:
+    """Width of the MLP a token runs through: the dense intermediate size, or for MoE the routed
+    experts' (experts per token x expert width)."""
+    if arch.experts_per_token and arch.moe_intermediate:
+        return arch.experts_per_token * arch.moe_intermediate
+    return arch.intermediate
+
+
+def forward_peak_gib(arch: ModelArch, batched_tokens: int, tp: int = 1) -> float:
+    """Transient peak of the profiling forward pass over max-num-batched-tokens tokens on one rank."""
+    attn = (2 * arch.heads + 2 * arch.kv_heads) * arch.head_dim
+    per_token = max(3 * mlp_width(arch), attn) / tp + ACTIVATION_HIDDEN_TENSORS * arch.hidden
+    return batched_tokens * per_token * DTYPE_BYTES[arch.dtype] / GIB
+
+
+def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = "triton") -> float:
+    """The sampler warm-up after the profiling forward: min(max-num-seqs, batched tokens) rows of
+    full-vocabulary logits (gathered over TP ranks) and the top-k/top-p temporaries."""
+    rows = min(max_num_seqs, batched_tokens)
+    return rows * arch.vocab * SAMPLER_BYTES_PER_LOGIT[sampler] / GIB
+
+
+def activation_gib(
+    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = "triton"
+) -> float:
+    """Peak activation vLLM measures: the larger of the forward peak and the sampler warm-up (on top
+    of the hidden states the forward returned) — they are not alive at the same time."""
+    kept = batched_tokens * arch.hidden * DTYPE_BYTES[arch.dtype] / GIB
+    return max(
+        forward_peak_gib(arch, batched_tokens, tp), kept + sampler_gib(arch, max_num_seqs, batched_tokens, sampler)
+    )
+
+
+def cudagraph_gib(arch: ModelArch, enforce_eager: bool = False, vllm_version: str | None = None) -> float:
+    """The CUDA-graph memory estimate vLLM (>= 0.21, graphs on) takes from the KV budget."""
+    if enforce_eager or not _version_at_least(vllm_version, CUDA_GRAPH_ESTIMATE_SINCE):
+        return 0.0
+    return arch.layers * CUDA_GRAPH_GIB_PER_LAYER
+
+
+def _version_at_least(version: str | None, floor: tuple[int, int]) -> bool:
+    if version is None:
+        return True
+    parts = [int("".join(c for c in x if c.isdigit()) or 0) for x in version.split("+")[0].split(".")[:2]]
+    return tuple(parts) >= floor
 
 
 @dataclass(frozen=True)
@@ -115,6 +203,15 @@ class Sizing:
     host_memory_gib: float = 0.0  # what the pod may request on this instance
     host_memory_needed_gib: float = 0.0  # what loading the model needs
     warnings: tuple[str, ...] = field(default=())
+    # The GPU terms of overhead_gib_per_device (GiB per rank; 0 on Neuron) and the memory they come from.
+    device_memory_gib: float = 0.0  # total per rank as CUDA reports it (Neuron: the core's HBM share)
+    requested_gib: float = 0.0  # utilization x device_memory_gib
+    activation_gib: float = 0.0  # peak of the profiling run: max(forward, kept hidden + sampler)
+    sampler_gib: float = 0.0  # the sampler warm-up part of that peak (rows x vocab)
+    non_torch_gib: float = 0.0
+    cudagraph_gib: float = 0.0
+    margin_gib: float = 0.0  # the model's error band around kv_gib_per_device
+    near_limit: bool = False  # fits, but within the error band of not fitting one request
 
     @property
     def host_memory_ok(self) -> bool:
@@ -142,6 +239,15 @@ def host_memory_needed_gib(arch: ModelArch, kind: str, quantization: str | None 
     return HOST_MEMORY_BASE_GIB + HOST_MEMORY_FACTOR[kind] * weight_bytes_total(arch, quantization) / GIB
 
 
+def rank_memory_gib(inst: InstanceType, gpu_memory_gib: float | None = None) -> float:
+    """Memory of one TP rank: on GPUs as CUDA reports it (catalog cudaMemoryGiB, else the spec)."""
+    if gpu_memory_gib is not None:
+        return gpu_memory_gib
+    if inst.kind != "neuron" and inst.cuda_memory_gib is not None:
+        return inst.cuda_memory_gib
+    return inst.unit_memory_gib
+
+
 def size(
     arch: ModelArch,
     inst: InstanceType,
@@ -154,59 +260,48 @@ def size(
     kv_cache_dtype: str = "auto",
     quantization: str | None = None,
     enforce_eager: bool = False,
+    gpu_memory_gib: float | None = None,
+    vllm_version: str | None = None,
+    sampler_warmup: str = "triton",
 ) -> Sizing:
-    """Size one replica of a model on one instance type at a given TP."""
-    rank_gib = inst.unit_memory_gib
+    """Size one replica of a model on one instance type at a given TP. `gpu_memory_gib` overrides the
+    device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term;
+    `sampler_warmup` names the top-k/top-p path the engine warms ("triton": vLLM 0.32 on CUDA)."""
+    rank_gib = rank_memory_gib(inst, gpu_memory_gib)
     weights = weight_bytes_total(arch, quantization) / tp / GIB
     host_gib = float(pod_memory_gib(inst, tp))
     host_needed_gib = round(host_memory_needed_gib(arch, inst.kind, quantization), 2)
     host_ok = host_gib >= host_needed_gib
     kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
     if inst.kind == "neuron":
-        util = utilization if utilization is not None else NEURON_UTILIZATION
-        bt = batched_tokens or max_model_len
-        block = NEURON_BLOCK_SIZE
-        blocks = math.ceil(max_model_len / block) * max_num_seqs
-        need_kv = blocks * block * kvb / GIB
-        overhead = NEURON_SCRATCH_GIB
-        available = util * rank_gib - weights - overhead
-        fits = available >= need_kv and host_ok
-        kv_gib = need_kv
-        kv_tokens = blocks * block
-        conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
-        return Sizing(
+        return _size_neuron(
             inst,
             tp,
             max_model_len,
             max_num_seqs,
-            bt,
-            util,
-            weights,
-            overhead,
+            batched_tokens,
+            utilization,
             kvb,
-            kv_gib,
-            kv_tokens,
-            conc,
-            fits,
-            block,
-            blocks,
-            host_memory_gib=host_gib,
-            host_memory_needed_gib=host_needed_gib,
+            weights,
+            host_gib,
+            host_needed_gib,
+            rank_gib,
         )
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
-    bt = batched_tokens or default_batched_tokens(rank_gib)
-    overhead = (
-        activation_gib(arch, bt)
-        + NON_TORCH_GIB
-        + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
-        + (0 if enforce_eager else CUDA_GRAPH_GIB)
-    )
-    kv_gib = util * rank_gib - weights - overhead
+    bt = batched_tokens or default_batched_tokens(rank_gib, inst.device)
+    act = activation_gib(arch, bt, tp, max_num_seqs, sampler_warmup)
+    smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup)
+    non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
+    graphs = cudagraph_gib(arch, enforce_eager, vllm_version)
+    overhead = act + non_torch + graphs
+    requested = util * rank_gib
+    kv_gib = requested - weights - overhead
     blocks = max(0, int(kv_gib * GIB // kvb) // GPU_BLOCK_SIZE)
     kv_tokens = blocks * GPU_BLOCK_SIZE
-    conc = kv_tokens / max_model_len
     fits = kv_tokens >= max_model_len and host_ok
-    return Sizing(
+    margin = max(KV_ERROR_BAND * max(kv_gib, 0.0), KV_ERROR_FLOOR_GIB)
+    near = fits and (kv_gib - margin) * GIB / kvb < max_model_len
+    s = Sizing(
         inst,
         tp,
         max_model_len,
@@ -218,13 +313,95 @@ def size(
         kvb,
         max(kv_gib, 0.0),
         kv_tokens,
-        conc,
+        kv_tokens / max_model_len,
         fits,
         GPU_BLOCK_SIZE,
         blocks,
         host_memory_gib=host_gib,
         host_memory_needed_gib=host_needed_gib,
+        device_memory_gib=rank_gib,
+        requested_gib=requested,
+        activation_gib=act,
+        sampler_gib=smp,
+        non_torch_gib=non_torch,
+        cudagraph_gib=graphs,
+        margin_gib=margin,
+        near_limit=near,
     )
+    return replace(s, warnings=(near_limit_warning(s, arch),)) if near else s
+
+
+def near_limit_warning(s: Sizing, arch: ModelArch) -> str:
+    """What to change when one max-length request fits only inside the model's error band."""
+    need = s.max_model_len * s.kv_bytes_per_token / GIB
+    safe_len = max(0, int((s.kv_gib_per_device - s.margin_gib) * GIB / s.kv_bytes_per_token)) // GPU_BLOCK_SIZE
+    fixes = []
+    if safe_len * GPU_BLOCK_SIZE >= GPU_BLOCK_SIZE:
+        fixes.append(f"maxModelLen: {safe_len * GPU_BLOCK_SIZE}")
+    if s.sampler_gib > 0.25 and s.max_num_seqs > 64:
+        fixes.append(f"maxNumSeqs: {max(1, s.max_num_seqs // 2)} (sampler warm-up {s.sampler_gib:.2f} GiB)")
+    if s.utilization < 0.95:
+        fixes.append(f"gpuMemoryUtilization: {min(0.95, s.utilization + 0.05):.2f}")
+    fixes.append("a larger instance type or tensorParallel")
+    return (
+        f"one {s.max_model_len}-token request needs {need:.2f} GiB of KV cache and the planner estimates "
+        f"{s.kv_gib_per_device:.2f} GiB ± {s.margin_gib:.2f} GiB (its error band against vLLM start-up logs): "
+        "vLLM may refuse to start; fix: " + "; or ".join(fixes)
+    )
+
+
+def _size_neuron(
+    inst: InstanceType,
+    tp: int,
+    max_model_len: int,
+    max_num_seqs: int,
+    batched_tokens: int | None,
+    utilization: float | None,
+    kvb: int,
+    weights: float,
+    host_gib: float,
+    host_needed_gib: float,
+    rank_gib: float,
+) -> Sizing:
+    """Neuron preallocates max-num-seqs x ceil(max-model-len / block) blocks."""
+    util = utilization if utilization is not None else NEURON_UTILIZATION
+    bt = batched_tokens or max_model_len
+    block = NEURON_BLOCK_SIZE
+    blocks = math.ceil(max_model_len / block) * max_num_seqs
+    need_kv = blocks * block * kvb / GIB
+    overhead = NEURON_SCRATCH_GIB
+    available = util * rank_gib - weights - overhead
+    fits = available >= need_kv and host_gib >= host_needed_gib
+    conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
+    return Sizing(
+        inst,
+        tp,
+        max_model_len,
+        max_num_seqs,
+        bt,
+        util,
+        weights,
+        overhead,
+        kvb,
+        need_kv,
+        blocks * block,
+        conc,
+        fits,
+        block,
+        blocks,
+        host_memory_gib=host_gib,
+        host_memory_needed_gib=host_needed_gib,
+        device_memory_gib=rank_gib,
+        requested_gib=util * rank_gib,
+    )
+
+
+# vLLM's CPU backend does not profile: its KV cache is exactly VLLM_CPU_KVCACHE_SPACE GiB (cpu_worker:
+# "Explicitly set (N/total) GiB for KV cache"). The e2e tests run it; the stacks deploy only GPU/Neuron.
+def cpu_kv_tokens(arch: ModelArch, kvcache_space_gib: float, kv_cache_dtype: str = "auto") -> int:
+    """Tokens the vLLM CPU engine's KV cache holds: VLLM_CPU_KVCACHE_SPACE / bytes per token, in blocks."""
+    kvb = kv_bytes_per_token(arch, 1, kv_cache_dtype)
+    return int(kvcache_space_gib * GIB // kvb) // GPU_BLOCK_SIZE * GPU_BLOCK_SIZE
 
 
 def _shards(arch: ModelArch, tp: int) -> bool:

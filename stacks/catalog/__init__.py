@@ -33,6 +33,14 @@ class _InstanceRow(_Row):
     usdPerHour: float = Field(gt=0)
 
 
+class _AcceleratorRow(_Row):
+    """One accelerator model: the memory CUDA reports for it (what vLLM multiplies by
+    gpu_memory_utilization), with the logs it was read from."""
+
+    cudaMemoryGiB: float = Field(gt=0)
+    sources: list[str] = Field(min_length=1)
+
+
 class ArchitectureFields(_Row):
     """A checkpoint's architecture facts (from its config.json); the planner sizes memory from them.
     Shared by the catalog and by full model specs in the stack config."""
@@ -124,10 +132,13 @@ def _read(name: str) -> dict:
 
 @functools.cache
 def instances() -> dict[str, InstanceType]:
-    rows = _read("instances.yaml")["instances"]
+    data = _read("instances.yaml")
+    rows = data["instances"]
+    accel = {k: _AcceleratorRow.model_validate(v) for k, v in data.get("accelerators", {}).items()}
     out = {}
     for name, raw in rows.items():
         r = _InstanceRow.model_validate(raw)
+        cuda = accel.get(r.device)
         out[name] = InstanceType(
             name=name,
             family=r.family,
@@ -140,6 +151,7 @@ def instances() -> dict[str, InstanceType]:
             memory_mib=r.memoryMiB,
             local_nvme_gb=r.localNvmeGB,
             usd_per_hour=r.usdPerHour,
+            cuda_memory_gib=cuda.cudaMemoryGiB if cuda else None,
         )
     return out
 
@@ -168,6 +180,10 @@ def models() -> dict[str, ModelArch]:
             tool_parser=r.toolParser,
             reasoning_parser=r.reasoningParser,
             revision=r.revision,
+            tie_word_embeddings=r.tieWordEmbeddings,
+            experts=r.experts,
+            experts_per_token=r.expertsPerToken,
+            moe_intermediate=r.moeIntermediate,
         )
     return out
 

@@ -383,6 +383,10 @@ class _Resolver:
             dtype=facts.dtype,
             gated=facts.gated,
             quantization=facts.quantization,
+            tie_word_embeddings=facts.tieWordEmbeddings,
+            experts=facts.experts,
+            experts_per_token=facts.expertsPerToken,
+            moe_intermediate=facts.moeIntermediate,
         )
 
     def _model_name(self, name: str) -> None:
@@ -595,7 +599,7 @@ class _Resolver:
 
     def _warnings(self, a: _Ask, sizing: planner.Sizing) -> list[str]:
         """What runs but not as asked: a concurrency shortfall, an unpinned revision."""
-        warnings = []
+        warnings = list(sizing.warnings)  # the planner's own: a fit inside its error band
         if not sizing.meets_concurrency:
             hints = planner.fix_hints(a.arch, sizing, list(a.pool.instances), **a.kw)
             warnings.append(

@@ -31,34 +31,130 @@ def test_weights_per_device():
     assert fp8.weights_gib_per_device == pytest.approx(8.79)  # measured checkpoint size
 
 
+def test_quantized_weights_keep_embeddings_and_lm_head_16_bit():
+    """Qwen3-8B: embed + lm_head (untied) = 2 x 151,936 x 4,096 = 1,244,659,712 params at 2 B
+    = 2,489,319,424 B; the other 8.19e9 - 1,244,659,712 = 6,945,340,288 params are quantized."""
+    arch = M["qwen3-8b"]
+    # FP8: 6,945,340,288 x 1 B + 2,489,319,424 B = 9,434,659,712 B = 8.787 GiB — the measured
+    # Qwen3-8B-FP8 size (8.79 GiB, reference/models.md); the old params x 1 B gave 7.63 GiB (-13 %).
+    assert p.weight_bytes_total(arch, "fp8") == pytest.approx(9_434_659_712)
+    # AWQ 4-bit, group 128 (16-bit scale + 4-bit zero per group): 0.5 + 2.5/128 = 0.51953125 B/weight
+    # -> 3,608,321,321.5 + 2,489,319,424 = 6,097,640,745.5 B (6.10 GB; models.md estimates ~6.1 GB)
+    assert p.weight_bytes_total(arch, "awq") == pytest.approx(6_097_640_745.5)
+    # Tied embeddings count once: Qwen3-0.6B FP8 = (596e6 - 155,582,464) x 1 + 155,582,464 x 2
+    assert p.weight_bytes_total(M["qwen3-0.6b"], "fp8") == pytest.approx(751_582_464)
+    # bf16 checkpoints are params x 2 whether tied or not
+    assert p.weight_bytes_total(arch) == pytest.approx(8.19e9 * 2)
+
+
+def test_qwen3_8b_bf16_on_l4_hand_computed():
+    """`vllm serve Qwen/Qwen3-8B` (0.32) on an L4 (g6.xlarge) at its defaults for < 70 GiB devices:
+    TP1, 2,048 batched tokens, 256 sequences, util 0.90, 8k context.
+    requested 0.90 x 22.04 GiB (as CUDA reports an L4) = 19.836 GiB
+    weights 8.19e9 x 2 B = 15.25506 GiB
+    forward peak at 2,048 tokens: per token max(3 x 12,288 (gate/up + act), (2 x 32 + 2 x 8) x 128
+      (q, k, v, attention out)) + 4 x 4,096 (hidden tensors) = 53,248 bf16 = 106,496 B -> 208 MiB
+    sampler warm-up (Triton top-k/top-p, 15 B/logit): 256 rows x 151,936 vocab x 15 B = 556.40625 MiB,
+      on top of the kept hidden states 2,048 x 4,096 x 2 B = 16 MiB -> 572.40625 MiB > 208 MiB: the peak
+    non-torch 0.2 + CUDA graphs 36 layers x 0.02 = 0.72 -> overheads 0.55899 + 0.92 = 1.47899 GiB
+    KV = 19.836 - 15.25506 - 1.47899 = 3.10195 GiB; 147,456 B/token (2 x 36 x 8 x 128 x 2)
+      -> 22,587.x tokens -> 1,411 blocks of 16 = 22,576 tokens -> 2.76 x 8,192"""
+    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 8192, 256)
+    assert s.device_memory_gib == 22.04 and s.requested_gib == pytest.approx(19.836)
+    assert s.max_num_batched_tokens == 2048
+    assert s.weights_gib_per_device == pytest.approx(15.25506, abs=1e-5)
+    assert p.forward_peak_gib(M["qwen3-8b"], 2048) == pytest.approx(208 / 1024)
+    assert s.sampler_gib == pytest.approx(556.40625 / 1024)
+    assert s.activation_gib == pytest.approx(572.40625 / 1024)
+    assert s.cudagraph_gib == pytest.approx(0.72) and s.non_torch_gib == pytest.approx(0.2)
+    assert s.overhead_gib_per_device == pytest.approx(572.40625 / 1024 + 0.92)
+    assert s.kv_gib_per_device == pytest.approx(3.10195, abs=1e-5)
+    assert s.kv_tokens == 22_576
+    assert s.max_concurrency == pytest.approx(2.755859375)
+    assert s.fits and not s.near_limit and not s.meets_concurrency and s.warnings == ()
+
+
+def test_near_limit_fit_is_a_warning_with_fixes():
+    """The same L4 at a 21,504-token context: 22,576 tokens fit one request, but the error band
+    (10 % of 3.10195 GiB = 0.31019 GiB) leaves 2.79175 GiB = 20,329 tokens < 21,504: a warning that
+    names the largest safe context (20,329 // 16 x 16 = 20,320) and the other ways out."""
+    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 21504, 256)
+    assert s.fits and s.near_limit
+    assert s.margin_gib == pytest.approx(0.31019, abs=1e-4)
+    (w,) = s.warnings
+    assert "maxModelLen: 20320" in w and "maxNumSeqs: 128" in w
+    assert "gpuMemoryUtilization: 0.95" in w and "larger instance" in w
+    # well inside the band: no warning; outside the fit: no fit (not a warning)
+    assert p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 16384, 256).warnings == ()
+    assert not p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 24576, 256).fits
+
+
+def test_sampler_term_grows_with_max_num_seqs_times_vocab():
+    """H100 (p5.4xlarge): vLLM's default 8,192 batched tokens; at 1,024 sequences the sampler warm-up
+    is 1,024 x 151,936 x 15 B = 2.17346 GiB (+ 64 MiB kept hidden states) and exceeds the forward peak
+    (8,192 x 106,496 B = 0.8125 GiB). The paths older engines warmed: FlashInfer only 10 B, sort 32 B."""
+    s = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024)
+    assert s.max_num_batched_tokens == 8192
+    assert s.sampler_gib == pytest.approx(2.173461914)
+    assert s.activation_gib == pytest.approx(2.173461914 + 0.0625)
+    few = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 8)
+    assert few.activation_gib == pytest.approx(0.8125)  # the forward peak when few sequences
+    assert few.kv_gib_per_device - s.kv_gib_per_device == pytest.approx(2.235961914 - 0.8125)
+    for path, b in (("flashinfer", 10), ("sort", 32)):
+        alt = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024, sampler_warmup=path)
+        assert alt.sampler_gib == pytest.approx(1024 * 151936 * b / GIB)
+
+
+def test_device_memory_as_cuda_reports_and_batched_defaults():
+    assert p.rank_memory_gib(INSTANCES["p5.4xlarge"]) == 79.19
+    assert p.rank_memory_gib(INSTANCES["g6e.xlarge"]) == 44.39
+    assert p.rank_memory_gib(INSTANCES["g6.xlarge"], 23.5) == 23.5  # --gpu-memory-gib
+    assert p.rank_memory_gib(INSTANCES["inf2.8xlarge"]) == 16  # Neuron: the core's HBM share
+    # vLLM keeps A100s (even 80 GB) at 2,048 batched tokens; H100 gets 8,192
+    assert p.size(M["qwen3-8b"], INSTANCES["p4de.24xlarge"], 1, 8192, 8).max_num_batched_tokens == 2048
+    assert p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 8).max_num_batched_tokens == 8192
+
+
+def test_cudagraph_term_follows_the_engine():
+    arch, inst = M["qwen3-8b"], INSTANCES["g6.xlarge"]
+    assert p.size(arch, inst, 1, 8192, 8).cudagraph_gib == pytest.approx(36 * 0.02)
+    assert p.size(arch, inst, 1, 8192, 8, enforce_eager=True).cudagraph_gib == 0
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.20.1").cudagraph_gib == 0  # subtracted since 0.21
+    assert p.size(arch, inst, 1, 8192, 8, vllm_version="0.32.0").cudagraph_gib == pytest.approx(0.72)
+    assert p.cudagraph_gib(M["llama-2-70b-chat"]) == pytest.approx(80 * 0.02)
+
+
 def test_seed002_qwen3_14b_tp4_g5_12xlarge_32k_8_seqs_fits():
     s = p.size(M["qwen3-14b"], INSTANCES["g5.12xlarge"], 4, 32768, 8)
-    # budget 0.90 x 22888 MiB = 20.12 GiB; weights 6.88; overheads: activation 0.75 + 2048x5120x2x24 B
-    # (0.47) + non-torch 0.5 + TP 0.5 + graphs 0.5 = 2.72 -> KV 10.52 GiB / 40960 B = 275,760 tokens
-    # 20.1164 - 6.8773 - 2.71875 = 10.5198 GiB; 10.5198 GiB / 40960 B = 275,769.x -> 17,235 blocks of 16
-    assert s.overhead_gib_per_device == pytest.approx(2.71875)
-    assert s.kv_gib_per_device == pytest.approx(10.5198, abs=1e-3)
-    assert s.kv_tokens == 275_760
+    # requested 0.90 x 22.07 = 19.863 GiB; weights 14.77e9 x 2 / 4 = 6.87782 GiB; forward peak at 2,048
+    # tokens per rank: max(3 x 17,408, (80 + 16) x 128) / 4 + 4 x 5,120 = 33,536 x 2 B = 67,072 B
+    # -> 131 MiB (> 20 MiB kept + 8 x 151,936 x 15 B = 17.4 MiB sampler); non-torch 0.2 + TP 0.4;
+    # graphs 40 x 0.02 = 0.8 -> 1.52793 GiB; KV 19.863 - 6.87782 - 1.52793 = 11.45725 GiB / 40,960 B
+    # = 300,344.x tokens -> 18,771 blocks = 300,336 tokens
+    assert s.overhead_gib_per_device == pytest.approx(131 / 1024 + 0.6 + 0.8)
+    assert s.kv_gib_per_device == pytest.approx(11.45725, abs=1e-4)
+    assert s.kv_tokens == 300_336
     assert s.fits and s.meets_concurrency
-    assert s.max_concurrency == pytest.approx(8.4155, abs=1e-3)  # 275,760 / 32,768
+    assert s.max_concurrency == pytest.approx(9.1655, abs=1e-3)  # 300,336 / 32,768
 
 
 def test_seed003_llama2_70b_tp4_p4d_small_kv_budget_and_fix():
     arch, inst = M["llama-2-70b-chat"], INSTANCES["p4d.24xlarge"]
     s = p.size(arch, inst, 4, 4096, 32)
-    # weights 68.98e9 x 2 / 4 = 32.12 GiB of 0.9 x 40 = 36 GiB; overheads: activation 0.75 + 2048 x 8192
-    # x 2 x 24 B (0.75) + non-torch 0.5 + TP 0.5 + graphs 0.5 = 3.0 -> KV 0.8787 GiB; per token at TP4
-    # 2 x 80 x 2 x 128 x 2 = 81,920 B -> 11,517 tokens -> 719 blocks of 16 = 11,504 -> 2.81 x 4096
+    # requested 0.9 x 39.38 = 35.442 GiB; weights 68.98e9 x 2 / 4 = 32.12132 GiB; A100 -> 2,048 batched
+    # tokens: max(3 x 28,672, (128 + 16) x 128) / 4 + 4 x 8,192 = 54,272 fp16 = 108,544 B -> 212 MiB;
+    # + 0.6 non-torch (TP) + 80 x 0.02 graphs = 2.40703 -> KV 0.91365 GiB; per token at TP4
+    # 2 x 80 x 2 x 128 x 2 = 81,920 B -> 11,975.x tokens -> 748 blocks = 11,968 -> 2.92 x 4,096
     assert s.weights_gib_per_device == pytest.approx(32.1213, abs=1e-3)
-    assert s.overhead_gib_per_device == pytest.approx(3.0)
-    assert s.kv_gib_per_device == pytest.approx(0.8787, abs=1e-3)
-    assert s.kv_tokens == 11_504
+    assert s.overhead_gib_per_device == pytest.approx(212 / 1024 + 0.6 + 1.6)
+    assert s.kv_gib_per_device == pytest.approx(0.91365, abs=1e-4)
+    assert s.kv_tokens == 11_968
     assert s.fits and not s.meets_concurrency
-    assert s.max_concurrency == pytest.approx(2.8086, abs=1e-3)
+    assert s.max_concurrency == pytest.approx(2.9219, abs=1e-3)
     hints = p.fix_hints(arch, s, GPU)
     assert any(h.startswith("tensorParallel: 8 on p4d.24xlarge") for h in hints)
     tp8 = p.size(arch, inst, 8, 4096, 32)
-    assert tp8.meets_concurrency and tp8.max_concurrency > 100
+    assert tp8.meets_concurrency and tp8.max_concurrency > 30
 
 
 def test_choose_cheapest_fitting_instance_and_smallest_tp():
@@ -129,3 +225,63 @@ def test_host_memory_rules_out_small_neuron_hosts():
     assert s.instance.name == "inf2.8xlarge"
     # GPUs stream weights: the same model on g6e.xlarge (32 GiB host) needs 4 + 0.25 x 14.96
     assert p.size(arch, INSTANCES["g6e.xlarge"], 1, 4096, 4).host_memory_ok
+
+
+# ---- the accuracy benchmark (benchmarks/kv_accuracy.py over benchmarks/kv_cases.yaml) ----------------
+
+
+def test_benchmark_cases_load_and_name_their_source():
+    from benchmarks import kv_accuracy as bench
+
+    data = bench.load()
+    assert len(data["cases"]) >= 30
+    for c in data["cases"]:
+        assert c["source"].startswith("https://"), c["id"]
+        assert c["model"] in data["models"], c["id"]
+        assert {"max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"} <= set(c["knobs"])
+        assert c["logged"], c["id"]
+    ids = [c["id"] for c in data["cases"]]
+    assert len(ids) == len(set(ids))
+    assert any(c.get("refused") for c in data["cases"])  # the refusal check has something to check
+
+
+def test_benchmark_accuracy_targets_hold():
+    from benchmarks import kv_accuracy as bench
+
+    rs = bench.results()
+    assert bench.check(rs) == []
+    s = bench.summary(rs)
+    assert s["kv_v1"]["n"] >= 2 and s["kv_v1"]["median"] <= 0.05 and s["kv_v1"]["worst"] <= 0.15
+    assert s["kv_all"]["n"] >= 25 and s["kv_all"]["median"] <= 0.05
+    assert s["weights_quantized"]["n"] >= 5 and s["weights_quantized"]["worst"] <= 0.05
+    assert s["accepted_but_refused"] == []
+    # the CPU case measured here: the planner's tokens equal the real vLLM 0.32 CPU server's log
+    assert [(got, logged) for _, got, logged in bench.cpu_results()] == [(1_048_576, 1_048_576)]
+
+
+def test_benchmark_check_fails_on_a_regression():
+    """Negative control: the same results with the KV estimate 20 % off, and with a refused config
+    accepted, are reported."""
+    from dataclasses import replace
+
+    from benchmarks import kv_accuracy as bench
+
+    rs = bench.results()
+    off = [replace(r, kv_err=(r.kv_err or 0) + 0.2 if r.kv_err is not None else None) for r in rs]
+    assert any("median" in m for m in bench.check(off))
+    accepted = [replace(r, accepted=True, near_limit=False) if r.refused else r for r in rs]
+    assert any("refused" in m for m in bench.check(accepted))
+
+
+def test_near_limit_warning_reaches_the_plan_warnings(tmp_path):
+    """The planner's warning is one of the model's plan warnings (stacks/config/resolve.py), so
+    `python -m stacks.plan` prints it and summary.json carries it; a comfortable fit has none."""
+    from stacks import config
+
+    f = tmp_path / "Pulumi.t.yaml"
+    spec = "{preset: qwen3-8b, instanceType: g6.xlarge, tensorParallel: 1, maxNumSeqs: 256, maxModelLen: %d}"
+    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 21504 + "\n")
+    warnings = config.load_file(f, stack="t").models["qwen"].warnings
+    assert any(w.startswith("one 21504-token request needs 2.95 GiB") and "maxModelLen: 20320" in w for w in warnings)
+    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 8192 + "\n")
+    assert not any("error band" in w for w in config.load_file(f, stack="t").models["qwen"].warnings)
