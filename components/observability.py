@@ -15,7 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.types import ChartPin, tolerate
+from components.types import ChartPin, ImagePin, checkov_skips, image_skips, tolerate
 
 RELEASE = "kube-prometheus-stack"
 # The Prometheus operator labels every Prometheus server pod it runs with these (ours, or a
@@ -52,6 +52,7 @@ class ScrapeAdmission:
     namespace: str
     pod_selector: dict[str, str]
     port: int
+    deny_egress: bool = False  # the pods need no connection of their own (the namespace has no default deny)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,64 @@ class PrometheusSettings:
     retention_size_gib: int
 
 
+# neuron-monitor (aws-neuron-tools) reports NeuronCore use and device memory as JSON; the image's
+# neuron-monitor-prometheus.py serves it as Prometheus metrics on this port (AWS's DaemonSet does the same).
+NEURON_MONITOR_PORT = 8000
+NEURON_MONITOR_LABELS = {"app.kubernetes.io/name": "neuron-monitor", "app.kubernetes.io/part-of": "llm-serving"}
+NEURON_MONITOR_NAMESPACE = "kube-system"
+# A constant program: no config value reaches the shell.
+NEURON_MONITOR_COMMAND = f"neuron-monitor | neuron-monitor-prometheus.py --port {NEURON_MONITOR_PORT}"
+NEURON_MONITOR_CHECKOV = {
+    "CKV_K8S_16": "neuron-monitor reads the Neuron devices and driver counters of its node (AWS runs it privileged)",
+    "CKV_K8S_20": "privileged container (the Neuron device files); see CKV_K8S_16",
+    "CKV_K8S_23": "the image runs as root to read /dev/neuron*; see CKV_K8S_16",
+    "CKV_K8S_40": "the image runs as root to read /dev/neuron*; see CKV_K8S_16",
+    "CKV_K8S_22": "the Neuron tools write runtime state under /tmp and /var of the image",
+    "CKV_K8S_28": "privileged container; see CKV_K8S_16",
+    "CKV_K8S_37": "privileged container; see CKV_K8S_16",
+    "CKV_K8S_31": "privileged container; seccomp does not apply",
+}
+
+
+@dataclass(frozen=True)
+class NeuronMonitorSpec:
+    """One neuron-monitor pod on every node of the Neuron pools."""
+
+    image: ImagePin
+    pools: tuple[str, ...]
+    pool_label: str
+    taint_key: str
+
+
+def render_neuron_monitor_pod(m: NeuronMonitorSpec) -> dict:
+    term = {"matchExpressions": [{"key": m.pool_label, "operator": "In", "values": list(m.pools)}]}
+    return {
+        "serviceAccountName": "neuron-monitor",
+        "automountServiceAccountToken": False,
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}},
+        "tolerations": [tolerate(m.taint_key)],
+        "containers": [
+            {
+                "name": "neuron-monitor",
+                "image": m.image.ref,
+                "command": ["/bin/sh", "-c", NEURON_MONITOR_COMMAND],
+                "ports": [{"name": "metrics", "containerPort": NEURON_MONITOR_PORT, "protocol": "TCP"}],
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
+                "securityContext": {"privileged": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "readinessProbe": {"tcpSocket": {"port": NEURON_MONITOR_PORT}, "periodSeconds": 30},
+                "livenessProbe": {
+                    "tcpSocket": {"port": NEURON_MONITOR_PORT},
+                    "periodSeconds": 30,
+                    "failureThreshold": 5,
+                },
+            }
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class ObservabilityArgs:
     namespace: str  # where Prometheus runs (ours or the user's); rules and dashboards go here
@@ -75,6 +134,7 @@ class ObservabilityArgs:
     rule_groups: tuple[dict, ...]
     dashboards: dict[str, str] = field(default_factory=dict)  # uid -> dashboard JSON
     prometheus: PrometheusSettings | None = None  # None: bring-your-own Prometheus (no chart)
+    neuron_monitor: NeuronMonitorSpec | None = None  # only when the stack has a Neuron pool
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -151,7 +211,7 @@ def render_admission(a: ScrapeAdmission, scraper_namespace: str) -> dict:
     """NetworkPolicy spec: ingress to the metrics port from the Prometheus pods of that namespace."""
     return {
         "podSelector": {"matchLabels": dict(a.pod_selector)},
-        "policyTypes": ["Ingress"],
+        "policyTypes": ["Ingress", "Egress"] if a.deny_egress else ["Ingress"],
         "ingress": [
             {
                 "from": [
@@ -216,6 +276,31 @@ class Observability(pulumi.ComponentResource):
                 metadata={"name": f"dashboard-{uid}", "namespace": args.namespace, "labels": dict([DASHBOARD_LABEL])},
                 data={f"{uid}.json": text},
                 opts=cr_opts,
+            )
+        if args.neuron_monitor is not None:
+            m = args.neuron_monitor
+            sa = k8s.core.v1.ServiceAccount(
+                f"{name}-neuron-monitor-sa",
+                metadata={"name": "neuron-monitor", "namespace": NEURON_MONITOR_NAMESPACE},
+                automount_service_account_token=False,
+                opts=ResourceOptions(parent=self, depends_on=after),
+            )
+            k8s.apps.v1.DaemonSet(
+                f"{name}-neuron-monitor",
+                metadata={
+                    "name": "neuron-monitor",
+                    "namespace": NEURON_MONITOR_NAMESPACE,
+                    "labels": dict(NEURON_MONITOR_LABELS),
+                    "annotations": checkov_skips({**NEURON_MONITOR_CHECKOV, **image_skips(m.image.ref)}),
+                },
+                spec={
+                    "selector": {"matchLabels": dict(NEURON_MONITOR_LABELS)},
+                    "template": {
+                        "metadata": {"labels": dict(NEURON_MONITOR_LABELS)},
+                        "spec": render_neuron_monitor_pod(m),
+                    },
+                },
+                opts=ResourceOptions(parent=self, depends_on=[sa, *after]),
             )
         for a in args.admissions:
             k8s.networking.v1.NetworkPolicy(

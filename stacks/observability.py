@@ -12,13 +12,17 @@ import pulumi
 from components import karpenter, litellm, vllm
 from components.keys import VLLM_KEY_SECRET
 from components.observability import (
+    NEURON_MONITOR_LABELS,
+    NEURON_MONITOR_NAMESPACE,
+    NeuronMonitorSpec,
     Observability,
     ObservabilityArgs,
     PrometheusSettings,
     ScrapeAdmission,
     ScrapeTarget,
+    render_neuron_monitor_pod,
 )
-from components.types import GATEWAY_SELECTOR, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
+from components.types import ACCELERATOR_RESOURCE, GATEWAY_SELECTOR, POOL_LABEL, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
 from stacks import catalog, monitoring
 from stacks.config import StackIntent
 from stacks.platform import Platform
@@ -63,6 +67,15 @@ def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, 
     return ScrapeTarget("litellm", gateway_ns, "PodMonitor", GATEWAY_SELECTOR, port_name, bearer_secret=secret), port
 
 
+def neuron_admission(intent: StackIntent) -> list[ScrapeAdmission]:
+    """kube-system has no default deny: the monitor's own policy admits the scraper and nothing else."""
+    nm = neuron_monitor(intent)
+    if nm is None:
+        return []
+    _, port = _port(render_neuron_monitor_pod(nm)["containers"][0])
+    return [ScrapeAdmission("neuron-monitor", NEURON_MONITOR_NAMESPACE, NEURON_MONITOR_LABELS, port, deny_egress=True)]
+
+
 def platform_targets(intent: StackIntent, namespace: str) -> list[ScrapeTarget]:
     """Cluster-wide exporters the platform stack runs (team stacks leave them to it)."""
     if intent.is_team_stack:
@@ -77,6 +90,19 @@ def platform_targets(intent: StackIntent, namespace: str) -> list[ScrapeTarget]:
             target_namespace=karpenter.NAMESPACE,
         )
     ]
+    nm = neuron_monitor(intent)
+    if nm is not None:
+        port_name, _ = _port(render_neuron_monitor_pod(nm)["containers"][0])
+        out.append(
+            ScrapeTarget(
+                "neuron-monitor",
+                namespace,
+                "PodMonitor",
+                NEURON_MONITOR_LABELS,
+                port_name,
+                target_namespace=NEURON_MONITOR_NAMESPACE,
+            )
+        )
     if any(p.spec.accelerator == "nvidia" for p in intent.pools.values()):
         out.append(
             ScrapeTarget(
@@ -89,6 +115,19 @@ def platform_targets(intent: StackIntent, namespace: str) -> list[ScrapeTarget]:
             )
         )
     return out
+
+
+def neuron_monitor(intent: StackIntent) -> NeuronMonitorSpec | None:
+    """neuron-monitor on the Neuron pools of a platform stack; None without one."""
+    pools = tuple(n for n, p in intent.pools.items() if p.spec.accelerator == "neuron")
+    if not pools or intent.is_team_stack:
+        return None
+    return NeuronMonitorSpec(
+        image=catalog.versions().images["neuron-monitor"],
+        pools=pools,
+        pool_label=POOL_LABEL,
+        taint_key=ACCELERATOR_RESOURCE["neuron"],
+    )
 
 
 def model_targets(intent: StackIntent, specs: dict[str, ServerSpec], models_ns: str) -> list[monitoring.ModelTarget]:
@@ -146,6 +185,7 @@ def build(
     targets.append(gw)
     admissions.append(ScrapeAdmission("litellm-from-prometheus", gateway_ns, GATEWAY_SELECTOR, gw_port))
     targets += platform_targets(intent, o.namespace)
+    admissions += neuron_admission(intent)
     return Observability(
         "observability",
         ObservabilityArgs(
@@ -155,6 +195,7 @@ def build(
             rule_groups=tuple(monitoring.rule_groups(model_targets(intent, specs, models_ns), models_ns)),
             dashboards=monitoring.dashboards(models_ns),
             prometheus=prometheus_settings(intent, plat),
+            neuron_monitor=neuron_monitor(intent),
             after=after,
         ),
         opts=opts,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -40,6 +41,8 @@ class ScrapeJob:
     metrics_path: str = "/metrics"
     bearer_token: str | None = None
     interval_s: float = 1
+    # Target labels the Kubernetes discovery would attach (namespace, pod, container, endpoint).
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def scrape_config(jobs: Sequence[ScrapeJob], rule_files: Iterable[Path] = ()) -> dict:
@@ -51,7 +54,7 @@ def scrape_config(jobs: Sequence[ScrapeJob], rule_files: Iterable[Path] = ()) ->
             "metrics_path": j.metrics_path,
             "scrape_interval": f"{int(j.interval_s * 1000)}ms",
             "scrape_timeout": f"{int(j.interval_s * 1000)}ms",
-            "static_configs": [{"targets": list(j.targets)}],
+            "static_configs": [{"targets": list(j.targets), **({"labels": dict(j.labels)} if j.labels else {})}],
         }
         if j.bearer_token is not None:
             entry["authorization"] = {"type": "Bearer", "credentials": j.bearer_token}
@@ -132,6 +135,14 @@ class Prometheus:
     def targets(self) -> list[dict]:
         return self._get("/api/v1/targets")["activeTargets"]
 
+    def rules(self) -> list[dict]:
+        """Rule groups as loaded and last evaluated (each rule has `health` and `lastError`)."""
+        return self._get("/api/v1/rules")["groups"]
+
+    def label_values(self, label: str, match: str) -> list[str]:
+        """What Grafana's `label_values(match, label)` template query returns."""
+        return self._get(f"/api/v1/label/{label}/values", {"match[]": match})
+
     def wait_until(
         self, expr: str, predicate: Callable[[list[dict]], bool] = bool, timeout: float = 120, every: float = 0.5
     ) -> list[dict]:
@@ -165,3 +176,124 @@ class Prometheus:
 def values(result: list[dict]) -> list[float]:
     """The sample values of an instant-query result."""
     return [float(r["value"][1]) for r in result]
+
+
+# ---- the PromQL a rendered stack ships, and how much of it this machine can evaluate -----------------------
+
+# Where a metric comes from, by name. `up` is the scraper's own series about each target.
+SOURCES = (
+    ("vllm:", "vllm"),
+    ("litellm_", "litellm"),
+    ("kube_", "kube-state-metrics"),
+    ("karpenter_", "karpenter"),
+    ("DCGM_", "dcgm"),
+    ("neuron", "neuron"),
+    ("up", "scrape"),
+)
+# Exporters that cannot run on this machine, with the reason. Only these may be skipped: vLLM,
+# LiteLLM and the scrape itself are real here (tests/e2e/test_prometheus.py checks this table).
+NOT_EVALUABLE_HERE = {
+    "kube-state-metrics": "no Kubernetes API server here: kube-state-metrics has no Deployments or Pods to export",
+    "karpenter": "no cluster and no EC2 here: the Karpenter controller does not run",
+    "dcgm": "no NVIDIA GPU here: the DCGM exporter needs one",
+    "neuron": "no Neuron device here: neuron-monitor needs one",
+}
+
+
+def source_of(metric: str) -> str:
+    for prefix, src in SOURCES:
+        if metric == prefix or (prefix != "up" and metric.startswith(prefix)):
+            return src
+    raise ValueError(f"{metric}: no known exporter exports this name")
+
+
+_TOKEN = re.compile(
+    r"\s+|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|\{[^}]*\}|\[[^\]]*\]|[A-Za-z_:][A-Za-z0-9_:]*"
+    r"|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|==|!=|>=|<=|=~|!~|[-+*/%^(),<>=]"
+)
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
+_LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_COMPARISONS = {"==", "!=", ">=", "<=", ">", "<"}
+
+
+def tokens(expr: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if m is None:
+            raise ValueError(f"cannot tokenize {expr[pos : pos + 20]!r} in {expr!r}")
+        if not m.group().isspace():
+            out.append(m.group())
+        pos = m.end()
+    return out
+
+
+def selectors(expr: str) -> list[str]:
+    """The instant-vector selectors (`name{matchers}`) an expression reads, functions and label lists aside."""
+    t, out, i = tokens(expr), [], 0
+    while i < len(t):
+        tok = t[i]
+        nxt = t[i + 1] if i + 1 < len(t) else ""
+        if tok in _LABEL_LISTS and nxt == "(":
+            i = t.index(")", i) + 1
+            continue
+        # A name followed by `(` is a function; by `by`/`without`, an aggregation.
+        if (
+            re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", tok)
+            and tok not in _KEYWORDS
+            and nxt not in ("(", "by", "without")
+        ):
+            out.append(tok + (nxt if nxt.startswith("{") else ""))
+        i += 1
+    return out
+
+
+def as_bool(expr: str) -> str:
+    """Every comparison with the `bool` modifier: 0/1 instead of a filter, so the result is non-empty
+    whenever the compared series exist, firing or not."""
+    t, out = tokens(expr), []
+    for i, tok in enumerate(t):
+        out.append(tok)
+        if tok in _COMPARISONS and (t[i + 1] if i + 1 < len(t) else "") != "bool":
+            out.append("bool")
+    return " ".join(out)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    origin: str  # "PrometheusRule llm-serving: LLMKVCacheHigh", "dashboard llm-gateway: panel 3 A", ...
+    expr: str
+
+
+def shipped_expressions(manifests: list[dict]) -> list[Shipped]:
+    """Every PromQL expression in the rendered objects, collected by kind: PrometheusRule rules,
+    Grafana dashboard ConfigMaps (panel targets and template-variable queries), KEDA ScaledObject
+    prometheus triggers."""
+    out: list[Shipped] = []
+    for m in manifests:
+        kind, name = m["kind"], m["metadata"]["name"]
+        if kind == "PrometheusRule":
+            for g in m["spec"]["groups"]:
+                for r in g["rules"]:
+                    out.append(Shipped(f"{kind} {name}: {g['name']}: {r.get('alert') or r.get('record')}", r["expr"]))
+        elif kind == "ConfigMap" and (m["metadata"].get("labels") or {}).get("grafana_dashboard"):
+            for text in m["data"].values():
+                out += dashboard_expressions(json.loads(text))
+        elif kind == "ScaledObject":
+            for i, trig in enumerate(m["spec"].get("triggers") or []):
+                if trig.get("type") == "prometheus":
+                    out.append(Shipped(f"{kind} {name}: trigger {i}", trig["metadata"]["query"]))
+    return out
+
+
+def dashboard_expressions(d: dict) -> list[Shipped]:
+    out = []
+    for p in d.get("panels") or []:
+        for t in p.get("targets") or []:
+            out.append(Shipped(f"dashboard {d['uid']}: {p['title']}: {t['refId']}", t["expr"]))
+    for v in (d.get("templating") or {}).get("list") or []:
+        if v.get("type") == "query":
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.+),\s*([A-Za-z_][A-Za-z0-9_]*)\)", q)
+            out.append(Shipped(f"dashboard {d['uid']}: variable ${v['name']}", m.group(1) if m else q))
+    return out

@@ -26,7 +26,7 @@ from tests.support.shared import shared_path
 DEV = ROOT / "Pulumi.dev.yaml"
 OFF = ROOT / "stacks" / "examples" / "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml"
 BYO = ROOT / "tests" / "configs" / "observability-byo.ok.yaml"
-NEURON = ROOT / "stacks" / "examples" / "Pulumi.seed001-trn1-mistral.yaml"
+NEURON = ROOT / "tests" / "configs" / "observability-neuron.ok.yaml"
 KUBE = catalog.versions().kubernetes + ".0"
 KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
@@ -136,7 +136,14 @@ def test_schema_check_can_fail(plan_of):
 
 
 def pod_templates(objs: list[dict]) -> list[tuple[str, dict]]:
-    return [(o["metadata"]["namespace"], o["spec"]["template"]) for o in of_kind(objs, "Deployment")]
+    return [
+        (o["metadata"]["namespace"], o["spec"]["template"]) for o in objs if o["kind"] in ("Deployment", "DaemonSet")
+    ]
+
+
+def scraper_policy(np: dict) -> bool:
+    peers = [p for r in np["spec"].get("ingress") or [] for p in r.get("from") or []]
+    return any((p.get("podSelector") or {}).get("matchLabels") == obs.PROMETHEUS_POD_LABELS for p in peers)
 
 
 def monitor_relation_problems(objs: list[dict]) -> list[str]:
@@ -144,7 +151,8 @@ def monitor_relation_problems(objs: list[dict]) -> list[str]:
     scraper NetworkPolicy's port is a container port of the pods it selects."""
     out = []
     for pm in of_kind(objs, "PodMonitor"):
-        sel, ns = pm["spec"]["selector"]["matchLabels"], pm["metadata"]["namespace"]
+        sel = pm["spec"]["selector"]["matchLabels"]
+        ns = (pm["spec"].get("namespaceSelector") or {}).get("matchNames", [pm["metadata"]["namespace"]])[0]
         pods = [t for n, t in pod_templates(objs) if n == ns and sel.items() <= t["metadata"]["labels"].items()]
         if not pods:
             out.append(f"PodMonitor {ns}/{pm['metadata']['name']}: selects no pods")
@@ -152,7 +160,7 @@ def monitor_relation_problems(objs: list[dict]) -> list[str]:
             names = {p["name"] for t in pods for c in t["spec"]["containers"] for p in c.get("ports", [])}
             if ep["port"] not in names:
                 out.append(f"PodMonitor {ns}/{pm['metadata']['name']}: no container port named {ep['port']}")
-    for np in (o for o in of_kind(objs, "NetworkPolicy") if o["metadata"]["name"].endswith("-from-prometheus")):
+    for np in (o for o in of_kind(objs, "NetworkPolicy") if scraper_policy(o)):
         ns, sel = np["metadata"]["namespace"], np["spec"]["podSelector"]["matchLabels"]
         ports = {
             p["containerPort"]
@@ -169,7 +177,7 @@ def monitor_relation_problems(objs: list[dict]) -> list[str]:
 
 
 def test_monitors_and_scraper_policies_match_the_pods(plan_of):
-    for stack in (DEV, BYO):
+    for stack in (DEV, BYO, NEURON):
         _, _, out = plan_of(stack)
         assert monitor_relation_problems(objects(out)) == []
 
@@ -336,3 +344,23 @@ def test_parent_chart_renders_prometheus_on_the_system_nodes_with_storage(plan_o
         if o["kind"] in ("Deployment", "Job"):
             spec = o["spec"]["template"]["spec"]
             assert any(t.get("key") == SYSTEM_TAINT for t in spec.get("tolerations", [])), o["metadata"]["name"]
+
+
+def test_neuron_monitor_only_with_a_neuron_pool(plan_of):
+    """neuron-monitor runs on the Neuron pools (affinity on the pool label, Neuron taint tolerated),
+    is scraped by a PodMonitor and reachable only by the scraper; a GPU-only stack has none of it."""
+    _, _, out = plan_of(NEURON)
+    objs = objects(out)
+    ds = next(o for o in of_kind(objs, "DaemonSet") if o["metadata"]["name"] == "neuron-monitor")
+    pod = ds["spec"]["template"]["spec"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"] == [{"key": "llm-serving/pool", "operator": "In", "values": ["neuron"]}]
+    assert pod["tolerations"] == [{"key": "aws.amazon.com/neuron", "operator": "Exists", "effect": "NoSchedule"}]
+    pm = next(o for o in of_kind(objs, "PodMonitor") if o["metadata"]["name"] == "neuron-monitor")
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": ["kube-system"]}
+    np = next(o for o in of_kind(objs, "NetworkPolicy") if o["metadata"]["name"] == "neuron-monitor")
+    assert np["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in np["spec"]
+    assert np["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert not [o for o in of_kind(objs, "ServiceMonitor") if o["metadata"]["name"] == "dcgm-exporter"]
+    _, _, dev = plan_of(DEV)
+    assert not [o for o in objects(dev) if o["metadata"]["name"] == "neuron-monitor"]

@@ -39,6 +39,7 @@ ROLES = (
     ({"app.kubernetes.io/component": "model-cache"}, "model-cache"),
     ({"app.kubernetes.io/name": "litellm"}, "gateway"),
     ({"app.kubernetes.io/name": "open-webui"}, "ui"),
+    ({"app.kubernetes.io/name": "neuron-monitor"}, "neuron-monitor"),
 )
 SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
 
@@ -108,6 +109,12 @@ EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC (security review gap 1 notes it).
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
+    # Reasoned, permanent: neuron-monitor reads the node's Neuron devices and driver counters (AWS runs
+    # it privileged, as root); the Observability component's NetworkPolicy admits only the scraper.
+    **{
+        ("security", "DaemonSet/kube-system/neuron-monitor/neuron-monitor", what): "Neuron device access"
+        for what in ("runAsNonRoot", "allowPrivilegeEscalation", "privileged", "capabilities", "readOnlyRootFilesystem")
+    },
 }
 
 
