@@ -69,8 +69,8 @@ class PrometheusSettings:
 
 
 # neuron-monitor (aws-neuron-tools) reports NeuronCore use and device memory as JSON; the image's
-# neuron-monitor-prometheus.py serves it as Prometheus metrics on this port (AWS's DaemonSet does the same).
-NEURON_MONITOR_PORT = 8000
+# neuron-monitor-prometheus.py serves it as Prometheus metrics on the port given by --port.
+NEURON_MONITOR_PORT = 9010
 NEURON_MONITOR_LABELS = {"app.kubernetes.io/name": "neuron-monitor", "app.kubernetes.io/part-of": "llm-serving"}
 NEURON_MONITOR_NAMESPACE = "kube-system"
 # A constant program: no config value reaches the shell.

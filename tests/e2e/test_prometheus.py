@@ -59,7 +59,7 @@ class _Metrics(http_server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def static_target():
     srv = http_server.ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -142,7 +142,7 @@ def chat(port: int, body: dict) -> int:
 @pytest.fixture(scope="module")
 def scraped(prom_ready, vllm_server, gateway, rendered, tmp_path_factory):
     """Dev's observability objects scraping the session's servers (seed004 and dev serve the same
-    model under the same names: asserted), while traffic flows, a 4xx and a 5xx included."""
+    model under the same names: asserted), while traffic flows, a 4xx included."""
     dev = render_stack(tmp_path_factory.mktemp("dev"), DEV)
     assert dev.litellm_config["model_list"] == rendered.litellm_config["model_list"]
     model = dev.litellm_config["model_list"][0]["model_name"]
@@ -162,16 +162,10 @@ def scraped(prom_ready, vllm_server, gateway, rendered, tmp_path_factory):
         for t in threads:
             t.start()
         assert chat(gateway.port, {"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}) == 400
-        mock = {
-            "model": model,
-            "messages": [{"role": "user", "content": "x"}],
-            "mock_response": "litellm.InternalServerError",
-        }
-        assert chat(gateway.port, mock) >= 500
-        # Counters moved between scrapes (rates exist), the 5xx is counted, the rules have run.
+        # Counters moved between scrapes (rates exist), the 4xx is counted, the rules have run.
         prom.wait_until("sum(rate(vllm:request_success_total[1m])) > 0", timeout=180)
         prom.wait_until("sum(rate(litellm_proxy_total_requests_metric_total[1m])) > 0", timeout=180)
-        prom.wait_until('litellm_proxy_total_requests_metric_total{status_code=~"5.."}', timeout=120)
+        prom.wait_until('litellm_proxy_total_requests_metric_total{status_code="400"}', timeout=120)
         prom.wait_until("vllm:time_to_first_token_seconds_count > 1", timeout=120)
         yield Scraped(prom, dev, {"$model": model, "$deployment": deployments[0]})
     finally:
@@ -190,6 +184,24 @@ def dashboard_form(expr: str, variables: dict[str, str]) -> str:
     return out
 
 
+# Label matchers whose series exist only after a rare event this run cannot cause, each with why.
+# Such a selector passes when the metric exists and carries the label (the value is traffic's business).
+DATA_DEPENDENT = {
+    'status_code=~"5.."': "a gateway 5xx needs a failing upstream; LiteLLM 1.106.2 ignores a client's "
+    "mock_response unless a database-backed key allows it",
+}
+
+
+def data_dependent(prom: Prometheus, sel: str) -> bool:
+    for matcher in DATA_DEPENDENT:
+        if matcher in sel:
+            label = matcher.split("=")[0]
+            relaxed = re.sub(r",?\s*" + re.escape(matcher), "", sel).replace("{,", "{").replace("{}", "")
+            series = prom.query(relaxed)
+            return bool(series) and all(label in r["metric"] for r in series)
+    return False
+
+
 def check(prom: Prometheus, shipped: list[Shipped], variables: dict[str, str]) -> tuple[list[str], list[str]]:
     """(problems, not evaluated here). Each expression must evaluate without error; each selector it
     reads from an exporter that runs here must return series; an expression reading only such
@@ -206,7 +218,7 @@ def check(prom: Prometheus, shipped: list[Shipped], variables: dict[str, str]) -
         for sel in selectors(expr):
             src = source_of(sel.split("{")[0])
             sources.add(src)
-            if src not in NOT_EVALUABLE_HERE and not prom.query(sel):
+            if src not in NOT_EVALUABLE_HERE and not prom.query(sel) and not data_dependent(prom, sel):
                 problems.append(f"{s.origin}: {sel} returns no series (the server does not export it)")
         away = sorted(sources & set(NOT_EVALUABLE_HERE))
         if away:
@@ -235,6 +247,8 @@ def test_a_v0_metric_name_fails_the_check(scraped):
         ("no _total", "sum(rate(litellm_proxy_total_requests_metric[1m]))", scraped.variables),
         ("syntax", "sum(rate(vllm:num_requests_running[1m])", scraped.variables),
         ("other model", V0_CONTROL.replace("gpu_cache", "kv_cache"), {"$model": "other"}),
+        # The 5xx relaxation still needs the label: LiteLLM's failure counter has exception_status instead.
+        ("no such label", 'sum(litellm_proxy_failed_requests_metric_total{status_code=~"5.."})', scraped.variables),
     ]:
         problems, _ = check(scraped.prom, [Shipped(origin, expr)], variables)
         assert problems and all(p.startswith(f"{origin}: ") for p in problems), (origin, problems)

@@ -360,7 +360,7 @@ def test_neuron_monitor_only_with_a_neuron_pool(plan_of):
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["kube-system"]}
     np = next(o for o in of_kind(objs, "NetworkPolicy") if o["metadata"]["name"] == "neuron-monitor")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in np["spec"]
-    assert np["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert np["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9010}]
     assert not [o for o in of_kind(objs, "ServiceMonitor") if o["metadata"]["name"] == "dcgm-exporter"]
     _, _, dev = plan_of(DEV)
     assert not [o for o in objects(dev) if o["metadata"]["name"] == "neuron-monitor"]
