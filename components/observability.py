@@ -135,6 +135,7 @@ class ObservabilityArgs:
     dashboards: dict[str, str] = field(default_factory=dict)  # uid -> dashboard JSON
     prometheus: PrometheusSettings | None = None  # None: bring-your-own Prometheus (no chart)
     neuron_monitor: NeuronMonitorSpec | None = None  # only when the stack has a Neuron pool
+    rule_name: str = "llm-serving"  # the PrometheusRule's name (team stacks: prefixed)
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -266,7 +267,7 @@ class Observability(pulumi.ComponentResource):
                 f"{name}-rules",
                 api_version=MONITORING_API,
                 kind="PrometheusRule",
-                metadata={"name": "llm-serving", "namespace": args.namespace},
+                metadata={"name": args.rule_name, "namespace": args.namespace},
                 spec={"groups": list(args.rule_groups)},
                 opts=cr_opts,
             )

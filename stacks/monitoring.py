@@ -10,8 +10,8 @@ tests/e2e/test_prometheus.py, against a real Prometheus scraping them):
 - kube-state-metrics, Karpenter, the DCGM exporter and neuron-monitor for what the servers cannot tell.
 
 Placeholders: `$model` and `$deployment` (Grafana template variables; alerts substitute one model),
-`$__rate_interval` (Grafana's; alerts use RULE_WINDOW), `<models_ns>` (the stack's models namespace,
-replaced at render time: PromQL has no `<` in that position, so a missed one fails to parse).
+`$__rate_interval` (Grafana's; alerts use RULE_WINDOW), `<models_ns>` and `<gateway_ns>` (the stack's
+namespaces, replaced at render time: PromQL has no `<` in that position, so a missed one fails to parse).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ Source = Literal["vllm", "litellm", "kube-state-metrics", "karpenter", "dcgm", "
 
 RULE_WINDOW = "5m"  # the rate window of alert expressions ($__rate_interval in dashboards)
 MODELS_NS = "<models_ns>"
+GATEWAY_NS = "<gateway_ns>"
+G = f'namespace="{GATEWAY_NS}"'  # the stack's own gateway (a team stack shares the cluster's Prometheus)
 M = 'model_name=~"$model"'
 D = f'namespace="{MODELS_NS}", deployment=~"$deployment"'
 
@@ -60,8 +62,8 @@ def _rate(metric: str, sel: str = M, by: str = "model_name") -> str:
 
 
 GATEWAY_5XX_RATIO = (
-    '(sum(rate(litellm_proxy_total_requests_metric_total{status_code=~"5.."}[$__rate_interval])) or vector(0))'
-    " / sum(rate(litellm_proxy_total_requests_metric_total[$__rate_interval]))"
+    f'(sum(rate(litellm_proxy_total_requests_metric_total{{{G}, status_code=~"5.."}}[$__rate_interval])) or vector(0))'
+    f" / sum(rate(litellm_proxy_total_requests_metric_total{{{G}}}[$__rate_interval]))"
 )
 
 QUERIES: tuple[Query, ...] = (
@@ -126,51 +128,51 @@ QUERIES: tuple[Query, ...] = (
     # ---- gateway and teams (LiteLLM) ----
     Query(
         "gw_requests",
-        _rate("litellm_proxy_total_requests_metric_total", "", "status_code"),
+        _rate("litellm_proxy_total_requests_metric_total", G, "status_code"),
         "litellm",
         "{{status_code}}",
         "reqps",
     ),
     Query(
         "gw_failures",
-        _rate("litellm_proxy_failed_requests_metric_total", "", "exception_status, exception_class"),
+        _rate("litellm_proxy_failed_requests_metric_total", G, "exception_status, exception_class"),
         "litellm",
         "{{exception_status}} {{exception_class}}",
         "reqps",
     ),
     Query("gw_5xx_ratio", GATEWAY_5XX_RATIO, "litellm", "5xx ratio", "percentunit"),
-    *_quantiles("gw_latency", "litellm_request_total_latency_metric", "gateway total", "litellm", "model", ""),
-    *_quantiles("gw_upstream", "litellm_llm_api_latency_metric", "upstream", "litellm", "model", ""),
+    *_quantiles("gw_latency", "litellm_request_total_latency_metric", "gateway total", "litellm", "model", G),
+    *_quantiles("gw_upstream", "litellm_llm_api_latency_metric", "upstream", "litellm", "model", G),
     Query(
         "gw_overhead",
-        f"{_rate('litellm_overhead_latency_metric_sum', '', 'model_group')}"
-        f" / {_rate('litellm_overhead_latency_metric_count', '', 'model_group')}",
+        f"{_rate('litellm_overhead_latency_metric_sum', G, 'model_group')}"
+        f" / {_rate('litellm_overhead_latency_metric_count', G, 'model_group')}",
         "litellm",
         "overhead {{model_group}}",
         "s",
     ),
     Query(
         "tokens_by_team",
-        _rate("litellm_total_tokens_metric_total", "", "team, team_alias"),
+        _rate("litellm_total_tokens_metric_total", G, "team, team_alias"),
         "litellm",
         "{{team_alias}} {{team}}",
     ),
     Query(
         "tokens_by_key",
-        _rate("litellm_total_tokens_metric_total", "", "hashed_api_key, api_key_alias"),
+        _rate("litellm_total_tokens_metric_total", G, "hashed_api_key, api_key_alias"),
         "litellm",
         "{{api_key_alias}} {{hashed_api_key}}",
     ),
     Query(
         "spend_by_team",
-        f"3600 * {_rate('litellm_spend_metric_total', '', 'team, team_alias')}",
+        f"3600 * {_rate('litellm_spend_metric_total', G, 'team, team_alias')}",
         "litellm",
         "{{team_alias}} {{team}}",
         "currencyUSD",
     ),
     Query(
         "spend_by_key",
-        f"3600 * {_rate('litellm_spend_metric_total', '', 'hashed_api_key, api_key_alias')}",
+        f"3600 * {_rate('litellm_spend_metric_total', G, 'hashed_api_key, api_key_alias')}",
         "litellm",
         "{{api_key_alias}} {{hashed_api_key}}",
         "currencyUSD",
@@ -300,22 +302,22 @@ VARIABLES = {
 }
 
 
-def _ns(expr: str, models_ns: str) -> str:
-    return expr.replace(MODELS_NS, models_ns)
+def _ns(expr: str, models_ns: str, gateway_ns: str = GATEWAY_NS) -> str:
+    return expr.replace(MODELS_NS, models_ns).replace(GATEWAY_NS, gateway_ns)
 
 
-def _target(q: Query, ref: str, models_ns: str) -> dict:
+def _target(q: Query, ref: str, namespaces: tuple[str, str]) -> dict:
     return {
         "refId": ref,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "expr": _ns(q.expr, models_ns),
+        "expr": _ns(q.expr, *namespaces),
         "legendFormat": q.legend,
     }
 
 
-def _variable(name: str, models_ns: str) -> dict:
+def _variable(name: str, namespaces: tuple[str, str]) -> dict:
     metric, label = VARIABLES[name]
-    query = f"label_values({_ns(metric, models_ns)}, {label})"
+    query = f"label_values({_ns(metric, *namespaces)}, {label})"
     return {
         "name": name,
         "type": "query",
@@ -330,7 +332,7 @@ def _variable(name: str, models_ns: str) -> dict:
     }
 
 
-def dashboard_json(d: Dashboard, models_ns: str) -> dict:
+def dashboard_json(d: Dashboard, namespaces: tuple[str, str], prefix: str = "") -> dict:
     """The Grafana dashboard model (schemaVersion 39): one time-series panel per Panel, two per row."""
     panels = []
     for i, p in enumerate(d.panels):
@@ -342,26 +344,29 @@ def dashboard_json(d: Dashboard, models_ns: str) -> dict:
                 "datasource": {"type": "prometheus", "uid": "${datasource}"},
                 "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
                 "fieldConfig": {"defaults": {"unit": p.unit}, "overrides": []},
-                "targets": [_target(BY_KEY[k], chr(ord("A") + j), models_ns) for j, k in enumerate(p.queries)],
+                "targets": [_target(BY_KEY[k], chr(ord("A") + j), namespaces) for j, k in enumerate(p.queries)],
             }
         )
     ds = {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"}
     return {
-        "uid": d.uid,
-        "title": d.title,
+        "uid": prefix + d.uid,
+        "title": f"{d.title} ({prefix.rstrip('-')})" if prefix else d.title,
         "tags": ["llm-serving"],
         "schemaVersion": 39,
         "editable": False,
         "time": {"from": "now-3h", "to": "now"},
         "refresh": "30s",
-        "templating": {"list": [ds, *(_variable(v, models_ns) for v in d.variables)]},
+        "templating": {"list": [ds, *(_variable(v, namespaces) for v in d.variables)]},
         "panels": panels,
     }
 
 
-def dashboards(models_ns: str) -> dict[str, str]:
-    """uid -> dashboard JSON text (what the Grafana sidecar ConfigMaps carry)."""
-    return {d.uid: json.dumps(dashboard_json(d, models_ns), indent=1, sort_keys=True) for d in DASHBOARDS}
+def dashboards(namespaces: tuple[str, str], prefix: str = "") -> dict[str, str]:
+    """uid -> dashboard JSON text (what the Grafana sidecar ConfigMaps carry); a team stack's uids
+    and titles carry its prefix, so they sit beside the platform's in one Grafana."""
+    return {
+        prefix + d.uid: json.dumps(dashboard_json(d, namespaces, prefix), indent=1, sort_keys=True) for d in DASHBOARDS
+    }
 
 
 # ---- alerts -------------------------------------------------------------------------------------------------
@@ -444,8 +449,8 @@ def model_alerts(m: ModelTarget, models_ns: str) -> list[Alert]:
 GATEWAY_5XX_THRESHOLD = 0.05
 
 
-def gateway_alerts() -> list[Alert]:
-    expr = GATEWAY_5XX_RATIO.replace("$__rate_interval", RULE_WINDOW)
+def gateway_alerts(gateway_ns: str) -> list[Alert]:
+    expr = _ns(GATEWAY_5XX_RATIO, MODELS_NS, gateway_ns).replace("$__rate_interval", RULE_WINDOW)
     return [
         Alert(
             "LLMGatewayHigh5xxRatio",
@@ -468,14 +473,14 @@ def _rule(a: Alert, model: str | None) -> dict:
     }
 
 
-def rule_groups(models: list[ModelTarget], models_ns: str) -> list[dict]:
+def rule_groups(models: list[ModelTarget], namespaces: tuple[str, str]) -> list[dict]:
     """PrometheusRule spec.groups: one group per model, one for the gateway."""
     groups = [
         {
             "name": f"llm-serving-model-{m.served_name}",
-            "rules": [_rule(a, m.served_name) for a in model_alerts(m, models_ns)],
+            "rules": [_rule(a, m.served_name) for a in model_alerts(m, namespaces[0])],
         }
         for m in models
     ]
-    groups.append({"name": "llm-serving-gateway", "rules": [_rule(a, None) for a in gateway_alerts()]})
+    groups.append({"name": "llm-serving-gateway", "rules": [_rule(a, None) for a in gateway_alerts(namespaces[1])]})
     return groups

@@ -174,6 +174,8 @@ def build(
     if not o.enabled:
         return None
     models_ns, gateway_ns = namespaces
+    # A team stack's rules and dashboards sit beside the platform's in the shared Prometheus/Grafana.
+    prefix = f"{intent.config.team.name}-" if intent.config.team is not None else ""
     targets, admissions = [], []
     vllm_port = None
     for spec in specs.values():
@@ -192,8 +194,9 @@ def build(
             namespace=o.namespace,
             targets=tuple(targets),
             admissions=tuple(admissions),
-            rule_groups=tuple(monitoring.rule_groups(model_targets(intent, specs, models_ns), models_ns)),
-            dashboards=monitoring.dashboards(models_ns),
+            rule_groups=tuple(monitoring.rule_groups(model_targets(intent, specs, models_ns), namespaces)),
+            dashboards=monitoring.dashboards(namespaces, prefix),
+            rule_name=f"{prefix}llm-serving",
             prometheus=prometheus_settings(intent, plat),
             neuron_monitor=neuron_monitor(intent),
             after=after,

@@ -262,11 +262,11 @@ def test_every_query_is_used_and_every_variable_declared():
     used = {k for d in monitoring.DASHBOARDS for p in d.panels for k in p.queries}
     assert set(monitoring.BY_KEY) - used == set()
     for d in monitoring.DASHBOARDS:
-        j = monitoring.dashboard_json(d, "models")
+        j = monitoring.dashboard_json(d, ("models", "gateway"))
         declared = {v["name"] for v in j["templating"]["list"]}
         for p in j["panels"]:
             for t in p["targets"]:
-                assert "<models_ns>" not in t["expr"]
+                assert "<models_ns>" not in t["expr"] and "<gateway_ns>" not in t["expr"]
                 for var in re.findall(r"\$(\w+)", t["expr"]):
                     assert var.startswith("__") or var in declared, (d.uid, var)
 
@@ -364,3 +364,29 @@ def test_neuron_monitor_only_with_a_neuron_pool(plan_of):
     assert not [o for o in of_kind(objs, "ServiceMonitor") if o["metadata"]["name"] == "dcgm-exporter"]
     _, _, dev = plan_of(DEV)
     assert not [o for o in objects(dev) if o["metadata"]["name"] == "neuron-monitor"]
+
+
+def test_team_stack_dashboards_and_rules_do_not_collide_with_the_platform(plan_of, tmp_path):
+    """A team stack uses the platform's Prometheus: no chart, its rule and dashboards prefixed with the
+    team, its gateway queries on its own gateway namespace."""
+    doc = yaml.safe_load((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
+    doc["config"]["llm-serving:observability"] = {"enabled": True}
+    f = tmp_path / "Pulumi.teamobs.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    _, _, out = plan_of(f)
+    objs = objects(out)
+    assert releases(out).keys() <= {
+        "karpenter",
+        "karpenter-crd",
+        "gpu-operator",
+    } and "kube-prometheus-stack" not in releases(out)
+    assert [o["metadata"]["name"] for o in of_kind(objs, "PrometheusRule")] == ["search-llm-serving"]
+    uids = sorted(d["uid"] for d in dashboards(objs))
+    assert uids == [
+        "search-llm-accelerators",
+        "search-llm-autoscaling",
+        "search-llm-gateway",
+        "search-llm-model-serving",
+    ]
+    gw = next(d for d in dashboards(objs) if d["uid"] == "search-llm-gateway")
+    assert all('namespace="search-gateway"' in t["expr"] for p in gw["panels"] for t in p["targets"])
