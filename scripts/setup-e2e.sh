@@ -68,6 +68,16 @@ if ! stamp_ok "$k" requirements-checkov.lock; then
   cp requirements-checkov.lock "$k/.stamp"
 fi
 
+# --- Prometheus + promtool (Debian package: the e2e suite scrapes the real servers with it) ------
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends prometheus
+  # The package starts a system service on :9090; the suite starts its own on a free port.
+  $sudo systemctl disable --now prometheus 2>/dev/null || true
+fi
+prometheus --version 2>&1 | head -1
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"

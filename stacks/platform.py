@@ -26,7 +26,7 @@ from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, Karpent
 from components.network import Network, NetworkArgs, flow_log_group
 from components.nodepool import KarpenterNodeClass, KarpenterNodePool, NodeClassArgs, NodePoolArgs
 from components.storage import Storage, StorageArgs
-from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle
+from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle, SystemNodesHandle
 from stacks import catalog
 from stacks.config import EKS_UNSUPPORTED_ZONE_IDS, ExistingVpc, StackIntent, VpcConfig
 
@@ -58,6 +58,8 @@ class Platform:
     system_ready: tuple[pulumi.Resource, ...] = ()
     # The platform's data-at-rest CMK (EFS, the gateway database); None on team stacks.
     data_key_arn: pulumi.Input[str] | None = None
+    # Where controllers run (label + taint); None on team stacks.
+    system_nodes: SystemNodesHandle | None = None
 
     def shared(self) -> dict:
         """What team stacks read from this platform stack (exported as `platform`)."""
@@ -329,4 +331,5 @@ def build(intent: StackIntent) -> Platform:
         ready=tuple(ready),
         system_ready=(system.node_group, addons.coredns),
         data_key_arn=keys.data_key_arn,
+        system_nodes=system,
     )

@@ -23,7 +23,7 @@ from components.vllm import (
     ready_marker,
 )
 from components.webui import OpenWebUi, WebUiArgs
-from stacks import catalog
+from stacks import catalog, observability
 from stacks.config import ResolvedModel, StackIntent
 from stacks.platform import Platform
 from stacks.summary import model_rows
@@ -331,6 +331,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             ),
             opts=kopts,
         )
+    observability.build(intent, plat, specs, (models_ns, gateway_ns), (*ns_ready, *plat.system_ready), kopts)
     return Served(
         gateway_url=gateway.url,
         model_names=[m.served_name for m in intent.models.values()],

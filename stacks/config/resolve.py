@@ -184,7 +184,8 @@ class _Resolver:
                 "write it as <organization>/llm-serving/<stack>"
                 " (self-managed backends: organization/llm-serving/<stack>)",
             )
-        for section in ("observability", "autoscaling"):
+        self._observability(models)
+        for section in ("autoscaling",):
             if getattr(cfg, section).enabled:
                 self.err(
                     (section, "enabled"),
@@ -207,6 +208,22 @@ class _Resolver:
             models=models,
             warnings=tuple(warnings),
         )
+
+    def _observability(self, models: dict[str, ResolvedModel]) -> None:
+        o = self.cfg.observability
+        if o.prometheusUrl is not None and not o.enabled:
+            self.err(
+                ("observability", "prometheusUrl"),
+                "is set but observability.enabled is false, so nothing would use it",
+                "set observability.enabled: true, or remove prometheusUrl",
+            )
+        for name in o.ttftP95SecondsByModel:
+            if name not in self.cfg.models:
+                self.err(
+                    ("observability", "ttftP95SecondsByModel", name),
+                    f"no model named {name!r} in this stack",
+                    f"use one of the models' keys: {', '.join(sorted(self.cfg.models)) or '(none)'}",
+                )
 
     def _cluster_checks(self) -> list[str]:
         """Endpoint reachability (review D2) and VPC/AZ choices; returns stack-level warnings."""

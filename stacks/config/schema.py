@@ -468,7 +468,58 @@ class UiConfig(_M):
 
 
 class ObservabilityConfig(_M):
+    """Metrics, dashboards and alerts. With `prometheusUrl` the stack brings no Prometheus of its
+    own: monitors, rules and dashboards go to yours (it must run the Prometheus operator, select
+    them, and live in `namespace`)."""
+
     enabled: bool = False
+    # Where Prometheus runs (ours, or yours with prometheusUrl): the scraper NetworkPolicies admit it.
+    namespace: str = "monitoring"
+    prometheusUrl: str | None = None
+    retentionDays: int = Field(15, ge=1, le=3650)
+    storageGiB: int = Field(50, ge=10, le=16384)
+    # TSDB size cap; default: 90 % of storageGiB (the volume must never fill up before retention).
+    retentionSizeGiB: int | None = Field(None, ge=1)
+    # Alert when the 95th percentile time to first token stays above this (per model: ttftP95SecondsByModel).
+    ttftP95Seconds: float = Field(2.0, gt=0, le=600)
+    ttftP95SecondsByModel: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v):
+        return _dns(v, "namespace")
+
+    @field_validator("prometheusUrl")
+    @classmethod
+    def _url(cls, v):
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$", v):
+            raise ValueError(
+                f"{v!r} is not an http(s) URL of a Prometheus — e.g. http://prometheus.monitoring.svc:9090"
+            )
+        return v
+
+    @field_validator("ttftP95SecondsByModel")
+    @classmethod
+    def _ttft(cls, v):
+        bad = [f"{k}={t}" for k, t in v.items() if not 0 < t <= 600]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a TTFT target is seconds in (0, 600] — e.g. 2.5")
+        return v
+
+    @field_validator("retentionSizeGiB")
+    @classmethod
+    def _retention_size(cls, v, info):
+        storage = info.data.get("storageGiB")
+        if v is not None and storage is not None and v >= storage:
+            raise ValueError(
+                f"{v} GiB is not below storageGiB {storage} "
+                "— Prometheus stops writing when its volume fills; leave it unset for 90 %"
+            )
+        return v
+
+    @property
+    def retention_size_gib(self) -> int:
+        return self.retentionSizeGiB if self.retentionSizeGiB is not None else self.storageGiB * 9 // 10
 
 
 class AutoscalingConfig(_M):

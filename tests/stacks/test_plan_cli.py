@@ -18,7 +18,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     assert "qwen3-0-6b" in table and "resources:" in table
     res = json.loads((tmp_path / "resources.json").read_text())
     assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies"} for r in res)
-    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 29  # kinds counted in test_rendered.py
+    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 41  # kinds counted in test_rendered.py
     helm = {}
     for h in (tmp_path / "helm").glob("*.yaml"):
         doc = yaml.safe_load(h.read_text())
@@ -29,6 +29,12 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         "karpenter-crd": ("oci://public.ecr.aws/karpenter", "karpenter-crd", "1.14.1", "kube-system"),
         "karpenter": ("oci://public.ecr.aws/karpenter", "karpenter", "1.14.1", "kube-system"),
         "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.3.3", "gpu-operator"),
+        "kube-prometheus-stack": (
+            "https://prometheus-community.github.io/helm-charts",
+            "kube-prometheus-stack",
+            "88.5.3",
+            "monitoring",
+        ),
     }
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd"}

@@ -39,6 +39,7 @@ ROLES = (
     ({"app.kubernetes.io/component": "model-cache"}, "model-cache"),
     ({"app.kubernetes.io/name": "litellm"}, "gateway"),
     ({"app.kubernetes.io/name": "open-webui"}, "ui"),
+    ({"app.kubernetes.io/name": "neuron-monitor"}, "neuron-monitor"),
 )
 SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
 
@@ -90,6 +91,16 @@ HELM_PODS = {
         ("node-feature-discovery.worker", "nvidia.com/gpu"),
     ],
     "neuron": [("devicePlugin", "aws.amazon.com/neuron"), ("scheduler", None), ("scheduler.customScheduler", None)],
+    "kube-prometheus-stack": [
+        ("prometheusOperator", None),
+        ("prometheusOperator.admissionWebhooks.patch", None),
+        ("prometheus.prometheusSpec", None),
+        ("alertmanager.alertmanagerSpec", None),
+        ("grafana", None),
+        ("kube-state-metrics", None),
+        ("prometheus-node-exporter", "nvidia.com/gpu"),
+        ("prometheus-node-exporter", "aws.amazon.com/neuron"),
+    ],
 }
 
 # Known violations, each with its reason. (check, subject glob, what glob) -> why. An entry that no
@@ -98,6 +109,12 @@ EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC (security review gap 1 notes it).
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
+    # Reasoned, permanent: neuron-monitor reads the node's Neuron devices and driver counters (AWS runs
+    # it privileged, as root); the Observability component's NetworkPolicy admits only the scraper.
+    **{
+        ("security", "DaemonSet/kube-system/neuron-monitor/neuron-monitor", what): "Neuron device access"
+        for what in ("runAsNonRoot", "allowPrivilegeEscalation", "privileged", "capabilities", "readOnlyRootFilesystem")
+    },
 }
 
 
@@ -154,7 +171,9 @@ def scraper(s: Stack):
     targets = R.scrape_targets(s.r)
     if not targets:
         return [], set()
-    ns = next((d.get("namespace") for name, d in s.r.helm.items() if "prometheus" in str(d.get("chart"))), "monitoring")
+    rules = [R.namespace_of(o) for o in s.r.kind("PrometheusRule")]
+    ns = next((d.get("namespace") for name, d in s.r.helm.items() if "prometheus" in str(d.get("chart"))), None)
+    ns = ns or next(iter(rules), "monitoring")  # a Prometheus the user brings: where the stack puts its rules
     ep = R.Endpoint("scraper", ns, {"app.kubernetes.io/name": "prometheus"}, None, ())
     return [ep], {("scraper", role_of(w), port, proto) for w, port, proto in targets}
 
@@ -481,9 +500,11 @@ def test_control_efs_access_point_uid(plan_of):
 
 
 def test_control_scraper_paths_come_from_monitors(plan_of):
-    """No stack renders a ServiceMonitor yet; one added here makes the scraper's path a relied-on one
-    that the default-deny policies do not admit."""
+    """A ServiceMonitor makes the scraper's path a relied-on one; without the scraper NetworkPolicy
+    (components/observability.py) the default-deny policies do not admit it."""
     s = mutated(DEV, plan_of)
+    admit = ("NetworkPolicy", "vllm-from-prometheus")
+    s.r.objects[:] = [o for o in s.r.objects if (o["kind"], o["metadata"]["name"]) != admit]
     obj(s.r, "Service", "qwen3-0-6b")["metadata"]["labels"]["monitor"] = "yes"
     s.r.objects.append(
         {

@@ -1,0 +1,313 @@
+"""Observability: kube-prometheus-stack (Prometheus operator, Prometheus, Alertmanager, Grafana,
+kube-state-metrics, node exporter) on the system nodes, or a Prometheus the user brings; the
+PodMonitors/ServiceMonitors of what the stack runs, its alert rules, its Grafana dashboards
+(sidecar ConfigMaps) and the NetworkPolicies that admit the scraper to the metrics ports only.
+
+Every target, rule and dashboard is a record handed in by the stack layer; this module renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi import ResourceOptions
+
+from components.types import ChartPin, ImagePin, checkov_skips, image_skips, tolerate
+
+RELEASE = "kube-prometheus-stack"
+# The Prometheus operator labels every Prometheus server pod it runs with these (ours, or a
+# user's operator-managed Prometheus): the scraper NetworkPolicies admit exactly these pods.
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+# The Grafana dashboards sidecar loads every ConfigMap labelled so (kube-prometheus-stack's default).
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
+MONITORING_API = "monitoring.coreos.com/v1"
+SCRAPE_INTERVAL = "15s"
+# EKS runs the control plane: these scrapers (and their default rules) would only ever alert "down".
+MANAGED_CONTROL_PLANE = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One PodMonitor/ServiceMonitor. `namespace` holds the monitor (and the bearer-token Secret);
+    `target_namespace`, when set, is where the pods/Services are (else the same namespace)."""
+
+    name: str
+    namespace: str
+    kind: Literal["PodMonitor", "ServiceMonitor"]
+    selector: dict[str, str]
+    port_name: str
+    path: str = "/metrics"
+    target_namespace: str | None = None
+    bearer_secret: tuple[str, str] | None = None  # (Secret name, key)
+
+
+@dataclass(frozen=True)
+class ScrapeAdmission:
+    """A NetworkPolicy in a default-deny namespace: the scraper may reach `port` of these pods."""
+
+    name: str
+    namespace: str
+    pod_selector: dict[str, str]
+    port: int
+    deny_egress: bool = False  # the pods need no connection of their own (the namespace has no default deny)
+
+
+@dataclass(frozen=True)
+class PrometheusSettings:
+    """Our own Prometheus (kube-prometheus-stack): where it runs and what it keeps."""
+
+    chart: ChartPin
+    node_selector: dict[str, str]
+    system_taint: str
+    storage_class: pulumi.Input[str]
+    storage_gib: int
+    retention_days: int
+    retention_size_gib: int
+
+
+# neuron-monitor (aws-neuron-tools) reports NeuronCore use and device memory as JSON; the image's
+# neuron-monitor-prometheus.py serves it as Prometheus metrics on the port given by --port.
+NEURON_MONITOR_PORT = 9010
+NEURON_MONITOR_LABELS = {"app.kubernetes.io/name": "neuron-monitor", "app.kubernetes.io/part-of": "llm-serving"}
+NEURON_MONITOR_NAMESPACE = "kube-system"
+# A constant program: no config value reaches the shell.
+NEURON_MONITOR_COMMAND = f"neuron-monitor | neuron-monitor-prometheus.py --port {NEURON_MONITOR_PORT}"
+NEURON_MONITOR_CHECKOV = {
+    "CKV_K8S_16": "neuron-monitor reads the Neuron devices and driver counters of its node (AWS runs it privileged)",
+    "CKV_K8S_20": "privileged container (the Neuron device files); see CKV_K8S_16",
+    "CKV_K8S_23": "the image runs as root to read /dev/neuron*; see CKV_K8S_16",
+    "CKV_K8S_40": "the image runs as root to read /dev/neuron*; see CKV_K8S_16",
+    "CKV_K8S_22": "the Neuron tools write runtime state under /tmp and /var of the image",
+    "CKV_K8S_28": "privileged container; see CKV_K8S_16",
+    "CKV_K8S_37": "privileged container; see CKV_K8S_16",
+    "CKV_K8S_31": "privileged container; seccomp does not apply",
+}
+
+
+@dataclass(frozen=True)
+class NeuronMonitorSpec:
+    """One neuron-monitor pod on every node of the Neuron pools."""
+
+    image: ImagePin
+    pools: tuple[str, ...]
+    pool_label: str
+    taint_key: str
+
+
+def render_neuron_monitor_pod(m: NeuronMonitorSpec) -> dict:
+    term = {"matchExpressions": [{"key": m.pool_label, "operator": "In", "values": list(m.pools)}]}
+    return {
+        "serviceAccountName": "neuron-monitor",
+        "automountServiceAccountToken": False,
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}},
+        "tolerations": [tolerate(m.taint_key)],
+        "containers": [
+            {
+                "name": "neuron-monitor",
+                "image": m.image.ref,
+                "command": ["/bin/sh", "-c", NEURON_MONITOR_COMMAND],
+                "ports": [{"name": "metrics", "containerPort": NEURON_MONITOR_PORT, "protocol": "TCP"}],
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
+                "securityContext": {"privileged": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                "readinessProbe": {"tcpSocket": {"port": NEURON_MONITOR_PORT}, "periodSeconds": 30},
+                "livenessProbe": {
+                    "tcpSocket": {"port": NEURON_MONITOR_PORT},
+                    "periodSeconds": 30,
+                    "failureThreshold": 5,
+                },
+            }
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    namespace: str  # where Prometheus runs (ours or the user's); rules and dashboards go here
+    targets: tuple[ScrapeTarget, ...]
+    admissions: tuple[ScrapeAdmission, ...]
+    rule_groups: tuple[dict, ...]
+    dashboards: dict[str, str] = field(default_factory=dict)  # uid -> dashboard JSON
+    prometheus: PrometheusSettings | None = None  # None: bring-your-own Prometheus (no chart)
+    neuron_monitor: NeuronMonitorSpec | None = None  # only when the stack has a Neuron pool
+    rule_name: str = "llm-serving"  # the PrometheusRule's name (team stacks: prefixed)
+    after: tuple[pulumi.Resource, ...] = ()
+
+
+def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
+    """kube-prometheus-stack values: every controller on the system nodes, Prometheus on a gp3 volume
+    with time and size retention, every PodMonitor/ServiceMonitor/PrometheusRule in the cluster
+    selected (not only those labelled with the release), the dashboards sidecar on."""
+    system = {"nodeSelector": dict(p.node_selector), "tolerations": [tolerate(p.system_taint)]}
+    storage = {
+        "volumeClaimTemplate": {
+            "spec": {
+                "storageClassName": storage_class,
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{p.storage_gib}Gi"}},
+            }
+        }
+    }
+    return {
+        "crds": {"enabled": True},
+        **{c: {"enabled": False} for c in MANAGED_CONTROL_PLANE},
+        "defaultRules": {
+            "rules": {
+                "etcd": False,
+                "kubeControllerManager": False,
+                "kubeSchedulerAlerting": False,
+                "kubeSchedulerRecording": False,
+                "kubeProxy": False,
+            }
+        },
+        "prometheusOperator": {**system, "admissionWebhooks": {"patch": dict(system)}},
+        "prometheus": {
+            "prometheusSpec": {
+                **system,
+                "retention": f"{p.retention_days}d",
+                "retentionSize": f"{p.retention_size_gib}GB",
+                "storageSpec": storage,
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+            }
+        },
+        "alertmanager": {"alertmanagerSpec": dict(system)},
+        "grafana": {
+            **system,
+            "sidecar": {
+                "dashboards": {
+                    "enabled": True,
+                    "label": DASHBOARD_LABEL[0],
+                    "labelValue": DASHBOARD_LABEL[1],
+                    "searchNamespace": "ALL",
+                }
+            },
+        },
+        "kube-state-metrics": dict(system),
+        # Node metrics from every node, accelerator pools included (they are tainted).
+        "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
+    }
+
+
+def render_monitor(t: ScrapeTarget) -> dict:
+    """spec of a PodMonitor or ServiceMonitor (monitoring.coreos.com/v1)."""
+    endpoint: dict = {"port": t.port_name, "path": t.path, "interval": SCRAPE_INTERVAL}
+    if t.bearer_secret is not None:
+        name, key = t.bearer_secret
+        endpoint["authorization"] = {"type": "Bearer", "credentials": {"name": name, "key": key}}
+    spec: dict = {"selector": {"matchLabels": dict(t.selector)}}
+    spec["podMetricsEndpoints" if t.kind == "PodMonitor" else "endpoints"] = [endpoint]
+    if t.target_namespace is not None:
+        spec["namespaceSelector"] = {"matchNames": [t.target_namespace]}
+    return spec
+
+
+def render_admission(a: ScrapeAdmission, scraper_namespace: str) -> dict:
+    """NetworkPolicy spec: ingress to the metrics port from the Prometheus pods of that namespace."""
+    return {
+        "podSelector": {"matchLabels": dict(a.pod_selector)},
+        "policyTypes": ["Ingress", "Egress"] if a.deny_egress else ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": scraper_namespace}},
+                        "podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)},
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": a.port}],
+            }
+        ],
+    }
+
+
+class Observability(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ObservabilityArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:platform:Observability", name, None, opts)
+        after = list(args.after)
+        crds: list[pulumi.Resource] = []
+        if args.prometheus is not None:
+            ns = k8s.core.v1.Namespace(
+                f"{name}-ns",
+                # node exporter reads the host's /proc and /sys with hostNetwork and hostPID.
+                metadata={"name": args.namespace, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+                opts=ResourceOptions(parent=self, depends_on=after),
+            )
+            p = args.prometheus
+            release = k8s.helm.v3.Release(
+                f"{name}-release",
+                name=RELEASE,
+                chart=p.chart.chart,
+                version=p.chart.version,
+                repository_opts={"repo": p.chart.repo},
+                namespace=args.namespace,
+                values=pulumi.Output.from_input(p.storage_class).apply(lambda sc: stack_values(p, sc)),
+                opts=ResourceOptions(parent=self, depends_on=[ns, *after]),
+            )
+            crds = [release]
+        # Monitors and rules are custom resources: their CRDs come with the release (or the user's operator).
+        cr_opts = ResourceOptions(parent=self, depends_on=[*crds, *after])
+        for t in args.targets:
+            k8s.apiextensions.CustomResource(
+                f"{name}-{t.name}",
+                api_version=MONITORING_API,
+                kind=t.kind,
+                metadata={"name": t.name, "namespace": t.namespace},
+                spec=render_monitor(t),
+                opts=cr_opts,
+            )
+        if args.rule_groups:
+            k8s.apiextensions.CustomResource(
+                f"{name}-rules",
+                api_version=MONITORING_API,
+                kind="PrometheusRule",
+                metadata={"name": args.rule_name, "namespace": args.namespace},
+                spec={"groups": list(args.rule_groups)},
+                opts=cr_opts,
+            )
+        for uid, text in args.dashboards.items():
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard-{uid}",
+                metadata={"name": f"dashboard-{uid}", "namespace": args.namespace, "labels": dict([DASHBOARD_LABEL])},
+                data={f"{uid}.json": text},
+                opts=cr_opts,
+            )
+        if args.neuron_monitor is not None:
+            m = args.neuron_monitor
+            sa = k8s.core.v1.ServiceAccount(
+                f"{name}-neuron-monitor-sa",
+                metadata={"name": "neuron-monitor", "namespace": NEURON_MONITOR_NAMESPACE},
+                automount_service_account_token=False,
+                opts=ResourceOptions(parent=self, depends_on=after),
+            )
+            k8s.apps.v1.DaemonSet(
+                f"{name}-neuron-monitor",
+                metadata={
+                    "name": "neuron-monitor",
+                    "namespace": NEURON_MONITOR_NAMESPACE,
+                    "labels": dict(NEURON_MONITOR_LABELS),
+                    "annotations": checkov_skips({**NEURON_MONITOR_CHECKOV, **image_skips(m.image.ref)}),
+                },
+                spec={
+                    "selector": {"matchLabels": dict(NEURON_MONITOR_LABELS)},
+                    "template": {
+                        "metadata": {"labels": dict(NEURON_MONITOR_LABELS)},
+                        "spec": render_neuron_monitor_pod(m),
+                    },
+                },
+                opts=ResourceOptions(parent=self, depends_on=[sa, *after]),
+            )
+        for a in args.admissions:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{a.name}",
+                metadata={"name": a.name, "namespace": a.namespace},
+                spec=render_admission(a, args.namespace),
+                opts=ResourceOptions(parent=self, depends_on=after),
+            )
+        self.register_outputs({})

@@ -1,0 +1,205 @@
+"""Observability composition: which targets are scraped, how the scraper is admitted, which rules
+and dashboards ship, and whether the stack runs its own Prometheus (config `observability`).
+
+Selectors, port names and ports are read from what the workloads render (components.vllm,
+components.litellm), so a monitor cannot drift from the pods it scrapes.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components import karpenter, litellm, vllm
+from components.keys import VLLM_KEY_SECRET
+from components.observability import (
+    NEURON_MONITOR_LABELS,
+    NEURON_MONITOR_NAMESPACE,
+    NeuronMonitorSpec,
+    Observability,
+    ObservabilityArgs,
+    PrometheusSettings,
+    ScrapeAdmission,
+    ScrapeTarget,
+    render_neuron_monitor_pod,
+)
+from components.types import ACCELERATOR_RESOURCE, GATEWAY_SELECTOR, POOL_LABEL, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
+from stacks import catalog, monitoring
+from stacks.config import StackIntent
+from stacks.platform import Platform
+
+# The DCGM exporter's Service, created by the GPU operator from its own assets (not the chart):
+# label app=nvidia-dcgm-exporter, port gpu-metrics (9400), in the operator's namespace.
+DCGM = {"namespace": "gpu-operator", "selector": {"app": "nvidia-dcgm-exporter"}, "port": "gpu-metrics"}
+# The Karpenter chart's Service (templates/service.yaml): labels name + instance (the release name,
+# components.karpenter), port http-metrics; tests/stacks/test_observability.py renders the chart.
+KARPENTER_RELEASE = "karpenter"
+KARPENTER_PORT = "http-metrics"
+
+
+def _port(container: dict) -> tuple[str, int]:
+    """(name, number) of a container's first port: the metrics endpoint of vLLM and LiteLLM."""
+    p = container["ports"][0]
+    return p["name"], p["containerPort"]
+
+
+def _secret_ref(container: dict, env_name: str) -> tuple[str, str]:
+    ref = next(e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == env_name)
+    return ref["name"], ref["key"]
+
+
+def vllm_target(spec: ServerSpec, models_ns: str) -> tuple[ScrapeTarget, int]:
+    port_name, port = _port(vllm.render_container(spec, api_key_secret=VLLM_KEY_SECRET))
+    return ScrapeTarget(f"vllm-{spec.name}", models_ns, "PodMonitor", vllm.labels(spec), port_name), port
+
+
+def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, int]:
+    """LiteLLM's /metrics needs a key (require_auth_for_metrics_endpoint): the scraper sends the
+    master key from the gateway's own Secret, found through the env var the proxy reads it from."""
+    pod = litellm.render_gateway_pod(
+        catalog.versions().images["litellm"],
+        replicas=intent.config.gateway.replicas,
+        database=intent.config.gateway.database.enabled,
+        system_taint=SYSTEM_TAINT,
+    )
+    c = pod["containers"][0]
+    port_name, port = _port(c)
+    secret = _secret_ref(c, "LITELLM_MASTER_KEY")
+    return ScrapeTarget("litellm", gateway_ns, "PodMonitor", GATEWAY_SELECTOR, port_name, bearer_secret=secret), port
+
+
+def neuron_admission(intent: StackIntent) -> list[ScrapeAdmission]:
+    """kube-system has no default deny: the monitor's own policy admits the scraper and nothing else."""
+    nm = neuron_monitor(intent)
+    if nm is None:
+        return []
+    _, port = _port(render_neuron_monitor_pod(nm)["containers"][0])
+    return [ScrapeAdmission("neuron-monitor", NEURON_MONITOR_NAMESPACE, NEURON_MONITOR_LABELS, port, deny_egress=True)]
+
+
+def platform_targets(intent: StackIntent, namespace: str) -> list[ScrapeTarget]:
+    """Cluster-wide exporters the platform stack runs (team stacks leave them to it)."""
+    if intent.is_team_stack:
+        return []
+    out = [
+        ScrapeTarget(
+            "karpenter",
+            namespace,
+            "ServiceMonitor",
+            {"app.kubernetes.io/name": "karpenter", "app.kubernetes.io/instance": KARPENTER_RELEASE},
+            KARPENTER_PORT,
+            target_namespace=karpenter.NAMESPACE,
+        )
+    ]
+    nm = neuron_monitor(intent)
+    if nm is not None:
+        port_name, _ = _port(render_neuron_monitor_pod(nm)["containers"][0])
+        out.append(
+            ScrapeTarget(
+                "neuron-monitor",
+                namespace,
+                "PodMonitor",
+                NEURON_MONITOR_LABELS,
+                port_name,
+                target_namespace=NEURON_MONITOR_NAMESPACE,
+            )
+        )
+    if any(p.spec.accelerator == "nvidia" for p in intent.pools.values()):
+        out.append(
+            ScrapeTarget(
+                "dcgm-exporter",
+                namespace,
+                "ServiceMonitor",
+                DCGM["selector"],
+                DCGM["port"],
+                target_namespace=DCGM["namespace"],
+            )
+        )
+    return out
+
+
+def neuron_monitor(intent: StackIntent) -> NeuronMonitorSpec | None:
+    """neuron-monitor on the Neuron pools of a platform stack; None without one."""
+    pools = tuple(n for n, p in intent.pools.items() if p.spec.accelerator == "neuron")
+    if not pools or intent.is_team_stack:
+        return None
+    return NeuronMonitorSpec(
+        image=catalog.versions().images["neuron-monitor"],
+        pools=pools,
+        pool_label=POOL_LABEL,
+        taint_key=ACCELERATOR_RESOURCE["neuron"],
+    )
+
+
+def model_targets(intent: StackIntent, specs: dict[str, ServerSpec], models_ns: str) -> list[monitoring.ModelTarget]:
+    o = intent.config.observability
+    return [
+        monitoring.ModelTarget(
+            served_name=s.served_name,
+            deployment=s.name,
+            max_replicas=intent.models[n].replicas_max,
+            ttft_p95_seconds=o.ttftP95SecondsByModel.get(n, o.ttftP95Seconds),
+            startup_budget_seconds=s.startup_budget_seconds,
+            scrape_job=f"{models_ns}/vllm-{s.name}",
+        )
+        for n, s in specs.items()
+    ]
+
+
+def prometheus_settings(intent: StackIntent, plat: Platform) -> PrometheusSettings | None:
+    """Our own kube-prometheus-stack, unless the user brings a Prometheus or this is a team stack."""
+    o = intent.config.observability
+    if o.prometheusUrl is not None or intent.is_team_stack or plat.system_nodes is None:
+        return None
+    sn = plat.system_nodes
+    return PrometheusSettings(
+        chart=catalog.versions().chart("kube-prometheus-stack"),
+        node_selector={sn.label_key: sn.label_value},
+        system_taint=sn.taint_key,
+        storage_class=plat.storage.ebs_storage_class,
+        storage_gib=o.storageGiB,
+        retention_days=o.retentionDays,
+        retention_size_gib=o.retention_size_gib,
+    )
+
+
+def build(
+    intent: StackIntent,
+    plat: Platform,
+    specs: dict[str, ServerSpec],
+    namespaces: tuple[str, str],
+    after: tuple[pulumi.Resource, ...],
+    opts: pulumi.ResourceOptions,
+) -> Observability | None:
+    o = intent.config.observability
+    if not o.enabled:
+        return None
+    models_ns, gateway_ns = namespaces
+    # A team stack's rules and dashboards sit beside the platform's in the shared Prometheus/Grafana.
+    prefix = f"{intent.config.team.name}-" if intent.config.team is not None else ""
+    targets, admissions = [], []
+    vllm_port = None
+    for spec in specs.values():
+        t, vllm_port = vllm_target(spec, models_ns)
+        targets.append(t)
+    if vllm_port is not None:
+        admissions.append(ScrapeAdmission("vllm-from-prometheus", models_ns, VLLM_SELECTOR, vllm_port))
+    gw, gw_port = gateway_target(intent, gateway_ns)
+    targets.append(gw)
+    admissions.append(ScrapeAdmission("litellm-from-prometheus", gateway_ns, GATEWAY_SELECTOR, gw_port))
+    targets += platform_targets(intent, o.namespace)
+    admissions += neuron_admission(intent)
+    return Observability(
+        "observability",
+        ObservabilityArgs(
+            namespace=o.namespace,
+            targets=tuple(targets),
+            admissions=tuple(admissions),
+            rule_groups=tuple(monitoring.rule_groups(model_targets(intent, specs, models_ns), namespaces)),
+            dashboards=monitoring.dashboards(namespaces, prefix),
+            rule_name=f"{prefix}llm-serving",
+            prometheus=prometheus_settings(intent, plat),
+            neuron_monitor=neuron_monitor(intent),
+            after=after,
+        ),
+        opts=opts,
+    )
