@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from components.autoscaling import Floor, ScalingSpec
 from components.types import service_host
 from stacks import planner
 from stacks.config.schema import ModelConfig, StackConfig
@@ -142,6 +143,14 @@ def problems(cfg: StackConfig) -> list[tuple[tuple, str, str]]:
                 "set observability.enabled: true, or autoscaling.prometheusUrl: to a Prometheus that scrapes the models",
             )
         )
+    if a.enabled and a.gatewayMaxReplicas < cfg.gateway.replicas:
+        out.append(
+            (
+                ("autoscaling", "gatewayMaxReplicas"),
+                f"{a.gatewayMaxReplicas} is below gateway.replicas {cfg.gateway.replicas} (the HPA's minimum)",
+                f"use at least {cfg.gateway.replicas}",
+            )
+        )
     for name, m in cfg.models.items():
         out += model_problems(cfg, name, m)
     return out
@@ -185,3 +194,35 @@ def model_problems(cfg: StackConfig, name: str, m: ModelConfig) -> list[tuple[tu
 def startup_budget(m) -> int:
     """The planner's cold-start budget of a resolved model (startupProbe and the windows share it)."""
     return planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
+
+
+def model_targets(cfg: StackConfig, m) -> Targets:
+    """The targets of a resolved model (config overrides, else the planner's defaults)."""
+    return targets(cfg, cfg.models[m.name], m.sizing.max_concurrency, m.sizing.max_num_seqs)
+
+
+def scaling_spec(cfg: StackConfig, m) -> ScalingSpec:
+    """One resolved model's ScaledObject, as the component renders it."""
+    t, w = model_targets(cfg, m), windows(startup_budget(m))
+    r = cfg.models[m.name].replicas
+    queries = [
+        ("running", running_query(m.served_name), t.running, 0),
+        ("waiting", waiting_query(m.served_name), t.waiting, 0),
+    ]
+    if r.min == 0:
+        queries.append(("wake", wake_query(m.served_name), WAKE_THRESHOLD, 0))
+    return ScalingSpec(
+        name=m.name,
+        min_replicas=m.replicas_min,
+        max_replicas=m.replicas_max,
+        server_address=prometheus_url(cfg),
+        queries=tuple(queries),
+        scale_up_window_s=w.scale_up_s,
+        scale_down_window_s=w.scale_down_s,
+        scale_down_pods_per_minute=SCALE_DOWN_PODS_PER_MINUTE,
+        cooldown_s=w.cooldown_s,
+        polling_interval_s=POLLING_INTERVAL_S,
+        fallback_replicas=max(1, m.replicas_min),
+        fallback_failures=FALLBACK_FAILURES,
+        floors=tuple(Floor(f.timezone, f.start, f.end, f.replicas) for f in r.floors),
+    )

@@ -90,6 +90,7 @@ HELM_PODS = {
         ("node-feature-discovery.worker", "nvidia.com/gpu"),
     ],
     "neuron": [("devicePlugin", "aws.amazon.com/neuron"), ("scheduler", None), ("scheduler.customScheduler", None)],
+    "keda": [("", None)],
 }
 
 # Known violations, each with its reason. (check, subject glob, what glob) -> why. An entry that no

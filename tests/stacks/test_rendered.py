@@ -10,6 +10,7 @@ import yaml
 
 from stacks import catalog
 from tests.conftest import STACK_FILES
+from tests.support import shared
 
 # Vendored (tests/schemas/README.md names the source), so a clone without ../shared runs this tier.
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -17,6 +18,8 @@ CRD_SCHEMA = {
     ("karpenter.sh/v1", "NodePool"): "karpenter.sh_v1_NodePool.json",
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): "karpenter.k8s.aws_v1_EC2NodeClass.json",
 }
+# CRD schemas read from ../shared/schemas (tests/support/shared.py skips locally, fails under CI).
+SHARED_CRD_SCHEMA = {("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_v1alpha1_ScaledObject.json"}
 
 
 def manifests(out: Path):
@@ -34,6 +37,9 @@ def test_manifests_validate(stack_file, plan_of):
         if key in CRD_SCHEMA:
             schema = json.loads((SCHEMAS / CRD_SCHEMA[key]).read_text())
             jsonschema.validate(obj, schema)  # the whole object: apiVersion, kind, metadata, spec
+        elif key in SHARED_CRD_SCHEMA:
+            schema = json.loads(shared.shared_path(f"schemas/{SHARED_CRD_SCHEMA[key]}").read_text())
+            jsonschema.validate(obj, schema)
         else:
             kubernetes_validate.validate(obj, version, strict=True)
         seen += 1
@@ -44,17 +50,19 @@ def test_manifests_validate(stack_file, plan_of):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
         # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 4 NetworkPolicies; vLLM and LiteLLM
         # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
-        # litellm Secrets.
+        # litellm Secrets; autoscaling: the keda Namespace, a ScaledObject, the gateway's HPA, the model's PDB.
         assert kinds == {
             "ConfigMap": 1,
             "Deployment": 2,
             "EC2NodeClass": 1,
+            "HorizontalPodAutoscaler": 1,
             "Job": 1,
-            "Namespace": 3,
+            "Namespace": 4,
             "NetworkPolicy": 9,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
-            "PodDisruptionBudget": 1,
+            "PodDisruptionBudget": 2,
+            "ScaledObject": 1,
             "Secret": 2,
             "Service": 2,
             "ServiceAccount": 3,
