@@ -114,11 +114,15 @@ def kps_fullname(release: str, chart: str = KPS_CHART) -> str:
 
 
 def prometheus_url(cfg: StackConfig) -> str:
-    """Where KEDA reads the metrics: the stack's own Prometheus, or autoscaling.prometheusUrl."""
-    if cfg.autoscaling.prometheusUrl:
-        return cfg.autoscaling.prometheusUrl
+    """Where KEDA reads the metrics: the observability section's Prometheus (bring-your-own
+    `observability.prometheusUrl`, else the kube-prometheus-stack release in `observability.namespace`).
+    getattr: those two keys arrive with the observability work (issue 12, branch wt/obs)."""
+    o = cfg.observability
+    url = getattr(o, "prometheusUrl", None)
+    if url:
+        return url
     svc = f"{kps_fullname(KPS_RELEASE)}-prometheus"
-    return f"http://{service_host(svc, KPS_NAMESPACE)}:{PROMETHEUS_PORT}"
+    return f"http://{service_host(svc, getattr(o, 'namespace', KPS_NAMESPACE))}:{PROMETHEUS_PORT}"
 
 
 def cold_start_note(startup_budget_s: int) -> str:
@@ -135,12 +139,12 @@ def problems(cfg: StackConfig) -> list[tuple[tuple, str, str]]:
     """Every autoscaling problem of the config, each naming its key."""
     out: list[tuple[tuple, str, str]] = []
     a = cfg.autoscaling
-    if a.enabled and not cfg.observability.enabled and not a.prometheusUrl:
+    if a.enabled and not cfg.observability.enabled:
         out.append(
             (
-                ("autoscaling", "prometheusUrl"),
-                "autoscaling reads vLLM's queue from Prometheus, and this stack runs none (observability is off)",
-                "set observability.enabled: true, or autoscaling.prometheusUrl: to a Prometheus that scrapes the models",
+                ("autoscaling", "enabled"),
+                "autoscaling reads vLLM's queue from Prometheus, and observability is off (no Prometheus)",
+                "set observability.enabled: true (the stack's Prometheus, or yours with observability.prometheusUrl)",
             )
         )
     if a.enabled and a.gatewayMaxReplicas < cfg.gateway.replicas:

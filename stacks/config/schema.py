@@ -514,8 +514,6 @@ class AutoscalingConfig(_M):
     queueDepthPerReplica: int = Field(8, ge=1)
     # Default target running requests per replica: this fraction of the planner's max concurrency.
     runningFraction: float = Field(0.75, gt=0, le=1)
-    # The Prometheus KEDA queries when observability is off (e.g. http://prometheus.monitoring:9090).
-    prometheusUrl: str | None = Field(None, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]*)?$")
     # The gateway's HPA: from gateway.replicas up to this, on average CPU use over its requests.
     gatewayMaxReplicas: int = Field(6, ge=2)
     gatewayCpuPercent: int = Field(70, ge=10, le=100)
