@@ -88,7 +88,12 @@ def render_triggers(spec: ScalingSpec) -> list[dict]:
             {
                 "type": "cron",
                 "name": f"floor-{i}",
-                "metadata": {"timezone": f.timezone, "start": f.start, "end": f.end, "desiredReplicas": str(f.replicas)},
+                "metadata": {
+                    "timezone": f.timezone,
+                    "start": f.start,
+                    "end": f.end,
+                    "desiredReplicas": str(f.replicas),
+                },
             }
         )
     return triggers

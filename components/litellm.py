@@ -288,7 +288,10 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 metadata={"name": "litellm", "namespace": ns},
                 spec=deployment.metadata.name.apply(
                     lambda d, hi=args.max_replicas: render_gateway_hpa_spec(
-                        deployment=d, min_replicas=args.replicas, max_replicas=hi, cpu_percent=args.cpu_utilization_percent
+                        deployment=d,
+                        min_replicas=args.replicas,
+                        max_replicas=hi,
+                        cpu_percent=args.cpu_utilization_percent,
                     )
                 ),
                 opts=ResourceOptions(parent=self, depends_on=[deployment, *after]),

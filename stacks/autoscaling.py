@@ -74,7 +74,9 @@ def per_replica_concurrency(max_concurrency: float, max_num_seqs: int) -> int:
 
 def targets(cfg: StackConfig, m: ModelConfig, max_concurrency: float, max_num_seqs: int) -> Targets:
     r, a = m.replicas, cfg.autoscaling
-    running = r.targetRunning or max(1, math.floor(a.runningFraction * per_replica_concurrency(max_concurrency, max_num_seqs)))
+    running = r.targetRunning or max(
+        1, math.floor(a.runningFraction * per_replica_concurrency(max_concurrency, max_num_seqs))
+    )
     return Targets(running=running, waiting=r.targetWaiting or a.queueDepthPerReplica)
 
 
@@ -173,7 +175,9 @@ def model_problems(cfg: StackConfig, name: str, m: ModelConfig) -> list[tuple[tu
             )
         )
     if r.scaleToZero and r.min != 0:
-        out.append((path + ("scaleToZero",), f"min is {r.min}, so it never scales to zero", "set min: 0, or drop scaleToZero"))
+        out.append(
+            (path + ("scaleToZero",), f"min is {r.min}, so it never scales to zero", "set min: 0, or drop scaleToZero")
+        )
     if not on:
         # Refused rather than warned: a range nothing acts on is the silent no-op users complain about.
         if r.max > r.min:
@@ -186,7 +190,13 @@ def model_problems(cfg: StackConfig, name: str, m: ModelConfig) -> list[tuple[tu
             )
         for field in ("scaleToZero", "targetRunning", "targetWaiting", "floors"):
             if field in r.model_fields_set:
-                out.append((path + (field,), "has no effect while autoscaling is off", "set autoscaling.enabled: true, or remove it"))
+                out.append(
+                    (
+                        path + (field,),
+                        "has no effect while autoscaling is off",
+                        "set autoscaling.enabled: true, or remove it",
+                    )
+                )
     for i, f in enumerate(r.floors):
         if f.replicas > r.max:
             out.append((path + ("floors", i, "replicas"), f"{f.replicas} is above max {r.max}", f"use at most {r.max}"))

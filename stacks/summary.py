@@ -50,7 +50,9 @@ def scaling_row(intent: StackIntent, m) -> dict | None:
         "fallbackReplicas": spec.fallback_replicas,
         "scaleToZero": spec.min_replicas == 0,
         "coldStartSeconds": autoscaling.startup_budget(m),
-        "floors": [{"timezone": f.timezone, "start": f.start, "end": f.end, "replicas": f.replicas} for f in spec.floors],
+        "floors": [
+            {"timezone": f.timezone, "start": f.start, "end": f.end, "replicas": f.replicas} for f in spec.floors
+        ],
     }
 
 

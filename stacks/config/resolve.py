@@ -735,7 +735,8 @@ class _Resolver:
                 self.err(
                     ("models", name, "replicas", "max"),
                     f"the team's models at replicas.max request {asked} accelerators "
-                    f"({name}: {top // devices} x {devices}), over the quota team.maxAccelerators {team.maxAccelerators}",
+                    f"({name}: {top // devices} x {devices}), "
+                    f"over the quota team.maxAccelerators {team.maxAccelerators}",
                     f"lower replicas.max, or raise team.maxAccelerators to {asked}",
                 )
 

@@ -398,7 +398,9 @@ class ScheduledFloor(_M):
         try:
             zoneinfo.ZoneInfo(v)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not an IANA time zone — write it like Europe/Berlin or America/New_York") from None
+            raise ValueError(
+                f"{v!r} is not an IANA time zone — write it like Europe/Berlin or America/New_York"
+            ) from None
         return v
 
 

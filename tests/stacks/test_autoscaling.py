@@ -199,17 +199,22 @@ def test_cron_floor_renders_as_a_keda_cron_trigger():
 
 
 def test_gateway_hpa_on_cpu_targets_the_gateway_deployment(plan_of):
-    intent, _, out = plan_of(SCALING)
+    _, _, out = plan_of(SCALING)
     (hpa,) = objects(out, "HorizontalPodAutoscaler")
     dep = next(d for d in objects(out, "Deployment") if d["metadata"]["namespace"] == hpa["metadata"]["namespace"])
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"] == "litellm"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
-    assert hpa["spec"]["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert hpa["spec"]["metrics"][0]["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
     assert "replicas" not in dep["spec"]
     pod = dep["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["requests"]["cpu"]  # Utilization is relative to the request
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
-    pdbs = [p for p in objects(out, "PodDisruptionBudget") if p["metadata"]["namespace"] == hpa["metadata"]["namespace"]]
+    pdbs = [
+        p for p in objects(out, "PodDisruptionBudget") if p["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+    ]
     assert len(pdbs) == 1
 
 
@@ -246,7 +251,11 @@ def test_keda_renders_on_the_system_nodes_restricted(plan_of):
     assert helm.unknown_keys({**doc["values"], "tolerationz": []}, chart)  # negative control
     objs = helm.render("keda", chart, doc["namespace"], doc["values"], KUBE)
     deps = [o for o in objs if o["kind"] == "Deployment"]
-    assert sorted(d["metadata"]["name"] for d in deps) == ["keda-admission-webhooks", "keda-operator", "keda-operator-metrics-apiserver"]
+    assert sorted(d["metadata"]["name"] for d in deps) == [
+        "keda-admission-webhooks",
+        "keda-operator",
+        "keda-operator-metrics-apiserver",
+    ]
     crds = {o["spec"]["names"]["kind"] for o in objs if o["kind"] == "CustomResourceDefinition"}
     assert "ScaledObject" in crds
     for d in deps:

@@ -58,7 +58,8 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     # = 12 running, the default queue depth 8 waiting; scale-down waits the 420 s startup budget.
     assert m["replicas"] == {"min": 1, "max": 2} and m["hourlyUsd"] == {"min": 0.8048, "max": 1.6096}
     a = m["autoscaling"]
-    assert (a["targetRunning"], a["targetWaiting"], a["scaleDownWindowSeconds"], a["scaleToZero"]) == (12, 8, 420, False)
+    got = (a["targetRunning"], a["targetWaiting"], a["scaleDownWindowSeconds"], a["scaleToZero"])
+    assert got == (12, 8, 420, False)
     assert "autoscaling qwen3-0-6b: 1-2 replicas on 12 running / 8 waiting requests per replica" in table
     assert "$0.80/h at min, $1.61/h at max" in table
 

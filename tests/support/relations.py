@@ -299,12 +299,12 @@ def max_replicas(r: Rendered, w: Workload) -> int:
     """The most replicas a workload runs: its own count, or the max of an HPA / KEDA ScaledObject
     that targets it by name (the Deployment then omits spec.replicas)."""
     top = (w.owner.get("spec") or {}).get("replicas", 1)
-    for kind, field in (("HorizontalPodAutoscaler", "maxReplicas"), ("ScaledObject", "maxReplicaCount")):
+    for kind, most in (("HorizontalPodAutoscaler", "maxReplicas"), ("ScaledObject", "maxReplicaCount")):
         for o in r.kind(kind):
             spec = o.get("spec") or {}
             ref = spec.get("scaleTargetRef") or {}
             if namespace_of(o) == w.namespace and ref.get("kind", "Deployment") == w.kind and ref.get("name") == w.name:
-                top = max(top, spec.get(field, 0))
+                top = max(top, spec.get(most, 0))
     return top
 
 
