@@ -99,7 +99,13 @@ def waiting_query(served_name: str) -> str:
 
 
 def wake_query(served_name: str) -> str:
-    return f'sum(increase({{__name__=~"{GATEWAY_REQUESTS}",requested_model="{served_name}"}}[{WAKE_WINDOW}]))'
+    """Gateway requests for the model in the last WAKE_WINDOW. `increase` alone misses the first one:
+    a counter series born at 1 has no earlier sample to increase from (measured, tests/e2e), so
+    series that did not exist WAKE_WINDOW ago count too (a gateway restart also wakes the model once)."""
+    s = f'{{__name__=~"{GATEWAY_REQUESTS}",requested_model="{served_name}"}}'
+    return (
+        f"(sum(increase({s}[{WAKE_WINDOW}])) or vector(0)) + (count({s} unless {s} offset {WAKE_WINDOW}) or vector(0))"
+    )
 
 
 def desired_replicas(values: dict[str, float], thresholds: dict[str, float], lo: int, hi: int) -> int:

@@ -159,9 +159,8 @@ def test_scaled_objects_validate_and_relate(plan_of):
     assert {t["name"] for t in chat["triggers"]} == {"running", "waiting", "floor-0"}
     assert chat["triggers"][1]["metadata"]["threshold"] == "4"  # targetWaiting: 4 in the stack file
     wake = next(t for t in batch["triggers"] if t["name"] == "wake")["metadata"]
-    assert wake["query"] == (
-        'sum(increase({__name__=~"litellm_proxy_(total|failed)_requests_metric_total",requested_model="batch"}[10m]))'
-    )
+    s = '{__name__=~"litellm_proxy_(total|failed)_requests_metric_total",requested_model="batch"}'
+    assert wake["query"] == f"(sum(increase({s}[10m])) or vector(0)) + (count({s} unless {s} offset 10m) or vector(0))"
 
 
 def test_schema_check_can_fail():
