@@ -284,3 +284,15 @@ def test_prometheus_address_is_the_kube_prometheus_stack_service(tmp_path):
     assert host.split(".")[1] == A.KPS_NAMESPACE
     assert A.kps_fullname("monitoring") == "monitoring-kube-prometheus"  # 26-character cut, as the chart does
     assert (A.kps_fullname("monitoring") + "-prometheus", 9090) not in svcs  # negative control
+
+
+def test_gateway_range_and_floor_windows_are_checked():
+    on = {"autoscaling": {"enabled": True, "gatewayMaxReplicas": 2}, "observability": {"enabled": True}}
+    floor = {"timezone": "UTC", "start": "0 8 * * *", "end": "0 8 * * *", "replicas": 1}
+    got = problems_of(
+        {**on, "gateway": {"replicas": 3}, "models": {"m": {"preset": "x", "replicas": {"max": 2, "floors": [floor]}}}}
+    )
+    assert got == [
+        "autoscaling.gatewayMaxReplicas: 2 is below gateway.replicas 3 (the HPA's minimum)",
+        "models.m.replicas.floors.0.end: equals start: the floor never holds",
+    ]
