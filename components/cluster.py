@@ -393,6 +393,8 @@ class AddonsArgs:
     pod_identity_agent: pulumi.Resource  # NetworkingAddons: CSI drivers get their roles through it
     # Add-on versions: unset = the EKS default for the cluster's Kubernetes version (pinned there).
     versions: dict[str, str] = field(default_factory=dict)
+    # The resource metrics API (kubectl top, CPU HPAs): the EKS community add-on, on the system nodes.
+    metrics_server: bool = False
 
 
 def system_tolerations_config() -> str:
@@ -445,5 +447,7 @@ class ClusterAddons(pulumi.ComponentResource):
                 pod_identity_associations=[{"role_arn": role.arn, "service_account": sa}],
             )
         addon("eks-node-monitoring-agent")
+        if args.metrics_server:
+            addon("metrics-server", configuration_values=system_tolerations_config())
         self.coredns = self.addons["coredns"]
         self.register_outputs({})

@@ -108,6 +108,24 @@ class GatewayArgs:
     database_url: pulumi.Input[str] | None = None
     internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
+    # Set: an HPA scales the gateway from `replicas` to this on CPU (the Deployment omits spec.replicas).
+    max_replicas: int | None = None
+    cpu_utilization_percent: int = 70
+
+
+def render_gateway_hpa_spec(*, deployment: str, min_replicas: int, max_replicas: int, cpu_percent: int) -> dict:
+    """autoscaling/v2: average CPU use over the pods' CPU requests (metrics-server supplies it)."""
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu_percent}},
+            }
+        ],
+    }
 
 
 def gateway_uid(image: ImagePin) -> int:
@@ -221,7 +239,8 @@ class LiteLLMGateway(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, depends_on=after),
         )
         chash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
-        k8s.apps.v1.Deployment(
+        replicas = {} if args.max_replicas is not None else {"replicas": args.replicas}
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={
                 "name": "litellm",
@@ -230,7 +249,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 "annotations": gateway_annotations(args.image),
             },
             spec={
-                "replicas": args.replicas,
+                **replicas,
                 "selector": {"matchLabels": GATEWAY_SELECTOR},
                 "template": {
                     "metadata": {"labels": GATEWAY_SELECTOR, "annotations": {"llm-serving/config-hash": chash}},
@@ -263,6 +282,20 @@ class LiteLLMGateway(pulumi.ComponentResource):
             spec={"maxUnavailable": 1, "selector": {"matchLabels": GATEWAY_SELECTOR}},
             opts=ResourceOptions(parent=self, depends_on=after),
         )
+        if args.max_replicas is not None:
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                f"{name}-hpa",
+                metadata={"name": "litellm", "namespace": ns},
+                spec=deployment.metadata.name.apply(
+                    lambda d, hi=args.max_replicas: render_gateway_hpa_spec(
+                        deployment=d,
+                        min_replicas=args.replicas,
+                        max_replicas=hi,
+                        cpu_percent=args.cpu_utilization_percent,
+                    )
+                ),
+                opts=ResourceOptions(parent=self, depends_on=[deployment, *after]),
+            )
         self.in_cluster_url = f"http://{service_host('litellm', ns)}:{PORT}"
         self.url = svc.status.apply(
             lambda s: (

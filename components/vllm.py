@@ -182,7 +182,9 @@ def render_wait_container(spec: ServerSpec) -> dict:
     }
 
 
-def render_pod_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, service_account: str) -> dict:
+def render_pod_spec(
+    spec: ServerSpec, *, cache_claim: str, api_key_secret: str, service_account: str, max_replicas: int = 0
+) -> dict:
     volumes = [
         {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
@@ -207,7 +209,7 @@ def render_pod_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, 
     }
     if spec.scheduler_name:
         pod["schedulerName"] = spec.scheduler_name
-    if spec.replicas >= 2:
+    if max(spec.replicas, max_replicas) >= 2:
         pod["topologySpreadConstraints"] = [
             {
                 "maxSkew": 1,
@@ -226,10 +228,14 @@ class VllmServerArgs:
     cache_claim: str
     api_key_secret: str
     after: tuple[pulumi.Resource, ...] = ()
+    # Set when an autoscaler owns the replica count (up to this many): the Deployment then omits
+    # spec.replicas, so neither `pulumi up` nor a server-side-apply conflict resets what the HPA chose.
+    autoscaled_max: int | None = None
 
 
 class VllmServer(pulumi.ComponentResource):
     service_host: str
+    deployment_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: VllmServerArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:serving:VllmServer", name, None, opts)
@@ -244,7 +250,9 @@ class VllmServer(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=ResourceOptions(parent=self, depends_on=list(args.after)),
         )
-        k8s.apps.v1.Deployment(
+        top = max(spec.replicas, args.autoscaled_max or 0)
+        replicas = {} if args.autoscaled_max is not None else {"replicas": spec.replicas}
+        deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={
                 **meta,
@@ -255,7 +263,7 @@ class VllmServer(pulumi.ComponentResource):
                 },
             },
             spec={
-                "replicas": spec.replicas,
+                **replicas,
                 "selector": {"matchLabels": lab},
                 "strategy": {
                     "type": "RollingUpdate",
@@ -268,6 +276,7 @@ class VllmServer(pulumi.ComponentResource):
                         cache_claim=args.cache_claim,
                         api_key_secret=args.api_key_secret,
                         service_account=spec.name,
+                        max_replicas=top,
                     ),
                 },
             },
@@ -279,7 +288,7 @@ class VllmServer(pulumi.ComponentResource):
             spec={"selector": lab, "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
             opts=ResourceOptions(parent=self, depends_on=list(args.after)),
         )
-        if spec.replicas >= 2:
+        if top >= 2:
             k8s.policy.v1.PodDisruptionBudget(
                 f"{name}-pdb",
                 metadata=meta,
@@ -287,4 +296,5 @@ class VllmServer(pulumi.ComponentResource):
                 opts=ResourceOptions(parent=self, depends_on=list(args.after)),
             )
         self.service_host = service_host(spec.name, args.namespace)
+        self.deployment_name = deployment.metadata.name
         self.register_outputs({"service_host": self.service_host})

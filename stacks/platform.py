@@ -9,6 +9,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
+from components.autoscaling import Keda, KedaArgs
 from components.billing import BillingBudget, BudgetArgs
 from components.cluster import (
     AddonsArgs,
@@ -60,6 +61,8 @@ class Platform:
     data_key_arn: pulumi.Input[str] | None = None
     # Where controllers run (label + taint); None on team stacks.
     system_nodes: SystemNodesHandle | None = None
+    # The KEDA release (ScaledObject CRD) when autoscaling is on; None otherwise and on team stacks.
+    keda: pulumi.Resource | None = None
 
     def shared(self) -> dict:
         """What team stacks read from this platform stack (exported as `platform`)."""
@@ -237,7 +240,13 @@ def build(intent: StackIntent) -> Platform:
         ),
     ).handle
     addons = ClusterAddons(
-        "addons", AddonsArgs(cluster=ch, system_nodes=system, pod_identity_agent=cluster.networking.pod_identity_agent)
+        "addons",
+        AddonsArgs(
+            cluster=ch,
+            system_nodes=system,
+            pod_identity_agent=cluster.networking.pod_identity_agent,
+            metrics_server=cfg.autoscaling.enabled,
+        ),
     )
     provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
     kopts = ResourceOptions(providers={"kubernetes": provider})
@@ -305,6 +314,18 @@ def build(intent: StackIntent) -> Platform:
             opts=kopts,
         )
         ready.append(np.resource)
+    keda = None
+    if cfg.autoscaling.enabled:
+        keda = Keda(
+            "keda",
+            KedaArgs(
+                chart=versions.chart("keda"),
+                system_taint=system.taint_key,
+                node_selector={system.label_key: system.label_value},
+                after=(system.node_group, addons.coredns),
+            ),
+            opts=kopts,
+        ).release
     neuron_scheduler = None
     if "nvidia" in kinds:
         gpu = GpuOperator(
@@ -332,4 +353,5 @@ def build(intent: StackIntent) -> Platform:
         system_ready=(system.node_group, addons.coredns),
         data_key_arn=keys.data_key_arn,
         system_nodes=system,
+        keda=keda,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi import ResourceOptions
 
+from components.autoscaling import ModelAutoscaler, ModelAutoscalerArgs
 from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
@@ -263,6 +264,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             opts=kopts,
         )
     endpoints = {}
+    scaling = cfg.autoscaling.enabled
     for name, spec in specs.items():
         server = VllmServer(
             f"vllm-{name}",
@@ -272,9 +274,24 @@ def build(intent: StackIntent, plat: Platform) -> Served:
                 cache_claim=ModelCache.claim_name,
                 api_key_secret=VLLM_KEY_SECRET,
                 after=(*ns_ready, keys.vllm_secret, *plat.ready),
+                autoscaled_max=intent.models[name].replicas_max if scaling else None,
             ),
             opts=kopts,
         )
+        if scaling:
+            from stacks import autoscaling
+
+            ModelAutoscaler(
+                f"scale-{name}",
+                ModelAutoscalerArgs(
+                    spec=autoscaling.scaling_spec(cfg, intent.models[name]),
+                    namespace=models_ns,
+                    deployment=server.deployment_name,
+                    keda=plat.keda,
+                    after=ns_ready,
+                ),
+                opts=kopts,
+            )
         endpoints[spec.served_name] = f"http://{server.service_host}:{VLLM_PORT}/v1"
 
     db_url = None
@@ -312,6 +329,8 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             database_url=db_url,
             internal_load_balancer=cfg.gateway.internalLoadBalancer,
             after=(*ns_ready, *plat.system_ready),
+            max_replicas=cfg.autoscaling.gatewayMaxReplicas if scaling else None,
+            cpu_utilization_percent=cfg.autoscaling.gatewayCpuPercent,
         ),
         opts=kopts,
     )

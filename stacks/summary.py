@@ -28,9 +28,32 @@ def model_rows(intent: StackIntent) -> list[dict]:
                 "fits": s.fits,
                 "warnings": list(m.warnings),
                 "hourlyUsd": {"min": lo, "max": hi},
+                "autoscaling": scaling_row(intent, m),
             }
         )
     return rows
+
+
+def scaling_row(intent: StackIntent, m) -> dict | None:
+    """What the model's ScaledObject does (None: autoscaling off, the model runs replicas.min)."""
+    if not intent.config.autoscaling.enabled:
+        return None
+    from stacks import autoscaling
+
+    spec = autoscaling.scaling_spec(intent.config, m)
+    t = autoscaling.model_targets(intent.config, m)
+    return {
+        "targetRunning": t.running,
+        "targetWaiting": t.waiting,
+        "scaleUpWindowSeconds": spec.scale_up_window_s,
+        "scaleDownWindowSeconds": spec.scale_down_window_s,
+        "fallbackReplicas": spec.fallback_replicas,
+        "scaleToZero": spec.min_replicas == 0,
+        "coldStartSeconds": autoscaling.startup_budget(m),
+        "floors": [
+            {"timezone": f.timezone, "start": f.start, "end": f.end, "replicas": f.replicas} for f in spec.floors
+        ],
+    }
 
 
 def pool_rows(intent: StackIntent) -> list[dict]:
@@ -112,6 +135,7 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
     for m in summary_doc["models"]:
         for w in m["warnings"]:
             lines.append(f"warning: {m['name']}: {w}")
+    lines += scaling_lines(summary_doc["models"])
     lines.append("")
     for p in summary_doc["pools"]:
         lines.append(
@@ -126,6 +150,29 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
     lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"
+
+
+def scaling_lines(models: list[dict]) -> list[str]:
+    out = []
+    for m in models:
+        a, r, h = m.get("autoscaling"), m["replicas"], m["hourlyUsd"]
+        if a is None:
+            continue
+        line = (
+            f"autoscaling {m['name']}: {r['min']}-{r['max']} replicas on {a['targetRunning']} running / "
+            f"{a['targetWaiting']} waiting requests per replica; scale-down after {a['scaleDownWindowSeconds']}s; "
+            f"${h['min']:.2f}/h at min, ${h['max']:.2f}/h at max"
+        )
+        floors = [f"{f['replicas']} from '{f['start']}' to '{f['end']}' {f['timezone']}" for f in a["floors"]]
+        if floors:
+            line += "; floors: " + ", ".join(floors)
+        out.append(line)
+        if a["scaleToZero"]:
+            out.append(
+                f"autoscaling {m['name']}: scales to zero — the first request after idle waits a cold start "
+                f"of up to {a['coldStartSeconds']}s (node launch + model load) and may fail meanwhile"
+            )
+    return out
 
 
 def _mmss(seconds: float) -> str:

@@ -185,13 +185,10 @@ class _Resolver:
                 " (self-managed backends: organization/llm-serving/<stack>)",
             )
         self._observability(models)
-        for section in ("autoscaling",):
-            if getattr(cfg, section).enabled:
-                self.err(
-                    (section, "enabled"),
-                    f"{section} is not built by this version of the program",
-                    "set it to false (the section is reserved; nothing would be deployed for it)",
-                )
+        from stacks import autoscaling
+
+        for path, what, fix in autoscaling.problems(cfg):
+            self.err(path, what, fix)
         warnings = self._cluster_checks()
         if self.problems:
             raise ConfigError(self.problems)
@@ -747,18 +744,22 @@ class _Resolver:
 
     def _team_quota(self, team: TeamConfig, ms: list[ResolvedModel]) -> None:
         """The team's ResourceQuota counts requests, per resource (nvidia.com/gpu, aws.amazon.com/neuron)."""
-        per_kind: dict[str, int] = {}
+        per_kind: dict[str, list[tuple[int, str, int]]] = {}
         for m in ms:
             devices = planner.accelerator_devices(m.sizing.instance, m.sizing.tensor_parallel)
-            per_kind[m.kind] = per_kind.get(m.kind, 0) + m.replicas_max * devices
-        asked = max(per_kind.values(), default=0)
-        if asked > team.maxAccelerators:
-            self.err(
-                ("team", "maxAccelerators"),
-                f"the team's models at replicas.max request {asked} "
-                f"accelerators, over the quota {team.maxAccelerators}",
-                f"raise team.maxAccelerators to {asked} or lower replicas.max",
-            )
+            per_kind.setdefault(m.kind, []).append((m.replicas_max * devices, m.name, devices))
+        for uses in per_kind.values():
+            asked = sum(u for u, _, _ in uses)
+            if asked > team.maxAccelerators:
+                # Named at the largest user's replicas.max: the autoscaler would stop there, unseen.
+                top, name, devices = max(uses)
+                self.err(
+                    ("models", name, "replicas", "max"),
+                    f"the team's models at replicas.max request {asked} accelerators "
+                    f"({name}: {top // devices} x {devices}), "
+                    f"over the quota team.maxAccelerators {team.maxAccelerators}",
+                    f"lower replicas.max, or raise team.maxAccelerators to {asked}",
+                )
 
     def _derived_name_lengths(self, cluster_name: str) -> None:
         if len(cluster_name) > CLUSTER_NAME_MAX:

@@ -371,9 +371,48 @@ def _label_key_problem(k: str) -> str | None:
     return None
 
 
+CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
+
+
+class ScheduledFloor(_M):
+    """A replica floor during a recurring window (office hours): a KEDA cron trigger."""
+
+    timezone: str
+    start: str  # cron, 5 fields: when the floor begins
+    end: str  # cron, 5 fields: when it ends
+    replicas: int = Field(ge=1)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _cron(cls, v):
+        fields = v.split()
+        if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"{v!r} is not a 5-field cron expression — write it like '0 8 * * 1-5' (08:00 Mon-Fri)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v):
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{v!r} is not an IANA time zone — write it like Europe/Berlin or America/New_York"
+            ) from None
+        return v
+
+
 class Replicas(_M):
     min: int = Field(1, ge=0)
     max: int = Field(1, ge=1)
+    # Per-replica targets the autoscaler keeps (stacks/autoscaling.py: defaults from the planner).
+    targetRunning: int | None = Field(None, ge=1)
+    targetWaiting: int | None = Field(None, ge=1)
+    # min: 0 only with this opt-in: the first request after idle waits a whole cold start.
+    scaleToZero: bool = False
+    floors: list[ScheduledFloor] = Field(default_factory=list, max_length=8)
 
 
 class Architecture(catalog.ArchitectureFields):
@@ -524,7 +563,13 @@ class ObservabilityConfig(_M):
 
 class AutoscalingConfig(_M):
     enabled: bool = False
+    # Default waiting requests per replica (models.<m>.replicas.targetWaiting overrides it).
     queueDepthPerReplica: int = Field(8, ge=1)
+    # Default target running requests per replica: this fraction of the planner's max concurrency.
+    runningFraction: float = Field(0.75, gt=0, le=1)
+    # The gateway's HPA: from gateway.replicas up to this, on average CPU use over its requests.
+    gatewayMaxReplicas: int = Field(6, ge=2)
+    gatewayCpuPercent: int = Field(70, ge=10, le=100)
 
 
 class TeamConfig(_M):

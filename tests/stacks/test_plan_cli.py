@@ -18,7 +18,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     assert "qwen3-0-6b" in table and "resources:" in table
     res = json.loads((tmp_path / "resources.json").read_text())
     assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies"} for r in res)
-    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 41  # kinds counted in test_rendered.py
+    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 45  # kinds counted in test_rendered.py
     helm = {}
     for h in (tmp_path / "helm").glob("*.yaml"):
         doc = yaml.safe_load(h.read_text())
@@ -35,6 +35,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
             "88.5.3",
             "monitoring",
         ),
+        "keda": ("https://kedacore.github.io/charts", "keda", "2.20.2", "keda"),
     }
     s = json.loads((tmp_path / "summary.json").read_text())
     assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd"}
@@ -57,7 +58,16 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         "fits",
         "warnings",
         "hourlyUsd",
+        "autoscaling",
     }
+    # dev autoscales qwen3-0.6b 1-2 on g6.xlarge ($0.8048/h each): 0.75 x min(19.6 max concurrency, 16 seqs)
+    # = 12 running, the default queue depth 8 waiting; scale-down waits the 420 s startup budget.
+    assert m["replicas"] == {"min": 1, "max": 2} and m["hourlyUsd"] == {"min": 0.8048, "max": 1.6096}
+    a = m["autoscaling"]
+    got = (a["targetRunning"], a["targetWaiting"], a["scaleDownWindowSeconds"], a["scaleToZero"])
+    assert got == (12, 8, 420, False)
+    assert "autoscaling qwen3-0-6b: 1-2 replicas on 12 running / 8 waiting requests per replica" in table
+    assert "$0.80/h at min, $1.61/h at max" in table
 
 
 def test_plan_is_deterministic(tmp_path):

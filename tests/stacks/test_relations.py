@@ -101,6 +101,7 @@ HELM_PODS = {
         ("prometheus-node-exporter", "nvidia.com/gpu"),
         ("prometheus-node-exporter", "aws.amazon.com/neuron"),
     ],
+    "keda": [("", None)],
 }
 
 # Known violations, each with its reason. (check, subject glob, what glob) -> why. An entry that no

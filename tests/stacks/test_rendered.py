@@ -23,6 +23,7 @@ SHARED_CRD_SCHEMA = {
     ("monitoring.coreos.com/v1", k): f"schemas/monitoring.coreos.com_v1_{k}.json"
     for k in ("PodMonitor", "ServiceMonitor", "PrometheusRule")
 }
+SHARED_CRD_SCHEMA[("keda.sh/v1alpha1", "ScaledObject")] = "schemas/keda.sh_v1alpha1_ScaledObject.json"
 
 
 def manifests(out: Path):
@@ -57,19 +58,22 @@ def test_manifests_validate(stack_file, plan_of):
         # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
         # litellm Secrets. Observability: the monitoring namespace, 4 dashboard ConfigMaps, 2 scraper
         # NetworkPolicies, PodMonitors for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
+        # Autoscaling: the keda Namespace, a ScaledObject, the gateway's HPA, the model's PDB.
         assert kinds == {
             "ConfigMap": 5,
             "Deployment": 2,
             "EC2NodeClass": 1,
+            "HorizontalPodAutoscaler": 1,
             "Job": 1,
-            "Namespace": 4,
+            "Namespace": 5,
             "NetworkPolicy": 11,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
-            "PodDisruptionBudget": 1,
+            "PodDisruptionBudget": 2,
             "PodMonitor": 2,
             "PrometheusRule": 1,
             "ServiceMonitor": 2,
+            "ScaledObject": 1,
             "Secret": 2,
             "Service": 2,
             "ServiceAccount": 3,

@@ -295,6 +295,19 @@ def _port_declared(w: Workload, target: Any, protocol: str = "TCP") -> bool:
     )
 
 
+def max_replicas(r: Rendered, w: Workload) -> int:
+    """The most replicas a workload runs: its own count, or the max of an HPA / KEDA ScaledObject
+    that targets it by name (the Deployment then omits spec.replicas)."""
+    top = (w.owner.get("spec") or {}).get("replicas", 1)
+    for kind, most in (("HorizontalPodAutoscaler", "maxReplicas"), ("ScaledObject", "maxReplicaCount")):
+        for o in r.kind(kind):
+            spec = o.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
+            if namespace_of(o) == w.namespace and ref.get("kind", "Deployment") == w.kind and ref.get("name") == w.name:
+                top = max(top, spec.get(most, 0))
+    return top
+
+
 def check_selectors(r: Rendered) -> list[Problem]:
     """Each Service and PDB selects the pods of exactly one workload in its namespace; each Service
     port targets a port those pods declare; each Deployment selects its own template; each
@@ -330,7 +343,7 @@ def check_selectors(r: Rendered) -> list[Problem]:
                     f"selects {len(hit)} workloads {[w.name for w in hit]}, not 1",
                 )
             )
-        elif (hit[0].owner.get("spec") or {}).get("replicas", 1) < 2:
+        elif max_replicas(r, hit[0]) < 2:
             out.append(
                 Problem(
                     "selectors",
