@@ -35,9 +35,6 @@ from stacks.config.schema import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_NUM_SEQS
 PROG = "python -m stacks.size"
 QUANTIZATIONS = ("fp8", "awq", "gptq")  # what the stack schema accepts (stacks/config/schema.py)
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
-# The planner's KV budget is checked against public vLLM logs to a worst-case error of 15 % (issue 13's
-# bar); a fit or a concurrency within that band of the limit is a warning, not a silent yes.
-KV_ERROR_BAND = 0.15
 CUSTOM_HOST_MEMORY_MIB = 1 << 30  # --gpu-memory-gib: host memory unknown, never the limit (not checked)
 # The planner's overhead terms (Sizing fields, GiB per device) that add up to overhead_gib_per_device,
 # and the sampler warm-up, a part of the activation peak reported on its own.
@@ -141,19 +138,8 @@ def _suggest(word: str, known: list[str], what: str) -> str:
     return f"did you mean {close[0]!r}?" if close else f"{what}: {', '.join(sorted(known))}"
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
 def _model_arch(name: str, f: catalog.ArchitectureFields, quantization: str | None) -> ModelArch:
-    """A ModelArch from config.json facts; fields the planner's record gained since (MoE, tying) follow."""
-    extra: dict[str, Any] = {
-        "tie_word_embeddings": f.tieWordEmbeddings,
-        "experts": f.experts,
-        "experts_per_token": f.expertsPerToken,
-        "moe_intermediate": f.moeIntermediate,
-    }
-    known = _field_names(ModelArch)
+    """A ModelArch from config.json facts."""
     return ModelArch(
         hf_id=name,
         params=f.params,
@@ -167,7 +153,10 @@ def _model_arch(name: str, f: catalog.ArchitectureFields, quantization: str | No
         max_positions=f.maxPositions,
         dtype=f.dtype,
         quantization=quantization,
-        **{k: v for k, v in extra.items() if k in known},
+        tie_word_embeddings=f.tieWordEmbeddings,
+        experts=f.experts,
+        experts_per_token=f.expertsPerToken,
+        moe_intermediate=f.moeIntermediate,
     )
 
 
@@ -207,7 +196,6 @@ def accelerator(a: argparse.Namespace) -> InstanceType:
             raise SizeError("--gpus: only with --gpu-memory-gib (an instance type has its own GPU count)")
         return known[a.instance]
     gpus = a.gpus or a.tp
-    cuda = {"cuda_memory_gib": a.gpu_memory_gib} if "cuda_memory_gib" in _field_names(InstanceType) else {}
     return InstanceType(
         name=f"{gpus}x{a.gpu_memory_gib:g}GiB",
         family="custom",
@@ -220,7 +208,7 @@ def accelerator(a: argparse.Namespace) -> InstanceType:
         memory_mib=CUSTOM_HOST_MEMORY_MIB,
         local_nvme_gb=0,
         usd_per_hour=0.0,
-        **cuda,
+        cuda_memory_gib=a.gpu_memory_gib,
     )
 
 
@@ -262,50 +250,30 @@ def knob_problems(arch: ModelArch, inst: InstanceType, a: argparse.Namespace, ma
 # ---- sizing --------------------------------------------------------------------------------------------
 
 
-def overhead_terms(arch: ModelArch, s: planner.Sizing) -> dict[str, float]:
+def overhead_terms(s: planner.Sizing) -> dict[str, float]:
     """The overhead terms per device that add up to the planner's overhead (the sampler warm-up among them
-    only where the planner adds it rather than counting it inside the activation peak): the Sizing's own
-    fields where the planner reports them, else today's planner constants; {} when nothing adds up."""
-    if all(hasattr(s, t) for t in OVERHEAD_TERMS):
-        terms = {t: float(getattr(s, t)) for t in OVERHEAD_TERMS}
-    elif s.instance.kind == "neuron":
+    only where the planner adds it rather than counting it inside the activation peak); {} on Neuron
+    and whenever the terms do not add up."""
+    if s.instance.kind == "neuron":
         return {}
-    else:
-        terms = {
-            "activation_gib": planner.activation_gib(arch, s.max_num_batched_tokens),
-            "non_torch_gib": planner.NON_TORCH_GIB + (planner.NON_TORCH_TP_EXTRA_GIB if s.tensor_parallel > 1 else 0),
-            "cudagraph_gib": planner.CUDA_GRAPH_GIB,
-        }
-    with_sampler = {**terms, SAMPLER_TERM: float(getattr(s, SAMPLER_TERM, 0.0))}
+    terms = {t: float(getattr(s, t)) for t in OVERHEAD_TERMS}
+    with_sampler = {**terms, SAMPLER_TERM: float(s.sampler_gib)}
     for candidate in (terms, with_sampler):
         if abs(sum(candidate.values()) - s.overhead_gib_per_device) < 1e-6:
             return candidate
     return {}
 
 
-def margin_gib(s: planner.Sizing) -> float:
-    """The planner's error band around the KV budget (GiB), or this tool's when it reports none."""
-    band = getattr(s, "margin_gib", None)
-    return float(band) if band is not None else KV_ERROR_BAND * s.kv_gib_per_device
-
-
 def margin_warnings(s: planner.Sizing) -> list[str]:
-    """A fit or a concurrency inside the error band is a warning that says what to change (the planner's
-    own near-limit warning where it has one)."""
-    if not s.fits or s.instance.kind == "neuron":
+    """A concurrency inside the planner's error band is a warning that says what to change (a single
+    request inside the band is the planner's own near-limit warning, in s.warnings)."""
+    if not s.fits or s.instance.kind == "neuron" or s.near_limit:
         return []
-    low = max(0.0, (s.kv_gib_per_device - margin_gib(s)) * GIB / s.kv_bytes_per_token)
-    near = getattr(s, "near_limit", None)
-    if near is None and low < s.max_model_len:
-        return [
-            f"one {s.max_model_len}-token request fits only inside the planner's {KV_ERROR_BAND:.0%} KV error band "
-            f"({s.kv_tokens} KV tokens): vLLM may refuse to start — lower --max-model-len, raise --tp, "
-            "or use --kv-cache-dtype fp8"
-        ]
-    if near or not s.max_concurrency >= s.max_num_seqs > low / s.max_model_len:
+    low = max(0.0, (s.kv_gib_per_device - s.margin_gib) * GIB / s.kv_bytes_per_token)
+    if not s.max_concurrency >= s.max_num_seqs > low / s.max_model_len:
         return []
     return [
-        f"max concurrency {s.max_concurrency:.1f} is within the KV error band ({margin_gib(s):.2f} GiB) of "
+        f"max concurrency {s.max_concurrency:.1f} is within the KV error band ({s.margin_gib:.2f} GiB) of "
         f"--max-num-seqs {s.max_num_seqs}: requests may queue — lower --max-num-seqs or --max-model-len"
     ]
 
@@ -378,7 +346,7 @@ def plan(model: Model, inst: InstanceType, a: argparse.Namespace) -> dict[str, A
 def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings: list[str]) -> dict:
     arch = model.arch
     custom = inst.family == "custom"
-    terms = overhead_terms(arch, s)
+    terms = overhead_terms(s)
     sampler = {SAMPLER_TERM: float(getattr(s, SAMPLER_TERM))} if hasattr(s, SAMPLER_TERM) else {}
     device_gib = getattr(s, "device_memory_gib", 0.0) or inst.unit_memory_gib  # as CUDA reports it, if known
     return {
@@ -403,7 +371,7 @@ def _doc(model: Model, inst: InstanceType, s: planner.Sizing, kw: dict, warnings
         **{k: round(v, 3) for k, v in {**terms, **sampler}.items()},
         "overhead_terms": list(terms),  # the *_gib keys that add up to overhead_gib
         "overhead_gib": round(s.overhead_gib_per_device, 3),
-        "margin_gib": round(margin_gib(s), 3),
+        "margin_gib": round(s.margin_gib, 3),
         "kv_bytes_per_token": s.kv_bytes_per_token,
         "kv_gib": round(s.kv_gib_per_device, 2),
         "kv_tokens": s.kv_tokens,
