@@ -16,6 +16,7 @@ from pulumi import ResourceOptions
 from components.types import (
     GATEWAY_PORT,
     GATEWAY_SELECTOR,
+    REDIS_PORT,
     ImagePin,
     Route,
     checkov_skips,
@@ -53,7 +54,6 @@ AUTH_SOURCE = Path(__file__).with_name("gateway_auth") / "custom_auth.py"
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
-REDIS_PORT = 6379
 # checkov findings accepted on the gateway Deployment only (reasons contain no '=').
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds gateway latency; CPU requests are set",

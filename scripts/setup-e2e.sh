@@ -68,6 +68,16 @@ if ! stamp_ok "$k" requirements-checkov.lock; then
   cp requirements-checkov.lock "$k/.stamp"
 fi
 
+# --- Redis (tests/e2e/test_teams.py: the gateway replicas' shared rate-limit counters) ----------
+# Debian's redis-server (7.0); the suite starts its own instance on a free loopback port.
+if [ ! -x /usr/bin/redis-server ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -q && apt-get install -y --no-install-recommends redis-server
+  else
+    echo "redis-server missing: run as root: apt-get install -y --no-install-recommends redis-server" >&2
+  fi
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"
