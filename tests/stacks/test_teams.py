@@ -194,13 +194,13 @@ def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(m
         hashlib.sha256(mock_key("team-keys-research-notebooks").encode()).hexdigest(): (
             "research-notebooks",
             "research",
-            ["qwen3-0.6b", "phi-2"],
+            ["qwen3-0.6b", "qwen2.5-7b"],
             None,
         ),
         hashlib.sha256(mock_key("team-keys-open-webui").encode()).hexdigest(): (
             "open-webui",
             "open-webui",
-            ["qwen3-0.6b", "phi-2"],
+            ["qwen3-0.6b", "qwen2.5-7b"],
             600,
         ),
     }
