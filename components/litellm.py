@@ -90,6 +90,9 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
     }
     if database:
         general["database_url"] = "os.environ/DATABASE_URL"
+        # A key the hook does not know goes on to LiteLLM's own virtual-key check in Postgres (the
+        # hook raises a plain exception for it; litellm_enterprise's `auto` mode falls through).
+        general["custom_auth_settings"] = {"mode": "auto"}
     if redis:
         # Rate-limit counters (rpm/tpm/parallel) shared by every gateway replica.
         general["coordination_redis"] = {
@@ -225,6 +228,7 @@ def render_gateway_pod(
         "volumes": [
             {"name": "config", "configMap": {"name": "litellm-config"}},
             *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items()),
+            # 0440: the kubelet gives the files the pod's fsGroup (= the image user's group), nobody else reads them.
             *([{"name": "keys", "secret": {"secretName": KEYS_SECRET, "defaultMode": 0o440}}] if keys else []),
         ],
     }

@@ -66,6 +66,8 @@ def test_gateway_config_always_runs_our_hook_and_litellm_checks():
         assert g["custom_auth_run_common_checks"] is True
         assert cfg["litellm_settings"]["enable_post_custom_auth_checks"] is True
         assert "coordination_redis" not in g
+        # With the database, unknown keys fall through to LiteLLM's virtual keys; without it, 401.
+        assert g.get("custom_auth_settings") == ({"mode": "auto"} if database else None)
     g = render_litellm_config([ROUTE], database=False, redis=True)["general_settings"]
     assert g["coordination_redis"] == {
         "host": "os.environ/REDIS_HOST",
@@ -85,6 +87,8 @@ def test_gateway_pod_mounts_key_hashes_read_only_only_when_keys_exist():
     c = keyed["containers"][0]
     assert {"name": "keys", "mountPath": "/etc/litellm-keys", "readOnly": True} in c["volumeMounts"]
     assert {"name": "keys", "secret": {"secretName": "litellm-keys", "defaultMode": 0o440}} in keyed["volumes"]
+    # 0440 is readable by the process only through the group the kubelet gives the files: the fsGroup.
+    assert keyed["securityContext"]["fsGroup"] == keyed["securityContext"]["runAsGroup"] == pin.user
     env = {e["name"]: e for e in c["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "litellm", "key": "redis-password"}
     assert env["REDIS_PORT"]["value"] == "6379"
