@@ -68,15 +68,28 @@ if ! stamp_ok "$k" requirements-checkov.lock; then
   cp requirements-checkov.lock "$k/.stamp"
 fi
 
-# --- Prometheus + promtool (Debian package: the e2e suite scrapes the real servers with it) ------
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+# --- Servers from Debian's packages: the e2e suite starts its own instances on free loopback ports --
+#   prometheus (+ promtool): scrapes the real vLLM and LiteLLM; checks the rendered rules
+#   redis-server: the gateway replicas' shared rate-limit counters (tests/e2e/test_teams.py)
+#   postgresql-15 (+ client): the rendered DATABASE_URL against a real TLS Postgres (test_reconciler.py)
+# One apt-get for whatever is missing; CI runs as root. Packages that start a system service at install
+# (prometheus on :9090) are stopped: the suite runs its own.
+debian_missing=()
+need_deb() { command -v "$1" >/dev/null || [ -x "$1" ] || debian_missing+=("${@:2}"); }
+need_deb prometheus prometheus
+need_deb promtool prometheus
+need_deb redis-server redis-server
+need_deb /usr/lib/postgresql/15/bin/postgres postgresql-15
+need_deb psql postgresql-client
+if [ ${#debian_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends prometheus
-  # The package starts a system service on :9090; the suite starts its own on a free port.
-  $sudo systemctl disable --now prometheus 2>/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
+    $(printf '%s\n' "${debian_missing[@]}" | sort -u)
+  for svc in prometheus redis-server postgresql; do $sudo systemctl disable --now "$svc" 2>/dev/null || true; done
 fi
 prometheus --version 2>&1 | head -1
+redis-server --version
 
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
