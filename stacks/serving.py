@@ -8,8 +8,10 @@ import pulumi
 from pulumi import ResourceOptions
 
 from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
-from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
+from components.database import DatabaseArgs, GatewayDatabase
+from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
+from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
 from components.namespaces import NamespacesArgs, ServingNamespaces
 from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
@@ -206,6 +208,32 @@ def routes(intent: StackIntent) -> list[Route]:
     ]
 
 
+def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
+    """The teams the database reconciler keeps in LiteLLM, from `gateway.teams` (name -> models,
+    limits, optional budget, key names). Until that section exists on this branch: none (the Job
+    then only removes teams it created earlier)."""
+    teams = getattr(intent.config.gateway, "teams", None) or {}
+    return tuple(
+        DesiredTeam(
+            name=name,
+            models=tuple(t.allowedModels),
+            rpm=t.rpm,
+            tpm=t.tpm,
+            max_parallel=t.maxParallelRequests,
+            max_budget=t.maxBudget,
+            budget_duration=t.budgetDuration,
+            keys=tuple(t.keys),
+        )
+        for name, t in sorted(teams.items())
+    )
+
+
+def team_key_values(intent: StackIntent) -> pulumi.Input[dict[str, str]] | None:
+    """{"<team>/<key>": value} of the Pulumi-generated team keys (secret); None until the teams
+    config and its key generator are merged (the lead wires the generator's outputs here)."""
+    return None
+
+
 def build(intent: StackIntent, plat: Platform) -> Served:
     cfg = intent.config
     v = catalog.versions()
@@ -293,6 +321,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
                 allocated_storage_gib=d.allocatedStorageGiB,
                 multi_az=d.multiAz,
                 password=keys.database_password,
+                ca_bundle_path=RDS_CA_PATH,
                 kms_key_arn=plat.data_key_arn,
             ),
             opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
@@ -310,11 +339,27 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             vllm_api_key=keys.vllm_api_key,
             system_taint=SYSTEM_TAINT,
             database_url=db_url,
+            database_ca_bundle=catalog.rds_ca_bundle() if db_enabled else None,
             internal_load_balancer=cfg.gateway.internalLoadBalancer,
             after=(*ns_ready, *plat.system_ready),
         ),
         opts=kopts,
     )
+    if db_enabled:
+        TeamReconciler(
+            "teams",
+            ReconcilerArgs(
+                namespace=gateway_ns,
+                image=v.images["reconciler"],
+                gateway_url=gateway.in_cluster_url,
+                master_key_secret=("litellm", "master-key"),
+                teams=desired_teams(intent),
+                system_taint=SYSTEM_TAINT,
+                key_values=team_key_values(intent),
+                after=(gateway,),
+            ),
+            opts=kopts,
+        )
     if cfg.ui.enabled:
         assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
         OpenWebUi(
