@@ -39,6 +39,7 @@ ROLES = (
     ({"app.kubernetes.io/component": "model-cache"}, "model-cache"),
     ({"app.kubernetes.io/name": "litellm"}, "gateway"),
     ({"app.kubernetes.io/name": "open-webui"}, "ui"),
+    ({"app.kubernetes.io/name": "litellm-reconciler"}, "reconciler"),
 )
 SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
 
@@ -51,7 +52,11 @@ RELIED_ON = {
     ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
 }
-RELIED_ON_WITH_DATABASE = {("gateway", "vpc", 5432, "TCP")}  # LiteLLM -> RDS Postgres in the VPC
+RELIED_ON_WITH_DATABASE = {
+    ("gateway", "vpc", 5432, "TCP"),  # LiteLLM -> RDS Postgres in the VPC
+    ("reconciler", "gateway", 4000, "TCP"),  # the teams Job -> LiteLLM's management API
+    *(("reconciler", "kube-dns", 53, proto) for proto in ("UDP", "TCP")),
+}
 
 # (Secret name, key) -> the material it carries; who may hold it; who needs it.
 MATERIAL = {
@@ -63,16 +68,23 @@ MATERIAL = {
     ("litellm", "database-url"): "database-url",
     ("open-webui", "api-key"): "master-key",  # Open WebUI calls the gateway with the master key
     ("open-webui", "secret-key"): "webui-secret",
+    ("litellm-team-keys", "keys.json"): "team-keys",  # the reconciler's key values (database path)
 }
 ALLOWED = {
     "hf-token": {"model-cache"},
     "vllm-key": {"vllm", "gateway"},
-    "master-key": {"gateway", "ui"},
+    "master-key": {"gateway", "ui", "reconciler"},
     "salt-key": {"gateway"},
     "database-url": {"gateway"},
     "webui-secret": {"ui"},
+    "team-keys": {"reconciler"},
 }
-NEEDS = {"vllm": {"vllm-key"}, "gateway": {"vllm-key", "master-key", "salt-key"}, "ui": {"master-key", "webui-secret"}}
+NEEDS = {
+    "vllm": {"vllm-key"},
+    "gateway": {"vllm-key", "master-key", "salt-key"},
+    "ui": {"master-key", "webui-secret"},
+    "reconciler": {"master-key"},
+}
 
 # Health endpoints each server answers (vLLM /health; LiteLLM /health/liveliness and
 # /health/readiness, its own spelling; Open WebUI /health).
