@@ -196,8 +196,6 @@ class GatewayDatabase(pulumi.ComponentResource):
         )
         self.secret_arn = secret.arn
         self.url = pulumi.Output.secret(
-            pulumi.Output.all(db.address, args.password).apply(
-                lambda a: database_url(a[0], a[1], args.ca_bundle_path)
-            )
+            pulumi.Output.all(db.address, args.password).apply(lambda a: database_url(a[0], a[1], args.ca_bundle_path))
         )
         self.register_outputs({"secret_arn": self.secret_arn})

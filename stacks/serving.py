@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import pulumi
 from pulumi import ResourceOptions
 
-from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.database import DatabaseArgs, GatewayDatabase
+from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
-from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
 from components.namespaces import NamespacesArgs, ServingNamespaces
+from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
 from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,

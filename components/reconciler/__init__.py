@@ -42,7 +42,7 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "a short Job; CPU requests are set",
 }
 
-__all__ = ["DesiredTeam", "ReconcilerArgs", "TeamReconciler", "render_reconciler_job", "job_name"]
+__all__ = ["DesiredTeam", "ReconcilerArgs", "TeamReconciler", "job_name", "render_reconciler_job"]
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,11 @@ class TeamReconciler(pulumi.ComponentResource):
                 f"{name}-keys",
                 metadata={"name": "litellm-team-keys", "namespace": ns},
                 type="Opaque",
-                string_data={"keys.json": pulumi.Output.secret(pulumi.Output.from_input(args.key_values).apply(
-                    lambda v: json.dumps(v, sort_keys=True)))},
+                string_data={
+                    "keys.json": pulumi.Output.secret(
+                        pulumi.Output.from_input(args.key_values).apply(lambda v: json.dumps(v, sort_keys=True))
+                    )
+                },
                 opts=child,
             )
         sa = k8s.core.v1.ServiceAccount(
@@ -172,9 +175,14 @@ class TeamReconciler(pulumi.ComponentResource):
         if keys is not None:
             # A rotated key value alone changes no name: the pod template's hash annotation changes,
             # the template is immutable, so the Job is replaced (deleted first, same name).
+            # Unsecret on purpose: a secret anywhere in the spec hides the whole Job from review, and
+            # the digest of random keys tells nothing (LiteLLM itself stores each key's sha256).
             spec["template"]["metadata"]["annotations"] = {
-                "llm-serving/keys-sha256": pulumi.Output.secret(pulumi.Output.from_input(args.key_values).apply(
-                    lambda v: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()))
+                "llm-serving/keys-sha256": pulumi.Output.unsecret(
+                    pulumi.Output.from_input(args.key_values).apply(
+                        lambda v: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
+                    )
+                )
             }
         k8s.batch.v1.Job(
             f"{name}-job",

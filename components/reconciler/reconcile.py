@@ -197,7 +197,7 @@ def fetch_current(client: Client) -> dict:
 def describe(req: Request) -> str:
     """A log line for one request: route and names only, never a key value or hash."""
     _, route, body = req
-    names = body.get("team_id") or body.get("key_alias") or body.get("team_ids") or body.get("key_aliases") or ""
+    names = body.get("key_alias") or body.get("key_aliases") or body.get("team_id") or body.get("team_ids") or ""
     return f"{route} {names}" if route != "/key/update" else f"{route} (limits of one managed key)"
 
 
@@ -209,11 +209,15 @@ def main() -> int:
         with open(os.environ["RECONCILE_KEYS"], encoding="utf-8") as fh:
             values = json.load(fh)
     client = Client(os.environ["LITELLM_URL"], os.environ["LITELLM_MASTER_KEY"])
-    plan = plan_requests(desired, fetch_current(client), values)
-    for req in plan:
-        print(describe(req), flush=True)
-        client.call(req[0], req[1], req[2])
-    left = plan_requests(desired, fetch_current(client), values)
+    try:
+        plan = plan_requests(desired, fetch_current(client), values)
+        for req in plan:
+            print(describe(req), flush=True)
+            client.call(req[0], req[1], req[2])
+        left = plan_requests(desired, fetch_current(client), values)
+    except (RuntimeError, ValueError, OSError) as e:  # one line, never a request body
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     print(f"applied {len(plan)} request(s); {len(left)} left", flush=True)
     return 0 if not left else 1
 
