@@ -13,6 +13,7 @@ from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
 from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
+from components.reconciler.reconcile import key_alias
 from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,
@@ -209,16 +210,18 @@ def routes(intent: StackIntent) -> list[Route]:
 
 
 def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
-    """The teams the database reconciler keeps in LiteLLM, from `gateway.teams` (name -> models,
-    limits, optional budget, key names). Until that section exists on this branch: none (the Job
-    then only removes teams it created earlier)."""
+    """The teams the database reconciler keeps in LiteLLM, from `gateway.teams` (name -> allowed
+    models (config keys, routed by served name), per-key limits, optional budget, key names), read
+    with the field names of the teams work (wt/teams: GatewayTeam). Without that section: none
+    (the Job then only removes teams it created earlier)."""
     teams = getattr(intent.config.gateway, "teams", None) or {}
+    served = {name: m.served_name for name, m in intent.models.items()}
     return tuple(
         DesiredTeam(
             name=name,
-            models=tuple(t.allowedModels),
-            rpm=t.rpm,
-            tpm=t.tpm,
+            models=tuple(served[m] for m in t.allowedModels),
+            rpm=t.rpmLimit,
+            tpm=t.tpmLimit,
             max_parallel=t.maxParallelRequests,
             max_budget=t.maxBudget,
             budget_duration=t.budgetDuration,
@@ -228,10 +231,15 @@ def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
     )
 
 
-def team_key_values(intent: StackIntent) -> pulumi.Input[dict[str, str]] | None:
-    """{"<team>/<key>": value} of the Pulumi-generated team keys (secret); None until the teams
-    config and its key generator are merged (the lead wires the generator's outputs here)."""
-    return None
+def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Output[str]]) -> pulumi.Output | None:
+    """{"<team>/<key>": value} of the Pulumi-generated team keys (secret), for the reconciler's
+    Secret; `keys` is key name -> key (wt/teams: TeamKeys.keys). None when there is no key."""
+    pairs = [(key_alias(t.name, k), keys[k]) for t in teams for k in t.keys]
+    if not pairs:
+        return None
+    return pulumi.Output.secret(
+        pulumi.Output.all(*[v for _, v in pairs]).apply(lambda vs: {a: v for (a, _), v in zip(pairs, vs, strict=True)})
+    )
 
 
 def build(intent: StackIntent, plat: Platform) -> Served:
@@ -346,6 +354,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         opts=kopts,
     )
     if db_enabled:
+        teams = desired_teams(intent)
         TeamReconciler(
             "teams",
             ReconcilerArgs(
@@ -353,9 +362,10 @@ def build(intent: StackIntent, plat: Platform) -> Served:
                 image=v.images["reconciler"],
                 gateway_url=gateway.in_cluster_url,
                 master_key_secret=("litellm", "master-key"),
-                teams=desired_teams(intent),
+                teams=teams,
                 system_taint=SYSTEM_TAINT,
-                key_values=team_key_values(intent),
+                # at merge with wt/teams: team_key_values(teams, team_keys.keys) (TeamKeys from key_grants)
+                key_values=team_key_values(teams, {}),
                 after=(gateway,),
             ),
             opts=kopts,

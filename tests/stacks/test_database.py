@@ -559,3 +559,40 @@ def test_database_manifests_pass_checkov_with_per_object_skips(plan_of, tmp_path
     name = job["metadata"]["name"]
     skipped = {cid for cid, res in scan(CHECKOV, tmp_path, skipped=True) if res == f"Job.gateway.{name}"}
     assert skipped == {"CKV_K8S_11", "CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"}
+
+
+# ---- from config to the reconciler's input (field names of the teams work, wt/teams GatewayTeam) --
+
+
+def test_desired_teams_route_by_served_name_and_keep_limits_and_budget():
+    from types import SimpleNamespace as NS
+
+    from stacks.serving import desired_teams
+
+    search = NS(
+        allowedModels=["qwen"],
+        keys=["ci", "web"],
+        rpmLimit=60,
+        tpmLimit=None,
+        maxParallelRequests=2,
+        maxBudget=50.0,
+        budgetDuration="30d",
+    )
+    intent = NS(config=NS(gateway=NS(teams={"search": search})), models={"qwen": NS(served_name="qwen3-0.6b")})
+    assert desired_teams(intent) == (R.DesiredTeam("search", ("qwen3-0.6b",), 60, None, 2, 50.0, "30d", ("ci", "web")),)
+    assert desired_teams(NS(config=NS(gateway=NS()), models={})) == ()  # no gateway.teams section yet
+
+
+def test_team_key_values_pair_each_alias_with_its_generated_key():
+    from stacks.serving import team_key_values
+
+    teams = (R.DesiredTeam("search", ("m",), keys=("ci",)), R.DesiredTeam("ads", ("m",), keys=("batch",)))
+    got = {}
+
+    def build():
+        out = team_key_values(teams, {"ci": pulumi.Output.secret(K1), "batch": pulumi.Output.secret(K3)})
+        out.apply(got.update)
+        assert team_key_values((R.DesiredTeam("x", ("m",)),), {}) is None
+
+    harness.run(build, config={}, timeout=30)
+    assert got == {"search/ci": K1, "ads/batch": K3}
