@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pulumi
@@ -596,3 +597,21 @@ def test_team_key_values_pair_each_alias_with_its_generated_key():
 
     harness.run(build, config={}, timeout=30)
     assert got == {"search/ci": K1, "ads/batch": K3}
+
+
+def test_the_plan_cli_prints_no_password(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "stacks.plan", "gateway-database", "--config", str(DB), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "teams-job" in r.stdout  # the reconciler is in the plan (its modelled deploy step)
+    values = [
+        "mock-" + harness._fake_id("keys-database-password"),
+        "sk-mock-" + harness._fake_id("keys-litellm-master-key"),
+    ]
+    assert not [v for v in values if v in r.stdout + r.stderr]
+    assert plaintext_hits(tmp_path / "o", values) == []
