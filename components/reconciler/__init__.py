@@ -190,7 +190,11 @@ class TeamReconciler(pulumi.ComponentResource):
                 "name": jname,
                 "namespace": ns,
                 "labels": SELECTOR,
-                "annotations": checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image.ref)}),
+                "annotations": {
+                    # a failed reconcile is re-run by the next `pulumi up` (not awaited forever)
+                    "pulumi.com/replaceUnready": "true",
+                    **checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image.ref)}),
+                },
             },
             spec=spec,
             opts=ResourceOptions(

@@ -450,6 +450,7 @@ def test_the_reconciler_job_runs_our_script_without_a_shell(plan_of):
     env = {e["name"]: e for e in c["env"]}
     assert env["LITELLM_MASTER_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "litellm", "key": "master-key"}}
     assert env["LITELLM_URL"]["value"] == "http://litellm.gateway.svc.cluster.local:4000"
+    assert job["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
 
 
 def plaintext_hits(out: Path, values: list[str]) -> list[str]:
