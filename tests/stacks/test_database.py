@@ -616,3 +616,34 @@ def test_the_plan_cli_prints_no_password(tmp_path):
     ]
     assert not [v for v in values if v in r.stdout + r.stderr]
     assert plaintext_hits(tmp_path / "o", values) == []
+
+
+TEAMS_BUDGET = ROOT / "tests" / "configs" / "gateway-teams-budget.ok.yaml"  # arrives with gateway.teams (wt/teams)
+
+
+def test_a_teams_stack_with_a_database_hands_the_reconciler_its_teams_and_keys(plan_of):
+    if not TEAMS_BUDGET.exists():
+        pytest.skip("needs gateway.teams and its fixture (the teams work, merged by the lead)")
+    _, _, out = plan_of(TEAMS_BUDGET)
+    (cm,) = kinds_named(out, "ConfigMap", "litellm-reconcile-")
+    # by hand from the fixture: team search, model `tiny` (served as tiny), key search-ci, $100 per 30d
+    assert json.loads(cm["data"]["desired.json"]) == {
+        "teams": [
+            {
+                "name": "search",
+                "models": ["tiny"],
+                "rpm": None,
+                "tpm": None,
+                "maxParallel": None,
+                "maxBudget": 100.0,
+                "budgetDuration": "30d",
+                "keys": ["search-ci"],
+            }
+        ]
+    }
+    (secret,) = kinds_named(out, "Secret", "litellm-team-keys")
+    assert secret["stringData"] == {"keys.json": "[secret]"}
+    (job,) = kinds_named(out, "Job", "litellm-reconcile-")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "RECONCILE_KEYS", "value": "/etc/reconciler-keys/keys.json"} in c["env"]
+    assert re.fullmatch(r"[0-9a-f]{64}", job["spec"]["template"]["metadata"]["annotations"]["llm-serving/keys-sha256"])
