@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import yaml
 from pulumi import ResourceOptions
@@ -25,7 +24,6 @@ from components.types import (
     pod_security,
     service_host,
     tolerate,
-    trust_policy,
 )
 
 PORT = GATEWAY_PORT
@@ -45,6 +43,11 @@ LOG_LEVEL = "WARNING"
 TMP = "/tmp"  # HOME, tempfile: token-exchange store (at import), pinned RDS root cert, migration diffs
 METRICS_DIR = "/var/lib/litellm/metrics"  # PROMETHEUS_MULTIPROC_DIR: one registry across workers
 MIGRATIONS_DIR = "/var/lib/litellm/migrations"  # LITELLM_MIGRATION_DIR: Prisma migrations copied here
+# The RDS CA bundle (database path): a ConfigMap mounted read-only; DATABASE_URL's sslrootcert.
+RDS_CA_DIR = "/etc/litellm-rds"
+RDS_CA_FILE = "global-bundle.pem"
+RDS_CA_PATH = f"{RDS_CA_DIR}/{RDS_CA_FILE}"
+RDS_CA_CONFIGMAP = "rds-ca-bundle"
 WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations": (MIGRATIONS_DIR, "256Mi")}
 # Keys as code (components/gateway_auth/custom_auth.py): the hook ships in the config ConfigMap beside
 # config.yaml (LiteLLM imports `custom_auth` from the config file's directory); the key hashes come
@@ -139,6 +142,7 @@ class GatewayArgs:
     vllm_api_key: pulumi.Input[str]
     system_taint: str
     database_url: pulumi.Input[str] | None = None
+    database_ca_bundle: str | None = None  # PEM text of the RDS CA bundle (with database_url)
     internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
     # Set: an HPA scales the gateway from `replicas` to this on CPU (the Deployment omits spec.replicas).
@@ -201,6 +205,8 @@ def render_gateway_pod(
         ]
     if database:
         env += [secret_env("DATABASE_URL", "database-url"), {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
+    ca_mount = [{"name": "rds-ca", "mountPath": RDS_CA_DIR, "readOnly": True}] if database else []
+    ca_volume = [{"name": "rds-ca", "configMap": {"name": RDS_CA_CONFIGMAP}}] if database else []
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": PORT}, "timeoutSeconds": 5, **kw}  # noqa: E731
     return {
         "automountServiceAccountToken": False,
@@ -240,6 +246,7 @@ def render_gateway_pod(
                     {"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
                     *({"name": n, "mountPath": path} for n, (path, _) in WRITABLE.items()),
                     *([{"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}] if keys else []),
+                    *ca_mount,
                 ],
             }
         ],
@@ -248,6 +255,7 @@ def render_gateway_pod(
             *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items()),
             # 0440: the kubelet gives the files the pod's fsGroup (= the image user's group), nobody else reads them.
             *([{"name": "keys", "secret": {"secretName": KEYS_SECRET, "defaultMode": 0o440}}] if keys else []),
+            *ca_volume,
         ],
     }
 
@@ -298,6 +306,18 @@ class LiteLLMGateway(pulumi.ComponentResource):
             string_data=data,
             opts=ResourceOptions(parent=self, depends_on=after),
         )
+        ca: list[pulumi.Resource] = []
+        if args.database_url is not None:
+            if not args.database_ca_bundle:
+                raise ValueError("the gateway database needs the RDS CA bundle (sslmode=verify-full)")
+            ca.append(
+                k8s.core.v1.ConfigMap(
+                    f"{name}-rds-ca",
+                    metadata={"name": RDS_CA_CONFIGMAP, "namespace": ns},
+                    data={RDS_CA_FILE: args.database_ca_bundle},
+                    opts=ResourceOptions(parent=self, depends_on=after),
+                )
+            )
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata={"name": "litellm", "namespace": ns},
@@ -329,7 +349,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
                     ),
                 },
             },
-            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *keys_secret, *after]),
+            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *ca, *keys_secret, *after]),
         )
         annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
         if args.internal_load_balancer:
@@ -373,123 +393,3 @@ class LiteLLMGateway(pulumi.ComponentResource):
             )
         )
         self.register_outputs({"url": self.url})
-
-
-@dataclass(frozen=True)
-class DatabaseArgs:
-    cluster_name: str
-    vpc_id: pulumi.Input[str]
-    subnet_ids: pulumi.Input[list[str]]
-    client_security_group_id: pulumi.Input[str]
-    engine_version: str
-    instance_class: str
-    allocated_storage_gib: int
-    multi_az: bool
-    password: pulumi.Input[str]
-    # CMK for storage and Performance Insights (the platform's data key); None keeps AWS-managed keys.
-    kms_key_arn: pulumi.Input[str] | None = None
-
-
-# Postgres logging (the parameter group): schema changes always, any statement slower than this.
-# Not `all`/`mod`: LiteLLM's writes carry hashed virtual keys and spend rows on every request.
-LOG_STATEMENT = "ddl"
-SLOW_STATEMENT_MS = 1000
-MONITORING_INTERVAL_S = 60  # enhanced monitoring (OS metrics), seconds
-MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
-
-
-def db_parameters(engine_version: str) -> tuple[str, list[dict]]:
-    """(parameter group family, parameters): `postgres16` for engine version 16 or 16.x."""
-    family = f"postgres{engine_version.split('.')[0]}"
-    return family, [
-        {"name": "log_statement", "value": LOG_STATEMENT},
-        {"name": "log_min_duration_statement", "value": str(SLOW_STATEMENT_MS)},
-        # Refuse unencrypted client connections (the gateway connects with TLS; checkov CKV2_AWS_69).
-        {"name": "rds.force_ssl", "value": "1"},
-    ]
-
-
-def monitoring_trust() -> str:
-    return trust_policy("monitoring.rds.amazonaws.com")
-
-
-class GatewayDatabase(pulumi.ComponentResource):
-    """Postgres for LiteLLM virtual keys, teams and budgets: encrypted, private, protected."""
-
-    url: pulumi.Output[str]
-
-    def __init__(self, name: str, args: DatabaseArgs, opts: ResourceOptions | None = None):
-        super().__init__("llm-serving:access:GatewayDatabase", name, None, opts)
-        child = ResourceOptions(parent=self)
-        sg = aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            vpc_id=args.vpc_id,
-            description="Postgres from EKS nodes only",
-            ingress=[
-                {
-                    "protocol": "tcp",
-                    "from_port": 5432,
-                    "to_port": 5432,
-                    "description": "Postgres from EKS nodes (LiteLLM)",
-                    "security_groups": [args.client_security_group_id],
-                }
-            ],
-            tags={"Name": f"{args.cluster_name}-litellm-db"},
-            opts=child,
-        )
-        subnets = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids, opts=child)
-        family, parameters = db_parameters(args.engine_version)
-        params = aws.rds.ParameterGroup(
-            f"{name}-params",
-            name=f"{args.cluster_name}-litellm",
-            family=family,
-            parameters=parameters,
-            description=f"LiteLLM Postgres of {args.cluster_name}: DDL and slow-query logs",
-            opts=child,
-        )
-        monitoring = aws.iam.Role(f"{name}-monitoring", assume_role_policy=monitoring_trust(), opts=child)
-        monitoring_policy = aws.iam.RolePolicyAttachment(
-            f"{name}-monitoring", role=monitoring.name, policy_arn=MONITORING_POLICY, opts=child
-        )
-        cmk = (
-            {}
-            if args.kms_key_arn is None
-            else {"kms_key_id": args.kms_key_arn, "performance_insights_kms_key_id": args.kms_key_arn}
-        )
-        db = aws.rds.Instance(
-            f"{name}-postgres",
-            identifier=f"{args.cluster_name}-litellm",
-            engine="postgres",
-            engine_version=args.engine_version,
-            instance_class=args.instance_class,
-            allocated_storage=args.allocated_storage_gib,
-            storage_type="gp3",
-            storage_encrypted=True,
-            db_name="litellm",
-            username="litellm",
-            password=args.password,
-            db_subnet_group_name=subnets.name,
-            vpc_security_group_ids=[sg.id],
-            publicly_accessible=False,
-            multi_az=args.multi_az,
-            deletion_protection=bool(opts and opts.protect),
-            backup_retention_period=7,
-            copy_tags_to_snapshot=True,
-            skip_final_snapshot=False,
-            final_snapshot_identifier=f"{args.cluster_name}-litellm-final",
-            auto_minor_version_upgrade=True,
-            iam_database_authentication_enabled=True,
-            performance_insights_enabled=True,
-            enabled_cloudwatch_logs_exports=["postgresql"],
-            parameter_group_name=params.name,
-            monitoring_interval=MONITORING_INTERVAL_S,
-            monitoring_role_arn=monitoring.arn,
-            **cmk,
-            opts=ResourceOptions(parent=self, protect=bool(opts and opts.protect), depends_on=[monitoring_policy]),
-        )
-        self.url = pulumi.Output.secret(
-            pulumi.Output.all(db.address, args.password).apply(
-                lambda a: f"postgresql://litellm:{a[1]}@{a[0]}:5432/litellm?sslmode=require"
-            )
-        )
-        self.register_outputs({})

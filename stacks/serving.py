@@ -9,10 +9,13 @@ from pulumi import ResourceOptions
 
 from components.autoscaling import ModelAutoscaler, ModelAutoscalerArgs
 from components.cache import GatewayCache, GatewayCacheArgs
+from components.database import DatabaseArgs, GatewayDatabase
 from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
-from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
+from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
+from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
+from components.reconciler.reconcile import key_alias
 from components.teamkeys import KeyGrant, TeamKeys, TeamKeysArgs
 from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
@@ -248,6 +251,38 @@ def gateway_cache(intent: StackIntent, plat: Platform, auth_token: pulumi.Output
     )
 
 
+def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
+    """The teams the database reconciler keeps in LiteLLM, from `gateway.teams` (name -> allowed
+    models (config keys, routed by served name), per-key limits, optional budget, key names). No
+    teams: the Job only removes teams it created earlier."""
+    teams = intent.config.gateway.teams
+    served = {name: m.served_name for name, m in intent.models.items()}
+    return tuple(
+        DesiredTeam(
+            name=name,
+            models=tuple(served[m] for m in t.allowedModels),
+            rpm=t.rpmLimit,
+            tpm=t.tpmLimit,
+            max_parallel=t.maxParallelRequests,
+            max_budget=t.maxBudget,
+            budget_duration=t.budgetDuration,
+            keys=tuple(t.keys),
+        )
+        for name, t in sorted(teams.items())
+    )
+
+
+def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Output[str]]) -> pulumi.Output | None:
+    """{"<team>/<key>": value} of the Pulumi-generated team keys (secret), for the reconciler's
+    Secret; `keys` is key name -> key (wt/teams: TeamKeys.keys). None when there is no key."""
+    pairs = [(key_alias(t.name, k), keys[k]) for t in teams for k in t.keys]
+    if not pairs:
+        return None
+    return pulumi.Output.secret(
+        pulumi.Output.all(*[v for _, v in pairs]).apply(lambda vs: {a: v for (a, _), v in zip(pairs, vs, strict=True)})
+    )
+
+
 def build(intent: StackIntent, plat: Platform) -> Served:
     cfg = intent.config
     v = catalog.versions()
@@ -357,6 +392,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
                 allocated_storage_gib=d.allocatedStorageGiB,
                 multi_az=d.multiAz,
                 password=keys.database_password,
+                ca_bundle_path=RDS_CA_PATH,
                 kms_key_arn=plat.data_key_arn,
             ),
             opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
@@ -377,6 +413,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             vllm_api_key=keys.vllm_api_key,
             system_taint=SYSTEM_TAINT,
             database_url=db_url,
+            database_ca_bundle=catalog.rds_ca_bundle() if db_enabled else None,
             internal_load_balancer=cfg.gateway.internalLoadBalancer,
             after=(*ns_ready, *plat.system_ready),
             max_replicas=cfg.autoscaling.gatewayMaxReplicas if scaling else None,
@@ -387,6 +424,22 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         ),
         opts=kopts,
     )
+    if db_enabled:
+        teams = desired_teams(intent)
+        TeamReconciler(
+            "teams",
+            ReconcilerArgs(
+                namespace=gateway_ns,
+                image=v.images["reconciler"],
+                gateway_url=gateway.in_cluster_url,
+                master_key_secret=("litellm", "master-key"),
+                teams=teams,
+                system_taint=SYSTEM_TAINT,
+                key_values=team_key_values(teams, team_keys.keys if team_keys else {}),
+                after=(gateway,),
+            ),
+            opts=kopts,
+        )
     if cfg.ui.enabled:
         assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
         assert team_keys is not None, "key_grants gives Open WebUI its own key when the UI is on"

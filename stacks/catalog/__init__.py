@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -97,6 +98,8 @@ class _ImageRow(_Row):
 
 class _RdsRow(_Row):
     postgresEngineVersion: str
+    caBundleFile: str
+    caBundleSha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class _ElastiCacheRow(_Row):
@@ -214,6 +217,15 @@ def versions() -> Versions:
         huggingface_hub_version=v.images["hf-downloader"].huggingfaceHubVersion or "",
         redis_engine_version=v.elasticache.redisEngineVersion,
     )
+
+
+def rds_ca_bundle() -> str:
+    """The RDS CA bundle (PEM) the gateway trusts for its database, checked against its pin."""
+    row = _VersionsFile.model_validate(_read("versions.yaml")).rds
+    data = (HERE / row.caBundleFile).read_bytes()
+    if hashlib.sha256(data).hexdigest() != row.caBundleSha256:
+        raise ValueError(f"stacks/catalog/{row.caBundleFile}: sha256 differs from versions.yaml rds.caBundleSha256")
+    return data.decode("ascii")
 
 
 def families(kind: str | None = None) -> list[str]:

@@ -40,6 +40,7 @@ ROLES = (
     ({"app.kubernetes.io/name": "litellm"}, "gateway"),
     ({"app.kubernetes.io/name": "open-webui"}, "ui"),
     ({"app.kubernetes.io/name": "neuron-monitor"}, "neuron-monitor"),
+    ({"app.kubernetes.io/name": "litellm-reconciler"}, "reconciler"),
 )
 SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
 
@@ -52,7 +53,11 @@ RELIED_ON = {
     ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
 }
-RELIED_ON_WITH_DATABASE = {("gateway", "vpc", 5432, "TCP")}  # LiteLLM -> RDS Postgres in the VPC
+RELIED_ON_WITH_DATABASE = {
+    ("gateway", "vpc", 5432, "TCP"),  # LiteLLM -> RDS Postgres in the VPC
+    ("reconciler", "gateway", 4000, "TCP"),  # the teams Job -> LiteLLM's management API
+    *(("reconciler", "kube-dns", 53, proto) for proto in ("UDP", "TCP")),
+}
 
 # (Secret name, key) -> the material it carries; who may hold it; who needs it.
 MATERIAL = {
@@ -67,19 +72,26 @@ MATERIAL = {
     ("litellm-keys", "keys.json"): "key-hashes",  # SHA-256 of the team keys (components/teamkeys.py)
     ("litellm", "redis-host"): "redis",
     ("litellm", "redis-password"): "redis",
+    ("litellm-team-keys", "keys.json"): "team-keys",  # the reconciler's key values (database path)
 }
 ALLOWED = {
     "hf-token": {"model-cache"},
     "vllm-key": {"vllm", "gateway"},
-    "master-key": {"gateway"},
+    "master-key": {"gateway", "reconciler"},
     "webui-key": {"ui"},
     "key-hashes": {"gateway"},
     "redis": {"gateway"},
     "salt-key": {"gateway"},
     "database-url": {"gateway"},
     "webui-secret": {"ui"},
+    "team-keys": {"reconciler"},
 }
-NEEDS = {"vllm": {"vllm-key"}, "gateway": {"vllm-key", "master-key", "salt-key"}, "ui": {"webui-key", "webui-secret"}}
+NEEDS = {
+    "vllm": {"vllm-key"},
+    "gateway": {"vllm-key", "master-key", "salt-key"},
+    "ui": {"webui-key", "webui-secret"},
+    "reconciler": {"master-key"},
+}
 
 # Health endpoints each server answers (vLLM /health; LiteLLM /health/liveliness and
 # /health/readiness, its own spelling; Open WebUI /health).
