@@ -186,12 +186,13 @@ class GatewayDatabase(pulumi.ComponentResource):
             recovery_window_in_days=SECRET_RECOVERY_DAYS,
             opts=ResourceOptions(parent=self, protect=protect),
         )
+        credentials: pulumi.Input[str] = pulumi.Output.all(db.address, args.password).apply(
+            lambda a: secret_document(a[0], a[1])
+        )
         aws.secretsmanager.SecretVersion(
             f"{name}-credentials",
             secret_id=secret.id,
-            secret_string=pulumi.Output.secret(
-                pulumi.Output.all(db.address, args.password).apply(lambda a: secret_document(a[0], a[1]))
-            ),
+            secret_string=pulumi.Output.secret(credentials),
             opts=child,
         )
         self.secret_arn = secret.arn

@@ -285,7 +285,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
         data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
         if args.database_url is not None:
             data["database-url"] = args.database_url
-        if redis:
+        if args.redis_host is not None and args.redis_password is not None:
             data["redis-host"] = args.redis_host
             data["redis-password"] = args.redis_password
         keys_secret = [

@@ -29,7 +29,9 @@ from stacks.platform import Platform
 
 # The DCGM exporter's Service, created by the GPU operator from its own assets (not the chart):
 # label app=nvidia-dcgm-exporter, port gpu-metrics (9400), in the operator's namespace.
-DCGM = {"namespace": "gpu-operator", "selector": {"app": "nvidia-dcgm-exporter"}, "port": "gpu-metrics"}
+DCGM_NAMESPACE = "gpu-operator"
+DCGM_SELECTOR = {"app": "nvidia-dcgm-exporter"}
+DCGM_PORT = "gpu-metrics"
 # The Karpenter chart's Service (templates/service.yaml): labels name + instance (the release name,
 # components.karpenter), port http-metrics; tests/stacks/test_observability.py renders the chart.
 KARPENTER_RELEASE = "karpenter"
@@ -109,9 +111,9 @@ def platform_targets(intent: StackIntent, namespace: str) -> list[ScrapeTarget]:
                 "dcgm-exporter",
                 namespace,
                 "ServiceMonitor",
-                DCGM["selector"],
-                DCGM["port"],
-                target_namespace=DCGM["namespace"],
+                DCGM_SELECTOR,
+                DCGM_PORT,
+                target_namespace=DCGM_NAMESPACE,
             )
         )
     return out

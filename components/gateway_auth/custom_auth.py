@@ -51,7 +51,7 @@ def load_table(path: str | None) -> dict[str, dict]:
     stamp = (st.st_mtime_ns, st.st_size) if st else None
     if stamp != _cache["stamp"]:
         table = {}
-        if st:
+        if st and path:
             with open(path, encoding="utf-8") as fh:
                 table = json.load(fh)
         _cache.update(stamp=stamp, table=table)

@@ -148,14 +148,15 @@ class TeamReconciler(pulumi.ComponentResource):
         )
         keys = None
         if args.key_values is not None:
+            key_document: pulumi.Input[str] = pulumi.Output.from_input(args.key_values).apply(
+                lambda v: json.dumps(v, sort_keys=True)
+            )
             keys = k8s.core.v1.Secret(
                 f"{name}-keys",
                 metadata={"name": "litellm-team-keys", "namespace": ns},
                 type="Opaque",
                 string_data={
-                    "keys.json": pulumi.Output.secret(
-                        pulumi.Output.from_input(args.key_values).apply(lambda v: json.dumps(v, sort_keys=True))
-                    )
+                    "keys.json": pulumi.Output.secret(key_document),
                 },
                 opts=child,
             )

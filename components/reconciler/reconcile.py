@@ -26,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 MANAGED_BY = "llm-serving"
 MARK = {"managed-by": MANAGED_BY}
@@ -169,7 +170,7 @@ class Client:
         self.base = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {master_key}", "Content-Type": "application/json"}
 
-    def call(self, method: str, route: str, body: dict | None = None, query: dict | None = None) -> object:
+    def call(self, method: str, route: str, body: dict | None = None, query: dict | None = None) -> Any:
         url = self.base + route + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(url, data=data, method=method, headers=self.headers)
