@@ -170,6 +170,9 @@ def summary(rs: list[Result]) -> dict:
         a = [abs(e) for e in errs]
         return {"n": len(a), "median": statistics.median(a) if a else None, "worst": max(a) if a else None}
 
+    def stats_signed(errs: list[float]) -> dict:
+        return {"n": len(errs), "min": min(errs) if errs else None, "max": max(errs) if errs else None}
+
     kv = [r for r in rs if r.kv_err is not None and not r.fitted]  # cases a constant was fitted on: not scored
     return {
         "kv_all": stats([r.kv_err for r in kv if r.kv_err is not None]),
@@ -178,6 +181,10 @@ def summary(rs: list[Result]) -> dict:
         "weights_all": stats([r.weights_err for r in rs if r.weights_err is not None]),
         "activation_abs_err_gib": stats([r.activation_err_gib for r in rs if r.activation_err_gib is not None]),
         "cudagraph_abs_err_gib": stats([r.cudagraph_err_gib for r in rs if r.cudagraph_err_gib is not None]),
+        # the estimate vLLM >= 0.21 subtracts: the planner's per-layer term is above every such log's (signed)
+        "cudagraph_err_gib_v1": stats_signed(
+            [r.cudagraph_err_gib for r in rs if r.cudagraph_err_gib is not None and is_v1(r)]
+        ),
         "accepted_but_refused": [r.id for r in rs if r.refused and r.accepted and not r.near_limit],
         "refused_cases": [r.id for r in rs if r.refused],
     }
@@ -233,6 +240,9 @@ def main(argv: list[str]) -> int:
         v = s[key]
         if v["n"]:
             print(f"{key:22} n={v['n']:2}  median {v['median']:.2f} GiB  worst {v['worst']:.2f} GiB")
+    v = s["cudagraph_err_gib_v1"]
+    if v["n"]:
+        print(f"{'cudagraph_err_gib_v1':22} n={v['n']:2}  planner - logged {v['min']:+.2f} .. {v['max']:+.2f} GiB")
     for cid, got, logged in cpu_results():
         print(f"{cid:40} CPU KV tokens: planner {got:,}  vLLM {logged:,}  ({(got - logged) / logged:+.1%})")
     print(f"accepted but refused by vLLM: {s['accepted_but_refused'] or 'none'} (of {len(s['refused_cases'])} refused)")
