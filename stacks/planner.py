@@ -74,7 +74,7 @@ DEFAULT_SAMPLER = "v2"
 # output 2 x I / TP and its activation I / TP) and the attention's (q, k, v and output), which are not
 # alive at once, plus ~4 hidden-sized tensors (residual, normed input, layer output, kept hidden states).
 ACTIVATION_HIDDEN_TENSORS = 4
-# Error band of the model: benchmarks/kv_accuracy.py measures a worst |KV error| of 6.2 % on the 6 vLLM
+# Error band of the model: benchmarks/kv_accuracy.py measures a worst |KV error| of 6.2 % on the 8 vLLM
 # >= 0.21 logs and 6.3 % on the 0.19 ones (bar one 0.19 TP2 config with the NCCL buffers 0.32 no longer
 # counts); the band is about twice that, with an absolute floor for small budgets (~0.25 GiB of
 # overhead error). A fit whose KV cache is within the band of one max-length request is a warning.
