@@ -25,8 +25,9 @@ from components.types import GIB, InstanceType, ModelArch
 
 # ---- constants and where they come from ----------------------------------------------------
 # The GPU memory model follows vLLM 0.32's start-up (vllm/v1/worker/gpu_worker.py
-# determine_available_memory, vllm/utils/mem_utils.py memory_profiling, gpu_model_runner.py
-# profile_run / _dummy_sampler_run / profile_cudagraph_memory):
+# determine_available_memory, vllm/utils/mem_utils.py memory_profiling, and Model Runner V2's
+# v1/worker/gpu/model_runner.py profile_run / _dummy_sampler_run / cudagraph_utils.profile_cudagraph_memory;
+# V2 is 0.32's runner for every generative model, config/vllm.py use_v2_model_runner):
 #   requested   = gpu_memory_utilization x total memory as CUDA reports it
 #   KV budget   = requested - consumed (weights + non-torch growth after the start snapshot, which is
 #                 taken after CUDA and NCCL init, so the context itself is outside the budget)
@@ -34,9 +35,10 @@ from components.types import GIB, InstanceType, ModelArch
 #                   max-num-batched-tokens, then the sampler warm-up on min(max-num-seqs, batched)
 #                   rows x vocab logits) - the CUDA-graph estimate (subtracted since vLLM 0.21,
 #                   VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1; 0 with --enforce-eager)
-# The three fitted constants below (non-torch, CUDA graphs, sampler bytes per logit) were fitted on
-# half of the public start-up logs in benchmarks/kv_cases.yaml and checked on the other half
-# (benchmarks/kv_accuracy.py prints both halves); the forward term is counted from the model shape.
+# The fitted constants below (non-torch, CUDA graphs, the older engines' sampler bytes per logit) come
+# from public start-up logs in benchmarks/kv_cases.yaml, each fitting case marked `fitted: true` and left
+# out of the benchmark's statistics; the forward term and 0.32's sampler warm-up are counted from the
+# model shape and the code.
 DEFAULT_GPU_UTILIZATION = 0.90
 # CUDA block size (vLLM default on CUDA).
 GPU_BLOCK_SIZE = 16
@@ -48,22 +50,31 @@ NON_TORCH_GIB = 0.2
 NON_TORCH_TP_EXTRA_GIB = 0.4
 # CUDA-graph estimate vLLM subtracts before the KV cache (vLLM >= 0.21), per decoder layer: fitted on the
 # estimates vLLM 0.19 logs for 13 dense/MoE models on H100 (0.55-1.82 GiB, kv_cases.yaml
-# logged.cudagraph_gib); the benchmark prints the error of this term separately.
+# logged.cudagraph_gib); the benchmark prints the error of this term separately. The estimates the vLLM
+# >= 0.21 logs subtract (0.28-0.52 GiB at 256 sequences) are 0.20-0.30 GiB below it: kept, on the safe side.
 CUDA_GRAPH_GIB_PER_LAYER = 0.02
 # vLLM versions that subtract the CUDA-graph estimate (default since 0.21).
 CUDA_GRAPH_ESTIMATE_SINCE = (0, 21)
-# Sampler warm-up, bytes per logit of a [rows, vocab] tensor, by the top-k/top-p path vLLM warms:
-# "triton" (vLLM 0.32 on CUDA: FlashInfer first, then forward_native -> apply_top_k_top_p_triton, no sort):
-#   15 B, fitted on one vLLM 0.19 H100 log (Llama-3.1-8B: 1.89 GiB at 1,024 x 128,256) and checked on the
-#   other 0.19 logs; "sort" (PyTorch sort-based fallback, no Triton/FlashInfer): 32 B counted from the code
-#   (fp32 logits, sorted values, int64 indices, softmax, cumsum, mask, probs; a 0.10.1 log implies 30 B);
+# Sampler warm-up after the profiling forward, bytes per logit of the [rows, vocab] logits, by the engine
+# path that ran it (rows = min(max-num-seqs, max-num-batched-tokens)):
+#   "v2" (vLLM 0.32, Model Runner V2: the default for every generative model; v1/worker/gpu/model_runner.py
+#     _dummy_sampler_run): the dummy batch asks for no top-k/top-p, logprobs or logits processing, so the
+#     warm-up holds only compute_logits' output in the model dtype (2 B; at TP > 1 also the rank's vocab
+#     shard before the gather, + 2/TP B) and the Gumbel kernel's per-block maxima. Counted from the code.
+#   "triton" (Model Runner V1 of vLLM 0.19-0.22: FlashInfer first, then apply_top_k_top_p_triton): 15 B,
+#     fitted on one vLLM 0.19 H100 log (Llama-3.1-8B: 1.89 GiB at 1,024 x 128,256).
+#   "sort" (PyTorch-native sort-based top-k/top-p of older engines: fp32 logits, sorted values, int64
+#     indices, softmax, cumsum, mask, probs): 38 B, fitted on one vLLM 0.11 H100 row (Qwen3-0.6B: 5.56 GiB
+#     at 1,024 x 151,936); Llama-3.1-8B and Qwen3-32B at TP1/TP2 imply 38.3-38.4 B, a 0.10.1 log 30 B.
 #   "flashinfer" (engines that warmed only FlashInfer's sampler, e.g. 0.10): 10 B, fitted on one 0.10.1 log.
-SAMPLER_BYTES_PER_LOGIT = {"triton": 15, "sort": 32, "flashinfer": 10}
+SAMPLER_BYTES_PER_LOGIT = {"v2": 2, "triton": 15, "sort": 38, "flashinfer": 10}
+# The sampler path vLLM 0.32 (the engine we pin) warms.
+DEFAULT_SAMPLER = "v2"
 # Forward peak of the profiling run, per token (16-bit): the larger of the MLP's transients (gate/up
 # output 2 x I / TP and its activation I / TP) and the attention's (q, k, v and output), which are not
 # alive at once, plus ~4 hidden-sized tensors (residual, normed input, layer output, kept hidden states).
 ACTIVATION_HIDDEN_TENSORS = 4
-# Error band of the model: benchmarks/kv_accuracy.py measures a worst |KV error| of 5.2 % on the vLLM
+# Error band of the model: benchmarks/kv_accuracy.py measures a worst |KV error| of 6.2 % on the 8 vLLM
 # >= 0.21 logs and 6.3 % on the 0.19 ones (bar one 0.19 TP2 config with the NCCL buffers 0.32 no longer
 # counts); the band is about twice that, with an absolute floor for small budgets (~0.25 GiB of
 # overhead error). A fit whose KV cache is within the band of one max-length request is a warning.
@@ -151,21 +162,27 @@ def forward_peak_gib(arch: ModelArch, batched_tokens: int, tp: int = 1) -> float
     return batched_tokens * per_token * DTYPE_BYTES[arch.dtype] / GIB
 
 
-def sampler_gib(arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = "triton") -> float:
+def sampler_gib(
+    arch: ModelArch, max_num_seqs: int, batched_tokens: int, sampler: str = DEFAULT_SAMPLER, tp: int = 1
+) -> float:
     """The sampler warm-up after the profiling forward: min(max-num-seqs, batched tokens) rows of
-    full-vocabulary logits (gathered over TP ranks) and the top-k/top-p temporaries."""
+    full-vocabulary logits (gathered over TP ranks) and the path's temporaries."""
     rows = min(max_num_seqs, batched_tokens)
-    return rows * arch.vocab * SAMPLER_BYTES_PER_LOGIT[sampler] / GIB
+    per_logit = SAMPLER_BYTES_PER_LOGIT[sampler]
+    if sampler == "v2" and tp > 1:
+        per_logit += SAMPLER_BYTES_PER_LOGIT["v2"] / tp  # the rank's vocab shard before the gather
+    return rows * arch.vocab * per_logit / GIB
 
 
 def activation_gib(
-    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = "triton"
+    arch: ModelArch, batched_tokens: int, tp: int = 1, max_num_seqs: int = 0, sampler: str = DEFAULT_SAMPLER
 ) -> float:
     """Peak activation vLLM measures: the larger of the forward peak and the sampler warm-up (on top
     of the hidden states the forward returned) — they are not alive at the same time."""
     kept = batched_tokens * arch.hidden * DTYPE_BYTES[arch.dtype] / GIB
     return max(
-        forward_peak_gib(arch, batched_tokens, tp), kept + sampler_gib(arch, max_num_seqs, batched_tokens, sampler)
+        forward_peak_gib(arch, batched_tokens, tp),
+        kept + sampler_gib(arch, max_num_seqs, batched_tokens, sampler, tp),
     )
 
 
@@ -262,11 +279,11 @@ def size(
     enforce_eager: bool = False,
     gpu_memory_gib: float | None = None,
     vllm_version: str | None = None,
-    sampler_warmup: str = "triton",
+    sampler_warmup: str = DEFAULT_SAMPLER,
 ) -> Sizing:
     """Size one replica of a model on one instance type at a given TP. `gpu_memory_gib` overrides the
     device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term;
-    `sampler_warmup` names the top-k/top-p path the engine warms ("triton": vLLM 0.32 on CUDA)."""
+    `sampler_warmup` names the sampler path the engine warms ("v2": vLLM 0.32's Model Runner V2)."""
     rank_gib = rank_memory_gib(inst, gpu_memory_gib)
     weights = weight_bytes_total(arch, quantization) / tp / GIB
     host_gib = float(pod_memory_gib(inst, tp))
@@ -290,7 +307,7 @@ def size(
     util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
     bt = batched_tokens or default_batched_tokens(rank_gib, inst.device)
     act = activation_gib(arch, bt, tp, max_num_seqs, sampler_warmup)
-    smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup)
+    smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup, tp)
     non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
     graphs = cudagraph_gib(arch, enforce_eager, vllm_version)
     overhead = act + non_torch + graphs

@@ -132,13 +132,13 @@ def test_project_file_declares_only_types_pulumi_accepts():
 
 def test_concurrency_shortfall_takes_the_cheapest_fit_and_says_so():
     """256 x 40960 tokens of KV (112 KiB/token) is ~1.1 TiB: nothing meets it. Hand numbers on g6.xlarge
-    (L4, 22.04 GiB as CUDA reports it): 0.9 x 22.04 - 1.1101 GiB weights - 1.3073 GiB overheads (sampler
-    warm-up 256 x 151,936 x 15 B = 556.4 MiB + 4 MiB kept hidden states, non-torch 0.2, graphs 28 x 0.02)
-    = 17.42 GiB of KV, / 114688 B = ~163.1k tokens = 4.0 requests of 40960."""
+    (L4, 22.04 GiB as CUDA reports it): 0.9 x 22.04 - 1.1101 GiB weights - 0.8364 GiB overheads (sampler
+    warm-up 256 x 151,936 x 2 B = 74.2 MiB + 4 MiB kept hidden states, non-torch 0.2, graphs 28 x 0.02)
+    = 17.89 GiB of KV, / 114688 B = ~167.5k tokens = 4.1 requests of 40960."""
     m = config.load_file(CONFIGS / "concurrency-shortfall.ok.yaml", stack="t").models["tiny"]
     assert (m.sizing.instance.name, m.sizing.tensor_parallel) == ("g6.xlarge", 1)
     assert m.hourly_usd == (0.8048, 0.8048)  # not p4de/p5 at $27-98/h
-    assert m.warnings[0].startswith("max concurrency 4.0 < maxNumSeqs 256 (KV budget 17.42 GiB/device)")
+    assert m.warnings[0].startswith("max concurrency 4.1 < maxNumSeqs 256 (KV budget 17.89 GiB/device)")
 
 
 def test_trust_remote_code_is_rendered_only_when_declared():

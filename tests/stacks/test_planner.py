@@ -54,53 +54,64 @@ def test_qwen3_8b_bf16_on_l4_hand_computed():
     weights 8.19e9 x 2 B = 15.25506 GiB
     forward peak at 2,048 tokens: per token max(3 x 12,288 (gate/up + act), (2 x 32 + 2 x 8) x 128
       (q, k, v, attention out)) + 4 x 4,096 (hidden tensors) = 53,248 bf16 = 106,496 B -> 208 MiB
-    sampler warm-up (Triton top-k/top-p, 15 B/logit): 256 rows x 151,936 vocab x 15 B = 556.40625 MiB,
-      on top of the kept hidden states 2,048 x 4,096 x 2 B = 16 MiB -> 572.40625 MiB > 208 MiB: the peak
-    non-torch 0.2 + CUDA graphs 36 layers x 0.02 = 0.72 -> overheads 0.55899 + 0.92 = 1.47899 GiB
-    KV = 19.836 - 15.25506 - 1.47899 = 3.10195 GiB; 147,456 B/token (2 x 36 x 8 x 128 x 2)
-      -> 22,587.x tokens -> 1,411 blocks of 16 = 22,576 tokens -> 2.76 x 8,192"""
+    sampler warm-up (Model Runner V2: the bf16 logits only): 256 rows x 151,936 vocab x 2 B = 74.1875 MiB,
+      on top of the kept hidden states 2,048 x 4,096 x 2 B = 16 MiB -> 90.1875 MiB < 208 MiB: the forward
+      is the peak
+    non-torch 0.2 + CUDA graphs 36 layers x 0.02 = 0.72 -> overheads 0.203125 + 0.92 = 1.123125 GiB
+    KV = 19.836 - 15.25506 - 1.123125 = 3.45781 GiB; 147,456 B/token (2 x 36 x 8 x 128 x 2)
+      -> 25,179.x tokens -> 1,573 blocks of 16 = 25,168 tokens -> 3.07 x 8,192"""
     s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 8192, 256)
     assert s.device_memory_gib == 22.04 and s.requested_gib == pytest.approx(19.836)
     assert s.max_num_batched_tokens == 2048
     assert s.weights_gib_per_device == pytest.approx(15.25506, abs=1e-5)
     assert p.forward_peak_gib(M["qwen3-8b"], 2048) == pytest.approx(208 / 1024)
-    assert s.sampler_gib == pytest.approx(556.40625 / 1024)
-    assert s.activation_gib == pytest.approx(572.40625 / 1024)
+    assert s.sampler_gib == pytest.approx(74.1875 / 1024)
+    assert s.activation_gib == pytest.approx(208 / 1024)
     assert s.cudagraph_gib == pytest.approx(0.72) and s.non_torch_gib == pytest.approx(0.2)
-    assert s.overhead_gib_per_device == pytest.approx(572.40625 / 1024 + 0.92)
-    assert s.kv_gib_per_device == pytest.approx(3.10195, abs=1e-5)
-    assert s.kv_tokens == 22_576
-    assert s.max_concurrency == pytest.approx(2.755859375)
+    assert s.overhead_gib_per_device == pytest.approx(208 / 1024 + 0.92)
+    assert s.kv_gib_per_device == pytest.approx(3.45781, abs=1e-5)
+    assert s.kv_tokens == 25_168
+    assert s.max_concurrency == pytest.approx(3.072265625)
     assert s.fits and not s.near_limit and not s.meets_concurrency and s.warnings == ()
 
 
 def test_near_limit_fit_is_a_warning_with_fixes():
-    """The same L4 at a 21,504-token context: 22,576 tokens fit one request, but the error band
-    (10 % of 3.10195 GiB = 0.31019 GiB) leaves 2.79175 GiB = 20,329 tokens < 21,504: a warning that
-    names the largest safe context (20,329 // 16 x 16 = 20,320) and the other ways out."""
-    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 21504, 256)
+    """The same L4 at a 24,576-token context: 25,168 tokens fit one request, but the error band
+    (10 % of 3.45781 GiB = 0.34578 GiB) leaves 3.11203 GiB = 22,661 tokens < 24,576: a warning that
+    names the largest safe context (22,661 // 16 x 16 = 22,656) and the other ways out. The sampler
+    warm-up (72 MiB) is too small to be worth halving maxNumSeqs for."""
+    s = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 24576, 256)
     assert s.fits and s.near_limit
-    assert s.margin_gib == pytest.approx(0.31019, abs=1e-4)
+    assert s.margin_gib == pytest.approx(0.34578, abs=1e-4)
     (w,) = s.warnings
-    assert "maxModelLen: 20320" in w and "maxNumSeqs: 128" in w
+    assert "maxModelLen: 22656" in w and "maxNumSeqs" not in w
     assert "gpuMemoryUtilization: 0.95" in w and "larger instance" in w
     # well inside the band: no warning; outside the fit: no fit (not a warning)
     assert p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 16384, 256).warnings == ()
-    assert not p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 24576, 256).fits
+    assert not p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 26624, 256).fits
+    # a large sampler warm-up (the older Triton path, 556 MiB) is one of the fixes it names
+    old = p.size(M["qwen3-8b"], INSTANCES["g6.xlarge"], 1, 21504, 256, sampler_warmup="triton")
+    assert old.near_limit and "maxNumSeqs: 128 (sampler warm-up 0.54 GiB)" in old.warnings[0]
 
 
 def test_sampler_term_grows_with_max_num_seqs_times_vocab():
-    """H100 (p5.4xlarge): vLLM's default 8,192 batched tokens; at 1,024 sequences the sampler warm-up
-    is 1,024 x 151,936 x 15 B = 2.17346 GiB (+ 64 MiB kept hidden states) and exceeds the forward peak
-    (8,192 x 106,496 B = 0.8125 GiB). The paths older engines warmed: FlashInfer only 10 B, sort 32 B."""
+    """H100 (p5.4xlarge): vLLM's default 8,192 batched tokens; at 1,024 sequences vLLM 0.32's warm-up
+    holds 1,024 x 151,936 bf16 logits = 0.28979 GiB (+ 64 MiB kept hidden states), under the forward peak
+    (8,192 x 106,496 B = 0.8125 GiB), which stays the activation. At TP2 the rank also holds its half of
+    the vocabulary before the gather: 3 B/logit. The paths older engines warmed: Model Runner V1 with
+    Triton top-k/top-p 15 B (2.17346 GiB, over the forward), FlashInfer only 10 B, PyTorch sort 38 B."""
     s = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024)
     assert s.max_num_batched_tokens == 8192
-    assert s.sampler_gib == pytest.approx(2.173461914)
-    assert s.activation_gib == pytest.approx(2.173461914 + 0.0625)
-    few = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 8)
+    assert s.sampler_gib == pytest.approx(0.289794922)
+    assert s.activation_gib == pytest.approx(0.8125)
+    assert p.sampler_gib(M["qwen3-8b"], 1024, 8192, "v2", tp=2) == pytest.approx(0.434692383)
+    v1 = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024, sampler_warmup="triton")
+    assert v1.sampler_gib == pytest.approx(2.173461914)
+    assert v1.activation_gib == pytest.approx(2.173461914 + 0.0625)
+    few = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 8, sampler_warmup="triton")
     assert few.activation_gib == pytest.approx(0.8125)  # the forward peak when few sequences
-    assert few.kv_gib_per_device - s.kv_gib_per_device == pytest.approx(2.235961914 - 0.8125)
-    for path, b in (("flashinfer", 10), ("sort", 32)):
+    assert few.kv_gib_per_device - v1.kv_gib_per_device == pytest.approx(2.235961914 - 0.8125)
+    for path, b in (("flashinfer", 10), ("sort", 38)):
         alt = p.size(M["qwen3-8b"], INSTANCES["p5.4xlarge"], 1, 8192, 1024, sampler_warmup=path)
         assert alt.sampler_gib == pytest.approx(1024 * 151936 * b / GIB)
 
@@ -234,7 +245,7 @@ def test_benchmark_cases_load_and_name_their_source():
     from benchmarks import kv_accuracy as bench
 
     data = bench.load()
-    assert len(data["cases"]) >= 30
+    assert len(data["cases"]) >= 45
     for c in data["cases"]:
         assert c["source"].startswith("https://"), c["id"]
         assert c["model"] in data["models"], c["id"]
@@ -251,10 +262,13 @@ def test_benchmark_accuracy_targets_hold():
     rs = bench.results()
     assert bench.check(rs) == []
     s = bench.summary(rs)
-    assert s["kv_v1"]["n"] >= 2 and s["kv_v1"]["median"] <= 0.05 and s["kv_v1"]["worst"] <= 0.15
-    assert s["kv_all"]["n"] >= 25 and s["kv_all"]["median"] <= 0.05
-    assert s["weights_quantized"]["n"] >= 5 and s["weights_quantized"]["worst"] <= 0.05
-    assert s["accepted_but_refused"] == []
+    assert s["kv_v1"]["n"] >= 8 and s["kv_v1"]["median"] <= 0.05 and s["kv_v1"]["worst"] <= 0.15
+    assert s["kv_all"]["n"] >= 37 and s["kv_all"]["median"] <= 0.05
+    assert s["weights_quantized"]["n"] >= 10 and s["weights_quantized"]["worst"] <= 0.05
+    assert s["accepted_but_refused"] == [] and len(s["refused_cases"]) >= 3
+    # an AWQ and an FP8 checkpoint are among the quantized weights checked
+    quant = {c["quantization"] for c in bench.load()["cases"] if c.get("quantization")}
+    assert {"awq", "fp8"} <= quant
     # the CPU case measured here: the planner's tokens equal the real vLLM 0.32 CPU server's log
     assert [(got, logged) for _, got, logged in bench.cpu_results()] == [(1_048_576, 1_048_576)]
 
@@ -271,6 +285,29 @@ def test_benchmark_check_fails_on_a_regression():
     assert any("median" in m for m in bench.check(off))
     accepted = [replace(r, accepted=True, near_limit=False) if r.refused else r for r in rs]
     assert any("refused" in m for m in bench.check(accepted))
+    # one vLLM >= 0.21 log 20 % off is a missed worst-case target (the median alone would hide it)
+    first = next(i for i, r in enumerate(rs) if r.kv_err is not None and bench.is_v1(r) and not r.fitted)
+    one_off = [replace(r, kv_err=0.2) if i == first else r for i, r in enumerate(rs)]
+    assert [m for m in bench.check(one_off) if "worst" in m] and not [m for m in bench.check(one_off) if "median" in m]
+
+
+def test_benchmark_replays_the_runner_each_log_ran():
+    """Logs that name no model runner replay the engine's default for dense models: Model Runner V1
+    (Triton top-k/top-p warm-up) before vLLM 0.23, Model Runner V2 from 0.23; a case's own `sampler:`
+    wins, and `cudagraph_estimate: false` drops the CUDA-graph term like --enforce-eager."""
+    from benchmarks import kv_accuracy as bench
+
+    assert [bench.default_sampler(v) for v in ("0.19.0", "0.22.1", "0.23.0", "0.28.1rc1.dev50")] == [
+        "triton",
+        "triton",
+        "v2",
+        "v2",
+    ]
+    data = bench.load()
+    case = next(c for c in data["cases"] if c["id"] == "qwen2.5-0.5b-16gb-v026-v2")
+    with_graphs = bench.evaluate({k: v for k, v in case.items() if k != "cudagraph_estimate"}, data["models"])
+    # 24 layers x 0.02 GiB of CUDA-graph estimate that the 0.26 log did not subtract
+    assert with_graphs.kv_gib == pytest.approx(bench.evaluate(case, data["models"]).kv_gib - 0.48, abs=1e-3)
 
 
 def test_near_limit_warning_reaches_the_plan_warnings(tmp_path):
@@ -280,8 +317,8 @@ def test_near_limit_warning_reaches_the_plan_warnings(tmp_path):
 
     f = tmp_path / "Pulumi.t.yaml"
     spec = "{preset: qwen3-8b, instanceType: g6.xlarge, tensorParallel: 1, maxNumSeqs: 256, maxModelLen: %d}"
-    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 21504 + "\n")
+    f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 24576 + "\n")
     warnings = config.load_file(f, stack="t").models["qwen"].warnings
-    assert any(w.startswith("one 21504-token request needs 2.95 GiB") and "maxModelLen: 20320" in w for w in warnings)
+    assert any(w.startswith("one 24576-token request needs 3.38 GiB") and "maxModelLen: 22656" in w for w in warnings)
     f.write_text("config:\n  llm-serving:models:\n    qwen: " + spec % 8192 + "\n")
     assert not any("error band" in w for w in config.load_file(f, stack="t").models["qwen"].warnings)
