@@ -1,5 +1,5 @@
 """LiteLLM gateway: config from exactly the deployed routes, keys in a Secret, 2+ replicas, PDB,
-internal load balancer; optional Postgres on Amazon RDS (separate AWS-plane component)."""
+in-cluster Service (the front door faces clients); optional Postgres on Amazon RDS (separate AWS-plane component)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,6 @@ class GatewayArgs:
     vllm_api_key: pulumi.Input[str]
     system_taint: str
     database_url: pulumi.Input[str] | None = None
-    internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -244,14 +243,13 @@ class LiteLLMGateway(pulumi.ComponentResource):
             },
             opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *after]),
         )
-        annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
-        if args.internal_load_balancer:
-            annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
-        svc = k8s.core.v1.Service(
+        # In-cluster only: the load balancer reaches the front door (components/frontdoor.py), which
+        # forwards the client routes here; NetworkPolicy admits only pods of the cluster to this port.
+        k8s.core.v1.Service(
             f"{name}-service",
-            metadata={"name": "litellm", "namespace": ns, "annotations": annotations},
+            metadata={"name": "litellm", "namespace": ns},
             spec={
-                "type": "LoadBalancer",
+                "type": "ClusterIP",
                 "selector": GATEWAY_SELECTOR,
                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
             },
@@ -264,13 +262,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, depends_on=after),
         )
         self.in_cluster_url = f"http://{service_host('litellm', ns)}:{PORT}"
-        self.url = svc.status.apply(
-            lambda s: (
-                f"http://{(s.load_balancer.ingress or [None])[0].hostname}:{PORT}"
-                if s and s.load_balancer and s.load_balancer.ingress
-                else self.in_cluster_url
-            )
-        )
+        self.url = pulumi.Output.from_input(self.in_cluster_url)
         self.register_outputs({"url": self.url})
 
 

@@ -42,22 +42,23 @@ def test_manifests_validate(stack_file, plan_of):
         kinds = {}
         for _, obj in manifests(out):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
-        # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 4 NetworkPolicies; vLLM and LiteLLM
-        # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
+        # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 6 NetworkPolicies; vLLM, LiteLLM and the
+        # gateway's front door: Deployments, Services (+ the front door's load balancer), ServiceAccounts (+ the
+        # cache Job's own); LiteLLM's and nginx's ConfigMaps, their PDBs; the cache Job, PVC; vllm-api-key and
         # litellm Secrets.
         assert kinds == {
-            "ConfigMap": 1,
-            "Deployment": 2,
+            "ConfigMap": 2,
+            "Deployment": 3,
             "EC2NodeClass": 1,
             "Job": 1,
             "Namespace": 3,
-            "NetworkPolicy": 9,
+            "NetworkPolicy": 11,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
-            "PodDisruptionBudget": 1,
+            "PodDisruptionBudget": 2,
             "Secret": 2,
-            "Service": 2,
-            "ServiceAccount": 3,
+            "Service": 3,
+            "ServiceAccount": 4,
             "StorageClass": 2,
         }
 
