@@ -68,6 +68,17 @@ if ! stamp_ok "$k" requirements-checkov.lock; then
   cp requirements-checkov.lock "$k/.stamp"
 fi
 
+# --- nginx (the gateway's front door: tests/e2e/test_frontdoor.py runs the rendered nginx.conf) -----
+# Debian's nginx-light (1.22 on bookworm); the pod runs nginx-unprivileged (stacks/catalog/versions.yaml)
+# with the same file. Root only (apt); skipped when nginx is already installed.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y --no-install-recommends nginx-light
+  else
+    echo "nginx missing: run as root (apt-get install -y --no-install-recommends nginx-light)" >&2
+  fi
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"
