@@ -31,7 +31,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.3.3", "gpu-operator"),
     }
     s = json.loads((tmp_path / "summary.json").read_text())
-    assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd"}
+    assert set(s) == {"stack", "resourceCount", "hourlyUsd", "pools", "models", "deployTime", "stackHourlyUsd", "costByTeam"}
     assert s["resourceCount"] == len(res)
     m = s["models"][0]
     assert set(m) == {
