@@ -129,7 +129,8 @@ def render_frontdoor_pod(image: ImagePin, *, config_map: str, system_taint: str)
                 "name": "nginx",
                 "image": image.ref,
                 # Not the image's entrypoint script: it edits files under /etc/nginx (read-only here).
-                "command": ["nginx", "-c", f"{CONF_DIR}/{CONF_FILE}"],
+                # `-e stderr`: the start-up error log too (before nginx.conf is read) goes to stderr.
+                "command": ["nginx", "-e", "stderr", "-c", f"{CONF_DIR}/{CONF_FILE}"],
                 "ports": [{"name": "http", "containerPort": FRONTDOOR_PORT, "protocol": "TCP"}],
                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                 # Live while nginx accepts connections; ready while LiteLLM behind it answers.

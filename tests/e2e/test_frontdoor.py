@@ -6,6 +6,7 @@ and management routes are 404 there, path tricks included. LiteLLM's own port (t
 Service) still serves every route, and /metrics there needs a key.
 
 Substitutions (the cluster's names and paths that do not exist here), each checked to occur:
+the pod's command runs with Debian's /usr/sbin/nginx and this test's copy of the conf;
 `listen <FRONTDOOR_PORT>` -> a free loopback port; the upstream `litellm.gateway.svc.cluster.local:4000`
 -> LiteLLM's loopback port; `/tmp/` -> this test's directory. LiteLLM's vLLM upstream is a stub that
 answers like vLLM's OpenAI API (the behaviour under test is nginx's and LiteLLM's).
@@ -81,16 +82,25 @@ def substituted(conf: str, listen: int, upstream: int, tmp: Path) -> str:
     return conf
 
 
-def start_nginx(rendered_conf: str, upstream_port: int, d: Path) -> Server:
+def argv_of(command: list[str], conf: Path) -> list[str]:
+    """The pod's command with this machine's nginx binary and conf file (each must be there to replace)."""
+    assert command[0] == "nginx" and "-c" in command, command
+    argv = [NGINX, *command[1:]]
+    argv[argv.index("-c") + 1] = str(conf)
+    return argv
+
+
+def start_nginx(rendered_conf: str, command: list[str], upstream_port: int, d: Path) -> Server:
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o777)  # nginx's workers (nobody, when the master runs as root) write temp files here
     port = free_port()
     conf = d / "nginx.conf"
     conf.write_text(substituted(rendered_conf, port, upstream_port, d))
-    check = subprocess.run([NGINX, "-t", "-c", str(conf), "-e", "stderr"], capture_output=True, text=True)
+    argv = argv_of(command, conf)
+    check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     s = Server(
-        [NGINX, "-c", str(conf), "-e", "stderr"],
+        argv,
         dict(os.environ),
         d / "nginx.log",
         f"http://127.0.0.1:{port}/health/liveliness",
@@ -119,7 +129,8 @@ def door(tmp_path_factory):
     gw.timeout = 300
     gw.start()
     try:
-        ng = start_nginx(cm["data"]["nginx.conf"], gw.port, work / "nginx")
+        command = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+        ng = start_nginx(cm["data"]["nginx.conf"], command, gw.port, work / "nginx")
     except BaseException:
         gw.stop()
         raise
@@ -221,7 +232,7 @@ def test_negative_control_a_prefix_location_would_leak(door, tmp_path):
     """The checks can fail: a conf that forwards /v1/ as a prefix lets an admin route under /v1 through."""
     assert "location / { return 404; }" in door["conf"]
     leaky = door["conf"].replace("location / { return 404; }", "location /v1/ { proxy_pass http://litellm; }")
-    ng = start_nginx(leaky, door["gw_port"], tmp_path / "leaky")
+    ng = start_nginx(leaky, door["pod"]["containers"][0]["command"], door["gw_port"], tmp_path / "leaky")
     try:
         assert http("GET", f"http://127.0.0.1:{ng.port}/v1/model/info", key=MASTER_KEY)[0] == 200
     finally:
@@ -232,5 +243,5 @@ def test_the_pod_runs_the_rendered_file(door):
     """The Deployment runs nginx on exactly the ConfigMap's file (not the image's entrypoint script)."""
     c = door["pod"]["containers"][0]
     mount = next(v["mountPath"] for v in c["volumeMounts"] if v["name"] == "config")
-    assert c["command"] == ["nginx", "-c", f"{mount}/nginx.conf"]
+    assert c["command"] == ["nginx", "-e", "stderr", "-c", f"{mount}/nginx.conf"]
     assert c["ports"][0]["containerPort"] == FRONTDOOR_PORT
