@@ -1,5 +1,5 @@
 """LiteLLM gateway: config from exactly the deployed routes, keys in a Secret, 2+ replicas, PDB,
-internal load balancer; optional Postgres on Amazon RDS (separate AWS-plane component)."""
+in-cluster Service (the front door faces clients); optional Postgres on Amazon RDS (separate AWS-plane component)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,6 @@ class GatewayArgs:
     system_taint: str
     database_url: pulumi.Input[str] | None = None
     database_ca_bundle: str | None = None  # PEM text of the RDS CA bundle (with database_url)
-    internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
     # Set: an HPA scales the gateway from `replicas` to this on CPU (the Deployment omits spec.replicas).
     max_replicas: int | None = None
@@ -351,14 +350,13 @@ class LiteLLMGateway(pulumi.ComponentResource):
             },
             opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *ca, *keys_secret, *after]),
         )
-        annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
-        if args.internal_load_balancer:
-            annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
-        svc = k8s.core.v1.Service(
+        # In-cluster only: the load balancer reaches the front door (components/frontdoor.py), which
+        # forwards the client routes here; NetworkPolicy admits only pods of the cluster to this port.
+        k8s.core.v1.Service(
             f"{name}-service",
-            metadata={"name": "litellm", "namespace": ns, "annotations": annotations},
+            metadata={"name": "litellm", "namespace": ns},
             spec={
-                "type": "LoadBalancer",
+                "type": "ClusterIP",
                 "selector": GATEWAY_SELECTOR,
                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
             },
@@ -385,11 +383,5 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 opts=ResourceOptions(parent=self, depends_on=[deployment, *after]),
             )
         self.in_cluster_url = f"http://{service_host('litellm', ns)}:{PORT}"
-        self.url = svc.status.apply(
-            lambda s: (
-                f"http://{(s.load_balancer.ingress or [None])[0].hostname}:{PORT}"
-                if s and s.load_balancer and s.load_balancer.ingress
-                else self.in_cluster_url
-            )
-        )
+        self.url = pulumi.Output.from_input(self.in_cluster_url)
         self.register_outputs({"url": self.url})

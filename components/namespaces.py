@@ -10,6 +10,8 @@ from pulumi import ResourceOptions
 
 from components.types import (
     CACHE_SELECTOR,
+    FRONTDOOR_PORT,
+    FRONTDOOR_SELECTOR,
     GATEWAY_PORT,
     GATEWAY_SELECTOR,
     REDIS_PORT,
@@ -69,6 +71,8 @@ def render_policies(
         ),
         "gateway-default-deny": (gateway_ns, deny),
         "gateway-dns": (gateway_ns, dns),
+        # LiteLLM (every route, admin included) only from named pods of the cluster; clients outside
+        # it reach the front door's port alone, which forwards the client routes (components/frontdoor.py).
         "gateway-ingress": (
             gateway_ns,
             {
@@ -76,10 +80,29 @@ def render_policies(
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
-                        "from": [{"ipBlock": {"cidr": vpc_cidr}}, {"podSelector": {"matchLabels": UI_SELECTOR}}],
+                        "from": [
+                            {"podSelector": {"matchLabels": FRONTDOOR_SELECTOR}},
+                            {"podSelector": {"matchLabels": UI_SELECTOR}},
+                        ],
                         "ports": [tcp(GATEWAY_PORT)],
                     }
                 ],
+            },
+        ),
+        "frontdoor-ingress": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(FRONTDOOR_PORT)]}],
+            },
+        ),
+        "frontdoor-to-gateway": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [tcp(GATEWAY_PORT)]}],
             },
         ),
         "gateway-to-vllm": (

@@ -195,6 +195,9 @@ class NodeClassSpec:
 # Service/container ports. NetworkPolicies, Services, probes and the gateway's routes derive from these.
 VLLM_PORT = 8000  # never a Service named `vllm`: Kubernetes would inject VLLM_PORT and vLLM refuses it
 GATEWAY_PORT = 4000
+# The gateway's front door (components/frontdoor.py): the only port the load balancer reaches; it
+# forwards the client routes to GATEWAY_PORT, which only pods in the cluster reach.
+FRONTDOOR_PORT = 4080
 WEBUI_PORT = 8080
 REDIS_PORT = 6379  # the gateway's shared rate-limit Redis (ElastiCache, TLS)
 # The UID model servers and the cache Job run as (user `vllm` of the vLLM image); the EFS access
@@ -220,6 +223,7 @@ SYSTEM_TAINT = "CriticalAddonsOnly"
 VLLM_SELECTOR = {"app.kubernetes.io/component": "vllm"}
 CACHE_SELECTOR = {"app.kubernetes.io/component": "model-cache"}
 GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
+FRONTDOOR_SELECTOR = {"app.kubernetes.io/name": "gateway-frontdoor"}
 UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
 
 

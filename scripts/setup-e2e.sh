@@ -72,6 +72,7 @@ fi
 #   prometheus (+ promtool): scrapes the real vLLM and LiteLLM; checks the rendered rules
 #   redis-server: the gateway replicas' shared rate-limit counters (tests/e2e/test_teams.py)
 #   postgresql-15 (+ client): the rendered DATABASE_URL against a real TLS Postgres (test_reconciler.py)
+#   nginx-light: the gateway's front door runs the rendered nginx.conf (test_frontdoor.py)
 # One apt-get for whatever is missing; CI runs as root. Packages that start a system service at install
 # (prometheus on :9090) are stopped: the suite runs its own.
 debian_missing=()
@@ -81,12 +82,13 @@ need_deb promtool prometheus
 need_deb redis-server redis-server
 need_deb /usr/lib/postgresql/15/bin/postgres postgresql-15
 need_deb psql postgresql-client
+need_deb nginx nginx-light
 if [ ${#debian_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends \
     $(printf '%s\n' "${debian_missing[@]}" | sort -u)
-  for svc in prometheus redis-server postgresql; do $sudo systemctl disable --now "$svc" 2>/dev/null || true; done
+  for svc in prometheus redis-server postgresql nginx; do $sudo systemctl disable --now "$svc" 2>/dev/null || true; done
 fi
 prometheus --version 2>&1 | head -1
 redis-server --version

@@ -196,3 +196,27 @@ def stack_cost(
         *accelerators(rs, p, max_replicas),
     ]
     return StackCost(tuple(i for i in items if i is not None))
+
+
+# ---- showback: accelerator $/h by team ----------------------------------------------------------
+
+UNASSIGNED = "(unassigned)"
+SHOWBACK_RULE = "each model's accelerator $/h split equally among the teams allowed to call it"
+
+
+def cost_by_team(
+    model_usd: Mapping[str, tuple[float, float]], team_models: Mapping[str, Iterable[str]]
+) -> dict[str, dict]:
+    """team -> {"min", "max", "models": {model: share}}: each model's (min, max) $/h divided equally among
+    the teams whose allowed models include it; a model no team may call is UNASSIGNED. The teams' sums
+    equal the models' sum."""
+    allowed = {t: set(ms) for t, ms in team_models.items()}
+    out: dict[str, dict] = {}
+    for model, (lo, hi) in model_usd.items():
+        users = sorted(t for t, ms in allowed.items() if model in ms) or [UNASSIGNED]
+        for t in users:
+            row = out.setdefault(t, {"min": 0.0, "max": 0.0, "models": {}})
+            row["min"] += lo / len(users)
+            row["max"] += hi / len(users)
+            row["models"][model] = round(1 / len(users), 4)
+    return {t: {**row, "min": _r(row["min"]), "max": _r(row["max"])} for t, row in sorted(out.items())}

@@ -168,7 +168,7 @@ def sampler_gib(
     """The sampler warm-up after the profiling forward: min(max-num-seqs, batched tokens) rows of
     full-vocabulary logits (gathered over TP ranks) and the path's temporaries."""
     rows = min(max_num_seqs, batched_tokens)
-    per_logit = SAMPLER_BYTES_PER_LOGIT[sampler]
+    per_logit = float(SAMPLER_BYTES_PER_LOGIT[sampler])
     if sampler == "v2" and tp > 1:
         per_logit += SAMPLER_BYTES_PER_LOGIT["v2"] / tp  # the rank's vocab shard before the gather
     return rows * arch.vocab * per_logit / GIB

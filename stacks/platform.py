@@ -9,6 +9,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
+from components.access import TeamAccess, TeamAccessArgs
 from components.autoscaling import Keda, KedaArgs
 from components.billing import BillingBudget, BudgetArgs
 from components.cluster import (
@@ -30,6 +31,7 @@ from components.storage import Storage, StorageArgs
 from components.types import ClusterHandle, NetworkHandle, NodeClassSpec, PoolSpec, StorageHandle, SystemNodesHandle
 from stacks import catalog
 from stacks.config import EKS_UNSUPPORTED_ZONE_IDS, ExistingVpc, StackIntent, VpcConfig
+from stacks.config.schema import team_namespaces
 
 # Root volume for accelerator nodes. Instances with local NVMe (g5/g6/g6e/p4d/p5/trn1) keep
 # containerd and kubelet on the instance-store RAID0 (instanceStorePolicy), so the root volume holds
@@ -169,6 +171,21 @@ def existing_network(ex: ExistingVpc) -> NetworkHandle:
     )
 
 
+def team_access(intent: StackIntent, ch: ClusterHandle) -> None:
+    """Each team's roles: edit (or view) in the team stack's namespaces only (components/access.py)."""
+    for team, t in intent.config.cluster.teamAccess.items():
+        TeamAccess(
+            f"access-{team}",
+            TeamAccessArgs(
+                cluster_name=ch.name,
+                team=team,
+                principal_arns=tuple(t.principalArns),
+                namespaces=team_namespaces(team),
+                access=t.access,
+            ),
+        )
+
+
 def build(intent: StackIntent) -> Platform:
     if intent.is_team_stack:
         return attach(intent)
@@ -225,6 +242,7 @@ def build(intent: StackIntent) -> Platform:
         ),
     )
     ch: ClusterHandle = cluster.handle
+    team_access(intent, ch)
     sn = cfg.cluster.systemNodes
     system = SystemNodes(
         "system",

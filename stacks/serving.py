@@ -10,14 +10,15 @@ from pulumi import ResourceOptions
 from components.autoscaling import ModelAutoscaler, ModelAutoscalerArgs
 from components.cache import GatewayCache, GatewayCacheArgs
 from components.database import DatabaseArgs, GatewayDatabase
+from components.frontdoor import READ_TIMEOUT_MARGIN_S, Exposure, FrontDoorArgs, GatewayFrontDoor
 from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
-from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway
+from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway, render_litellm_config
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
 from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
 from components.reconciler.reconcile import key_alias
 from components.teamkeys import KeyGrant, TeamKeys, TeamKeysArgs
-from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
+from components.types import GATEWAY_PORT, SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,
     HUB_CACHE,
@@ -31,7 +32,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog, observability
 from stacks.config import ResolvedModel, StackIntent
-from stacks.config.schema import WEBUI_KEY
+from stacks.config.schema import WEBUI_KEY, team_namespaces
 from stacks.platform import Platform
 from stacks.summary import model_rows
 
@@ -42,8 +43,7 @@ GATEWAY_NS = "gateway"
 def namespaces(intent: StackIntent) -> tuple[str, str]:
     """(models, gateway) namespaces: shared names on a platform stack, team-prefixed on a team stack."""
     if intent.config.team is not None:
-        t = intent.config.team.name
-        return f"{t}-models", f"{t}-gateway"
+        return team_namespaces(intent.config.team.name)
     return MODELS_NS, GATEWAY_NS
 
 
@@ -283,6 +283,24 @@ def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Outpu
     )
 
 
+def exposure(intent: StackIntent) -> Exposure:
+    g = intent.config.gateway
+    return Exposure(
+        internal=g.internalLoadBalancer,
+        certificate_arn=g.tls.certificateArn if g.tls else None,
+        ssl_policy=g.tls.sslPolicy if g.tls else None,
+        source_ranges=tuple(g.sourceRanges),
+        plain_port=GATEWAY_PORT,
+    )
+
+
+def frontdoor_read_timeout(rs: list[Route]) -> int:
+    """The longest a request may take in LiteLLM (the slowest route, tried 1 + num_retries times) plus
+    a margin, so LiteLLM's timeout answers before the front door gives up."""
+    settings = render_litellm_config(rs, database=False)["litellm_settings"]
+    return settings["request_timeout"] * (1 + settings["num_retries"]) + READ_TIMEOUT_MARGIN_S
+
+
 def build(intent: StackIntent, plat: Platform) -> Served:
     cfg = intent.config
     v = catalog.versions()
@@ -414,13 +432,27 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             system_taint=SYSTEM_TAINT,
             database_url=db_url,
             database_ca_bundle=catalog.rds_ca_bundle() if db_enabled else None,
-            internal_load_balancer=cfg.gateway.internalLoadBalancer,
             after=(*ns_ready, *plat.system_ready),
             max_replicas=cfg.autoscaling.gatewayMaxReplicas if scaling else None,
             cpu_utilization_percent=cfg.autoscaling.gatewayCpuPercent,
             key_table=team_keys.table if team_keys else None,
             redis_host=cache.host if cache else None,
             redis_password=keys.redis_auth_token,
+        ),
+        opts=kopts,
+    )
+    front = GatewayFrontDoor(
+        "gateway-frontdoor",
+        FrontDoorArgs(
+            namespace=gateway_ns,
+            image=v.images["nginx-frontdoor"],
+            upstream=f"{service_host('litellm', gateway_ns)}:{GATEWAY_PORT}",
+            replicas=cfg.gateway.replicas,
+            read_timeout_seconds=frontdoor_read_timeout(routes(intent)),
+            system_taint=SYSTEM_TAINT,
+            exposure=exposure(intent),
+            in_cluster_url=gateway.in_cluster_url,
+            after=(*ns_ready, *plat.system_ready),
         ),
         opts=kopts,
     )
@@ -459,7 +491,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         )
     observability.build(intent, plat, specs, (models_ns, gateway_ns), (*ns_ready, *plat.system_ready), kopts)
     return Served(
-        gateway_url=gateway.url,
+        gateway_url=front.url,
         model_names=[m.served_name for m in intent.models.values()],
         endpoints=endpoints,
         master_key=pulumi.Output.secret(keys.master_key),

@@ -72,6 +72,21 @@ def pool_rows(intent: StackIntent) -> list[dict]:
     return out
 
 
+def team_models(intent: StackIntent) -> dict[str, frozenset[str]]:
+    """Which models each team may call (the showback input). A team stack's models are its own; on a
+    platform stack, `gateway.teams` (name -> allowed `models`, model keys or served names; none listed
+    = every model, as LiteLLM reads an empty list); no teams -> {}."""
+    cfg = intent.config
+    if cfg.team is not None:
+        return {cfg.team.name: frozenset(intent.models)}
+    by_served = {m.served_name: n for n, m in intent.models.items()}
+    out = {}
+    for team, t in (getattr(cfg.gateway, "teams", None) or {}).items():
+        names = list(getattr(t, "models", None) or [])
+        out[team] = frozenset(by_served.get(n, n) for n in names) if names else frozenset(intent.models)
+    return out
+
+
 def summary(intent: StackIntent, resource_count: int, resources: list | None = None) -> dict:
     """`hourlyUsd` stays the accelerator nodes' $/h (the planner's); with the recorded `resources`, the doc
     also has `deployTime` (modelled `pulumi up`, critical path) and `stackHourlyUsd` (the whole stack)."""
@@ -83,6 +98,9 @@ def summary(intent: StackIntent, resource_count: int, resources: list | None = N
         "pools": pool_rows(intent),
         "models": model_rows(intent),
     }
+    from stacks import costs
+
+    doc["costByTeam"] = costs.cost_by_team({n: m.hourly_usd for n, m in intent.models.items()}, team_models(intent))
     if resources is not None:
         from stacks import costs, deploytime
 
@@ -147,6 +165,7 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
         f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
         f"platform nodes, NAT, EFS, RDS not included)"
     )
+    lines += team_lines(summary_doc.get("costByTeam"))
     lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"
@@ -172,6 +191,20 @@ def scaling_lines(models: list[dict]) -> list[str]:
                 f"autoscaling {m['name']}: scales to zero — the first request after idle waits a cold start "
                 f"of up to {a['coldStartSeconds']}s (node launch + model load) and may fail meanwhile"
             )
+    return out
+
+
+def team_lines(by_team: dict | None) -> list[str]:
+    """Showback: one line per team (only when the stack has teams)."""
+    from stacks.costs import SHOWBACK_RULE, UNASSIGNED
+
+    if not by_team or set(by_team) == {UNASSIGNED}:
+        return []
+    width = max(len(t) for t in by_team)
+    out = [f"accelerator $/h by team ({SHOWBACK_RULE}):"]
+    for team, row in by_team.items():
+        shares = ", ".join(f"{m}" if s == 1 else f"{m} x{s:g}" for m, s in row["models"].items())
+        out.append(f"  {team.ljust(width)}  ${row['min']:.2f}-${row['max']:.2f}  {shares}")
     return out
 
 

@@ -12,6 +12,7 @@ from components.types import AcceleratorKind, InstanceType, ModelArch
 from stacks import catalog, planner, vllm_flags
 from stacks.config.errors import PROJECT, ConfigError, key
 from stacks.config.schema import (
+    ACM_CERTIFICATE_ARN,
     CLUSTER_NAME_MAX,
     DEFAULT_MAX_MODEL_LEN,
     DEFAULT_MAX_NUM_SEQS,
@@ -191,6 +192,8 @@ class _Resolver:
         for path, what, fix in autoscaling.problems(cfg):
             self.err(path, what, fix)
         warnings = self._cluster_checks() + self._teams()
+        self._gateway_exposure()
+        self._team_access()
         if self.problems:
             raise ConfigError(self.problems)
         # Only pools some model uses, or the config names explicitly, exist.
@@ -274,6 +277,51 @@ class _Resolver:
                 "set cluster.budget on the platform stack",
             )
         return warnings
+
+    def _gateway_exposure(self) -> None:
+        """TLS certificate in this region; an internet-facing gateway only with TLS and source ranges."""
+        g = self.cfg.gateway
+        if g.tls is not None:
+            cert = ACM_CERTIFICATE_ARN.match(g.tls.certificateArn)
+            cert_region = cert.group(2) if cert else None
+            if cert_region != self.region:
+                self.err(
+                    ("gateway", "tls", "certificateArn"),
+                    f"the certificate is in {cert_region}, the stack in {self.region}; a load balancer "
+                    "uses certificates of its own region only",
+                    f"request or import the certificate in ACM in {self.region} and use that ARN",
+                )
+        if not g.internalLoadBalancer:
+            unset = {"gateway.tls.certificateArn": g.tls is None, "gateway.sourceRanges": not g.sourceRanges}
+            missing = [k for k, is_unset in unset.items() if is_unset]
+            if missing:
+                self.err(
+                    ("gateway", "internalLoadBalancer"),
+                    f"an internet-facing gateway needs TLS and source ranges; {' and '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not set",
+                    f"set gateway.tls.certificateArn (an ACM certificate in {self.region}) and "
+                    "gateway.sourceRanges (your clients' CIDRs), or keep internalLoadBalancer: true",
+                )
+
+    def _team_access(self) -> None:
+        """Team access entries: on the platform stack; one access entry per role per cluster."""
+        c = self.cfg.cluster
+        if c.teamAccess and self.cfg.platformStack is not None:
+            self.err(
+                ("cluster", "teamAccess"),
+                "a team stack cannot grant cluster access (it would grant itself whatever it liked)",
+                "list the team's roles under cluster.teamAccess on the platform stack",
+            )
+        seen: dict[str, str] = dict.fromkeys(c.adminRoleArns, "cluster.adminRoleArns")
+        for team, t in c.teamAccess.items():
+            for arn in t.principalArns:
+                if arn in seen:
+                    self.err(
+                        ("cluster", "teamAccess", team, "principalArns"),
+                        f"{arn} is also in {seen[arn]}; EKS allows one access entry per role and cluster",
+                        "give each role to one team (or keep it admin only)",
+                    )
+                seen.setdefault(arn, f"cluster.teamAccess.{team}")
 
     def _declared_pools(self) -> dict[str, ResolvedPool]:
         pools: dict[str, ResolvedPool] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -31,8 +31,30 @@ RESERVED_LABEL_DOMAINS = ("llm-serving", "kubernetes.io", "k8s.io", "karpenter.s
 MODEL_NAME_MAX = 63 - len("cache-")
 # IAM role names (64 max) derived from the cluster name; the longest is KarpenterControllerRole-<cluster>.
 CLUSTER_NAME_MAX = 64 - len("KarpenterControllerRole-")
-# Team namespaces are `<team>-models` and `<team>-gateway` (63 max).
-TEAM_NAME_MAX = 63 - len("-gateway")
+
+
+def team_namespaces(team: str) -> tuple[str, str]:
+    """(models, gateway) namespaces of a team stack; access entries for the team are scoped to them."""
+    return f"{team}-models", f"{team}-gateway"
+
+
+# Team namespaces (team_namespaces) must fit 63 characters.
+TEAM_NAME_MAX = 63 - max(len(ns) for ns in team_namespaces(""))
+# An ACM certificate (the gateway's TLS listener): arn:aws:acm:<region>:<account>:certificate/<uuid>.
+ACM_CERTIFICATE_ARN = re.compile(
+    r"^arn:aws(-[a-z]+)*:acm:([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}):(\d{12}):certificate/"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+)
+# An IAM role (EKS access entries take roles and users; teams get roles).
+IAM_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::(\d{12}):role/([\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
+# NLB TLS listener policies (ELBv2 security policies) that allow TLS 1.2 and 1.3 only. Without one the
+# controller leaves the listener on ELBSecurityPolicy-2016-08, which still accepts TLS 1.0.
+NlbTlsPolicy = Literal[
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
+]
+NLB_TLS_POLICIES: tuple[str, ...] = get_args(NlbTlsPolicy)
 
 
 def SUPPORTED_KUBERNETES(pinned: str) -> tuple[str, ...]:
@@ -206,6 +228,26 @@ LOG_RETENTION_DAYS = (
 )
 
 
+class TeamAccessConfig(_M):
+    """Kubernetes access for one team's IAM roles, scoped to that team's namespaces."""
+
+    principalArns: list[str] = Field(min_length=1)
+    access: Literal["edit", "view"] = "edit"
+
+    @field_validator("principalArns")
+    @classmethod
+    def _roles(cls, v):
+        bad = [a for a in v if not IAM_ROLE_ARN.match(a)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
+                "— write arn:aws:iam::<account>:role/<name>"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("a role is listed twice — list each role once")
+        return v
+
+
 class ClusterConfig(_M):
     name: str | None = None
     kubernetesVersion: str | None = None
@@ -219,6 +261,8 @@ class ClusterConfig(_M):
     # Pulumi `protect` on the EFS model cache and the gateway database (+ RDS deletion protection).
     protectData: bool = True
     adminRoleArns: list[str] = Field(default_factory=list)
+    # Team name -> IAM roles that get namespace-scoped access (team_namespaces) to the cluster.
+    teamAccess: dict[str, TeamAccessConfig] = Field(default_factory=dict)
     systemNodes: SystemNodesConfig = SystemNodesConfig()
     logRetentionDays: int = Field(365, ge=1)
     # Billing guard (off unless set): an AWS Budget on the account's monthly cost.
@@ -237,6 +281,13 @@ class ClusterConfig(_M):
     @classmethod
     def _name(cls, v):
         return None if v is None else _dns(v, "cluster name")
+
+    @field_validator("teamAccess")
+    @classmethod
+    def _teams(cls, v):
+        for team in v:
+            _team_name(team)
+        return v
 
     @field_validator("publicAccessCidrs")
     @classmethod
@@ -532,6 +583,23 @@ class GatewayTeam(_M):
         return any(x is not None for x in (self.rpmLimit, self.tpmLimit, self.maxParallelRequests))
 
 
+class GatewayTlsConfig(_M):
+    """TLS on the gateway's load balancer: an ACM certificate in the stack's region."""
+
+    certificateArn: str
+    sslPolicy: NlbTlsPolicy = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+
+    @field_validator("certificateArn")
+    @classmethod
+    def _arn(cls, v):
+        if not ACM_CERTIFICATE_ARN.match(v):
+            raise ValueError(
+                f"{v!r} is not an ACM certificate ARN — copy it from ACM, like "
+                "arn:aws:acm:us-east-1:123456789012:certificate/1a2b3c4d-1a2b-1a2b-1a2b-1a2b3c4d5e6f"
+            )
+        return v
+
+
 class GatewayConfig(_M):
     replicas: int = Field(2, ge=2)
     database: DatabaseConfig = DatabaseConfig()
@@ -547,6 +615,21 @@ class GatewayConfig(_M):
         for name in v:
             _dns(name, "team name")
         return v
+    # TLS listener on 443 (unset: plain HTTP on the gateway port, internal load balancers only).
+    tls: GatewayTlsConfig | None = None
+    # Client networks the load balancer admits (the Service's loadBalancerSourceRanges).
+    sourceRanges: list[str] = Field(default_factory=list)
+
+    @field_validator("sourceRanges")
+    @classmethod
+    def _ranges(cls, v):
+        out = [_cidr(c) for c in v]
+        if out and covers_all_ipv4(out):
+            raise ValueError(
+                f"{', '.join(out)} admits the whole internet — list your clients' networks (office, VPN, "
+                "partner CIDRs), e.g. [203.0.113.0/24]"
+            )
+        return out
 
 
 class UiConfig(_M):
@@ -629,13 +712,17 @@ class TeamConfig(_M):
     @field_validator("name")
     @classmethod
     def _name(cls, v):
-        _dns(v, "team name")
-        if len(v) > TEAM_NAME_MAX:
-            raise ValueError(
-                f"team name {v!r} is {len(v)} characters; its namespace {v}-gateway must fit 63 "
-                f"— use at most {TEAM_NAME_MAX} characters"
-            )
-        return v
+        return _team_name(v)
+
+
+def _team_name(v: str) -> str:
+    _dns(v, "team name")
+    if len(v) > TEAM_NAME_MAX:
+        raise ValueError(
+            f"team name {v!r} is {len(v)} characters; its namespace {team_namespaces(v)[1]} must fit 63 "
+            f"— use at most {TEAM_NAME_MAX} characters"
+        )
+    return v
 
 
 class StackConfig(_M):

@@ -79,6 +79,7 @@ def test_skips_are_scoped_to_the_objects_that_need_them(checkov, plan_of, tmp_pa
     tag_only = {"CKV_K8S_43", "CKV_K8S_15"}
     expected = {
         "Deployment.gateway.litellm": {"CKV_K8S_11", "CKV_K8S_35", *tag_only},
+        "Deployment.gateway.gateway-frontdoor": {"CKV_K8S_11", "CKV_K8S_40", *tag_only},
         "Deployment.models.qwen3-0-6b": {"CKV_K8S_11", "CKV_K8S_35", "CKV_K8S_40", *tag_only},
         "Job.models.cache-qwen3-0-6b": {"CKV_K8S_11", "CKV_K8S_40", *tag_only},
     }

@@ -171,7 +171,7 @@ def test_existing_vpc_nodes_land_in_the_given_subnets_and_cidr_is_looked_up(plan
         "storage-efs-subnet-1": "subnet-0b2",
         "storage-efs-subnet-2": "subnet-0c3",
     }
-    ingress = yaml.safe_load((out / "manifests" / "networkpolicy-gateway-gateway-ingress.yaml").read_text())
+    ingress = yaml.safe_load((out / "manifests" / "networkpolicy-gateway-frontdoor-ingress.yaml").read_text())
     assert EXISTING_VPC_CIDR == "10.42.0.0/16"
     assert ingress["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "10.42.0.0/16"}}
     assert named(rec, "system-ng").inputs["subnetIds"] == ["subnet-0a1", "subnet-0b2", "subnet-0c3"]

@@ -41,14 +41,16 @@ ROLES = (
     ({"app.kubernetes.io/name": "open-webui"}, "ui"),
     ({"app.kubernetes.io/name": "neuron-monitor"}, "neuron-monitor"),
     ({"app.kubernetes.io/name": "litellm-reconciler"}, "reconciler"),
+    ({"app.kubernetes.io/name": "gateway-frontdoor"}, "frontdoor"),
 )
-SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui")
+SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui", "frontdoor")
 
 # Every connection the system relies on; any other connection a policy admits is a finding.
 RELIED_ON = {
     ("gateway", "vllm", 8000, "TCP"),  # LiteLLM -> vLLM OpenAI API
     ("ui", "gateway", 4000, "TCP"),  # Open WebUI -> LiteLLM
-    ("vpc", "gateway", 4000, "TCP"),  # the internal NLB and clients inside the VPC
+    ("vpc", "frontdoor", 4080, "TCP"),  # the NLB (via node ports) -> the front door's nginx
+    ("frontdoor", "gateway", 4000, "TCP"),  # the front door forwards the client routes to LiteLLM
     ("vpc", "ui", 8080, "TCP"),  # operators reach Open WebUI from inside the VPC
     ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
@@ -94,8 +96,14 @@ NEEDS = {
 }
 
 # Health endpoints each server answers (vLLM /health; LiteLLM /health/liveliness and
-# /health/readiness, its own spelling; Open WebUI /health).
-HEALTH_PATHS = {"vllm": {"/health"}, "litellm": {"/health/liveliness", "/health/readiness"}, "open-webui": {"/health"}}
+# /health/readiness, its own spelling; Open WebUI /health; the front door's nginx forwards
+# /health/liveliness to LiteLLM and 404s /health/readiness).
+HEALTH_PATHS = {
+    "vllm": {"/health"},
+    "litellm": {"/health/liveliness", "/health/readiness"},
+    "open-webui": {"/health"},
+    "nginx": {"/health/liveliness"},
+}
 
 # Pods the Helm releases create: (values section, None for a controller / the extended resource
 # whose every node a DaemonSet must reach).
@@ -328,7 +336,7 @@ def test_control_service_target_port_and_pdb_selector(plan_of):
 
 def test_control_internet_facing_gateway(plan_of):
     s = mutated(DEV, plan_of)
-    annotations = obj(s.r, "Service", "litellm")["metadata"]["annotations"]
+    annotations = obj(s.r, "Service", "gateway-public")["metadata"]["annotations"]
     del annotations["service.beta.kubernetes.io/aws-load-balancer-internal"]
     assert "internal=False, the stack asks internal=True" in whats(run_check("load-balancers", s))
 
@@ -356,7 +364,8 @@ def test_control_missing_default_deny_admits_other_paths(plan_of):
     s.r.objects.remove(obj(s.r, "NetworkPolicy", "models-dns"))
     out = whats(run_check("call-paths", s))
     assert "vllm -> internet: 443/TCP is admitted but not relied on" in out
-    assert "vllm -> gateway: 4000/TCP is admitted but not relied on" in out  # gateway ingress admits the VPC
+    assert "vllm -> frontdoor: 4080/TCP is admitted but not relied on" in out  # front door admits the VPC
+    assert "vllm -> gateway: 4000" not in out  # LiteLLM's own port admits named pods only
     s = mutated(SEED000, plan_of)
     obj(s.r, "NetworkPolicy", "gateway-to-vllm")["spec"]["egress"][0]["to"][0]["namespaceSelector"] = {}
     assert whats(run_check("call-paths", s)) == ""  # a wider peer, same pods in this stack: still fine

@@ -54,29 +54,30 @@ def test_manifests_validate(stack_file, plan_of):
         kinds = {}
         for _, obj in manifests(out):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
-        # one model, no UI: 2 serving namespaces + gpu-operator; 5 + 4 NetworkPolicies; vLLM and LiteLLM
-        # Deployments, Services, ServiceAccounts (+ the cache Job's own); the cache Job, PVC; vllm-api-key and
-        # litellm Secrets. Observability: the monitoring namespace, 4 dashboard ConfigMaps, 2 scraper
-        # NetworkPolicies, PodMonitors for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
+        # one model, no UI: 2 serving namespaces + gpu-operator; NetworkPolicies; vLLM, LiteLLM and the gateway's
+        # front door: Deployments, Services (+ the front door's load balancer), ServiceAccounts (+ the cache Job's
+        # own); LiteLLM's and nginx's ConfigMaps, their PDBs; the cache Job, PVC; vllm-api-key and litellm Secrets.
+        # Observability: the monitoring namespace, 4 dashboard ConfigMaps, 2 scraper NetworkPolicies, PodMonitors
+        # for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
         # Autoscaling: the keda Namespace, a ScaledObject, the gateway's HPA, the model's PDB.
         assert kinds == {
-            "ConfigMap": 5,
-            "Deployment": 2,
+            "ConfigMap": 6,
+            "Deployment": 3,
             "EC2NodeClass": 1,
             "HorizontalPodAutoscaler": 1,
             "Job": 1,
             "Namespace": 5,
-            "NetworkPolicy": 11,
+            "NetworkPolicy": 13,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
-            "PodDisruptionBudget": 2,
+            "PodDisruptionBudget": 3,
             "PodMonitor": 2,
             "PrometheusRule": 1,
             "ServiceMonitor": 2,
             "ScaledObject": 1,
             "Secret": 2,
-            "Service": 2,
-            "ServiceAccount": 3,
+            "Service": 3,
+            "ServiceAccount": 4,
             "StorageClass": 2,
         }
 

@@ -239,8 +239,8 @@ def test_stack_outputs(plan_of):
         "llama-3.1-8b-instruct": "http://llama-3-1-8b.models.svc.cluster.local:8000/v1",
         "qwen3-8b": "http://qwen3-8b.models.svc.cluster.local:8000/v1",
     }
-    # the mock gives only LoadBalancer Services an address: this is the NLB, not the in-cluster name
-    assert o["gatewayUrl"] == "http://gateway-service.elb.us-east-1.amazonaws.com:4000"
+    # the mock gives only LoadBalancer Services an address: this is the front door's NLB, not the in-cluster name
+    assert o["gatewayUrl"] == "http://gateway-frontdoor-service.elb.us-east-1.amazonaws.com:4000"
     assert [r["name"] for r in o["plan"]] == list(intent.models)
     kc = json.loads(o["kubeconfig"])
     assert kc["kind"] == "Config" and kc["clusters"][0]["cluster"]["server"].startswith("https://")

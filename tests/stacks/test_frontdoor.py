@@ -1,0 +1,274 @@
+"""The gateway's front door as its consumers read it.
+
+- The load balancer: EKS's cloud controller (kubernetes/cloud-provider-aws, pkg/providers/v1/aws.go)
+  builds the NLB from a `type: LoadBalancer` Service annotated `aws-load-balancer-type: nlb` (the AWS
+  Load Balancer Controller, which this program does not install, would only take `external`/`nlb-ip`
+  or a `loadBalancerClass`). `nlb_listeners` below follows that controller's listener logic
+  (EnsureLoadBalancer: a port is TLS iff an ssl-cert is set and ssl-ports is unset/`*` or names the
+  port's number or name; getPortSets splits on ',' and takes numbers as ports, the rest as names).
+- NetworkPolicy: from outside the cluster only the front door's port is admitted.
+- EKS access entries: no team role ever gets cluster admin or cluster scope.
+Expected values are written by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.frontdoor import render_frontdoor_conf
+from tests.conftest import ROOT
+from tests.support import relations as R
+
+IF = ROOT / "tests" / "configs" / "gateway-internet-facing.ok.yaml"
+DEV = ROOT / "Pulumi.dev.yaml"
+STACKS = sorted([DEV, *(ROOT / "stacks" / "examples").glob("*.yaml"), *(ROOT / "tests" / "configs").glob("*.ok.yaml")])
+CERT = "arn:aws:acm:us-east-1:123456789012:certificate/1a2b3c4d-1a2b-1a2b-1a2b-1a2b3c4d5e6f"
+
+# The Service annotations cloud-provider-aws reads for an NLB (aws.go constants; docs/service_controller.md
+# "Valid for ... NLB"). Anything else under service.beta.kubernetes.io/aws-load-balancer-* is ignored there.
+LEGACY_NLB_ANNOTATIONS = {
+    "service.beta.kubernetes.io/aws-load-balancer-type",
+    "service.beta.kubernetes.io/aws-load-balancer-internal",
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports",
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy",
+    "service.beta.kubernetes.io/aws-load-balancer-backend-protocol",
+    "service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags",
+    "service.beta.kubernetes.io/aws-load-balancer-security-groups",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-healthy-threshold",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-timeout",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-unhealthy-threshold",
+    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port",
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol",
+    "service.beta.kubernetes.io/aws-load-balancer-subnets",
+    "service.beta.kubernetes.io/aws-load-balancer-target-node-labels",
+    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes",
+}
+EDIT = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy"
+VIEW = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"
+CLUSTER_ADMIN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+
+
+def controller_of(svc: dict) -> str:
+    spec, ann = svc.get("spec") or {}, (svc.get("metadata") or {}).get("annotations") or {}
+    if spec.get("loadBalancerClass") or ann.get("service.beta.kubernetes.io/aws-load-balancer-type") in (
+        "external",
+        "nlb-ip",
+    ):
+        return "aws-load-balancer-controller"
+    if ann.get("service.beta.kubernetes.io/aws-load-balancer-type") == "nlb":
+        return "cloud-provider-aws nlb"
+    return "cloud-provider-aws classic elb"
+
+
+def nlb_listeners(svc: dict) -> list[tuple[int, str, str | None]]:
+    """(port, protocol, ssl policy) per listener, as cloud-provider-aws builds them for an NLB."""
+    ann = (svc.get("metadata") or {}).get("annotations") or {}
+    cert = ann.get("service.beta.kubernetes.io/aws-load-balancer-ssl-cert", "")
+    raw = ann.get("service.beta.kubernetes.io/aws-load-balancer-ssl-ports", "")
+    ports = None if raw in ("", "*") else raw.split(",")
+    out = []
+    for p in svc["spec"]["ports"]:
+        proto = p.get("protocol", "TCP")
+        tls = proto != "UDP" and cert != "" and (ports is None or str(p["port"]) in ports or p.get("name") in ports)
+        policy = ann.get("service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy") if tls else None
+        out.append((p["port"], "TLS" if tls else proto, policy))
+    return out
+
+
+def lb_problems(svc: dict) -> list[str]:
+    ann = (svc.get("metadata") or {}).get("annotations") or {}
+    unknown = sorted(
+        k
+        for k in ann
+        if k.startswith("service.beta.kubernetes.io/aws-load-balancer-") and k not in LEGACY_NLB_ANNOTATIONS
+    )
+    out = [f"{k}: not read by cloud-provider-aws for an NLB" for k in unknown]
+    if controller_of(svc) != "cloud-provider-aws nlb":
+        out.append(f"handled by {controller_of(svc)}, which this program does not configure")
+    return out
+
+
+def services(out: Path) -> list[dict]:
+    return [o for o in R.load(out).kind("Service") if (o.get("spec") or {}).get("type") == "LoadBalancer"]
+
+
+def test_internet_facing_gateway_gets_a_tls_listener(plan_of):
+    _, _, out = plan_of(IF)
+    [svc] = services(out)
+    assert svc["metadata"]["name"] == "gateway-public"
+    assert lb_problems(svc) == []
+    assert nlb_listeners(svc) == [(443, "TLS", "ELBSecurityPolicy-TLS13-1-2-Res-2021-06")]
+    ann = svc["metadata"]["annotations"]
+    assert ann["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERT
+    assert "service.beta.kubernetes.io/aws-load-balancer-internal" not in ann  # internet-facing, as asked
+    assert svc["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert svc["spec"]["ports"][0]["targetPort"] == 4080
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "gateway-frontdoor"}
+
+
+def test_internal_gateway_without_tls_listens_on_the_gateway_port(plan_of):
+    _, _, out = plan_of(DEV)
+    [svc] = services(out)
+    assert lb_problems(svc) == []
+    assert nlb_listeners(svc) == [(4000, "TCP", None)]
+    assert svc["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"
+    assert "loadBalancerSourceRanges" not in svc["spec"]
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
+def test_the_only_load_balancer_targets_the_front_door(path, plan_of):
+    _, _, out = plan_of(path)
+    r = R.load(out)
+    lbs = services(out)
+    assert [s["metadata"]["name"] for s in lbs] == ["gateway-public"]
+    assert lb_problems(lbs[0]) == []
+    litellm = [s for s in r.kind("Service") if s["metadata"]["name"] == "litellm"]
+    assert [s["spec"]["type"] for s in litellm] == ["ClusterIP"]
+    # The policy that admits addresses (ipBlock) in the gateway namespace admits the front door's port only.
+    ns = lbs[0]["metadata"]["namespace"]
+    for pol in r.kind("NetworkPolicy"):
+        if R.namespace_of(pol) != ns:
+            continue
+        for rule in pol["spec"].get("ingress") or []:
+            if any("ipBlock" in peer for peer in rule.get("from") or []):
+                sel = pol["spec"]["podSelector"].get("matchLabels")
+                assert sel in (
+                    {"app.kubernetes.io/name": "gateway-frontdoor"},
+                    {"app.kubernetes.io/name": "open-webui"},
+                )
+                if sel == {"app.kubernetes.io/name": "gateway-frontdoor"}:
+                    assert [p["port"] for p in rule["ports"]] == [4080]
+
+
+def test_control_the_listener_check_fails_on_a_mismatched_port_and_an_unknown_annotation(plan_of):
+    _, _, out = plan_of(IF)
+    [svc] = services(out)
+    bad = copy.deepcopy(svc)
+    bad["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] = "https-typo"
+    assert nlb_listeners(bad) == [(443, "TCP", None)]  # plain TCP on 443: TLS never negotiated
+    bad["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-policy"] = "x"
+    assert lb_problems(bad) == [
+        "service.beta.kubernetes.io/aws-load-balancer-ssl-policy: not read by cloud-provider-aws for an NLB"
+    ]
+    bad["spec"]["loadBalancerClass"] = "service.k8s.aws/nlb"
+    assert "handled by aws-load-balancer-controller" in lb_problems(bad)[-1]
+
+
+def test_nginx_conf_forwards_exactly_the_client_routes():
+    conf = render_frontdoor_conf(
+        listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=1230
+    )
+    locations = [line.strip() for line in conf.splitlines() if line.strip().startswith("location")]
+    assert locations == [
+        "location = /v1/chat/completions { proxy_pass http://litellm/v1/chat/completions; }",
+        "location = /v1/completions { proxy_pass http://litellm/v1/completions; }",
+        "location = /v1/models { proxy_pass http://litellm/v1/models; }",
+        "location = /v1/embeddings { proxy_pass http://litellm/v1/embeddings; }",
+        "location = /health/liveliness { proxy_pass http://litellm/health/liveliness; }",
+        "location / { return 404; }",
+    ]
+    assert "proxy_read_timeout 1230s;" in conf and "proxy_buffering off;" in conf and "listen 4080;" in conf
+
+
+def test_read_timeout_outlasts_litellms_own(plan_of):
+    # dev: one route with requestTimeoutSeconds 600 (default); LiteLLM tries twice (num_retries 1): 2 x 600 + 30.
+    _, _, out = plan_of(DEV)
+    cm = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "gateway-frontdoor")
+    assert "proxy_read_timeout 1230s;" in cm["data"]["nginx.conf"]
+    litellm = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "litellm-config")
+    settings = yaml.safe_load(litellm["data"]["config.yaml"])["litellm_settings"]
+    assert (settings["request_timeout"], settings["num_retries"]) == (600, 1)
+
+
+# ---- EKS access entries -------------------------------------------------------------------------------
+
+
+def team_access_problems(resources: list[dict], team_roles: dict[str, str]) -> list[str]:
+    """`team_roles`: role ARN -> team. A team role may hold Edit/View scoped to its own namespaces only."""
+    out = []
+    for r in resources:
+        if r["type"] != "aws:eks/accessPolicyAssociation:AccessPolicyAssociation":
+            continue
+        i = r["inputs"]
+        team = team_roles.get(i["principalArn"])
+        if team is None:
+            continue
+        scope = i.get("accessScope") or {}
+        if i["policyArn"] not in (EDIT, VIEW):
+            out.append(f"{r['name']}: {i['policyArn']}")
+        if scope.get("type") != "namespace" or sorted(scope.get("namespaces") or []) != sorted(
+            [f"{team}-models", f"{team}-gateway"]
+        ):
+            out.append(f"{r['name']}: scope {scope}")
+    return out
+
+
+def team_roles_of(path: Path) -> dict[str, str]:
+    cfg = (yaml.safe_load(path.read_text()).get("config") or {}).get("llm-serving:cluster") or {}
+    return {arn: team for team, t in (cfg.get("teamAccess") or {}).items() for arn in t["principalArns"]}
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.name)
+def test_no_team_role_gets_cluster_admin_or_cluster_scope(path, plan_of):
+    _, _, out = plan_of(path)
+    rs = R.load(out).resources
+    assert team_access_problems(rs, team_roles_of(path)) == []
+    for r in rs:
+        if r["type"] == "eks:index:Cluster":
+            for entry in (r["inputs"].get("accessEntries") or {}).values():
+                assert entry["principalArn"] not in team_roles_of(path)
+
+
+def test_team_roles_get_namespace_scoped_entries(plan_of):
+    _, _, out = plan_of(IF)
+    rs = R.load(out).resources
+    entries = sorted(
+        (r["inputs"]["principalArn"], r["inputs"]["type"])
+        for r in rs
+        if r["type"] == "aws:eks/accessEntry:AccessEntry" and r["inputs"]["type"] == "STANDARD"
+    )
+    assert entries == [
+        ("arn:aws:iam::123456789012:role/research-readers", "STANDARD"),
+        ("arn:aws:iam::123456789012:role/search-deployer", "STANDARD"),
+        ("arn:aws:iam::123456789012:role/teams/search-oncall", "STANDARD"),
+    ]
+    assoc = sorted(
+        (
+            r["inputs"]["principalArn"].rsplit("/", 1)[1],
+            r["inputs"]["policyArn"].rsplit("/", 1)[1],
+            tuple(r["inputs"]["accessScope"]["namespaces"]),
+        )
+        for r in rs
+        if r["type"] == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
+    )
+    assert assoc == [
+        ("research-readers", "AmazonEKSViewPolicy", ("research-models", "research-gateway")),
+        ("search-deployer", "AmazonEKSEditPolicy", ("search-models", "search-gateway")),
+        ("search-oncall", "AmazonEKSEditPolicy", ("search-models", "search-gateway")),
+    ]
+    # each association waits for its entry (EKS refuses a policy for a principal without an entry)
+    by_name = {r["name"]: r for r in rs}
+    for r in rs:
+        if r["type"] == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation":
+            entry = by_name[r["name"].rsplit("-", 1)[0]]
+            assert entry["urn"] in r["dependencies"]
+
+
+def test_control_cluster_admin_or_cluster_scope_is_reported(plan_of):
+    _, _, out = plan_of(IF)
+    rs = copy.deepcopy(R.load(out).resources)
+    roles = team_roles_of(IF)
+    assoc = [r for r in rs if r["type"] == "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"]
+    assoc[0]["inputs"]["policyArn"] = CLUSTER_ADMIN
+    assoc[1]["inputs"]["accessScope"] = {"type": "cluster"}
+    assoc[2]["inputs"]["accessScope"]["namespaces"] = ["gateway"]
+    problems = team_access_problems(rs, roles)
+    assert len(problems) == 3 and CLUSTER_ADMIN in problems[0]
