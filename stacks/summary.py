@@ -74,17 +74,11 @@ def pool_rows(intent: StackIntent) -> list[dict]:
 
 def team_models(intent: StackIntent) -> dict[str, frozenset[str]]:
     """Which models each team may call (the showback input). A team stack's models are its own; on a
-    platform stack, `gateway.teams` (name -> allowed `models`, model keys or served names; none listed
-    = every model, as LiteLLM reads an empty list); no teams -> {}."""
+    platform stack, `gateway.teams` (name -> `allowedModels`, model keys, validated); no teams -> {}."""
     cfg = intent.config
     if cfg.team is not None:
         return {cfg.team.name: frozenset(intent.models)}
-    by_served = {m.served_name: n for n, m in intent.models.items()}
-    out = {}
-    for team, t in (getattr(cfg.gateway, "teams", None) or {}).items():
-        names = list(getattr(t, "models", None) or [])
-        out[team] = frozenset(by_served.get(n, n) for n in names) if names else frozenset(intent.models)
-    return out
+    return {team: frozenset(t.allowedModels) for team, t in cfg.gateway.teams.items()}
 
 
 def summary(intent: StackIntent, resource_count: int, resources: list | None = None) -> dict:

@@ -7,8 +7,6 @@ teams allowed to call it; a model no team may call is "(unassigned)". Expected v
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +15,7 @@ from tests.conftest import ROOT
 
 TEAM = ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml"
 SEED000 = ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"
+TEAMS = ROOT / "stacks" / "examples" / "Pulumi.teams.yaml"
 
 
 def test_equal_split_by_hand():
@@ -66,22 +65,19 @@ def test_platform_without_teams_leaves_it_unassigned(plan_of):
 
 
 def test_platform_teams_split_shared_models(plan_of):
-    """gateway.teams (the teams config): team -> allowed models by key or served name; none = all."""
-    intent, _, _ = plan_of(SEED000)
-    names = list(intent.models)
-    first, served_second = names[0], intent.models[names[1]].served_name
-    gw = SimpleNamespace(
-        teams={
-            "search": SimpleNamespace(models=[first]),
-            "research": SimpleNamespace(models=[first, served_second]),
-            "ops": SimpleNamespace(models=[]),
-        }
-    )
-    fake = replace(intent, config=SimpleNamespace(team=None, gateway=gw))
-    tm = summary.team_models(fake)
-    assert tm == {"search": {first}, "research": {first, names[1]}, "ops": set(names)}
-    by_team = costs.cost_by_team({n: m.hourly_usd for n, m in intent.models.items()}, tm)
-    lo1, lo2 = intent.models[first].hourly_usd[0], intent.models[names[1]].hourly_usd[0]
-    assert by_team["search"]["min"] == round(lo1 / 3, 4)
-    assert by_team["research"]["min"] == round(lo1 / 3 + lo2 / 2, 4)
-    assert sum(r["min"] for r in by_team.values()) == pytest.approx(intent.hourly_usd[0], abs=1e-3)
+    """gateway.teams of the teams example: search may call qwen3-0-6b; research qwen3-0-6b and qwen2-5-7b.
+    By the rule: search pays half of qwen3-0-6b, research the other half plus all of qwen2-5-7b."""
+    intent, _, out = plan_of(TEAMS)
+    assert summary.team_models(intent) == {"search": {"qwen3-0-6b"}, "research": {"qwen3-0-6b", "qwen2-5-7b"}}
+    doc = json.loads((out / "summary.json").read_text())
+    small, large = intent.models["qwen3-0-6b"].hourly_usd, intent.models["qwen2-5-7b"].hourly_usd
+    assert doc["costByTeam"]["search"] == {
+        "min": round(small[0] / 2, 4),
+        "max": round(small[1] / 2, 4),
+        "models": {"qwen3-0-6b": 0.5},
+    }
+    assert doc["costByTeam"]["research"]["min"] == round(small[0] / 2 + large[0], 4)
+    assert doc["costByTeam"]["research"]["models"] == {"qwen3-0-6b": 0.5, "qwen2-5-7b": 1.0}
+    assert "(unassigned)" not in doc["costByTeam"]
+    assert sum(r["min"] for r in doc["costByTeam"].values()) == pytest.approx(doc["hourlyUsd"]["min"], abs=1e-3)
+    assert "accelerator $/h by team" in summary.table(doc)
