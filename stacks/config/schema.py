@@ -615,6 +615,7 @@ class GatewayConfig(_M):
         for name in v:
             _dns(name, "team name")
         return v
+
     # TLS listener on 443 (unset: plain HTTP on the gateway port, internal load balancers only).
     tls: GatewayTlsConfig | None = None
     # Client networks the load balancer admits (the Service's loadBalancerSourceRanges).

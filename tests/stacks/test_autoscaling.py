@@ -200,7 +200,13 @@ def test_cron_floor_renders_as_a_keda_cron_trigger():
 def test_gateway_hpa_on_cpu_targets_the_gateway_deployment(plan_of):
     _, _, out = plan_of(SCALING)
     (hpa,) = objects(out, "HorizontalPodAutoscaler")
-    dep = next(d for d in objects(out, "Deployment") if d["metadata"]["namespace"] == hpa["metadata"]["namespace"])
+    # The gateway namespace also runs the front door (nginx); the HPA scales LiteLLM's Deployment.
+    (dep,) = (
+        d
+        for d in objects(out, "Deployment")
+        if d["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+        and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "litellm"
+    )
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"] == "litellm"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert hpa["spec"]["metrics"][0]["resource"] == {
@@ -211,10 +217,14 @@ def test_gateway_hpa_on_cpu_targets_the_gateway_deployment(plan_of):
     pod = dep["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["requests"]["cpu"]  # Utilization is relative to the request
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    labels = dep["spec"]["template"]["metadata"]["labels"]
     pdbs = [
-        p for p in objects(out, "PodDisruptionBudget") if p["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+        p
+        for p in objects(out, "PodDisruptionBudget")
+        if p["metadata"]["namespace"] == hpa["metadata"]["namespace"]
+        and p["spec"]["selector"]["matchLabels"].items() <= labels.items()
     ]
-    assert len(pdbs) == 1
+    assert len(pdbs) == 1  # LiteLLM's own PDB
 
 
 def test_metrics_server_addon_iff_autoscaling(plan_of):

@@ -545,7 +545,8 @@ def test_database_manifests_validate_and_pods_are_restricted(plan_of):
             assert pss_restricted_violations(pod) == [], f.name
             assert pod["automountServiceAccountToken"] is False, f.name
             pods.append(obj["metadata"]["name"])
-    assert sorted(pods) == sorted(["litellm", next(n for n in pods if n.startswith("litellm-reconcile-"))])
+    reconcile = next(n for n in pods if n.startswith("litellm-reconcile-"))
+    assert sorted(pods) == sorted(["litellm", "gateway-frontdoor", reconcile])
 
 
 def test_database_manifests_pass_checkov_with_per_object_skips(plan_of, tmp_path):
