@@ -245,3 +245,16 @@ def test_the_pod_runs_the_rendered_file(door):
     mount = next(v["mountPath"] for v in c["volumeMounts"] if v["name"] == "config")
     assert c["command"] == ["nginx", "-e", "stderr", "-c", f"{mount}/nginx.conf"]
     assert c["ports"][0]["containerPort"] == FRONTDOOR_PORT
+
+
+def test_the_rendered_probes_answer_through_the_real_nginx(door):
+    """The kubelet's view: the readiness probe's path answers 200 on the front door's port (nginx, then
+    LiteLLM), and the liveness probe's port accepts a connection. A path the front door does not forward
+    would leave every replica unready and the load balancer with no target."""
+    c = door["pod"]["containers"][0]
+    ready = c["readinessProbe"]["httpGet"]
+    assert ready["port"] == c["ports"][0]["containerPort"] == FRONTDOOR_PORT
+    status, text = http("GET", f"{door['outside']}{ready['path']}")
+    assert status == 200, (ready, text[:200])
+    assert c["livenessProbe"]["tcpSocket"]["port"] == FRONTDOOR_PORT
+    assert http("GET", f"{door['outside']}/health/readiness")[0] == 404  # negative control: not forwarded
