@@ -47,6 +47,15 @@ MAX_BODY = "32m"
 # nginx waits this much longer than the slowest upstream request may take, so LiteLLM's own timeout
 # (a JSON error the client can read) always fires first.
 READ_TIMEOUT_MARGIN_S = 30
+# The NLB forgets a TCP flow with no packet for 350 s (its default, and fixed on TLS listeners; the EKS
+# cloud controller sets no listener attributes). A non-streamed answer is silent for up to the read
+# timeout, so nginx turns on TCP keepalive on every accepted connection: after KEEPALIVE_IDLE_S of
+# silence the kernel probes every KEEPALIVE_INTERVAL_S, and keepalive packets from a target reset the
+# NLB's idle timer (Elastic Load Balancing docs, NLB connection idle timeout).
+NLB_IDLE_TIMEOUT_S = 350
+KEEPALIVE_IDLE_S = 60
+KEEPALIVE_INTERVAL_S = 30
+KEEPALIVE_PROBES = 5
 WORKERS = 2
 # Annotations of the EKS cloud controller's NLB (cloud-provider-aws pkg/providers/v1/aws.go).
 LB_TYPE = "service.beta.kubernetes.io/aws-load-balancer-type"
@@ -89,7 +98,7 @@ http {{
         keepalive 32;
     }}
     server {{
-        listen {listen_port};
+        listen {listen_port} so_keepalive={KEEPALIVE_IDLE_S}s:{KEEPALIVE_INTERVAL_S}s:{KEEPALIVE_PROBES};
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_buffering off;

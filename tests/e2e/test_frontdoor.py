@@ -72,7 +72,7 @@ def need(path: str, what: str) -> None:
 def substituted(conf: str, listen: int, upstream: int, tmp: Path) -> str:
     """The rendered nginx.conf with this machine's ports and directory; each replaced token must occur."""
     swaps = [
-        (f"listen {FRONTDOOR_PORT};", f"listen 127.0.0.1:{listen};"),
+        (f"listen {FRONTDOOR_PORT} ", f"listen 127.0.0.1:{listen} "),
         (f"server {service_host('litellm', 'gateway')}:{GATEWAY_PORT};", f"server 127.0.0.1:{upstream};"),
         (f"{TMP}/", f"{tmp}/"),
     ]
@@ -258,3 +258,23 @@ def test_the_rendered_probes_answer_through_the_real_nginx(door):
     assert status == 200, (ready, text[:200])
     assert c["livenessProbe"]["tcpSocket"]["port"] == FRONTDOOR_PORT
     assert http("GET", f"{door['outside']}/health/readiness")[0] == 404  # negative control: not forwarded
+
+
+def test_the_real_nginx_keeps_accepted_connections_alive(door):
+    """The NLB forgets a flow silent for 350 s; the rendered `listen … so_keepalive=60s:30s:5` must make
+    the real nginx arm TCP keepalive on each accepted connection (what resets the NLB's idle timer).
+    Read from the kernel: `ss -o` shows a keepalive timer on nginx's side of an open client connection."""
+    import socket
+
+    port = int(door["outside"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.recv(4096)  # an answer: the connection is accepted and kept open (HTTP/1.1 keep-alive)
+        local = client.getsockname()[1]
+        out = subprocess.run(
+            ["ss", "-tno", "state", "established", f"( sport = :{port} and dport = :{local} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    assert "timer:(keepalive," in out, out

@@ -13,6 +13,8 @@ Expected values are written by hand.
 
 from __future__ import annotations
 
+import re
+
 import copy
 from pathlib import Path
 
@@ -175,7 +177,35 @@ def test_nginx_conf_forwards_exactly_the_client_routes():
         "location = /health/liveliness { proxy_pass http://litellm/health/liveliness; }",
         "location / { return 404; }",
     ]
-    assert "proxy_read_timeout 1230s;" in conf and "proxy_buffering off;" in conf and "listen 4080;" in conf
+    assert "proxy_read_timeout 1230s;" in conf and "proxy_buffering off;" in conf
+    assert "listen 4080 so_keepalive=60s:30s:5;" in conf
+
+
+def silent_flow_problem(conf: str, nlb_idle_s: int = 350) -> str | None:
+    """What the NLB does to a connection that is silent for the whole read timeout (a non-streamed
+    answer): without TCP keepalive it forgets the flow after nlb_idle_s; with it, the first probe
+    (idle) and each next one (interval) must come before that."""
+    read = int(re.search(r"proxy_read_timeout (\d+)s;", conf)[1])
+    m = re.search(r"listen \d+ so_keepalive=(\d+)s:(\d+)s:(\d+);", conf)
+    if m is None:
+        return None if read < nlb_idle_s else f"silent up to {read} s, the NLB forgets the flow at {nlb_idle_s} s"
+    idle, interval = int(m[1]), int(m[2])
+    if idle >= nlb_idle_s or interval >= nlb_idle_s:
+        return f"first keepalive at {idle} s, then every {interval} s: the NLB forgets the flow at {nlb_idle_s} s"
+    return None
+
+
+def test_a_silent_answer_outlives_the_nlb_idle_timeout(plan_of):
+    """dev: a non-streamed answer may be silent for 1230 s, the NLB's idle timeout is 350 s (fixed on TLS
+    listeners): nginx's keepalive probes (60 s, then every 30 s) keep the flow. Negative controls: the
+    same conf without so_keepalive, and with a first probe after 400 s."""
+    _, _, out = plan_of(DEV)
+    conf = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "gateway-frontdoor")["data"][
+        "nginx.conf"
+    ]
+    assert silent_flow_problem(conf) is None
+    assert silent_flow_problem(re.sub(r" so_keepalive=\S+;", ";", conf)) is not None
+    assert silent_flow_problem(conf.replace("so_keepalive=60s:", "so_keepalive=400s:")) is not None
 
 
 def test_read_timeout_outlasts_litellms_own(plan_of):
