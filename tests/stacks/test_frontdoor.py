@@ -13,9 +13,8 @@ Expected values are written by hand.
 
 from __future__ import annotations
 
-import re
-
 import copy
+import re
 from pathlib import Path
 
 import pytest
