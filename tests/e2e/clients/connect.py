@@ -1,0 +1,16 @@
+import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["LLM_BASE_URL"], api_key=os.environ["LLM_API_KEY"])
+stream = client.chat.completions.create(
+    model="qwen3-0.6b",
+    messages=[{"role": "user", "content": "Hello!"}],
+    stream=True,
+    stream_options={"include_usage": True},
+)
+for chunk in stream:
+    if chunk.choices:
+        print(chunk.choices[0].delta.content or "", end="", flush=True)
+    if chunk.usage:
+        print(f"\n[{chunk.usage.completion_tokens} tokens]")
