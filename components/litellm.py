@@ -35,6 +35,20 @@ WORKERS = 2
 # time, 5 s by default; importing the proxy takes longer on a busy CPU, and the workers were then
 # killed and respawned forever (measured here). The probes still catch a hung pod.
 WORKER_HEALTHCHECK_S = 60
+# One retry (to another replica) after a failure or a timeout, at the router and the call level.
+NUM_RETRIES = 1
+# Idle limits per hop (client → NLB → LiteLLM → vLLM). An idle pooled client connection is closed
+# by the server after KEEPALIVE_S (uvicorn's `timeout_keep_alive`, 5 s by default): longer than the
+# official clients keep one (httpx 5 s, undici 4 s, aiohttp 15 s) so the client closes first, and
+# shorter than the NLB's idle timeout so the NLB never forgets a flow both ends still hold.
+KEEPALIVE_S = 75
+# The NLB drops a TCP flow with no bytes for its idle timeout (listener attribute
+# `tcp.idle_timeout.seconds`, 60-6000, default 350; TLS listeners: 350, fixed). A streamed answer
+# sends bytes every token; a non-streamed one is silent until LiteLLM has it, up to
+# (1 + NUM_RETRIES) route timeouts: the listener must wait that long.
+NLB_IDLE_RANGE_S = (60, 6000)
+IDLE_MARGIN_S = 30
+NLB_IDLE_ANNOTATION = f"service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-{GATEWAY_PORT}"
 # Production log level: INFO logs a line per request and per routing decision (volume, request
 # metadata in the logs); WARNING still shows retries, failed upstreams and errors.
 LOG_LEVEL = "WARNING"
@@ -75,7 +89,7 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
         "litellm_settings": {
             "drop_params": True,
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
-            "num_retries": 1,
+            "num_retries": NUM_RETRIES,
             "callbacks": ["prometheus"],
             # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
             "require_auth_for_metrics_endpoint": True,
@@ -86,13 +100,34 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
         # failed; plain retries may pick it again).
         "router_settings": {
             "routing_strategy": "simple-shuffle",
-            "num_retries": 1,
+            "num_retries": NUM_RETRIES,
             "allowed_fails": 3,
             "cooldown_time": 30,
             "enable_weighted_failover": True,
         },
         "general_settings": general,
     }
+
+
+def nlb_idle_timeout_seconds(routes: list[Route]) -> int:
+    """The longest a request can be silent between client and gateway, bounded by what an NLB allows
+    (above it, only streamed answers outlive the listener: README, timeouts per hop)."""
+    silent = (1 + NUM_RETRIES) * max([r.timeout_seconds for r in routes] or [600])
+    lo, hi = NLB_IDLE_RANGE_S
+    return min(hi, max(lo, silent + IDLE_MARGIN_S, KEEPALIVE_S + IDLE_MARGIN_S))
+
+
+def service_annotations(routes: list[Route], *, internal: bool) -> dict[str, str]:
+    """The gateway Service's load-balancer annotations. The idle timeout is a listener attribute the
+    AWS Load Balancer Controller (>= v2.9) applies to Services it reconciles; the legacy in-tree
+    provider (`aws-load-balancer-type: nlb`) ignores it and the NLB keeps 350 s."""
+    annotations = {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+        NLB_IDLE_ANNOTATION: f"tcp.idle_timeout.seconds={nlb_idle_timeout_seconds(routes)}",
+    }
+    if internal:
+        annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
+    return annotations
 
 
 @dataclass(frozen=True)
@@ -163,6 +198,8 @@ def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system
                     str(WORKERS),
                     "--timeout_worker_healthcheck",
                     str(WORKER_HEALTHCHECK_S),
+                    "--keepalive_timeout",
+                    str(KEEPALIVE_S),
                 ],
                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                 "env": env,
@@ -244,9 +281,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             },
             opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *after]),
         )
-        annotations = {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}
-        if args.internal_load_balancer:
-            annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
+        annotations = service_annotations(list(args.routes), internal=args.internal_load_balancer)
         svc = k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": "litellm", "namespace": ns, "annotations": annotations},
