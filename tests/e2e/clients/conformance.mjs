@@ -44,6 +44,8 @@ async function models(c) {
   return { ids: ids.sort() };
 }
 
+const LONG = { max_tokens: 220, ignore_eos: true }; // the most a 256-token context leaves
+
 const SCHEMA = {
   type: 'object', properties: { answer: { type: 'string', enum: ['yes', 'no'] } },
   required: ['answer'], additionalProperties: false,
@@ -93,6 +95,21 @@ const cases = {
     const r = await chat(c, { max_tokens: 60, ...NO_THINKING, messages: [{ role: 'user', content: 'yes or no?' }],
       response_format: { type: 'json_schema', json_schema: { name: 'verdict', schema: SCHEMA, strict: true } } });
     return { content: r.choices[0].message.content, finish_reason: r.choices[0].finish_reason };
+  },
+  async long_stream(c) {
+    const t = performance.now();
+    let chunks = 0, usage = null;
+    const stream = await chat(c, { ...LONG, stream: true, stream_options: { include_usage: true } });
+    for await (const ev of stream) {
+      chunks += 1;
+      usage = ev.usage ?? usage;
+    }
+    return { chunks, completion_tokens: usage.completion_tokens, seconds: (performance.now() - t) / 1000 };
+  },
+  async long_chat(c) {
+    const t = performance.now();
+    const r = await chat(c, LONG);
+    return { completion_tokens: r.usage.completion_tokens, seconds: (performance.now() - t) / 1000 };
   },
   async cancel(c) {
     // Read two chunks of a long stream, then drop it, as an application does on a user's 'stop'.

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -49,8 +50,14 @@ def case_models(c):
 def case_chat(c):
     r = chat(c, max_tokens=8)
     ch = r.choices[0]
-    return {"object": r.object, "content": ch.message.content, "role": ch.message.role,
-            "reasoning_content": (ch.message.model_extra or {}).get("reasoning_content"), "finish_reason": ch.finish_reason, "completion_tokens": r.usage.completion_tokens}
+    return {
+        "object": r.object,
+        "content": ch.message.content,
+        "role": ch.message.role,
+        "reasoning_content": (ch.message.model_extra or {}).get("reasoning_content"),
+        "finish_reason": ch.finish_reason,
+        "completion_tokens": r.usage.completion_tokens,
+    }
 
 
 def case_stream_usage(c):
@@ -58,8 +65,11 @@ def case_stream_usage(c):
     for ev in chat(c, max_tokens=8, stream=True, stream_options={"include_usage": True}):
         chunks += 1
         if ev.usage is not None:
-            usage = {"at_chunk": chunks, "choices": len(ev.choices),
-                     **ev.usage.model_dump(include={"prompt_tokens", "completion_tokens"})}
+            usage = {
+                "at_chunk": chunks,
+                "choices": len(ev.choices),
+                **ev.usage.model_dump(include={"prompt_tokens", "completion_tokens"}),
+            }
         for ch in ev.choices:
             text += ch.delta.content or ""
             finish = ch.finish_reason or finish
@@ -81,8 +91,12 @@ def case_stop(c):
     full = chat(c, max_tokens=24, temperature=0, extra_body=NO_THINKING).choices[0].message.content
     stop = next(full[i : i + 3] for i in range(2, len(full) - 3) if "\ufffd" not in full[i : i + 3])
     r = chat(c, max_tokens=24, temperature=0, stop=[stop], extra_body=NO_THINKING)
-    return {"full": full, "stop": stop, "content": r.choices[0].message.content,
-            "finish_reason": r.choices[0].finish_reason}
+    return {
+        "full": full,
+        "stop": stop,
+        "content": r.choices[0].message.content,
+        "finish_reason": r.choices[0].finish_reason,
+    }
 
 
 def case_n(c):
@@ -91,24 +105,58 @@ def case_n(c):
 
 
 def case_seed(c):
-    a, b, d = (chat(c, max_tokens=12, temperature=1.0, seed=s, extra_body=NO_THINKING).choices[0].message.content for s in (7, 7, 8))
+    a, b, d = (
+        chat(c, max_tokens=12, temperature=1.0, seed=s, extra_body=NO_THINKING).choices[0].message.content
+        for s in (7, 7, 8)
+    )
     return {"same": a == b, "other": a != d, "sample": a}
 
 
 def case_json_object(c):
-    r = chat(c, max_tokens=120, response_format={"type": "json_object"}, extra_body=NO_THINKING,
-             messages=[{"role": "user", "content": "Answer in JSON."}])
+    r = chat(
+        c,
+        max_tokens=120,
+        response_format={"type": "json_object"},
+        extra_body=NO_THINKING,
+        messages=[{"role": "user", "content": "Answer in JSON."}],
+    )
     return {"content": r.choices[0].message.content, "finish_reason": r.choices[0].finish_reason}
 
 
-SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
-          "required": ["answer"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 
 
 def case_json_schema(c):
-    r = chat(c, max_tokens=60, response_format={"type": "json_schema", "json_schema": {
-        "name": "verdict", "schema": SCHEMA, "strict": True}}, extra_body=NO_THINKING, messages=[{"role": "user", "content": "yes or no?"}])
+    r = chat(
+        c,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA, "strict": True}},
+        extra_body=NO_THINKING,
+        messages=[{"role": "user", "content": "yes or no?"}],
+    )
     return {"content": r.choices[0].message.content, "finish_reason": r.choices[0].finish_reason}
+
+
+LONG = {"max_tokens": 220, "extra_body": {"ignore_eos": True}}  # the most a 256-token context leaves
+
+
+def case_long_stream(c):
+    t, chunks, usage = time.monotonic(), 0, None
+    for ev in chat(c, stream=True, stream_options={"include_usage": True}, **LONG):
+        chunks += 1
+        usage = ev.usage or usage
+    return {"chunks": chunks, "completion_tokens": usage.completion_tokens, "seconds": time.monotonic() - t}
+
+
+def case_long_chat(c):
+    t = time.monotonic()
+    r = chat(c, **LONG)
+    return {"completion_tokens": r.usage.completion_tokens, "seconds": time.monotonic() - t}
 
 
 def case_cancel(c):
@@ -134,8 +182,11 @@ def case_concurrent(c):
         t.start()
     for t in threads:
         t.join(TIMEOUT_S)
-    return {"streams": len(out), "with_usage": sum(1 for r in out if r["usage"]),
-            "finished": sum(1 for r in out if r["finish_reason"])}
+    return {
+        "streams": len(out),
+        "with_usage": sum(1 for r in out if r["usage"]),
+        "finished": sum(1 for r in out if r["finish_reason"]),
+    }
 
 
 def case_wrong_key(_c):
