@@ -18,6 +18,7 @@ class ServingKeysArgs:
     models_namespace: str
     database_password: bool = False
     webui_secret: bool = False
+    redis_auth_token: bool = False  # the shared rate-limit Redis (ElastiCache auth token: 16-128 characters)
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -39,6 +40,7 @@ class ServingKeys(pulumi.ComponentResource):
         self.salt_key = key("litellm-salt-key", 40, prefix="sk-")
         self.database_password = key("database-password", 32) if args.database_password else None
         self.webui_secret = key("webui-secret-key", 40) if args.webui_secret else None
+        self.redis_auth_token = key("redis-auth-token", 40) if args.redis_auth_token else None
         self.vllm_secret = k8s.core.v1.Secret(
             f"{name}-vllm-api-key",
             metadata={"name": VLLM_KEY_SECRET, "namespace": args.models_namespace},

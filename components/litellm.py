@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
@@ -15,6 +16,7 @@ from pulumi import ResourceOptions
 from components.types import (
     GATEWAY_PORT,
     GATEWAY_SELECTOR,
+    REDIS_PORT,
     ImagePin,
     Route,
     checkov_skips,
@@ -58,6 +60,14 @@ TMP = "/tmp"  # HOME, tempfile: token-exchange store (at import), pinned RDS roo
 METRICS_DIR = "/var/lib/litellm/metrics"  # PROMETHEUS_MULTIPROC_DIR: one registry across workers
 MIGRATIONS_DIR = "/var/lib/litellm/migrations"  # LITELLM_MIGRATION_DIR: Prisma migrations copied here
 WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations": (MIGRATIONS_DIR, "256Mi")}
+# Keys as code (components/gateway_auth/custom_auth.py): the hook ships in the config ConfigMap beside
+# config.yaml (LiteLLM imports `custom_auth` from the config file's directory); the key hashes come
+# from a Secret mounted read-only. The hook is on in every stack: a wrong or missing key is a 401.
+AUTH_MODULE = "custom_auth"
+AUTH_SOURCE = Path(__file__).with_name("gateway_auth") / "custom_auth.py"
+KEYS_DIR = "/etc/litellm-keys"
+KEYS_FILE = "keys.json"
+KEYS_SECRET = "litellm-keys"
 # checkov findings accepted on the gateway Deployment only (reasons contain no '=').
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds gateway latency; CPU requests are set",
@@ -65,7 +75,11 @@ CHECKOV_SKIPS = {
 }
 
 
-def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
+def auth_module_source() -> str:
+    return AUTH_SOURCE.read_text()
+
+
+def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = False) -> dict:
     model_list = []
     for r in routes:
         model_list.append(
@@ -81,13 +95,32 @@ def render_litellm_config(routes: list[Route], *, database: bool) -> dict:
                 "model_info": {"mode": "chat", "max_input_tokens": r.max_input_tokens},
             }
         )
-    general = {"master_key": "os.environ/LITELLM_MASTER_KEY"}
+    general = {
+        "master_key": "os.environ/LITELLM_MASTER_KEY",
+        # Who is calling: our hook (master key = admin, a team key = its team, anything else 401);
+        # LiteLLM's own common checks then enforce the key's models and routes.
+        "custom_auth": f"{AUTH_MODULE}.user_api_key_auth",
+        "custom_auth_run_common_checks": True,
+    }
     if database:
         general["database_url"] = "os.environ/DATABASE_URL"
+        # A key the hook does not know goes on to LiteLLM's own virtual-key check in Postgres (the
+        # hook raises a plain exception for it; litellm_enterprise's `auto` mode falls through).
+        general["custom_auth_settings"] = {"mode": "auto"}
+    if redis:
+        # Rate-limit counters (rpm/tpm/parallel) shared by every gateway replica.
+        general["coordination_redis"] = {
+            "host": "os.environ/REDIS_HOST",
+            "port": "os.environ/REDIS_PORT",
+            "password": "os.environ/REDIS_PASSWORD",
+            "ssl": True,
+        }
     return {
         "model_list": model_list,
         "litellm_settings": {
             "drop_params": True,
+            # Model-access checks on what the custom-auth hook returns (key models, fallbacks).
+            "enable_post_custom_auth_checks": True,
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
             "num_retries": NUM_RETRIES,
             "callbacks": ["prometheus"],
@@ -143,6 +176,11 @@ class GatewayArgs:
     database_url: pulumi.Input[str] | None = None
     internal_load_balancer: bool = True
     after: tuple[pulumi.Resource, ...] = ()
+    # Keys as code: JSON {sha256(key): {team_id, models, limits}} (components/gateway_auth); None = master key only.
+    key_table: pulumi.Input[str] | None = None
+    # The Redis the replicas share rate-limit counters through (TLS, auth token); None = per-replica counters.
+    redis_host: pulumi.Input[str] | None = None
+    redis_password: pulumi.Input[str] | None = None
 
 
 def gateway_uid(image: ImagePin) -> int:
@@ -151,7 +189,9 @@ def gateway_uid(image: ImagePin) -> int:
     return image.user
 
 
-def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system_taint: str) -> dict:
+def render_gateway_pod(
+    image: ImagePin, *, replicas: int, database: bool, system_taint: str, keys: bool = False, redis: bool = False
+) -> dict:
     uid = gateway_uid(image)
 
     def secret_env(name: str, key: str) -> dict:
@@ -168,7 +208,14 @@ def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system
         {"name": "HOME", "value": TMP},
         {"name": "XDG_CACHE_HOME", "value": f"{TMP}/.cache"},
         {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR},
+        {"name": "LLM_SERVING_KEYS_FILE", "value": f"{KEYS_DIR}/{KEYS_FILE}"},
     ]
+    if redis:
+        env += [
+            secret_env("REDIS_HOST", "redis-host"),
+            {"name": "REDIS_PORT", "value": str(REDIS_PORT)},
+            secret_env("REDIS_PASSWORD", "redis-password"),
+        ]
     if database:
         env += [secret_env("DATABASE_URL", "database-url"), {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": PORT}, "timeoutSeconds": 5, **kw}  # noqa: E731
@@ -211,12 +258,15 @@ def render_gateway_pod(image: ImagePin, *, replicas: int, database: bool, system
                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/litellm", "readOnly": True},
                     *({"name": n, "mountPath": path} for n, (path, _) in WRITABLE.items()),
+                    *([{"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}] if keys else []),
                 ],
             }
         ],
         "volumes": [
             {"name": "config", "configMap": {"name": "litellm-config"}},
             *({"name": n, "emptyDir": {"sizeLimit": size}} for n, (_, size) in WRITABLE.items()),
+            # 0440: the kubelet gives the files the pod's fsGroup (= the image user's group), nobody else reads them.
+            *([{"name": "keys", "secret": {"secretName": KEYS_SECRET, "defaultMode": 0o440}}] if keys else []),
         ],
     }
 
@@ -233,17 +283,33 @@ class LiteLLMGateway(pulumi.ComponentResource):
         super().__init__("llm-serving:access:LiteLLMGateway", name, None, opts)
         after = list(args.after)
         ns = args.namespace
-        config = render_litellm_config(list(args.routes), database=args.database_url is not None)
+        redis = args.redis_host is not None
+        config = render_litellm_config(list(args.routes), database=args.database_url is not None, redis=redis)
         config_text = yaml.safe_dump(config, sort_keys=False)
+        files = {"config.yaml": config_text, f"{AUTH_MODULE}.py": auth_module_source()}
         cm = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": "litellm-config", "namespace": ns},
-            data={"config.yaml": config_text},
+            data=files,
             opts=ResourceOptions(parent=self, depends_on=after),
         )
         data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
         if args.database_url is not None:
             data["database-url"] = args.database_url
+        if redis:
+            data["redis-host"] = args.redis_host
+            data["redis-password"] = args.redis_password
+        keys_secret = [
+            k8s.core.v1.Secret(
+                f"{name}-keys",
+                metadata={"name": KEYS_SECRET, "namespace": ns},
+                type="Opaque",
+                string_data={KEYS_FILE: pulumi.Output.secret(args.key_table)},
+                opts=ResourceOptions(parent=self, depends_on=after),
+            )
+            for _ in [args.key_table]
+            if args.key_table is not None
+        ]
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata={"name": "litellm", "namespace": ns},
@@ -257,7 +323,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=ResourceOptions(parent=self, depends_on=after),
         )
-        chash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+        chash = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:16]
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={
@@ -276,10 +342,12 @@ class LiteLLMGateway(pulumi.ComponentResource):
                         replicas=args.replicas,
                         database=args.database_url is not None,
                         system_taint=args.system_taint,
+                        keys=args.key_table is not None,
+                        redis=redis,
                     ),
                 },
             },
-            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *after]),
+            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *keys_secret, *after]),
         )
         annotations = service_annotations(list(args.routes), internal=args.internal_load_balancer)
         svc = k8s.core.v1.Service(

@@ -12,6 +12,7 @@ from components.types import (
     CACHE_SELECTOR,
     GATEWAY_PORT,
     GATEWAY_SELECTOR,
+    REDIS_PORT,
     UI_SELECTOR,
     VLLM_PORT,
     VLLM_SELECTOR,
@@ -40,7 +41,9 @@ def ns_peer(ns: str, labels: dict) -> dict:
     }
 
 
-def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool) -> dict[str, tuple[str, dict]]:
+def render_policies(
+    *, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool, redis: bool = False
+) -> dict[str, tuple[str, dict]]:
     """name -> (namespace, NetworkPolicy spec)."""
     deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     dns = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
@@ -111,6 +114,15 @@ def render_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str, database:
                 "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}],
             },
         )
+    if redis:
+        out["gateway-to-redis"] = (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(REDIS_PORT)]}],
+            },
+        )
     return out
 
 
@@ -124,6 +136,7 @@ class NamespacesArgs:
     gateway_ns: str
     vpc_cidr: pulumi.Input[str]
     database: bool = False
+    redis: bool = False  # egress to the shared rate-limit Redis (components/cache.py)
     accelerator_quota: int | None = None  # team stacks: GPUs / Neuron devices the team may request
 
 
@@ -137,11 +150,19 @@ class ServingNamespaces(pulumi.ComponentResource):
             )
         policies = pulumi.Output.from_input(args.vpc_cidr).apply(
             lambda cidr: render_policies(
-                models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr=cidr, database=args.database
+                models_ns=args.models_ns,
+                gateway_ns=args.gateway_ns,
+                vpc_cidr=cidr,
+                database=args.database,
+                redis=args.redis,
             )
         )
         for pname, (ns, _) in render_policies(
-            models_ns=args.models_ns, gateway_ns=args.gateway_ns, vpc_cidr="0.0.0.0/32", database=args.database
+            models_ns=args.models_ns,
+            gateway_ns=args.gateway_ns,
+            vpc_cidr="0.0.0.0/32",
+            database=args.database,
+            redis=args.redis,
         ).items():
 
             def policy_spec(p: dict[str, tuple[str, dict]], n: str = pname) -> dict:

@@ -187,6 +187,7 @@ class NodeClassSpec:
 VLLM_PORT = 8000  # never a Service named `vllm`: Kubernetes would inject VLLM_PORT and vLLM refuses it
 GATEWAY_PORT = 4000
 WEBUI_PORT = 8080
+REDIS_PORT = 6379  # the gateway's shared rate-limit Redis (ElastiCache, TLS)
 # The UID model servers and the cache Job run as (user `vllm` of the vLLM image); the EFS access
 # points own their directories as this UID/GID, so what the Job writes the servers can read.
 VLLM_UID = 2000

@@ -77,6 +77,16 @@ if [ -f "$c/package-lock.json" ] && ! stamp_ok "$c/node_modules" "$c/package-loc
   cp "$c/package-lock.json" "$c/node_modules/.stamp"
 fi
 
+# --- Redis (tests/e2e/test_teams.py: the gateway replicas' shared rate-limit counters) ----------
+# Debian's redis-server (7.0); the suite starts its own instance on a free loopback port.
+if [ ! -x /usr/bin/redis-server ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -q && apt-get install -y --no-install-recommends redis-server
+  else
+    echo "redis-server missing: run as root: apt-get install -y --no-install-recommends redis-server" >&2
+  fi
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"

@@ -184,6 +184,8 @@ class Mocks(pmocks.Mocks):
             out["address"] = f"{name}.abc.{self.region}.rds.amazonaws.com"
             out["port"] = 5432
             out["endpoint"] = f"{out['address']}:5432"
+        elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+            out["primaryEndpointAddress"] = f"master.{inp.get('replicationGroupId', name)}.abc.use1.cache.amazonaws.com"
         elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
             out["latestVersion"] = 1
         elif typ == "eks:index:Cluster":

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import pulumi
 from pulumi import ResourceOptions
 
+from components.cache import GatewayCache, GatewayCacheArgs
 from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.litellm import DatabaseArgs, GatewayArgs, GatewayDatabase, LiteLLMGateway
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
+from components.teamkeys import KeyGrant, TeamKeys, TeamKeysArgs
 from components.types import SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,
@@ -25,6 +27,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.config import ResolvedModel, StackIntent
+from stacks.config.schema import WEBUI_KEY
 from stacks.platform import Platform
 from stacks.summary import model_rows
 
@@ -50,6 +53,7 @@ class Served:
     model_names: list[str]
     endpoints: dict[str, str]
     master_key: pulumi.Output  # the gateway's admin key (secret): what `python -m stacks.verify` chats with
+    team_keys: pulumi.Output  # {team: {key name: key}} (secret): the `teamKeys` stack output
 
 
 def plan_table(intent: StackIntent) -> list[dict]:
@@ -206,11 +210,49 @@ def routes(intent: StackIntent) -> list[Route]:
     ]
 
 
+def key_grants(intent: StackIntent) -> tuple[KeyGrant, ...]:
+    """One grant per team key (gateway.teams), plus Open WebUI's own key when the UI is on."""
+    cfg = intent.config
+    served = {name: m.served_name for name, m in intent.models.items()}
+    grants = [
+        KeyGrant(k, team, tuple(served[m] for m in t.allowedModels), t.rpmLimit, t.tpmLimit, t.maxParallelRequests)
+        for team, t in cfg.gateway.teams.items()
+        for k in t.keys
+    ]
+    if cfg.ui.enabled:
+        everything = tuple(served.values())
+        grants.append(KeyGrant(WEBUI_KEY, WEBUI_KEY, everything, cfg.ui.rpmLimit, None, cfg.ui.maxParallelRequests))
+    return tuple(grants)
+
+
+def shared_limits(intent: StackIntent) -> bool:
+    """A Redis for rate-limit counters shared by the gateway replicas (always 2 or more): when a team
+    has limits, on a platform stack (team stacks create no AWS resources; they warn instead)."""
+    cfg = intent.config
+    return cfg.platformStack is None and any(t.limited for t in cfg.gateway.teams.values())
+
+
+def gateway_cache(intent: StackIntent, plat: Platform, auth_token: pulumi.Output) -> GatewayCache:
+    return GatewayCache(
+        "gateway-cache",
+        GatewayCacheArgs(
+            cluster_name=intent.cluster_name,
+            vpc_id=plat.vpc_id,
+            subnet_ids=plat.private_subnet_ids,
+            client_security_group_id=plat.node_security_group_id,
+            engine_version=catalog.versions().redis_engine_version,
+            auth_token=auth_token,
+            kms_key_arn=plat.data_key_arn,
+        ),
+    )
+
+
 def build(intent: StackIntent, plat: Platform) -> Served:
     cfg = intent.config
     v = catalog.versions()
     kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
     db_enabled = cfg.gateway.database.enabled
+    redis = shared_limits(intent)
     models_ns, gateway_ns = namespaces(intent)
     ns = ServingNamespaces(
         "serving",
@@ -219,6 +261,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             gateway_ns=gateway_ns,
             vpc_cidr=plat.vpc_cidr,
             database=db_enabled,
+            redis=redis,
             accelerator_quota=cfg.team.maxAccelerators if cfg.team else None,
         ),
         opts=kopts,
@@ -227,7 +270,11 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     keys = ServingKeys(
         "keys",
         ServingKeysArgs(
-            models_namespace=models_ns, database_password=db_enabled, webui_secret=cfg.ui.enabled, after=ns_ready
+            models_namespace=models_ns,
+            database_password=db_enabled,
+            webui_secret=cfg.ui.enabled,
+            redis_auth_token=redis,
+            after=ns_ready,
         ),
         opts=kopts,
     )
@@ -298,6 +345,9 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
         )
         db_url = db.url
+    grants = key_grants(intent)
+    team_keys = TeamKeys("team-keys", TeamKeysArgs(grants=grants)) if grants else None
+    cache = gateway_cache(intent, plat, keys.redis_auth_token) if keys.redis_auth_token is not None else None
     gateway = LiteLLMGateway(
         "gateway",
         GatewayArgs(
@@ -312,18 +362,22 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             database_url=db_url,
             internal_load_balancer=cfg.gateway.internalLoadBalancer,
             after=(*ns_ready, *plat.system_ready),
+            key_table=team_keys.table if team_keys else None,
+            redis_host=cache.host if cache else None,
+            redis_password=keys.redis_auth_token,
         ),
         opts=kopts,
     )
     if cfg.ui.enabled:
         assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
+        assert team_keys is not None, "key_grants gives Open WebUI its own key when the UI is on"
         OpenWebUi(
             "webui",
             WebUiArgs(
                 namespace=gateway_ns,
                 image=v.images["open-webui"],
                 gateway_url=gateway.in_cluster_url,
-                api_key=keys.master_key,
+                api_key=team_keys.keys[WEBUI_KEY],
                 secret_key=keys.webui_secret,
                 storage_class=plat.storage.ebs_storage_class,
                 system_taint=SYSTEM_TAINT,
@@ -336,4 +390,5 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         model_names=[m.served_name for m in intent.models.values()],
         endpoints=endpoints,
         master_key=pulumi.Output.secret(keys.master_key),
+        team_keys=team_keys.by_team if team_keys else pulumi.Output.secret({}),
     )

@@ -91,12 +91,17 @@ class _RdsRow(_Row):
     postgresEngineVersion: str
 
 
+class _ElastiCacheRow(_Row):
+    redisEngineVersion: str
+
+
 class _VersionsFile(_Row):
     kubernetes: str
     amiAlias: str = Field(pattern=r"^al2023@v\d{8}$")
     charts: dict[str, _ChartRow]
     images: dict[str, _ImageRow]
     rds: _RdsRow
+    elasticache: _ElastiCacheRow
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Versions:
     litellm_version: str
     postgres_engine_version: str
     huggingface_hub_version: str = ""
+    redis_engine_version: str = ""
 
     def chart(self, name: str) -> ChartPin:
         return self.charts[name]
@@ -190,6 +196,7 @@ def versions() -> Versions:
         litellm_version=v.images["litellm"].litellmVersion or "",
         postgres_engine_version=v.rds.postgresEngineVersion,
         huggingface_hub_version=v.images["hf-downloader"].huggingfaceHubVersion or "",
+        redis_engine_version=v.elasticache.redisEngineVersion,
     )
 
 

@@ -19,6 +19,7 @@ from stacks.config.schema import (
     MODEL_NAME_MAX,
     REVISION_SHA,
     SUPPORTED_KUBERNETES,
+    WEBUI_KEY,
     ModelConfig,
     NodePoolConfig,
     StackConfig,
@@ -191,7 +192,7 @@ class _Resolver:
                     f"{section} is not built by this version of the program",
                     "set it to false (the section is reserved; nothing would be deployed for it)",
                 )
-        warnings = self._cluster_checks()
+        warnings = self._cluster_checks() + self._teams()
         if self.problems:
             raise ConfigError(self.problems)
         # Only pools some model uses, or the config names explicitly, exist.
@@ -738,6 +739,45 @@ class _Resolver:
                 f"accelerators, over the quota {team.maxAccelerators}",
                 f"raise team.maxAccelerators to {asked} or lower replicas.max",
             )
+
+    def _teams(self) -> list[str]:
+        """gateway.teams against the rest of the stack; returns warnings."""
+        g, models, seen = self.cfg.gateway, sorted(self.cfg.models), {}
+        if self.cfg.ui.enabled:
+            seen[WEBUI_KEY] = "the Open WebUI (ui.enabled)"
+        for name, t in g.teams.items():
+            path = ("gateway", "teams", name)
+            for m in t.allowedModels:
+                if m not in self.cfg.models:
+                    self.err(
+                        (*path, "allowedModels"),
+                        f"{m!r} is not a model of this stack",
+                        f"use model keys of llm-serving:models: {', '.join(models) or '(none defined)'}",
+                    )
+            for k in t.keys:
+                if k in seen:
+                    self.err(
+                        (*path, "keys"),
+                        f"key name {k!r} is also used by {seen[k]}",
+                        "give every key of the stack its own name",
+                    )
+                seen.setdefault(k, f"team {name!r}")
+            budget = "maxBudget" if t.maxBudget is not None else "budgetDuration" if t.budgetDuration else None
+            if budget and not g.database.enabled:
+                self.err(
+                    (*path, budget),
+                    "a budget needs the gateway database (LiteLLM tracks spend there)",
+                    "set gateway.database.enabled: true, or remove maxBudget and budgetDuration",
+                )
+            if t.budgetDuration and t.maxBudget is None:
+                self.err((*path, "budgetDuration"), "a budget period without maxBudget", "set maxBudget (USD)")
+        if self.cfg.platformStack is not None and any(t.limited for t in g.teams.values()):
+            return [
+                f"{key('gateway', 'teams')}: a team stack has no shared Redis, so each of the "
+                f"{g.replicas} gateway replicas counts rpm/tpm/parallel limits on its own — "
+                "expect up to that many times the limit"
+            ]
+        return []
 
     def _derived_name_lengths(self, cluster_name: str) -> None:
         if len(cluster_name) > CLUSTER_NAME_MAX:

@@ -455,16 +455,66 @@ class DatabaseConfig(_M):
     multiAz: bool = True
 
 
+# ---- gateway teams: keys as code (components/teamkeys.py, components/gateway_auth) ----------------
+# LiteLLM's budget_duration: a count and a unit (seconds, minutes, hours, days, months).
+BUDGET_DURATION = re.compile(r"^[1-9][0-9]{0,3}(s|m|h|d|mo)$")
+WEBUI_KEY = "open-webui"  # the name of Open WebUI's own key (reserved when ui.enabled)
+
+
+class GatewayTeam(_M):
+    """Who may call which models of this stack's gateway, at what rate. Limits apply to each key."""
+
+    allowedModels: list[str] = Field(min_length=1)  # keys of `models:` on this stack
+    keys: list[str] = Field(min_length=1)  # key names; Pulumi generates each key (a secret stack output)
+    rpmLimit: int | None = Field(None, ge=1)
+    tpmLimit: int | None = Field(None, ge=1)
+    maxParallelRequests: int | None = Field(None, ge=1)
+    maxBudget: float | None = Field(None, gt=0)  # USD; needs gateway.database (LiteLLM tracks spend there)
+    budgetDuration: str | None = None
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v):
+        for k in v:
+            _dns(k, "key name")
+        if len(set(v)) != len(v):
+            raise ValueError("a key name is listed twice — name each key once")
+        return v
+
+    @field_validator("budgetDuration")
+    @classmethod
+    def _duration(cls, v):
+        if v is not None and not BUDGET_DURATION.match(v):
+            raise ValueError(f"{v!r} is not a budget period — write it like 30d, 1mo, 24h")
+        return v
+
+    @property
+    def limited(self) -> bool:
+        return any(x is not None for x in (self.rpmLimit, self.tpmLimit, self.maxParallelRequests))
+
+
 class GatewayConfig(_M):
     replicas: int = Field(2, ge=2)
     database: DatabaseConfig = DatabaseConfig()
     # Seconds LiteLLM keeps an idle upstream connection; vLLM's keep-alive is rendered above it.
     idleConnectionSeconds: int = Field(60, ge=5)
     internalLoadBalancer: bool = True
+    # Teams and their keys (keys as code); none = only the master key is accepted.
+    teams: dict[str, GatewayTeam] = Field(default_factory=dict)
+
+    @field_validator("teams")
+    @classmethod
+    def _team_names(cls, v):
+        for name in v:
+            _dns(name, "team name")
+        return v
 
 
 class UiConfig(_M):
     enabled: bool = False
+    # Open WebUI's own gateway key (not the master key): every model, these limits.
+    rpmLimit: int = Field(600, ge=1)
+    maxParallelRequests: int = Field(16, ge=1)
 
 
 class ObservabilityConfig(_M):

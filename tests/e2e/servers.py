@@ -44,6 +44,8 @@ SUBSTITUTIONS = {
     "LiteLLM secrets (master key, salt key, vLLM key)": "fixed test keys",
     "LiteLLM --config /etc/litellm/config.yaml --port 4000": "a temp file and a free loopback port",
     "LiteLLM env PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod)": "a directory in the test's workdir",
+    "LiteLLM ConfigMap files beside config.yaml (custom_auth.py)": "written beside the temp config file",
+    "LiteLLM env LLM_SERVING_KEYS_FILE (Secret volume)": "<workdir>/keys.json (written by a test that needs keys)",
 }
 
 
@@ -98,6 +100,7 @@ class Rendered:
     litellm_config: dict
     litellm_container: dict
     manifests: list[dict]
+    litellm_files: dict | None = None  # the ConfigMap's other files (the custom-auth module)
 
 
 def substitute_vllm_args(args: list[str], model_dir: Path, port: int) -> list[str]:
@@ -187,6 +190,7 @@ def render_stack(out: Path, stack_file: Path = STACK) -> Rendered:
         litellm_config=yaml.safe_load(cm["data"]["config.yaml"]),
         litellm_container=gw["spec"]["template"]["spec"]["containers"][0],
         manifests=mans,
+        litellm_files={k: v for k, v in cm["data"].items() if k != "config.yaml"},
     )
 
 
@@ -216,6 +220,8 @@ def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> Server:
     for m in cfg["model_list"]:
         m["litellm_params"]["api_base"] = f"http://127.0.0.1:{vllm_port}/v1"
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for fname, text in (rendered.litellm_files or {}).items():
+        (workdir / fname).write_text(text)
     args = list(rendered.litellm_container["args"])
     args[args.index("--config") + 1] = str(workdir / "config.yaml")
     args[args.index("--port") + 1] = str(port)
@@ -223,6 +229,8 @@ def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> Server:
     for e in rendered.litellm_container["env"]:
         if "value" in e and e["name"] != "HOME":
             env[e["name"]] = e["value"]
+    if "LLM_SERVING_KEYS_FILE" in env:
+        env["LLM_SERVING_KEYS_FILE"] = str(workdir / "keys.json")
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY)
     if "PROMETHEUS_MULTIPROC_DIR" in env:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "prometheus-multiproc")

@@ -110,6 +110,8 @@ def start_gateway(
 ) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
+        (workdir / fname).write_text(text)
     port = free_port()
     args = list(r.litellm_container["args"])
     args[args.index("--config") + 1] = str(workdir / "config.yaml")
@@ -286,6 +288,8 @@ def start_sandboxed(r: Rendered, cfg: dict, writable: list[str], uid: int) -> tu
     script = work / "sandbox.sh"
     script.write_text(SANDBOX)
     (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
+        (work / fname).write_text(text)
     port = free_port()
     args = list(r.litellm_container["args"])
     args[args.index("--config") + 1] = str(work / "config.yaml")

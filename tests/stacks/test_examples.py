@@ -31,6 +31,7 @@ EXPECTED = {
     },
     "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml": {"qwen3-0-6b": ("g6e.xlarge", 1, [UNPINNED])},
     "Pulumi.team-search.yaml": {"qwen2-5-7b": ("g6e.xlarge", 1, [UNPINNED])},
+    "Pulumi.teams.yaml": {"qwen3-0-6b": ("g6.xlarge", 1, [UNPINNED]), "qwen2-5-7b": ("g6e.xlarge", 1, [UNPINNED])},
 }
 
 

@@ -10,7 +10,7 @@ from tests.support.policy import pod_spec_of, pss_restricted_violations
 
 RESTRICTED_NS = {"models", "gateway"}
 # Pods in the serving namespaces per stack, by hand: one vLLM Deployment and one cache Job per
-# model, the gateway, and Open WebUI where the UI is on (seed000).
+# model, the gateway, and Open WebUI where the UI is on (seed000, teams).
 PODS = {
     "Pulumi.dev.yaml": 3,
     "Pulumi.minimal.yaml": 3,
@@ -20,6 +20,7 @@ PODS = {
     "Pulumi.seed003-mistral-llama2-70b.yaml": 5,
     "Pulumi.seed004-qwen3-0-6b-one-gpu.yaml": 3,
     "Pulumi.team-search.yaml": 3,
+    "Pulumi.teams.yaml": 6,
 }
 # startupProbe failureThreshold x 10 s = the planner's budget (hand values in test_planner.py):
 # qwen3-0.6b 420 s, Neuron llama-3.1-8b 2520 s, Neuron qwen3-8b 2580 s, Neuron mistral-7b 2340 s,

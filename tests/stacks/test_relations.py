@@ -61,18 +61,24 @@ MATERIAL = {
     ("litellm", "master-key"): "master-key",
     ("litellm", "salt-key"): "salt-key",
     ("litellm", "database-url"): "database-url",
-    ("open-webui", "api-key"): "master-key",  # Open WebUI calls the gateway with the master key
+    ("open-webui", "api-key"): "webui-key",  # Open WebUI calls the gateway with its own key, not the master key
     ("open-webui", "secret-key"): "webui-secret",
+    ("litellm-keys", "keys.json"): "key-hashes",  # SHA-256 of the team keys (components/teamkeys.py)
+    ("litellm", "redis-host"): "redis",
+    ("litellm", "redis-password"): "redis",
 }
 ALLOWED = {
     "hf-token": {"model-cache"},
     "vllm-key": {"vllm", "gateway"},
-    "master-key": {"gateway", "ui"},
+    "master-key": {"gateway"},
+    "webui-key": {"ui"},
+    "key-hashes": {"gateway"},
+    "redis": {"gateway"},
     "salt-key": {"gateway"},
     "database-url": {"gateway"},
     "webui-secret": {"ui"},
 }
-NEEDS = {"vllm": {"vllm-key"}, "gateway": {"vllm-key", "master-key", "salt-key"}, "ui": {"master-key", "webui-secret"}}
+NEEDS = {"vllm": {"vllm-key"}, "gateway": {"vllm-key", "master-key", "salt-key"}, "ui": {"webui-key", "webui-secret"}}
 
 # Health endpoints each server answers (vLLM /health; LiteLLM /health/liveliness and
 # /health/readiness, its own spelling; Open WebUI /health).
