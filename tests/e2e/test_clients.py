@@ -32,6 +32,9 @@ from tests.e2e.servers import (
     vllm_server_for,
 )
 
+# The keys-as-code gateway's fixtures and helpers, as the teams tier runs it.
+from tests.e2e.test_teams import RPM, key_of, key_table, redis, teams_gateway, teams_rendered  # noqa: F401
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 CLIENTS_DIR = Path(__file__).with_name("clients")
 PYTHON = E2E / "litellm" / "bin" / "python"  # its lock pins openai (2.x), as an application's would
@@ -44,9 +47,6 @@ CASES = [
     *("json_object", "json_schema", "concurrent"),
     *("missing_key", "wrong_key", "unknown_model", "context_too_long"),
 ]
-# Until the custom-auth hook (branch wt/teams, issue 14) is in the rendered config, LiteLLM 1.106.2
-# without a database answers any key that is not the master key with `400 No connected db.`.
-NO_KEY_AUTH = "LiteLLM without a database and without the custom-auth hook of branch wt/teams: 400 No connected db."
 
 
 def clients_ready() -> None:
@@ -202,11 +202,10 @@ def test_missing_key_is_authentication_error(results, client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_wrong_key_is_authentication_error(results, rendered, client):
+def test_wrong_key_is_authentication_error(results, client):
+    """The gateway's custom-auth hook answers a key it does not know with 401 (LiteLLM 1.106.2 alone,
+    without a database, says `400 No connected db.`: a BadRequestError to the clients)."""
     got = failed(results, client, "wrong_key")
-    if "custom_auth" not in rendered.litellm_config["general_settings"]:
-        assert (got["error"], got["status"], got["body"]["type"]) == ("BadRequestError", 400, "no_db_connection")
-        pytest.xfail(NO_KEY_AUTH)
     assert (got["error"], got["status"]) == ("AuthenticationError", 401), got
 
 
@@ -376,3 +375,34 @@ def test_backend_down_is_a_5xx_the_clients_retry_then_success_after_recovery(slo
     for client, got in results.items():
         assert got["result"]["completion_tokens"] == 8 and got["attempts"] > 1, got
         print(f"{client} recovered after {got['attempts']} attempts")
+
+
+# ---- The keys-as-code shape (tests/configs/gateway-teams.ok.yaml, as tests/e2e/test_teams.py runs it:
+# rendered config and custom-auth module, fixed test keys, a local Redis for the limit counters).
+
+
+@pytest.fixture(scope="module")
+def team_gateway(teams_rendered, vllm_server, redis, key_table, tmp_path_factory):  # noqa: F811 (imported fixtures)
+    clients_ready()
+    s = teams_gateway(teams_rendered, vllm_server.port, tmp_path_factory.mktemp("team-gw"), redis, key_table)
+    s.start()
+    yield f"http://127.0.0.1:{s.port}/v1"
+    s.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_team_key_sees_its_models_and_bad_keys_are_authentication_errors(team_gateway, client):
+    got = run_cases(client, ["models", "wrong_key", "missing_key"], team_gateway, key=key_of("search-web"))
+    assert got["models"]["result"]["ids"] == [MODEL]  # team search may call qwen3-0.6b only, not phi-2
+    for case in ("wrong_key", "missing_key"):
+        assert (got[case]["error"], got[case]["status"]) == ("AuthenticationError", 401), got[case]
+
+
+def test_past_the_keys_rpm_limit_both_clients_get_rate_limit_error(team_gateway):
+    """One key (limit RPM per minute) used by both clients in turn: together they pass RPM chats,
+    then each gets RateLimitError (429), as the clients' own backoff logic expects."""
+    got = {c: run_cases(c, ["rate"], team_gateway, key=key_of("search-ci"))["rate"]["result"] for c in CLIENTS}
+    for r in got.values():
+        assert (r.get("error"), r.get("status")) == ("RateLimitError", 429), got
+        assert "Rate limit exceeded" in r["message"], r
+    assert sum(r["ok"] for r in got.values()) == RPM, got

@@ -135,6 +135,20 @@ const cases = {
   async context_too_long(c) {
     return { r: (await chat(c, { max_tokens: 4, messages: [{ role: 'user', content: 'word '.repeat(600) }] })).id };
   },
+  async rate(c) {
+    // Chats until the key's RPM limit answers: how many passed, then what the client raised.
+    let done = 0;
+    try {
+      for (let i = 0; i < 6; i += 1) {
+        await chat(c, { max_tokens: 2 });
+        done += 1;
+      }
+    } catch (e) {
+      if (!(e instanceof OpenAI.APIError)) throw e;
+      return { ok: done, error: e.constructor.name, status: e.status ?? null, message: e.message };
+    }
+    return { ok: done };
+  },
   recover: (c) => cases.chat(c), // a chat while the backend is down or coming back: the client's retries carry it
 };
 

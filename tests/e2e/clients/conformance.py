@@ -210,6 +210,18 @@ def case_chat_of(c, text: str):
     return {"r": chat(c, max_tokens=4, messages=[{"role": "user", "content": text}]).id}
 
 
+def case_rate(c):
+    """Chats until the key's RPM limit answers: how many passed, then what the client raised."""
+    done = 0
+    try:
+        for _ in range(6):
+            chat(c, max_tokens=2)
+            done += 1
+    except openai.APIStatusError as e:
+        return {"ok": done, "error": type(e).__name__, "status": e.status_code, "message": e.message}
+    return {"ok": done}
+
+
 def case_recover(c):
     """A chat while the backend is down or coming back: the client's own retries carry it."""
     return case_chat(c)

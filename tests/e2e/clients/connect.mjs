@@ -8,6 +8,6 @@ const stream = await client.chat.completions.create({
   stream_options: { include_usage: true },
 });
 for await (const chunk of stream) {
-  if (chunk.choices.length) process.stdout.write(chunk.choices[0].delta.content ?? '');
   if (chunk.usage) console.log(`\n[${chunk.usage.completion_tokens} tokens]`);
+  else if (chunk.choices.length) process.stdout.write(chunk.choices[0].delta.content ?? '');
 }
