@@ -8,9 +8,12 @@ HTTP status, the way an application branches on them. Same cases, same expectati
 
 from __future__ import annotations
 
+import copy
+import http.client as http_client
 import json
 import os
 import re
+import select
 import selectors
 import socket
 import struct
@@ -406,3 +409,38 @@ def test_past_the_keys_rpm_limit_both_clients_get_rate_limit_error(team_gateway)
         assert (r.get("error"), r.get("status")) == ("RateLimitError", 429), got
         assert "Rate limit exceeded" in r["message"], r
     assert sum(r["ok"] for r in got.values()) == RPM, got
+
+
+def idle_connection_lifetime(port: int, watch_s: float) -> float | None:
+    """Seconds until the server closes an idle keep-alive connection, None if open after watch_s."""
+    conn = http_client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/health/liveliness")
+    assert conn.getresponse().read() and conn.sock is not None
+    t = time.monotonic()
+    try:
+        while time.monotonic() - t < watch_s:
+            if select.select([conn.sock], [], [], 0.5)[0]:
+                return time.monotonic() - t
+        conn.request("GET", "/health/liveliness")  # the same connection still serves
+        assert conn.getresponse().status == 200
+        return None
+    finally:
+        conn.close()
+
+
+def test_gateway_keeps_an_idle_client_connection_longer_than_the_clients_do(gateway, rendered, tmp_path):
+    """uvicorn closes an idle keep-alive connection after 5 s by default, the time the clients' pools
+    keep one (httpx 5 s, undici 4 s): each may reuse a connection the other is closing. The rendered
+    `--keepalive_timeout` holds it open past that (and below the NLB's idle timeout)."""
+    assert idle_connection_lifetime(gateway.port, 7) is None
+    # Control: the same gateway with uvicorn's default closes it at 5 s.
+    control = copy.deepcopy(rendered)
+    args = control.litellm_container["args"]
+    args[args.index("--keepalive_timeout") + 1] = "5"
+    s = gateway_for(control, 1, tmp_path)
+    s.start()
+    try:
+        closed = idle_connection_lifetime(s.port, 7)
+    finally:
+        s.stop()
+    assert closed is not None and 4.5 < closed < 6.5, closed
