@@ -444,3 +444,28 @@ def test_gateway_keeps_an_idle_client_connection_longer_than_the_clients_do(gate
     finally:
         s.stop()
     assert closed is not None and 4.5 < closed < 6.5, closed
+
+
+def test_route_timeout_bounds_a_silent_answer_not_a_stream(slow_pair, rendered, tmp_path):
+    """LiteLLM's per-route `timeout` ends a non-streamed call that takes longer (the client gets a
+    timeout error); `stream_timeout` bounds the wait for each chunk, so a stream longer than it
+    completes. So requestTimeoutSeconds limits the silent time, the same thing the NLB idle timeout
+    must cover (components/litellm.py: nlb_idle_timeout_seconds)."""
+    vllm, _ = slow_pair
+    short = copy.deepcopy(rendered)
+    for m in short.litellm_config["model_list"]:
+        m["litellm_params"].update(timeout=1, stream_timeout=1)
+    gw = gateway_for(short, vllm.port, tmp_path)
+    gw.start()
+    try:
+        wait_idle(vllm.port)
+        got = run_cases("python", ["long_stream", "long_chat"], f"http://127.0.0.1:{gw.port}/v1")
+    finally:
+        gw.stop()
+    stream, chat = got["long_stream"], got["long_chat"]
+    assert stream["result"]["completion_tokens"] == 220 and stream["result"]["seconds"] > 2, stream
+    # 408 has no class of its own in the client (APIStatusError); the clients retry it by default.
+    assert (chat["error"], chat["status"]) == ("APIStatusError", 408) and "litellm.Timeout" in chat["message"], chat
+    # Two attempts of 1 s and the router's backoff between them: (1 + retries) x timeout + backoff.
+    assert chat["took"] >= 2, chat
+    print(f"stream {stream['result']['seconds']:.1f} s passed a 1 s stream_timeout; 408 after {chat['took']} s")

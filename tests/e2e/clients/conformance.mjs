@@ -154,6 +154,7 @@ const cases = {
 
 async function run(name) {
   attempts = 0;
+  const t = performance.now();
   let res;
   try {
     res = { result: await cases[name](client()) };
@@ -161,7 +162,8 @@ async function run(name) {
     if (!(e instanceof OpenAI.OpenAIError)) throw e;
     res = { error: e.constructor.name, status: e.status ?? null, message: e.message, body: e.error ?? null };
   }
-  return { case: name, client: 'node', version: VERSION, attempts, ...res };
+  const took = Math.round(performance.now() - t) / 1000;
+  return { case: name, client: 'node', version: VERSION, attempts, took, ...res };
 }
 
 for (const name of process.argv.slice(2)) console.log(JSON.stringify(await run(name)));

@@ -229,14 +229,15 @@ def case_recover(c):
 
 def run(name: str) -> dict:
     global attempts
-    attempts = 0
+    attempts, t = 0, time.monotonic()
     try:
         res: dict[str, Any] = {"result": globals()[f"case_{name}"](client())}
     except openai.APIStatusError as e:
         res = {"error": type(e).__name__, "status": e.status_code, "message": e.message, "body": e.body}
     except openai.OpenAIError as e:
         res = {"error": type(e).__name__, "status": None, "message": str(e)}
-    return {"case": name, "client": "python", "version": openai.__version__, "attempts": attempts, **res}
+    took = round(time.monotonic() - t, 2)
+    return {"case": name, "client": "python", "version": openai.__version__, "attempts": attempts, "took": took, **res}
 
 
 if __name__ == "__main__":
