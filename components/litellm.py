@@ -49,7 +49,7 @@ KEEPALIVE_S = 75
 # sends bytes every token; a non-streamed one is silent until LiteLLM has it, up to
 # (1 + NUM_RETRIES) route timeouts: the listener must wait that long.
 NLB_IDLE_RANGE_S = (60, 6000)
-IDLE_MARGIN_S = 30
+IDLE_MARGIN_S = 30  # covers the router's backoff before its retry (LiteLLM 1.106.2: at most 8 s + jitter)
 NLB_IDLE_ANNOTATION = f"service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-{GATEWAY_PORT}"
 # Production log level: INFO logs a line per request and per routing decision (volume, request
 # metadata in the logs); WARNING still shows retries, failed upstreams and errors.
