@@ -229,6 +229,8 @@ def test_context_too_long_is_bad_request_naming_the_limit(results, client):
     assert f"maximum context length is {TINY_MAX_LEN} tokens" in got["body"]["message"]
 
 
+SLOW_MAX_LEN, LONG_TOKENS = 1024, 900  # make_slow_model.py's positions; conformance LONG max_tokens
+
 # ---- On a dedicated vLLM + gateway pair with a slower random model (a generation lasts seconds),
 # so that a request is still running when it is cancelled, cut, or its backend stops.
 
@@ -241,6 +243,7 @@ def slow_pair(rendered, e2e_ready, tmp_path_factory):
     slow = [str(VLLM_PY), str(CLIENTS_DIR / "make_slow_model.py"), str(model)]
     subprocess.run(slow, check=True, timeout=600, capture_output=True)
     vllm = vllm_server_for(rendered, model, d / "vllm.log")
+    vllm.argv[vllm.argv.index("--max-model-len") + 1] = str(SLOW_MAX_LEN)  # long generations
     vllm.timeout = 900  # compiling takes minutes when the shared cores are busy
     vllm.start()
     try:
@@ -331,9 +334,6 @@ class IdleProxy:
         self.server.close()
 
 
-IDLE_S = 1.0
-
-
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, client):
     """Between client and gateway, an idle timeout shorter than the generation: the stream's tokens
@@ -343,20 +343,23 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
     vllm, gw = slow_pair
     wait_idle(vllm.port)
     direct = run_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")["long_chat"]
-    assert direct["result"]["completion_tokens"] == 220, direct  # control: without the proxy it completes
-    proxy = IdleProxy(gw.port, IDLE_S)
+    assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
+    # A third of the generation's time (4-10 s here): far above the gaps between tokens (and the
+    # first token's wait), far below the unstreamed answer's silence.
+    idle = direct["result"]["seconds"] / 3
+    proxy = IdleProxy(gw.port, idle)
     try:
         got = run_cases(client, ["long_stream", "long_chat"], f"http://127.0.0.1:{proxy.port}/v1")
     finally:
         proxy.close()
     stream = got["long_stream"]
-    assert stream["result"]["completion_tokens"] == 220, stream
-    assert stream["result"]["seconds"] > 2 * IDLE_S, "the generation was too fast to prove anything"
+    assert stream["result"]["completion_tokens"] == LONG_TOKENS, stream
+    assert stream["result"]["seconds"] > idle, "the generation was too fast to prove anything"
     cut = got["long_chat"]
     assert (cut["error"], cut["status"]) == ("APIConnectionError", None), cut
     # The cut answer, and (undici keeps an idle connection 4 s) maybe the stream's pooled connection.
     assert proxy.cut >= 1
-    print(f"{client}: stream {stream['result']['seconds']:.1f} s through a {IDLE_S} s idle limit; cuts {proxy.cut}")
+    print(f"{client}: stream {stream['result']['seconds']:.1f} s through a {idle:.1f} s idle limit; cuts {proxy.cut}")
 
 
 def test_backend_down_is_a_5xx_the_clients_retry_then_success_after_recovery(slow_pair):
@@ -463,7 +466,7 @@ def test_route_timeout_bounds_a_silent_answer_not_a_stream(slow_pair, rendered, 
     finally:
         gw.stop()
     stream, chat = got["long_stream"], got["long_chat"]
-    assert stream["result"]["completion_tokens"] == 220 and stream["result"]["seconds"] > 2, stream
+    assert stream["result"]["completion_tokens"] == LONG_TOKENS and stream["result"]["seconds"] > 2, stream
     # 408 has no class of its own in the client (APIStatusError); the clients retry it by default.
     assert (chat["error"], chat["status"]) == ("APIStatusError", 408) and "litellm.Timeout" in chat["message"], chat
     # Two attempts of 1 s and the router's backoff between them: (1 + retries) x timeout + backoff.

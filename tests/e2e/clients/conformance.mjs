@@ -44,7 +44,7 @@ async function models(c) {
   return { ids: ids.sort() };
 }
 
-const LONG = { max_tokens: 220, ignore_eos: true }; // the most a 256-token context leaves
+const LONG = { max_tokens: 900, ignore_eos: true }; // the slow pair serves 1024 tokens
 
 const SCHEMA = {
   type: 'object', properties: { answer: { type: 'string', enum: ['yes', 'no'] } },

@@ -18,6 +18,7 @@ cfg.update(
         "num_hidden_layers": 8,
         "num_attention_heads": 16,
         "num_key_value_heads": 16,
+        "max_position_embeddings": 1024,  # the slow pair serves --max-model-len 1024
     }
 )
 torch.manual_seed(0)
