@@ -113,7 +113,7 @@ const cases = {
   },
   async cancel(c) {
     // Read two chunks of a long stream, then drop it, as an application does on a user's 'stop'.
-    const stream = await chat(c, { max_tokens: 200, stream: true, ignore_eos: true });
+    const stream = await chat(c, { ...LONG, stream: true });
     let got = 0;
     for await (const _ of stream) {
       got += 1;

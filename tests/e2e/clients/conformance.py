@@ -161,7 +161,7 @@ def case_long_chat(c):
 
 def case_cancel(c):
     """Read two chunks of a long stream, then drop it, as an application does on a user's 'stop'."""
-    stream = chat(c, max_tokens=200, stream=True, extra_body={"ignore_eos": True})
+    stream = chat(c, stream=True, **LONG)
     got = 0
     for _ in stream:
         got += 1
