@@ -35,6 +35,13 @@ WORKERS = 2
 # time, 5 s by default; importing the proxy takes longer on a busy CPU, and the workers were then
 # killed and respawned forever (measured here). The probes still catch a hung pod.
 WORKER_HEALTHCHECK_S = 60
+# One retry (to another replica) after a failure or a timeout, at the router and the call level.
+NUM_RETRIES = 1
+# Idle limits per hop (client → NLB → front door → LiteLLM → vLLM; README "timeouts per hop"). LiteLLM
+# closes an idle kept-alive connection after KEEPALIVE_S (uvicorn's `timeout_keep_alive`, 5 s by
+# default): longer than its callers keep one idle (the front door's nginx upstream pool 60 s, httpx 5 s,
+# undici 4 s, aiohttp 15 s), so the caller always closes first and never writes to a closed socket.
+KEEPALIVE_S = 75
 # Production log level: INFO logs a line per request and per routing decision (volume, request
 # metadata in the logs); WARNING still shows retries, failed upstreams and errors.
 LOG_LEVEL = "WARNING"
@@ -111,7 +118,7 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
             # Model-access checks on what the custom-auth hook returns (key models, fallbacks).
             "enable_post_custom_auth_checks": True,
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
-            "num_retries": 1,
+            "num_retries": NUM_RETRIES,
             "callbacks": ["prometheus"],
             # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
             "require_auth_for_metrics_endpoint": True,
@@ -122,7 +129,7 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
         # failed; plain retries may pick it again).
         "router_settings": {
             "routing_strategy": "simple-shuffle",
-            "num_retries": 1,
+            "num_retries": NUM_RETRIES,
             "allowed_fails": 3,
             "cooldown_time": 30,
             "enable_weighted_failover": True,
@@ -233,6 +240,8 @@ def render_gateway_pod(
                     str(WORKERS),
                     "--timeout_worker_healthcheck",
                     str(WORKER_HEALTHCHECK_S),
+                    "--keepalive_timeout",
+                    str(KEEPALIVE_S),
                 ],
                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                 "env": env,

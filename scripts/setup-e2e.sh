@@ -93,6 +93,15 @@ fi
 prometheus --version 2>&1 | head -1
 redis-server --version
 
+# --- The official OpenAI Node client (client conformance tier, tests/e2e/test_clients.py) --------
+# Exact version and integrity hash from the committed package-lock.json; the Python client comes
+# with the LiteLLM venv's lock. node_modules stays beside the scripts that import it.
+c=tests/e2e/clients
+if [ -f "$c/package-lock.json" ] && ! stamp_ok "$c/node_modules" "$c/package-lock.json"; then
+  npm ci --prefix "$c" --no-audit --no-fund --ignore-scripts --loglevel=error
+  cp "$c/package-lock.json" "$c/node_modules/.stamp"
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"

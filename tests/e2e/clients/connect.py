@@ -1,0 +1,14 @@
+import os
+
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["LLM_BASE_URL"], api_key=os.environ["LLM_API_KEY"])
+messages = [{"role": "user", "content": "Hello!"}]
+stream = client.chat.completions.create(
+    model="qwen3-0.6b", messages=messages, stream=True, stream_options={"include_usage": True}
+)
+for chunk in stream:
+    if chunk.usage:  # the last chunk; the gateway gives it an empty choice, so test usage first
+        print(f"\n[{chunk.usage.completion_tokens} tokens]")
+    elif chunk.choices:
+        print(chunk.choices[0].delta.content or "", end="", flush=True)
