@@ -25,7 +25,7 @@ from pathlib import Path
 
 from components.types import InstanceType, ModelArch
 from stacks import planner
-from stacks.catalog import ArchitectureFields, version_tuple
+from stacks.catalog import ArchitectureFields, model_arch, version_tuple
 from stacks.yamlio import load_yaml
 
 CASES = Path(__file__).with_name("kv_cases.yaml")
@@ -63,24 +63,7 @@ def load() -> dict:
 def arch_of(raw: dict) -> ModelArch:
     fields = {k: v for k, v in raw.items() if k != "quantization"}
     facts = ArchitectureFields.model_validate(fields | {"maxPositions": 1 << 20})
-    return ModelArch(
-        hf_id="benchmark",
-        params=facts.params,
-        layers=facts.layers,
-        hidden=facts.hidden,
-        intermediate=facts.intermediate,
-        heads=facts.heads,
-        kv_heads=facts.kvHeads,
-        head_dim=facts.headDim,
-        vocab=facts.vocab,
-        max_positions=facts.maxPositions,
-        dtype=facts.dtype,
-        quantization=raw.get("quantization"),
-        tie_word_embeddings=facts.tieWordEmbeddings,
-        experts=facts.experts,
-        experts_per_token=facts.expertsPerToken,
-        moe_intermediate=facts.moeIntermediate,
-    )
+    return model_arch("benchmark", facts, quantization=raw.get("quantization"))
 
 
 def gpu(case: dict) -> InstanceType:

@@ -32,6 +32,7 @@ from components.types import (
     image_skips,
     pod_security,
     tolerate,
+    zone_spread,
 )
 
 # The client routes (OpenAI API) and LiteLLM's unauthenticated liveness answer (not /health/readiness:
@@ -125,14 +126,7 @@ def render_frontdoor_pod(image: ImagePin, *, config_map: str, system_taint: str)
         "serviceAccountName": "gateway-frontdoor",
         "securityContext": pod_security(uid),
         "tolerations": [tolerate(system_taint)],
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": FRONTDOOR_SELECTOR},
-            }
-        ],
+        "topologySpreadConstraints": zone_spread(FRONTDOOR_SELECTOR),
         "containers": [
             {
                 "name": "nginx",

@@ -24,6 +24,7 @@ from components.types import (
     pod_security,
     service_host,
     tolerate,
+    zone_spread,
 )
 
 PORT = GATEWAY_PORT
@@ -219,14 +220,7 @@ def render_gateway_pod(
         "serviceAccountName": "litellm",
         "securityContext": pod_security(uid),
         "tolerations": [tolerate(system_taint)],
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": GATEWAY_SELECTOR},
-            }
-        ],
+        "topologySpreadConstraints": zone_spread(GATEWAY_SELECTOR),
         "containers": [
             {
                 "name": "litellm",

@@ -357,6 +357,22 @@ def taint(key: str) -> dict:
     return {"key": key, "value": "true", "effect": TAINT_EFFECT}
 
 
+ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+def zone_spread(selector: dict[str, str]) -> list[dict]:
+    """Spread the pods `selector` matches across zones, best effort (a zone short of capacity does not
+    block scheduling)."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": ZONE_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+        }
+    ]
+
+
 def tolerate(key: str) -> dict:
     """The toleration of `taint(key)`: same key, same effect."""
     return {"key": key, "operator": "Exists", "effect": TAINT_EFFECT}

@@ -27,6 +27,7 @@ from components.types import (
     pod_security,
     service_host,
     tolerate,
+    zone_spread,
 )
 
 PORT = VLLM_PORT
@@ -210,14 +211,7 @@ def render_pod_spec(
     if spec.scheduler_name:
         pod["schedulerName"] = spec.scheduler_name
     if max(spec.replicas, max_replicas) >= 2:
-        pod["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": labels(spec)},
-            }
-        ]
+        pod["topologySpreadConstraints"] = zone_spread(labels(spec))
     return pod
 
 

@@ -140,24 +140,7 @@ def _suggest(word: str, known: list[str], what: str) -> str:
 
 def _model_arch(name: str, f: catalog.ArchitectureFields, quantization: str | None) -> ModelArch:
     """A ModelArch from config.json facts."""
-    return ModelArch(
-        hf_id=name,
-        params=f.params,
-        layers=f.layers,
-        hidden=f.hidden,
-        intermediate=f.intermediate,
-        heads=f.heads,
-        kv_heads=f.kvHeads,
-        head_dim=f.headDim,
-        vocab=f.vocab,
-        max_positions=f.maxPositions,
-        dtype=f.dtype,
-        quantization=quantization,
-        tie_word_embeddings=f.tieWordEmbeddings,
-        experts=f.experts,
-        experts_per_token=f.expertsPerToken,
-        moe_intermediate=f.moeIntermediate,
-    )
+    return catalog.model_arch(name, f, quantization=quantization)
 
 
 def model_from_config(path: Path, params_b: float | None) -> Model:

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,6 +139,31 @@ def _read(name: str) -> dict:
     return load_yaml((HERE / name).read_text())
 
 
+def model_arch(hf_id: str, facts: ArchitectureFields, **extra: Any) -> ModelArch:
+    """The planner's record of a checkpoint from its config.json facts (catalog row, stack config,
+    `stacks.size`, the accuracy benchmark); `extra` sets the fields that are not architecture
+    (quantization, weights_gib, parsers, revision)."""
+    return ModelArch(
+        hf_id=hf_id,
+        params=facts.params,
+        layers=facts.layers,
+        hidden=facts.hidden,
+        intermediate=facts.intermediate,
+        heads=facts.heads,
+        kv_heads=facts.kvHeads,
+        head_dim=facts.headDim,
+        vocab=facts.vocab,
+        max_positions=facts.maxPositions,
+        dtype=facts.dtype,
+        gated=facts.gated,
+        tie_word_embeddings=facts.tieWordEmbeddings,
+        experts=facts.experts,
+        experts_per_token=facts.expertsPerToken,
+        moe_intermediate=facts.moeIntermediate,
+        **extra,
+    )
+
+
 @functools.cache
 def instances() -> dict[str, InstanceType]:
     data = _read("instances.yaml")
@@ -171,28 +196,14 @@ def models() -> dict[str, ModelArch]:
     out = {}
     for name, raw in rows.items():
         r = _ModelRow.model_validate(raw)
-        out[name] = ModelArch(
-            hf_id=r.hfId,
-            params=r.params,
-            layers=r.layers,
-            hidden=r.hidden,
-            intermediate=r.intermediate,
-            heads=r.heads,
-            kv_heads=r.kvHeads,
-            head_dim=r.headDim,
-            vocab=r.vocab,
-            max_positions=r.maxPositions,
-            dtype=r.dtype,
+        out[name] = model_arch(
+            r.hfId,
+            r,
             quantization=r.quantization,
             weights_gib=r.weightsGiB,
-            gated=r.gated,
             tool_parser=r.toolParser,
             reasoning_parser=r.reasoningParser,
             revision=r.revision,
-            tie_word_embeddings=r.tieWordEmbeddings,
-            experts=r.experts,
-            experts_per_token=r.expertsPerToken,
-            moe_intermediate=r.moeIntermediate,
         )
     return out
 

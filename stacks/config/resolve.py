@@ -432,25 +432,7 @@ class _Resolver:
             )
             return None
         facts = m.architecture
-        return ModelArch(
-            hf_id=m.hfId,
-            params=facts.params,
-            layers=facts.layers,
-            hidden=facts.hidden,
-            intermediate=facts.intermediate,
-            heads=facts.heads,
-            kv_heads=facts.kvHeads,
-            head_dim=facts.headDim,
-            vocab=facts.vocab,
-            max_positions=facts.maxPositions,
-            dtype=facts.dtype,
-            gated=facts.gated,
-            quantization=facts.quantization,
-            tie_word_embeddings=facts.tieWordEmbeddings,
-            experts=facts.experts,
-            experts_per_token=facts.expertsPerToken,
-            moe_intermediate=facts.moeIntermediate,
-        )
+        return catalog.model_arch(m.hfId, facts, quantization=facts.quantization)
 
     def _model_name(self, name: str) -> None:
         path = ("models", name)
