@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from components.types import REDIS_PORT
+from components.types import REDIS_PORT, tcp_ingress_from
 
 PORT = REDIS_PORT
 
@@ -48,15 +48,7 @@ class GatewayCache(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=args.vpc_id,
             description="Redis (TLS) from the gateway's nodes only",
-            ingress=[
-                {
-                    "protocol": "tcp",
-                    "from_port": PORT,
-                    "to_port": PORT,
-                    "description": "Redis from EKS nodes (LiteLLM gateway)",
-                    "security_groups": [args.client_security_group_id],
-                }
-            ],
+            ingress=[tcp_ingress_from(PORT, args.client_security_group_id, "Redis from EKS nodes (LiteLLM gateway)")],
             tags={"Name": rid},
             opts=child,
         )

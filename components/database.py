@@ -23,7 +23,7 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from components.types import trust_policy
+from components.types import tcp_ingress_from, trust_policy
 
 DB_NAME = "litellm"
 DB_USER = "litellm"
@@ -113,15 +113,7 @@ class GatewayDatabase(pulumi.ComponentResource):
             f"{name}-sg",
             vpc_id=args.vpc_id,
             description="Postgres from EKS nodes only",
-            ingress=[
-                {
-                    "protocol": "tcp",
-                    "from_port": DB_PORT,
-                    "to_port": DB_PORT,
-                    "description": "Postgres from EKS nodes (LiteLLM)",
-                    "security_groups": [args.client_security_group_id],
-                }
-            ],
+            ingress=[tcp_ingress_from(DB_PORT, args.client_security_group_id, "Postgres from EKS nodes (LiteLLM)")],
             tags={"Name": f"{args.cluster_name}-litellm-db"},
             opts=child,
         )

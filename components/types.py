@@ -357,6 +357,17 @@ def taint(key: str) -> dict:
     return {"key": key, "value": "true", "effect": TAINT_EFFECT}
 
 
+def tcp_ingress_from(port: int, source_security_group: Any, description: str) -> dict:
+    """One security-group ingress rule: TCP `port` from the members of `source_security_group` only."""
+    return {
+        "protocol": "tcp",
+        "from_port": port,
+        "to_port": port,
+        "description": description,
+        "security_groups": [source_security_group],
+    }
+
+
 ZONE_KEY = "topology.kubernetes.io/zone"
 
 
