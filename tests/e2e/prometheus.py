@@ -73,6 +73,7 @@ class Prometheus:
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.log = self.workdir / "prometheus.log"
+        self.retried = 0  # API calls sent again after a timeout (see _get)
 
     @property
     def url(self) -> str:
@@ -114,16 +115,34 @@ class Prometheus:
             time.sleep(0.5)
         raise TimeoutError(f"prometheus not ready in {self.start_timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
 
-    def _get(self, path: str, params: dict | None = None, timeout: float = 30) -> dict:
+    def _get(self, path: str, params: dict | None = None, timeout: float = 30, budget: float = 240) -> dict:
+        """One API call. A read is idempotent, so a call that times out or loses its connection (the
+        server starved of CPU while vLLM saturates the shared cores: measured once in CI, a 30 s
+        timeout) is sent again until `budget` seconds have passed; an error status raises at once."""
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
-                body = json.loads(r.read().decode())
-        except urllib.error.HTTPError as e:
-            body = json.loads(e.read().decode() or "{}")
+        end = time.monotonic() + budget
+        while True:
+            try:
+                body = self._read(url, timeout)
+                break
+            except (TimeoutError, ConnectionError, urllib.error.URLError) as e:
+                if isinstance(e, urllib.error.HTTPError) or time.monotonic() > end:
+                    raise
+                if self.proc is not None and self.proc.poll() is not None:
+                    log = self.log.read_text()[-3000:]
+                    raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {log}") from e
+                self.retried += 1
         if body.get("status") != "success":
             raise PromQLError(f"{path} {params}: {body.get('errorType')}: {body.get('error')}")
         return body["data"]
+
+    @staticmethod
+    def _read(url: str, timeout: float) -> dict:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:  # the API's error statuses carry a JSON body
+            return json.loads(e.read().decode() or "{}")
 
     def query(self, expr: str) -> list[dict]:
         """Instant vector (or scalar wrapped in a one-element list) for `expr` at now."""

@@ -185,7 +185,8 @@ def test_queue_on_real_vllm_drives_the_replica_count_up_and_back(scaled, server,
     assert hpa_desired(sample(prom, triggers), thresholds, lo, hi) == WANT_DRAINED
     print(
         f"\nautoscaling e2e: saturated {seen[-1]} after {t_up:.1f}s ({len(seen)} samples) -> {up} replicas; "
-        f"drained -> {WANT_DRAINED} after {time.time() - t0 - t_up:.1f}s more"
+        f"drained -> {WANT_DRAINED} after {time.time() - t0 - t_up:.1f}s more; "
+        f"Prometheus calls retried after a timeout: {prom.retried}"
     )
 
 

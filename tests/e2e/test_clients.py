@@ -249,12 +249,24 @@ def slow_pair(rendered, e2e_ready, tmp_path_factory):
     try:
         gw = gateway_for(rendered, vllm.port, d)
         gw.start()
+        warm_up(gw.port)
     except BaseException:
         vllm.stop()
         raise
     yield vllm, gw
     gw.stop()
     vllm.stop()
+
+
+def warm_up(port: int) -> None:
+    """A fresh gateway's first requests stall for seconds (measured here: 1-3 s silences inside the
+    first streams of a new LiteLLM, none in the same streams straight from vLLM; its workers load code
+    paths on first use): a few short chats and streams from both clients first, so that the timing
+    tests measure the proxy they are about, not a cold start."""
+    for _ in range(2):
+        for client in CLIENTS:
+            got = run_cases(client, ["chat", "stream_usage"], f"http://127.0.0.1:{port}/v1")
+            assert all("result" in r for r in got.values()), got
 
 
 def vllm_metric(port: int, name: str, labels: str = "") -> float:
@@ -302,10 +314,12 @@ def test_cancelled_stream_frees_the_slot(slow_pair, client):
 
 class IdleProxy:
     """A TCP relay that resets a connection after `idle` seconds without a byte in either direction,
-    as an NLB forgets a flow after its idle timeout (and answers the next packet with a reset)."""
+    as an NLB forgets a flow after its idle timeout (and answers the next packet with a reset); or,
+    with `reset_after`, once that many bytes have gone down to the client (a connection lost part-way)."""
 
-    def __init__(self, upstream_port: int, idle: float):
+    def __init__(self, upstream_port: int, idle: float, reset_after: int | None = None):
         self.upstream, self.idle, self.cut = upstream_port, idle, 0
+        self.reset_after = reset_after
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -324,7 +338,7 @@ class IdleProxy:
         sel = selectors.DefaultSelector()
         for s in peer:
             sel.register(s, selectors.EVENT_READ)
-        last, open_ = time.monotonic(), True
+        last, open_, sent_down = time.monotonic(), True, 0
         while open_:
             events = sel.select(0.05)
             if not events and time.monotonic() - last > self.idle:
@@ -337,6 +351,11 @@ class IdleProxy:
                     break
                 peer[key.fileobj].sendall(data)
                 last = time.monotonic()
+                sent_down += len(data) if key.fileobj is up else 0
+                if self.reset_after is not None and sent_down >= self.reset_after:
+                    self.cut += 1
+                    open_ = False
+                    break
         for s in peer:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
             s.close()
@@ -345,32 +364,77 @@ class IdleProxy:
         self.server.close()
 
 
+IDLE_ATTEMPTS = 5
+IDLE_SHARE = 0.6  # the proxy's idle limit, as a share of the unstreamed answer's silence (its whole time)
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, client):
     """Between client and gateway, an idle timeout shorter than the generation: the stream's tokens
     keep the flow alive; the same generation unstreamed is silent until complete and is cut. Hence
     a silent (non-streamed) answer needs the front door's TCP keepalive to outlive the NLB's 350 s idle
-    timeout; streams need only their first token within it (components/frontdoor.py: so_keepalive)."""
+    timeout; streams need only their first token within it (components/frontdoor.py: so_keepalive).
+
+    The Node client on these machines sometimes leaves a stream unread for seconds (measured: a
+    longest silence over 5 s in 6 of 17 runs of a 10 s stream, straight from vLLM as through LiteLLM;
+    the Python client's stayed under 0.2 s; README, known limits); the proxy then sees no traffic and
+    cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times, and the test passes only
+    on one where the stream completed through the limit and the silent answer was cut."""
+    vllm, gw = slow_pair
+    attempts: list[dict] = []
+    for _ in range(IDLE_ATTEMPTS):
+        wait_idle(vllm.port)
+        direct = run_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")["long_chat"]
+        assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
+        idle = IDLE_SHARE * direct["result"]["seconds"]
+        proxy = IdleProxy(gw.port, idle)
+        try:
+            got = run_cases(client, ["long_stream", "long_chat"], f"http://127.0.0.1:{proxy.port}/v1")
+        finally:
+            proxy.close()
+        attempts.append({"idle": idle, "cuts": proxy.cut, **got})
+        if "result" in got["long_stream"]:
+            break
+    stream, cut, last = got["long_stream"], got["long_chat"], attempts[-1]
+    assert "result" in stream, f"the stream was cut in every attempt: {attempts}"
+    assert stream["result"]["completion_tokens"] == LONG_TOKENS, stream
+    assert stream["result"]["max_gap"] < idle < stream["result"]["seconds"], (idle, stream)
+    assert (cut.get("error"), cut.get("status")) == ("APIConnectionError", None), cut
+    # The cut answer, and (undici keeps an idle connection 4 s) maybe the stream's pooled connection.
+    assert last["cuts"] >= 1
+    print(
+        f"{client}: stream {stream['result']['seconds']:.1f} s (longest silence {stream['result']['max_gap']:.2f} s) "
+        f"through a {idle:.1f} s idle limit; cuts {last['cuts']}; attempt {len(attempts)} of {IDLE_ATTEMPTS}"
+    )
+    for a in attempts[:-1]:
+        print(f"  attempt cut part-way: {a['long_stream']}")
+
+
+CUT_CLASS = {  # what each client raises when a stream's connection is reset part-way: not the SDK's own
+    "python": ("ReadError", "RemoteProtocolError"),  # httpx.TransportError subclasses, not APIConnectionError
+    "node": ("TypeError",),  # undici's TypeError('terminated'), not an OpenAIError
+}
+CUT_CAUSE = ("ECONNRESET", "UND_ERR_SOCKET")  # the Node error's cause.code: reset seen on read, or on close
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_stream_cut_part_way_is_an_error_not_a_short_answer(slow_pair, client):
+    """The connection is reset after the first few KB of a 900-token stream (as a pod or load
+    balancer lost mid-answer): each client raises, after having delivered some chunks, instead of
+    ending the stream as if the answer were complete. What it raises is what an application must catch."""
     vllm, gw = slow_pair
     wait_idle(vllm.port)
-    direct = run_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")["long_chat"]
-    assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
-    # A third of the generation's time (4-10 s here): far above the gaps between tokens (and the
-    # first token's wait), far below the unstreamed answer's silence.
-    idle = direct["result"]["seconds"] / 3
-    proxy = IdleProxy(gw.port, idle)
+    proxy = IdleProxy(gw.port, idle=600, reset_after=4096)
     try:
-        got = run_cases(client, ["long_stream", "long_chat"], f"http://127.0.0.1:{proxy.port}/v1")
+        got = run_cases(client, ["long_stream"], f"http://127.0.0.1:{proxy.port}/v1")["long_stream"]
     finally:
         proxy.close()
-    stream = got["long_stream"]
-    assert stream["result"]["completion_tokens"] == LONG_TOKENS, stream
-    assert stream["result"]["seconds"] > idle, "the generation was too fast to prove anything"
-    cut = got["long_chat"]
-    assert (cut["error"], cut["status"]) == ("APIConnectionError", None), cut
-    # The cut answer, and (undici keeps an idle connection 4 s) maybe the stream's pooled connection.
-    assert proxy.cut >= 1
-    print(f"{client}: stream {stream['result']['seconds']:.1f} s through a {idle:.1f} s idle limit; cuts {proxy.cut}")
+    assert "error" in got, got  # a truncated stream never passes for a finished one
+    assert got["error"] in CUT_CLASS[client], got
+    assert got["partial"]["chunks"] > 0, got
+    if client == "node":
+        assert got["cause"] in CUT_CAUSE, got
+    print(f"{client}: reset after {got['partial']['chunks']} chunks -> {got['error']}: {got['message'][:100]!r}")
 
 
 def test_backend_down_is_a_5xx_the_clients_retry_then_success_after_recovery(slow_pair):

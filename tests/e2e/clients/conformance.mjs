@@ -97,14 +97,27 @@ const cases = {
     return { content: r.choices[0].message.content, finish_reason: r.choices[0].finish_reason };
   },
   async long_stream(c) {
+    // `headers`: seconds until the response began; `max_gap`: the longest silence after that (the
+    // wait for the first chunk included), before chunk number `gap_at` (1 = the first).
     const t = performance.now();
-    let chunks = 0, usage = null;
-    const stream = await chat(c, { ...LONG, stream: true, stream_options: { include_usage: true } });
-    for await (const ev of stream) {
-      chunks += 1;
-      usage = ev.usage ?? usage;
+    let last = t, chunks = 0, usage = null, gap = 0, gapAt = 0, headers = null;
+    try {
+      const stream = await chat(c, { ...LONG, stream: true, stream_options: { include_usage: true } });
+      last = performance.now();
+      headers = (last - t) / 1000;
+      for await (const ev of stream) {
+        const now = performance.now();
+        chunks += 1;
+        if ((now - last) / 1000 > gap) [gap, gapAt] = [(now - last) / 1000, chunks];
+        last = now;
+        usage = ev.usage ?? usage;
+      }
+    } catch (e) {
+      e.partial = { headers, chunks, max_gap: gap, silent_at_cut: (performance.now() - last) / 1000 };
+      throw e;
     }
-    return { chunks, completion_tokens: usage.completion_tokens, seconds: (performance.now() - t) / 1000 };
+    return { chunks, completion_tokens: usage.completion_tokens, seconds: (last - t) / 1000, headers,
+      max_gap: gap, gap_at: gapAt };
   },
   async long_chat(c) {
     const t = performance.now();
@@ -159,8 +172,13 @@ async function run(name) {
   try {
     res = { result: await cases[name](client()) };
   } catch (e) {
-    if (!(e instanceof OpenAI.OpenAIError)) throw e;
+    // A connection cut while a stream's body is read is not wrapped by the SDK: undici's own
+    // TypeError('terminated') (cause ECONNRESET) reaches the application, as it is reported here.
+    const cut = e instanceof TypeError && e.message === 'terminated';
+    if (!(e instanceof OpenAI.OpenAIError) && !cut) throw e;
     res = { error: e.constructor.name, status: e.status ?? null, message: e.message, body: e.error ?? null };
+    if (cut) res.cause = e.cause?.code ?? null;
+    if (e.partial) res.partial = e.partial;
   }
   const took = Math.round(performance.now() - t) / 1000;
   return { case: name, client: 'node', version: VERSION, attempts, took, ...res };

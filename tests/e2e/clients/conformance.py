@@ -145,12 +145,38 @@ def case_json_schema(c):
 LONG = {"max_tokens": 900, "extra_body": {"ignore_eos": True}}  # the slow pair serves 1024 tokens
 
 
+class Cut(Exception):
+    """A stream that failed part-way: what had arrived before (`partial`), and the client's error."""
+
+    def __init__(self, error: Exception, partial: dict):
+        super().__init__(str(error))
+        self.error, self.partial = error, partial
+
+
 def case_long_stream(c):
-    t, chunks, usage = time.monotonic(), 0, None
-    for ev in chat(c, stream=True, stream_options={"include_usage": True}, **LONG):
-        chunks += 1
-        usage = ev.usage or usage
-    return {"chunks": chunks, "completion_tokens": usage.completion_tokens, "seconds": time.monotonic() - t}
+    """Read a long stream. `headers`: seconds until the response began; `max_gap`: the longest silence
+    after that (the wait for the first chunk included), before chunk number `gap_at` (1 = the first)."""
+    t = time.monotonic()
+    chunks, usage, gap, gap_at, headers = 0, None, 0.0, 0, None
+    last = t
+    try:
+        stream = chat(c, stream=True, stream_options={"include_usage": True}, **LONG)
+        last = time.monotonic()
+        headers = last - t
+        for ev in stream:
+            now = time.monotonic()
+            chunks += 1
+            if now - last > gap:
+                gap, gap_at = now - last, chunks
+            last = now
+            usage = ev.usage or usage
+    except (openai.OpenAIError, httpx.HTTPError) as e:
+        partial = {"headers": headers, "chunks": chunks, "max_gap": gap, "silent_at_cut": time.monotonic() - last}
+        raise Cut(e, partial) from e
+    return {
+        **{"chunks": chunks, "completion_tokens": usage.completion_tokens, "seconds": last - t},
+        **{"headers": headers, "max_gap": gap, "gap_at": gap_at},
+    }
 
 
 def case_long_chat(c):
@@ -230,13 +256,20 @@ def case_recover(c):
 def run(name: str) -> dict:
     global attempts
     attempts, t = 0, time.monotonic()
+    partial = None
     try:
-        res: dict[str, Any] = {"result": globals()[f"case_{name}"](client())}
+        try:
+            res: dict[str, Any] = {"result": globals()[f"case_{name}"](client())}
+        except Cut as cut:
+            partial = cut.partial
+            raise cut.error from None
     except openai.APIStatusError as e:
         res = {"error": type(e).__name__, "status": e.status_code, "message": e.message, "body": e.body}
     except (openai.OpenAIError, httpx.HTTPError) as e:  # a stream cut mid-way raises httpx's own error
         res = {"error": type(e).__name__, "status": None, "message": str(e)}
     took = round(time.monotonic() - t, 2)
+    if partial is not None:
+        res["partial"] = partial
     return {"case": name, "client": "python", "version": openai.__version__, "attempts": attempts, "took": took, **res}
 
 
