@@ -375,11 +375,12 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
     a silent (non-streamed) answer needs the front door's TCP keepalive to outlive the NLB's 350 s idle
     timeout; streams need only their first token within it (components/frontdoor.py: so_keepalive).
 
-    The Node client on these machines sometimes leaves a stream unread for seconds (measured: a
-    longest silence over 5 s in 6 of 17 runs of a 10 s stream, straight from vLLM as through LiteLLM;
-    the Python client's stayed under 0.2 s; README, known limits); the proxy then sees no traffic and
-    cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times, and the test passes only
-    on one where the stream completed through the limit and the silent answer was cut."""
+    On a busy machine a stream can fall silent for longer than the limit (the Node client on these
+    machines sometimes leaves a stream unread for seconds: a longest silence over 5 s in 6 of 17 runs of
+    a 10 s stream, straight from vLLM as through LiteLLM; the Python client's under 0.2 s; README, known
+    limits); then the proxy cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times,
+    and the test passes only on one where the stream completed through the limit and the silent answer
+    was cut."""
     vllm, gw = slow_pair
     attempts: list[dict] = []
     for _ in range(IDLE_ATTEMPTS):
@@ -398,7 +399,9 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
     stream, cut, last = got["long_stream"], got["long_chat"], attempts[-1]
     assert "result" in stream, f"the stream was cut in every attempt: {attempts}"
     assert stream["result"]["completion_tokens"] == LONG_TOKENS, stream
-    assert stream["result"]["max_gap"] < idle < stream["result"]["seconds"], (idle, stream)
+    # It outlived the limit. (Its longest silence as the client saw it may even exceed the limit: a
+    # client that is slow to read leaves the bytes in its socket while the proxy sees them flow.)
+    assert stream["result"]["seconds"] > idle, (idle, stream)
     assert (cut.get("error"), cut.get("status")) == ("APIConnectionError", None), cut
     # The cut answer, and (undici keeps an idle connection 4 s) maybe the stream's pooled connection.
     assert last["cuts"] >= 1
