@@ -145,14 +145,6 @@ def case_json_schema(c):
 LONG = {"max_tokens": 900, "extra_body": {"ignore_eos": True}}  # the slow pair serves 1024 tokens
 
 
-class Cut(Exception):
-    """A stream that failed part-way: what had arrived before (`partial`), and the client's error."""
-
-    def __init__(self, error: Exception, partial: dict):
-        super().__init__(str(error))
-        self.error, self.partial = error, partial
-
-
 def case_long_stream(c):
     """Read a long stream. `headers`: seconds until the response began; `max_gap`: the longest silence
     after that (the wait for the first chunk included), before chunk number `gap_at` (1 = the first)."""
@@ -171,8 +163,9 @@ def case_long_stream(c):
             last = now
             usage = ev.usage or usage
     except (openai.OpenAIError, httpx.HTTPError) as e:
-        partial = {"headers": headers, "chunks": chunks, "max_gap": gap, "silent_at_cut": time.monotonic() - last}
-        raise Cut(e, partial) from e
+        # What had arrived before the error (run() reports it), as conformance.mjs does.
+        e.partial = {"headers": headers, "chunks": chunks, "max_gap": gap, "silent_at_cut": time.monotonic() - last}
+        raise
     return {
         **{"chunks": chunks, "completion_tokens": usage.completion_tokens, "seconds": last - t},
         **{"headers": headers, "max_gap": gap, "gap_at": gap_at},
@@ -256,20 +249,15 @@ def case_recover(c):
 def run(name: str) -> dict:
     global attempts
     attempts, t = 0, time.monotonic()
-    partial = None
     try:
-        try:
-            res: dict[str, Any] = {"result": globals()[f"case_{name}"](client())}
-        except Cut as cut:
-            partial = cut.partial
-            raise cut.error from None
+        res: dict[str, Any] = {"result": globals()[f"case_{name}"](client())}
     except openai.APIStatusError as e:
         res = {"error": type(e).__name__, "status": e.status_code, "message": e.message, "body": e.body}
     except (openai.OpenAIError, httpx.HTTPError) as e:  # a stream cut mid-way raises httpx's own error
         res = {"error": type(e).__name__, "status": None, "message": str(e)}
+        if hasattr(e, "partial"):
+            res["partial"] = e.partial
     took = round(time.monotonic() - t, 2)
-    if partial is not None:
-        res["partial"] = partial
     return {"case": name, "client": "python", "version": openai.__version__, "attempts": attempts, "took": took, **res}
 
 
