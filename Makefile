@@ -22,11 +22,14 @@ pytest = $(PY) -m pytest $(1) || { rc=$$?; [ $$rc -ne 5 ] || echo "error: pytest
 
 .PHONY: plan test venv e2e-env lint typecheck unit plan-check e2e lock
 
-# The project venv, from the lock file (exact versions, sha256 hashes); rebuilt when the lock changes.
-$(VENV)/.installed: requirements-dev.lock
+# The project venv, from the lock file (exact versions, sha256 hashes); rebuilt when a lock changes.
+# pip itself comes first from its own lock: the venv's bundled pip varies by machine and resolves
+# extras differently, so a lock's result would depend on the day.
+$(VENV)/.installed: requirements-pip.lock requirements-dev.lock
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes -r requirements-pip.lock $(QUIET_PIP)
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock $(QUIET_PIP)
-	cp requirements-dev.lock $@
+	cat requirements-pip.lock requirements-dev.lock > $@
 	@$(call done,project venv $(VENV))
 
 venv: $(VENV)/.installed

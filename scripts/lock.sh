@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the lock files (exact versions + sha256 hashes of every package, transitive ones included)
 # from the hand-edited requirements files. Run after changing a requirements*.txt; commit both.
-#   bash scripts/lock.sh [dev|e2e|gateway|checkov|neuron-parser]...   (default: all)
+#   bash scripts/lock.sh [pip|dev|e2e|gateway|checkov|neuron-parser]...   (default: all)
 # Installs then use `pip install --require-hashes -r <lock>` (Makefile, scripts/setup-e2e.sh).
 # torch resolves to the CPU build that lies on this kind of machine (pip's find-links), so the e2e locks
 # name that file's hash: on a machine without it pip refuses the install instead of taking another build.
@@ -11,9 +11,10 @@ compile=${LOCK_PIP_COMPILE:-.venv/bin/pip-compile}
 opts=(-q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-header)
 lock() { echo "locking $1 -> $2"; "$compile" "${opts[@]}" -o "$2" "$1"; }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(dev e2e gateway checkov neuron-parser)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pip dev e2e gateway checkov neuron-parser)
 for t in "${targets[@]}"; do
   case $t in
+    pip) lock requirements-pip.txt requirements-pip.lock ;;
     dev) lock requirements-dev.txt requirements-dev.lock ;;
     e2e) lock requirements-e2e.txt requirements-e2e.lock ;;
     gateway) lock requirements-e2e-gateway.txt requirements-e2e-gateway.lock ;;

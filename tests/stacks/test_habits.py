@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 
 # hand-edited requirements file -> the lock file its venv installs from (scripts/lock.sh)
 LOCKS = {
+    "requirements-pip.txt": "requirements-pip.lock",
     "requirements-dev.txt": "requirements-dev.lock",
     "requirements-e2e.txt": "requirements-e2e.lock",
     "requirements-e2e-gateway.txt": "requirements-e2e-gateway.lock",
@@ -69,6 +70,33 @@ def test_lock_check_can_fail():
     lock = locked("pydantic==2.13.4 \\\n    --hash=sha256:ab\nrequests==2.0\n")
     assert mismatches({"pydantic": "2.13.5"}, lock) == ["pydantic==2.13.5 not in the lock", "requests has no hash"]
     assert mismatches({"pydantic": "2.13.4"}, {"pydantic": ("2.13.4", 1)}) == []
+
+
+def venvs_without_pinned_pip(script: str) -> list[str]:
+    """Lines that create a venv and then install anything before the pinned pip (requirements-pip.lock)."""
+    lines = script.splitlines()
+    bad = []
+    for i, line in enumerate(lines):
+        if " -m venv " not in line or line.lstrip().startswith("#"):
+            continue
+        after = " ".join([line, *lines[i + 1 : i + 3]])
+        first = after.find(" install ")
+        second = after.find(" install ", first + 1)
+        segment = after[first : second if second > 0 else None] if first >= 0 else ""
+        if "pip_lock" not in segment and "requirements-pip.lock" not in segment:
+            bad.append(line.strip())
+    return bad
+
+
+@pytest.mark.parametrize("script", ["Makefile", "scripts/setup-e2e.sh"])
+def test_every_venv_installs_the_pinned_pip_first(script):
+    # The pip that `python3 -m venv` bundles resolved an extra against the newest release on the index
+    # instead of the locked one; the pinned pip does not.
+    assert venvs_without_pinned_pip((ROOT / script).read_text()) == []
+
+
+def test_pinned_pip_check_can_fail():
+    assert venvs_without_pinned_pip('python3 -m venv "$1"; "$1/bin/pip" install -r x.lock') != []
 
 
 def test_torch_is_the_cpu_build_in_both_vllm_venvs():
