@@ -2,7 +2,8 @@
 
 import pulumi
 
-from stacks import config, platform, serving
+from stacks import config
+from stacks.compose import platform, serving
 
 intent = config.load()
 plat = platform.build(intent)

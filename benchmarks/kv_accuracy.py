@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from components.types import InstanceType, ModelArch
-from stacks import planner
+from stacks.capacity import planner
 from stacks.catalog import ArchitectureFields, model_arch, version_tuple
 from stacks.yamlio import load_yaml
 

@@ -57,11 +57,12 @@ RDS_CA_FILE = "global-bundle.pem"
 RDS_CA_PATH = f"{RDS_CA_DIR}/{RDS_CA_FILE}"
 RDS_CA_CONFIGMAP = "rds-ca-bundle"
 WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations": (MIGRATIONS_DIR, "256Mi")}
-# Keys as code (components/gateway_auth/custom_auth.py): the hook ships in the config ConfigMap beside
+# Keys as code (incluster/gateway_auth/custom_auth.py): the hook ships in the config ConfigMap beside
 # config.yaml (LiteLLM imports `custom_auth` from the config file's directory); the key hashes come
 # from a Secret mounted read-only. The hook is on in every stack: a wrong or missing key is a 401.
 AUTH_MODULE = "custom_auth"
-AUTH_SOURCE = Path(__file__).with_name("gateway_auth") / "custom_auth.py"
+# The in-pod hook ships as a file; the program never imports it.
+AUTH_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_auth" / "custom_auth.py"
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
@@ -155,7 +156,7 @@ class GatewayArgs:
     # Set: an HPA scales the gateway from `replicas` to this on CPU (the Deployment omits spec.replicas).
     max_replicas: int | None = None
     cpu_utilization_percent: int = 70
-    # Keys as code: JSON {sha256(key): {team_id, models, limits}} (components/gateway_auth); None = master key only.
+    # Keys as code: JSON {sha256(key): {team_id, models, limits}} (incluster/gateway_auth); None = master key only.
     key_table: pulumi.Input[str] | None = None
     # The Redis the replicas share rate-limit counters through (TLS, auth token); None = per-replica counters.
     redis_host: pulumi.Input[str] | None = None

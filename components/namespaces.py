@@ -159,7 +159,7 @@ class NamespacesArgs:
     gateway_ns: str
     vpc_cidr: pulumi.Input[str]
     database: bool = False
-    redis: bool = False  # egress to the shared rate-limit Redis (components/cache.py)
+    redis: bool = False  # egress to the shared rate-limit Redis (components/gateway_redis.py)
     accelerator_quota: int | None = None  # team stacks: GPUs / Neuron devices the team may request
 
 

@@ -65,12 +65,12 @@ def _int_floats(v: Any) -> Any:
 def run_program(stack: str, stack_file: Path, timeout: float = 60.0):
     """(intent, recording) for a stack file; raises ConfigError on invalid config."""
     from stacks import config as cfgmod
-    from stacks import harness
+    from stacks.offline import runtime
 
     intent = cfgmod.load_file(stack_file, stack=stack)  # validate before anything is registered
     conf, secret = pulumi_config(stack_file)
     program = lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_main__")  # noqa: E731
-    rec = harness.run(program, config=conf, secret_keys=secret, stack=stack, region=intent.region, timeout=timeout)
+    rec = runtime.run(program, config=conf, secret_keys=secret, stack=stack, region=intent.region, timeout=timeout)
     return intent, rec
 
 
@@ -92,7 +92,7 @@ def k8s_objects(rec) -> list[tuple[str, dict]]:
 
 
 def write_outputs(out: Path, intent, rec) -> dict:
-    from stacks.summary import summary
+    from stacks.report import summary
 
     out.mkdir(parents=True, exist_ok=True)
     resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from stacks.config import ConfigError
-    from stacks.summary import summary, table
+    from stacks.report import summary, table
 
     try:
         intent, rec = run_program(a.stack, stack_file)

@@ -4,7 +4,7 @@ The model is a Hugging Face config.json (--hf-config) or a catalog preset (--pre
 a catalog instance type (--instance) or a GPU given by its memory (--gpu-memory-gib: total memory as CUDA
 reports it, torch.cuda.mem_get_info()[1] / 2**30, e.g. H100 79.18, L40S 44.39; not the marketing size);
 the vLLM knobs are the ones the stack renders; unset knobs take the stack's defaults. The numbers are the
-planner's (stacks/planner.py), per device (one tensor-parallel rank):
+planner's (stacks/capacity/planner.py), per device (one tensor-parallel rank):
   weights     GiB of weights on each device (total params x bytes / TP)
   overheads   activation peak of vLLM's profiling run, non-torch memory (CUDA context, NCCL), CUDA graphs
               (and the sampler warm-up where the planner models it)
@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from components.types import GIB, InstanceType, ModelArch
-from stacks import catalog, hfconfig, planner
+from stacks import catalog
+from stacks.capacity import hfconfig, planner
 from stacks.config.schema import DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_NUM_SEQS
 
 PROG = "python -m stacks.size"

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from components.types import AcceleratorKind, InstanceType, ModelArch
-from stacks import catalog, planner, vllm_flags
+from stacks import catalog
+from stacks.capacity import planner
+from stacks.config import vllm_flags
 from stacks.config.errors import PROJECT, ConfigError, key
 from stacks.config.schema import (
     ACM_CERTIFICATE_ARN,
@@ -187,9 +189,9 @@ class _Resolver:
                 " (self-managed backends: organization/llm-serving/<stack>)",
             )
         self._observability(models)
-        from stacks import autoscaling
+        from stacks.capacity import scaling
 
-        for path, what, fix in autoscaling.problems(cfg):
+        for path, what, fix in scaling.problems(cfg):
             self.err(path, what, fix)
         warnings = self._cluster_checks() + self._teams()
         self._gateway_exposure()

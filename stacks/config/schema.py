@@ -9,10 +9,11 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from stacks import catalog, vllm_flags
+from stacks import catalog
+from stacks.config import vllm_flags
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-# The extraArgs policy lives in stacks/vllm_flags.py (kept here under the old names for callers).
+# The extraArgs policy lives in stacks/config/vllm_flags.py (kept here under the old names for callers).
 FORBIDDEN_VLLM_FLAGS = vllm_flags.FORBIDDEN
 MANAGED_VLLM_FLAGS = set(vllm_flags.MANAGED)
 # Values that reach file paths, markers and command lines of the cache Job and the servers.
@@ -458,7 +459,7 @@ class ScheduledFloor(_M):
 class Replicas(_M):
     min: int = Field(1, ge=0)
     max: int = Field(1, ge=1)
-    # Per-replica targets the autoscaler keeps (stacks/autoscaling.py: defaults from the planner).
+    # Per-replica targets the autoscaler keeps (stacks/capacity/scaling.py: defaults from the planner).
     targetRunning: int | None = Field(None, ge=1)
     targetWaiting: int | None = Field(None, ge=1)
     # min: 0 only with this opt-in: the first request after idle waits a whole cold start.
@@ -545,7 +546,7 @@ class DatabaseConfig(_M):
     multiAz: bool = True
 
 
-# ---- gateway teams: keys as code (components/teamkeys.py, components/gateway_auth) ----------------
+# ---- gateway teams: keys as code (components/team_keys.py, incluster/gateway_auth) ----------------
 # LiteLLM's budget_duration: a count and a unit (seconds, minutes, hours, days, months).
 BUDGET_DURATION = re.compile(r"^[1-9][0-9]{0,3}(s|m|h|d|mo)$")
 WEBUI_KEY = "open-webui"  # the name of Open WebUI's own key (reserved when ui.enabled)

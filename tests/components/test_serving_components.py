@@ -30,7 +30,7 @@ from components.vllm import (
     ready_marker,
     render_pod_spec,
 )
-from stacks import harness
+from stacks.offline import runtime
 
 SPEC = ServerSpec(
     name="m1",
@@ -291,7 +291,7 @@ def test_nodepool_render_limits_taint_and_disruption():
 
 
 def _run(build):
-    return harness.run(build, config={}, timeout=30)
+    return runtime.run(build, config={}, timeout=30)
 
 
 def test_vllm_server_alone_under_mocks_names_and_parentage():

@@ -2,7 +2,7 @@
 {"vllm": version, "options": {option string: {"flag": canonical long flag, "nargs": 0 | 1 | "?" | "*" | "+"}}}.
 
 `stacks/catalog/vllm-serve-flags.json` is this output for the pinned image (the e2e tier checks they
-agree); `stacks/vllm_flags.py` resolves extraArgs against it offline the way the real parser does.
+agree); `stacks/config/vllm_flags.py` resolves extraArgs against it offline the way the real parser does.
 Regenerate after a vLLM bump:
 `.e2e/vllm/bin/python tests/e2e/dump_vllm_flags.py > stacks/catalog/vllm-serve-flags.json`.
 """

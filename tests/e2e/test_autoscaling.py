@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks import autoscaling
+from stacks.capacity import scaling
 from tests.e2e.prometheus import PROMETHEUS_BIN, Prometheus, ScrapeJob, values
 from tests.e2e.servers import VLLM_KEY, http, render_stack, vllm_server_for
 from tests.support.shared import missing
@@ -166,13 +166,13 @@ def test_queue_on_real_vllm_drives_the_replica_count_up_and_back(scaled, server,
             time.sleep(0.5)
         # Negative control while the queue is full: the same trigger on a V0 metric name (gone in V1)
         # reads nothing, and the formula would sit at min: a wrong name is caught, not silently inert.
-        v0 = triggers["waiting"]["query"].replace(autoscaling.WAITING_METRIC, "vllm:num_requests_swapped")
+        v0 = triggers["waiting"]["query"].replace(scaling.WAITING_METRIC, "vllm:num_requests_swapped")
         assert prom.query(v0) == []
         assert load.errors == [], load.errors[:3]
     assert seen and seen[-1] == SATURATED, f"never saw {SATURATED}; last samples {seen[-5:]}"
     up = hpa_desired(seen[-1], thresholds, lo, hi)
     assert up == WANT_SATURATED
-    assert autoscaling.desired_replicas(seen[-1], thresholds, lo, hi) == up  # the module agrees with the rule
+    assert scaling.desired_replicas(seen[-1], thresholds, lo, hi) == up  # the module agrees with the rule
     # The waiting trigger decides here (3 > 2): without it the count would stay at 2.
     assert hpa_desired({"running": seen[-1]["running"]}, thresholds, lo, hi) == 2
 

@@ -190,7 +190,7 @@ def test_gateway_survives_vllm_death(vllm_server, gateway):
 def test_committed_option_tables_are_the_real_parsers(e2e_ready):
     """stacks/catalog/vllm-serve-flags.json is what the pinned releases' parsers accept (the offline
     extraArgs check resolves flags against it)."""
-    from stacks import vllm_flags
+    from stacks.config import vllm_flags
 
     assert NEURON_PARSER_PY.exists(), "run scripts/setup-e2e.sh"
     for kind, py in (("nvidia", VLLM_PY), ("neuron", NEURON_PARSER_PY)):
@@ -210,7 +210,7 @@ def test_committed_option_tables_are_the_real_parsers(e2e_ready):
 def test_spellings_the_offline_check_refuses_really_turn_the_flag_on(e2e_ready):
     """The bypasses are real: vLLM's own parser turns each spelling into trust_remote_code=True /
     hf_overrides / tensor_parallel_size; the offline check refuses every one of them."""
-    from stacks import vllm_flags
+    from stacks.config import vllm_flags
 
     cases = {
         "underscore": (["m", "--trust_remote_code"], "trust_remote_code", True),

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from components.database import database_url
-from components.reconciler import reconcile as R
+from components.team_reconciler import DesiredTeam, desired_json
 from tests.conftest import ROOT, planned
 from tests.e2e.servers import free_port
 from tests.support import fake_litellm as F
@@ -59,7 +59,7 @@ def run_job(rendered_job, tmp_path, url, teams, values, master=MASTER):
     code = tmp_path / "code"
     code.mkdir(exist_ok=True)
     (code / "reconcile.py").write_text(script)
-    (code / "desired.json").write_text(R.desired_json(teams))
+    (code / "desired.json").write_text(desired_json(teams))
     (tmp_path / "keys.json").write_text(json.dumps(values))
     local = {
         "LITELLM_URL": url,
@@ -79,8 +79,8 @@ def run_job(rendered_job, tmp_path, url, teams, values, master=MASTER):
 
 
 TEAMS = (
-    R.DesiredTeam("search", ("qwen3-0.6b",), rpm=60, keys=("ci",)),
-    R.DesiredTeam(
+    DesiredTeam("search", ("qwen3-0.6b",), rpm=60, keys=("ci",)),
+    DesiredTeam(
         "ads",
         ("qwen3-0.6b", "llama"),
         tpm=1000,
@@ -115,7 +115,7 @@ def test_the_job_converges_and_a_rerun_only_reads(rendered_job, tmp_path):
 def test_a_removed_team_and_a_changed_limit_over_http(rendered_job, tmp_path):
     with F.FakeLiteLLM(MASTER) as api:
         assert run_job(rendered_job, tmp_path, api.url, TEAMS, VALUES).returncode == 0
-        search = (R.DesiredTeam("search", ("qwen3-0.6b",), rpm=30, keys=("ci",)),)
+        search = (DesiredTeam("search", ("qwen3-0.6b",), rpm=30, keys=("ci",)),)
         r = run_job(rendered_job, tmp_path, api.url, search, VALUES)
         assert r.returncode == 0, r.stderr
         assert list(api.state["teams"]) == ["search"] and api.state["teams"]["search"]["rpm_limit"] == 30

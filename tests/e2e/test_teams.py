@@ -2,7 +2,7 @@
 
 The gateway config, the custom-auth module and the key table's shape come from the program's plan of
 tests/configs/gateway-teams.ok.yaml. Substitutions beyond tests/e2e/servers.py: the Pulumi-generated
-keys are fixed test keys (the table is still rendered by components.teamkeys.render_key_table from the
+keys are fixed test keys (the table is still rendered by components.team_keys.render_key_table from the
 program's own grants); ElastiCache is a local redis-server with a password and without TLS
 (coordination_redis `ssl: false`); REDIS_HOST/REDIS_PORT/REDIS_PASSWORD point at it."""
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.teamkeys import render_key_table
+from components.team_keys import render_key_table
+from stacks.compose.serving import key_grants
 from stacks.config import load_file
-from stacks.serving import key_grants
 from tests.e2e.servers import MASTER_KEY, Server, free_port, gateway_for, http, render_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

@@ -11,10 +11,11 @@ import jsonschema
 import pytest
 import yaml
 
-from components.autoscaling import Floor, ScalingSpec, render_scaled_object_spec
+from components.keda import Floor, ScalingSpec, render_scaled_object_spec
 from components.types import SYSTEM_TAINT, tolerate
-from stacks import autoscaling as A
-from stacks import catalog, planner
+from stacks import catalog
+from stacks.capacity import planner
+from stacks.capacity import scaling as A
 from stacks.config.schema import AutoscalingConfig, ModelConfig, Replicas, StackConfig
 from tests.support import helm, shared
 from tests.support.policy import pss_restricted_violations

@@ -118,7 +118,7 @@ def test_checkov_flags_bare_resources_and_follows_references(checkov, tmp_path):
             kmsKeyId="arn:aws:kms:us-east-1:123456789012:key/x",
         ),
     ]
-    from stacks.harness import _fake_id  # the mock's VPC IDs, as the plan would hand them over
+    from stacks.offline.runtime import _fake_id  # the mock's VPC IDs, as the plan would hand them over
 
     resources.append(
         _res(

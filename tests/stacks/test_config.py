@@ -142,7 +142,7 @@ def test_concurrency_shortfall_takes_the_cheapest_fit_and_says_so():
 
 
 def test_trust_remote_code_is_rendered_only_when_declared():
-    from stacks.serving import vllm_args
+    from stacks.compose.serving import vllm_args
 
     m = config.load_file(CONFIGS / "trust-remote-code.ok.yaml", stack="t").models["custom"]
     assert vllm_args(m).count("--trust-remote-code") == 1
@@ -198,11 +198,11 @@ def test_runtime_load_refuses_misspelt_namespace_and_plaintext_token():
 
 
 def _error_lines_missed(paths) -> list[str]:
-    """Lines of stacks/config/*.py and stacks/vllm_flags.py that report a problem (`self.err(`,
+    """Lines of stacks/config/*.py and stacks/config/vllm_flags.py that report a problem (`self.err(`,
     `raise ValueError(`, `problems.append(`, `out.append(`) and that loading `paths` never runs."""
     import sys
 
-    import stacks.vllm_flags as vf
+    import stacks.config.vllm_flags as vf
 
     files = {str(f): set() for f in sorted(Path(config.__file__).parent.glob("*.py"))}
     files[vf.__file__] = set()

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stacks import costs
+from stacks.capacity import costs
 from stacks.plan import run_program
 from tests.conftest import ROOT
 

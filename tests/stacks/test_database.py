@@ -23,10 +23,11 @@ import yaml
 
 from components.database import CA_CERT_IDENTIFIER, database_url, secret_document
 from components.litellm import RDS_CA_PATH
-from components.reconciler import ReconcilerArgs, TeamReconciler, job_name
-from components.reconciler import reconcile as R
+from components.team_reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler, desired_json, job_name
 from components.types import ImagePin
-from stacks import catalog, harness
+from incluster.reconciler import reconcile as R
+from stacks import catalog
+from stacks.offline import runtime
 from tests.conftest import ROOT
 from tests.support import fake_litellm as F
 from tests.support.shared import missing
@@ -42,7 +43,7 @@ K3 = "sk-ads-batch-0000000000003"
 
 
 def team(name="search", models=("qwen-b", "qwen-a"), rpm=60, tpm=None, maxp=None, budget=None, dur=None, keys=("ci",)):
-    return R.DesiredTeam(name, tuple(models), rpm, tpm, maxp, budget, dur, tuple(keys)).to_json()
+    return DesiredTeam(name, tuple(models), rpm, tpm, maxp, budget, dur, tuple(keys)).to_json()
 
 
 def desired(*teams):
@@ -444,7 +445,7 @@ def test_the_reconciler_job_runs_our_script_without_a_shell(plan_of):
     (cm,) = kinds_named(out, "ConfigMap", "litellm-reconcile-")
     assert cm["metadata"]["name"] == job["metadata"]["name"]
     assert json.loads(cm["data"]["desired.json"]) == {"teams": []}  # no gateway.teams on this branch yet
-    assert cm["data"]["reconcile.py"] == (ROOT / "components" / "reconciler" / "reconcile.py").read_text()
+    assert cm["data"]["reconcile.py"] == (ROOT / "incluster" / "reconciler" / "reconcile.py").read_text()
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["python", "/opt/reconciler/reconcile.py"] and "args" not in c
     env = {e["name"]: e for e in c["env"]}
@@ -459,10 +460,10 @@ def plaintext_hits(out: Path, values: list[str]) -> list[str]:
 
 def test_no_password_or_key_in_plain_text_anywhere(plan_of, tmp_path):
     _, _, out = plan_of(DB)
-    # what the mocked RandomPasswords return (stacks/harness.py): the database password, the master key
+    # what the mocked RandomPasswords return (stacks/runtime.py): the database password, the master key
     values = [
-        "mock-" + harness._fake_id("keys-database-password"),
-        "sk-mock-" + harness._fake_id("keys-litellm-master-key"),
+        "mock-" + runtime._fake_id("keys-database-password"),
+        "sk-mock-" + runtime._fake_id("keys-litellm-master-key"),
     ]
     assert len(list(out.rglob("*.yaml"))) > 20 and (out / "resources.json").exists()
     assert plaintext_hits(out, values) == []
@@ -474,7 +475,7 @@ def test_no_password_or_key_in_plain_text_anywhere(plan_of, tmp_path):
 
 
 def test_the_job_name_follows_the_desired_state():
-    a, b = R.desired_json([R.DesiredTeam("a", ("m",))]), R.desired_json([R.DesiredTeam("a", ("m",), rpm=1)])
+    a, b = desired_json([DesiredTeam("a", ("m",))]), desired_json([DesiredTeam("a", ("m",), rpm=1)])
     assert job_name(a, "s", "img") == job_name(a, "s", "img") != job_name(b, "s", "img")
     assert job_name(a, "s", "img") != job_name(a, "s2", "img") != job_name(a, "s", "img2")
     assert re.fullmatch(r"litellm-reconcile-[0-9a-f]{10}", job_name(a, "s", "img"))
@@ -491,13 +492,13 @@ def test_the_component_mounts_key_values_from_a_secret_only():
                 image=ImagePin("python", "3", user=65534),
                 gateway_url="http://litellm.gw.svc.cluster.local:4000",
                 master_key_secret=("litellm", "master-key"),
-                teams=(R.DesiredTeam("search", ("m",), rpm=5, keys=("ci",)),),
+                teams=(DesiredTeam("search", ("m",), rpm=5, keys=("ci",)),),
                 system_taint="T",
                 key_values=pulumi.Output.secret(values),
             ),
         )
 
-    rec = harness.run(build, config={}, timeout=30)
+    rec = runtime.run(build, config={}, timeout=30)
     secret = rec.one("kubernetes:core/v1:Secret", "teams-keys").inputs
     assert secret["stringData"] == {"keys.json": "[secret]"}
     cm = next(r for r in rec.resources if r.type == "kubernetes:core/v1:ConfigMap").inputs
@@ -511,7 +512,7 @@ def test_the_component_mounts_key_values_from_a_secret_only():
                 "maxParallel": None,
                 "maxBudget": None,
                 "budgetDuration": None,
-                "keys": ["ci"],
+                "keys": ["search/ci"],
             }
         ]
     }
@@ -570,7 +571,7 @@ def test_database_manifests_pass_checkov_with_per_object_skips(plan_of, tmp_path
 def test_desired_teams_route_by_served_name_and_keep_limits_and_budget():
     from types import SimpleNamespace as NS
 
-    from stacks.serving import desired_teams
+    from stacks.compose.serving import desired_teams
 
     search = NS(
         allowedModels=["qwen"],
@@ -582,22 +583,22 @@ def test_desired_teams_route_by_served_name_and_keep_limits_and_budget():
         budgetDuration="30d",
     )
     intent = NS(config=NS(gateway=NS(teams={"search": search})), models={"qwen": NS(served_name="qwen3-0.6b")})
-    assert desired_teams(intent) == (R.DesiredTeam("search", ("qwen3-0.6b",), 60, None, 2, 50.0, "30d", ("ci", "web")),)
+    assert desired_teams(intent) == (DesiredTeam("search", ("qwen3-0.6b",), 60, None, 2, 50.0, "30d", ("ci", "web")),)
     assert desired_teams(NS(config=NS(gateway=NS(teams={})), models={})) == ()
 
 
 def test_team_key_values_pair_each_alias_with_its_generated_key():
-    from stacks.serving import team_key_values
+    from stacks.compose.serving import team_key_values
 
-    teams = (R.DesiredTeam("search", ("m",), keys=("ci",)), R.DesiredTeam("ads", ("m",), keys=("batch",)))
+    teams = (DesiredTeam("search", ("m",), keys=("ci",)), DesiredTeam("ads", ("m",), keys=("batch",)))
     got = {}
 
     def build():
         out = team_key_values(teams, {"ci": pulumi.Output.secret(K1), "batch": pulumi.Output.secret(K3)})
         out.apply(got.update)
-        assert team_key_values((R.DesiredTeam("x", ("m",)),), {}) is None
+        assert team_key_values((DesiredTeam("x", ("m",)),), {}) is None
 
-    harness.run(build, config={}, timeout=30)
+    runtime.run(build, config={}, timeout=30)
     assert got == {"search/ci": K1, "ads/batch": K3}
 
 
@@ -612,8 +613,8 @@ def test_the_plan_cli_prints_no_password(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "teams-job" in r.stdout  # the reconciler is in the plan (its modelled deploy step)
     values = [
-        "mock-" + harness._fake_id("keys-database-password"),
-        "sk-mock-" + harness._fake_id("keys-litellm-master-key"),
+        "mock-" + runtime._fake_id("keys-database-password"),
+        "sk-mock-" + runtime._fake_id("keys-litellm-master-key"),
     ]
     assert not [v for v in values if v in r.stdout + r.stderr]
     assert plaintext_hits(tmp_path / "o", values) == []
@@ -638,7 +639,7 @@ def test_a_teams_stack_with_a_database_hands_the_reconciler_its_teams_and_keys(p
                 "maxParallel": None,
                 "maxBudget": 100.0,
                 "budgetDuration": "30d",
-                "keys": ["search-ci"],
+                "keys": ["search/search-ci"],
             }
         ]
     }

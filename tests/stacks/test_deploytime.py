@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from stacks import catalog, deploytime
+from stacks import catalog
+from stacks.capacity import deploytime
 from stacks.plan import main as plan_main
 
 D = catalog.Duration

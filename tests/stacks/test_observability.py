@@ -16,9 +16,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components import observability as obs
+from components import prometheus_stack as obs
 from components.types import SYSTEM_TAINT
-from stacks import catalog, monitoring
+from stacks import catalog
+from stacks.capacity import queries
 from tests.conftest import ROOT
 from tests.support import helm
 from tests.support.shared import shared_path
@@ -105,7 +106,7 @@ def test_bring_your_own_prometheus_gets_monitors_rules_dashboards_but_no_chart(p
 
 
 def validator(kind: str):
-    schema = json.loads(shared_path(f"schemas/monitoring.coreos.com_v1_{kind}.json").read_text())
+    schema = json.loads(shared_path(f"schemas/queries.coreos.com_v1_{kind}.json").read_text())
     # The CRD schemas carry Go regexes Python's metaschema check rejects: validate without it.
     return jsonschema.validators.validator_for(schema)(schema)
 
@@ -259,10 +260,10 @@ def test_alerts_per_model_and_startup_budget(plan_of):
 
 
 def test_every_query_is_used_and_every_variable_declared():
-    used = {k for d in monitoring.DASHBOARDS for p in d.panels for k in p.queries}
-    assert set(monitoring.BY_KEY) - used == set()
-    for d in monitoring.DASHBOARDS:
-        j = monitoring.dashboard_json(d, ("models", "gateway"))
+    used = {k for d in queries.DASHBOARDS for p in d.panels for k in p.queries}
+    assert set(queries.BY_KEY) - used == set()
+    for d in queries.DASHBOARDS:
+        j = queries.dashboard_json(d, ("models", "gateway"))
         declared = {v["name"] for v in j["templating"]["list"]}
         for p in j["panels"]:
             for t in p["targets"]:
@@ -279,7 +280,7 @@ def test_no_v0_metric_names():
         "vllm:num_requests_swapped",
         "vllm:time_per_output_token_seconds",
     )
-    for q in monitoring.QUERIES:
+    for q in queries.QUERIES:
         assert not any(n in q.expr for n in v0), q.key
 
 

@@ -5,7 +5,7 @@ import json
 import pulumi
 import pulumi_aws as aws
 
-from stacks import harness
+from stacks.offline import runtime
 from tests.conftest import ROOT
 
 
@@ -31,7 +31,7 @@ def by_name(rec):
 
 
 def test_dependencies_are_depends_on_plus_input_sources_and_components_expand_to_children():
-    rec = harness.run(small_program, config={}, timeout=30)
+    rec = runtime.run(small_program, config={}, timeout=30)
     r = by_name(rec)
     urn = lambda n: r[n].urn  # noqa: E731
     assert r["subnet"].dependencies == (urn("vpc"),)

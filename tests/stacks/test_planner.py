@@ -4,7 +4,7 @@ import pytest
 
 from components.types import GIB
 from stacks import catalog
-from stacks import planner as p
+from stacks.capacity import planner as p
 
 INSTANCES = catalog.instances()
 M = catalog.models()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from stacks import config
-from stacks.harness import ACCOUNT, EXISTING_VPC_CIDR, Mocks
+from stacks.offline.runtime import ACCOUNT, EXISTING_VPC_CIDR, Mocks
 from stacks.plan import main as plan_main
 from stacks.plan import run_program
 from tests.conftest import ROOT
@@ -180,7 +180,7 @@ def test_existing_vpc_nodes_land_in_the_given_subnets_and_cidr_is_looked_up(plan
 def test_existing_vpc_needs_one_private_subnet_per_zone():
     from pulumi import RunError
 
-    from stacks.platform import one_subnet_per_zone
+    from stacks.compose.platform import one_subnet_per_zone
 
     assert one_subnet_per_zone(["subnet-1", "subnet-2"], ["us-east-1a", "us-east-1b"]) == ["subnet-1", "subnet-2"]
     with pytest.raises(RunError, match=r"subnet-1 and subnet-3 are both in us-east-1a"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks import harness
+from stacks.offline import runtime
 from tests.conftest import ROOT
 from tests.support import relations as R
 
@@ -71,7 +71,7 @@ MATERIAL = {
     ("litellm", "database-url"): "database-url",
     ("open-webui", "api-key"): "webui-key",  # Open WebUI calls the gateway with its own key, not the master key
     ("open-webui", "secret-key"): "webui-secret",
-    ("litellm-keys", "keys.json"): "key-hashes",  # SHA-256 of the team keys (components/teamkeys.py)
+    ("litellm-keys", "keys.json"): "key-hashes",  # SHA-256 of the team keys (components/team_keys.py)
     ("litellm", "redis-host"): "redis",
     ("litellm", "redis-password"): "redis",
     ("litellm-team-keys", "keys.json"): "team-keys",  # the reconciler's key values (database path)
@@ -163,7 +163,7 @@ class Stack:
     @property
     def cidr(self) -> str:
         # An existing VPC is not a resource of the stack: its CIDR is what AWS answers (the mock's getVpc).
-        return R.vpc_cidr(self.platform) or harness.EXISTING_VPC_CIDR
+        return R.vpc_cidr(self.platform) or runtime.EXISTING_VPC_CIDR
 
     @property
     def internal_lb(self) -> bool:
@@ -529,7 +529,7 @@ def test_control_efs_access_point_uid(plan_of):
 
 def test_control_scraper_paths_come_from_monitors(plan_of):
     """A ServiceMonitor makes the scraper's path a relied-on one; without the scraper NetworkPolicy
-    (components/observability.py) the default-deny policies do not admit it."""
+    (components/prometheus_stack.py) the default-deny policies do not admit it."""
     s = mutated(DEV, plan_of)
     admit = ("NetworkPolicy", "vllm-from-prometheus")
     s.r.objects[:] = [o for o in s.r.objects if (o["kind"], o["metadata"]["name"]) != admit]

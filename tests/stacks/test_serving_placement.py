@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from components.vllm import EXIT_MARGIN_S
-from stacks import catalog, planner
+from stacks import catalog
+from stacks.capacity import planner
 from tests.conftest import STACK_FILES
 
 INST = catalog.instances()

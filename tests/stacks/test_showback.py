@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from stacks import costs, summary
+from stacks import report
+from stacks.capacity import costs
 from tests.conftest import ROOT
 
 TEAM = ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml"
@@ -51,7 +52,7 @@ def test_team_stack_pays_for_its_own_models(plan_of):
     # qwen2-5-7b on g6e.xlarge, 1 replica: $1.861/h (instances.yaml), all the search team's.
     assert doc["costByTeam"] == {"search": {"min": 1.861, "max": 1.861, "models": {"qwen2-5-7b": 1.0}}}
     assert doc["hourlyUsd"] == {"min": 1.861, "max": 1.861}
-    text = summary.table(doc)
+    text = report.table(doc)
     assert "accelerator $/h by team (each model's accelerator $/h split equally" in text
     assert "  search  $1.86-$1.86  qwen2-5-7b" in text
 
@@ -61,14 +62,14 @@ def test_platform_without_teams_leaves_it_unassigned(plan_of):
     doc = json.loads((out / "summary.json").read_text())
     assert list(doc["costByTeam"]) == ["(unassigned)"]
     assert doc["costByTeam"]["(unassigned)"]["min"] == doc["hourlyUsd"]["min"]
-    assert "by team" not in summary.table(doc)  # no teams, no showback block
+    assert "by team" not in report.table(doc)  # no teams, no showback block
 
 
 def test_platform_teams_split_shared_models(plan_of):
     """gateway.teams of the teams example: search may call qwen3-0-6b; research qwen3-0-6b and qwen2-5-7b.
     By the rule: search pays half of qwen3-0-6b, research the other half plus all of qwen2-5-7b."""
     intent, _, out = plan_of(TEAMS)
-    assert summary.team_models(intent) == {"search": {"qwen3-0-6b"}, "research": {"qwen3-0-6b", "qwen2-5-7b"}}
+    assert report.team_models(intent) == {"search": {"qwen3-0-6b"}, "research": {"qwen3-0-6b", "qwen2-5-7b"}}
     doc = json.loads((out / "summary.json").read_text())
     small, large = intent.models["qwen3-0-6b"].hourly_usd, intent.models["qwen2-5-7b"].hourly_usd
     assert doc["costByTeam"]["search"] == {
@@ -80,4 +81,4 @@ def test_platform_teams_split_shared_models(plan_of):
     assert doc["costByTeam"]["research"]["models"] == {"qwen3-0-6b": 0.5, "qwen2-5-7b": 1.0}
     assert "(unassigned)" not in doc["costByTeam"]
     assert sum(r["min"] for r in doc["costByTeam"].values()) == pytest.approx(doc["hourlyUsd"]["min"], abs=1e-3)
-    assert "accelerator $/h by team" in summary.table(doc)
+    assert "accelerator $/h by team" in report.table(doc)

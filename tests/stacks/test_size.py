@@ -1,4 +1,4 @@
-"""`python -m stacks.size` and the config.json reader behind it (stacks/hfconfig.py).
+"""`python -m stacks.size` and the config.json reader behind it (stacks/capacity/hfconfig.py).
 
 The config.json fixtures in tests/configs/hf/ are the public configs of each model (values from the
 model cards' config.json). Expected parameter counts are worked out by hand in the comments, from the
@@ -17,7 +17,8 @@ from subprocess import PIPE
 
 import pytest
 
-from stacks import catalog, hfconfig
+from stacks import catalog
+from stacks.capacity import hfconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HF = ROOT / "tests" / "configs" / "hf"

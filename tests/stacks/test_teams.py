@@ -11,11 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from components.gateway_auth import custom_auth
 from components.litellm import render_gateway_pod, render_litellm_config
 from components.types import Route
-from stacks import catalog, harness
+from incluster.gateway_auth import custom_auth
+from stacks import catalog
 from stacks import plan as plancli
+from stacks.offline import runtime
 from tests.conftest import ROOT
 
 ROUTE = Route("a", "a", "a.models.svc.cluster.local", 8000, 120, 4096)
@@ -101,13 +102,13 @@ DEV = ROOT / "Pulumi.dev.yaml"
 
 def mock_key(resource_name: str) -> str:
     """What a team key is under the harness mocks: "sk-" + the RandomPassword mock result
-    ("mock-" + sha1(resource name)[:17], stacks/harness.py)."""
+    ("mock-" + sha1(resource name)[:17], stacks/runtime.py)."""
     return "sk-mock-" + hashlib.sha1(resource_name.encode()).hexdigest()[:17]
 
 
 def _unmasked(v):
     if isinstance(v, dict):
-        if v.get(harness.SIG_KEY) == harness.SECRET_SIG:
+        if v.get(runtime.SIG_KEY) == runtime.SECRET_SIG:
             return _unmasked(v.get("value"))
         return {k: _unmasked(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -131,7 +132,7 @@ def test_dev_has_the_hook_and_nothing_else_of_teams(plan_of):
     assert "gateway-keys" not in by_name(rec, "kubernetes:core/v1:Secret")
     assert "serving-gateway-to-redis" not in by_name(rec, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
-    assert cm["data"]["custom_auth.py"] == (ROOT / "components" / "gateway_auth" / "custom_auth.py").read_text()
+    assert cm["data"]["custom_auth.py"] == (ROOT / "incluster" / "gateway_auth" / "custom_auth.py").read_text()
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     assert cfg["general_settings"]["custom_auth"] == "custom_auth.user_api_key_auth"
     assert "coordination_redis" not in cfg["general_settings"]
@@ -179,7 +180,7 @@ def test_redis_subnets_are_the_private_ones(plan_of):
 
 
 def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(monkeypatch):
-    monkeypatch.setattr(harness, "_plain", _unmasked)
+    monkeypatch.setattr(runtime, "_plain", _unmasked)
     _intent, rec = plancli.run_program("teams", TEAMS)
     table = json.loads(by_name(rec, "kubernetes:core/v1:Secret")["gateway-keys"].inputs["stringData"]["keys.json"])
     want = {
@@ -249,7 +250,7 @@ def test_no_key_or_token_in_plain_text_in_the_plan_output(tmp_path):
 def test_the_leak_check_finds_keys_when_secrets_are_not_masked(tmp_path, monkeypatch):
     """Negative control: the same plan written without secret masking shows the Redis token and Open
     WebUI's key (its pod needs the key itself); the team keys stay absent, the gateway holds hashes."""
-    monkeypatch.setattr(harness, "_plain", _unmasked)
+    monkeypatch.setattr(runtime, "_plain", _unmasked)
     intent, rec = plancli.run_program("teams", TEAMS)
     plancli.write_outputs(tmp_path, intent, rec)
     assert {v for _, v in leaks(tmp_path)} == {SECRETS[3], SECRETS[4]}

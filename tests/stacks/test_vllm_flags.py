@@ -3,7 +3,7 @@ and the policy tables kept honest against the pinned option tables."""
 
 import pytest
 
-from stacks import vllm_flags as vf
+from stacks.config import vllm_flags as vf
 
 
 def flags(args, kind="nvidia"):

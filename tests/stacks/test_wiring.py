@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from stacks import harness
+from stacks.offline import runtime
 from stacks.plan import run_program
 from tests.conftest import ROOT, STACK_FILES
 
@@ -258,7 +258,7 @@ def test_team_stack_mock_is_the_platform_contract(plan_of):
     """What the StackReference mock hands a team stack is what the dev platform stack exports."""
     _, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
     real = rec.outputs["platform"]
-    mock = harness.Mocks().platform_stack_outputs("organization/llm-serving/dev")["platform"]
+    mock = runtime.Mocks().platform_stack_outputs("organization/llm-serving/dev")["platform"]
     assert set(mock) == set(real)
     for k in ("clusterName", "vpcCidr", "efsStorageClass", "ebsStorageClass", "neuronScheduler", "pools"):
         assert mock[k] == real[k], k
@@ -270,7 +270,7 @@ def test_mocks_refuse_unknown_data_sources():
     import pytest
 
     with pytest.raises(Exception, match="no mock for aws:ec2/getInternetGateway:getInternetGateway"):
-        harness.run(lambda: aws.ec2.get_internet_gateway(internet_gateway_id="igw-123"), config={}, timeout=120)
+        runtime.run(lambda: aws.ec2.get_internet_gateway(internet_gateway_id="igw-123"), config={}, timeout=120)
 
 
 def test_mocks_give_an_address_only_to_load_balancers():
@@ -283,7 +283,7 @@ def test_mocks_give_an_address_only_to_load_balancers():
         pulumi.export("a", a.status)
         pulumi.export("b", b.status)
 
-    rec = harness.run(build, config={}, timeout=120)
+    rec = runtime.run(build, config={}, timeout=120)
     assert not rec.outputs["a"]
     assert rec.outputs["b"]["load_balancer"]["ingress"][0]["hostname"] == "b.elb.us-east-1.amazonaws.com"
 

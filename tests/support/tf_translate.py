@@ -9,7 +9,7 @@ creates, with its `vpc_config` and `encryption_config` blocks.
 
 Checkov's graph checks follow references (flow log -> VPC, EIP -> NAT gateway, default SG -> VPC), so a
 mock ID or ARN that another resource handed over becomes `${aws_x.name.attr}`. Which string is which
-resource's ID/ARN is what the plan's mocks returned for it (`stacks.harness.Mocks.new_resource`, the
+resource's ID/ARN is what the plan's mocks returned for it (`stacks.offline.runtime.Mocks.new_resource`, the
 same function), so a value is never guessed from its shape.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from pulumi.runtime import mocks as pmocks
 
-from stacks.harness import Mocks
+from stacks.offline.runtime import Mocks
 
 # pulumi-aws module/type -> Terraform resource type, where the generic rule below does not give it.
 TYPE_OVERRIDES = {

@@ -1,6 +1,6 @@
 """Keys as code: one generated key per named team key (a secret in Pulumi state and in the stack's
 `teamKeys` output), and the table the gateway authenticates with, which holds only SHA-256 hashes
-of the keys (components/gateway_auth/custom_auth.py reads it; LiteLLM enforces what it says)."""
+of the keys (incluster/gateway_auth/custom_auth.py reads it; LiteLLM enforces what it says)."""
 
 from __future__ import annotations
 

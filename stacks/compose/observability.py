@@ -10,8 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from components import karpenter, litellm, vllm
-from components.keys import VLLM_KEY_SECRET
-from components.observability import (
+from components.prometheus_stack import (
     NEURON_MONITOR_LABELS,
     NEURON_MONITOR_NAMESPACE,
     NeuronMonitorSpec,
@@ -22,10 +21,12 @@ from components.observability import (
     ScrapeTarget,
     render_neuron_monitor_pod,
 )
+from components.serving_secrets import VLLM_KEY_SECRET
 from components.types import ACCELERATOR_RESOURCE, GATEWAY_SELECTOR, POOL_LABEL, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
-from stacks import catalog, monitoring
+from stacks import catalog
+from stacks.capacity import queries
+from stacks.compose.platform import Platform
 from stacks.config import StackIntent
-from stacks.platform import Platform
 
 # The DCGM exporter's Service, created by the GPU operator from its own assets (not the chart):
 # label app=nvidia-dcgm-exporter, port gpu-metrics (9400), in the operator's namespace.
@@ -132,10 +133,10 @@ def neuron_monitor(intent: StackIntent) -> NeuronMonitorSpec | None:
     )
 
 
-def model_targets(intent: StackIntent, specs: dict[str, ServerSpec], models_ns: str) -> list[monitoring.ModelTarget]:
+def model_targets(intent: StackIntent, specs: dict[str, ServerSpec], models_ns: str) -> list[queries.ModelTarget]:
     o = intent.config.observability
     return [
-        monitoring.ModelTarget(
+        queries.ModelTarget(
             served_name=s.served_name,
             deployment=s.name,
             max_replicas=intent.models[n].replicas_max,
@@ -196,8 +197,8 @@ def build(
             namespace=o.namespace,
             targets=tuple(targets),
             admissions=tuple(admissions),
-            rule_groups=tuple(monitoring.rule_groups(model_targets(intent, specs, models_ns), namespaces)),
-            dashboards=monitoring.dashboards(namespaces, prefix),
+            rule_groups=tuple(queries.rule_groups(model_targets(intent, specs, models_ns), namespaces)),
+            dashboards=queries.dashboards(namespaces, prefix),
             rule_name=f"{prefix}llm-serving",
             prometheus=prometheus_settings(intent, plat),
             neuron_monitor=neuron_monitor(intent),

@@ -4,7 +4,8 @@ Runs as a Kubernetes Job after each deploy, in the gateway namespace, with the s
 (a pinned python image; no shell, no pip). Inputs:
 
 - `RECONCILE_DESIRED`: JSON file (ConfigMap) `{"teams": [{"name", "models", "rpm", "tpm",
-  "maxParallel", "maxBudget", "budgetDuration", "keys": [key names]}]}`; no secret in it.
+  "maxParallel", "maxBudget", "budgetDuration", "keys": [key aliases "<team>/<key>"]}]}`; no secret
+  in it. The program writes it (components/team_reconciler.py); this script never computes an alias.
 - `RECONCILE_KEYS`: JSON file (Secret) `{"<team>/<key>": "sk-..."}`: each key's value, made by Pulumi.
 - `LITELLM_URL`, `LITELLM_MASTER_KEY` (env, the latter from the gateway's Secret).
 
@@ -25,7 +26,6 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from typing import Any
 
 MANAGED_BY = "llm-serving"
@@ -36,45 +36,9 @@ TIMEOUT_S = 30
 Request = tuple[str, str, dict]  # (method, route, JSON body)
 
 
-@dataclass(frozen=True)
-class DesiredTeam:
-    """One team as the stack config declares it (the reconciler's whole input, with key values aside)."""
-
-    name: str
-    models: tuple[str, ...]
-    rpm: int | None = None
-    tpm: int | None = None
-    max_parallel: int | None = None
-    max_budget: float | None = None
-    budget_duration: str | None = None
-    keys: tuple[str, ...] = ()
-
-    def to_json(self) -> dict:
-        return {
-            "name": self.name,
-            "models": list(self.models),
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "maxParallel": self.max_parallel,
-            "maxBudget": self.max_budget,
-            "budgetDuration": self.budget_duration,
-            "keys": list(self.keys),
-        }
-
-
-def key_alias(team: str, key: str) -> str:
-    """`<team>/<key>`: '/' is in LiteLLM's key-alias alphabet and in no DNS-1123 name, so it is unambiguous."""
-    return f"{team}/{key}"
-
-
 def key_hash(value: str) -> str:
     """What LiteLLM stores as a key's `token` (litellm.proxy._types.hash_token)."""
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-def desired_json(teams: list[DesiredTeam] | tuple[DesiredTeam, ...]) -> str:
-    """The ConfigMap payload: stable (sorted) so its hash names the Job."""
-    return json.dumps({"teams": [t.to_json() for t in sorted(teams, key=lambda t: t.name)]}, sort_keys=True)
 
 
 def team_body(t: dict) -> dict:
@@ -128,7 +92,7 @@ def _team_requests(want: dict[str, dict], have: dict[str, dict]) -> tuple[list[R
 
 def _key_requests(want: dict[str, dict], have: list[dict], values: dict[str, str]) -> list[Request]:
     """Deletes (removed or rotated keys) first, then generates and updates."""
-    wanted = {key_alias(t["name"], k): t for t in want.values() for k in t.get("keys", [])}
+    wanted = {alias: t for t in want.values() for alias in t.get("keys", [])}
     current = {k["key_alias"]: k for k in have if managed(k) and k.get("key_alias")}
     deletes, upserts = [], []
     for alias, k in sorted(current.items()):

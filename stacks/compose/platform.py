@@ -10,7 +10,6 @@ import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
 from components.access import TeamAccess, TeamAccessArgs
-from components.autoscaling import Keda, KedaArgs
 from components.billing import BillingBudget, BudgetArgs
 from components.cluster import (
     AddonsArgs,
@@ -25,6 +24,7 @@ from components.cluster import (
 )
 from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
 from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, KarpenterIamArgs
+from components.keda import Keda, KedaArgs
 from components.network import Network, NetworkArgs, flow_log_group
 from components.nodepool import KarpenterNodeClass, KarpenterNodePool, NodeClassArgs, NodePoolArgs
 from components.storage import Storage, StorageArgs

@@ -7,17 +7,16 @@ from dataclasses import dataclass
 import pulumi
 from pulumi import ResourceOptions
 
-from components.autoscaling import ModelAutoscaler, ModelAutoscalerArgs
-from components.cache import GatewayCache, GatewayCacheArgs
 from components.database import DatabaseArgs, GatewayDatabase
 from components.frontdoor import READ_TIMEOUT_MARGIN_S, Exposure, FrontDoorArgs, GatewayFrontDoor
-from components.keys import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
+from components.gateway_redis import GatewayCache, GatewayCacheArgs
+from components.keda import ModelAutoscaler, ModelAutoscalerArgs
 from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway, render_litellm_config
 from components.model_cache import CacheItem, ModelCache, ModelCacheArgs
 from components.namespaces import NamespacesArgs, ServingNamespaces
-from components.reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler
-from components.reconciler.reconcile import key_alias
-from components.teamkeys import KeyGrant, TeamKeys, TeamKeysArgs
+from components.serving_secrets import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
+from components.team_keys import KeyGrant, TeamKeys, TeamKeysArgs
+from components.team_reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler, key_alias
 from components.types import GATEWAY_PORT, SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
 from components.vllm import (
     HOME,
@@ -30,11 +29,13 @@ from components.vllm import (
     ready_marker,
 )
 from components.webui import OpenWebUi, WebUiArgs
-from stacks import catalog, observability
+from stacks import catalog
+from stacks.capacity import planner, scaling
+from stacks.compose import observability
+from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY, team_namespaces
-from stacks.platform import Platform
-from stacks.summary import model_rows
+from stacks.report import model_rows
 
 MODELS_NS = "models"
 GATEWAY_NS = "gateway"
@@ -127,8 +128,6 @@ def vllm_args(m: ResolvedModel) -> list[str]:
 def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
     """(cpu, memory, shm size, accelerator count): the pod's share of the instance, leaving room for
     the kubelet, system daemons and device-plugin pods."""
-    from stacks import planner
-
     inst, tp = m.sizing.instance, m.sizing.tensor_parallel
     devices = planner.accelerator_devices(inst, tp)  # Neuron: powers of two, or pods can stay Pending
     share = devices / inst.devices
@@ -141,8 +140,6 @@ def pod_resources(m: ResolvedModel) -> tuple[str, str, str, int]:
 def server_spec(
     m: ResolvedModel, plat: Platform, gateway_idle_s: int, pool_instances: tuple[InstanceType, ...] = ()
 ) -> ServerSpec:
-    from stacks import planner
-
     v = catalog.versions()
     cpu, mem, shm, devices = pod_resources(m)
     budget = planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
@@ -337,8 +334,6 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         for name, m in intent.models.items()
     }
     if specs:
-        from stacks import planner
-
         ModelCache(
             "model-cache",
             ModelCacheArgs(
@@ -364,7 +359,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             opts=kopts,
         )
     endpoints = {}
-    scaling = cfg.autoscaling.enabled
+    autoscaled = cfg.autoscaling.enabled
     for name, spec in specs.items():
         server = VllmServer(
             f"vllm-{name}",
@@ -374,17 +369,15 @@ def build(intent: StackIntent, plat: Platform) -> Served:
                 cache_claim=ModelCache.claim_name,
                 api_key_secret=VLLM_KEY_SECRET,
                 after=(*ns_ready, keys.vllm_secret, *plat.ready),
-                autoscaled_max=intent.models[name].replicas_max if scaling else None,
+                autoscaled_max=intent.models[name].replicas_max if autoscaled else None,
             ),
             opts=kopts,
         )
-        if scaling:
-            from stacks import autoscaling
-
+        if autoscaled:
             ModelAutoscaler(
                 f"scale-{name}",
                 ModelAutoscalerArgs(
-                    spec=autoscaling.scaling_spec(cfg, intent.models[name]),
+                    spec=scaling.scaling_spec(cfg, intent.models[name]),
                     namespace=models_ns,
                     deployment=server.deployment_name,
                     keda=plat.keda,
@@ -433,7 +426,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             database_url=db_url,
             database_ca_bundle=catalog.rds_ca_bundle() if db_enabled else None,
             after=(*ns_ready, *plat.system_ready),
-            max_replicas=cfg.autoscaling.gatewayMaxReplicas if scaling else None,
+            max_replicas=cfg.autoscaling.gatewayMaxReplicas if autoscaled else None,
             cpu_utilization_percent=cfg.autoscaling.gatewayCpuPercent,
             key_table=team_keys.table if team_keys else None,
             redis_host=cache.host if cache else None,

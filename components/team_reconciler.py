@@ -19,7 +19,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi import ResourceOptions
 
-from components.reconciler.reconcile import DesiredTeam, desired_json
 from components.types import (
     GATEWAY_PORT,
     GATEWAY_SELECTOR,
@@ -31,7 +30,8 @@ from components.types import (
     tolerate,
 )
 
-SCRIPT = Path(__file__).with_name("reconcile.py")
+# The in-pod script ships as a file; the program never imports it.
+SCRIPT = Path(__file__).resolve().parent.parent / "incluster" / "reconciler" / "reconcile.py"
 SELECTOR = {"app.kubernetes.io/name": "litellm-reconciler"}
 CODE_DIR = "/opt/reconciler"
 KEYS_DIR = "/etc/reconciler-keys"
@@ -42,14 +42,58 @@ CHECKOV_SKIPS = {
     "CKV_K8S_11": "a short Job; CPU requests are set",
 }
 
-__all__ = ["DesiredTeam", "ReconcilerArgs", "TeamReconciler", "job_name", "render_reconciler_job"]
+__all__ = [
+    "DesiredTeam",
+    "ReconcilerArgs",
+    "TeamReconciler",
+    "desired_json",
+    "job_name",
+    "key_alias",
+    "render_reconciler_job",
+]
+
+
+@dataclass(frozen=True)
+class DesiredTeam:
+    """One team as the stack config declares it (the reconciler's whole input, with key values aside)."""
+
+    name: str
+    models: tuple[str, ...]
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+    keys: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "models": list(self.models),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "maxParallel": self.max_parallel,
+            "maxBudget": self.max_budget,
+            "budgetDuration": self.budget_duration,
+            "keys": [key_alias(self.name, k) for k in self.keys],
+        }
+
+
+def key_alias(team: str, key: str) -> str:
+    """`<team>/<key>`: '/' is in LiteLLM's key-alias alphabet and in no DNS-1123 name, so it is unambiguous."""
+    return f"{team}/{key}"
+
+
+def desired_json(teams: list[DesiredTeam] | tuple[DesiredTeam, ...]) -> str:
+    """The ConfigMap payload: stable (sorted) so its hash names the Job."""
+    return json.dumps({"teams": [t.to_json() for t in sorted(teams, key=lambda t: t.name)]}, sort_keys=True)
 
 
 @dataclass(frozen=True)
 class ReconcilerArgs:
     namespace: str
     image: ImagePin
-    gateway_url: str  # in-cluster http://litellm.<ns>.svc.cluster.local:4000
+    gateway_url: str  # the gateway Service in-cluster (service_host() and GATEWAY_PORT)
     master_key_secret: tuple[str, str]  # (Secret name, key) of the gateway's master key
     teams: tuple[DesiredTeam, ...]
     system_taint: str

@@ -31,7 +31,7 @@ class Floor:
 
 @dataclass(frozen=True)
 class ScalingSpec:
-    """One model's autoscaling, resolved by the stack layer (stacks/autoscaling.py)."""
+    """One model's autoscaling, resolved by the stack layer (stacks/capacity/scaling.py)."""
 
     name: str
     min_replicas: int

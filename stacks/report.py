@@ -38,10 +38,10 @@ def scaling_row(intent: StackIntent, m) -> dict | None:
     """What the model's ScaledObject does (None: autoscaling off, the model runs replicas.min)."""
     if not intent.config.autoscaling.enabled:
         return None
-    from stacks import autoscaling
+    from stacks.capacity import scaling
 
-    spec = autoscaling.scaling_spec(intent.config, m)
-    t = autoscaling.model_targets(intent.config, m)
+    spec = scaling.scaling_spec(intent.config, m)
+    t = scaling.model_targets(intent.config, m)
     return {
         "targetRunning": t.running,
         "targetWaiting": t.waiting,
@@ -49,7 +49,7 @@ def scaling_row(intent: StackIntent, m) -> dict | None:
         "scaleDownWindowSeconds": spec.scale_down_window_s,
         "fallbackReplicas": spec.fallback_replicas,
         "scaleToZero": spec.min_replicas == 0,
-        "coldStartSeconds": autoscaling.startup_budget(m),
+        "coldStartSeconds": scaling.startup_budget(m),
         "floors": [
             {"timezone": f.timezone, "start": f.start, "end": f.end, "replicas": f.replicas} for f in spec.floors
         ],
@@ -92,11 +92,11 @@ def summary(intent: StackIntent, resource_count: int, resources: list | None = N
         "pools": pool_rows(intent),
         "models": model_rows(intent),
     }
-    from stacks import costs
+    from stacks.capacity import costs
 
     doc["costByTeam"] = costs.cost_by_team({n: m.hourly_usd for n, m in intent.models.items()}, team_models(intent))
     if resources is not None:
-        from stacks import costs, deploytime
+        from stacks.capacity import costs, deploytime
 
         doc["deployTime"] = deploytime.critical_path(resources).as_dict()
         doc["stackHourlyUsd"] = costs.stack_cost(
@@ -190,7 +190,7 @@ def scaling_lines(models: list[dict]) -> list[str]:
 
 def team_lines(by_team: dict | None) -> list[str]:
     """Showback: one line per team (only when the stack has teams)."""
-    from stacks.costs import SHOWBACK_RULE, UNASSIGNED
+    from stacks.capacity.costs import SHOWBACK_RULE, UNASSIGNED
 
     if not by_team or set(by_team) == {UNASSIGNED}:
         return []

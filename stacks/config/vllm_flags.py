@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["nvidia", "neuron"]
-TABLE_FILE = Path(__file__).resolve().parent / "catalog" / "vllm-serve-flags.json"
+TABLE_FILE = Path(__file__).resolve().parent.parent / "catalog" / "vllm-serve-flags.json"
 
 MAX_ARGS = 32
 MAX_ARG_LEN = 512

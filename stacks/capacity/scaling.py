@@ -1,7 +1,7 @@
 """Autoscaling decisions: per-model targets, windows, queries and the config cross-checks.
 
-Pure functions over the resolved stack (no Pulumi resources): `stacks.serving` turns them into a
-`components.autoscaling.ScalingSpec` per model, the plan table and summary.json show them, and the
+Pure functions over the resolved stack (no Pulumi resources): `stacks.compose.serving` turns them into a
+`components.keda.ScalingSpec` per model, the plan table and summary.json show them, and the
 e2e suite evaluates exactly these queries on a real Prometheus scraping a real vLLM.
 
 The loop (KEDA makes one HPA per model; for AverageValue metrics the HPA sets
@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from components.autoscaling import Floor, ScalingSpec
-from components.observability import RELEASE as OBSERVABILITY_RELEASE
+from components.keda import Floor, ScalingSpec
+from components.prometheus_stack import RELEASE as OBSERVABILITY_RELEASE
 from components.types import service_host
-from stacks import planner
+from stacks.capacity import planner
 from stacks.config.schema import ModelConfig, StackConfig
 
 # vLLM 0.32 (vllm/v1/metrics/loggers.py): gauges labelled model_name=<served name>, engine=<index>.
