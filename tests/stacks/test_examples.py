@@ -1,4 +1,4 @@
-"""Every example stack plans (exit 0) to what it should, and the README links it."""
+"""Every example stack plans (exit 0) to what it should, and docs/deploy.md links it."""
 
 import json
 
@@ -71,10 +71,10 @@ def test_every_committed_stack_has_expectations():
     assert sorted(p.name for p in STACK_FILES) == sorted(EXPECTED)
 
 
-def test_seeds_exist_and_readme_links_them():
+def test_seeds_exist_and_the_deploy_page_links_them():
     names = [p.name for p in (ROOT / "stacks" / "examples").glob("*.yaml")]
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "deploy.md").read_text()
     for seed in ("seed000", "seed001", "seed002", "seed003", "seed004"):
         assert any(n.startswith(f"Pulumi.{seed}-") for n in names), seed
     for n in names:
-        assert f"stacks/examples/{n}" in readme, n
+        assert f"](../stacks/examples/{n})" in page, n
