@@ -15,6 +15,6 @@ pulumi.export("gatewayUrl", served.gateway_url)
 pulumi.export("models", served.model_names)
 pulumi.export("modelEndpoints", served.endpoints)
 pulumi.export("gatewayMasterKey", served.master_key)  # secret; `python -m stacks.verify` chats with it
-pulumi.export("teamKeys", served.team_keys)  # secret {team: {key name: key}}; README: how a team gets its key
+pulumi.export("teamKeys", served.team_keys)  # secret {team: {key name: key}}; docs/teams.md: how a team gets its key
 pulumi.export("plan", serving.plan_table(intent))
 pulumi.export("platform", plat.shared())  # what team stacks attach to

@@ -38,7 +38,7 @@ WORKERS = 2
 WORKER_HEALTHCHECK_S = 60
 # One retry (to another replica) after a failure or a timeout, at the router and the call level.
 NUM_RETRIES = 1
-# Idle limits per hop (client → NLB → front door → LiteLLM → vLLM; README "timeouts per hop"). LiteLLM
+# Idle limits per hop (client → NLB → front door → LiteLLM → vLLM; docs/connect.md "timeouts per hop"). LiteLLM
 # closes an idle kept-alive connection after KEEPALIVE_S (uvicorn's `timeout_keep_alive`, 5 s by
 # default): longer than its callers keep one idle (the front door's nginx upstream pool 60 s, httpx 5 s,
 # undici 4 s, aiohttp 15 s), so the caller always closes first and never writes to a closed socket.

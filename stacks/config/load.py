@@ -42,7 +42,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
                 hint = f"did you mean {key(close[0])}?" if close else f"known keys: {', '.join(TOP_LEVEL_KEYS)}"
                 out.append(f"{key(bad)}: unknown config key — {hint}")
             else:
-                out.append(f"{key(*loc)}: unknown field — remove it (check the spelling against README 'Stack config')")
+                out.append(f"{key(*loc)}: unknown field — remove it (check the spelling in docs/config-reference.md)")
             continue
         msg = e["msg"].removeprefix("Value error, ")
         fix = "" if "—" in msg else f" — {_TYPE_FIXES.get(typ, 'fix the value in the stack file')}"
