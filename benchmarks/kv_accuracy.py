@@ -29,7 +29,7 @@ from stacks.catalog import ArchitectureFields, model_arch, version_tuple
 from stacks.yamlio import load_yaml
 
 CASES = Path(__file__).with_name("kv_cases.yaml")
-# Targets (issue 13): on logs of vLLM >= 0.21, median |KV error| <= 5 %, worst <= 15 %; quantized weights
+# Targets: on logs of vLLM >= 0.21, median |KV error| <= 5 %, worst <= 15 %; quantized weights
 # within 5 %; no accepted config that vLLM refused.
 V1_FLOOR = (0, 21)
 V2_RUNNER_SINCE = (0, 23)

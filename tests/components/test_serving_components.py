@@ -131,7 +131,7 @@ def test_cache_job_is_bounded_has_its_own_identity_and_a_small_image():
     assert install["image"] == dl["image"] == "py:1"
     env = _env(dl)
     assert env["HF_REVISION"] == "main"  # unpinned: the default branch, stated
-    # D16: hf_xet's chunk cache off, its other state on EFS (not the 4 Gi /tmp emptyDir).
+    # hf_xet's chunk cache off, its other state on EFS (not the 4 Gi /tmp emptyDir).
     assert env["HF_XET_CHUNK_CACHE_SIZE_BYTES"] == "0" and env["HF_XET_CACHE"].startswith("/models/xet/")
     assert pod["tolerations"] == [{"key": "T", "operator": "Exists", "effect": "NoSchedule"}]
 

@@ -294,7 +294,7 @@ def test_cancelled_stream_frees_the_slot(slow_pair, client):
     vLLM aborts the request: its running count returns to 0 well before the 900th token (a request
     aborted by its client is not counted in request_success_total; the token counter shows it).
     With the Node client the whole generation sometimes runs on after the abort (measured: 1 run of 3
-    here, once in CI; the Python client always stopped within 2-5 tokens; README, known limits): such
+    here, once in CI; the Python client always stopped within 2-5 tokens; docs/known-limits.md): such
     a run is tried again, up to CANCEL_ATTEMPTS times, and the test passes only on a run that stopped."""
     vllm, gw = slow_pair
     runs = []
@@ -377,8 +377,8 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
 
     On a busy machine a stream can fall silent for longer than the limit (the Node client on these
     machines sometimes leaves a stream unread for seconds: a longest silence over 5 s in 6 of 17 runs of
-    a 10 s stream, straight from vLLM as through LiteLLM; the Python client's under 0.2 s; README, known
-    limits); then the proxy cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times,
+    a 10 s stream, straight from vLLM as through LiteLLM; the Python client's under 0.2 s;
+    docs/known-limits.md); then the proxy cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times,
     and the test passes only on one where the stream completed through the limit and the silent answer
     was cut (a silent answer that completed faster than the limit is also tried again)."""
     vllm, gw = slow_pair

@@ -1,4 +1,4 @@
-"""Autoscaling (issue 12): targets and windows by hand, the ScaledObject against its CRD schema and the
+"""Autoscaling: targets and windows by hand, the ScaledObject against its CRD schema and the
 objects it relates to, KEDA rendered by the real chart, and nothing of it when autoscaling is off."""
 
 from __future__ import annotations

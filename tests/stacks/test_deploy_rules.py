@@ -54,7 +54,7 @@ def test_project_schema_check_can_fail():
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_stack_sets_every_declared_key(stack_file):
-    """`pulumi up -s <stack>` stops before the program if this fails (review D1)."""
+    """`pulumi up -s <stack>` stops before the program if this fails."""
     doc = yaml.safe_load(stack_file.read_text())
     none(dr.stack_config_problems(PROJECT, stack_name(stack_file), doc))
 
@@ -95,7 +95,7 @@ def test_no_two_volumes_on_one_claim(stack_file, plan_of):
 
 
 def test_shared_claim_negative_control():
-    """Review D3 as it was: two volumes on PVC model-cache. Its fix (one volume, two mounts) passes."""
+    """The old cache layout: two volumes on PVC model-cache. Its fix (one volume, two mounts) passes."""
     d3 = {
         "volumes": [
             {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}},
@@ -271,7 +271,7 @@ def test_requests_fit_the_chosen_node(stack_file, plan_of):
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_deployer_reaches_the_api(stack_file, plan_of):
-    """Review D2. A team stack creates no cluster (it uses the platform's): nothing to check."""
+    """A team stack creates no cluster (it uses the platform's): nothing to check."""
     _, _, out = plan_of(stack_file)
     none(dr.endpoint_problems(resources(out)))
 

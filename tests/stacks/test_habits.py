@@ -116,7 +116,7 @@ def test_no_sys_path_edits():
     assert offenders == []
 
 
-# ---- one rule, one definition (DESIGN: a port, a UID, a taint effect, a policy ARN is defined once) ----
+# ---- one rule, one definition (a port, a UID, a taint effect, a policy ARN is defined once) ----
 
 SHARED_LITERALS = {
     r"\b8000\b": "VLLM_PORT",

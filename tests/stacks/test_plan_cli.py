@@ -1,4 +1,4 @@
-"""The plan CLI contract (DESIGN.md §5): outputs, determinism, exit codes."""
+"""The plan CLI contract: outputs, determinism, exit codes."""
 
 import json
 import subprocess

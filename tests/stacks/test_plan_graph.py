@@ -1,4 +1,4 @@
-"""resources.json dependencies (DESIGN §5): what the engine waits for, and the orderings the review asks for."""
+"""resources.json dependencies: what the engine waits for, and the orderings a real deploy relies on."""
 
 import json
 
@@ -79,7 +79,7 @@ def dev_resources(plan_of):
     return json.loads((out / "resources.json").read_text())
 
 
-def test_dev_orderings_the_review_asks_for(plan_of):
+def test_dev_orderings_a_real_deploy_relies_on(plan_of):
     res = dev_resources(plan_of)
     assert direct(res, "Release/karpenter-controller", "Release/karpenter-crd")
     assert direct(res, "Release/karpenter-controller", "NodeGroup/system-ng")
@@ -91,7 +91,7 @@ def test_dev_orderings_the_review_asks_for(plan_of):
     # before it can run anything, so both come before the node group.
     assert waits(res, "NodeGroup/system-ng", "Addon/cluster-net-vpc-cni")
     assert waits(res, "Addon/cluster-net-vpc-cni", "Addon/cluster-net-eks-pod-identity-agent")
-    assert direct(res, "Release/karpenter-controller", "Addon/addons-coredns")  # review D12
+    assert direct(res, "Release/karpenter-controller", "Addon/addons-coredns")  # it resolves the API server and STS
     for dep in ("NodePool/pool-gpu-nodepool", "Release/gpu-operator-release"):
         assert direct(res, "Deployment/vllm-qwen3-0-6b-deployment", dep), dep
     # remote components count: the node group waits for the eks.Cluster component

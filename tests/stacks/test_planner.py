@@ -36,7 +36,7 @@ def test_quantized_weights_keep_embeddings_and_lm_head_16_bit():
     = 2,489,319,424 B; the other 8.19e9 - 1,244,659,712 = 6,945,340,288 params are quantized."""
     arch = M["qwen3-8b"]
     # FP8: 6,945,340,288 x 1 B + 2,489,319,424 B = 9,434,659,712 B = 8.787 GiB — the measured
-    # Qwen3-8B-FP8 size (8.79 GiB, reference/models.md); the old params x 1 B gave 7.63 GiB (-13 %).
+    # Qwen3-8B-FP8 size (8.79 GiB, the preset's weightsGiB); the old params x 1 B gave 7.63 GiB (-13 %).
     assert p.weight_bytes_total(arch, "fp8") == pytest.approx(9_434_659_712)
     # AWQ 4-bit, group 128 (16-bit scale + 4-bit zero per group): 0.5 + 2.5/128 = 0.51953125 B/weight
     # -> 3,608,321,321.5 + 2,489,319,424 = 6,097,640,745.5 B (6.10 GB; models.md estimates ~6.1 GB)

@@ -1,4 +1,4 @@
-"""Deploy rules for the platform (deploy review D1-D22): what real AWS, EKS and the Pulumi CLI would
+"""Deploy rules for the platform: what real AWS, EKS and the Pulumi CLI would
 do with the program's resources, checked on the whole program under mocks. Expected values are
 written by hand; each test fails if its finding is reintroduced."""
 
@@ -46,7 +46,7 @@ def stack_file(tmp_path, cluster: dict, extra: dict | None = None, name="variant
     return p
 
 
-# ---- D2: the API endpoint is reachable from where `pulumi up` runs ---------------------------------
+# ---- the API endpoint is reachable from where `pulumi up` runs ---------------------------------
 
 
 def resolve(cluster: dict, **extra):
@@ -118,7 +118,7 @@ def test_cluster_gets_the_endpoint_settings(plan_of, tmp_path):
     assert c["endpointPublicAccess"] is False and c["endpointPrivateAccess"] is True
 
 
-# ---- D4: availability zones EKS can use ------------------------------------------------------------
+# ---- availability zones EKS can use ------------------------------------------------------------
 
 
 def test_unfiltered_zone_lookup_would_pick_a_local_zone_and_an_unsupported_zone():
@@ -148,7 +148,7 @@ def test_explicit_zones(tmp_path):
     assert len(of(rec, "aws:ec2/natGateway:NatGateway")) == 2
 
 
-# ---- D5: standard support only ----------------------------------------------------------------------
+# ---- standard support only ----------------------------------------------------------------------
 
 
 def test_cluster_never_enters_extended_support(plan_of):
@@ -157,7 +157,7 @@ def test_cluster_never_enters_extended_support(plan_of):
     assert c["upgradePolicy"] == {"supportType": "STANDARD"} and c["version"] == "1.35"
 
 
-# ---- D7: an existing VPC ---------------------------------------------------------------------------
+# ---- an existing VPC ---------------------------------------------------------------------------
 
 
 def test_existing_vpc_nodes_land_in_the_given_subnets_and_cidr_is_looked_up(plan_of):
@@ -209,7 +209,7 @@ def test_created_vpc_nodes_use_the_discovery_tag(plan_of):
     assert nc["spec"]["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "llm-dev"}}]
 
 
-# ---- D10: protection is a config choice ------------------------------------------------------------
+# ---- protection is a config choice ------------------------------------------------------------
 
 
 def test_dev_is_destroyable_and_defaults_are_protected(plan_of, tmp_path):
@@ -228,7 +228,7 @@ def test_dev_is_destroyable_and_defaults_are_protected(plan_of, tmp_path):
     assert not [r.name for r in rec.resources if r.protect]
 
 
-# ---- D11/D12: orderings ------------------------------------------------------------------------------
+# ---- orderings ------------------------------------------------------------------------------
 
 
 def deps(rec):
@@ -261,7 +261,7 @@ def test_first_up_orderings(plan_of):
     assert {urn["system-ng"], urn["addons-coredns"]} <= dep["webui-deployment"]
 
 
-# ---- D14/D15/D17/D18: node volumes, EFS lifecycle, driver values ------------------------------------
+# ---- node volumes, EFS lifecycle, driver values ------------------------------------
 
 
 def test_accelerator_nodes_use_instance_store_and_baseline_gp3(plan_of):
@@ -287,7 +287,7 @@ def test_efs_reads_bring_files_back_from_ia(plan_of):
     ]
 
 
-def test_driver_values_the_review_asked_for(plan_of):
+def test_driver_values_a_real_deploy_needs(plan_of):
     _, rec, _ = plan_of(DEV)
     gpu = next(r for r in of(rec, "kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "gpu-operator")
     assert gpu.inputs["values"]["cdi"] == {"enabled": True}
@@ -296,7 +296,7 @@ def test_driver_values_the_review_asked_for(plan_of):
     assert neuron.inputs["values"]["scheduler"]["nodeSelector"] == {}
 
 
-# ---- D21: the kubeconfig uses the stack's aws:profile ------------------------------------------------
+# ---- the kubeconfig uses the stack's aws:profile ------------------------------------------------
 
 
 def test_aws_profile_reaches_the_kubeconfig(plan_of, tmp_path):
@@ -310,7 +310,7 @@ def test_aws_profile_reaches_the_kubeconfig(plan_of, tmp_path):
     assert exec_["command"] == "aws" and exec_["args"][:2] == ["eks", "get-token"]
 
 
-# ---- security review gap 13 / checks 6, 10, 12, 46 -----------------------------------------------------
+# ---- encryption, logging and node access ------------------------------------------------------------------
 
 
 def test_log_groups_encrypted_with_a_cmk_logs_may_use(plan_of, tmp_path):

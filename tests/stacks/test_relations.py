@@ -134,7 +134,7 @@ HELM_PODS = {
 # stack needs any more fails test_every_exception_is_still_needed, so a fix removes its entry.
 EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
-    # egress names no peer and also reaches :443 inside the VPC (security review gap 1 notes it).
+    # egress names no peer and also reaches :443 inside the VPC.
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
     # Reasoned, permanent: neuron-monitor reads the node's Neuron devices and driver counters (AWS runs
     # it privileged, as root); the Observability component's NetworkPolicy admits only the scraper.

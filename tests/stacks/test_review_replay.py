@@ -1,5 +1,6 @@
-"""Items the review replay found still open (security review check 49, check 56 / gap 13): the
-rendered plan shows each fix. Expected values are written by hand; each test fails if reverted."""
+"""Security fixes that once were missing (a per-request sequence cap, the gateway database's hardening,
+the billing guard): the rendered plan shows each fix. Expected values are written by hand; each test
+fails if reverted."""
 
 import json
 
@@ -25,7 +26,7 @@ def _one(rec, typ):
     return r
 
 
-# ---- check 49: one request cannot ask for more sequences than the server runs at once ----------------
+# ---- one request cannot ask for more sequences than the server runs at once ----------------
 
 
 def test_gpu_server_caps_n_at_its_max_num_seqs(plan_of):
@@ -49,7 +50,7 @@ def test_vllm_032_reads_the_variable():
     assert '"VLLM_MAX_N_SEQUENCES": lambda: int(' in src
 
 
-# ---- check 56 / gap 13: the gateway database ---------------------------------------------------------
+# ---- the gateway database -----------------------------------------------------------------------
 
 
 def test_database_logs_queries_is_monitored_and_uses_the_data_cmk(plan_of):
@@ -81,7 +82,7 @@ def test_database_logs_queries_is_monitored_and_uses_the_data_cmk(plan_of):
     assert all(rule.get("description") for rule in sg.inputs["ingress"])
 
 
-# ---- check 30 / gap 13: billing guard (off unless cluster.budget is set) -----------------------------
+# ---- billing guard (off unless cluster.budget is set) -----------------------------
 
 
 def test_budget_only_when_configured(plan_of):

@@ -1,4 +1,4 @@
-"""Model servers and the weights cache over every stack: placement (D13), volumes (D3), caches,
+"""Model servers and the weights cache over every stack: placement, volumes, caches,
 drain and the downloader image. Planner numbers are computed by hand in the comments."""
 
 import pytest
@@ -74,13 +74,13 @@ def test_servers_over_every_stack(stack_file, plan_of):
         seen += 1
         model = next(m for m in intent.models.values() if f"-{m.name}.yaml" in name)
         c = pod["containers"][0]
-        # D13: the planner's own choice is always among the allowed types.
+        # The planner's own choice is always among the allowed types.
         expr = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][
             0
         ]["matchExpressions"]
         types = next(e["values"] for e in expr if e["key"] == "node.kubernetes.io/instance-type")
         assert model.sizing.instance.name in types, (name, types)
-        # D3: no PVC behind two pod volumes.
+        # No PVC behind two pod volumes.
         claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
         assert len(claims) == len(set(claims)) == 1, name
         vols = {v["name"]: v for v in pod["volumes"]}

