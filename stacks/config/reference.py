@@ -133,7 +133,7 @@ def default_text(field: FieldInfo) -> str:
 
 def constraints(field: FieldInfo) -> tuple[str, ...]:
     """Bounds, lengths and patterns pydantic enforces on the field, in words."""
-    out: list[str] = []
+    said: list[str] = []
     words = (
         (at.Ge, "ge", "≥ {}"),
         (at.Gt, "gt", "> {}"),
@@ -145,11 +145,11 @@ def constraints(field: FieldInfo) -> tuple[str, ...]:
     for meta in field.metadata:
         for kind, attr, text in words:
             if isinstance(meta, kind):
-                out.append(text.format(getattr(meta, attr)))
+                said.append(text.format(getattr(meta, attr)))
         pattern = getattr(meta, "pattern", None)
         if pattern is not None:
-            out.append(f"matches `{pattern}`")
-    return tuple(out)
+            said.append(f"matches `{pattern}`")
+    return tuple(said)
 
 
 def _nested(annotation: Any) -> tuple[type[BaseModel] | None, str]:
@@ -169,7 +169,7 @@ def _nested(annotation: Any) -> tuple[type[BaseModel] | None, str]:
 
 def rows(model: type[BaseModel], prefix: str = "") -> list[Row]:
     """One row per key path under `model`, depth first in declaration order."""
-    out: list[Row] = []
+    table: list[Row] = []
     comments = _field_comments(model)
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
@@ -179,11 +179,11 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[Row]:
             about.append(inspect.cleandoc(child.__doc__))
         text = " ".join(" ".join(a.split()) for a in about if a)
         default = default_text(field)
-        out.append(Row(path, type_name(field.annotation), default, constraints(field), text))
+        table.append(Row(path, type_name(field.annotation), default, constraints(field), text))
         if child is not None:
             placeholder = PLACEHOLDERS.get(name, "<key>")
-            out.extend(rows(child, path + suffix.format(key=placeholder) + "."))
-    return out
+            table.extend(rows(child, path + suffix.format(key=placeholder) + "."))
+    return table
 
 
 def _escape(text: str) -> str:
