@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -44,6 +45,7 @@ AUTH_CLIENTS = 4
 AUTH_REQUESTS = 20  # per client and phase
 WAVE = HOSTILE + WRONG_KEY_CLIENTS
 MAX_WAVES = 40
+HOLD = "hold this request"
 CHUNK = 256 * 1024
 UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 
@@ -150,8 +152,8 @@ def hostile_request(port: int, source: str, *, body: int, chunked: bool, key: st
         s.close()
 
 
-def chat(port: int, source: str, model: str) -> tuple[int, float]:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+def chat(port: int, source: str, model: str, prompt: str = "hi") -> tuple[int, float]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 4})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300, source_address=(source, 0))
     t0 = time.perf_counter()
     try:
@@ -209,13 +211,36 @@ def quantiles(latencies: list[float]) -> tuple[float, float]:
     return q[49], q[98]
 
 
+class _HeldVllm(_Vllm):
+    """The stub vLLM, except that a request whose prompt is HOLD waits until `release` is set."""
+
+    release = threading.Event()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if any(m.get("content") == HOLD for m in body.get("messages", [])):
+            self.release.wait(300)
+        message = {"role": "assistant", "content": "hi"}
+        self._send(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "stub"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
+
+
 @contextmanager
 def front_door(work: Path) -> Iterator[dict]:
     """The stub vLLM, the real LiteLLM and the real nginx, configured from the rendered dev-like stack."""
     rendered = render_stack(work / "plan")
     by_name = {(m["kind"], m["metadata"]["name"]): m for m in rendered.manifests}
     cm, dep = by_name[("ConfigMap", "gateway-frontdoor")], by_name[("Deployment", "gateway-frontdoor")]
-    stub = ThreadingHTTPServer(("127.0.0.1", 0), _Vllm)
+    stub = ThreadingHTTPServer(("127.0.0.1", 0), _HeldVllm)
+    stub.request_queue_size = 512  # many held connections from LiteLLM at once
     threading.Thread(target=stub.serve_forever, daemon=True).start()
     (work / "litellm").mkdir()
     gw: Server = gateway_for(rendered, stub.server_address[1], work / "litellm")
@@ -230,6 +255,8 @@ def front_door(work: Path) -> Iterator[dict]:
                 "gateway": gw,
                 "model": rendered.litellm_config["model_list"][0]["model_name"],
                 "limit": rendered.litellm_container["resources"]["limits"]["memory"],
+                "conf": cm["data"]["nginx.conf"],
+                "log": work / "nginx" / "nginx.log",
             }
         finally:
             ng.stop()
@@ -308,3 +335,31 @@ def test_hostile_bodies_never_reach_litellm_and_keyed_clients_are_served(door):
     assert run.peak.peak_pss < budget, f"PSS peak {run.peak.peak_pss / MiB:.0f} MiB >= {budget / MiB:.0f} MiB"
     assert run.procs_after == run.procs_before, "a LiteLLM process was replaced"
     assert [s for s, _ in run.warm + run.quiet + run.loaded] == [200] * ((3 + 2 * AUTH_REQUESTS) * AUTH_CLIENTS)
+
+
+def test_one_client_past_its_limits_gets_429_and_others_are_served(door):
+    """One address opens more requests than its connection limit, all held open upstream: the excess is
+    429 at once (nginx's log names the zone); another address is served meanwhile; released, the held
+    ones complete."""
+    port, model = door["port"], door["model"]
+    conns = int(re.search(r"limit_conn client_conns (\d+);", door["conf"])[1])
+    n = conns + 12
+    with ThreadPoolExecutor(n) as pool:
+        held = [pool.submit(chat, port, "127.0.4.1", model, HOLD) for _ in range(n)]
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                wait([f for f in held if not f.done()], timeout=5, return_when=FIRST_COMPLETED)
+                if sum(f.result()[0] == 429 for f in held if f.done()) >= n - conns:
+                    break
+            other = chat(port, "127.0.4.2", model)
+        finally:
+            _HeldVllm.release.set()
+        statuses = [f.result(timeout=300)[0] for f in held]
+    _HeldVllm.release.clear()
+    log = door["log"].read_text()
+    zones = {z: log.count(f'by zone "{z}"') for z in ("client_conns", "client_rate")}
+    print(f"\n{n} held requests from one address: {statuses.count(429)} x 429, {statuses.count(200)} x 200; {zones}")
+    assert other[0] == 200  # per address, not per front door
+    assert statuses.count(429) >= n - conns and statuses.count(200) + statuses.count(429) == n, statuses
+    assert sum(zones.values()) >= n - conns, zones
