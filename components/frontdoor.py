@@ -43,8 +43,6 @@ HEALTH_PATHS = ("/health/liveliness",)
 TMP = "/tmp"  # pid file and nginx's temp files: the one writable path (an emptyDir)
 CONF_DIR = "/etc/nginx/frontdoor"
 CONF_FILE = "nginx.conf"
-# Requests nginx accepts: a long prompt in JSON (128k tokens x ~4 characters, escaped) fits well.
-MAX_BODY = "32m"
 # nginx waits this much longer than the slowest upstream request may take, so LiteLLM's own timeout
 # (a JSON error the client can read) always fires first.
 READ_TIMEOUT_MARGIN_S = 30
@@ -71,12 +69,122 @@ CHECKOV_SKIPS = {
 }
 
 
-def render_frontdoor_conf(*, listen_port: int, upstream: str, read_timeout_s: int, tmp: str = TMP) -> str:
-    """nginx.conf: only PUBLIC_PATHS and HEALTH_PATHS reach `upstream` (host:port); the rest is 404.
-    Streaming answers pass through unbuffered; request bodies stream too."""
-    locations = "\n".join(
-        f"        location = {p} {{ proxy_pass http://litellm{p}; }}" for p in (*PUBLIC_PATHS, *HEALTH_PATHS)
-    )
+@dataclass(frozen=True)
+class DoorLimits:
+    """What one client may ask of the front door (component arguments; defaults sized below)."""
+
+    # A request body above this is refused (413) before any of it is read. Every catalog model takes
+    # text only (no image inputs), and the longest context is 131072 tokens: ~4 characters a token,
+    # or at worst a 12-byte JSON escape (a surrogate pair) a token, is 0.5-1.5 MiB. 4 MiB leaves room
+    # for the JSON around the messages and for embeddings batches; LiteLLM parses a whole body into
+    # Python objects before it authenticates, at about 75x its size, so a cap far above real
+    # requests only buys an attacker memory.
+    max_body_mib: int = 4
+    # Per client address (see CLIENT_ADDRESS): requests a second with a burst answered at once, and
+    # requests in progress at the same time. Beyond either: 429, which the OpenAI clients retry.
+    requests_per_second: int = 50
+    burst: int = 100
+    connections: int = 128
+
+
+# What nginx sees as the client. The EKS cloud controller's NLB registers instance targets, which keep
+# the client's source address, but the Service's `externalTrafficPolicy: Cluster` lets kube-proxy SNAT
+# a flow to the node it entered by, so $remote_addr is that node (and proxy protocol is a classic-ELB
+# annotation there, not an NLB one). The per-address limits are then per node until the Service uses
+# `externalTrafficPolicy: Local` (and the front door's NetworkPolicy admits the clients' addresses).
+CLIENT_ADDRESS = "$binary_remote_addr"
+# The only request headers LiteLLM receives (nginx adds Host, Content-Length, Connection). The OpenAI
+# clients authenticate with `Authorization: Bearer`; LiteLLM 1.106 also takes a key from `x-litellm-api-key`
+# (which wins over Authorization), `API-Key`, `x-api-key`, `x-goog-api-key` and `Ocp-Apim-Subscription-Key`,
+# and reads per-request settings from `x-litellm-*` headers (timeouts, retries, callbacks, tags). None
+# of our clients sends them, so forwarding an allow-list drops them all, and whatever a later LiteLLM
+# adds, instead of a deny-list that must track it. X-Forwarded-For is nginx's own view, never the client's.
+FORWARDED_HEADERS = {
+    "Authorization": "$http_authorization",
+    "Content-Type": "$content_type",
+    "Accept": "$http_accept",
+    "User-Agent": "$http_user_agent",
+    "X-Forwarded-For": "$remote_addr",
+}
+# A key's syntax: `Bearer ` (or `bearer `, which LiteLLM also strips) and printable ASCII without spaces.
+# Anything else is a 401 from nginx in the rewrite phase, before the body is read or a byte reaches
+# LiteLLM; a well-formed key is then checked by LiteLLM on a bodiless subrequest (auth_request, the
+# access phase, still before the body is read), so only an authenticated request's body is forwarded.
+BEARER = "~^[Bb]earer [!-~]+$"
+AUTH_CHECK_PATH = "/v1/models"  # LiteLLM's cheapest authenticated route: the key hook and nothing else
+UNAUTHORIZED = (
+    '{"error":{"message":"send a valid key as Authorization: Bearer <key>","type":"auth_error","code":"401"}}'
+)
+
+
+def _http_conf(limits: DoorLimits, tmp: str) -> str:
+    """http-level settings: temp paths, body cap, client timeouts, the limit zones, the key syntax map."""
+    return f"""    access_log /dev/stdout;
+    server_tokens off;
+    client_body_temp_path {tmp}/client-body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    client_max_body_size {limits.max_body_mib}m;
+    client_header_timeout 10s;
+    client_body_timeout 30s;
+    default_type application/json;
+    limit_conn_zone {CLIENT_ADDRESS} zone=client_conns:10m;
+    limit_req_zone {CLIENT_ADDRESS} zone=client_rate:10m rate={limits.requests_per_second}r/s;
+    limit_conn_status 429;
+    limit_req_status 429;
+    map $http_authorization $bad_bearer {{
+        "{BEARER}" 0;
+        default 1;
+    }}"""
+
+
+def _server_conf(limits: DoorLimits, read_timeout_s: int) -> str:
+    """server-level proxying: one buffered request body, the forwarded headers, the per-client limits."""
+    headers = "\n".join(f"        proxy_set_header {k} {v};" for k, v in FORWARDED_HEADERS.items())
+    return f"""        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_buffering off;
+        proxy_request_buffering on;
+        proxy_pass_request_headers off;
+{headers}
+        proxy_read_timeout {read_timeout_s}s;
+        proxy_send_timeout {read_timeout_s}s;
+        limit_conn client_conns {limits.connections};
+        limit_req zone=client_rate burst={limits.burst} nodelay;
+        error_page 401 @unauthorized;"""
+
+
+def _locations() -> str:
+    check = "if ($bad_bearer) { return 401; } auth_request /_auth;"
+    keyed = "\n".join(f"        location = {p} {{ {check} proxy_pass http://litellm{p}; }}" for p in PUBLIC_PATHS)
+    health = "\n".join(f"        location = {p} {{ proxy_pass http://litellm{p}; }}" for p in HEALTH_PATHS)
+    return f"""{keyed}
+{health}
+        location = /_auth {{
+            internal;
+            proxy_method GET;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            proxy_set_header Authorization $http_authorization;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_pass http://litellm{AUTH_CHECK_PATH};
+        }}
+        location @unauthorized {{
+            add_header WWW-Authenticate Bearer always;
+            return 401 '{UNAUTHORIZED}';
+        }}
+        location / {{ return 404; }}"""
+
+
+def render_frontdoor_conf(
+    *, listen_port: int, upstream: str, read_timeout_s: int, tmp: str = TMP, limits: DoorLimits = DoorLimits()
+) -> str:
+    """nginx.conf: only PUBLIC_PATHS (with a key) and HEALTH_PATHS reach `upstream` (host:port); the
+    rest is 404. Streaming answers pass through unbuffered; a request body is read whole, and only
+    after its key passed, before it is forwarded."""
     return f"""# Rendered by components/frontdoor.py: the gateway's public routes, nothing else.
 worker_processes {WORKERS};
 daemon off;
@@ -86,28 +194,15 @@ events {{
     worker_connections 4096;
 }}
 http {{
-    access_log /dev/stdout;
-    server_tokens off;
-    client_body_temp_path {tmp}/client-body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    client_max_body_size {MAX_BODY};
+{_http_conf(limits, tmp)}
     upstream litellm {{
         server {upstream};
         keepalive 32;
     }}
     server {{
         listen {listen_port} so_keepalive={KEEPALIVE_IDLE_S}s:{KEEPALIVE_INTERVAL_S}s:{KEEPALIVE_PROBES};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_buffering off;
-        proxy_request_buffering off;
-        proxy_read_timeout {read_timeout_s}s;
-        proxy_send_timeout {read_timeout_s}s;
-{locations}
-        location / {{ return 404; }}
+{_server_conf(limits, read_timeout_s)}
+{_locations()}
     }}
 }}
 """
@@ -217,6 +312,7 @@ class FrontDoorArgs:
     system_taint: str
     exposure: Exposure
     in_cluster_url: str  # the URL output until the load balancer has an address
+    limits: DoorLimits = DoorLimits()
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -228,7 +324,10 @@ class GatewayFrontDoor(pulumi.ComponentResource):
         after = list(args.after)
         ns, cm_name = args.namespace, "gateway-frontdoor"
         conf = render_frontdoor_conf(
-            listen_port=FRONTDOOR_PORT, upstream=args.upstream, read_timeout_s=args.read_timeout_seconds
+            listen_port=FRONTDOOR_PORT,
+            upstream=args.upstream,
+            read_timeout_s=args.read_timeout_seconds,
+            limits=args.limits,
         )
         cm = k8s.core.v1.ConfigMap(
             f"{name}-config",

@@ -77,23 +77,23 @@ def auth_module_source() -> str:
     return AUTH_SOURCE.read_text()
 
 
-def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = False) -> dict:
-    model_list = []
-    for r in routes:
-        model_list.append(
-            {
-                "model_name": r.model_name,
-                "litellm_params": {
-                    "model": f"hosted_vllm/{r.served_name}",
-                    "api_base": f"http://{r.service_host}:{r.port}/v1",
-                    "api_key": "os.environ/VLLM_API_KEY",
-                    "timeout": r.timeout_seconds,
-                    "stream_timeout": r.timeout_seconds,
-                },
-                "model_info": {"mode": "chat", "max_input_tokens": r.max_input_tokens},
-            }
-        )
-    general = {
+def model_entry(r: Route) -> dict:
+    """One route as a LiteLLM deployment: vLLM's OpenAI API behind the route's Service."""
+    return {
+        "model_name": r.model_name,
+        "litellm_params": {
+            "model": f"hosted_vllm/{r.served_name}",
+            "api_base": f"http://{r.service_host}:{r.port}/v1",
+            "api_key": "os.environ/VLLM_API_KEY",
+            "timeout": r.timeout_seconds,
+            "stream_timeout": r.timeout_seconds,
+        },
+        "model_info": {"mode": "chat", "max_input_tokens": r.max_input_tokens},
+    }
+
+
+def general_settings(*, database: bool, redis: bool) -> dict:
+    general: dict = {
         "master_key": "os.environ/LITELLM_MASTER_KEY",
         # Who is calling: our hook (master key = admin, a team key = its team, anything else 401);
         # LiteLLM's own common checks then enforce the key's models and routes.
@@ -113,6 +113,12 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
             "password": "os.environ/REDIS_PASSWORD",
             "ssl": True,
         }
+    return general
+
+
+def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = False) -> dict:
+    model_list = [model_entry(r) for r in routes]
+    general = general_settings(database=database, redis=redis)
     return {
         "model_list": model_list,
         "litellm_settings": {
@@ -184,14 +190,11 @@ def gateway_uid(image: ImagePin) -> int:
     return image.user
 
 
-def render_gateway_pod(
-    image: ImagePin, *, replicas: int, database: bool, system_taint: str, keys: bool = False, redis: bool = False
-) -> dict:
-    uid = gateway_uid(image)
+def secret_env(name: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": "litellm", "key": key}}}
 
-    def secret_env(name: str, key: str) -> dict:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": "litellm", "key": key}}}
 
+def gateway_env(*, database: bool, redis: bool) -> list[dict]:
     env = [
         secret_env("LITELLM_MASTER_KEY", "master-key"),
         secret_env("LITELLM_SALT_KEY", "salt-key"),
@@ -213,6 +216,29 @@ def render_gateway_pod(
         ]
     if database:
         env += [secret_env("DATABASE_URL", "database-url"), {"name": "LITELLM_MIGRATION_DIR", "value": MIGRATIONS_DIR}]
+    return env
+
+
+def gateway_args() -> list[str]:
+    return [
+        "--config",
+        CONFIG_PATH,
+        "--port",
+        str(PORT),
+        "--num_workers",
+        str(WORKERS),
+        "--timeout_worker_healthcheck",
+        str(WORKER_HEALTHCHECK_S),
+        "--keepalive_timeout",
+        str(KEEPALIVE_S),
+    ]
+
+
+def render_gateway_pod(
+    image: ImagePin, *, replicas: int, database: bool, system_taint: str, keys: bool = False, redis: bool = False
+) -> dict:
+    uid = gateway_uid(image)
+    env = gateway_env(database=database, redis=redis)
     ca_mount = [{"name": "rds-ca", "mountPath": RDS_CA_DIR, "readOnly": True}] if database else []
     ca_volume = [{"name": "rds-ca", "configMap": {"name": RDS_CA_CONFIGMAP}}] if database else []
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": PORT}, "timeoutSeconds": 5, **kw}  # noqa: E731
@@ -226,18 +252,7 @@ def render_gateway_pod(
             {
                 "name": "litellm",
                 "image": image.ref,
-                "args": [
-                    "--config",
-                    CONFIG_PATH,
-                    "--port",
-                    str(PORT),
-                    "--num_workers",
-                    str(WORKERS),
-                    "--timeout_worker_healthcheck",
-                    str(WORKER_HEALTHCHECK_S),
-                    "--keepalive_timeout",
-                    str(KEEPALIVE_S),
-                ],
+                "args": gateway_args(),
                 "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                 "env": env,
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
@@ -268,72 +283,103 @@ def gateway_annotations(image: ImagePin) -> dict[str, str]:
     return checkov_skips({**CHECKOV_SKIPS, **image_skips(image.ref)})
 
 
+def secret_data(args: GatewayArgs) -> dict[str, pulumi.Input[str]]:
+    """Secret `litellm`: the keys and URLs LiteLLM reads from env."""
+    data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
+    if args.database_url is not None:
+        data["database-url"] = args.database_url
+    if args.redis_host is not None and args.redis_password is not None:
+        data["redis-host"] = args.redis_host
+        data["redis-password"] = args.redis_password
+    return data
+
+
 class LiteLLMGateway(pulumi.ComponentResource):
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: GatewayArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:access:LiteLLMGateway", name, None, opts)
-        after = list(args.after)
-        ns = args.namespace
-        redis = args.redis_host is not None
-        config = render_litellm_config(list(args.routes), database=args.database_url is not None, redis=redis)
-        config_text = yaml.safe_dump(config, sort_keys=False)
-        files = {"config.yaml": config_text, f"{AUTH_MODULE}.py": auth_module_source()}
-        cm = k8s.core.v1.ConfigMap(
-            f"{name}-config",
-            metadata={"name": "litellm-config", "namespace": ns},
-            data=files,
-            opts=ResourceOptions(parent=self, depends_on=after),
+        self._name, self._args, self._after = name, args, list(args.after)
+        config = render_litellm_config(
+            list(args.routes), database=args.database_url is not None, redis=args.redis_host is not None
         )
-        data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
-        if args.database_url is not None:
-            data["database-url"] = args.database_url
-        if args.redis_host is not None and args.redis_password is not None:
-            data["redis-host"] = args.redis_host
-            data["redis-password"] = args.redis_password
-        keys_secret = [
-            k8s.core.v1.Secret(
-                f"{name}-keys",
-                metadata={"name": KEYS_SECRET, "namespace": ns},
-                type="Opaque",
-                string_data={KEYS_FILE: pulumi.Output.secret(args.key_table)},
-                opts=ResourceOptions(parent=self, depends_on=after),
+        files = {"config.yaml": yaml.safe_dump(config, sort_keys=False), f"{AUTH_MODULE}.py": auth_module_source()}
+        inputs = self._inputs(files)
+        deployment = self._deployment(hashlib.sha256("".join(files.values()).encode()).hexdigest()[:16], inputs)
+        self._service_and_budget()
+        if args.max_replicas is not None:
+            self._autoscaler(deployment, args.max_replicas)
+        self.in_cluster_url = f"http://{service_host('litellm', args.namespace)}:{PORT}"
+        self.url = pulumi.Output.from_input(self.in_cluster_url)
+        self.register_outputs({"url": self.url})
+
+    def _opts(self, *depends: pulumi.Resource) -> ResourceOptions:
+        return ResourceOptions(parent=self, depends_on=[*depends, *self._after])
+
+    def _inputs(self, files: dict[str, str]) -> list[pulumi.Resource]:
+        """What the pod mounts or reads: config files, key table, secrets, RDS CA, service account."""
+        name, args, ns = self._name, self._args, self._args.namespace
+        out: list[pulumi.Resource] = [
+            k8s.core.v1.ConfigMap(
+                f"{name}-config",
+                metadata={"name": "litellm-config", "namespace": ns},
+                data=files,
+                opts=self._opts(),
             )
-            for _ in [args.key_table]
-            if args.key_table is not None
         ]
-        secret = k8s.core.v1.Secret(
-            f"{name}-secret",
-            metadata={"name": "litellm", "namespace": ns},
-            type="Opaque",
-            string_data=data,
-            opts=ResourceOptions(parent=self, depends_on=after),
-        )
-        ca: list[pulumi.Resource] = []
-        if args.database_url is not None:
-            if not args.database_ca_bundle:
-                raise ValueError("the gateway database needs the RDS CA bundle (sslmode=verify-full)")
-            ca.append(
-                k8s.core.v1.ConfigMap(
-                    f"{name}-rds-ca",
-                    metadata={"name": RDS_CA_CONFIGMAP, "namespace": ns},
-                    data={RDS_CA_FILE: args.database_ca_bundle},
-                    opts=ResourceOptions(parent=self, depends_on=after),
+        if args.key_table is not None:
+            out.append(
+                k8s.core.v1.Secret(
+                    f"{name}-keys",
+                    metadata={"name": KEYS_SECRET, "namespace": ns},
+                    type="Opaque",
+                    string_data={KEYS_FILE: pulumi.Output.secret(args.key_table)},
+                    opts=self._opts(),
                 )
             )
-        sa = k8s.core.v1.ServiceAccount(
-            f"{name}-sa",
-            metadata={"name": "litellm", "namespace": ns},
-            automount_service_account_token=False,
-            opts=ResourceOptions(parent=self, depends_on=after),
+        out.append(
+            k8s.core.v1.Secret(
+                f"{name}-secret",
+                metadata={"name": "litellm", "namespace": ns},
+                type="Opaque",
+                string_data=secret_data(args),
+                opts=self._opts(),
+            )
         )
-        chash = hashlib.sha256("".join(files.values()).encode()).hexdigest()[:16]
+        out += self._rds_ca()
+        out.append(
+            k8s.core.v1.ServiceAccount(
+                f"{name}-sa",
+                metadata={"name": "litellm", "namespace": ns},
+                automount_service_account_token=False,
+                opts=self._opts(),
+            )
+        )
+        return out
+
+    def _rds_ca(self) -> list[pulumi.Resource]:
+        args = self._args
+        if args.database_url is None:
+            return []
+        if not args.database_ca_bundle:
+            raise ValueError("the gateway database needs the RDS CA bundle (sslmode=verify-full)")
+        return [
+            k8s.core.v1.ConfigMap(
+                f"{self._name}-rds-ca",
+                metadata={"name": RDS_CA_CONFIGMAP, "namespace": args.namespace},
+                data={RDS_CA_FILE: args.database_ca_bundle},
+                opts=self._opts(),
+            )
+        ]
+
+    def _deployment(self, config_hash: str, inputs: list[pulumi.Resource]) -> k8s.apps.v1.Deployment:
+        args = self._args
         replicas = {} if args.max_replicas is not None else {"replicas": args.replicas}
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
+        return k8s.apps.v1.Deployment(
+            f"{self._name}-deployment",
             metadata={
                 "name": "litellm",
-                "namespace": ns,
+                "namespace": args.namespace,
                 "labels": GATEWAY_SELECTOR,
                 "annotations": gateway_annotations(args.image),
             },
@@ -341,51 +387,53 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 **replicas,
                 "selector": {"matchLabels": GATEWAY_SELECTOR},
                 "template": {
-                    "metadata": {"labels": GATEWAY_SELECTOR, "annotations": {"llm-serving/config-hash": chash}},
+                    "metadata": {"labels": GATEWAY_SELECTOR, "annotations": {"llm-serving/config-hash": config_hash}},
                     "spec": render_gateway_pod(
                         args.image,
                         replicas=args.replicas,
                         database=args.database_url is not None,
                         system_taint=args.system_taint,
                         keys=args.key_table is not None,
-                        redis=redis,
+                        redis=args.redis_host is not None,
                     ),
                 },
             },
-            opts=ResourceOptions(parent=self, depends_on=[cm, secret, sa, *ca, *keys_secret, *after]),
+            opts=self._opts(*inputs),
         )
+
+    def _service_and_budget(self) -> None:
         # In-cluster only: the load balancer reaches the front door (components/frontdoor.py), which
         # forwards the client routes here; NetworkPolicy admits only pods of the cluster to this port.
+        ns = self._args.namespace
         k8s.core.v1.Service(
-            f"{name}-service",
+            f"{self._name}-service",
             metadata={"name": "litellm", "namespace": ns},
             spec={
                 "type": "ClusterIP",
                 "selector": GATEWAY_SELECTOR,
                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
             },
-            opts=ResourceOptions(parent=self, depends_on=after),
+            opts=self._opts(),
         )
         k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb",
+            f"{self._name}-pdb",
             metadata={"name": "litellm", "namespace": ns},
             spec={"maxUnavailable": 1, "selector": {"matchLabels": GATEWAY_SELECTOR}},
-            opts=ResourceOptions(parent=self, depends_on=after),
+            opts=self._opts(),
         )
-        if args.max_replicas is not None:
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{name}-hpa",
-                metadata={"name": "litellm", "namespace": ns},
-                spec=deployment.metadata.name.apply(
-                    lambda d, hi=args.max_replicas: render_gateway_hpa_spec(
-                        deployment=d,
-                        min_replicas=args.replicas,
-                        max_replicas=hi,
-                        cpu_percent=args.cpu_utilization_percent,
-                    )
-                ),
-                opts=ResourceOptions(parent=self, depends_on=[deployment, *after]),
-            )
-        self.in_cluster_url = f"http://{service_host('litellm', ns)}:{PORT}"
-        self.url = pulumi.Output.from_input(self.in_cluster_url)
-        self.register_outputs({"url": self.url})
+
+    def _autoscaler(self, deployment: k8s.apps.v1.Deployment, max_replicas: int) -> None:
+        args = self._args
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{self._name}-hpa",
+            metadata={"name": "litellm", "namespace": args.namespace},
+            spec=deployment.metadata.name.apply(
+                lambda d: render_gateway_hpa_spec(
+                    deployment=d,
+                    min_replicas=args.replicas,
+                    max_replicas=max_replicas,
+                    cpu_percent=args.cpu_utilization_percent,
+                )
+            ),
+            opts=self._opts(deployment),
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.frontdoor import render_frontdoor_conf
+from components.frontdoor import DoorLimits, render_frontdoor_conf
 from tests.conftest import ROOT
 from tests.support import relations as R
 
@@ -168,16 +168,141 @@ def test_nginx_conf_forwards_exactly_the_client_routes():
         listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=1230
     )
     locations = [line.strip() for line in conf.splitlines() if line.strip().startswith("location")]
+    check = "if ($bad_bearer) { return 401; } auth_request /_auth;"
     assert locations == [
-        "location = /v1/chat/completions { proxy_pass http://litellm/v1/chat/completions; }",
-        "location = /v1/completions { proxy_pass http://litellm/v1/completions; }",
-        "location = /v1/models { proxy_pass http://litellm/v1/models; }",
-        "location = /v1/embeddings { proxy_pass http://litellm/v1/embeddings; }",
+        f"location = /v1/chat/completions {{ {check} proxy_pass http://litellm/v1/chat/completions; }}",
+        f"location = /v1/completions {{ {check} proxy_pass http://litellm/v1/completions; }}",
+        f"location = /v1/models {{ {check} proxy_pass http://litellm/v1/models; }}",
+        f"location = /v1/embeddings {{ {check} proxy_pass http://litellm/v1/embeddings; }}",
         "location = /health/liveliness { proxy_pass http://litellm/health/liveliness; }",
+        "location = /_auth {",
+        "location @unauthorized {",
         "location / { return 404; }",
     ]
     assert "proxy_read_timeout 1230s;" in conf and "proxy_buffering off;" in conf
     assert "listen 4080 so_keepalive=60s:30s:5;" in conf
+
+
+# ---- the front door under hostile clients ---------------------------------------------------------------
+
+# Headers LiteLLM 1.106 takes a key from besides Authorization, and per-request settings it reads
+# (litellm/types/proxy/auth/special_headers.py, proxy/litellm_pre_call_utils.py).
+KEY_HEADERS = {"x-litellm-api-key", "api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key"}
+SETTING_HEADERS = {"x-litellm-timeout", "x-litellm-num-retries", "x-litellm-disable-callbacks", "x-litellm-tags"}
+
+
+def server_block(conf: str) -> str:
+    """The server's own directives (nested blocks cut out), one per line."""
+    body = conf[conf.index("    server {") :]
+    return "\n".join(line[8:] for line in body.splitlines() if re.match(r" {8}[a-z]", line) and "{" not in line)
+
+
+def hostile_client_problems(conf: str, max_body_mib: int = 4) -> list[str]:
+    out = []
+    m = re.search(r"client_max_body_size (\d+)m;", conf)
+    if m is None or int(m[1]) > max_body_mib:
+        out.append(f"body cap {m[1] if m else 'default 1'}m, want <= {max_body_mib}m")
+    server = server_block(conf)
+    if "proxy_request_buffering on;" not in server:
+        out.append("request bodies stream to LiteLLM before they are complete")
+    conn_zones = set(re.findall(r"limit_conn_zone \$binary_remote_addr zone=(\w+):", conf))
+    rate_zones = set(re.findall(r"limit_req_zone \$binary_remote_addr zone=(\w+):", conf))
+    if not conn_zones & set(re.findall(r"^limit_conn (\w+) \d+;", server, re.M)):
+        out.append("no per-client connection limit")
+    if not rate_zones & set(re.findall(r"^limit_req zone=(\w+) ", server, re.M)):
+        out.append("no per-client request rate limit")
+    if "proxy_pass_request_headers off;" not in server:
+        out.append("client headers are forwarded as sent")
+    sent = {h.lower() for h in re.findall(r"^proxy_set_header (\S+) ", server, re.M)}
+    if leaked := sorted(sent & (KEY_HEADERS | SETTING_HEADERS)):
+        out.append(f"forwards {leaked}")
+    return out
+
+
+def test_front_door_caps_buffers_limits_and_filters_headers(plan_of):
+    _, _, out = plan_of(DEV)
+    conf = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "gateway-frontdoor")["data"][
+        "nginx.conf"
+    ]
+    assert hostile_client_problems(conf) == []
+    assert "client_max_body_size 4m;" in conf
+    assert "limit_conn client_conns 128;" in conf and "rate=50r/s;" in conf and "burst=100 nodelay;" in conf
+    assert "limit_conn_status 429;" in conf and "limit_req_status 429;" in conf
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf  # nginx's view, not the client's header
+    sent = set(re.findall(r"^proxy_set_header (\S+) ", server_block(conf), re.M))
+    assert sent == {"Connection", "Authorization", "Content-Type", "Accept", "User-Agent", "X-Forwarded-For"}
+
+
+def test_control_each_hostile_client_check_can_fail():
+    conf = render_frontdoor_conf(listen_port=4080, upstream="u:4000", read_timeout_s=60)
+    assert hostile_client_problems(conf) == []
+    breaks = {
+        "body cap 32m, want <= 4m": conf.replace("client_max_body_size 4m;", "client_max_body_size 32m;"),
+        "body cap default 1m, want <= 4m": conf.replace("client_max_body_size 4m;", ""),
+        "request bodies stream to LiteLLM before they are complete": conf.replace(
+            "proxy_request_buffering on;", "proxy_request_buffering off;"
+        ),
+        "no per-client connection limit": conf.replace("limit_conn client_conns 128;", ""),
+        "no per-client request rate limit": conf.replace("limit_req zone=client_rate", "limit_req zone=other"),
+        "client headers are forwarded as sent": conf.replace("proxy_pass_request_headers off;", ""),
+        "forwards ['x-api-key']": conf.replace(
+            "proxy_set_header Accept", "proxy_set_header x-api-key $http_x_api_key;\n        proxy_set_header Accept"
+        ),
+    }
+    for problem, bad in breaks.items():
+        assert bad != conf, problem
+        assert problem in hostile_client_problems(bad), problem
+
+
+def test_body_cap_and_limits_are_arguments():
+    conf = render_frontdoor_conf(
+        listen_port=1,
+        upstream="u:1",
+        read_timeout_s=1,
+        limits=DoorLimits(8, requests_per_second=5, burst=7, connections=3),
+    )
+    assert "client_max_body_size 8m;" in conf and "rate=5r/s;" in conf
+    assert "burst=7 nodelay;" in conf and "limit_conn client_conns 3;" in conf
+    assert hostile_client_problems(conf) == ["body cap 8m, want <= 4m"]
+
+
+def bearer_pattern(conf: str) -> re.Pattern:
+    """The map's regex from the rendered conf (PCRE; this one is also valid Python `re`)."""
+    m = re.search(r'map \$http_authorization \$bad_bearer \{\s*"~(.+?)" 0;\s*default 1;', conf)
+    assert m is not None, "no key-syntax map in the conf"
+    return re.compile(m[1])
+
+
+@pytest.mark.parametrize(
+    "header,passes",
+    [
+        ("Bearer sk-abc_123.XYZ", True),
+        ("bearer sk-abc", True),  # LiteLLM strips `bearer ` too
+        ("", False),
+        ("Bearer ", False),
+        ("Bearer  sk-abc", False),
+        ("Bearer sk abc", False),
+        ("BEARER sk-abc", False),  # LiteLLM would refuse it anyway
+        ("Basic c2s6", False),
+        ("sk-abc", False),
+        ("Bearer sk-\u00e9", False),
+    ],
+)
+def test_only_a_bearer_key_passes_to_the_key_check(header, passes):
+    conf = render_frontdoor_conf(listen_port=1, upstream="u:1", read_timeout_s=1)
+    assert (bearer_pattern(conf).fullmatch(header) is not None) is passes
+
+
+def test_every_client_route_checks_the_key_before_the_body_and_health_does_not():
+    conf = render_frontdoor_conf(listen_port=1, upstream="u:1", read_timeout_s=1)
+    keyed = re.findall(r"location = (\S+) \{ if \(\$bad_bearer\) \{ return 401; \} auth_request /_auth; ", conf)
+    assert keyed == ["/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings"]
+    assert "location = /health/liveliness { proxy_pass" in conf
+    auth = conf[conf.index("location = /_auth {") :]
+    auth = auth[: auth.index("}")]
+    for d in ("internal;", "proxy_pass_request_body off;", 'proxy_set_header Content-Length "";'):
+        assert d in auth, d
+    assert "error_page 401 @unauthorized;" in conf
 
 
 def silent_flow_problem(conf: str, nlb_idle_s: int = 350) -> str | None:
