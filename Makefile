@@ -67,10 +67,11 @@ typecheck: venv ## mypy: the program, then incluster/ on its own settings
 	  --check-untyped-defs --warn-unused-ignores --warn-redundant-casts incluster
 	@$(call done,types (mypy: program; incluster))
 
-# Two workers; --dist loadgroup keeps the tests of one stack file on one worker (tests/conftest.py groups
-# them), so each stack is planned once per worker instead of once per test module.
+# Two workers (pytest-xdist), each stack planned once for both (tests/conftest.py shares the plans);
+# worksteal: a worker that runs out of tests takes half of the other's queue, so a slow module
+# (checkov, Helm, the LiteLLM contract) does not leave one core idle at the end.
 unit: venv ## the unit tiers (everything but e2e), on 2 workers
-	$(call pytest,-q -n 2 --dist loadgroup)
+	$(call pytest,-q -n 2 --dist worksteal)
 	@$(call done,unit suite)
 
 plan-check: venv ## the offline plan of STACK runs clean

@@ -18,6 +18,9 @@ by rules that neither the schemas (rendered) nor AWS (deploy_rules) enforce, and
 the repository, not the program. A test module missing from TIER_OF stops collection with its name.
 """
 
+import fcntl
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -96,20 +99,34 @@ _plans: dict = {}
 
 
 def planned(stack_file: Path, tmp_root: Path):
-    """Run the plan for a stack file once per test session; (intent, recording, out dir)."""
+    """Run the plan for a stack file once per test session; (intent, recording, out dir).
+
+    Under pytest-xdist the workers share one plan of each stack: whichever needs it first plans it
+    (under a lock on the file) and leaves it pickled beside its outputs for the others."""
     key = str(stack_file)
     if key not in _plans:
         stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        intent, rec = plancli.run_program(stack, stack_file)
         out = tmp_root / stack
-        plancli.write_outputs(out, intent, rec)
+        with open(tmp_root / f"{stack}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = tmp_root / f"{stack}.pickle"
+            if done.exists():
+                intent, rec = pickle.loads(done.read_bytes())
+            else:
+                intent, rec = plancli.run_program(stack, stack_file)
+                plancli.write_outputs(out, intent, rec)
+                done.write_bytes(pickle.dumps((intent, rec)))
         _plans[key] = (intent, rec, out)
     return _plans[key]
 
 
 @pytest.fixture(scope="session")
 def plan_of(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plans")
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: a directory of this session's own
+        root = tmp_path_factory.mktemp("plans")
+    else:  # xdist: the run's base directory, shared by its workers and by no other run
+        root = tmp_path_factory.getbasetemp().parent / "plans"
+        root.mkdir(exist_ok=True)
     return lambda stack_file: planned(Path(stack_file), root)
 
 
