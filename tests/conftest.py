@@ -1,3 +1,26 @@
+"""Shared fixtures (the per-session plan cache) and the test tiers.
+
+Every test belongs to exactly one tier, a pytest marker given here by module (`pytest -m <tier>`):
+
+    config        user intent at the boundary: schema, errors naming the key path, extraArgs, catalog data
+    planner       capacity numbers by hand: memory fit, KV cache, costs, showback, deploy time, scaling
+    wiring        the program under mocks: components alone, the plan CLI, its outputs and graph
+    relations     what one rendered object says about another, in every stack
+    deploy_rules  what AWS, the Pulumi CLI and the kubelet/scheduler enforce at deploy time
+    helm          the real Helm charts rendered with the program's values
+    rendered      manifests valid against the cluster's Kubernetes schemas and the CRD schemas
+    policy        security policy on the plan: Pod Security "restricted", checkov, hardened pods
+    habits        the repository itself: lock files, layout, constants defined once, README snippets
+    e2e           real servers (vLLM, LiteLLM, nginx, Prometheus, Redis, Postgres); deselected by default
+
+`policy` and `habits` are beyond the eight tiers first named: checkov and Pod Security judge the plan
+by rules that neither the schemas (rendered) nor AWS (deploy_rules) enforce, and the habits tests judge
+the repository, not the program. A test module missing from TIER_OF stops collection with its name.
+"""
+
+import fcntl
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -6,24 +29,104 @@ from stacks import plan as plancli
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# module (relative to tests/) -> tier; a trailing "/" takes every module of that directory.
+TIER_OF = {
+    "stacks/test_config.py": "config",
+    "stacks/test_yaml_safety.py": "config",
+    "stacks/test_vllm_flags.py": "config",
+    "stacks/test_catalog.py": "config",
+    "stacks/test_planner.py": "planner",
+    "stacks/test_size.py": "planner",
+    "stacks/test_costs.py": "planner",
+    "stacks/test_deploytime.py": "planner",
+    "stacks/test_showback.py": "planner",
+    "stacks/test_autoscaling.py": "planner",
+    "stacks/test_wiring.py": "wiring",
+    "stacks/test_plan_cli.py": "wiring",
+    "stacks/test_plan_graph.py": "wiring",
+    "stacks/test_examples.py": "wiring",
+    "stacks/test_teams.py": "wiring",
+    "stacks/test_database.py": "wiring",
+    "stacks/test_verify.py": "wiring",
+    "components/test_serving_components.py": "wiring",
+    "components/test_platform_components.py": "wiring",
+    "stacks/test_relations.py": "relations",
+    "stacks/test_serving_placement.py": "relations",
+    "stacks/test_frontdoor.py": "relations",
+    "components/test_gateway_timeouts.py": "relations",
+    "stacks/test_deploy_rules.py": "deploy_rules",
+    "stacks/test_platform_deploy.py": "deploy_rules",
+    "stacks/test_helm.py": "helm",
+    "stacks/test_rendered.py": "rendered",
+    "stacks/test_observability.py": "rendered",
+    "stacks/test_policy.py": "policy",
+    "stacks/test_checkov.py": "policy",
+    "stacks/test_checkov_aws.py": "policy",
+    "stacks/test_review_replay.py": "policy",
+    "components/test_gateway_hardening.py": "policy",
+    "stacks/test_habits.py": "habits",
+    "stacks/test_config_package.py": "habits",
+    "stacks/test_readme_snippets.py": "habits",
+    "e2e/": "e2e",
+}
+TIERS = tuple(dict.fromkeys(TIER_OF.values()))
+
+
+def tier_of(module: str) -> str | None:
+    """The tier of a test module, by its path relative to tests/ (POSIX separators)."""
+    if module in TIER_OF:
+        return TIER_OF[module]
+    folder = module.rsplit("/", 1)[0] + "/"
+    return TIER_OF.get(folder) if "/" in module else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection reads the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unknown = set()
+    for item in items:
+        module = item.path.relative_to(ROOT / "tests").as_posix()
+        tier = tier_of(module)
+        if tier is None:
+            unknown.add(module)
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise pytest.UsageError(f"test modules without a tier (add them to TIER_OF in tests/conftest.py): {names}")
+
+
 _plans: dict = {}
 
 
 def planned(stack_file: Path, tmp_root: Path):
-    """Run the plan for a stack file once per test session; (intent, recording, out dir)."""
+    """Run the plan for a stack file once per test session; (intent, recording, out dir).
+
+    Under pytest-xdist the workers share one plan of each stack: whichever needs it first plans it
+    (under a lock on the file) and leaves it pickled beside its outputs for the others."""
     key = str(stack_file)
     if key not in _plans:
         stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        intent, rec = plancli.run_program(stack, stack_file)
         out = tmp_root / stack
-        plancli.write_outputs(out, intent, rec)
+        with open(tmp_root / f"{stack}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = tmp_root / f"{stack}.pickle"
+            if done.exists():
+                intent, rec = pickle.loads(done.read_bytes())
+            else:
+                intent, rec = plancli.run_program(stack, stack_file)
+                plancli.write_outputs(out, intent, rec)
+                done.write_bytes(pickle.dumps((intent, rec)))
         _plans[key] = (intent, rec, out)
     return _plans[key]
 
 
 @pytest.fixture(scope="session")
 def plan_of(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plans")
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: a directory of this session's own
+        root = tmp_path_factory.mktemp("plans")
+    else:  # xdist: the run's base directory, shared by its workers and by no other run
+        root = tmp_path_factory.getbasetemp().parent / "plans"
+        root.mkdir(exist_ok=True)
     return lambda stack_file: planned(Path(stack_file), root)
 
 

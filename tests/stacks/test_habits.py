@@ -1,24 +1,28 @@
 """Developer habits that a reviewer would otherwise check by hand: every venv installs from a lock file
-that matches its hand-edited requirements, every locked package carries a hash, and imports resolve
+that matches its hand-edited requirements, every locked package carries a hash, every requirements
+path the Makefile and scripts read exists, every test sits in exactly one tier, and imports resolve
 through pytest's `pythonpath` rather than `sys.path` edits."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TIER_OF, TIERS, tier_of
 
-# hand-edited requirements file -> the lock file its venv installs from (scripts/lock.sh)
+# hand-edited requirements file -> the lock file its venv installs from (scripts/lock.sh). The product's
+# top level, requirements.txt, stays at the root; dev.txt includes it.
 LOCKS = {
-    "requirements-pip.txt": "requirements-pip.lock",
-    "requirements-dev.txt": "requirements-dev.lock",
-    "requirements-e2e.txt": "requirements-e2e.lock",
-    "requirements-e2e-gateway.txt": "requirements-e2e-gateway.lock",
-    "requirements-checkov.txt": "requirements-checkov.lock",
-    "requirements-e2e-neuron-parser.txt": "requirements-e2e-neuron-parser.lock",
+    "requirements/pip.txt": "requirements/pip.lock",
+    "requirements/dev.txt": "requirements/dev.lock",
+    "requirements/e2e-vllm.txt": "requirements/e2e-vllm.lock",
+    "requirements/e2e-gateway.txt": "requirements/e2e-gateway.lock",
+    "requirements/checkov.txt": "requirements/checkov.lock",
+    "requirements/e2e-neuron-parser.txt": "requirements/e2e-neuron-parser.lock",
 }
 
 
@@ -62,7 +66,7 @@ def mismatches(pins: dict[str, str], lock: dict[str, tuple[str, int]]) -> list[s
 @pytest.mark.parametrize("req", sorted(LOCKS))
 def test_lock_matches_requirements_and_has_hashes(req):
     lock = ROOT / LOCKS[req]
-    assert lock.exists(), f"{lock.name} missing: run bash scripts/lock.sh"
+    assert lock.exists(), f"{LOCKS[req]} missing: run bash scripts/lock.sh"
     assert mismatches(direct_pins(ROOT / req), locked(lock.read_text())) == []
 
 
@@ -73,7 +77,7 @@ def test_lock_check_can_fail():
 
 
 def venvs_without_pinned_pip(script: str) -> list[str]:
-    """Lines that create a venv and then install anything before the pinned pip (requirements-pip.lock)."""
+    """Lines that create a venv and then install anything before the pinned pip (requirements/pip.lock)."""
     lines = script.splitlines()
     bad = []
     for i, line in enumerate(lines):
@@ -83,7 +87,7 @@ def venvs_without_pinned_pip(script: str) -> list[str]:
         first = after.find(" install ")
         second = after.find(" install ", first + 1)
         segment = after[first : second if second > 0 else None] if first >= 0 else ""
-        if "pip_lock" not in segment and "requirements-pip.lock" not in segment:
+        if "pip_lock" not in segment and "requirements/pip.lock" not in segment:
             bad.append(line.strip())
     return bad
 
@@ -101,8 +105,91 @@ def test_pinned_pip_check_can_fail():
 
 def test_torch_is_the_cpu_build_in_both_vllm_venvs():
     """The local CPU wheel (2.13.0+cpu), never a CUDA build from the index."""
-    for lock in ("requirements-e2e.lock", "requirements-e2e-neuron-parser-deps.lock"):
+    for lock in ("requirements/e2e-vllm.lock", "requirements/e2e-neuron-parser-deps.lock"):
         assert locked((ROOT / lock).read_text())["torch"][0] == "2.13.0+cpu", lock
+
+
+# Every requirements path a build step reads, as written in it (a variable's value included).
+REQ_PATH = re.compile(r"requirements(?:[/-][\w.-]+?)?\.(?:txt|lock)")
+
+
+def missing_paths(text: str) -> list[str]:
+    return sorted({p for p in REQ_PATH.findall(text) if not (ROOT / p).is_file()})
+
+
+@pytest.mark.parametrize("script", ["Makefile", "scripts/setup-e2e.sh", "scripts/lock.sh"])
+def test_every_requirements_path_a_build_step_reads_exists(script):
+    assert missing_paths((ROOT / script).read_text()) == []
+
+
+def test_missing_path_check_can_fail():
+    assert missing_paths("-r requirements/pip.lock -r requirements-e2e.lock") == ["requirements-e2e.lock"]
+    found = REQ_PATH.findall("cat requirements/pip.lock requirements.txt")
+    assert found == ["requirements/pip.lock", "requirements.txt"]
+
+
+def test_only_the_top_level_requirements_file_stays_at_the_root():
+    assert sorted(p.name for p in ROOT.glob("requirements*") if p.is_file()) == ["requirements.txt"]
+    assert (ROOT / "requirements/dev.txt").read_text().splitlines()[0] == "-r ../requirements.txt"
+
+
+# ---- tiers (tests/conftest.py): every test in exactly one, each selectable with -m ----
+
+
+def tiers_of(item: pytest.Item) -> set[str]:
+    return {m.name for m in item.iter_markers() if m.name in TIERS}
+
+
+def test_every_collected_test_has_exactly_one_tier(request):
+    wrong = [f"{item.nodeid}: {sorted(tiers_of(item))}" for item in request.session.items if len(tiers_of(item)) != 1]
+    assert wrong == []
+
+
+def test_every_test_module_is_in_the_tier_table():
+    modules = sorted(p.relative_to(ROOT / "tests").as_posix() for p in (ROOT / "tests").rglob("test_*.py"))
+    assert [m for m in modules if tier_of(m) is None] == []
+    # the table names no module that is gone
+    assert [m for m in TIER_OF if not m.endswith("/") and not (ROOT / "tests" / m).is_file()] == []
+
+
+def test_one_tier_check_can_fail():
+    class TwoTiers:
+        def iter_markers(self):
+            return [pytest.mark.config.mark, pytest.mark.wiring.mark, pytest.mark.timeout.mark]
+
+    assert tiers_of(TwoTiers()) == {"config", "wiring"}
+
+
+def test_tier_lookup_can_fail():
+    assert tier_of("stacks/test_relations.py") == "relations"
+    assert tier_of("e2e/test_anything_new.py") == "e2e"
+    assert tier_of("stacks/test_not_in_the_table.py") is None
+    assert tier_of("test_at_the_top.py") is None
+
+
+def test_pytest_m_relations_selects_the_relations_tier():
+    """`pytest -m relations` run for real over two modules of different tiers: it collects the relations
+    module's tests and none of the other's (the markers are given before pytest's -m deselection)."""
+    files = ["tests/stacks/test_relations.py", "tests/stacks/test_habits.py"]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "relations", "-p", "no:xdist", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    ids = [line for line in r.stdout.splitlines() if "::" in line]
+    assert ids != []
+    assert [i for i in ids if not i.startswith(files[0])] == []
+
+
+def test_tiers_are_the_registered_markers():
+    import tomllib
+
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert sorted(m.split(":", 1)[0] for m in ini["markers"]) == sorted(TIERS)
+    assert "--strict-markers" in ini["addopts"].split()
 
 
 def test_no_sys_path_edits():
