@@ -63,6 +63,10 @@ WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations"
 AUTH_MODULE = "custom_auth"
 # The in-pod hook ships as a file; the program never imports it.
 AUTH_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_auth" / "custom_auth.py"
+# The streamed usage chunk as OpenAI's reference has it (`choices: []`): a LiteLLM callback shipped and
+# imported like the auth hook (incluster/gateway_usage/usage_chunk.py; its instance is `usage_chunk`).
+USAGE_MODULE = "usage_chunk"
+USAGE_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_usage" / "usage_chunk.py"
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
@@ -121,7 +125,7 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
             "enable_post_custom_auth_checks": True,
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
             "num_retries": NUM_RETRIES,
-            "callbacks": ["prometheus"],
+            "callbacks": ["prometheus", f"{USAGE_MODULE}.usage_chunk"],
             # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
             "require_auth_for_metrics_endpoint": True,
             "set_verbose": False,
@@ -279,6 +283,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
         config = render_litellm_config(list(args.routes), database=args.database_url is not None, redis=redis)
         config_text = yaml.safe_dump(config, sort_keys=False)
         files = {"config.yaml": config_text, f"{AUTH_MODULE}.py": auth_module_source()}
+        files[f"{USAGE_MODULE}.py"] = USAGE_SOURCE.read_text()
         cm = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": "litellm-config", "namespace": ns},
