@@ -293,6 +293,22 @@ def _no_hook(cfg: dict) -> None:
         cfg["general_settings"].pop(k, None)
 
 
+# The LiteLLM metrics the plan's queries and alerts read (stacks/capacity/queries.py and the rules).
+USED_METRICS = [
+    "litellm_proxy_total_requests_metric",
+    "litellm_proxy_failed_requests_metric",
+    "litellm_total_tokens_metric",
+    "litellm_spend_metric",
+    "litellm_request_total_latency_metric",
+    "litellm_llm_api_latency_metric",
+    "litellm_overhead_latency_metric",
+]
+
+
+def _prom_used(cfg: dict) -> None:
+    cfg["litellm_settings"]["prometheus_metrics_config"] = [{"group": "llm-serving", "metrics": USED_METRICS}]
+
+
 VARIANTS = {
     "rendered": lambda cfg, ctr: None,
     "1-worker": lambda cfg, ctr: ctr.__setitem__("args", _set_flag(ctr["args"], "--num_workers", "1")),
@@ -303,6 +319,7 @@ VARIANTS = {
     "no-prometheus": lambda cfg, ctr: _callbacks(cfg, "prometheus"),
     "no-usage-cb": lambda cfg, ctr: _callbacks(cfg, "usage_chunk.usage_chunk"),
     "no-hook": lambda cfg, ctr: _no_hook(cfg),
+    "prom-used": lambda cfg, ctr: _prom_used(cfg),
     "log-error": lambda cfg, ctr: _env(ctr, "LITELLM_LOG", "ERROR"),
     "max-requests": lambda cfg, ctr: ctr.__setitem__(
         "args", _set_flag(ctr["args"], "--max_requests_before_restart", "10000")
@@ -378,17 +395,17 @@ def run_nginx(rendered, stub_port: int, seconds: float, tmp: Path) -> list[Cell]
         ng.stop()
 
 
-# Runs LiteLLM's CLI under cProfile in its own process; SIGUSR1 writes the profile (uvicorn owns
-# SIGINT/SIGTERM and the process may not exit through Python's normal path).
+# Runs LiteLLM's CLI in its own process with a profiler that SIGUSR1 starts (after the start-up
+# imports) and SIGUSR2 stops and writes (uvicorn owns SIGINT/SIGTERM and the exit path).
 PROFILER = """
-import cProfile, runpy, signal, sys
+import cProfile, runpy, signal, sys, time
 out, sys.argv = sys.argv[1], sys.argv[2:]
-prof = cProfile.Profile()
+prof = cProfile.Profile(time.process_time)  # CPU time: a busy machine's waits are not the gateway's
 def dump(*_):
     prof.disable()
     prof.dump_stats(out)
-signal.signal(signal.SIGUSR1, dump)
-prof.enable()
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+signal.signal(signal.SIGUSR2, dump)
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -401,7 +418,8 @@ def profile_gateway(rendered, stub_port: int, seconds: float, tmp: Path, top: in
 
     from tests.e2e.servers import E2E, MASTER_KEY, gateway_for
 
-    work, prof = tmp / "profile", tmp / "gateway.prof"
+    work, prof = tmp / "profile", Path(tempfile.gettempdir()) / "gateway_cost.prof"
+    prof.unlink(missing_ok=True)
     work.mkdir()
     g = gateway_for(variant_of(rendered, "1-worker"), stub_port, work)
     g.argv = [str(E2E / "litellm" / "bin" / "python"), "-c", PROFILER, str(prof), *g.argv]
@@ -410,9 +428,10 @@ def profile_gateway(rendered, stub_port: int, seconds: float, tmp: Path, top: in
     try:
         model = rendered.litellm_config["model_list"][0]["model_name"]
         asyncio.run(closed_loop(g.port, MASTER_KEY, False, 4, 2, model))  # warm
+        os.kill(g.proc.pid, signal.SIGUSR1)
         run = asyncio.run(closed_loop(g.port, MASTER_KEY, False, 16, seconds, model))
         print(f"profiled: {len(run.latencies)} plain requests at concurrency 16", flush=True)
-        os.kill(g.proc.pid, signal.SIGUSR1)
+        os.kill(g.proc.pid, signal.SIGUSR2)
         for _ in range(300):
             if prof.exists() and prof.stat().st_size:
                 break
@@ -425,6 +444,7 @@ def profile_gateway(rendered, stub_port: int, seconds: float, tmp: Path, top: in
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
     print(out.getvalue())
+    print(f"profile kept: {prof} (python -m pstats {prof})")
 
 
 def main() -> None:
