@@ -30,7 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "stub"
-PROMPT_TOKENS, COMPLETION_TOKENS = 7, 4
+PROMPT_TOKENS = 7
+# Tokens (= content chunks) per answer; --tokens sets it for the stub process (streaming cost grows
+# with the chunks, so a second run with more of them splits CPU per request from CPU per chunk).
+COMPLETION_TOKENS = int(os.environ.get("GATEWAY_COST_TOKENS", "4"))
 CONCURRENCY = (1, 16, 64)
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -40,16 +43,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def stub_bodies(include_usage: bool) -> tuple[bytes, bytes]:
     """(JSON answer, SSE stream): 4 one-token deltas; the usage chunk has empty `choices` (the reference)."""
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS, "total_tokens": 11}
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+    words = [f" w{i}" for i in range(COMPLETION_TOKENS)]
     head = {"id": "c1", "created": 0, "model": MODEL}
     answer = {
         **head,
         "object": "chat.completion",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a b c d"}}],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "".join(words)}}],
         "usage": usage,
     }
     chunk = {**head, "object": "chat.completion.chunk"}
-    deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in ("a", " b", " c", " d")]
+    deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words]
     events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
     events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     if include_usage:
@@ -120,7 +128,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
 
 
 def request_bytes(port: int, key: str, stream: bool, model: str = MODEL) -> bytes:
-    body: dict = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+    body: dict = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": COMPLETION_TOKENS}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     data = json.dumps(body).encode()
@@ -340,7 +348,10 @@ def start_stub() -> tuple[subprocess.Popen, int]:
 
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.gateway_cost", "--stub", str(port)], cwd=ROOT, start_new_session=True
+        [sys.executable, "-m", "benchmarks.gateway_cost", "--stub", str(port)],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, "GATEWAY_COST_TOKENS": str(COMPLETION_TOKENS)},
     )
     for _ in range(100):
         try:
@@ -356,7 +367,7 @@ def check_stub_and_gateway(stub_port: int, gw_port: int, key: str, model: str) -
     for stream in (False, True):
         for port, k, m in ((stub_port, "x", MODEL), (gw_port, key, model)):
             status, body = asyncio.run(one(port, k, stream, m))
-            if status != 200 or b'"completion_tokens":4' not in body.replace(b" ", b""):
+            if status != 200 or f'"completion_tokens":{COMPLETION_TOKENS}'.encode() not in body.replace(b" ", b""):
                 raise RuntimeError(f"port {port} stream={stream}: {status} {body[:300]!r}")
 
 
@@ -370,7 +381,8 @@ def run_gateway(rendered, name: str, stub_port: int, seconds: float, tmp: Path) 
     t = time.time()
     g.start()
     try:
-        print(f"LiteLLM {name}: ready in {time.time() - t:.0f} s", flush=True)
+        started = tree_cpu_seconds(g.proc.pid)  # what a (re)start costs: a recycled worker pays it again
+        print(f"LiteLLM {name}: ready in {time.time() - t:.0f} s, start-up CPU {started:.1f} s", flush=True)
         model = rendered.litellm_config["model_list"][0]["model_name"]
         check_stub_and_gateway(stub_port, g.port, MASTER_KEY, model)
         time.sleep(2)  # start-up work settles before the idle CPU is read
@@ -448,8 +460,10 @@ def profile_gateway(rendered, stub_port: int, seconds: float, tmp: Path, top: in
 
 
 def main() -> None:
+    global COMPLETION_TOKENS
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--tokens", type=int, default=COMPLETION_TOKENS, help="content chunks per streamed answer")
     ap.add_argument("--variants", default="rendered", help=f"comma-separated, of: {','.join(VARIANTS)}")
     ap.add_argument("--profile", action="store_true", help="cProfile a one-worker gateway instead")
     ap.add_argument("--stub", type=int, help=argparse.SUPPRESS)  # run only the stub on this port
@@ -463,6 +477,7 @@ def main() -> None:
     if unknown := set(names) - set(VARIANTS):
         sys.exit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     seconds = min(a.seconds, 10)
+    COMPLETION_TOKENS = a.tokens  # the stub process gets it through its environment
     stub, port = start_stub()
     try:
         with tempfile.TemporaryDirectory() as d:

@@ -40,10 +40,10 @@ def test_the_stub_streams_like_vllm_with_a_reference_usage_chunk(stub_port):
     evs = events(body)
     assert status == 200 and evs[-1] == "[DONE]"
     chunks = [json.loads(e) for e in evs[:-1]]
-    # role, four one-token deltas, the finish chunk, then usage with empty choices
+    # role, four one-token deltas (the default), the finish chunk, then usage with empty choices
     assert len(chunks) == 7
     assert [len(c["choices"]) for c in chunks] == [1, 1, 1, 1, 1, 1, 0]
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == "a b c d"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == " w0 w1 w2 w3"
     assert chunks[-1]["usage"]["completion_tokens"] == 4
     assert all("usage" not in c for c in chunks[:-1])
 
