@@ -63,6 +63,10 @@ WRITABLE = {"tmp": (TMP, "1Gi"), "metrics": (METRICS_DIR, "256Mi"), "migrations"
 AUTH_MODULE = "custom_auth"
 # The in-pod hook ships as a file; the program never imports it.
 AUTH_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_auth" / "custom_auth.py"
+# The streamed usage chunk as OpenAI's reference has it (`choices: []`): a LiteLLM callback shipped and
+# imported like the auth hook (incluster/gateway_usage/usage_chunk.py; its instance is `usage_chunk`).
+USAGE_MODULE = "usage_chunk"
+USAGE_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_usage" / "usage_chunk.py"
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
@@ -127,7 +131,7 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
             "enable_post_custom_auth_checks": True,
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
             "num_retries": NUM_RETRIES,
-            "callbacks": ["prometheus"],
+            "callbacks": ["prometheus", f"{USAGE_MODULE}.usage_chunk"],
             # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
             "require_auth_for_metrics_endpoint": True,
             "set_verbose": False,
@@ -304,6 +308,7 @@ class LiteLLMGateway(pulumi.ComponentResource):
             list(args.routes), database=args.database_url is not None, redis=args.redis_host is not None
         )
         files = {"config.yaml": yaml.safe_dump(config, sort_keys=False), f"{AUTH_MODULE}.py": auth_module_source()}
+        files[f"{USAGE_MODULE}.py"] = USAGE_SOURCE.read_text()
         inputs = self._inputs(files)
         deployment = self._deployment(hashlib.sha256("".join(files.values()).encode()).hexdigest()[:16], inputs)
         self._service_and_budget()

@@ -67,6 +67,10 @@ TIER_OF = {
     "stacks/test_habits.py": "habits",
     "stacks/test_config_package.py": "habits",
     "stacks/test_readme_snippets.py": "habits",
+    "stacks/test_docs.py": "habits",
+    "stacks/test_config_reference.py": "config",
+    "stacks/test_usage_chunk.py": "wiring",
+    "stacks/test_gateway_cost.py": "wiring",
     "e2e/": "e2e",
 }
 TIERS = tuple(dict.fromkeys(TIER_OF.values()))

@@ -66,7 +66,7 @@ def test_litellm_retries_once_on_another_replica_and_guards_metrics():
     assert cfg["router_settings"]["enable_weighted_failover"] is True
     assert cfg["router_settings"]["routing_strategy"] == "simple-shuffle"  # failover is simple-shuffle only
     assert cfg["litellm_settings"]["require_auth_for_metrics_endpoint"] is True
-    assert cfg["litellm_settings"]["callbacks"] == ["prometheus"]
+    assert cfg["litellm_settings"]["callbacks"] == ["prometheus", "usage_chunk.usage_chunk"]
 
 
 def test_webui_offline_own_account_read_only_and_data_off_the_baked_caches():

@@ -8,7 +8,7 @@ stream = client.chat.completions.create(
     model="qwen3-0.6b", messages=messages, stream=True, stream_options={"include_usage": True}
 )
 for chunk in stream:
-    if chunk.usage:  # the last chunk; the gateway gives it an empty choice, so test usage first
+    if chunk.usage:  # the last chunk: usage and empty `choices`, as in OpenAI's reference
         print(f"\n[{chunk.usage.completion_tokens} tokens]")
     elif chunk.choices:
         print(chunk.choices[0].delta.content or "", end="", flush=True)
