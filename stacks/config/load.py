@@ -125,7 +125,7 @@ def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     for k, v in cfg.items():
         if k == "aws:region":
             region = str(v)
-            if not AWS_REGION.match(region):
+            if not AWS_REGION.fullmatch(region):
                 problems.append(f"aws:region: {v!r} is not an AWS region name — write it like us-east-1")
             continue
         ns, _, name = str(k).partition(":")

@@ -284,7 +284,7 @@ class _Resolver:
         """TLS certificate in this region; an internet-facing gateway only with TLS and source ranges."""
         g = self.cfg.gateway
         if g.tls is not None:
-            cert = ACM_CERTIFICATE_ARN.match(g.tls.certificateArn)
+            cert = ACM_CERTIFICATE_ARN.fullmatch(g.tls.certificateArn)
             cert_region = cert.group(2) if cert else None
             if cert_region != self.region:
                 self.err(
@@ -496,7 +496,7 @@ class _Resolver:
         self._model_name(name)
         if m.replicas.min > m.replicas.max:
             self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
-        if m.trustRemoteCode and not (m.revision and REVISION_SHA.match(m.revision)):
+        if m.trustRemoteCode and not (m.revision and REVISION_SHA.fullmatch(m.revision)):
             self.err(
                 path + ("trustRemoteCode",),
                 "remote code runs in the server, so it must be pinned",

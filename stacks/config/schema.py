@@ -12,19 +12,22 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from stacks import catalog
 from stacks.config import vllm_flags
 
-DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123 = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # The extraArgs policy lives in stacks/config/vllm_flags.py (kept here under the old names for callers).
 FORBIDDEN_VLLM_FLAGS = vllm_flags.FORBIDDEN
 MANAGED_VLLM_FLAGS = set(vllm_flags.MANAGED)
 # Values that reach file paths, markers and command lines of the cache Job and the servers.
-HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
-REVISION_SHA = re.compile(r"^[0-9a-f]{40}$")
-REVISION_REF = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
-SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+# Hub repo ids (huggingface_hub validate_repo_id): each part starts and ends with a letter or digit,
+# no '--' or '..', at most 96 characters.
+_HUB_PART = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HF_ID = re.compile(rf"\A(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}\Z")
+REVISION_SHA = re.compile(r"\A[0-9a-f]{40}\Z")
+REVISION_REF = re.compile(r"\A[A-Za-z0-9._-]{1,96}\Z")
+SERVED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
+AWS_REGION = re.compile(r"\A[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}\Z")
 # Kubernetes label keys ([prefix/]name) and values.
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"\A([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+LABEL_PREFIX = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 # Label domains the program (llm-serving/), Karpenter or Kubernetes own: Karpenter's NodePool CRD
 # refuses most of them, and the program's own pool label must stay the program's.
 RESERVED_LABEL_DOMAINS = ("llm-serving", "kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws")
@@ -43,11 +46,11 @@ def team_namespaces(team: str) -> tuple[str, str]:
 TEAM_NAME_MAX = 63 - max(len(ns) for ns in team_namespaces(""))
 # An ACM certificate (the gateway's TLS listener): arn:aws:acm:<region>:<account>:certificate/<uuid>.
 ACM_CERTIFICATE_ARN = re.compile(
-    r"^arn:aws(-[a-z]+)*:acm:([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}):(\d{12}):certificate/"
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    r"\Aarn:aws(-[a-z]+)*:acm:([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}):(\d{12}):certificate/"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 )
 # An IAM role (EKS access entries take roles and users; teams get roles).
-IAM_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::(\d{12}):role/([\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
+IAM_ROLE_ARN = re.compile(r"\Aarn:aws(-[a-z]+)*:iam::(\d{12}):role/([\w+=,.@-]+/)*([\w+=,.@-]{1,64})\Z")
 # NLB TLS listener policies (ELBv2 security policies) that allow TLS 1.2 and 1.3 only. Without one the
 # controller leaves the listener on ELBSecurityPolicy-2016-08, which still accepts TLS 1.0.
 NlbTlsPolicy = Literal[
@@ -76,7 +79,7 @@ class _M(BaseModel):
 
 def dns_problem(v: str, what: str = "name") -> tuple[str, str] | None:
     """(what is wrong, how to fix it) when `v` is not a DNS-1123 label, else None."""
-    if not DNS1123.match(v) or len(v) > 63:
+    if not DNS1123.fullmatch(v) or len(v) > 63:
         return (
             f"{what} {v!r} is not a DNS-1123 label",
             "use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
@@ -158,7 +161,11 @@ class SystemNodesConfig(_M):
     diskGiB: int = Field(50, ge=20)
 
 
-EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# Domain labels start and end with a letter or digit; the top-level domain is letters.
+EMAIL = re.compile(
+    r"\A[A-Za-z0-9_%+-]([A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z"
+)
 
 
 class BudgetConfig(_M):
@@ -170,7 +177,7 @@ class BudgetConfig(_M):
     @field_validator("emails")
     @classmethod
     def _emails(cls, v):
-        bad = [e for e in v if not EMAIL.match(e) or len(e) > 254]
+        bad = [e for e in v if not EMAIL.fullmatch(e) or len(e) > 254]
         if bad:
             raise ValueError(f"{', '.join(map(repr, bad))} is not an e-mail address — write it like ops@example.com")
         return v
@@ -238,7 +245,7 @@ class TeamAccessConfig(_M):
     @field_validator("principalArns")
     @classmethod
     def _roles(cls, v):
-        bad = [a for a in v if not IAM_ROLE_ARN.match(a)]
+        bad = [a for a in v if not IAM_ROLE_ARN.fullmatch(a)]
         if bad:
             raise ValueError(
                 f"{', '.join(bad)} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
@@ -360,7 +367,7 @@ class NodePoolConfig(_M):
             problem = _label_key_problem(k)
             if problem:
                 raise ValueError(f"label {k!r}: {problem}")
-            if val and (len(val) > 63 or not LABEL_NAME.match(val)):
+            if val and (len(val) > 63 or not LABEL_NAME.fullmatch(val)):
                 raise ValueError(
                     f"label {k!r}: value {val!r} is not a Kubernetes label value — at most 63 "
                     f"letters, digits, '-', '_', '.', starting and ending with a letter or digit"
@@ -409,8 +416,8 @@ def _label_key_problem(k: str) -> str | None:
     if (
         not name
         or len(name) > 63
-        or not LABEL_NAME.match(name)
-        or (slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.match(prefix)))
+        or not LABEL_NAME.fullmatch(name)
+        or (slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.fullmatch(prefix)))
     ):
         return (
             "not a Kubernetes label key — write [dns.prefix/]name, the name at most 63 letters, digits, '-', '_', '.'"
@@ -423,7 +430,7 @@ def _label_key_problem(k: str) -> str | None:
     return None
 
 
-CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
+CRON_FIELD = re.compile(r"\A[0-9*/,-]+\Z")
 
 
 class ScheduledFloor(_M):
@@ -438,7 +445,7 @@ class ScheduledFloor(_M):
     @classmethod
     def _cron(cls, v):
         fields = v.split()
-        if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
+        if len(fields) != 5 or not all(CRON_FIELD.fullmatch(f) for f in fields):
             raise ValueError(f"{v!r} is not a 5-field cron expression — write it like '0 8 * * 1-5' (08:00 Mon-Fri)")
         return v
 
@@ -511,7 +518,7 @@ class ModelConfig(_M):
     @field_validator("hfId")
     @classmethod
     def _hf_id(cls, v):
-        if v is not None and (not HF_ID.match(v) or ".." in v or len(v) > 200):
+        if v is not None and (not HF_ID.fullmatch(v) or ".." in v or len(v) > 200):
             raise ValueError(
                 f"{v!r} is not a Hugging Face model id — write <organization>/<model> with letters, "
                 f"digits, '.', '_', '-' (no '..', no spaces)"
@@ -521,7 +528,7 @@ class ModelConfig(_M):
     @field_validator("revision")
     @classmethod
     def _revision(cls, v):
-        if v is not None and not REVISION_SHA.match(v) and (not REVISION_REF.match(v) or ".." in v):
+        if v is not None and not REVISION_SHA.fullmatch(v) and (not REVISION_REF.fullmatch(v) or ".." in v):
             raise ValueError(
                 f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
                 f"letters, digits, '.', '_', '-' (at most 96, no '..')"
@@ -531,7 +538,7 @@ class ModelConfig(_M):
     @field_validator("servedName")
     @classmethod
     def _served(cls, v):
-        if v is not None and (not SERVED_NAME.match(v) or ".." in v or "//" in v or v.endswith("/")):
+        if v is not None and (not SERVED_NAME.fullmatch(v) or ".." in v or "//" in v or v.endswith("/")):
             raise ValueError(
                 f"{v!r} is not a usable model name — use letters, digits, '.', '_', '-', '/' "
                 f"(at most 128, no '..' or '//')"
@@ -548,7 +555,7 @@ class DatabaseConfig(_M):
 
 # ---- gateway teams: keys as code (components/team_keys.py, incluster/gateway_auth) ----------------
 # LiteLLM's budget_duration: a count and a unit (seconds, minutes, hours, days, months).
-BUDGET_DURATION = re.compile(r"^[1-9][0-9]{0,3}(s|m|h|d|mo)$")
+BUDGET_DURATION = re.compile(r"\A[1-9][0-9]{0,3}(s|m|h|d|mo)\Z")
 WEBUI_KEY = "open-webui"  # the name of Open WebUI's own key (reserved when ui.enabled)
 
 
@@ -575,7 +582,7 @@ class GatewayTeam(_M):
     @field_validator("budgetDuration")
     @classmethod
     def _duration(cls, v):
-        if v is not None and not BUDGET_DURATION.match(v):
+        if v is not None and not BUDGET_DURATION.fullmatch(v):
             raise ValueError(f"{v!r} is not a budget period — write it like 30d, 1mo, 24h")
         return v
 
@@ -593,7 +600,7 @@ class GatewayTlsConfig(_M):
     @field_validator("certificateArn")
     @classmethod
     def _arn(cls, v):
-        if not ACM_CERTIFICATE_ARN.match(v):
+        if not ACM_CERTIFICATE_ARN.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not an ACM certificate ARN — copy it from ACM, like "
                 "arn:aws:acm:us-east-1:123456789012:certificate/1a2b3c4d-1a2b-1a2b-1a2b-1a2b3c4d5e6f"

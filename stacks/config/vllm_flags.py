@@ -30,8 +30,8 @@ TABLE_FILE = Path(__file__).resolve().parent.parent / "catalog" / "vllm-serve-fl
 
 MAX_ARGS = 32
 MAX_ARG_LEN = 512
-_SAFE_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
-_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse treats these as values, not options
+_SAFE_CHARS = re.compile(r"\A[\x21-\x7e]+\Z")  # printable ASCII, no spaces
+_NUMBER = re.compile(r"\A(-\d+|-\d*\.\d+)\Z")  # argparse treats these as values, not options
 
 # Flags vLLM 0.32 removed (argparse exits 2) and the one that silently removes all metrics.
 FORBIDDEN = {
@@ -189,7 +189,7 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
     for a in args:
         if len(a) > MAX_ARG_LEN:
             problems.append((f"element of {len(a)} characters (at most {MAX_ARG_LEN})", "shorten it"))
-        elif not _SAFE_CHARS.match(a):
+        elif not _SAFE_CHARS.fullmatch(a):
             problems.append(
                 (
                     f"{a[:40]!r} contains whitespace, control or non-ASCII characters",
@@ -203,7 +203,7 @@ def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]
     used: list[Used] = []
     pending: tuple[str, object] | None = None  # (flag, nargs) still able to take values
     for i, a in enumerate(args):
-        is_flag = a.startswith("-") and len(a) > 1 and not _NUMBER.match(a)
+        is_flag = a.startswith("-") and len(a) > 1 and not _NUMBER.fullmatch(a)
         if not is_flag:
             if pending is None:
                 problems.append(
@@ -289,7 +289,7 @@ BAD_VALUES = {
     "--load-format": ({"dummy"}, "serves random weights instead of the checkpoint"),
 }
 # A value (or a JSON string inside one) that is an absolute, home or parent-relative path.
-_PATH_VALUE = re.compile(r'(^|[=\[{,"])\s*(/|~|\.\./)|(^|/)\.\.(/|$|")')
+_PATH_VALUE = re.compile(r'(\A|[=\[{,"])\s*(/|~|\.\./)|(\A|/)\.\.(/|\Z|")')
 
 
 def _value_problem(u: Used) -> tuple[str, str] | None:
