@@ -268,6 +268,21 @@ def advisories() -> _AdvisoriesFile:
     return _AdvisoriesFile.model_validate(_read("advisories.yaml"))
 
 
+class _Limit(_Row):
+    value: int = Field(gt=0)
+    source: str = Field(min_length=3)
+
+
+class _LimitsFile(_Row):
+    limits: dict[str, _Limit]
+
+
+@functools.cache
+def limits() -> dict[str, int]:
+    """Service maxima by name (limits.yaml), each recorded with its source."""
+    return {k: v.value for k, v in _LimitsFile.model_validate(_read("limits.yaml")).limits.items()}
+
+
 def version_tuple(v: str) -> tuple[int, ...]:
     """'0.16.0' -> (0, 16, 0); a local suffix ('+cpu') or pre-release tail is ignored."""
     head = v.split("+", 1)[0]

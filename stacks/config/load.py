@@ -26,6 +26,7 @@ _TYPE_FIXES = {
     "list_type": "write a list ([a, b])",
     "literal_error": "use one of the listed values",
     "missing": "add it",
+    "finite_number": "write a finite number (not .inf or .nan)",
 }
 
 
