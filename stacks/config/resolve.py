@@ -28,6 +28,7 @@ from stacks.config.schema import (
     StackConfig,
     TeamConfig,
     dns_problem,
+    team_namespaces,
 )
 
 # ---- resolved intent (what the stack layer consumes) -----------------------------------------
@@ -175,12 +176,7 @@ class _Resolver:
         self._capacity(models, pools)
         self._kubernetes_version(versions.kubernetes)
         self._derived_name_lengths(cluster_name)
-        if cfg.team is not None and cfg.platformStack is None:
-            self.err(
-                ("team",),
-                "a team stack needs the platform stack it attaches to",
-                "set llm-serving:platformStack to organization/llm-serving/<platform stack>",
-            )
+        self._stack_kind()
         if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
             self.err(
                 ("platformStack",),
@@ -189,6 +185,7 @@ class _Resolver:
                 " (self-managed backends: organization/llm-serving/<stack>)",
             )
         self._observability(models)
+        self._object_names()
         from stacks.capacity import scaling
 
         for path, what, fix in scaling.problems(cfg):
@@ -211,6 +208,54 @@ class _Resolver:
             models=models,
             warnings=tuple(warnings),
         )
+
+    def _stack_kind(self) -> None:
+        """A team stack names both its team and its platform stack; half of that is the platform's
+        own objects (namespaces `models`, `gateway`) claimed by a second stack."""
+        cfg = self.cfg
+        if cfg.team is not None and cfg.platformStack is None:
+            self.err(
+                ("team",),
+                "a team stack needs the platform stack it attaches to",
+                "set llm-serving:platformStack to organization/llm-serving/<platform stack>",
+            )
+        if cfg.platformStack is not None and cfg.team is None:
+            self.err(
+                ("platformStack",),
+                "a stack that attaches to a platform stack is a team stack and needs team: (without it, it "
+                "would render the platform's own namespaces and gateway)",
+                "add llm-serving:team: {name: <team>}, or remove platformStack on the platform stack",
+            )
+
+    def _object_names(self) -> None:
+        """Two Kubernetes objects of one kind, namespace and name: the second fails at `up` (AlreadyExists)
+        and the plan keeps one. Model keys name a model's own objects; the fixed names are the program's."""
+        # Imported here: the compose layer imports this module.
+        from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
+        from components.keda import KEDA_NAMESPACE
+        from components.model_cache import SERVICE_ACCOUNT
+        from stacks.compose.observability import DCGM_NAMESPACE
+        from stacks.compose.serving import GATEWAY_NS, MODELS_NS
+
+        fixed = {SERVICE_ACCOUNT: "the model cache's ServiceAccount"}
+        for name in self.cfg.models:
+            if name in fixed:
+                self.err(
+                    ("models", name),
+                    f"the model name {name!r} is taken by {fixed[name]} in the models namespace",
+                    "rename the model; set servedName: to keep the name clients use",
+                )
+        team = self.cfg.team
+        created = {MODELS_NS, GATEWAY_NS, KEDA_NAMESPACE, DCGM_NAMESPACE, KARPENTER_NAMESPACE}
+        if team is not None:
+            created |= set(team_namespaces(team.name))
+        ns = self.cfg.observability.namespace
+        if self.cfg.observability.enabled and ns in created:
+            self.err(
+                ("observability", "namespace"),
+                f"{ns!r} is a namespace the program creates or owns for serving, not a monitoring namespace",
+                "use monitoring (the default) or your Prometheus's own namespace",
+            )
 
     def _observability(self, models: dict[str, ResolvedModel]) -> None:
         o = self.cfg.observability

@@ -52,7 +52,9 @@ ACM_CERTIFICATE_ARN = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 )
 # An IAM role (EKS access entries take roles and users; teams get roles).
-IAM_ROLE_ARN = re.compile(r"\Aarn:aws(-[a-z]+)*:iam::(\d{12}):role/([\w+=,.@-]+/)*([\w+=,.@-]{1,64})\Z")
+IAM_ROLE_ARN = re.compile(
+    r"\Aarn:aws(-[a-z]+)*:iam::([0-9]{12}):role/([A-Za-z0-9_+=,.@-]+/)*([A-Za-z0-9_+=,.@-]{1,64})\Z"
+)
 # NLB TLS listener policies (ELBv2 security policies) that allow TLS 1.2 and 1.3 only. Without one the
 # controller leaves the listener on ELBSecurityPolicy-2016-08, which still accepts TLS 1.0.
 NlbTlsPolicy = Literal[
@@ -348,15 +350,20 @@ class TeamAccessConfig(_M):
     @field_validator("principalArns")
     @classmethod
     def _roles(cls, v):
-        bad = [a for a in v if not IAM_ROLE_ARN.fullmatch(a)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
-                "— write arn:aws:iam::<account>:role/<name>"
-            )
-        if len(set(v)) != len(v):
-            raise ValueError("a role is listed twice — list each role once")
-        return v
+        return _role_arns(v)
+
+
+def _role_arns(v: list[str]) -> list[str]:
+    """Full IAM role ARNs, each once: no wildcards (EKS access entries name one principal each)."""
+    bad = [a for a in v if not IAM_ROLE_ARN.fullmatch(a)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(map(repr, bad))} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
+            "— write the full ARN arn:aws:iam::<12-digit account>:role/<name> (no wildcards)"
+        )
+    if len(set(v)) != len(v):
+        raise ValueError("a role is listed twice — list each role once")
+    return v
 
 
 class ClusterConfig(_M):
@@ -378,6 +385,11 @@ class ClusterConfig(_M):
     logRetentionDays: int = Field(365, ge=1)
     # Billing guard (off unless set): an AWS Budget on the account's monthly cost.
     budget: BudgetConfig | None = None
+
+    @field_validator("adminRoleArns")
+    @classmethod
+    def _admins(cls, v):
+        return _role_arns(v)
 
     @field_validator("logRetentionDays")
     @classmethod
