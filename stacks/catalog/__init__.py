@@ -283,6 +283,48 @@ def limits() -> dict[str, int]:
     return {k: v.value for k, v in _LimitsFile.model_validate(_read("limits.yaml")).limits.items()}
 
 
+class _ReservedName(_Row):
+    name: str = Field(min_length=1)
+    match: Literal["exact", "contains"] = "exact"
+    source: str = Field(min_length=3)
+
+
+class _ReservedFile(_Row):
+    release: str
+    modelNames: list[_ReservedName]
+    teamIds: list[_ReservedName]
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """Names LiteLLM treats specially (litellm-reserved.yaml): (name, how it matches, where it is defined)."""
+
+    release: str
+    model_names: tuple[tuple[str, str, str], ...]
+    team_ids: tuple[tuple[str, str, str], ...]
+
+    @staticmethod
+    def _hit(rows: tuple[tuple[str, str, str], ...], value: str) -> str | None:
+        for name, match, source in rows:
+            if value == name or (match == "contains" and name in value):
+                return source
+        return None
+
+    def model_name(self, value: str) -> str | None:
+        """Where LiteLLM gives `value` a meaning as a model name, or None."""
+        return self._hit(self.model_names, value)
+
+    def team_id(self, value: str) -> str | None:
+        return self._hit(self.team_ids, value)
+
+
+@functools.cache
+def litellm_reserved() -> Reserved:
+    f = _ReservedFile.model_validate(_read("litellm-reserved.yaml"))
+    rows = lambda xs: tuple((x.name, x.match, x.source) for x in xs)  # noqa: E731
+    return Reserved(f.release, rows(f.modelNames), rows(f.teamIds))
+
+
 def version_tuple(v: str) -> tuple[int, ...]:
     """'0.16.0' -> (0, 16, 0); a local suffix ('+cpu') or pre-release tail is ignored."""
     head = v.split("+", 1)[0]

@@ -173,6 +173,7 @@ class _Resolver:
             if r is not None:
                 models[name] = r
         self._duplicates(models)
+        self._reserved_names()
         self._capacity(models, pools)
         self._kubernetes_version(versions.kubernetes)
         self._derived_name_lengths(cluster_name)
@@ -896,6 +897,36 @@ class _Resolver:
                 f"{v!r} is not a supported Kubernetes version",
                 f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
                 "for it), or leave it unset",
+            )
+
+    def _reserved_names(self) -> None:
+        """Names LiteLLM reads as something else: a served name `all-proxy-models` in a team's
+        allowed models gives that team every model; a team `litellm-dashboard` is vouched for by the
+        admin UI's tokens and skips the database."""
+        reserved = catalog.litellm_reserved()
+        for name, m in self.cfg.models.items():
+            served = m.servedName or name
+            where = reserved.model_name(served)
+            if where:
+                field = ("models", name, "servedName") if m.servedName else ("models", name)
+                self.err(
+                    field,
+                    f"{served!r} is a name LiteLLM {reserved.release} treats specially ({where.split(' (')[0]})",
+                    "choose another name (set servedName: to the name clients use)",
+                )
+        for team in self.cfg.gateway.teams:
+            where = reserved.team_id(team)
+            if where:
+                self.err(
+                    ("gateway", "teams", team),
+                    f"team name {team!r} is a team id LiteLLM or this program uses itself ({where.split(' (')[0]})",
+                    "choose another team name",
+                )
+        if self.cfg.ui.enabled and not self.cfg.models:
+            self.err(
+                ("ui", "enabled"),
+                "the UI's gateway key would list no models, which LiteLLM reads as every model",
+                "add models to this stack, or set ui.enabled: false",
             )
 
     def _duplicates(self, models: dict[str, ResolvedModel]) -> None:
