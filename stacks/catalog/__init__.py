@@ -430,11 +430,17 @@ class Prices:
     rds: dict[str, tuple[float, float]]  # class -> (single-AZ, Multi-AZ) $/h
     rds_storage_gb_month: tuple[float, float]
 
-    def instance_usd(self, name: str) -> float:
-        """Any EC2 instance: platform rows here, accelerator rows from instances.yaml."""
+    def instance_usd(self, name: str) -> float | None:
+        """Any EC2 instance: platform rows here, accelerator rows from instances.yaml; None for a
+        type the catalog does not price (valid types are many more than the priced ones)."""
         if name in self.ec2:
             return self.ec2[name]
-        return instances()[name].usd_per_hour
+        row = instances().get(name)
+        return row.usd_per_hour if row is not None else None
+
+    def rds_usd(self, instance_class: str, multi_az: bool) -> float | None:
+        pair = self.rds.get(instance_class)
+        return None if pair is None else pair[multi_az]
 
 
 @functools.cache

@@ -191,7 +191,7 @@ class _Resolver:
 
         for path, what, fix in scaling.problems(cfg):
             self.err(path, what, fix)
-        warnings = self._cluster_checks() + self._teams()
+        warnings = self._cluster_checks() + self._teams() + self._unpriced()
         self._gateway_exposure()
         self._team_access()
         if self.problems:
@@ -898,6 +898,23 @@ class _Resolver:
                 f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
                 "for it), or leave it unset",
             )
+
+    def _unpriced(self) -> list[str]:
+        """Valid types the price table lacks: the plan runs and shows them unpriced."""
+        prices, out = catalog.prices(), []
+        first = self.cfg.cluster.systemNodes.instanceTypes[0]  # the one the cost estimate prices
+        if prices.instance_usd(first) is None:
+            out.append(
+                f"{key('cluster', 'systemNodes', 'instanceTypes')}: {first} has no price in "
+                "stacks/catalog/prices.yaml — the plan's cost leaves the system nodes out; add its price there"
+            )
+        db = self.cfg.gateway.database
+        if db.enabled and prices.rds_usd(db.instanceClass, db.multiAz) is None:
+            out.append(
+                f"{key('gateway', 'database', 'instanceClass')}: {db.instanceClass} has no price in "
+                "stacks/catalog/prices.yaml — the plan's cost counts its storage only; add its price there"
+            )
+        return out
 
     def _reserved_names(self) -> None:
         """Names LiteLLM reads as something else: a served name `all-proxy-models` in a team's

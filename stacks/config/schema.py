@@ -199,12 +199,35 @@ class VpcConfig(_M):
         return v
 
 
+# EC2 instance type and RDS instance class names: <family>.<size>, db.<family>.<size>. The family
+# has a generation digit; letters after it name processor and options (g: Graviton, arm64).
+_SIZES = r"(nano|micro|small|medium|large|xlarge|[1-9][0-9]?xlarge|metal(-[1-9][0-9]?xl)?)"
+EC2_INSTANCE_TYPE = re.compile(rf"\A(?P<family>[a-z]+(-[0-9]+tb)?[0-9]+(?P<attrs>[a-z-]*))\.{_SIZES}\Z")
+RDS_INSTANCE_CLASS = re.compile(rf"\Adb\.[a-z]+[0-9]+[a-z-]*\.{_SIZES}\Z")
+
+
 class SystemNodesConfig(_M):
     instanceTypes: list[str] = Field(default_factory=lambda: ["m7i.xlarge", "m6i.xlarge"], min_length=1)
     minSize: int = Field(2, ge=2)
     desiredSize: int = Field(2, ge=2)
     maxSize: int = Field(4, ge=2)
     diskGiB: int = Field(50, ge=20, le=GP3_MAX_GIB)  # a gp3 root volume
+
+    @field_validator("instanceTypes")
+    @classmethod
+    def _types(cls, v):
+        for t in v:
+            m = EC2_INSTANCE_TYPE.fullmatch(t)
+            if not m:
+                raise ValueError(f"{t!r} is not an EC2 instance type — write <family>.<size>, e.g. m7i.xlarge")
+            if "g" in m.group("attrs"):
+                raise ValueError(
+                    f"{t} is a Graviton (arm64) type; the system node group runs the x86_64 AL2023 AMI "
+                    "— use an x86 type such as m7i.xlarge or m7a.xlarge"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("an instance type is listed twice — list each once")
+        return v
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -706,6 +729,14 @@ class ModelConfig(_M):
 class DatabaseConfig(_M):
     enabled: bool = False
     instanceClass: str = "db.t4g.medium"
+
+    @field_validator("instanceClass")
+    @classmethod
+    def _class(cls, v):
+        if not RDS_INSTANCE_CLASS.fullmatch(v):
+            raise ValueError(f"{v!r} is not an RDS instance class — write db.<family>.<size>, e.g. db.t4g.medium")
+        return v
+
     allocatedStorageGiB: int = Field(20, ge=20, le=RDS_STORAGE_MAX_GIB)
     multiAz: bool = True
 

@@ -77,6 +77,8 @@ SAMPLES = {
     "CRON_ITEM": "1-5/2",
     "URL_HOST": "prometheus.monitoring.svc",
     "URL_PATH": "/api/v1",
+    "EC2_INSTANCE_TYPE": "m7i.xlarge",
+    "RDS_INSTANCE_CLASS": "db.t4g.medium",
 }
 
 
