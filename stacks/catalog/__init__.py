@@ -243,10 +243,30 @@ def families(kind: str | None = None) -> list[str]:
     return sorted({i.family for i in instances().values() if kind is None or i.kind == kind})
 
 
+class _FixedIn(_Row):
+    advisory: str
+    severity: str = ""
+    affects: str = Field(min_length=3)
+    versions: list[str] = Field(min_length=1)  # the first fixed release of each affected line
+
+
 class _FloorRow(_Row):
     minimum: str
     never: list[str] = Field(default_factory=list)
     advisories: list[str] = Field(default_factory=list)
+    fixedIn: list[_FixedIn] = Field(default_factory=list)
+
+    def problem(self, version: str) -> str | None:
+        """Why `version` must not be pinned (a never-release, or below the fix on its line), or None."""
+        if version in self.never:
+            return f"{version} is on the never list (a compromised or withdrawn release)"
+        line = version_tuple(version)[:2]
+        for fix in self.fixedIn:
+            for fixed in fix.versions:
+                if version_tuple(fixed)[:2] == line and version_tuple(version) < version_tuple(fixed):
+                    on = ".".join(map(str, line))
+                    return f"{version} is below {fixed}, the fix for {fix.advisory} on the {on} line"
+        return None
 
 
 class _AcceptedRisk(_Row):
@@ -259,6 +279,7 @@ class _AcceptedRisk(_Row):
 
 class _AdvisoriesFile(_Row):
     floors: dict[str, _FloorRow]
+    sources: list[str] = Field(min_length=1)
     acceptedRisks: list[_AcceptedRisk] = Field(default_factory=list)
 
 
