@@ -13,7 +13,9 @@ dumped from the real parser; the e2e tier re-dumps and compares), and only then 
 Refused: elements with whitespace, control or non-ASCII characters; more than MAX_ARGS elements or
 one longer than MAX_ARG_LEN; unknown, abbreviated or ambiguous flags; stray values; flags that
 need a value without one; removed flags; flags the program renders itself; flags that run or load
-code, read files or open endpoints the platform does not model (DANGEROUS).
+code, read files or open endpoints the platform does not model (DANGEROUS); and, past all of those,
+any flag not on the allow-list (`catalog/vllm-extra-args.yaml`, each entry with why it is safe, some
+with the only values accepted): a flag vLLM adds in a release is refused until someone judges it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Literal
 
 Kind = Literal["nvidia", "neuron"]
 TABLE_FILE = Path(__file__).resolve().parent.parent / "catalog" / "vllm-serve-flags.json"
+ALLOW_FILE = TABLE_FILE.parent / "vllm-extra-args.yaml"
 
 MAX_ARGS = 32
 MAX_ARG_LEN = 512
@@ -134,6 +137,9 @@ DANGEROUS = {
     "--weight-transfer-config": "opens weight-transfer connections the NetworkPolicies do not allow",
     "--profiler-config": "turns on the profiler endpoints",
     "--help": "prints help and exits; the server would never start",
+    "--otlp-traces-endpoint": "sends traces to a collector the NetworkPolicies do not allow",
+    "--collect-detailed-traces": "traces go to an OTLP collector the NetworkPolicies do not allow",
+    "--distributed-executor-backend": "ray or external executors open connections the NetworkPolicies do not allow",
 }
 
 
@@ -317,6 +323,8 @@ OTHER_FILES = {
     "--chat-template",
     "--mm-encoder-fp8-scale-path",
     "--mm-encoder-fp8-scale-save-path",
+    "--tokenizer-revision",
+    "--code-revision",
 }
 # Values refused for flags that are otherwise fine.
 BAD_VALUES = {
@@ -353,6 +361,28 @@ def _value_problem(u: Used) -> tuple[str, str] | None:
     return None
 
 
+@functools.cache
+def allowed() -> dict[str, dict]:
+    """The extraArgs allow-list (catalog/vllm-extra-args.yaml): flag -> {why, values?}."""
+    from stacks.yamlio import load_yaml
+
+    return load_yaml(ALLOW_FILE.read_text())["allowed"]
+
+
+def _allow_problem(u: Used) -> tuple[str, str] | None:
+    entry = allowed().get(u.flag)
+    if entry is None:
+        return (
+            f"{u.given}: {u.flag} is not on the extraArgs allow-list — its effect is outside what the platform "
+            "models (endpoints, connections, files, code or sizing)",
+            f"remove it; the accepted flags and why each is safe are in {ALLOW_FILE.name}",
+        )
+    values = entry.get("values")
+    if values and u.value is not None and u.value.lower() not in values:
+        return (f"{u.given}: {u.flag} accepts {', '.join(values)} here", f"use one of {', '.join(values)}")
+    return None
+
+
 def _took_value(used: list[Used]) -> bool:
     return bool(used) and used[-1].value is not None
 
@@ -377,9 +407,10 @@ def policy_problems(used: list[Used], *, trust_remote_code: bool) -> list[tuple[
                     f"set that field instead of passing {u.flag}",
                 )
             )
-        elif u.flag in DANGEROUS and not u.negated:
-            out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
-        elif (p := _value_problem(u)) is not None:
+        elif u.flag in DANGEROUS:
+            if not u.negated:  # --no-<dangerous switch> is the default, harmless
+                out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
+        elif (p := _value_problem(u) or _allow_problem(u)) is not None:
             out.append(p)
     return out
 
