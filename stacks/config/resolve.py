@@ -178,6 +178,8 @@ class _Resolver:
         self._kubernetes_version(versions.kubernetes)
         self._derived_name_lengths(cluster_name)
         self._stack_kind()
+        self._team_stack_scope()
+        self._inert_targets(models)
         if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
             self.err(
                 ("platformStack",),
@@ -227,6 +229,44 @@ class _Resolver:
                 "would render the platform's own namespaces and gateway)",
                 "add llm-serving:team: {name: <team>}, or remove platformStack on the platform stack",
             )
+
+    def _team_stack_scope(self) -> None:
+        """A team stack creates Kubernetes objects in its own namespaces only: no AWS resources (the
+        gateway database is RDS, a secret, a security group and a role) and no cluster settings, which
+        the platform stack owns and a team stack would silently ignore."""
+        if self.cfg.platformStack is None:
+            return
+        if self.cfg.gateway.database.enabled:
+            self.err(
+                ("gateway", "database", "enabled"),
+                "a team stack creates no AWS resources, and the gateway database is RDS with its secret, "
+                "security group and role",
+                "remove gateway.database from the team stack (budgets need the platform's gateway)",
+            )
+        # budget and teamAccess have their own, more specific lines (_cluster_checks, _team_access)
+        ignored = sorted(self.cfg.cluster.model_fields_set - {"budget", "teamAccess"})
+        if ignored:
+            self.err(
+                ("cluster",),
+                f"{', '.join(ignored)} {'is a platform setting' if len(ignored) == 1 else 'are platform settings'}; "
+                "a team stack uses the platform stack's cluster and would ignore them",
+                "set them on the platform stack and remove cluster: from the team stack",
+            )
+
+    def _inert_targets(self, models: dict[str, ResolvedModel]) -> None:
+        """A running-requests target above what a replica can run never triggers a scale-up."""
+        if not self.cfg.autoscaling.enabled:
+            return
+        for name, m in models.items():
+            target = self.cfg.models[name].replicas.targetRunning
+            seqs = m.sizing.max_num_seqs
+            if target is not None and target > seqs:
+                self.err(
+                    ("models", name, "replicas", "targetRunning"),
+                    f"{target} running requests per replica never happens: a replica runs at most "
+                    f"maxNumSeqs {seqs} at once, so the autoscaler would never add one",
+                    f"use at most {seqs} (or raise maxNumSeqs)",
+                )
 
     def _object_names(self) -> None:
         """Two Kubernetes objects of one kind, namespace and name: the second fails at `up` (AlreadyExists)
