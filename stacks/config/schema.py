@@ -24,7 +24,9 @@ MANAGED_VLLM_FLAGS = set(vllm_flags.MANAGED)
 _HUB_PART = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HF_ID = re.compile(rf"\A(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}\Z")
 REVISION_SHA = re.compile(r"\A[0-9a-f]{40}\Z")
-REVISION_REF = re.compile(r"\A[A-Za-z0-9._-]{1,96}\Z")
+# A branch or tag (git check-ref-format): no leading '-' (it would read as a flag on a command line)
+# or '.', no trailing '.' or '.lock'.
+REVISION_REF = re.compile(r"\A(?!.*(\.lock|\.)\Z)[A-Za-z0-9_][A-Za-z0-9._-]{0,95}\Z")
 SERVED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
 AWS_REGION = re.compile(r"\A[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}\Z")
 # Kubernetes label keys ([prefix/]name) and values.
@@ -711,7 +713,7 @@ class ModelConfig(_M):
         if v is not None and not REVISION_SHA.fullmatch(v) and (not REVISION_REF.fullmatch(v) or ".." in v):
             raise ValueError(
                 f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
-                f"letters, digits, '.', '_', '-' (at most 96, no '..')"
+                f"letters, digits, '.', '_', '-' (at most 96, no '..', not starting with '-' or '.')"
             )
         return v
 
@@ -841,7 +843,7 @@ class UiConfig(_M):
 METADATA_HOSTS = ("metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal")
 METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fd00:ec2::254/128", "fe80::/10"))
 URL_HOST = re.compile(r"\A([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
-URL_PATH = re.compile(r"\A(/[A-Za-z0-9._~-]*)*\Z")
+URL_PATH = re.compile(r"\A(/(?!\.\.?(/|\Z))[A-Za-z0-9._~-]*)*\Z")  # no . or .. segments
 
 
 def _host_problem(host: str) -> str | None:
