@@ -656,8 +656,9 @@ class Replicas(_M):
     floors: list[ScheduledFloor] = Field(default_factory=list, max_length=8)
 
 
-class Architecture(catalog.ArchitectureFields):
-    """Facts for a model that is not in the catalog (from its config.json)."""
+class Architecture(_M, catalog.ArchitectureFields):
+    """Facts for a model that is not in the catalog (from its config.json); numbers checked as in
+    every section (no booleans, no NaN or infinity)."""
 
     # The checkpoint's own quantization (config.json quantization_config.quant_method), if any.
     quantization: Literal["fp8", "awq", "gptq"] | None = None
