@@ -218,8 +218,43 @@ def _scalar_issues(node: nodes.ScalarNode, path: tuple[str, ...]) -> list[YamlIs
     return [_issue(node.start_mark, path, f"{node.value!r} is {differs}", fix)]
 
 
+def _node_issues(node: nodes.Node, path: tuple[str, ...]) -> list[YamlIssue]:
+    if node.tag not in _PLAIN_TAGS:
+        what = f"YAML tag {node.tag} is not supported"
+        return [_issue(node.start_mark, path, what, "remove the tag; write a plain value")]
+    if isinstance(node, nodes.ScalarNode):
+        return _scalar_issues(node, path)
+    return []
+
+
+def _duplicate_keys(node: nodes.MappingNode, path: tuple[str, ...], seen: set[int]) -> list[YamlIssue]:
+    """Keys given twice in one mapping (`seen`: key nodes already reported, for aliased mappings)."""
+    first: dict[str, Any] = {}
+    out = []
+    for k, _ in node.value:
+        name = _key_text(k)
+        if k.tag == "tag:yaml.org,2002:merge":
+            continue
+        if name in first and id(k) not in seen:
+            seen.add(id(k))
+            what = f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last"
+            out.append(_issue(k.start_mark, path + (name,), what, "merge the two entries into one"))
+        else:
+            first.setdefault(name, k.start_mark)
+    return out
+
+
+def _children(node: nodes.Node, path: tuple[str, ...]) -> list[tuple[nodes.Node, tuple[str, ...]]]:
+    if isinstance(node, nodes.MappingNode):
+        return [(x, path + (_key_text(k),)) for k, v in node.value for x in (k, v)]
+    if isinstance(node, nodes.SequenceNode):
+        return [(v, path + (str(i),)) for i, v in enumerate(node.value)]
+    return []
+
+
 def _check_graph(root: nodes.Node) -> list[YamlIssue]:
-    """Duplicate keys, unsupported tags and the size of the document once aliases are expanded."""
+    """Duplicate keys, unsupported tags, scalars the YAML versions read differently, and the size of
+    the document once aliases are expanded."""
     issues: list[YamlIssue] = []
     size: dict[int, int] = {}
     seen_dups: set[int] = set()
@@ -227,52 +262,20 @@ def _check_graph(root: nodes.Node) -> list[YamlIssue]:
     def walk(node: nodes.Node, path: tuple[str, ...]) -> int:
         if id(node) in size:  # an alias: counted again (that is what expansion costs), not re-walked
             return size[id(node)]
-        if node.tag not in _PLAIN_TAGS:
-            what = f"YAML tag {node.tag} is not supported"
-            issues.append(_issue(node.start_mark, path, what, "remove the tag; write a plain value"))
-        elif isinstance(node, nodes.ScalarNode):
-            issues.extend(_scalar_issues(node, path))
-        n = 1
+        issues.extend(_node_issues(node, path))
         if isinstance(node, nodes.MappingNode):
-            first: dict[str, Any] = {}
-            for k, v in node.value:
-                name = _key_text(k)
-                if k.tag == "tag:yaml.org,2002:merge":
-                    pass
-                elif name in first and id(k) not in seen_dups:
-                    seen_dups.add(id(k))
-                    issues.append(
-                        _issue(
-                            k.start_mark,
-                            path + (name,),
-                            f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last",
-                            "merge the two entries into one",
-                        )
-                    )
-                else:
-                    first.setdefault(name, k.start_mark)
-                n += walk(k, path + (name,))
-                n += walk(v, path + (name,))
-                if n > MAX_NODES:
-                    break
-        elif isinstance(node, nodes.SequenceNode):
-            for i, v in enumerate(node.value):
-                n += walk(v, path + (str(i),))
-                if n > MAX_NODES:
-                    break
+            issues.extend(_duplicate_keys(node, path, seen_dups))
+        n = 1
+        for child, child_path in _children(node, path):
+            n += walk(child, child_path)
+            if n > MAX_NODES:
+                break
         size[id(node)] = n
         return n
 
-    total = walk(root, ())
-    if total > MAX_NODES:
-        issues.append(
-            _issue(
-                root.start_mark,
-                (),
-                f"expands to more than {MAX_NODES} nodes through aliases",
-                "write the values out instead of nesting aliases",
-            )
-        )
+    if walk(root, ()) > MAX_NODES:
+        what = f"expands to more than {MAX_NODES} nodes through aliases"
+        issues.append(_issue(root.start_mark, (), what, "write the values out instead of nesting aliases"))
     return issues
 
 
