@@ -9,12 +9,15 @@ blow-up: more than one document, duplicate keys (PyYAML keeps the last one silen
 aliases beyond a small budget or expanding past a node budget (an "alias bomb"), recursive aliases,
 nesting deeper than a limit (libyaml's composer recurses in C and overflows the stack), tags other
 than the plain JSON-like ones, files over a size cap and bytes that are not UTF-8. Timestamps stay
-strings (Pulumi reads the file as YAML 1.2, where `2026-01-01` is a string).
+strings (Pulumi reads the file as YAML 1.2, where `2026-01-01` is a string), and a plain scalar that
+YAML 1.1 (PyYAML) and 1.2 (Pulumi's reader) resolve differently — `yes`/`off`, `1:30`, `0777`, `1e3`,
+`1_000` — is refused with a hint to quote it, so the plan never judges a value the deploy reads otherwise.
 Every problem is a `YamlIssue` with its line and column; the caller formats the message.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,47 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:timestamp",
     "tag:yaml.org,2002:merge",
 }
+
+
+_FLOAT = "tag:yaml.org,2002:float"
+# YAML 1.2 core schema (what Pulumi's YAML reader resolves plain scalars by), by tag.
+_CORE_12 = (
+    ("tag:yaml.org,2002:null", re.compile(r"\A(~|null|Null|NULL|)\Z")),
+    ("tag:yaml.org,2002:bool", re.compile(r"\A(true|True|TRUE|false|False|FALSE)\Z")),
+    ("tag:yaml.org,2002:int", re.compile(r"\A([-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z")),
+    (
+        _FLOAT,
+        re.compile(r"\A([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))\Z"),
+    ),
+)
+_KIND = {
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:int": "an integer",
+    _FLOAT: "a number",
+    "tag:yaml.org,2002:timestamp": "a string",
+    _STR: "a string",
+}
+
+
+def _core12_tag(text: str) -> str:
+    return next((tag for tag, pattern in _CORE_12 if pattern.fullmatch(text)), _STR)
+
+
+def _yaml_versions_problem(node: nodes.ScalarNode) -> str | None:
+    """How a plain scalar reads differently in YAML 1.1 (this reader) and 1.2 (Pulumi's), or None.
+    A decimal with an unsigned exponent (1.0e9) is a number to both readers' users: it is read as one."""
+    if node.style:  # quoted or block scalars are strings to both (plain: None, or "" from libyaml)
+        return None
+    old, new = node.tag, _core12_tag(node.value)
+    if old == _STR and new == _FLOAT and "." in node.value and node.value.lstrip("+-")[:1].isdigit():
+        node.tag = _FLOAT
+        return None
+    if _KIND.get(old) != _KIND.get(new):
+        return f"{_KIND.get(old, old)} to this plan (YAML 1.1) but {_KIND[new]} to Pulumi (YAML 1.2)"
+    if new == "tag:yaml.org,2002:int" and re.fullmatch(r"[-+]?0[0-9]+", node.value):
+        return "octal to this plan (YAML 1.1) but decimal to Pulumi (YAML 1.2)"
+    return None
 
 
 def load_yaml(text: str):
@@ -166,8 +210,51 @@ def _key_text(node: nodes.Node) -> str:
     return f"<{node.id}>"
 
 
+def _scalar_issues(node: nodes.ScalarNode, path: tuple[str, ...]) -> list[YamlIssue]:
+    differs = _yaml_versions_problem(node)
+    if not differs:
+        return []
+    fix = f'quote it ("{node.value}") if it is text, or write the number or true/false plainly'
+    return [_issue(node.start_mark, path, f"{node.value!r} is {differs}", fix)]
+
+
+def _node_issues(node: nodes.Node, path: tuple[str, ...]) -> list[YamlIssue]:
+    if node.tag not in _PLAIN_TAGS:
+        what = f"YAML tag {node.tag} is not supported"
+        return [_issue(node.start_mark, path, what, "remove the tag; write a plain value")]
+    if isinstance(node, nodes.ScalarNode):
+        return _scalar_issues(node, path)
+    return []
+
+
+def _duplicate_keys(node: nodes.MappingNode, path: tuple[str, ...], seen: set[int]) -> list[YamlIssue]:
+    """Keys given twice in one mapping (`seen`: key nodes already reported, for aliased mappings)."""
+    first: dict[str, Any] = {}
+    out = []
+    for k, _ in node.value:
+        name = _key_text(k)
+        if k.tag == "tag:yaml.org,2002:merge":
+            continue
+        if name in first and id(k) not in seen:
+            seen.add(id(k))
+            what = f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last"
+            out.append(_issue(k.start_mark, path + (name,), what, "merge the two entries into one"))
+        else:
+            first.setdefault(name, k.start_mark)
+    return out
+
+
+def _children(node: nodes.Node, path: tuple[str, ...]) -> list[tuple[nodes.Node, tuple[str, ...]]]:
+    if isinstance(node, nodes.MappingNode):
+        return [(x, path + (_key_text(k),)) for k, v in node.value for x in (k, v)]
+    if isinstance(node, nodes.SequenceNode):
+        return [(v, path + (str(i),)) for i, v in enumerate(node.value)]
+    return []
+
+
 def _check_graph(root: nodes.Node) -> list[YamlIssue]:
-    """Duplicate keys, unsupported tags and the size of the document once aliases are expanded."""
+    """Duplicate keys, unsupported tags, scalars the YAML versions read differently, and the size of
+    the document once aliases are expanded."""
     issues: list[YamlIssue] = []
     size: dict[int, int] = {}
     seen_dups: set[int] = set()
@@ -175,56 +262,20 @@ def _check_graph(root: nodes.Node) -> list[YamlIssue]:
     def walk(node: nodes.Node, path: tuple[str, ...]) -> int:
         if id(node) in size:  # an alias: counted again (that is what expansion costs), not re-walked
             return size[id(node)]
-        if node.tag not in _PLAIN_TAGS:
-            issues.append(
-                _issue(
-                    node.start_mark,
-                    path,
-                    f"YAML tag {node.tag} is not supported",
-                    "remove the tag; write a plain value",
-                )
-            )
-        n = 1
+        issues.extend(_node_issues(node, path))
         if isinstance(node, nodes.MappingNode):
-            first: dict[str, Any] = {}
-            for k, v in node.value:
-                name = _key_text(k)
-                if k.tag == "tag:yaml.org,2002:merge":
-                    pass
-                elif name in first and id(k) not in seen_dups:
-                    seen_dups.add(id(k))
-                    issues.append(
-                        _issue(
-                            k.start_mark,
-                            path + (name,),
-                            f"duplicate key (first at line {first[name].line + 1}); YAML keeps only the last",
-                            "merge the two entries into one",
-                        )
-                    )
-                else:
-                    first.setdefault(name, k.start_mark)
-                n += walk(k, path) if not isinstance(k, nodes.ScalarNode) else 1
-                n += walk(v, path + (name,))
-                if n > MAX_NODES:
-                    break
-        elif isinstance(node, nodes.SequenceNode):
-            for i, v in enumerate(node.value):
-                n += walk(v, path + (str(i),))
-                if n > MAX_NODES:
-                    break
+            issues.extend(_duplicate_keys(node, path, seen_dups))
+        n = 1
+        for child, child_path in _children(node, path):
+            n += walk(child, child_path)
+            if n > MAX_NODES:
+                break
         size[id(node)] = n
         return n
 
-    total = walk(root, ())
-    if total > MAX_NODES:
-        issues.append(
-            _issue(
-                root.start_mark,
-                (),
-                f"expands to more than {MAX_NODES} nodes through aliases",
-                "write the values out instead of nesting aliases",
-            )
-        )
+    if walk(root, ()) > MAX_NODES:
+        what = f"expands to more than {MAX_NODES} nodes through aliases"
+        issues.append(_issue(root.start_mark, (), what, "write the values out instead of nesting aliases"))
     return issues
 
 

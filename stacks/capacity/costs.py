@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from stacks import catalog
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# Shown for a valid type or class the price table does not list (it counts as $0 in the totals).
+NO_PRICE = "no price in stacks/catalog/prices.yaml"
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ def system_nodes(resources, p: catalog.Prices) -> Item | None:
         size = int((g.inputs.get("scalingConfig") or {}).get("desiredSize", 0))
         kind = (g.inputs.get("instanceTypes") or ["m7i.xlarge"])[0]  # on-demand groups prefer the first
         count += size
-        usd += size * p.instance_usd(kind)
-        kinds.append(f"{size}x {kind}")
+        unit = p.instance_usd(kind)
+        usd += size * (unit or 0.0)
+        kinds.append(f"{size}x {kind}" + ("" if unit is not None else f" ({NO_PRICE})"))
     return Item("system nodes", count, usd / count if count else 0.0, usd, usd, ", ".join(kinds))
 
 
@@ -121,11 +124,11 @@ def rds(resources, p: catalog.Prices) -> Item | None:
     usd, notes = 0.0, []
     for d in dbs:
         cls, multi = d.inputs.get("instanceClass", ""), bool(d.inputs.get("multiAz"))
-        if cls not in p.rds:
-            raise KeyError(f"no price for RDS class {cls} in stacks/catalog/prices.yaml")
+        unit = p.rds_usd(cls, multi)
         gb = float(d.inputs.get("allocatedStorage") or 0)
-        usd += p.rds[cls][multi] + gb * p.rds_storage_gb_month[multi] / p.hours_per_month
-        notes.append(f"{cls}{' Multi-AZ' if multi else ''}, {gb:g} GB")
+        usd += (unit or 0.0) + gb * p.rds_storage_gb_month[multi] / p.hours_per_month
+        priced = "" if unit is not None else f" ({NO_PRICE}: storage only)"
+        notes.append(f"{cls}{' Multi-AZ' if multi else ''}, {gb:g} GB{priced}")
     return Item("RDS", len(dbs), usd / len(dbs), usd, usd, "; ".join(notes))
 
 

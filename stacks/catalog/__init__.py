@@ -243,10 +243,30 @@ def families(kind: str | None = None) -> list[str]:
     return sorted({i.family for i in instances().values() if kind is None or i.kind == kind})
 
 
+class _FixedIn(_Row):
+    advisory: str
+    severity: str = ""
+    affects: str = Field(min_length=3)
+    versions: list[str] = Field(min_length=1)  # the first fixed release of each affected line
+
+
 class _FloorRow(_Row):
     minimum: str
     never: list[str] = Field(default_factory=list)
     advisories: list[str] = Field(default_factory=list)
+    fixedIn: list[_FixedIn] = Field(default_factory=list)
+
+    def problem(self, version: str) -> str | None:
+        """Why `version` must not be pinned (a never-release, or below the fix on its line), or None."""
+        if version in self.never:
+            return f"{version} is on the never list (a compromised or withdrawn release)"
+        line = version_tuple(version)[:2]
+        for fix in self.fixedIn:
+            for fixed in fix.versions:
+                if version_tuple(fixed)[:2] == line and version_tuple(version) < version_tuple(fixed):
+                    on = ".".join(map(str, line))
+                    return f"{version} is below {fixed}, the fix for {fix.advisory} on the {on} line"
+        return None
 
 
 class _AcceptedRisk(_Row):
@@ -259,6 +279,7 @@ class _AcceptedRisk(_Row):
 
 class _AdvisoriesFile(_Row):
     floors: dict[str, _FloorRow]
+    sources: list[str] = Field(min_length=1)
     acceptedRisks: list[_AcceptedRisk] = Field(default_factory=list)
 
 
@@ -266,6 +287,63 @@ class _AdvisoriesFile(_Row):
 def advisories() -> _AdvisoriesFile:
     """Security advisory floors per package and the risks accepted where no fixed release exists."""
     return _AdvisoriesFile.model_validate(_read("advisories.yaml"))
+
+
+class _Limit(_Row):
+    value: int = Field(gt=0)
+    source: str = Field(min_length=3)
+
+
+class _LimitsFile(_Row):
+    limits: dict[str, _Limit]
+
+
+@functools.cache
+def limits() -> dict[str, int]:
+    """Service maxima by name (limits.yaml), each recorded with its source."""
+    return {k: v.value for k, v in _LimitsFile.model_validate(_read("limits.yaml")).limits.items()}
+
+
+class _ReservedName(_Row):
+    name: str = Field(min_length=1)
+    match: Literal["exact", "contains"] = "exact"
+    source: str = Field(min_length=3)
+
+
+class _ReservedFile(_Row):
+    release: str
+    modelNames: list[_ReservedName]
+    teamIds: list[_ReservedName]
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """Names LiteLLM treats specially (litellm-reserved.yaml): (name, how it matches, where it is defined)."""
+
+    release: str
+    model_names: tuple[tuple[str, str, str], ...]
+    team_ids: tuple[tuple[str, str, str], ...]
+
+    @staticmethod
+    def _hit(rows: tuple[tuple[str, str, str], ...], value: str) -> str | None:
+        for name, match, source in rows:
+            if value == name or (match == "contains" and name in value):
+                return source
+        return None
+
+    def model_name(self, value: str) -> str | None:
+        """Where LiteLLM gives `value` a meaning as a model name, or None."""
+        return self._hit(self.model_names, value)
+
+    def team_id(self, value: str) -> str | None:
+        return self._hit(self.team_ids, value)
+
+
+@functools.cache
+def litellm_reserved() -> Reserved:
+    f = _ReservedFile.model_validate(_read("litellm-reserved.yaml"))
+    rows = lambda xs: tuple((x.name, x.match, x.source) for x in xs)  # noqa: E731
+    return Reserved(f.release, rows(f.modelNames), rows(f.teamIds))
 
 
 def version_tuple(v: str) -> tuple[int, ...]:
@@ -373,11 +451,17 @@ class Prices:
     rds: dict[str, tuple[float, float]]  # class -> (single-AZ, Multi-AZ) $/h
     rds_storage_gb_month: tuple[float, float]
 
-    def instance_usd(self, name: str) -> float:
-        """Any EC2 instance: platform rows here, accelerator rows from instances.yaml."""
+    def instance_usd(self, name: str) -> float | None:
+        """Any EC2 instance: platform rows here, accelerator rows from instances.yaml; None for a
+        type the catalog does not price (valid types are many more than the priced ones)."""
         if name in self.ec2:
             return self.ec2[name]
-        return instances()[name].usd_per_hour
+        row = instances().get(name)
+        return row.usd_per_hour if row is not None else None
+
+    def rds_usd(self, instance_class: str, multi_az: bool) -> float | None:
+        pair = self.rds.get(instance_class)
+        return None if pair is None else pair[multi_az]
 
 
 @functools.cache

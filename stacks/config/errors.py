@@ -18,6 +18,12 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+def _shown(part: Any) -> str:
+    # A key with a newline or other control character would split the one-line problem; show it quoted.
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def key(*path: Any) -> str:
-    head, *rest = [str(p) for p in path]
+    head, *rest = [_shown(p) for p in path]
     return ".".join([f"{PROJECT}:{head}", *rest])

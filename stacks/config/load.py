@@ -26,6 +26,7 @@ _TYPE_FIXES = {
     "list_type": "write a list ([a, b])",
     "literal_error": "use one of the listed values",
     "missing": "add it",
+    "finite_number": "write a finite number (not .inf or .nan)",
 }
 
 
@@ -93,6 +94,12 @@ def _edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
+# Config namespaces something reads: this project, Pulumi itself and the providers the program uses
+# (requirements.txt: pulumi-aws, pulumi-eks, pulumi-kubernetes, pulumi-random). A key under any
+# other namespace is read by nothing.
+KNOWN_NAMESPACES = (PROJECT, "pulumi", "aws", "eks", "kubernetes", "random")
+
+
 def namespace_problems(keys: list[str]) -> list[str]:
     """Config keys that look like ours but are not read (a misspelt namespace drops a whole section)."""
     out = []
@@ -104,6 +111,11 @@ def namespace_problems(keys: list[str]) -> list[str]:
             out.append(
                 f"{k}: namespace {ns!r} looks like a misspelling of {PROJECT!r}, so nothing under it is "
                 f"read — rename the key to {PROJECT}:{name}"
+            )
+        elif ns not in KNOWN_NAMESPACES:
+            out.append(
+                f"{k}: nothing reads the namespace {ns!r} (known: {', '.join(KNOWN_NAMESPACES)}) "
+                f"— remove the key, or write it as {PROJECT}:<key> if it is a setting of this program"
             )
     return out
 
@@ -125,7 +137,7 @@ def parse_stack_file(path: str | Path) -> tuple[dict[str, Any], str]:
     for k, v in cfg.items():
         if k == "aws:region":
             region = str(v)
-            if not AWS_REGION.match(region):
+            if not AWS_REGION.fullmatch(region):
                 problems.append(f"aws:region: {v!r} is not an AWS region name — write it like us-east-1")
             continue
         ns, _, name = str(k).partition(":")

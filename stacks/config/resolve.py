@@ -28,6 +28,7 @@ from stacks.config.schema import (
     StackConfig,
     TeamConfig,
     dns_problem,
+    team_namespaces,
 )
 
 # ---- resolved intent (what the stack layer consumes) -----------------------------------------
@@ -172,15 +173,13 @@ class _Resolver:
             if r is not None:
                 models[name] = r
         self._duplicates(models)
+        self._reserved_names()
         self._capacity(models, pools)
         self._kubernetes_version(versions.kubernetes)
         self._derived_name_lengths(cluster_name)
-        if cfg.team is not None and cfg.platformStack is None:
-            self.err(
-                ("team",),
-                "a team stack needs the platform stack it attaches to",
-                "set llm-serving:platformStack to organization/llm-serving/<platform stack>",
-            )
+        self._stack_kind()
+        self._team_stack_scope()
+        self._inert_targets(models)
         if cfg.platformStack is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+/[\w.-]+", cfg.platformStack, re.ASCII):
             self.err(
                 ("platformStack",),
@@ -189,11 +188,12 @@ class _Resolver:
                 " (self-managed backends: organization/llm-serving/<stack>)",
             )
         self._observability(models)
+        self._object_names()
         from stacks.capacity import scaling
 
         for path, what, fix in scaling.problems(cfg):
             self.err(path, what, fix)
-        warnings = self._cluster_checks() + self._teams()
+        warnings = self._cluster_checks() + self._teams() + self._unpriced()
         self._gateway_exposure()
         self._team_access()
         if self.problems:
@@ -211,6 +211,92 @@ class _Resolver:
             models=models,
             warnings=tuple(warnings),
         )
+
+    def _stack_kind(self) -> None:
+        """A team stack names both its team and its platform stack; half of that is the platform's
+        own objects (namespaces `models`, `gateway`) claimed by a second stack."""
+        cfg = self.cfg
+        if cfg.team is not None and cfg.platformStack is None:
+            self.err(
+                ("team",),
+                "a team stack needs the platform stack it attaches to",
+                "set llm-serving:platformStack to organization/llm-serving/<platform stack>",
+            )
+        if cfg.platformStack is not None and cfg.team is None:
+            self.err(
+                ("platformStack",),
+                "a stack that attaches to a platform stack is a team stack and needs team: (without it, it "
+                "would render the platform's own namespaces and gateway)",
+                "add llm-serving:team: {name: <team>}, or remove platformStack on the platform stack",
+            )
+
+    def _team_stack_scope(self) -> None:
+        """A team stack creates Kubernetes objects in its own namespaces only: no AWS resources (the
+        gateway database is RDS, a secret, a security group and a role) and no cluster settings, which
+        the platform stack owns and a team stack would silently ignore."""
+        if self.cfg.platformStack is None:
+            return
+        if self.cfg.gateway.database.enabled:
+            self.err(
+                ("gateway", "database", "enabled"),
+                "a team stack creates no AWS resources, and the gateway database is RDS with its secret, "
+                "security group and role",
+                "remove gateway.database from the team stack (budgets need the platform's gateway)",
+            )
+        # budget and teamAccess have their own, more specific lines (_cluster_checks, _team_access)
+        ignored = sorted(self.cfg.cluster.model_fields_set - {"budget", "teamAccess"})
+        if ignored:
+            self.err(
+                ("cluster",),
+                f"{', '.join(ignored)} {'is a platform setting' if len(ignored) == 1 else 'are platform settings'}; "
+                "a team stack uses the platform stack's cluster and would ignore them",
+                "set them on the platform stack and remove cluster: from the team stack",
+            )
+
+    def _inert_targets(self, models: dict[str, ResolvedModel]) -> None:
+        """A running-requests target above what a replica can run never triggers a scale-up."""
+        if not self.cfg.autoscaling.enabled:
+            return
+        for name, m in models.items():
+            target = self.cfg.models[name].replicas.targetRunning
+            seqs = m.sizing.max_num_seqs
+            if target is not None and target > seqs:
+                self.err(
+                    ("models", name, "replicas", "targetRunning"),
+                    f"{target} running requests per replica never happens: a replica runs at most "
+                    f"maxNumSeqs {seqs} at once, so the autoscaler would never add one",
+                    f"use at most {seqs} (or raise maxNumSeqs)",
+                )
+
+    def _object_names(self) -> None:
+        """Two Kubernetes objects of one kind, namespace and name: the second fails at `up` (AlreadyExists)
+        and the plan keeps one. Model keys name a model's own objects; the fixed names are the program's."""
+        # Imported here: the compose layer imports this module.
+        from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
+        from components.keda import KEDA_NAMESPACE
+        from components.model_cache import SERVICE_ACCOUNT
+        from stacks.compose.observability import DCGM_NAMESPACE
+        from stacks.compose.serving import GATEWAY_NS, MODELS_NS
+
+        fixed = {SERVICE_ACCOUNT: "the model cache's ServiceAccount"}
+        for name in self.cfg.models:
+            if name in fixed:
+                self.err(
+                    ("models", name),
+                    f"the model name {name!r} is taken by {fixed[name]} in the models namespace",
+                    "rename the model; set servedName: to keep the name clients use",
+                )
+        team = self.cfg.team
+        created = {MODELS_NS, GATEWAY_NS, KEDA_NAMESPACE, DCGM_NAMESPACE, KARPENTER_NAMESPACE}
+        if team is not None:
+            created |= set(team_namespaces(team.name))
+        ns = self.cfg.observability.namespace
+        if self.cfg.observability.enabled and ns in created:
+            self.err(
+                ("observability", "namespace"),
+                f"{ns!r} is a namespace the program creates or owns for serving, not a monitoring namespace",
+                "use monitoring (the default) or your Prometheus's own namespace",
+            )
 
     def _observability(self, models: dict[str, ResolvedModel]) -> None:
         o = self.cfg.observability
@@ -284,7 +370,7 @@ class _Resolver:
         """TLS certificate in this region; an internet-facing gateway only with TLS and source ranges."""
         g = self.cfg.gateway
         if g.tls is not None:
-            cert = ACM_CERTIFICATE_ARN.match(g.tls.certificateArn)
+            cert = ACM_CERTIFICATE_ARN.fullmatch(g.tls.certificateArn)
             cert_region = cert.group(2) if cert else None
             if cert_region != self.region:
                 self.err(
@@ -496,7 +582,7 @@ class _Resolver:
         self._model_name(name)
         if m.replicas.min > m.replicas.max:
             self.err(path + ("replicas",), f"min {m.replicas.min} > max {m.replicas.max}", "make min ≤ max")
-        if m.trustRemoteCode and not (m.revision and REVISION_SHA.match(m.revision)):
+        if m.trustRemoteCode and not (m.revision and REVISION_SHA.fullmatch(m.revision)):
             self.err(
                 path + ("trustRemoteCode",),
                 "remote code runs in the server, so it must be pinned",
@@ -851,6 +937,53 @@ class _Resolver:
                 f"{v!r} is not a supported Kubernetes version",
                 f"use {' or '.join(SUPPORTED_KUBERNETES(pinned))} (charts, AMI alias and Karpenter are pinned "
                 "for it), or leave it unset",
+            )
+
+    def _unpriced(self) -> list[str]:
+        """Valid types the price table lacks: the plan runs and shows them unpriced."""
+        prices, out = catalog.prices(), []
+        first = self.cfg.cluster.systemNodes.instanceTypes[0]  # the one the cost estimate prices
+        if prices.instance_usd(first) is None:
+            out.append(
+                f"{key('cluster', 'systemNodes', 'instanceTypes')}: {first} has no price in "
+                "stacks/catalog/prices.yaml — the plan's cost leaves the system nodes out; add its price there"
+            )
+        db = self.cfg.gateway.database
+        if db.enabled and prices.rds_usd(db.instanceClass, db.multiAz) is None:
+            out.append(
+                f"{key('gateway', 'database', 'instanceClass')}: {db.instanceClass} has no price in "
+                "stacks/catalog/prices.yaml — the plan's cost counts its storage only; add its price there"
+            )
+        return out
+
+    def _reserved_names(self) -> None:
+        """Names LiteLLM reads as something else: a served name `all-proxy-models` in a team's
+        allowed models gives that team every model; a team `litellm-dashboard` is vouched for by the
+        admin UI's tokens and skips the database."""
+        reserved = catalog.litellm_reserved()
+        for name, m in self.cfg.models.items():
+            served = m.servedName or name
+            where = reserved.model_name(served)
+            if where:
+                field = ("models", name, "servedName") if m.servedName else ("models", name)
+                self.err(
+                    field,
+                    f"{served!r} is a name LiteLLM {reserved.release} treats specially ({where.split(' (')[0]})",
+                    "choose another name (set servedName: to the name clients use)",
+                )
+        for team in self.cfg.gateway.teams:
+            where = reserved.team_id(team)
+            if where:
+                self.err(
+                    ("gateway", "teams", team),
+                    f"team name {team!r} is a team id LiteLLM or this program uses itself ({where.split(' (')[0]})",
+                    "choose another team name",
+                )
+        if self.cfg.ui.enabled and not self.cfg.models:
+            self.err(
+                ("ui", "enabled"),
+                "the UI's gateway key would list no models, which LiteLLM reads as every model",
+                "add models to this stack, or set ui.enabled: false",
             )
 
     def _duplicates(self, models: dict[str, ResolvedModel]) -> None:

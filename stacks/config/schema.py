@@ -3,28 +3,35 @@ and the constants the checks derive from (name limits, default pools, accepted v
 
 from __future__ import annotations
 
+import importlib.resources
 import ipaddress
 import re
-from typing import Literal, get_args
+import urllib.parse
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from stacks import catalog
 from stacks.config import vllm_flags
 
-DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123 = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # The extraArgs policy lives in stacks/config/vllm_flags.py (kept here under the old names for callers).
 FORBIDDEN_VLLM_FLAGS = vllm_flags.FORBIDDEN
 MANAGED_VLLM_FLAGS = set(vllm_flags.MANAGED)
 # Values that reach file paths, markers and command lines of the cache Job and the servers.
-HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
-REVISION_SHA = re.compile(r"^[0-9a-f]{40}$")
-REVISION_REF = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
-SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
-AWS_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+# Hub repo ids (huggingface_hub validate_repo_id): each part starts and ends with a letter or digit,
+# no '--' or '..', at most 96 characters.
+_HUB_PART = r"[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HF_ID = re.compile(rf"\A(?!.*(--|\.\.)){_HUB_PART}/{_HUB_PART}\Z")
+REVISION_SHA = re.compile(r"\A[0-9a-f]{40}\Z")
+# A branch or tag (git check-ref-format): no leading '-' (it would read as a flag on a command line)
+# or '.', no trailing '.' or '.lock'.
+REVISION_REF = re.compile(r"\A(?!.*(\.lock|\.)\Z)[A-Za-z0-9_][A-Za-z0-9._-]{0,95}\Z")
+SERVED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
+AWS_REGION = re.compile(r"\A[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}\Z")
 # Kubernetes label keys ([prefix/]name) and values.
-LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"\A([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+LABEL_PREFIX = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 # Label domains the program (llm-serving/), Karpenter or Kubernetes own: Karpenter's NodePool CRD
 # refuses most of them, and the program's own pool label must stay the program's.
 RESERVED_LABEL_DOMAINS = ("llm-serving", "kubernetes.io", "k8s.io", "karpenter.sh", "karpenter.k8s.aws")
@@ -43,11 +50,13 @@ def team_namespaces(team: str) -> tuple[str, str]:
 TEAM_NAME_MAX = 63 - max(len(ns) for ns in team_namespaces(""))
 # An ACM certificate (the gateway's TLS listener): arn:aws:acm:<region>:<account>:certificate/<uuid>.
 ACM_CERTIFICATE_ARN = re.compile(
-    r"^arn:aws(-[a-z]+)*:acm:([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}):(\d{12}):certificate/"
-    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    r"\Aarn:aws(-[a-z]+)*:acm:([a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}):(\d{12}):certificate/"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 )
 # An IAM role (EKS access entries take roles and users; teams get roles).
-IAM_ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::(\d{12}):role/([\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
+IAM_ROLE_ARN = re.compile(
+    r"\Aarn:aws(-[a-z]+)*:iam::([0-9]{12}):role/([A-Za-z0-9_+=,.@-]+/)*([A-Za-z0-9_+=,.@-]{1,64})\Z"
+)
 # NLB TLS listener policies (ELBv2 security policies) that allow TLS 1.2 and 1.3 only. Without one the
 # controller leaves the listener on ELBSecurityPolicy-2016-08, which still accepts TLS 1.0.
 NlbTlsPolicy = Literal[
@@ -70,13 +79,55 @@ DEFAULT_MAX_MODEL_LEN = 8192
 DEFAULT_MAX_NUM_SEQS = 16
 
 
+LIMITS = catalog.limits()
+INT32_MAX = LIMITS["kubernetesInt32"]
+GP3_MAX_GIB = LIMITS["gp3VolumeGiB"]
+RDS_STORAGE_MAX_GIB = LIMITS["rdsPostgresStorageGiB"]
+SECURITY_GROUP_RULES = LIMITS["securityGroupRules"]
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = get_args(annotation)
+    return set().union(*(_leaf_types(a) for a in args)) if args else {annotation}
+
+
+def _numbers_in(v: Any) -> list[Any]:
+    if isinstance(v, dict):
+        return [x for item in v.values() for x in _numbers_in(item)]
+    if isinstance(v, list):
+        return [x for item in v for x in _numbers_in(item)]
+    return [v]
+
+
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: a budget of .inf is no budget, and NaN compares false to every bound.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """Numbers stay numbers: YAML `true` is not 1 (pydantic would take it as 1), and no count
+        passes the int32 the Kubernetes fields it lands in hold. Sections check their own fields."""
+        if info.field_name is None:
+            return v
+        leaves = _leaf_types(cls.model_fields[info.field_name].annotation)
+        if bool in leaves or any(isinstance(t, type) and issubclass(t, BaseModel) for t in leaves):
+            return v
+        if not leaves & {int, float}:
+            return v
+        for x in _numbers_in(v):
+            if isinstance(x, bool):
+                raise ValueError(
+                    f"{x} is a boolean, not a number — write a number (YAML reads true/yes/on as booleans)"
+                )
+            if isinstance(x, int) and abs(x) > INT32_MAX:
+                raise ValueError(f"{x} is past the int32 range Kubernetes stores counts in — use at most {INT32_MAX}")
+        return v
 
 
 def dns_problem(v: str, what: str = "name") -> tuple[str, str] | None:
     """(what is wrong, how to fix it) when `v` is not a DNS-1123 label, else None."""
-    if not DNS1123.match(v) or len(v) > 63:
+    if not DNS1123.fullmatch(v) or len(v) > 63:
         return (
             f"{what} {v!r} is not a DNS-1123 label",
             "use lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
@@ -150,27 +201,72 @@ class VpcConfig(_M):
         return v
 
 
+# EC2 instance type and RDS instance class names: <family>.<size>, db.<family>.<size>. The family
+# has a generation digit; letters after it name processor and options (g: Graviton, arm64).
+_SIZES = r"(nano|micro|small|medium|large|xlarge|[1-9][0-9]?xlarge|metal(-[1-9][0-9]?xl)?)"
+EC2_INSTANCE_TYPE = re.compile(rf"\A(?P<family>[a-z]+(-[0-9]+tb)?[0-9]+(?P<attrs>[a-z-]*))\.{_SIZES}\Z")
+RDS_INSTANCE_CLASS = re.compile(rf"\Adb\.[a-z]+[0-9]+[a-z-]*\.{_SIZES}\Z")
+
+
 class SystemNodesConfig(_M):
     instanceTypes: list[str] = Field(default_factory=lambda: ["m7i.xlarge", "m6i.xlarge"], min_length=1)
     minSize: int = Field(2, ge=2)
     desiredSize: int = Field(2, ge=2)
     maxSize: int = Field(4, ge=2)
-    diskGiB: int = Field(50, ge=20)
+    diskGiB: int = Field(50, ge=20, le=GP3_MAX_GIB)  # a gp3 root volume
+
+    @field_validator("instanceTypes")
+    @classmethod
+    def _types(cls, v):
+        for t in v:
+            m = EC2_INSTANCE_TYPE.fullmatch(t)
+            if not m:
+                raise ValueError(f"{t!r} is not an EC2 instance type — write <family>.<size>, e.g. m7i.xlarge")
+            if "g" in m.group("attrs"):
+                raise ValueError(
+                    f"{t} is a Graviton (arm64) type; the system node group runs the x86_64 AL2023 AMI "
+                    "— use an x86 type such as m7i.xlarge or m7a.xlarge"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("an instance type is listed twice — list each once")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if not self.minSize <= self.desiredSize <= self.maxSize:
+            raise ValueError(
+                f"minSize {self.minSize}, desiredSize {self.desiredSize}, maxSize {self.maxSize}: EKS needs "
+                "minSize ≤ desiredSize ≤ maxSize — raise maxSize or lower minSize"
+            )
+        return self
 
 
-EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# Domain labels start and end with a letter or digit; the top-level domain is letters.
+EMAIL = re.compile(
+    r"\A[A-Za-z0-9_%+-]([A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z"
+)
 
 
 class BudgetConfig(_M):
     """An AWS Budget on the account's monthly cost: e-mail at 80 % of actual and 100 % of forecast."""
 
-    monthlyUsd: float = Field(gt=0)
+    monthlyUsd: float = Field(ge=0.01)
+
+    @field_validator("monthlyUsd")
+    @classmethod
+    def _cents(cls, v):
+        # AWS Budgets keeps dollars and cents; 0.004 would become a budget of 0.00.
+        if round(v, 2) != v:
+            raise ValueError(f"{v} has more than two decimals — write the amount in dollars and cents, e.g. 250.00")
+        return v
+
     emails: list[str] = Field(min_length=1, max_length=10)  # AWS Budgets: at most 10 e-mail subscribers
 
     @field_validator("emails")
     @classmethod
     def _emails(cls, v):
-        bad = [e for e in v if not EMAIL.match(e) or len(e) > 254]
+        bad = [e for e in v if not EMAIL.fullmatch(e) or len(e) > 254]
         if bad:
             raise ValueError(f"{', '.join(map(repr, bad))} is not an e-mail address — write it like ops@example.com")
         return v
@@ -192,6 +288,47 @@ def _cidr(v: str) -> str:
             f"— list the IPv4 networks you deploy from"
         )
     return str(net)
+
+
+# IPv4 space that is not reachable from the internet (RFC 6890 special-purpose blocks): it does not
+# count towards how much of the internet an allow-list opens.
+NON_PUBLIC_IPV4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
+)
+# The most public address space an allow-list may open together: a /8 (16.7 million addresses) is
+# already more than any organisation's own networks; more is the internet in pieces.
+MAX_PUBLIC_ADDRESSES = 2**24
+
+
+def public_addresses(cidrs: list[str]) -> int:
+    """How many internet-routable IPv4 addresses the networks admit together (overlaps counted once)."""
+    nets = list(ipaddress.collapse_addresses(ipaddress.IPv4Network(c) for c in cidrs))
+    total = sum(n.num_addresses for n in nets)
+    for n in nets:
+        for private in NON_PUBLIC_IPV4:
+            if n.overlaps(private):
+                total -= min(n.num_addresses, private.num_addresses)
+    return total
+
+
+def too_open(cidrs: list[str]) -> bool:
+    """The whole internet (0.0.0.0/0, halves) or more public space together than MAX_PUBLIC_ADDRESSES."""
+    return covers_all_ipv4(cidrs) or public_addresses(cidrs) > MAX_PUBLIC_ADDRESSES
 
 
 def covers_all_ipv4(cidrs: list[str]) -> bool:
@@ -238,15 +375,20 @@ class TeamAccessConfig(_M):
     @field_validator("principalArns")
     @classmethod
     def _roles(cls, v):
-        bad = [a for a in v if not IAM_ROLE_ARN.match(a)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
-                "— write arn:aws:iam::<account>:role/<name>"
-            )
-        if len(set(v)) != len(v):
-            raise ValueError("a role is listed twice — list each role once")
-        return v
+        return _role_arns(v)
+
+
+def _role_arns(v: list[str]) -> list[str]:
+    """Full IAM role ARNs, each once: no wildcards (EKS access entries name one principal each)."""
+    bad = [a for a in v if not IAM_ROLE_ARN.fullmatch(a)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(map(repr, bad))} {'is not an IAM role ARN' if len(bad) == 1 else 'are not IAM role ARNs'} "
+            "— write the full ARN arn:aws:iam::<12-digit account>:role/<name> (no wildcards)"
+        )
+    if len(set(v)) != len(v):
+        raise ValueError("a role is listed twice — list each role once")
+    return v
 
 
 class ClusterConfig(_M):
@@ -256,7 +398,7 @@ class ClusterConfig(_M):
     # The machine that runs `pulumi up` must reach the API server (review D2): public endpoint on by
     # default, IAM-authenticated; restrict it with publicAccessCidrs.
     endpointPublicAccess: bool = True
-    publicAccessCidrs: list[str] = Field(default_factory=list)
+    publicAccessCidrs: list[str] = Field(default_factory=list, max_length=SECURITY_GROUP_RULES)
     # Private-only endpoint: allowed only when `pulumi up` runs inside the (existing) VPC.
     deployFromVpc: bool = False
     # Pulumi `protect` on the EFS model cache and the gateway database (+ RDS deletion protection).
@@ -268,6 +410,11 @@ class ClusterConfig(_M):
     logRetentionDays: int = Field(365, ge=1)
     # Billing guard (off unless set): an AWS Budget on the account's monthly cost.
     budget: BudgetConfig | None = None
+
+    @field_validator("adminRoleArns")
+    @classmethod
+    def _admins(cls, v):
+        return _role_arns(v)
 
     @field_validator("logRetentionDays")
     @classmethod
@@ -294,13 +441,14 @@ class ClusterConfig(_M):
     @classmethod
     def _cidrs(cls, v):
         out = [_cidr(c) for c in v]
-        if out and covers_all_ipv4(out):
+        if out and too_open(out):
             # Written out, an all-internet list is a mistake or a way around this check (0.0.0.0/1 +
             # 128.0.0.0/1); leaving the key unset keeps EKS's open default, which the plan warns about.
             raise ValueError(
-                f"{', '.join(out)} opens the API server to the internet — list your office/VPN/CI "
-                "CIDRs (e.g. [203.0.113.7/32]), or leave publicAccessCidrs unset for EKS's open "
-                "default (the plan warns)"
+                f"{', '.join(out)} opens the API server to the internet — list your office/VPN/CI CIDRs "
+                f"(these cover {public_addresses(out):,} public addresses, at most {MAX_PUBLIC_ADDRESSES:,} "
+                "together; e.g. [203.0.113.7/32]), or leave publicAccessCidrs unset for EKS's open default "
+                "(the plan warns)"
             )
         return out
 
@@ -360,7 +508,7 @@ class NodePoolConfig(_M):
             problem = _label_key_problem(k)
             if problem:
                 raise ValueError(f"label {k!r}: {problem}")
-            if val and (len(val) > 63 or not LABEL_NAME.match(val)):
+            if val and (len(val) > 63 or not LABEL_NAME.fullmatch(val)):
                 raise ValueError(
                     f"label {k!r}: value {val!r} is not a Kubernetes label value — at most 63 "
                     f"letters, digits, '-', '_', '.', starting and ending with a letter or digit"
@@ -409,8 +557,8 @@ def _label_key_problem(k: str) -> str | None:
     if (
         not name
         or len(name) > 63
-        or not LABEL_NAME.match(name)
-        or (slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.match(prefix)))
+        or not LABEL_NAME.fullmatch(name)
+        or (slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX.fullmatch(prefix)))
     ):
         return (
             "not a Kubernetes label key — write [dns.prefix/]name, the name at most 63 letters, digits, '-', '_', '.'"
@@ -423,7 +571,52 @@ def _label_key_problem(k: str) -> str | None:
     return None
 
 
-CRON_FIELD = re.compile(r"^[0-9*/,-]+$")
+# KEDA's cron trigger parses standard 5-field cron (minute, hour, day of month, month, day of week
+# 0-6); each field a list of `*`, `n` or `a-b`, optionally `/step`. Numbers only (no JAN/MON names).
+CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+CRON_ITEM = re.compile(r"\A(\*|(\d{1,2})(-(\d{1,2}))?)(/(\d{1,2}))?\Z")
+
+
+def _cron_item_problem(item: str, lo: int, hi: int) -> str | None:
+    m = CRON_ITEM.fullmatch(item)
+    if not m:
+        return f"{item!r} is not *, n, a-b or one of them with /step"
+    start, end, step = m.group(2), m.group(4), m.group(6)
+    numbers = [int(x) for x in (start, end) if x is not None]
+    if any(not lo <= n <= hi for n in numbers):
+        return f"{item!r} is outside {lo}-{hi}"
+    if end is not None and int(end) < int(start):
+        return f"{item!r} is a range that runs backwards"
+    if step is not None and not 1 <= int(step) <= hi:
+        return f"{item!r} has step {step}; use 1-{hi}"
+    return None
+
+
+def cron_problem(v: str) -> str | None:
+    """Why `v` is not a 5-field cron expression KEDA accepts, or None."""
+    from croniter import croniter  # type: ignore[import-untyped]  # no stubs published
+
+    fields = v.split()
+    if len(fields) != 5 or not v.isascii() or any(c.isspace() and c != " " for c in v):
+        return "is not 5 fields separated by spaces"
+    for field, (lo, hi), name in zip(fields, CRON_RANGES, CRON_NAMES, strict=True):
+        for item in field.split(","):
+            problem = _cron_item_problem(item, lo, hi)
+            if problem:
+                return f"{name}: {problem}"
+    if not croniter.is_valid(v):
+        return "is not a valid cron expression"
+    return None
+
+
+def _zones() -> frozenset[str]:
+    # The IANA zone list shipped in the tzdata package (pinned in requirements.txt), not the planning
+    # host's /usr/share/zoneinfo, whose files include non-zones such as `localtime` and `posixrules`.
+    return frozenset(importlib.resources.files("tzdata").joinpath("zones").read_text().split())
+
+
+IANA_ZONES = _zones()
 
 
 class ScheduledFloor(_M):
@@ -437,22 +630,18 @@ class ScheduledFloor(_M):
     @field_validator("start", "end")
     @classmethod
     def _cron(cls, v):
-        fields = v.split()
-        if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"{v!r} is not a 5-field cron expression — write it like '0 8 * * 1-5' (08:00 Mon-Fri)")
+        problem = cron_problem(v)
+        if problem:
+            raise ValueError(
+                f"{v!r} is not a 5-field cron expression ({problem}) — write it like '0 8 * * 1-5' (08:00 Mon-Fri)"
+            )
         return v
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v):
-        import zoneinfo
-
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"{v!r} is not an IANA time zone — write it like Europe/Berlin or America/New_York"
-            ) from None
+        if v not in IANA_ZONES:
+            raise ValueError(f"{v!r} is not an IANA time zone — write it like Europe/Berlin or America/New_York")
         return v
 
 
@@ -467,8 +656,9 @@ class Replicas(_M):
     floors: list[ScheduledFloor] = Field(default_factory=list, max_length=8)
 
 
-class Architecture(catalog.ArchitectureFields):
-    """Facts for a model that is not in the catalog (from its config.json)."""
+class Architecture(_M, catalog.ArchitectureFields):
+    """Facts for a model that is not in the catalog (from its config.json); numbers checked as in
+    every section (no booleans, no NaN or infinity)."""
 
     # The checkpoint's own quantization (config.json quantization_config.quant_method), if any.
     quantization: Literal["fp8", "awq", "gptq"] | None = None
@@ -511,7 +701,7 @@ class ModelConfig(_M):
     @field_validator("hfId")
     @classmethod
     def _hf_id(cls, v):
-        if v is not None and (not HF_ID.match(v) or ".." in v or len(v) > 200):
+        if v is not None and (not HF_ID.fullmatch(v) or ".." in v or len(v) > 200):
             raise ValueError(
                 f"{v!r} is not a Hugging Face model id — write <organization>/<model> with letters, "
                 f"digits, '.', '_', '-' (no '..', no spaces)"
@@ -521,17 +711,17 @@ class ModelConfig(_M):
     @field_validator("revision")
     @classmethod
     def _revision(cls, v):
-        if v is not None and not REVISION_SHA.match(v) and (not REVISION_REF.match(v) or ".." in v):
+        if v is not None and not REVISION_SHA.fullmatch(v) and (not REVISION_REF.fullmatch(v) or ".." in v):
             raise ValueError(
                 f"{v!r} is not a Hub revision — use the 40-hex commit sha (best), or a tag/branch of "
-                f"letters, digits, '.', '_', '-' (at most 96, no '..')"
+                f"letters, digits, '.', '_', '-' (at most 96, no '..', not starting with '-' or '.')"
             )
         return v
 
     @field_validator("servedName")
     @classmethod
     def _served(cls, v):
-        if v is not None and (not SERVED_NAME.match(v) or ".." in v or "//" in v or v.endswith("/")):
+        if v is not None and (not SERVED_NAME.fullmatch(v) or ".." in v or "//" in v or v.endswith("/")):
             raise ValueError(
                 f"{v!r} is not a usable model name — use letters, digits, '.', '_', '-', '/' "
                 f"(at most 128, no '..' or '//')"
@@ -542,13 +732,21 @@ class ModelConfig(_M):
 class DatabaseConfig(_M):
     enabled: bool = False
     instanceClass: str = "db.t4g.medium"
-    allocatedStorageGiB: int = Field(20, ge=20)
+
+    @field_validator("instanceClass")
+    @classmethod
+    def _class(cls, v):
+        if not RDS_INSTANCE_CLASS.fullmatch(v):
+            raise ValueError(f"{v!r} is not an RDS instance class — write db.<family>.<size>, e.g. db.t4g.medium")
+        return v
+
+    allocatedStorageGiB: int = Field(20, ge=20, le=RDS_STORAGE_MAX_GIB)
     multiAz: bool = True
 
 
 # ---- gateway teams: keys as code (components/team_keys.py, incluster/gateway_auth) ----------------
 # LiteLLM's budget_duration: a count and a unit (seconds, minutes, hours, days, months).
-BUDGET_DURATION = re.compile(r"^[1-9][0-9]{0,3}(s|m|h|d|mo)$")
+BUDGET_DURATION = re.compile(r"\A[1-9][0-9]{0,3}(s|m|h|d|mo)\Z")
 WEBUI_KEY = "open-webui"  # the name of Open WebUI's own key (reserved when ui.enabled)
 
 
@@ -575,7 +773,7 @@ class GatewayTeam(_M):
     @field_validator("budgetDuration")
     @classmethod
     def _duration(cls, v):
-        if v is not None and not BUDGET_DURATION.match(v):
+        if v is not None and not BUDGET_DURATION.fullmatch(v):
             raise ValueError(f"{v!r} is not a budget period — write it like 30d, 1mo, 24h")
         return v
 
@@ -593,7 +791,7 @@ class GatewayTlsConfig(_M):
     @field_validator("certificateArn")
     @classmethod
     def _arn(cls, v):
-        if not ACM_CERTIFICATE_ARN.match(v):
+        if not ACM_CERTIFICATE_ARN.fullmatch(v):
             raise ValueError(
                 f"{v!r} is not an ACM certificate ARN — copy it from ACM, like "
                 "arn:aws:acm:us-east-1:123456789012:certificate/1a2b3c4d-1a2b-1a2b-1a2b-1a2b3c4d5e6f"
@@ -620,15 +818,16 @@ class GatewayConfig(_M):
     # TLS listener on 443 (unset: plain HTTP on the gateway port, internal load balancers only).
     tls: GatewayTlsConfig | None = None
     # Client networks the load balancer admits (the Service's loadBalancerSourceRanges).
-    sourceRanges: list[str] = Field(default_factory=list)
+    sourceRanges: list[str] = Field(default_factory=list, max_length=SECURITY_GROUP_RULES)
 
     @field_validator("sourceRanges")
     @classmethod
     def _ranges(cls, v):
         out = [_cidr(c) for c in v]
-        if out and covers_all_ipv4(out):
+        if out and too_open(out):
             raise ValueError(
-                f"{', '.join(out)} admits the whole internet — list your clients' networks (office, VPN, "
+                f"{', '.join(out)} admits the whole internet or a large part of it ({public_addresses(out):,} "
+                f"public addresses, at most {MAX_PUBLIC_ADDRESSES:,}) — list your clients' networks (office, VPN, "
                 "partner CIDRs), e.g. [203.0.113.0/24]"
             )
         return out
@@ -641,6 +840,54 @@ class UiConfig(_M):
     maxParallelRequests: int = Field(16, ge=1)
 
 
+# Instance metadata endpoints: a URL the program calls or renders must never point at them.
+METADATA_HOSTS = ("metadata.google.internal", "metadata", "instance-data", "instance-data.ec2.internal")
+METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fd00:ec2::254/128", "fe80::/10"))
+URL_HOST = re.compile(r"\A([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+URL_PATH = re.compile(r"\A(/(?!\.\.?(/|\Z))[A-Za-z0-9._~-]*)*\Z")  # no . or .. segments
+
+
+def _host_problem(host: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    except ValueError:
+        if not URL_HOST.fullmatch(host) or len(host) > 253:
+            return f"has host {host!r}, not a DNS name (its last label starts with a letter) or an IP address"
+        if host.lower().rstrip(".") in METADATA_HOSTS:
+            return f"points at the instance metadata service ({host})"
+        return None
+    if any(ip in net for net in METADATA_NETWORKS) or ip.is_unspecified or ip.is_multicast:
+        return f"points at {ip}, a link-local, metadata, unspecified or multicast address"
+    return None
+
+
+def url_problem(v: str) -> str | None:
+    """Why `v` is not a plain http(s) URL of a service (scheme, host, port 1-65535, path), or None."""
+    if not v.isascii() or not v.isprintable() or any(c.isspace() for c in v):
+        return "has spaces, control or non-ASCII characters"
+    parts = urllib.parse.urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "is not an http:// or https:// URL"
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment or "#" in v:
+        return "carries credentials, a query or a fragment"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        return "has a port outside 1-65535"
+    if not parts.hostname:
+        return "has no host"
+    host_problem = _host_problem(parts.hostname)
+    if host_problem:
+        return host_problem
+    if not URL_PATH.fullmatch(parts.path):
+        return f"has path {parts.path!r}; use letters, digits and . _ ~ - between slashes"
+    return None
+
+
 class ObservabilityConfig(_M):
     """Metrics, dashboards and alerts. With `prometheusUrl` the stack brings no Prometheus of its
     own: monitors, rules and dashboards go to yours (it must run the Prometheus operator, select
@@ -651,7 +898,7 @@ class ObservabilityConfig(_M):
     namespace: str = "monitoring"
     prometheusUrl: str | None = None
     retentionDays: int = Field(15, ge=1, le=3650)
-    storageGiB: int = Field(50, ge=10, le=16384)
+    storageGiB: int = Field(50, ge=10, le=GP3_MAX_GIB)  # a gp3 volume
     # TSDB size cap; default: 90 % of storageGiB (the volume must never fill up before retention).
     retentionSizeGiB: int | None = Field(None, ge=1)
     # Alert when the 95th percentile time to first token stays above this (per model: ttftP95SecondsByModel).
@@ -666,9 +913,11 @@ class ObservabilityConfig(_M):
     @field_validator("prometheusUrl")
     @classmethod
     def _url(cls, v):
-        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$", v):
+        problem = None if v is None else url_problem(v)
+        if problem:
             raise ValueError(
-                f"{v!r} is not an http(s) URL of a Prometheus — e.g. http://prometheus.monitoring.svc:9090"
+                f"{v!r} is not an http(s) URL of a Prometheus: it {problem} "
+                "— e.g. http://prometheus.monitoring.svc:9090"
             )
         return v
 

@@ -13,7 +13,9 @@ dumped from the real parser; the e2e tier re-dumps and compares), and only then 
 Refused: elements with whitespace, control or non-ASCII characters; more than MAX_ARGS elements or
 one longer than MAX_ARG_LEN; unknown, abbreviated or ambiguous flags; stray values; flags that
 need a value without one; removed flags; flags the program renders itself; flags that run or load
-code, read files or open endpoints the platform does not model (DANGEROUS).
+code, read files or open endpoints the platform does not model (DANGEROUS); and, past all of those,
+any flag not on the allow-list (`catalog/vllm-extra-args.yaml`, each entry with why it is safe, some
+with the only values accepted): a flag vLLM adds in a release is refused until someone judges it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Literal
 
 Kind = Literal["nvidia", "neuron"]
 TABLE_FILE = Path(__file__).resolve().parent.parent / "catalog" / "vllm-serve-flags.json"
+ALLOW_FILE = TABLE_FILE.parent / "vllm-extra-args.yaml"
 
 MAX_ARGS = 32
 MAX_ARG_LEN = 512
-_SAFE_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
-_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse treats these as values, not options
+_SAFE_CHARS = re.compile(r"\A[\x21-\x7e]+\Z")  # printable ASCII, no spaces
+_NUMBER = re.compile(r"\A(-\d+|-\d*\.\d+)\Z")  # argparse treats these as values, not options
 
 # Flags vLLM 0.32 removed (argparse exits 2) and the one that silently removes all metrics.
 FORBIDDEN = {
@@ -134,6 +137,9 @@ DANGEROUS = {
     "--weight-transfer-config": "opens weight-transfer connections the NetworkPolicies do not allow",
     "--profiler-config": "turns on the profiler endpoints",
     "--help": "prints help and exits; the server would never start",
+    "--otlp-traces-endpoint": "sends traces to a collector the NetworkPolicies do not allow",
+    "--collect-detailed-traces": "traces go to an OTLP collector the NetworkPolicies do not allow",
+    "--distributed-executor-backend": "ray or external executors open connections the NetworkPolicies do not allow",
 }
 
 
@@ -181,93 +187,128 @@ def _lookup(name: str, options: dict[str, dict]) -> tuple[dict | None, str | Non
     return None, "unknown flag"
 
 
-def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]]]:
-    """Resolve extraArgs to flags. Returns (flags used, problems as (what, fix))."""
-    problems: list[tuple[str, str]] = []
+def _screen(args: list[str]) -> list[tuple[str, str]]:
+    """Count, length and characters, before any element is read as a flag."""
     if len(args) > MAX_ARGS:
-        return [], [(f"{len(args)} elements (at most {MAX_ARGS})", "keep extraArgs short; most settings have a field")]
+        return [(f"{len(args)} elements (at most {MAX_ARGS})", "keep extraArgs short; most settings have a field")]
+    problems = []
     for a in args:
         if len(a) > MAX_ARG_LEN:
             problems.append((f"element of {len(a)} characters (at most {MAX_ARG_LEN})", "shorten it"))
-        elif not _SAFE_CHARS.match(a):
+        elif not _SAFE_CHARS.fullmatch(a):
             problems.append(
                 (
                     f"{a[:40]!r} contains whitespace, control or non-ASCII characters",
                     "one flag or value per element; write JSON values without spaces",
                 )
             )
-    if problems:
-        return [], problems
-    options = table(kind)
-    version = table_version(kind)
-    used: list[Used] = []
-    pending: tuple[str, object] | None = None  # (flag, nargs) still able to take values
-    for i, a in enumerate(args):
-        is_flag = a.startswith("-") and len(a) > 1 and not _NUMBER.match(a)
-        if not is_flag:
-            if pending is None:
-                problems.append(
-                    (
-                        f"{a!r} is not the value of any flag (vLLM would refuse a second positional)",
-                        "put the flag it belongs to right before it, or remove it",
-                    )
+    return problems
+
+
+def _spelling(a: str, options: dict[str, dict]) -> tuple[str, str | None, bool]:
+    """(option name, attached value, dotted) for one flag element, the way vLLM rewrites it."""
+    if a.startswith("--"):
+        name, value, dotted = _normalise_long(a)
+        if name == "--help":  # vLLM turns --help=<keyword> into --help (help search)
+            value = None
+        return name, value, dotted
+    if a.startswith("-O"):
+        return "--optimization-level", (a[3:] if a[2:3] == "=" else a[2:]) or None, False
+    name, eq, v = a.partition("=")
+    value = v if eq else None
+    if name not in options and name[:2] in options and len(name) > 2:  # -qfp8: one-letter alias + value
+        name, value = name[:2], name[2:]
+    return name, value, False
+
+
+class _Reader:
+    """Walks extraArgs once, as argparse would: flags, the values they take, and what it would refuse."""
+
+    def __init__(self, args: list[str], kind: Kind):
+        self.args, self.options, self.version = args, table(kind), table_version(kind)
+        self.used: list[Used] = []
+        self.problems: list[tuple[str, str]] = []
+        self.pending: tuple[str, object] | None = None  # (flag, nargs) still able to take values
+
+    def run(self) -> tuple[list[Used], list[tuple[str, str]]]:
+        for i, a in enumerate(self.args):
+            if a.startswith("-") and len(a) > 1 and not _NUMBER.fullmatch(a):
+                self._flag(i, a)
+            else:
+                self._value(a)
+        self._close()
+        return self.used, self.problems
+
+    def _close(self) -> None:
+        """A flag that needs a value and got none."""
+        p = self.pending
+        if p is not None and p[1] in (1, "+") and not _took_value(self.used):
+            self.problems.append((f"{p[0]} needs a value", f"give it as {p[0]}=<value>"))
+        self.pending = None
+
+    def _value(self, a: str) -> None:
+        if self.pending is None:
+            self.problems.append(
+                (
+                    f"{a!r} is not the value of any flag (vLLM would refuse a second positional)",
+                    "put the flag it belongs to right before it, or remove it",
                 )
-                continue
-            flag, nargs = pending
-            if used and used[-1].flag == flag and used[-1].value is None:
-                used[-1] = Used(used[-1].flag, used[-1].given, used[-1].negated, a, used[-1].key)
-            if nargs in (1, "?"):
-                pending = None
-            continue
-        if pending is not None and pending[1] in (1, "+") and not _took_value(used):
-            problems.append((f"{pending[0]} needs a value", f"give it as {pending[0]}=<value>"))
-        pending = None
-        if a == "-O" and (i + 1 >= len(args) or args[i + 1] not in ("0", "1", "2", "3")):
-            problems.append(("-O: unknown flag (vLLM reads -O only before 0-3)", "write --optimization-level=<level>"))
-            continue
+            )
+            return
+        flag, nargs = self.pending
+        last = self.used[-1] if self.used else None
+        if last is not None and last.flag == flag and last.value is None:
+            self.used[-1] = Used(last.flag, last.given, last.negated, a, last.key)
+        if nargs in (1, "?"):
+            self.pending = None
+
+    def _refused_spelling(self, i: int, a: str) -> tuple[str, str] | None:
+        if a == "-O" and (i + 1 >= len(self.args) or self.args[i + 1] not in ("0", "1", "2", "3")):
+            return ("-O: unknown flag (vLLM reads -O only before 0-3)", "write --optimization-level=<level>")
         if a == "--":
-            problems.append(("'--' ends vLLM's options", "remove it"))
-            continue
-        if a.startswith("--"):
-            name, value, dotted = _normalise_long(a)
-            if name == "--help":  # vLLM turns --help=<keyword> into --help (help search)
-                value = None
-        elif a.startswith("-O"):
-            name, value, dotted = "--optimization-level", (a[3:] if a[2:3] == "=" else a[2:]) or None, False
-        else:
-            name, eq, v = a.partition("=")
-            value, dotted = (v if eq else None), False
-            if name not in options and name[:2] in options and len(name) > 2:  # -qfp8: one-letter alias + value
-                name, value = name[:2], name[2:]
+            return ("'--' ends vLLM's options", "remove it")
+        return None
+
+    def _flag(self, i: int, a: str) -> None:
+        self._close()
+        refused = self._refused_spelling(i, a)
+        if refused:
+            self.problems.append(refused)
+            return
+        name, value, dotted = _spelling(a, self.options)
         if name in FORBIDDEN:
             shown = name if a.partition("=")[0] == name else f"{a} (= {name})"
-            problems.append((f"{shown}: {FORBIDDEN[name]}", f"remove {name}"))
-            continue
-        entry, why = _lookup(name, options)
+            self.problems.append((f"{shown}: {FORBIDDEN[name]}", f"remove {name}"))
+            return
+        entry, why = _lookup(name, self.options)
         if entry is None:
-            what = f"{a}: {why} in vLLM {version}" if why == "unknown flag" else f"{a}: {why}"
-            fix = (
-                "write the full flag name"
-                if why and why.startswith("abbreviation")
-                else "check `vllm serve --help` of that release; remove it"
-            )
-            problems.append((what, fix))
-            continue
-        flag = entry["flag"]
+            what = f"{a}: {why} in vLLM {self.version}" if why == "unknown flag" else f"{a}: {why}"
+            abbreviated = why is not None and why.startswith("abbreviation")
+            fix = "write the full flag name" if abbreviated else "check `vllm serve --help` of that release; remove it"
+            self.problems.append((what, fix))
+            return
+        self._use(a, name, value, dotted, entry)
+
+    def _use(self, a: str, name: str, value: str | None, dotted: bool, entry: dict) -> None:
+        flag, nargs = entry["flag"], entry["nargs"]
         negated = name.startswith("--no-") and not flag.startswith("--no-")
         key = a.partition("=")[0].partition(".")[2] if dotted else ""
-        used.append(Used(flag, a, negated, value, key))
-        nargs = entry["nargs"]
+        self.used.append(Used(flag, a, negated, value, key))
         if dotted:
-            pending = None if value is not None else (flag, 1)  # --flag.key value
+            self.pending = None if value is not None else (flag, 1)  # --flag.key value
         elif value is not None:
             if nargs == 0:
-                problems.append((f"{a}: {flag} takes no value", f"write {name} alone"))
+                self.problems.append((f"{a}: {flag} takes no value", f"write {name} alone"))
         elif nargs != 0:
-            pending = (flag, nargs)
-    if pending is not None and pending[1] in (1, "+") and not _took_value(used):
-        problems.append((f"{pending[0]} needs a value", f"give it as {pending[0]}=<value>"))
-    return used, problems
+            self.pending = (flag, nargs)
+
+
+def parse(args: list[str], kind: Kind) -> tuple[list[Used], list[tuple[str, str]]]:
+    """Resolve extraArgs to flags. Returns (flags used, problems as (what, fix))."""
+    problems = _screen(args)
+    if problems:
+        return [], problems
+    return _Reader(args, kind).run()
 
 
 # Flags that make the server read files or other checkpoints than the model's own: the pod runs
@@ -282,6 +323,8 @@ OTHER_FILES = {
     "--chat-template",
     "--mm-encoder-fp8-scale-path",
     "--mm-encoder-fp8-scale-save-path",
+    "--tokenizer-revision",
+    "--code-revision",
 }
 # Values refused for flags that are otherwise fine.
 BAD_VALUES = {
@@ -289,7 +332,7 @@ BAD_VALUES = {
     "--load-format": ({"dummy"}, "serves random weights instead of the checkpoint"),
 }
 # A value (or a JSON string inside one) that is an absolute, home or parent-relative path.
-_PATH_VALUE = re.compile(r'(^|[=\[{,"])\s*(/|~|\.\./)|(^|/)\.\.(/|$|")')
+_PATH_VALUE = re.compile(r'(\A|[=\[{,"])\s*(/|~|\.\./)|(\A|/)\.\.(/|\Z|")')
 
 
 def _value_problem(u: Used) -> tuple[str, str] | None:
@@ -318,6 +361,28 @@ def _value_problem(u: Used) -> tuple[str, str] | None:
     return None
 
 
+@functools.cache
+def allowed() -> dict[str, dict]:
+    """The extraArgs allow-list (catalog/vllm-extra-args.yaml): flag -> {why, values?}."""
+    from stacks.yamlio import load_yaml
+
+    return load_yaml(ALLOW_FILE.read_text())["allowed"]
+
+
+def _allow_problem(u: Used) -> tuple[str, str] | None:
+    entry = allowed().get(u.flag)
+    if entry is None:
+        return (
+            f"{u.given}: {u.flag} is not on the extraArgs allow-list — its effect is outside what the platform "
+            "models (endpoints, connections, files, code or sizing)",
+            f"remove it; the accepted flags and why each is safe are in {ALLOW_FILE.name}",
+        )
+    values = entry.get("values")
+    if values and u.value is not None and u.value.lower() not in values:
+        return (f"{u.given}: {u.flag} accepts {', '.join(values)} here", f"use one of {', '.join(values)}")
+    return None
+
+
 def _took_value(used: list[Used]) -> bool:
     return bool(used) and used[-1].value is not None
 
@@ -342,9 +407,10 @@ def policy_problems(used: list[Used], *, trust_remote_code: bool) -> list[tuple[
                     f"set that field instead of passing {u.flag}",
                 )
             )
-        elif u.flag in DANGEROUS and not u.negated:
-            out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
-        elif (p := _value_problem(u)) is not None:
+        elif u.flag in DANGEROUS:
+            if not u.negated:  # --no-<dangerous switch> is the default, harmless
+                out.append((f"{shown} {DANGEROUS[u.flag]}", f"remove {u.flag}; the platform does not allow it"))
+        elif (p := _value_problem(u) or _allow_problem(u)) is not None:
             out.append(p)
     return out
 

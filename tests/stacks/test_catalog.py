@@ -137,3 +137,18 @@ def test_the_advisory_check_can_fail():
         "vllm-neuron: vllm 0.15.1 is below the advisory floor 0.24.0"
     ]
     assert catalog.version_tuple("0.32.0+cpu") == (0, 32, 0)
+
+
+def test_litellm_reserved_names_are_recorded_with_sources():
+    """The sentinels the config refuses, each with the LiteLLM file that defines it."""
+    from stacks import catalog
+
+    r = catalog.litellm_reserved()
+    # read in the pinned release line (a patch bump keeps the names; a minor bump means re-reading)
+    assert catalog.version_tuple(r.release)[:2] == catalog.version_tuple(catalog.versions().litellm_version)[:2]
+    for name in ("all-proxy-models", "all-team-models", "no-default-models", "openai/*"):
+        assert r.model_name(name), name
+    for team in ("litellm-dashboard", "open-webui", "default_user_id"):
+        assert r.team_id(team), team
+    assert r.model_name("qwen3-0.6b") is None and r.team_id("search") is None  # negative control
+    assert all(".py" in source for _, _, source in (*r.model_names, *r.team_ids))

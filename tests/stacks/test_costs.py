@@ -60,9 +60,13 @@ def test_cost_follows_the_records_not_the_config():
     assert it["NAT gateways"]["min"] == pytest.approx(0.045) and "RDS" not in it and "EFS" not in it
 
 
-def test_an_unpriced_rds_class_is_an_error():
-    with pytest.raises(KeyError, match=r"db\.x9\.huge"):
-        costs.stack_cost([R("aws:rds/instance:Instance", {"instanceClass": "db.x9.huge", "multiAz": True})])
+def test_an_unpriced_rds_class_is_shown_without_a_price():
+    """The config validates the class; the cost counts its storage only and says so. 100 GB Multi-AZ at
+    $0.23/GB-month over 730 h = $0.031507/h."""
+    rec = R("aws:rds/instance:Instance", {"instanceClass": "db.x9.huge", "multiAz": True, "allocatedStorage": 100})
+    it = items(costs.stack_cost([rec]).as_dict())
+    assert it["RDS"]["min"] == pytest.approx(0.0315, abs=1e-4)
+    assert "db.x9.huge Multi-AZ, 100 GB (no price in stacks/catalog/prices.yaml" in it["RDS"]["note"]
 
 
 def test_the_plan_table_prints_the_breakdown_and_total(tmp_path, capsys):

@@ -142,4 +142,39 @@ def test_values_that_point_outside_the_pod_or_weaken_it():
     assert (
         problems(["--generation-config", "vllm", "--load-format", "safetensors", "--uvicorn-log-level", "info"]) == []
     )
-    assert problems(["--otlp-traces-endpoint", "http://collector:4317"]) == []
+    # an endpoint the NetworkPolicies do not model is refused whatever it points at
+    assert "NetworkPolicies do not allow" in problems(["--otlp-traces-endpoint", "http://collector:4317"])[0]
+
+
+@pytest.mark.parametrize(
+    "args,why",
+    [
+        (["--distributed-executor-backend=ray"], "NetworkPolicies do not allow"),
+        (["--load-format=tensorizer"], "accepts auto, safetensors here"),
+        (["--load-format", "pt"], "accepts auto, safetensors here"),
+        (["--tokenizer-revision=main"], "reads files other than the model's snapshot"),
+        (["--enable-sleep-mode"], "is not on the extraArgs allow-list"),
+        (["--kv-offloading-backend", "native"], "is not on the extraArgs allow-list"),
+        (["--scheduling-policy=lifo"], "accepts fcfs, priority here"),
+        (["--log-level", "trace"], "accepts critical, error, warning, info, debug here"),
+    ],
+)
+def test_flags_outside_the_allow_list_or_its_values_are_refused(args, why):
+    found = problems(args)
+    assert len(found) == 1 and why in found[0], found
+
+
+def test_allow_list_entries_are_real_flags_with_reasons_and_disjoint_from_the_refusals():
+    known = {e["flag"] for e in vf.table("nvidia").values()}
+    allowed = vf.allowed()
+    assert len(allowed) > 20
+    assert sorted(f for f in allowed if f not in known) == []
+    assert all(len(entry["why"]) > 10 for entry in allowed.values())
+    refused = {*vf.MANAGED, *vf.DANGEROUS, *vf.FORBIDDEN, *vf.OTHER_FILES}
+    assert sorted(set(allowed) & refused) == []
+    # every flag the table knows is either allowed or refused by the policy itself (not by the parser)
+    unlisted = sorted(known - set(allowed))
+    assert len(unlisted) > 200
+    slipped = [f for f in unlisted if not vf.policy_problems([vf.Used(f, f, False, "1")], trust_remote_code=False)]
+    assert slipped == []
+    assert vf.policy_problems([vf.Used("--seed", "--seed", False, "1")], trust_remote_code=False) == []

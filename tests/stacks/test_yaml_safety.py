@@ -151,3 +151,37 @@ def test_duplicate_keys_and_tags_report_positions():
         yamlio.load_untrusted(text)
     got = [(i.line, i.column, i.path) for i in e.value.issues]
     assert got == [(4, 5, ("config", "llm-serving:models", "a")), (5, 6, ("config", "x"))]
+
+
+@pytest.mark.parametrize(
+    "scalar,refused",
+    [
+        ("1:30", True),  # base 60: 90 to PyYAML, a string to YAML 1.2
+        ("1e3", True),  # a string to PyYAML, 1000.0 to YAML 1.2
+        ("yes", True),
+        ("Off", True),
+        ("0777", True),  # 511 to PyYAML, 777 to YAML 1.2
+        ("0o17", True),
+        ("1_000", True),
+        ("'1:30'", False),
+        ('"yes"', False),
+        ("true", False),
+        ("12", False),
+        ("0x1F", False),
+        ("-1.5e-3", False),
+        ("2026-01-01", False),
+    ],
+)
+def test_scalars_yaml_1_1_and_1_2_read_differently_are_refused(scalar, refused):
+    text = f"config:\n  v: {scalar}\n"
+    if refused:
+        with pytest.raises(yamlio.YamlError, match=r"YAML 1\.1.*YAML 1\.2"):
+            yamlio.load_untrusted(text)
+    else:
+        yamlio.load_untrusted(text)
+
+
+def test_unsigned_exponent_decimal_reads_as_the_number_yaml_1_2_sees():
+    """PyYAML reads 3.0e9 as the string '3.0e9'; Pulumi (YAML 1.2) as 3000000000.0. The plan follows."""
+    assert yamlio.load_untrusted("v: 3.0e9\n") == {"v": 3.0e9}
+    assert yamlio.load_untrusted("v: '3.0e9'\n") == {"v": "3.0e9"}
