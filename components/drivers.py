@@ -69,12 +69,15 @@ class DriverArgs:
     after: tuple[pulumi.Resource, ...] = ()
 
 
+GPU_OPERATOR_NAMESPACE = "gpu-operator"  # also where the operator runs its DCGM exporter
+
+
 class GpuOperator(pulumi.ComponentResource):
     def __init__(self, name: str, args: DriverArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:GpuOperator", name, None, opts)
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
-            metadata={"name": "gpu-operator", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+            metadata={"name": GPU_OPERATOR_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
             opts=ResourceOptions(parent=self),
         )
         self.release = k8s.helm.v3.Release(
@@ -83,7 +86,7 @@ class GpuOperator(pulumi.ComponentResource):
             chart=args.chart.chart,
             version=args.chart.version,
             repository_opts={"repo": args.chart.repo},
-            namespace="gpu-operator",
+            namespace=GPU_OPERATOR_NAMESPACE,
             values=gpu_operator_values(),
             opts=ResourceOptions(parent=self, depends_on=[ns, *args.after]),
         )

@@ -195,6 +195,9 @@ class NodeClassSpec:
 # Service/container ports. NetworkPolicies, Services, probes and the gateway's routes derive from these.
 VLLM_PORT = 8000  # never a Service named `vllm`: Kubernetes would inject VLLM_PORT and vLLM refuses it
 GATEWAY_PORT = 4000
+# The namespaces every platform stack creates for its models and its gateway.
+MODELS_NS = "models"
+GATEWAY_NS = "gateway"
 # The gateway's front door (components/frontdoor.py): the only port the load balancer reaches; it
 # forwards the client routes to GATEWAY_PORT, which only pods in the cluster reach.
 FRONTDOOR_PORT = 4080

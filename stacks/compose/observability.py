@@ -10,6 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from components import karpenter, litellm, vllm
+from components.drivers import GPU_OPERATOR_NAMESPACE
 from components.prometheus_stack import (
     NEURON_MONITOR_LABELS,
     NEURON_MONITOR_NAMESPACE,
@@ -30,7 +31,7 @@ from stacks.config import StackIntent
 
 # The DCGM exporter's Service, created by the GPU operator from its own assets (not the chart):
 # label app=nvidia-dcgm-exporter, port gpu-metrics (9400), in the operator's namespace.
-DCGM_NAMESPACE = "gpu-operator"
+DCGM_NAMESPACE = GPU_OPERATOR_NAMESPACE
 DCGM_SELECTOR = {"app": "nvidia-dcgm-exporter"}
 DCGM_PORT = "gpu-metrics"
 # The Karpenter chart's Service (templates/service.yaml): labels name + instance (the release name,

@@ -17,7 +17,17 @@ from components.namespaces import NamespacesArgs, ServingNamespaces
 from components.serving_secrets import VLLM_KEY_SECRET, ServingKeys, ServingKeysArgs
 from components.team_keys import KeyGrant, TeamKeys, TeamKeysArgs
 from components.team_reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler, key_alias
-from components.types import GATEWAY_PORT, SYSTEM_TAINT, VLLM_PORT, InstanceType, Route, ServerSpec, service_host
+from components.types import (
+    GATEWAY_NS,
+    GATEWAY_PORT,
+    MODELS_NS,
+    SYSTEM_TAINT,
+    VLLM_PORT,
+    InstanceType,
+    Route,
+    ServerSpec,
+    service_host,
+)
 from components.vllm import (
     HOME,
     HUB_CACHE,
@@ -36,9 +46,6 @@ from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY, team_namespaces
 from stacks.report import model_rows
-
-MODELS_NS = "models"
-GATEWAY_NS = "gateway"
 
 
 def namespaces(intent: StackIntent) -> tuple[str, str]:

@@ -8,7 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from components.types import AcceleratorKind, InstanceType, ModelArch
+from components.drivers import GPU_OPERATOR_NAMESPACE
+from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
+from components.keda import KEDA_NAMESPACE
+from components.model_cache import SERVICE_ACCOUNT
+from components.types import GATEWAY_NS, MODELS_NS, AcceleratorKind, InstanceType, ModelArch
 from stacks import catalog
 from stacks.capacity import planner
 from stacks.config import vllm_flags
@@ -271,13 +275,6 @@ class _Resolver:
     def _object_names(self) -> None:
         """Two Kubernetes objects of one kind, namespace and name: the second fails at `up` (AlreadyExists)
         and the plan keeps one. Model keys name a model's own objects; the fixed names are the program's."""
-        # Imported here: the compose layer imports this module.
-        from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
-        from components.keda import KEDA_NAMESPACE
-        from components.model_cache import SERVICE_ACCOUNT
-        from stacks.compose.observability import DCGM_NAMESPACE
-        from stacks.compose.serving import GATEWAY_NS, MODELS_NS
-
         fixed = {SERVICE_ACCOUNT: "the model cache's ServiceAccount"}
         for name in self.cfg.models:
             if name in fixed:
@@ -287,7 +284,7 @@ class _Resolver:
                     "rename the model; set servedName: to keep the name clients use",
                 )
         team = self.cfg.team
-        created = {MODELS_NS, GATEWAY_NS, KEDA_NAMESPACE, DCGM_NAMESPACE, KARPENTER_NAMESPACE}
+        created = {MODELS_NS, GATEWAY_NS, KEDA_NAMESPACE, GPU_OPERATOR_NAMESPACE, KARPENTER_NAMESPACE}
         if team is not None:
             created |= set(team_namespaces(team.name))
         ns = self.cfg.observability.namespace
