@@ -43,15 +43,44 @@ def ns_peer(ns: str, labels: dict) -> dict:
     }
 
 
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+DNS_EGRESS = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
+
+
 def render_policies(
     *, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool, redis: bool = False
 ) -> dict[str, tuple[str, dict]]:
     """name -> (namespace, NetworkPolicy spec)."""
-    deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    dns = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
-    out: dict[str, tuple[str, dict]] = {
-        "models-default-deny": (models_ns, deny),
-        "models-dns": (models_ns, dns),
+    out = {
+        **render_models_policies(models_ns=models_ns, gateway_ns=gateway_ns),
+        **render_gateway_policies(models_ns=models_ns, gateway_ns=gateway_ns, vpc_cidr=vpc_cidr),
+    }
+    if database:
+        out["gateway-to-database"] = (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}],
+            },
+        )
+    if redis:
+        out["gateway-to-redis"] = (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(REDIS_PORT)]}],
+            },
+        )
+    return out
+
+
+def render_models_policies(*, models_ns: str, gateway_ns: str) -> dict[str, tuple[str, dict]]:
+    """The models namespace: default deny, DNS, vLLM from the gateway, the cache Job to the Hub."""
+    return {
+        "models-default-deny": (models_ns, DENY_ALL),
+        "models-dns": (models_ns, DNS_EGRESS),
         "vllm-from-gateway": (
             models_ns,
             {
@@ -69,8 +98,14 @@ def render_policies(
                 "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
             },
         ),
-        "gateway-default-deny": (gateway_ns, deny),
-        "gateway-dns": (gateway_ns, dns),
+    }
+
+
+def render_gateway_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str) -> dict[str, tuple[str, dict]]:
+    """The gateway namespace: default deny, DNS, the front door, LiteLLM and the UI."""
+    return {
+        "gateway-default-deny": (gateway_ns, DENY_ALL),
+        "gateway-dns": (gateway_ns, DNS_EGRESS),
         # LiteLLM (every route, admin included) only from named pods of the cluster; clients outside
         # it reach the front door's port alone, which forwards the client routes (components/frontdoor.py).
         "gateway-ingress": (
@@ -128,25 +163,6 @@ def render_policies(
             },
         ),
     }
-    if database:
-        out["gateway-to-database"] = (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [{"protocol": "TCP", "port": 5432}]}],
-            },
-        )
-    if redis:
-        out["gateway-to-redis"] = (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(REDIS_PORT)]}],
-            },
-        )
-    return out
 
 
 def render_accelerator_quota(n: int) -> dict:
