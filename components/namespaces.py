@@ -53,7 +53,8 @@ def render_policies(
     """name -> (namespace, NetworkPolicy spec)."""
     out = {
         **render_models_policies(models_ns=models_ns, gateway_ns=gateway_ns),
-        **render_gateway_policies(models_ns=models_ns, gateway_ns=gateway_ns, vpc_cidr=vpc_cidr),
+        **render_gateway_policies(models_ns=models_ns, gateway_ns=gateway_ns),
+        **render_edge_policies(gateway_ns=gateway_ns, vpc_cidr=vpc_cidr),
     }
     if database:
         out["gateway-to-database"] = (
@@ -101,8 +102,8 @@ def render_models_policies(*, models_ns: str, gateway_ns: str) -> dict[str, tupl
     }
 
 
-def render_gateway_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str) -> dict[str, tuple[str, dict]]:
-    """The gateway namespace: default deny, DNS, the front door, LiteLLM and the UI."""
+def render_gateway_policies(*, models_ns: str, gateway_ns: str) -> dict[str, tuple[str, dict]]:
+    """The gateway namespace: default deny, DNS, LiteLLM in (named pods) and out (vLLM)."""
     return {
         "gateway-default-deny": (gateway_ns, DENY_ALL),
         "gateway-dns": (gateway_ns, DNS_EGRESS),
@@ -124,6 +125,20 @@ def render_gateway_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str) -
                 ],
             },
         ),
+        "gateway-to-vllm": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
+            },
+        ),
+    }
+
+
+def render_edge_policies(*, gateway_ns: str, vpc_cidr: str) -> dict[str, tuple[str, dict]]:
+    """What the VPC reaches: the front door (which forwards to LiteLLM) and the UI (which calls it)."""
+    return {
         "frontdoor-ingress": (
             gateway_ns,
             {
@@ -138,14 +153,6 @@ def render_gateway_policies(*, models_ns: str, gateway_ns: str, vpc_cidr: str) -
                 "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
                 "policyTypes": ["Egress"],
                 "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [tcp(GATEWAY_PORT)]}],
-            },
-        ),
-        "gateway-to-vllm": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
             },
         ),
         "ui-to-gateway": (
