@@ -394,9 +394,7 @@ class SystemNodes(pulumi.ComponentResource):
                 parent=self, ignore_changes=["scalingConfig.desiredSize"], depends_on=[*attachments, *args.after]
             ),
         )
-        self.handle = SystemNodesHandle(
-            node_group=self.node_group, role_arn=role.arn, label_key=k, label_value=v, taint_key=SYSTEM_TAINT
-        )
+        self.handle = SystemNodesHandle(node_group=self.node_group, label_key=k, label_value=v, taint_key=SYSTEM_TAINT)
         self.register_outputs({"node_group": self.node_group.node_group_name})
 
 
