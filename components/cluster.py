@@ -88,7 +88,7 @@ def control_plane_log_group(cluster_name: str) -> str:
 
 def kubeconfig_with_profile(kubeconfig: Any, profile: str) -> str:
     """The kubeconfig with AWS_PROFILE set on every `aws eks get-token` exec user, so the token comes
-    from the same credentials as the stack's `aws:profile` (review D21)."""
+    from the same credentials as the stack's `aws:profile`."""
     doc = json.loads(kubeconfig) if isinstance(kubeconfig, str) else dict(kubeconfig)
     for user in doc.get("users") or []:
         ex = (user.get("user") or {}).get("exec")

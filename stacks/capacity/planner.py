@@ -564,7 +564,7 @@ def fix_hints(arch: ModelArch, s: Sizing, candidates: list[InstanceType], **kw) 
 # cpu = capacity - kube-reserved (6% of the first core, 1% of the second, 0.5% of cores 3-4, 0.25%
 # beyond). Max pods: the kubelet default 110 (ENI-limited counts are lower on small types, so this
 # reserves more, never less). DaemonSets (CNI, kube-proxy, CSI nodes, monitoring agent, device plugin
-# or GPU operator) take about 0.3 CPU and 0.5 GiB (deploy review estimate).
+# or GPU operator) take about 0.3 CPU and 0.5 GiB (an estimate, not a measurement).
 VM_MEMORY_OVERHEAD = 0.075
 EVICTION_HARD_MIB = 100
 MAX_PODS_ASSUMED = 110

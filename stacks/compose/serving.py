@@ -271,7 +271,7 @@ def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
 
 def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Output[str]]) -> pulumi.Output | None:
     """{"<team>/<key>": value} of the Pulumi-generated team keys (secret), for the reconciler's
-    Secret; `keys` is key name -> key (wt/teams: TeamKeys.keys). None when there is no key."""
+    Secret; `keys` is key name -> key (TeamKeys.keys). None when there is no key."""
     pairs = [(key_alias(t.name, k), keys[k]) for t in teams for k in t.keys]
     if not pairs:
         return None

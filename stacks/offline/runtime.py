@@ -1,7 +1,7 @@
 """Run the Pulumi program under `pulumi.runtime.set_mocks` and record what it registers.
 
 Used by the plan CLI and the tests, so both see exactly the same thing. No Pulumi CLI, no network.
-What makes it reliable (reference/pulumi.md): a fresh event loop, root stack and mocks per run;
+What makes it reliable: a fresh event loop, root stack and mocks per run;
 preview=False so every `apply` runs; remote components (eks.Cluster) get the outputs the program
 reads, including `eksCluster` as a real resource reference; a timeout so a broken await fails.
 """
@@ -36,7 +36,7 @@ class Registered:
     parent: str | None
     custom: bool
     inputs: dict
-    # What the engine waits for before creating this resource (DESIGN §5): explicit depends_on plus every
+    # What the engine waits for before creating this resource: explicit depends_on plus every
     # resource whose outputs feed an input. The SDK sends exactly that union as `dependencies`
     # (pulumi/runtime/resource.py prepare_resource); `property_dependencies` says which input brought which.
     dependencies: tuple[str, ...] = ()
