@@ -88,7 +88,7 @@ def control_plane_log_group(cluster_name: str) -> str:
 
 def kubeconfig_with_profile(kubeconfig: Any, profile: str) -> str:
     """The kubeconfig with AWS_PROFILE set on every `aws eks get-token` exec user, so the token comes
-    from the same credentials as the stack's `aws:profile` (review D21)."""
+    from the same credentials as the stack's `aws:profile`."""
     doc = json.loads(kubeconfig) if isinstance(kubeconfig, str) else dict(kubeconfig)
     for user in doc.get("users") or []:
         ex = (user.get("user") or {}).get("exec")
@@ -179,8 +179,41 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
         aws.kms.Alias(f"{name}-secrets-key", name=f"alias/{c}-eks-secrets", target_key_id=key.key_id, opts=child)
-        # Our own cluster role, so the envelope-encryption key can be granted to it explicitly (EKS
-        # creates a grant on the key with this role when the cluster is created).
+        role, role_ready = self._service_role(name, key, child)
+        # EKS writes control-plane logs here; creating it first sets the retention (EKS would keep forever).
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-control-plane-logs",
+            name=control_plane_log_group(c),
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.logs_key_arn,
+            opts=child,
+        )
+        # The cluster role's policy is attached before create and detached only after delete.
+        self.cluster = self._eks(name, args, key, role, ResourceOptions(parent=self, depends_on=[logs, *role_ready]))
+        ec = self.cluster.eks_cluster
+        self.name = ec.name
+        kubeconfig = self.cluster.kubeconfig_json
+        profile = args.aws_profile
+        if profile:
+            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, profile))
+        self.kubeconfig = pulumi.Output.secret(kubeconfig)
+        self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
+        self.handle = ClusterHandle(
+            name=ec.name,
+            arn=ec.arn,
+            endpoint=ec.endpoint,
+            security_group_id=ec.vpc_config.cluster_security_group_id,
+            kubeconfig=self.kubeconfig,
+        )
+        self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig})
+
+    @staticmethod
+    def _service_role(
+        name: str, key: aws.kms.Key, child: ResourceOptions
+    ) -> tuple[aws.iam.Role, tuple[pulumi.Resource, ...]]:
+        """Our own cluster role, so the envelope-encryption key can be granted to it explicitly (EKS
+        creates a grant on the key with this role when the cluster is created); with what the cluster
+        must wait for (the managed policy and the key grant)."""
         role = aws.iam.Role(f"{name}-service-role", assume_role_policy=trust_policy("eks.amazonaws.com"), opts=child)
         cluster_policy = aws.iam.RolePolicyAttachment(
             f"{name}-service-role",
@@ -198,28 +231,12 @@ class Cluster(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        # EKS writes control-plane logs here; creating it first sets the retention (EKS would keep forever).
-        logs = aws.cloudwatch.LogGroup(
-            f"{name}-control-plane-logs",
-            name=control_plane_log_group(c),
-            retention_in_days=args.log_retention_days,
-            kms_key_id=args.logs_key_arn,
-            opts=child,
-        )
-        entries = {
-            f"admin-{i}": eks.AccessEntryArgs(
-                principal_arn=arn,
-                type=eks.AccessEntryType.STANDARD,
-                access_policies={
-                    "cluster-admin": eks.AccessPolicyAssociationArgs(
-                        policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
-                        access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
-                    )
-                },
-            )
-            for i, arn in enumerate(args.admin_role_arns)
-        }
-        self.cluster = eks.Cluster(
+        return role, (kms_grant, cluster_policy)
+
+    @staticmethod
+    def _eks(name: str, args: ClusterArgs, key: aws.kms.Key, role: aws.iam.Role, opts: ResourceOptions) -> eks.Cluster:
+        c = args.cluster_name
+        return eks.Cluster(
             f"{name}-eks",
             name=c,
             version=args.kubernetes_version,
@@ -227,7 +244,7 @@ class Cluster(pulumi.ComponentResource):
             private_subnet_ids=args.network.private_subnet_ids,
             public_subnet_ids=args.network.public_subnet_ids,
             authentication_mode=eks.AuthenticationMode.API,
-            access_entries=entries or None,
+            access_entries=admin_access_entries(args.admin_role_arns) or None,
             skip_default_node_group=True,
             # Nodes use the EKS-managed cluster security group; pulumi-eks's extra groups are for
             # self-managed node groups we do not have.
@@ -241,7 +258,7 @@ class Cluster(pulumi.ComponentResource):
             enabled_cluster_log_types=LOG_TYPES,
             encryption_config_key_arn=key.arn,
             service_role=role,
-            # The vpc-cni add-on is ours (below): pulumi-eks's cannot take a Pod Identity association.
+            # The vpc-cni add-on is ours (NetworkingAddons): pulumi-eks's cannot take a Pod Identity association.
             use_default_vpc_cni=True,
             # Never slide into extended support (6x the control-plane price) without a config change.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
@@ -252,25 +269,25 @@ class Cluster(pulumi.ComponentResource):
             coredns_addon_options=eks.CoreDnsAddonOptionsArgs(enabled=False),
             kube_proxy_addon_options=eks.KubeProxyAddonOptionsArgs(enabled=False),
             tags={"karpenter.sh/discovery": c},
-            # The cluster role's policy is attached before create and detached only after delete.
-            opts=ResourceOptions(parent=self, depends_on=[logs, kms_grant, cluster_policy]),
+            opts=opts,
         )
-        ec = self.cluster.eks_cluster
-        self.name = ec.name
-        kubeconfig = self.cluster.kubeconfig_json
-        profile = args.aws_profile
-        if profile:
-            kubeconfig = kubeconfig.apply(lambda k: kubeconfig_with_profile(k, profile))
-        self.kubeconfig = pulumi.Output.secret(kubeconfig)
-        self.networking = NetworkingAddons(f"{name}-net", ec.name, opts=ResourceOptions(parent=self))
-        self.handle = ClusterHandle(
-            name=ec.name,
-            arn=ec.arn,
-            endpoint=ec.endpoint,
-            security_group_id=ec.vpc_config.cluster_security_group_id,
-            kubeconfig=self.kubeconfig,
+
+
+def admin_access_entries(admin_role_arns: tuple[str, ...]) -> dict[str, eks.AccessEntryArgs]:
+    """Cluster-admin access for each admin role."""
+    return {
+        f"admin-{i}": eks.AccessEntryArgs(
+            principal_arn=arn,
+            type=eks.AccessEntryType.STANDARD,
+            access_policies={
+                "cluster-admin": eks.AccessPolicyAssociationArgs(
+                    policy_arn="arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                )
+            },
         )
-        self.register_outputs({"name": self.name, "kubeconfig": self.kubeconfig})
+        for i, arn in enumerate(admin_role_arns)
+    }
 
 
 class NetworkingAddons(pulumi.ComponentResource):
@@ -377,9 +394,7 @@ class SystemNodes(pulumi.ComponentResource):
                 parent=self, ignore_changes=["scalingConfig.desiredSize"], depends_on=[*attachments, *args.after]
             ),
         )
-        self.handle = SystemNodesHandle(
-            node_group=self.node_group, role_arn=role.arn, label_key=k, label_value=v, taint_key=SYSTEM_TAINT
-        )
+        self.handle = SystemNodesHandle(node_group=self.node_group, label_key=k, label_value=v, taint_key=SYSTEM_TAINT)
         self.register_outputs({"node_group": self.node_group.node_group_name})
 
 

@@ -131,12 +131,37 @@ class GatewayDatabase(pulumi.ComponentResource):
         monitoring_policy = aws.iam.RolePolicyAttachment(
             f"{name}-monitoring", role=monitoring.name, policy_arn=MONITORING_POLICY, opts=child
         )
+        placement = {"db_subnet_group_name": subnets.name, "vpc_security_group_ids": [sg.id]}
+        db = self._postgres(
+            name,
+            args,
+            placement,
+            params,
+            monitoring,
+            ResourceOptions(parent=self, protect=protect, depends_on=[monitoring_policy]),
+        )
+        self.secret_arn = self._credentials(name, args, db, protect)
+        self.url = pulumi.Output.secret(
+            pulumi.Output.all(db.address, args.password).apply(lambda a: database_url(a[0], a[1], args.ca_bundle_path))
+        )
+        self.register_outputs({"secret_arn": self.secret_arn})
+
+    @staticmethod
+    def _postgres(
+        name: str,
+        args: DatabaseArgs,
+        placement: dict,
+        params: aws.rds.ParameterGroup,
+        monitoring: aws.iam.Role,
+        opts: ResourceOptions,
+    ) -> aws.rds.Instance:
+        """The instance: encrypted (the platform CMK when given), private, backed up, monitored."""
         cmk = (
             {}
             if args.kms_key_arn is None
             else {"kms_key_id": args.kms_key_arn, "performance_insights_kms_key_id": args.kms_key_arn}
         )
-        db = aws.rds.Instance(
+        return aws.rds.Instance(
             f"{name}-postgres",
             identifier=f"{args.cluster_name}-litellm",
             engine="postgres",
@@ -149,11 +174,9 @@ class GatewayDatabase(pulumi.ComponentResource):
             username=DB_USER,
             password=args.password,
             ca_cert_identifier=CA_CERT_IDENTIFIER,
-            db_subnet_group_name=subnets.name,
-            vpc_security_group_ids=[sg.id],
             publicly_accessible=False,
             multi_az=args.multi_az,
-            deletion_protection=protect,
+            deletion_protection=bool(opts.protect),
             backup_retention_period=BACKUP_DAYS,
             copy_tags_to_snapshot=True,
             skip_final_snapshot=False,
@@ -165,9 +188,13 @@ class GatewayDatabase(pulumi.ComponentResource):
             parameter_group_name=params.name,
             monitoring_interval=MONITORING_INTERVAL_S,
             monitoring_role_arn=monitoring.arn,
+            **placement,
             **cmk,
-            opts=ResourceOptions(parent=self, protect=protect, depends_on=[monitoring_policy]),
+            opts=opts,
         )
+
+    def _credentials(self, name: str, args: DatabaseArgs, db: aws.rds.Instance, protect: bool) -> pulumi.Output[str]:
+        """The credentials in Secrets Manager (RDS secret layout); the secret's ARN."""
         secret = aws.secretsmanager.Secret(
             f"{name}-credentials",
             # A prefix, not a fixed name: a deleted secret keeps its name for the recovery window,
@@ -185,10 +212,6 @@ class GatewayDatabase(pulumi.ComponentResource):
             f"{name}-credentials",
             secret_id=secret.id,
             secret_string=pulumi.Output.secret(credentials),
-            opts=child,
+            opts=ResourceOptions(parent=self),
         )
-        self.secret_arn = secret.arn
-        self.url = pulumi.Output.secret(
-            pulumi.Output.all(db.address, args.password).apply(lambda a: database_url(a[0], a[1], args.ca_bundle_path))
-        )
-        self.register_outputs({"secret_arn": self.secret_arn})
+        return secret.arn

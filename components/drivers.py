@@ -28,7 +28,7 @@ def gpu_operator_values() -> dict:
         "driver": {"enabled": False},
         "toolkit": {"enabled": False},
         # The chart default, pinned here so a chart bump cannot flip it silently. Unverified with the
-        # AMI's own toolkit (review D17): if `nvidia-smi` fails in a GPU pod, set this to False.
+        # AMI's own toolkit: if `nvidia-smi` fails in a GPU pod, set this to False.
         "cdi": {"enabled": True},
         "devicePlugin": {"enabled": True},
         "dcgmExporter": {"enabled": True},

@@ -1,13 +1,15 @@
 """Karpenter: AWS plane (IAM, interruption queue, access entry) and Kubernetes plane (Helm releases).
 
-The controller policies are the upstream getting-started policy set for Karpenter 1.x, written as
-data (`controller_policies`) so tests and the offline plan see every statement.
+The controller policies are the upstream getting-started policy set for Karpenter 1.x, kept as data
+(karpenter_controller_policies.json) so tests and the offline plan see every statement.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
+from string import Template
 
 import pulumi
 import pulumi_aws as aws
@@ -40,208 +42,31 @@ INTERRUPTION_EVENTS = (
 )
 
 
-_doc = policy_document
+# The upstream controller policy set as data: six IAM documents, by name, with `${...}` placeholders.
+CONTROLLER_POLICIES = Path(__file__).resolve().with_name("karpenter_controller_policies.json")
+# Their names (the file's top-level keys carry no placeholder): one inline role policy each.
+CONTROLLER_POLICY_NAMES = tuple(json.loads(CONTROLLER_POLICIES.read_text(encoding="utf-8")))
 
 
 def controller_policies(
     *, partition: str, region: str, account: str, cluster: str, node_role_arn: str, queue_arn: str
 ) -> dict[str, dict]:
-    """The six controller policies, by name, as IAM policy documents."""
-    p, r, a, c = partition, region, account, cluster
-    ec2 = f"arn:{p}:ec2:{r}"
-    owned = {f"aws:ResourceTag/kubernetes.io/cluster/{c}": "owned"}
-    req_owned = {f"aws:RequestTag/kubernetes.io/cluster/{c}": "owned", "aws:RequestTag/eks:eks-cluster-name": c}
-    created = [
-        f"{ec2}:*:{t}/*"
-        for t in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")
-    ]
-    cluster_arn = f"arn:{p}:eks:{r}:{a}:cluster/{c}"
-    profile = f"arn:{p}:iam::{a}:instance-profile/*"
-    return {
-        "NodeLifecycle": _doc(
-            {
-                "Sid": "AllowScopedEC2InstanceAccessActions",
-                "Effect": "Allow",
-                "Resource": [
-                    f"{ec2}::image/*",
-                    f"{ec2}::snapshot/*",
-                    f"{ec2}:*:security-group/*",
-                    f"{ec2}:*:subnet/*",
-                    f"{ec2}:*:capacity-reservation/*",
-                    f"{ec2}:*:placement-group/*",
-                ],
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-            },
-            {
-                "Sid": "AllowScopedEC2LaunchTemplateAccessActions",
-                "Effect": "Allow",
-                "Resource": f"{ec2}:*:launch-template/*",
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet"],
-                "Condition": {"StringEquals": owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
-            },
-            {
-                "Sid": "AllowScopedEC2InstanceActionsWithTags",
-                "Effect": "Allow",
-                "Resource": created,
-                "Action": ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                "Condition": {"StringEquals": req_owned, "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"}},
-            },
-            {
-                "Sid": "AllowScopedResourceCreationTagging",
-                "Effect": "Allow",
-                "Resource": created,
-                "Action": "ec2:CreateTags",
-                "Condition": {
-                    "StringEquals": {
-                        **req_owned,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedResourceTagging",
-                "Effect": "Allow",
-                "Resource": f"{ec2}:*:instance/*",
-                "Action": "ec2:CreateTags",
-                "Condition": {
-                    "StringEquals": owned,
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": c},
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedDeletion",
-                "Effect": "Allow",
-                "Resource": [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
-                "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                "Condition": {"StringEquals": owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
-            },
-        ),
-        "IAMIntegration": _doc(
-            {
-                "Sid": "AllowPassingInstanceRole",
-                "Effect": "Allow",
-                "Resource": node_role_arn,
-                "Action": "iam:PassRole",
-                "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com"]}},
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileCreationActions",
-                "Effect": "Allow",
-                "Resource": profile,
-                "Action": ["iam:CreateInstanceProfile"],
-                "Condition": {
-                    "StringEquals": {**req_owned, "aws:RequestTag/topology.kubernetes.io/region": r},
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileTagActions",
-                "Effect": "Allow",
-                "Resource": profile,
-                "Action": ["iam:TagInstanceProfile"],
-                "Condition": {
-                    "StringEquals": {
-                        **owned,
-                        "aws:ResourceTag/topology.kubernetes.io/region": r,
-                        **req_owned,
-                        "aws:RequestTag/topology.kubernetes.io/region": r,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            },
-            {
-                "Sid": "AllowScopedInstanceProfileActions",
-                "Effect": "Allow",
-                "Resource": profile,
-                "Action": [
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                "Condition": {
-                    "StringEquals": {**owned, "aws:ResourceTag/topology.kubernetes.io/region": r},
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            },
-            {
-                "Sid": "AllowInstanceProfileReadActions",
-                "Effect": "Allow",
-                "Resource": profile,
-                "Action": "iam:GetInstanceProfile",
-            },
-            {
-                "Sid": "AllowUnscopedInstanceProfileListAction",
-                "Effect": "Allow",
-                "Resource": "*",
-                "Action": "iam:ListInstanceProfiles",
-            },
-        ),
-        "EKSIntegration": _doc(
-            {
-                "Sid": "AllowAPIServerEndpointDiscovery",
-                "Effect": "Allow",
-                "Resource": cluster_arn,
-                "Action": "eks:DescribeCluster",
-            }
-        ),
-        "Interruption": _doc(
-            {
-                "Sid": "AllowInterruptionQueueActions",
-                "Effect": "Allow",
-                "Resource": queue_arn,
-                "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-            }
-        ),
-        "ZonalShift": _doc(
-            {
-                "Sid": "AllowZonalShiftReadActions",
-                "Effect": "Allow",
-                "Resource": "*",
-                "Action": "arc-zonal-shift:GetManagedResource",
-                "Condition": {"StringEquals": {"arc-zonal-shift:ResourceIdentifier": cluster_arn}},
-            }
-        ),
-        "ResourceDiscovery": _doc(
-            {
-                "Sid": "AllowRegionalReadActions",
-                "Effect": "Allow",
-                "Resource": "*",
-                "Action": [
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceStatus",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribePlacementGroups",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                ],
-                "Condition": {"StringEquals": {"aws:RequestedRegion": r}},
-            },
-            {
-                "Sid": "AllowSSMReadActions",
-                "Effect": "Allow",
-                "Resource": f"arn:{p}:ssm:{r}::parameter/aws/service/*",
-                "Action": "ssm:GetParameter",
-            },
-            {"Sid": "AllowPricingReadActions", "Effect": "Allow", "Resource": "*", "Action": "pricing:GetProducts"},
-        ),
+    """The six controller policies, by name, as IAM policy documents. Each value is JSON-escaped
+    into the file's text; a placeholder without a value raises rather than reaching IAM."""
+    values = {
+        "partition": partition,
+        "region": region,
+        "account": account,
+        "cluster": cluster,
+        "node_role_arn": node_role_arn,
+        "queue_arn": queue_arn,
     }
+    escaped = {k: json.dumps(v)[1:-1] for k, v in values.items()}
+    return json.loads(Template(CONTROLLER_POLICIES.read_text(encoding="utf-8")).substitute(escaped))
 
 
 def queue_policy(queue_arn: str) -> dict:
-    return _doc(
+    return policy_document(
         {
             "Sid": "EC2InterruptionPolicy",
             "Effect": "Allow",
@@ -276,6 +101,33 @@ class KarpenterIam(pulumi.ComponentResource):
     def __init__(self, name: str, args: KarpenterIamArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:accelerators:KarpenterIam", name, None, opts)
         child = ResourceOptions(parent=self)
+        node_role, profile, access = self._node_role(name, args, child)
+        queue = self._interruption_queue(name, args.cluster_name, child)
+        controller, policies = self._controller_role(name, args, node_role, queue, child)
+        assoc = aws.eks.PodIdentityAssociation(
+            f"{name}-pod-identity",
+            cluster_name=args.cluster.name,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            role_arn=controller.arn,
+            opts=child,
+        )
+        self.node_role_name = node_role.name
+        self.instance_profile_name = profile.name
+        self.queue_name = queue.name
+        self.handle = KarpenterIamHandle(
+            node_role_name=node_role.name,
+            controller_role_arn=controller.arn,
+            interruption_queue_name=queue.name,
+            ready=(access, assoc, *policies),
+        )
+        self.register_outputs({"node_role_name": self.node_role_name, "queue_name": self.queue_name})
+
+    @staticmethod
+    def _node_role(
+        name: str, args: KarpenterIamArgs, child: ResourceOptions
+    ) -> tuple[aws.iam.Role, aws.iam.InstanceProfile, aws.eks.AccessEntry]:
+        """The role Karpenter's nodes run as, its instance profile, and its access entry."""
         c = args.cluster_name
         trust_ec2 = trust_policy("ec2.amazonaws.com")
         node_role = aws.iam.Role(
@@ -296,9 +148,17 @@ class KarpenterIam(pulumi.ComponentResource):
             type="EC2_LINUX",
             opts=child,
         )
+        return node_role, profile, access
 
+    @staticmethod
+    def _interruption_queue(name: str, cluster_name: str, child: ResourceOptions) -> aws.sqs.Queue:
+        """The SQS queue the EventBridge interruption rules feed, and the controller drains."""
         queue = aws.sqs.Queue(
-            f"{name}-interruption", name=c, message_retention_seconds=300, sqs_managed_sse_enabled=True, opts=child
+            f"{name}-interruption",
+            name=cluster_name,
+            message_retention_seconds=300,
+            sqs_managed_sse_enabled=True,
+            opts=child,
         )
         aws.sqs.QueuePolicy(
             f"{name}-interruption",
@@ -319,10 +179,16 @@ class KarpenterIam(pulumi.ComponentResource):
                 arn=queue.arn,
                 opts=child,
             )
+        return queue
 
+    @staticmethod
+    def _controller_role(
+        name: str, args: KarpenterIamArgs, node_role: aws.iam.Role, queue: aws.sqs.Queue, child: ResourceOptions
+    ) -> tuple[aws.iam.Role, list[aws.iam.RolePolicy]]:
+        """The controller's role (Pod Identity) with one inline policy per upstream document."""
         controller = aws.iam.Role(
             f"{name}-controller",
-            name=f"KarpenterControllerRole-{c}",
+            name=f"KarpenterControllerRole-{args.cluster_name}",
             assume_role_policy=pod_identity_trust(),
             opts=child,
         )
@@ -331,51 +197,26 @@ class KarpenterIam(pulumi.ComponentResource):
                 partition=args.partition,
                 region=args.region,
                 account=a[2],
-                cluster=c,
+                cluster=args.cluster_name,
                 node_role_arn=a[0],
                 queue_arn=a[1],
             )
         )
-        policies = []
-        for pname in (
-            "NodeLifecycle",
-            "IAMIntegration",
-            "EKSIntegration",
-            "Interruption",
-            "ZonalShift",
-            "ResourceDiscovery",
-        ):
 
-            def policy_json(d: dict, n: str = pname) -> str:
-                return json.dumps(d[n])
+        def policy_json(n: str) -> pulumi.Output[str]:
+            return docs.apply(lambda d: json.dumps(d[n]))
 
-            policies.append(
-                aws.iam.RolePolicy(
-                    f"{name}-{pname}",
-                    name=f"KarpenterController{pname}Policy",
-                    role=controller.id,
-                    policy=docs.apply(policy_json),
-                    opts=child,
-                )
+        policies = [
+            aws.iam.RolePolicy(
+                f"{name}-{pname}",
+                name=f"KarpenterController{pname}Policy",
+                role=controller.id,
+                policy=policy_json(pname),
+                opts=child,
             )
-        assoc = aws.eks.PodIdentityAssociation(
-            f"{name}-pod-identity",
-            cluster_name=args.cluster.name,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=controller.arn,
-            opts=child,
-        )
-        self.node_role_name = node_role.name
-        self.instance_profile_name = profile.name
-        self.queue_name = queue.name
-        self.handle = KarpenterIamHandle(
-            node_role_name=node_role.name,
-            controller_role_arn=controller.arn,
-            interruption_queue_name=queue.name,
-            ready=(access, assoc, *policies),
-        )
-        self.register_outputs({"node_role_name": self.node_role_name, "queue_name": self.queue_name})
+            for pname in CONTROLLER_POLICY_NAMES
+        ]
+        return controller, policies
 
 
 def karpenter_values(*, cluster_name: str, queue_name: str, system: SystemNodesHandle) -> dict:

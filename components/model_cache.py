@@ -83,49 +83,9 @@ def render_download_env(item: CacheItem) -> list[dict]:
     ]
 
 
-def render_job_spec(
-    item: CacheItem,
-    *,
-    image: str,
-    cli_requirement: str,
-    claim: str,
-    token_secret: str | None,
-    system_toleration: str,
-) -> dict:
-    env = [
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "USER", "value": "hf"},
-        {"name": "PYTHONPATH", "value": HF_CLI_DIR},
-        {"name": "HF_HUB_CACHE", "value": HUB_CACHE},
-        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-        {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
-        *render_download_env(item),
-    ]
-    mounts = [
-        {"name": "model-cache", "mountPath": MODELS},
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "hf-cli", "mountPath": HF_CLI_DIR, "readOnly": True},
-    ]
-    volumes = [
-        {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-        {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}},
-    ]
-    if item.gated and token_secret:
-        # huggingface_hub reads the token from HF_TOKEN_PATH: a file, never an environment variable.
-        env.append({"name": "HF_TOKEN_PATH", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"})
-        mounts.append({"name": "hf-token", "mountPath": TOKEN_DIR, "readOnly": True})
-        volumes.append(
-            {
-                "name": "hf-token",
-                "secret": {
-                    "secretName": token_secret,
-                    "defaultMode": 0o440,
-                    "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
-                },
-            }
-        )
-    install = {
+def render_install_container(image: str, cli_requirement: str) -> dict:
+    """The init container that installs the pinned `huggingface_hub` into an emptyDir."""
+    return {
         "name": "install-hf-cli",
         "image": image,
         # Exec form, no shell: the pinned requirement is one argv element.
@@ -146,6 +106,67 @@ def render_job_spec(
         "securityContext": container_security(UID),
         "volumeMounts": [{"name": "hf-cli", "mountPath": HF_CLI_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def render_download_container(item: CacheItem, image: str, token_secret: str | None) -> tuple[dict, list[dict]]:
+    """The download container and the volumes it mounts (the token's only for a gated model)."""
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "USER", "value": "hf"},
+        {"name": "PYTHONPATH", "value": HF_CLI_DIR},
+        {"name": "HF_HUB_CACHE", "value": HUB_CACHE},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},
+        *render_download_env(item),
+    ]
+    mounts = [
+        {"name": "model-cache", "mountPath": MODELS},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "hf-cli", "mountPath": HF_CLI_DIR, "readOnly": True},
+    ]
+    volumes: list[dict] = []
+    if item.gated and token_secret:
+        # huggingface_hub reads the token from HF_TOKEN_PATH: a file, never an environment variable.
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"})
+        mounts.append({"name": "hf-token", "mountPath": TOKEN_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "hf-token",
+                "secret": {
+                    "secretName": token_secret,
+                    "defaultMode": 0o440,
+                    "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}],
+                },
+            }
+        )
+    container = {
+        "name": "download",
+        "image": image,
+        "command": ["sh", "-c", DOWNLOAD_SCRIPT],
+        "env": env,
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": container_security(UID),
+        "volumeMounts": mounts,
+    }
+    return container, volumes
+
+
+def render_job_spec(
+    item: CacheItem,
+    *,
+    image: str,
+    cli_requirement: str,
+    claim: str,
+    token_secret: str | None,
+    system_toleration: str,
+) -> dict:
+    download, token_volumes = render_download_container(item, image, token_secret)
+    volumes = [
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}},
+        *token_volumes,
+    ]
     return {
         "backoffLimit": 6,
         "activeDeadlineSeconds": item.deadline_seconds,
@@ -159,18 +180,8 @@ def render_job_spec(
                 "securityContext": pod_security(UID),
                 # Runs on the system nodes: downloading needs no accelerator.
                 "tolerations": [tolerate(system_toleration)],
-                "initContainers": [install],
-                "containers": [
-                    {
-                        "name": "download",
-                        "image": image,
-                        "command": ["sh", "-c", DOWNLOAD_SCRIPT],
-                        "env": env,
-                        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-                        "securityContext": container_security(UID),
-                        "volumeMounts": mounts,
-                    }
-                ],
+                "initContainers": [render_install_container(image, cli_requirement)],
+                "containers": [download],
                 "volumes": volumes,
             },
         },

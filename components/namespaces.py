@@ -43,90 +43,18 @@ def ns_peer(ns: str, labels: dict) -> dict:
     }
 
 
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+DNS_EGRESS = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
+
+
 def render_policies(
     *, models_ns: str, gateway_ns: str, vpc_cidr: str, database: bool, redis: bool = False
 ) -> dict[str, tuple[str, dict]]:
     """name -> (namespace, NetworkPolicy spec)."""
-    deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    dns = {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [DNS_PEER], "ports": DNS_PORTS}]}
-    out: dict[str, tuple[str, dict]] = {
-        "models-default-deny": (models_ns, deny),
-        "models-dns": (models_ns, dns),
-        "vllm-from-gateway": (
-            models_ns,
-            {
-                "podSelector": {"matchLabels": VLLM_SELECTOR},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
-            },
-        ),
-        # The cache Job downloads from the Hugging Face Hub over HTTPS; nothing else leaves the namespace.
-        "model-cache-egress": (
-            models_ns,
-            {
-                "podSelector": {"matchLabels": CACHE_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
-            },
-        ),
-        "gateway-default-deny": (gateway_ns, deny),
-        "gateway-dns": (gateway_ns, dns),
-        # LiteLLM (every route, admin included) only from named pods of the cluster; clients outside
-        # it reach the front door's port alone, which forwards the client routes (components/frontdoor.py).
-        "gateway-ingress": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            {"podSelector": {"matchLabels": FRONTDOOR_SELECTOR}},
-                            {"podSelector": {"matchLabels": UI_SELECTOR}},
-                        ],
-                        "ports": [tcp(GATEWAY_PORT)],
-                    }
-                ],
-            },
-        ),
-        "frontdoor-ingress": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
-                "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(FRONTDOOR_PORT)]}],
-            },
-        ),
-        "frontdoor-to-gateway": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [tcp(GATEWAY_PORT)]}],
-            },
-        ),
-        "gateway-to-vllm": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
-                "policyTypes": ["Egress"],
-                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
-            },
-        ),
-        "ui-to-gateway": (
-            gateway_ns,
-            {
-                "podSelector": {"matchLabels": UI_SELECTOR},
-                "policyTypes": ["Egress", "Ingress"],
-                "egress": [
-                    {
-                        "to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}],
-                        "ports": [tcp(GATEWAY_PORT)],
-                    }
-                ],
-                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(WEBUI_PORT)]}],
-            },
-        ),
+    out = {
+        **render_models_policies(models_ns=models_ns, gateway_ns=gateway_ns),
+        **render_gateway_policies(models_ns=models_ns, gateway_ns=gateway_ns),
+        **render_edge_policies(gateway_ns=gateway_ns, vpc_cidr=vpc_cidr),
     }
     if database:
         out["gateway-to-database"] = (
@@ -147,6 +75,101 @@ def render_policies(
             },
         )
     return out
+
+
+def render_models_policies(*, models_ns: str, gateway_ns: str) -> dict[str, tuple[str, dict]]:
+    """The models namespace: default deny, DNS, vLLM from the gateway, the cache Job to the Hub."""
+    return {
+        "models-default-deny": (models_ns, DENY_ALL),
+        "models-dns": (models_ns, DNS_EGRESS),
+        "vllm-from-gateway": (
+            models_ns,
+            {
+                "podSelector": {"matchLabels": VLLM_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [ns_peer(gateway_ns, GATEWAY_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
+            },
+        ),
+        # The cache Job downloads from the Hugging Face Hub over HTTPS; nothing else leaves the namespace.
+        "model-cache-egress": (
+            models_ns,
+            {
+                "podSelector": {"matchLabels": CACHE_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
+            },
+        ),
+    }
+
+
+def render_gateway_policies(*, models_ns: str, gateway_ns: str) -> dict[str, tuple[str, dict]]:
+    """The gateway namespace: default deny, DNS, LiteLLM in (named pods) and out (vLLM)."""
+    return {
+        "gateway-default-deny": (gateway_ns, DENY_ALL),
+        "gateway-dns": (gateway_ns, DNS_EGRESS),
+        # LiteLLM (every route, admin included) only from named pods of the cluster; clients outside
+        # it reach the front door's port alone, which forwards the client routes (components/frontdoor.py).
+        "gateway-ingress": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {"podSelector": {"matchLabels": FRONTDOOR_SELECTOR}},
+                            {"podSelector": {"matchLabels": UI_SELECTOR}},
+                        ],
+                        "ports": [tcp(GATEWAY_PORT)],
+                    }
+                ],
+            },
+        ),
+        "gateway-to-vllm": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": GATEWAY_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [ns_peer(models_ns, VLLM_SELECTOR)], "ports": [tcp(VLLM_PORT)]}],
+            },
+        ),
+    }
+
+
+def render_edge_policies(*, gateway_ns: str, vpc_cidr: str) -> dict[str, tuple[str, dict]]:
+    """What the VPC reaches: the front door (which forwards to LiteLLM) and the UI (which calls it)."""
+    return {
+        "frontdoor-ingress": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(FRONTDOOR_PORT)]}],
+            },
+        ),
+        "frontdoor-to-gateway": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": FRONTDOOR_SELECTOR},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}], "ports": [tcp(GATEWAY_PORT)]}],
+            },
+        ),
+        "ui-to-gateway": (
+            gateway_ns,
+            {
+                "podSelector": {"matchLabels": UI_SELECTOR},
+                "policyTypes": ["Egress", "Ingress"],
+                "egress": [
+                    {
+                        "to": [{"podSelector": {"matchLabels": GATEWAY_SELECTOR}}],
+                        "ports": [tcp(GATEWAY_PORT)],
+                    }
+                ],
+                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(WEBUI_PORT)]}],
+            },
+        ),
+    }
 
 
 def render_accelerator_quota(n: int) -> dict:

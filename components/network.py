@@ -73,49 +73,90 @@ class Network(pulumi.ComponentResource):
         private_cidrs, public_cidrs = subnet_cidrs(args.cidr, len(args.availability_zones))
         privates, publics = [], []
         for i, az in enumerate(args.availability_zones):
-            pub = aws.ec2.Subnet(
-                f"{name}-public-{az}",
-                vpc_id=vpc.id,
-                cidr_block=public_cidrs[i],
-                availability_zone=az,
-                map_public_ip_on_launch=False,
-                tags={"Name": f"{c}-public-{az}", "kubernetes.io/role/elb": "1"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-public-{az}", subnet_id=pub.id, route_table_id=public_rt.id, opts=child
-            )
-            eip = aws.ec2.Eip(f"{name}-nat-{az}", domain="vpc", tags={"Name": f"{c}-nat-{az}"}, opts=child)
-            nat = aws.ec2.NatGateway(
-                f"{name}-nat-{az}",
-                subnet_id=pub.id,
-                allocation_id=eip.id,
-                tags={"Name": f"{c}-nat-{az}"},
-                opts=ResourceOptions(parent=self, depends_on=[igw]),
-            )
-            priv = aws.ec2.Subnet(
-                f"{name}-private-{az}",
-                vpc_id=vpc.id,
-                cidr_block=private_cidrs[i],
-                availability_zone=az,
-                tags={"Name": f"{c}-private-{az}", "kubernetes.io/role/internal-elb": "1", "karpenter.sh/discovery": c},
-                opts=child,
-            )
-            rt = aws.ec2.RouteTable(
-                f"{name}-private-{az}",
-                vpc_id=vpc.id,
-                routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
-                tags={"Name": f"{c}-private-{az}"},
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
-            privates.append(priv)
+            pub = self._public_subnet(name, args, vpc, az, public_cidrs[i], public_rt)
+            nat = self._nat(name, c, az, pub, igw)
+            privates.append(self._private_subnet(name, c, vpc, az, private_cidrs[i], nat))
             publics.append(pub)
+        self._flow_logs(name, args, vpc)
 
-        # VPC flow logs (rejected and accepted) to CloudWatch.
+        self.vpc_id = vpc.id
+        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in privates])
+        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in publics])
+        self.handle = NetworkHandle(
+            vpc_id=vpc.id,
+            private_subnet_ids=self.private_subnet_ids,
+            public_subnet_ids=self.public_subnet_ids,
+            vpc_cidr=args.cidr,
+        )
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "private_subnet_ids": self.private_subnet_ids,
+                "public_subnet_ids": self.public_subnet_ids,
+            }
+        )
+
+    def _public_subnet(
+        self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, az: str, cidr: str, route_table: aws.ec2.RouteTable
+    ) -> aws.ec2.Subnet:
+        """A zone's public subnet (load balancers and its NAT gateway), routed to the internet gateway."""
+        c = args.cluster_name
+        pub = aws.ec2.Subnet(
+            f"{name}-public-{az}",
+            vpc_id=vpc.id,
+            cidr_block=cidr,
+            availability_zone=az,
+            map_public_ip_on_launch=False,
+            tags={"Name": f"{c}-public-{az}", "kubernetes.io/role/elb": "1"},
+            opts=ResourceOptions(parent=self),
+        )
+        aws.ec2.RouteTableAssociation(
+            f"{name}-public-{az}", subnet_id=pub.id, route_table_id=route_table.id, opts=ResourceOptions(parent=self)
+        )
+        return pub
+
+    def _nat(self, name: str, c: str, az: str, pub: aws.ec2.Subnet, igw: aws.ec2.InternetGateway) -> aws.ec2.NatGateway:
+        """One NAT gateway per zone, so a zone's nodes keep egress when another zone fails."""
+        eip = aws.ec2.Eip(
+            f"{name}-nat-{az}", domain="vpc", tags={"Name": f"{c}-nat-{az}"}, opts=ResourceOptions(parent=self)
+        )
+        return aws.ec2.NatGateway(
+            f"{name}-nat-{az}",
+            subnet_id=pub.id,
+            allocation_id=eip.id,
+            tags={"Name": f"{c}-nat-{az}"},
+            opts=ResourceOptions(parent=self, depends_on=[igw]),
+        )
+
+    def _private_subnet(
+        self, name: str, c: str, vpc: aws.ec2.Vpc, az: str, cidr: str, nat: aws.ec2.NatGateway
+    ) -> aws.ec2.Subnet:
+        """A zone's private subnet (nodes, internal load balancers), routed through its zone's NAT."""
+        child = ResourceOptions(parent=self)
+        priv = aws.ec2.Subnet(
+            f"{name}-private-{az}",
+            vpc_id=vpc.id,
+            cidr_block=cidr,
+            availability_zone=az,
+            tags={"Name": f"{c}-private-{az}", "kubernetes.io/role/internal-elb": "1", "karpenter.sh/discovery": c},
+            opts=child,
+        )
+        rt = aws.ec2.RouteTable(
+            f"{name}-private-{az}",
+            vpc_id=vpc.id,
+            routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
+            tags={"Name": f"{c}-private-{az}"},
+            opts=child,
+        )
+        aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
+        return priv
+
+    def _flow_logs(self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc) -> None:
+        """VPC flow logs (rejected and accepted) to CloudWatch."""
+        child = ResourceOptions(parent=self)
         logs = aws.cloudwatch.LogGroup(
             f"{name}-flow-logs",
-            name=flow_log_group(c),
+            name=flow_log_group(args.cluster_name),
             retention_in_days=args.flow_log_retention_days,
             kms_key_id=args.logs_key_arn,
             opts=child,
@@ -143,21 +184,4 @@ class Network(pulumi.ComponentResource):
             log_destination_type="cloud-watch-logs",
             iam_role_arn=role.arn,
             opts=child,
-        )
-
-        self.vpc_id = vpc.id
-        self.private_subnet_ids = pulumi.Output.all(*[s.id for s in privates])
-        self.public_subnet_ids = pulumi.Output.all(*[s.id for s in publics])
-        self.handle = NetworkHandle(
-            vpc_id=vpc.id,
-            private_subnet_ids=self.private_subnet_ids,
-            public_subnet_ids=self.public_subnet_ids,
-            vpc_cidr=args.cidr,
-        )
-        self.register_outputs(
-            {
-                "vpc_id": self.vpc_id,
-                "private_subnet_ids": self.private_subnet_ids,
-                "public_subnet_ids": self.public_subnet_ids,
-            }
         )

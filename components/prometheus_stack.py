@@ -231,28 +231,44 @@ class Observability(pulumi.ComponentResource):
     def __init__(self, name: str, args: ObservabilityArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:Observability", name, None, opts)
         after = list(args.after)
-        crds: list[pulumi.Resource] = []
-        if args.prometheus is not None:
-            ns = k8s.core.v1.Namespace(
-                f"{name}-ns",
-                # node exporter reads the host's /proc and /sys with hostNetwork and hostPID.
-                metadata={"name": args.namespace, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+        prom = args.prometheus
+        crds = self._prometheus(name, prom, args.namespace, after) if prom is not None else []
+        # Monitors and rules are custom resources: their CRDs come with the release (or the user's operator).
+        self._monitors_rules_dashboards(name, args, ResourceOptions(parent=self, depends_on=[*crds, *after]))
+        if args.neuron_monitor is not None:
+            self._neuron_monitor(name, args.neuron_monitor, after)
+        for a in args.admissions:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{a.name}",
+                metadata={"name": a.name, "namespace": a.namespace},
+                spec=render_admission(a, args.namespace),
                 opts=ResourceOptions(parent=self, depends_on=after),
             )
-            p = args.prometheus
-            release = k8s.helm.v3.Release(
-                f"{name}-release",
-                name=RELEASE,
-                chart=p.chart.chart,
-                version=p.chart.version,
-                repository_opts={"repo": p.chart.repo},
-                namespace=args.namespace,
-                values=pulumi.Output.from_input(p.storage_class).apply(lambda sc: stack_values(p, sc)),
-                opts=ResourceOptions(parent=self, depends_on=[ns, *after]),
-            )
-            crds = [release]
-        # Monitors and rules are custom resources: their CRDs come with the release (or the user's operator).
-        cr_opts = ResourceOptions(parent=self, depends_on=[*crds, *after])
+        self.register_outputs({})
+
+    def _prometheus(
+        self, name: str, p: PrometheusSettings, namespace: str, after: list[pulumi.Resource]
+    ) -> list[pulumi.Resource]:
+        """The namespace and the kube-prometheus-stack release (which brings the monitoring CRDs)."""
+        ns = k8s.core.v1.Namespace(
+            f"{name}-ns",
+            # node exporter reads the host's /proc and /sys with hostNetwork and hostPID.
+            metadata={"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+        release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=RELEASE,
+            chart=p.chart.chart,
+            version=p.chart.version,
+            repository_opts={"repo": p.chart.repo},
+            namespace=namespace,
+            values=pulumi.Output.from_input(p.storage_class).apply(lambda sc: stack_values(p, sc)),
+            opts=ResourceOptions(parent=self, depends_on=[ns, *after]),
+        )
+        return [release]
+
+    def _monitors_rules_dashboards(self, name: str, args: ObservabilityArgs, cr_opts: ResourceOptions) -> None:
         for t in args.targets:
             k8s.apiextensions.CustomResource(
                 f"{name}-{t.name}",
@@ -278,36 +294,28 @@ class Observability(pulumi.ComponentResource):
                 data={f"{uid}.json": text},
                 opts=cr_opts,
             )
-        if args.neuron_monitor is not None:
-            m = args.neuron_monitor
-            sa = k8s.core.v1.ServiceAccount(
-                f"{name}-neuron-monitor-sa",
-                metadata={"name": "neuron-monitor", "namespace": NEURON_MONITOR_NAMESPACE},
-                automount_service_account_token=False,
-                opts=ResourceOptions(parent=self, depends_on=after),
-            )
-            k8s.apps.v1.DaemonSet(
-                f"{name}-neuron-monitor",
-                metadata={
-                    "name": "neuron-monitor",
-                    "namespace": NEURON_MONITOR_NAMESPACE,
-                    "labels": dict(NEURON_MONITOR_LABELS),
-                    "annotations": checkov_skips({**NEURON_MONITOR_CHECKOV, **image_skips(m.image.ref)}),
+
+    def _neuron_monitor(self, name: str, m: NeuronMonitorSpec, after: list[pulumi.Resource]) -> None:
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-neuron-monitor-sa",
+            metadata={"name": "neuron-monitor", "namespace": NEURON_MONITOR_NAMESPACE},
+            automount_service_account_token=False,
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+        k8s.apps.v1.DaemonSet(
+            f"{name}-neuron-monitor",
+            metadata={
+                "name": "neuron-monitor",
+                "namespace": NEURON_MONITOR_NAMESPACE,
+                "labels": dict(NEURON_MONITOR_LABELS),
+                "annotations": checkov_skips({**NEURON_MONITOR_CHECKOV, **image_skips(m.image.ref)}),
+            },
+            spec={
+                "selector": {"matchLabels": dict(NEURON_MONITOR_LABELS)},
+                "template": {
+                    "metadata": {"labels": dict(NEURON_MONITOR_LABELS)},
+                    "spec": render_neuron_monitor_pod(m),
                 },
-                spec={
-                    "selector": {"matchLabels": dict(NEURON_MONITOR_LABELS)},
-                    "template": {
-                        "metadata": {"labels": dict(NEURON_MONITOR_LABELS)},
-                        "spec": render_neuron_monitor_pod(m),
-                    },
-                },
-                opts=ResourceOptions(parent=self, depends_on=[sa, *after]),
-            )
-        for a in args.admissions:
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-{a.name}",
-                metadata={"name": a.name, "namespace": a.namespace},
-                spec=render_admission(a, args.namespace),
-                opts=ResourceOptions(parent=self, depends_on=after),
-            )
-        self.register_outputs({})
+            },
+            opts=ResourceOptions(parent=self, depends_on=[sa, *after]),
+        )

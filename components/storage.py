@@ -66,10 +66,32 @@ class StorageArgs:
 class Storage(pulumi.ComponentResource):
     def __init__(self, name: str, args: StorageArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:Storage", name, None, opts)
-        child = ResourceOptions(parent=self)
         gp3 = k8s.storage.v1.StorageClass(
             f"{name}-gp3", **render_gp3_class(), opts=ResourceOptions(parent=self, depends_on=list(args.after))
         )
+        fs, mounts = self._efs(name, args)
+        efs_class = k8s.storage.v1.StorageClass(
+            f"{name}-efs-class",
+            metadata={"name": EFS_CLASS},
+            provisioner="efs.csi.aws.com",
+            parameters=fs.id.apply(render_efs_parameters),
+            reclaim_policy="Retain",
+            volume_binding_mode="Immediate",
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
+        self.file_system_id = fs.id
+        # PVCs on these classes wait for the classes and for NFS to be reachable in every AZ.
+        self.handle = StorageHandle(
+            efs_storage_class=EFS_CLASS,
+            ebs_storage_class=EBS_CLASS,
+            efs_file_system_id=fs.id,
+            ready=(efs_class, gp3, *mounts),
+        )
+        self.register_outputs({"file_system_id": fs.id})
+
+    def _efs(self, name: str, args: StorageArgs) -> tuple[aws.efs.FileSystem, list[aws.efs.MountTarget]]:
+        """The encrypted file system, reachable over NFS from the nodes, one mount target per AZ."""
+        child = ResourceOptions(parent=self)
         sg = aws.ec2.SecurityGroup(
             f"{name}-efs-sg",
             vpc_id=args.network.vpc_id,
@@ -107,21 +129,4 @@ class Storage(pulumi.ComponentResource):
             )
             for i, k in enumerate(args.mount_target_keys)
         ]
-        efs_class = k8s.storage.v1.StorageClass(
-            f"{name}-efs-class",
-            metadata={"name": EFS_CLASS},
-            provisioner="efs.csi.aws.com",
-            parameters=fs.id.apply(render_efs_parameters),
-            reclaim_policy="Retain",
-            volume_binding_mode="Immediate",
-            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
-        )
-        self.file_system_id = fs.id
-        # PVCs on these classes wait for the classes and for NFS to be reachable in every AZ.
-        self.handle = StorageHandle(
-            efs_storage_class=EFS_CLASS,
-            ebs_storage_class=EBS_CLASS,
-            efs_file_system_id=fs.id,
-            ready=(efs_class, gp3, *mounts),
-        )
-        self.register_outputs({"file_system_id": fs.id})
+        return fs, mounts

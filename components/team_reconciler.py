@@ -35,6 +35,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "incluster" / "reconciler" / "
 SELECTOR = {"app.kubernetes.io/name": "litellm-reconciler"}
 CODE_DIR = "/opt/reconciler"
 KEYS_DIR = "/etc/reconciler-keys"
+KEYS_SECRET = "litellm-team-keys"
 DEADLINE_S = 300  # the whole Job: a few dozen HTTP calls against an in-cluster gateway
 BACKOFF = 2
 CHECKOV_SKIPS = {
@@ -190,20 +191,7 @@ class TeamReconciler(pulumi.ComponentResource):
             data={"reconcile.py": script, "desired.json": desired},
             opts=child,
         )
-        keys = None
-        if args.key_values is not None:
-            key_document: pulumi.Input[str] = pulumi.Output.from_input(args.key_values).apply(
-                lambda v: json.dumps(v, sort_keys=True)
-            )
-            keys = k8s.core.v1.Secret(
-                f"{name}-keys",
-                metadata={"name": "litellm-team-keys", "namespace": ns},
-                type="Opaque",
-                string_data={
-                    "keys.json": pulumi.Output.secret(key_document),
-                },
-                opts=child,
-            )
+        keys = self._keys_secret(name, args, child)
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata={"name": "litellm-reconciler", "namespace": ns},
@@ -216,19 +204,6 @@ class TeamReconciler(pulumi.ComponentResource):
             )
             for pname, spec in render_policies().items()
         ]
-        spec = render_reconciler_job(args, config_map=jname, keys_secret="litellm-team-keys" if keys else None)
-        if keys is not None:
-            # A rotated key value alone changes no name: the pod template's hash annotation changes,
-            # the template is immutable, so the Job is replaced (deleted first, same name).
-            # Unsecret on purpose: a secret anywhere in the spec hides the whole Job from review, and
-            # the digest of random keys tells nothing (LiteLLM itself stores each key's sha256).
-            spec["template"]["metadata"]["annotations"] = {
-                "llm-serving/keys-sha256": pulumi.Output.unsecret(
-                    pulumi.Output.from_input(args.key_values).apply(
-                        lambda v: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
-                    )
-                )
-            }
         k8s.batch.v1.Job(
             f"{name}-job",
             metadata={
@@ -241,7 +216,7 @@ class TeamReconciler(pulumi.ComponentResource):
                     **checkov_skips({**CHECKOV_SKIPS, **image_skips(args.image.ref)}),
                 },
             },
-            spec=spec,
+            spec=job_spec(args, jname, keys is not None),
             opts=ResourceOptions(
                 parent=self,
                 depends_on=[cm, sa, *policies, *([keys] if keys else []), *after],
@@ -250,3 +225,39 @@ class TeamReconciler(pulumi.ComponentResource):
         )
         self.job_name = jname
         self.register_outputs({})
+
+    @staticmethod
+    def _keys_secret(name: str, args: ReconcilerArgs, child: ResourceOptions) -> k8s.core.v1.Secret | None:
+        """The team key values the Job registers (a Secret), when there are any."""
+        if args.key_values is None:
+            return None
+        key_document: pulumi.Input[str] = pulumi.Output.from_input(args.key_values).apply(
+            lambda v: json.dumps(v, sort_keys=True)
+        )
+        return k8s.core.v1.Secret(
+            f"{name}-keys",
+            metadata={"name": KEYS_SECRET, "namespace": args.namespace},
+            type="Opaque",
+            string_data={
+                "keys.json": pulumi.Output.secret(key_document),
+            },
+            opts=child,
+        )
+
+
+def job_spec(args: ReconcilerArgs, config_map: str, with_keys: bool) -> dict:
+    """The Job spec; with keys, its pod template carries the digest of their values."""
+    spec = render_reconciler_job(args, config_map=config_map, keys_secret=KEYS_SECRET if with_keys else None)
+    if with_keys:
+        # A rotated key value alone changes no name: the pod template's hash annotation changes,
+        # the template is immutable, so the Job is replaced (deleted first, same name).
+        # Unsecret on purpose: a secret anywhere in the spec hides the whole Job from review, and
+        # the digest of random keys tells nothing (LiteLLM itself stores each key's sha256).
+        spec["template"]["metadata"]["annotations"] = {
+            "llm-serving/keys-sha256": pulumi.Output.unsecret(
+                pulumi.Output.from_input(args.key_values).apply(
+                    lambda v: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
+                )
+            )
+        }
+    return spec

@@ -15,7 +15,6 @@ import pulumi
 AcceleratorKind = Literal["nvidia", "neuron"]
 
 GIB = 2**30
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,6 @@ class SystemNodesHandle:
     """The managed node group that runs controllers; charts that must run there depend on it."""
 
     node_group: pulumi.Resource
-    role_arn: pulumi.Input[str]
     label_key: str
     label_value: str
     taint_key: str

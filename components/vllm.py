@@ -245,7 +245,6 @@ class VllmServer(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         top = max(spec.replicas, args.autoscaled_max or 0)
-        replicas = {} if args.autoscaled_max is not None else {"replicas": spec.replicas}
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={
@@ -256,24 +255,7 @@ class VllmServer(pulumi.ComponentResource):
                     **checkov_skips({**CHECKOV_SKIPS, **image_skips(spec.image)}),
                 },
             },
-            spec={
-                **replicas,
-                "selector": {"matchLabels": lab},
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0 if spec.replicas > 1 else 1, "maxSurge": 1},
-                },
-                "template": {
-                    "metadata": {"labels": lab, "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
-                    "spec": render_pod_spec(
-                        spec,
-                        cache_claim=args.cache_claim,
-                        api_key_secret=args.api_key_secret,
-                        service_account=spec.name,
-                        max_replicas=top,
-                    ),
-                },
-            },
+            spec=render_deployment_spec(args, top),
             opts=ResourceOptions(parent=self, depends_on=[sa, *args.after]),
         )
         k8s.core.v1.Service(
@@ -292,3 +274,28 @@ class VllmServer(pulumi.ComponentResource):
         self.service_host = service_host(spec.name, args.namespace)
         self.deployment_name = deployment.metadata.name
         self.register_outputs({"service_host": self.service_host})
+
+
+def render_deployment_spec(args: VllmServerArgs, max_replicas: int) -> dict:
+    """Rolling updates that keep a multi-replica model serving; no replica count under an autoscaler."""
+    spec = args.spec
+    lab = labels(spec)
+    replicas = {} if args.autoscaled_max is not None else {"replicas": spec.replicas}
+    return {
+        **replicas,
+        "selector": {"matchLabels": lab},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0 if spec.replicas > 1 else 1, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {"labels": lab, "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+            "spec": render_pod_spec(
+                spec,
+                cache_claim=args.cache_claim,
+                api_key_secret=args.api_key_secret,
+                service_account=spec.name,
+                max_replicas=max_replicas,
+            ),
+        },
+    }

@@ -132,7 +132,7 @@ class OpenWebUi(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=o(),
         )
-        # One replica: more need Postgres and Redis websockets (reference/serving.md).
+        # One replica: Open WebUI runs more only with a shared Postgres and Redis (for its websockets).
         k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={

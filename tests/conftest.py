@@ -71,6 +71,7 @@ TIER_OF = {
     "components/test_gateway_hardening.py": "policy",
     "stacks/test_habits.py": "habits",
     "stacks/test_config_package.py": "habits",
+    "stacks/test_function_size.py": "habits",
     "stacks/test_readme_snippets.py": "habits",
     "stacks/test_docs.py": "habits",
     "stacks/test_config_reference.py": "config",

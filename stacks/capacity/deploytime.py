@@ -95,28 +95,7 @@ def waits_for(node: Node) -> set[str]:
 def critical_path(nodes: Iterable[Node], table: catalog.Durations | None = None) -> DeployTime:
     """Earliest finish of every node with unlimited parallelism; the longest chain, named."""
     by_urn = {n.urn: n for n in nodes}
-    finish: dict[str, float] = {}
-    before: dict[str, str | None] = {}
-
-    def visit(urn: str, trail: frozenset[str]) -> float:
-        if urn in finish:
-            return finish[urn]
-        if urn in trail:
-            raise ValueError(f"dependency cycle through {urn}")
-        node = by_urn[urn]
-        start, prev = 0.0, None
-        for dep in sorted(waits_for(node)):
-            if dep not in by_urn:
-                continue
-            f = visit(dep, trail | {urn})
-            if f > start:
-                start, prev = f, dep
-        finish[urn] = start + duration(node, table).seconds
-        before[urn] = prev
-        return finish[urn]
-
-    for urn in sorted(by_urn):
-        visit(urn, frozenset())
+    finish, before = earliest_finish(by_urn, table)
     if not finish:
         return DeployTime(0.0, ())
     end = max(sorted(finish), key=lambda u: finish[u])
@@ -129,3 +108,30 @@ def critical_path(nodes: Iterable[Node], table: catalog.Durations | None = None)
             chain.append(Step(name=n.name, type=n.type, seconds=secs, finish=finish[cur]))
         cur = before[cur]
     return DeployTime(seconds=finish[end], path=tuple(reversed(chain)))
+
+
+def earliest_finish(
+    by_urn: dict[str, Node], table: catalog.Durations | None
+) -> tuple[dict[str, float], dict[str, str | None]]:
+    """(urn -> earliest finish, urn -> the dependency it waited for last, None for a root)."""
+    finish: dict[str, float] = {}
+    before: dict[str, str | None] = {}
+
+    def visit(urn: str, trail: frozenset[str]) -> float:
+        if urn in finish:
+            return finish[urn]
+        if urn in trail:
+            raise ValueError(f"dependency cycle through {urn}")
+        node = by_urn[urn]
+        start, prev = 0.0, None
+        for dep in sorted(waits_for(node) & by_urn.keys()):
+            f = visit(dep, trail | {urn})
+            if f > start:
+                start, prev = f, dep
+        finish[urn] = start + duration(node, table).seconds
+        before[urn] = prev
+        return finish[urn]
+
+    for urn in sorted(by_urn):
+        visit(urn, frozenset())
+    return finish, before

@@ -284,59 +284,76 @@ def size(
     """Size one replica of a model on one instance type at a given TP. `gpu_memory_gib` overrides the
     device memory (as CUDA reports it); `vllm_version` older than 0.21 drops the CUDA-graph term;
     `sampler_warmup` names the sampler path the engine warms ("v2": vLLM 0.32's Model Runner V2)."""
-    rank_gib = rank_memory_gib(inst, gpu_memory_gib)
-    weights = weight_bytes_total(arch, quantization) / tp / GIB
-    host_gib = float(pod_memory_gib(inst, tp))
-    host_needed_gib = round(host_memory_needed_gib(arch, inst.kind, quantization), 2)
-    host_ok = host_gib >= host_needed_gib
-    kvb = kv_bytes_per_token(arch, tp, kv_cache_dtype)
+    shape = _Shape(
+        inst=inst,
+        tp=tp,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        batched_tokens=batched_tokens,
+        utilization=utilization,
+        kvb=kv_bytes_per_token(arch, tp, kv_cache_dtype),
+        weights=weight_bytes_total(arch, quantization) / tp / GIB,
+        host_gib=float(pod_memory_gib(inst, tp)),
+        host_needed_gib=round(host_memory_needed_gib(arch, inst.kind, quantization), 2),
+        rank_gib=rank_memory_gib(inst, gpu_memory_gib),
+    )
     if inst.kind == "neuron":
-        return _size_neuron(
-            inst,
-            tp,
-            max_model_len,
-            max_num_seqs,
-            batched_tokens,
-            utilization,
-            kvb,
-            weights,
-            host_gib,
-            host_needed_gib,
-            rank_gib,
-        )
-    util = utilization if utilization is not None else DEFAULT_GPU_UTILIZATION
-    bt = batched_tokens or default_batched_tokens(rank_gib, inst.device)
-    act = activation_gib(arch, bt, tp, max_num_seqs, sampler_warmup)
-    smp = sampler_gib(arch, max_num_seqs, bt, sampler_warmup, tp)
-    non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if tp > 1 else 0)
+        return _size_neuron(shape)
+    return _size_gpu(arch, shape, enforce_eager=enforce_eager, vllm_version=vllm_version, sampler=sampler_warmup)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What sizing one replica starts from, on either accelerator."""
+
+    inst: InstanceType
+    tp: int
+    max_model_len: int
+    max_num_seqs: int
+    batched_tokens: int | None
+    utilization: float | None
+    kvb: int  # KV-cache bytes per token per rank
+    weights: float  # GiB of weights per rank
+    host_gib: float
+    host_needed_gib: float
+    rank_gib: float
+
+
+def _size_gpu(arch: ModelArch, c: _Shape, *, enforce_eager: bool, vllm_version: str | None, sampler: str) -> Sizing:
+    """vLLM profiles a forward pass, then gives the KV cache what is left of the requested memory."""
+    util = c.utilization if c.utilization is not None else DEFAULT_GPU_UTILIZATION
+    bt = c.batched_tokens or default_batched_tokens(c.rank_gib, c.inst.device)
+    act = activation_gib(arch, bt, c.tp, c.max_num_seqs, sampler)
+    smp = sampler_gib(arch, c.max_num_seqs, bt, sampler, c.tp)
+    non_torch = NON_TORCH_GIB + (NON_TORCH_TP_EXTRA_GIB if c.tp > 1 else 0)
     graphs = cudagraph_gib(arch, enforce_eager, vllm_version)
     overhead = act + non_torch + graphs
-    requested = util * rank_gib
-    kv_gib = requested - weights - overhead
-    blocks = max(0, int(kv_gib * GIB // kvb) // GPU_BLOCK_SIZE)
+    requested = util * c.rank_gib
+    kv_gib = requested - c.weights - overhead
+    blocks = max(0, int(kv_gib * GIB // c.kvb) // GPU_BLOCK_SIZE)
     kv_tokens = blocks * GPU_BLOCK_SIZE
-    fits = kv_tokens >= max_model_len and host_ok
+    fits = kv_tokens >= c.max_model_len and c.host_gib >= c.host_needed_gib
     margin = max(KV_ERROR_BAND * max(kv_gib, 0.0), KV_ERROR_FLOOR_GIB)
-    near = fits and (kv_gib - margin) * GIB / kvb < max_model_len
+    near = fits and (kv_gib - margin) * GIB / c.kvb < c.max_model_len
     s = Sizing(
-        inst,
-        tp,
-        max_model_len,
-        max_num_seqs,
-        bt,
-        util,
-        weights,
-        overhead,
-        kvb,
-        max(kv_gib, 0.0),
-        kv_tokens,
-        kv_tokens / max_model_len,
-        fits,
-        GPU_BLOCK_SIZE,
-        blocks,
-        host_memory_gib=host_gib,
-        host_memory_needed_gib=host_needed_gib,
-        device_memory_gib=rank_gib,
+        instance=c.inst,
+        tensor_parallel=c.tp,
+        max_model_len=c.max_model_len,
+        max_num_seqs=c.max_num_seqs,
+        max_num_batched_tokens=bt,
+        utilization=util,
+        weights_gib_per_device=c.weights,
+        overhead_gib_per_device=overhead,
+        kv_bytes_per_token=c.kvb,
+        kv_gib_per_device=max(kv_gib, 0.0),
+        kv_tokens=kv_tokens,
+        max_concurrency=kv_tokens / c.max_model_len,
+        fits=fits,
+        block_size=GPU_BLOCK_SIZE,
+        num_blocks=blocks,
+        host_memory_gib=c.host_gib,
+        host_memory_needed_gib=c.host_needed_gib,
+        device_memory_gib=c.rank_gib,
         requested_gib=requested,
         activation_gib=act,
         sampler_gib=smp,
@@ -367,49 +384,36 @@ def near_limit_warning(s: Sizing, arch: ModelArch) -> str:
     )
 
 
-def _size_neuron(
-    inst: InstanceType,
-    tp: int,
-    max_model_len: int,
-    max_num_seqs: int,
-    batched_tokens: int | None,
-    utilization: float | None,
-    kvb: int,
-    weights: float,
-    host_gib: float,
-    host_needed_gib: float,
-    rank_gib: float,
-) -> Sizing:
+def _size_neuron(c: _Shape) -> Sizing:
     """Neuron preallocates max-num-seqs x ceil(max-model-len / block) blocks."""
-    util = utilization if utilization is not None else NEURON_UTILIZATION
-    bt = batched_tokens or max_model_len
+    util = c.utilization if c.utilization is not None else NEURON_UTILIZATION
     block = NEURON_BLOCK_SIZE
-    blocks = math.ceil(max_model_len / block) * max_num_seqs
-    need_kv = blocks * block * kvb / GIB
+    blocks = math.ceil(c.max_model_len / block) * c.max_num_seqs
+    need_kv = blocks * block * c.kvb / GIB
     overhead = NEURON_SCRATCH_GIB
-    available = util * rank_gib - weights - overhead
-    fits = available >= need_kv and host_gib >= host_needed_gib
-    conc = float(max_num_seqs) if fits else max(0.0, available) * GIB / kvb / max_model_len
+    available = util * c.rank_gib - c.weights - overhead
+    fits = available >= need_kv and c.host_gib >= c.host_needed_gib
+    conc = float(c.max_num_seqs) if fits else max(0.0, available) * GIB / c.kvb / c.max_model_len
     return Sizing(
-        inst,
-        tp,
-        max_model_len,
-        max_num_seqs,
-        bt,
-        util,
-        weights,
-        overhead,
-        kvb,
-        need_kv,
-        blocks * block,
-        conc,
-        fits,
-        block,
-        blocks,
-        host_memory_gib=host_gib,
-        host_memory_needed_gib=host_needed_gib,
-        device_memory_gib=rank_gib,
-        requested_gib=util * rank_gib,
+        instance=c.inst,
+        tensor_parallel=c.tp,
+        max_model_len=c.max_model_len,
+        max_num_seqs=c.max_num_seqs,
+        max_num_batched_tokens=c.batched_tokens or c.max_model_len,
+        utilization=util,
+        weights_gib_per_device=c.weights,
+        overhead_gib_per_device=overhead,
+        kv_bytes_per_token=c.kvb,
+        kv_gib_per_device=need_kv,
+        kv_tokens=blocks * block,
+        max_concurrency=conc,
+        fits=fits,
+        block_size=block,
+        num_blocks=blocks,
+        host_memory_gib=c.host_gib,
+        host_memory_needed_gib=c.host_needed_gib,
+        device_memory_gib=c.rank_gib,
+        requested_gib=util * c.rank_gib,
     )
 
 
@@ -560,7 +564,7 @@ def fix_hints(arch: ModelArch, s: Sizing, candidates: list[InstanceType], **kw) 
 # cpu = capacity - kube-reserved (6% of the first core, 1% of the second, 0.5% of cores 3-4, 0.25%
 # beyond). Max pods: the kubelet default 110 (ENI-limited counts are lower on small types, so this
 # reserves more, never less). DaemonSets (CNI, kube-proxy, CSI nodes, monitoring agent, device plugin
-# or GPU operator) take about 0.3 CPU and 0.5 GiB (deploy review estimate).
+# or GPU operator) take about 0.3 CPU and 0.5 GiB (an estimate, not a measurement).
 VM_MEMORY_OVERHEAD = 0.075
 EVICTION_HARD_MIB = 100
 MAX_PODS_ASSUMED = 110

@@ -131,13 +131,6 @@ def prometheus_url(cfg: StackConfig) -> str:
     return f"http://{service_host(svc, o.namespace)}:{PROMETHEUS_PORT}"
 
 
-def cold_start_note(startup_budget_s: int) -> str:
-    return (
-        f"scales to zero: after {windows(startup_budget_s).cooldown_s}s idle the last replica goes; "
-        f"the next request waits up to ~{startup_budget_s}s (node launch + model load) and may fail meanwhile"
-    )
-
-
 # ---- config cross-checks: (key path, what, how to fix) --------------------------------------------
 
 

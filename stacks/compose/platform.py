@@ -133,7 +133,7 @@ def pool_spec(intent: StackIntent, name: str) -> PoolSpec:
 def availability_zones(vpc: VpcConfig) -> tuple[str, ...]:
     """The stack's zones, or the first azCount regular AZs EKS supports. Without the filters a Local
     Zone (`us-east-1-bos-1a` sorts first) or an EKS-unsupported zone id (`use1-az3`) can be picked,
-    and CreateCluster or the subnets fail (review D4)."""
+    and CreateCluster or the subnets fail."""
     if vpc.availabilityZones:
         return tuple(vpc.availabilityZones)
     zones = aws.get_availability_zones(
@@ -186,17 +186,89 @@ def team_access(intent: StackIntent, ch: ClusterHandle) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Footing:
+    """What every platform step shares: the cluster name, the account, pinned versions, the KMS keys."""
+
+    cluster_name: str
+    region: str
+    account: pulumi.Output[str]
+    versions: catalog.Versions
+    keys: PlatformKeys
+
+
+@dataclass(frozen=True)
+class Subnets:
+    """The VPC the cluster lives in, EFS's mount target keys, and the subnets node classes pin
+    (empty: Karpenter discovers the stack's own tagged subnets)."""
+
+    net: NetworkHandle
+    mount_keys: tuple[str, ...]
+    node_subnets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """The node pools and device plugins accelerator workloads wait for; the Neuron scheduler's name."""
+
+    ready: tuple[pulumi.Resource, ...]
+    neuron_scheduler: str | None
+
+
 def build(intent: StackIntent) -> Platform:
+    """The platform in deploy order: keys, network, cluster, system nodes, add-ons, Karpenter,
+    storage, node pools, KEDA, accelerator drivers."""
     if intent.is_team_stack:
         return attach(intent)
     for w in intent.warnings:
         pulumi.log.warn(w)
+    base = footing(intent)
+    subnets = network(intent, base)
+    cluster = eks_cluster(intent, base, subnets.net)
+    team_access(intent, cluster.handle)
+    system = system_nodes(intent, cluster, subnets.net)
+    addons = ClusterAddons(
+        "addons",
+        AddonsArgs(
+            cluster=cluster.handle,
+            system_nodes=system,
+            pod_identity_agent=cluster.networking.pod_identity_agent,
+            metrics_server=intent.config.autoscaling.enabled,
+        ),
+    )
+    provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
+    kopts = ResourceOptions(providers={"kubernetes": provider})
+    kiam, karpenter = karpenter_controller(base, cluster, system, addons, kopts)
+    storage = efs_and_ebs(intent, base, cluster.handle, subnets, addons, kopts)
+    pools = {n: pool_spec(intent, n) for n in intent.pools}
+    pool_ready = node_pools(base, pools, subnets, kiam, karpenter, kopts)
+    keda = keda_release(intent, base, system, addons, kopts)
+    accel = accelerator_drivers(base, pools, system, kopts)
+    return Platform(
+        cluster_name=base.cluster_name,
+        k8s=provider,
+        kubeconfig=cluster.kubeconfig,
+        storage=storage.handle,
+        vpc_id=subnets.net.vpc_id,
+        vpc_cidr=subnets.net.vpc_cidr,
+        private_subnet_ids=subnets.net.private_subnet_ids,
+        node_security_group_id=cluster.handle.security_group_id,
+        neuron_scheduler=accel.neuron_scheduler,
+        pools=pools,
+        ready=(*pool_ready, *accel.ready),
+        system_ready=(system.node_group, addons.coredns),
+        data_key_arn=base.keys.data_key_arn,
+        system_nodes=system,
+        keda=keda,
+    )
+
+
+def footing(intent: StackIntent) -> Footing:
+    """The platform KMS keys (their policies name the log groups they encrypt) and the optional budget."""
     cfg = intent.config
     c = intent.cluster_name
-    versions = catalog.versions()
     account = aws.get_caller_identity_output().account_id
-    vpc_cfg = cfg.cluster.vpc
-    existing = vpc_cfg.existing is not None
+    existing = cfg.cluster.vpc.existing is not None
     log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
     keys = PlatformKeys(
         "keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region, log_group_names=log_groups)
@@ -208,46 +280,55 @@ def build(intent: StackIntent) -> Platform:
                 cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd, emails=tuple(cfg.cluster.budget.emails)
             ),
         )
-    if vpc_cfg.existing is not None:
-        net = existing_network(vpc_cfg.existing)
-        mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
-        node_subnets = tuple(vpc_cfg.existing.privateSubnetIds)
-    else:
-        azs = availability_zones(vpc_cfg)
-        net = Network(
-            "network",
-            NetworkArgs(
-                cluster_name=c,
-                cidr=vpc_cfg.cidr,
-                availability_zones=azs,
-                logs_key_arn=keys.logs_key_arn,
-                flow_log_retention_days=cfg.cluster.logRetentionDays,
-            ),
-        ).handle
-        mount_keys, node_subnets = azs, ()
+    return Footing(cluster_name=c, region=intent.region, account=account, versions=catalog.versions(), keys=keys)
 
-    cluster = Cluster(
+
+def network(intent: StackIntent, base: Footing) -> Subnets:
+    """The given VPC (looked up), or a new one across the stack's zones."""
+    vpc_cfg = intent.config.cluster.vpc
+    if vpc_cfg.existing is not None:
+        mount_keys = tuple(f"subnet-{i}" for i in range(len(vpc_cfg.existing.privateSubnetIds)))
+        return Subnets(existing_network(vpc_cfg.existing), mount_keys, tuple(vpc_cfg.existing.privateSubnetIds))
+    azs = availability_zones(vpc_cfg)
+    net = Network(
+        "network",
+        NetworkArgs(
+            cluster_name=base.cluster_name,
+            cidr=vpc_cfg.cidr,
+            availability_zones=azs,
+            logs_key_arn=base.keys.logs_key_arn,
+            flow_log_retention_days=intent.config.cluster.logRetentionDays,
+        ),
+    ).handle
+    return Subnets(net, azs, ())
+
+
+def eks_cluster(intent: StackIntent, base: Footing, net: NetworkHandle) -> Cluster:
+    cfg = intent.config.cluster
+    return Cluster(
         "cluster",
         ClusterArgs(
-            cluster_name=c,
+            cluster_name=base.cluster_name,
             kubernetes_version=intent.kubernetes_version,
             network=net,
-            account_id=account,
-            logs_key_arn=keys.logs_key_arn,
-            admin_role_arns=tuple(cfg.cluster.adminRoleArns),
-            endpoint_public_access=cfg.cluster.endpointPublicAccess,
-            public_access_cidrs=tuple(cfg.cluster.publicAccessCidrs),
-            log_retention_days=cfg.cluster.logRetentionDays,
+            account_id=base.account,
+            logs_key_arn=base.keys.logs_key_arn,
+            admin_role_arns=tuple(cfg.adminRoleArns),
+            endpoint_public_access=cfg.endpointPublicAccess,
+            public_access_cidrs=tuple(cfg.publicAccessCidrs),
+            log_retention_days=cfg.logRetentionDays,
             aws_profile=pulumi.Config("aws").get("profile"),
         ),
     )
-    ch: ClusterHandle = cluster.handle
-    team_access(intent, ch)
-    sn = cfg.cluster.systemNodes
-    system = SystemNodes(
+
+
+def system_nodes(intent: StackIntent, cluster: Cluster, net: NetworkHandle) -> SystemNodesHandle:
+    """The managed node group controllers and the gateway run on (labelled and tainted)."""
+    sn = intent.config.cluster.systemNodes
+    return SystemNodes(
         "system",
         SystemNodesArgs(
-            cluster=ch,
+            cluster=cluster.handle,
             subnet_ids=net.private_subnet_ids,
             instance_types=tuple(sn.instanceTypes),
             min_size=sn.minSize,
@@ -257,20 +338,15 @@ def build(intent: StackIntent) -> Platform:
             after=cluster.networking.ready,
         ),
     ).handle
-    addons = ClusterAddons(
-        "addons",
-        AddonsArgs(
-            cluster=ch,
-            system_nodes=system,
-            pod_identity_agent=cluster.networking.pod_identity_agent,
-            metrics_server=cfg.autoscaling.enabled,
-        ),
-    )
-    provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, enable_server_side_apply=True)
-    kopts = ResourceOptions(providers={"kubernetes": provider})
 
+
+def karpenter_controller(
+    base: Footing, cluster: Cluster, system: SystemNodesHandle, addons: ClusterAddons, kopts: ResourceOptions
+) -> tuple[KarpenterIam, Karpenter]:
+    c = base.cluster_name
     kiam = KarpenterIam(
-        "karpenter-iam", KarpenterIamArgs(cluster=ch, cluster_name=c, account_id=account, region=intent.region)
+        "karpenter-iam",
+        KarpenterIamArgs(cluster=cluster.handle, cluster_name=c, account_id=base.account, region=base.region),
     )
     # Karpenter resolves the API server and STS through CoreDNS: it starts after it.
     karpenter = Karpenter(
@@ -279,97 +355,109 @@ def build(intent: StackIntent) -> Platform:
             cluster_name=c,
             iam=kiam.handle,
             system_nodes=system,
-            crd_chart=versions.chart("karpenter-crd"),
-            chart=versions.chart("karpenter"),
+            crd_chart=base.versions.chart("karpenter-crd"),
+            chart=base.versions.chart("karpenter"),
             after=(cluster.networking.pod_identity_agent, addons.coredns),
         ),
         opts=kopts,
     )
+    return kiam, karpenter
 
+
+def efs_and_ebs(
+    intent: StackIntent,
+    base: Footing,
+    ch: ClusterHandle,
+    subnets: Subnets,
+    addons: ClusterAddons,
+    kopts: ResourceOptions,
+) -> Storage:
     csi = (addons.addons["aws-ebs-csi-driver"], addons.addons["aws-efs-csi-driver"])
-    storage = Storage(
+    return Storage(
         "storage",
         StorageArgs(
             cluster=ch,
-            network=net,
-            mount_target_keys=mount_keys,
-            cluster_name=c,
-            kms_key_arn=keys.data_key_arn,
-            protect=cfg.cluster.protectData,
+            network=subnets.net,
+            mount_target_keys=subnets.mount_keys,
+            cluster_name=base.cluster_name,
+            kms_key_arn=base.keys.data_key_arn,
+            protect=intent.config.cluster.protectData,
             after=csi,
         ),
         opts=kopts,
     )
 
-    pools = {n: pool_spec(intent, n) for n in intent.pools}
-    kinds = sorted({p.kind for p in pools.values()})
+
+def node_pools(
+    base: Footing,
+    pools: dict[str, PoolSpec],
+    subnets: Subnets,
+    kiam: KarpenterIam,
+    karpenter: Karpenter,
+    kopts: ResourceOptions,
+) -> list[pulumi.Resource]:
+    """One EC2NodeClass per accelerator kind, one NodePool per configured pool."""
     classes = {}
-    for kind in kinds:
+    for kind in sorted({p.kind for p in pools.values()}):
         classes[kind] = KarpenterNodeClass(
             f"nodeclass-{kind}",
             NodeClassArgs(
                 spec=NodeClassSpec(
                     name=kind,
                     kind=kind,
-                    ami_alias=versions.ami_alias,
+                    ami_alias=base.versions.ami_alias,
                     root_volume_gib=ACCEL_ROOT_GIB,
                     root_volume_throughput=ACCEL_ROOT_THROUGHPUT,
                     root_volume_iops=ACCEL_ROOT_IOPS,
                     instance_store_raid0=True,
-                    subnet_ids=node_subnets,
+                    subnet_ids=subnets.node_subnets,
                 ),
-                cluster_name=c,
+                cluster_name=base.cluster_name,
                 instance_profile=kiam.instance_profile_name,
                 crds=karpenter.crds,
             ),
             opts=kopts,
         )
-    ready: list[pulumi.Resource] = []
-    for name, spec in pools.items():
-        np = KarpenterNodePool(
+    return [
+        KarpenterNodePool(
             f"pool-{name}",
             NodePoolArgs(spec=spec, crds=karpenter.crds, node_class=classes[spec.kind].resource),
             opts=kopts,
-        )
-        ready.append(np.resource)
-    keda = None
-    if cfg.autoscaling.enabled:
-        keda = Keda(
-            "keda",
-            KedaArgs(
-                chart=versions.chart("keda"),
-                system_taint=system.taint_key,
-                node_selector={system.label_key: system.label_value},
-                after=(system.node_group, addons.coredns),
-            ),
-            opts=kopts,
-        ).release
+        ).resource
+        for name, spec in pools.items()
+    ]
+
+
+def keda_release(
+    intent: StackIntent, base: Footing, system: SystemNodesHandle, addons: ClusterAddons, kopts: ResourceOptions
+) -> pulumi.Resource | None:
+    """KEDA (the ScaledObject CRD) when autoscaling is on."""
+    if not intent.config.autoscaling.enabled:
+        return None
+    return Keda(
+        "keda",
+        KedaArgs(
+            chart=base.versions.chart("keda"),
+            system_taint=system.taint_key,
+            node_selector={system.label_key: system.label_value},
+            after=(system.node_group, addons.coredns),
+        ),
+        opts=kopts,
+    ).release
+
+
+def accelerator_drivers(
+    base: Footing, pools: dict[str, PoolSpec], system: SystemNodesHandle, kopts: ResourceOptions
+) -> Accelerators:
+    """The GPU operator and the Neuron driver, each only when a pool needs it."""
+    kinds = {p.kind for p in pools.values()}
+    ready: list[pulumi.Resource] = []
     neuron_scheduler = None
     if "nvidia" in kinds:
-        gpu = GpuOperator(
-            "gpu-operator", DriverArgs(chart=versions.chart("gpu-operator"), after=(system.node_group,)), opts=kopts
-        )
-        ready.append(gpu.release)
+        args = DriverArgs(chart=base.versions.chart("gpu-operator"), after=(system.node_group,))
+        ready.append(GpuOperator("gpu-operator", args, opts=kopts).release)
     if "neuron" in kinds:
-        neuron = NeuronDriver(
-            "neuron", DriverArgs(chart=versions.chart("neuron"), after=(system.node_group,)), opts=kopts
-        )
-        ready.append(neuron.release)
+        args = DriverArgs(chart=base.versions.chart("neuron"), after=(system.node_group,))
+        ready.append(NeuronDriver("neuron", args, opts=kopts).release)
         neuron_scheduler = NEURON_SCHEDULER_NAME
-    return Platform(
-        cluster_name=c,
-        k8s=provider,
-        kubeconfig=cluster.kubeconfig,
-        storage=storage.handle,
-        vpc_id=net.vpc_id,
-        vpc_cidr=net.vpc_cidr,
-        private_subnet_ids=net.private_subnet_ids,
-        node_security_group_id=ch.security_group_id,
-        neuron_scheduler=neuron_scheduler,
-        pools=pools,
-        ready=tuple(ready),
-        system_ready=(system.node_group, addons.coredns),
-        data_key_arn=keys.data_key_arn,
-        system_nodes=system,
-        keda=keda,
-    )
+    return Accelerators(tuple(ready), neuron_scheduler)

@@ -278,7 +278,7 @@ def desired_teams(intent: StackIntent) -> tuple[DesiredTeam, ...]:
 
 def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Output[str]]) -> pulumi.Output | None:
     """{"<team>/<key>": value} of the Pulumi-generated team keys (secret), for the reconciler's
-    Secret; `keys` is key name -> key (wt/teams: TeamKeys.keys). None when there is no key."""
+    Secret; `keys` is key name -> key (TeamKeys.keys). None when there is no key."""
     pairs = [(key_alias(t.name, k), keys[k]) for t in teams for k in t.keys]
     if not pairs:
         return None
@@ -305,12 +305,58 @@ def frontdoor_read_timeout(rs: list[Route]) -> int:
     return settings["request_timeout"] * (1 + settings["num_retries"]) + READ_TIMEOUT_MARGIN_S
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What every serving step shares: where things go, what they wait for, how they are deployed."""
+
+    models_ns: str
+    gateway_ns: str
+    # The namespaces (with their policies and quotas): everything in them waits for these.
+    ns_ready: tuple[pulumi.Resource, ...]
+    kopts: ResourceOptions
+    versions: catalog.Versions
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The LiteLLM gateway and the team keys it serves (None when no key is granted)."""
+
+    litellm: LiteLLMGateway
+    team_keys: TeamKeys | None
+
+
 def build(intent: StackIntent, plat: Platform) -> Served:
+    """Serving in deploy order: namespaces, secrets, model cache, model servers (and their
+    autoscalers), database, gateway, front door, team reconciler, UI, observability."""
+    scope = serving_namespaces(intent, plat)
+    keys = serving_keys(intent, scope)
+    specs = {
+        name: server_spec(m, plat, intent.config.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
+        for name, m in intent.models.items()
+    }
+    model_cache(intent, plat, scope, specs)
+    endpoints = model_servers(intent, plat, scope, keys, specs)
+    db_url = gateway_database(intent, plat, scope, keys)
+    gateway = litellm_gateway(intent, plat, scope, keys, db_url)
+    front = front_door(intent, plat, scope, gateway.litellm)
+    team_reconciler(intent, scope, gateway)
+    web_ui(intent, plat, scope, keys, gateway)
+    after = (*scope.ns_ready, *plat.system_ready)
+    observability.build(intent, plat, specs, (scope.models_ns, scope.gateway_ns), after, scope.kopts)
+    team_keys = gateway.team_keys
+    return Served(
+        gateway_url=front.url,
+        model_names=[m.served_name for m in intent.models.values()],
+        endpoints=endpoints,
+        master_key=pulumi.Output.secret(keys.master_key),
+        team_keys=team_keys.by_team if team_keys else pulumi.Output.secret({}),
+    )
+
+
+def serving_namespaces(intent: StackIntent, plat: Platform) -> Scope:
+    """The models and gateway namespaces, their network policies and (team stacks) quota."""
     cfg = intent.config
-    v = catalog.versions()
     kopts = ResourceOptions(providers={"kubernetes": plat.k8s})
-    db_enabled = cfg.gateway.database.enabled
-    redis = shared_limits(intent)
     models_ns, gateway_ns = namespaces(intent)
     ns = ServingNamespaces(
         "serving",
@@ -318,112 +364,140 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             models_ns=models_ns,
             gateway_ns=gateway_ns,
             vpc_cidr=plat.vpc_cidr,
-            database=db_enabled,
-            redis=redis,
+            database=cfg.gateway.database.enabled,
+            redis=shared_limits(intent),
             accelerator_quota=cfg.team.maxAccelerators if cfg.team else None,
         ),
         opts=kopts,
     )
-    ns_ready = tuple(ns.namespaces.values())
-    keys = ServingKeys(
+    return Scope(models_ns, gateway_ns, tuple(ns.namespaces.values()), kopts, catalog.versions())
+
+
+def serving_keys(intent: StackIntent, scope: Scope) -> ServingKeys:
+    """The generated secrets: vLLM's API key, the gateway's keys, and those the options need."""
+    cfg = intent.config
+    return ServingKeys(
         "keys",
         ServingKeysArgs(
-            models_namespace=models_ns,
-            database_password=db_enabled,
+            models_namespace=scope.models_ns,
+            database_password=cfg.gateway.database.enabled,
             webui_secret=cfg.ui.enabled,
-            redis_auth_token=redis,
-            after=ns_ready,
+            redis_auth_token=shared_limits(intent),
+            after=scope.ns_ready,
         ),
-        opts=kopts,
+        opts=scope.kopts,
     )
-    specs = {
-        name: server_spec(m, plat, cfg.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
-        for name, m in intent.models.items()
-    }
-    if specs:
-        ModelCache(
-            "model-cache",
-            ModelCacheArgs(
-                namespace=models_ns,
-                storage_class=plat.storage.efs_storage_class,
-                image=v.image("hf-downloader"),
-                cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
-                items=tuple(
-                    CacheItem(
-                        name=s.name,
-                        hf_id=s.hf_id,
-                        revision=s.revision,
-                        gated=intent.models[n].arch.gated,
-                        marker=ready_marker(s.hf_id, s.revision),
-                        deadline_seconds=planner.download_deadline_seconds(intent.models[n].arch),
-                    )
-                    for n, s in specs.items()
-                ),
-                hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
-                system_toleration=SYSTEM_TAINT,
-                after=(*ns_ready, *plat.storage.ready),
-            ),
-            opts=kopts,
+
+
+def model_cache(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str, ServerSpec]) -> None:
+    """The EFS volume the weights download to, once, before any server starts (none without models)."""
+    if not specs:
+        return
+    v, cfg = scope.versions, intent.config
+    items = tuple(
+        CacheItem(
+            name=s.name,
+            hf_id=s.hf_id,
+            revision=s.revision,
+            gated=intent.models[n].arch.gated,
+            marker=ready_marker(s.hf_id, s.revision),
+            deadline_seconds=planner.download_deadline_seconds(intent.models[n].arch),
         )
-    endpoints = {}
+        for n, s in specs.items()
+    )
+    ModelCache(
+        "model-cache",
+        ModelCacheArgs(
+            namespace=scope.models_ns,
+            storage_class=plat.storage.efs_storage_class,
+            image=v.image("hf-downloader"),
+            cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
+            items=items,
+            hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
+            system_toleration=SYSTEM_TAINT,
+            after=(*scope.ns_ready, *plat.storage.ready),
+        ),
+        opts=scope.kopts,
+    )
+
+
+def model_servers(
+    intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys, specs: dict[str, ServerSpec]
+) -> dict[str, str]:
+    """One vLLM server per model, each with its autoscaler when autoscaling is on; served name -> URL."""
+    cfg = intent.config
     autoscaled = cfg.autoscaling.enabled
+    endpoints = {}
     for name, spec in specs.items():
         server = VllmServer(
             f"vllm-{name}",
             VllmServerArgs(
                 spec=spec,
-                namespace=models_ns,
+                namespace=scope.models_ns,
                 cache_claim=ModelCache.claim_name,
                 api_key_secret=VLLM_KEY_SECRET,
-                after=(*ns_ready, keys.vllm_secret, *plat.ready),
+                after=(*scope.ns_ready, keys.vllm_secret, *plat.ready),
                 autoscaled_max=intent.models[name].replicas_max if autoscaled else None,
             ),
-            opts=kopts,
+            opts=scope.kopts,
         )
         if autoscaled:
             ModelAutoscaler(
                 f"scale-{name}",
                 ModelAutoscalerArgs(
                     spec=scaling.scaling_spec(cfg, intent.models[name]),
-                    namespace=models_ns,
+                    namespace=scope.models_ns,
                     deployment=server.deployment_name,
                     keda=plat.keda,
-                    after=ns_ready,
+                    after=scope.ns_ready,
                 ),
-                opts=kopts,
+                opts=scope.kopts,
             )
         endpoints[spec.served_name] = f"http://{server.service_host}:{VLLM_PORT}/v1"
+    return endpoints
 
-    db_url = None
-    if db_enabled:
-        d = cfg.gateway.database
-        assert keys.database_password is not None, "ServingKeys makes the database password when the database is on"
-        db = GatewayDatabase(
-            "gateway-db",
-            DatabaseArgs(
-                cluster_name=intent.cluster_name,
-                vpc_id=plat.vpc_id,
-                subnet_ids=plat.private_subnet_ids,
-                client_security_group_id=plat.node_security_group_id,
-                engine_version=v.postgres_engine_version,
-                instance_class=d.instanceClass,
-                allocated_storage_gib=d.allocatedStorageGiB,
-                multi_az=d.multiAz,
-                password=keys.database_password,
-                ca_bundle_path=RDS_CA_PATH,
-                kms_key_arn=plat.data_key_arn,
-            ),
-            opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
-        )
-        db_url = db.url
+
+def gateway_database(intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys) -> pulumi.Output | None:
+    """The gateway's Postgres when `gateway.database` is on; its URL (secret), else None."""
+    cfg = intent.config
+    if not cfg.gateway.database.enabled:
+        return None
+    d = cfg.gateway.database
+    assert keys.database_password is not None, "ServingKeys makes the database password when the database is on"
+    db = GatewayDatabase(
+        "gateway-db",
+        DatabaseArgs(
+            cluster_name=intent.cluster_name,
+            vpc_id=plat.vpc_id,
+            subnet_ids=plat.private_subnet_ids,
+            client_security_group_id=plat.node_security_group_id,
+            engine_version=scope.versions.postgres_engine_version,
+            instance_class=d.instanceClass,
+            allocated_storage_gib=d.allocatedStorageGiB,
+            multi_az=d.multiAz,
+            password=keys.database_password,
+            ca_bundle_path=RDS_CA_PATH,
+            kms_key_arn=plat.data_key_arn,
+        ),
+        opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
+    )
+    return db.url
+
+
+def litellm_gateway(
+    intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys, db_url: pulumi.Output | None
+) -> Gateway:
+    """The team keys, the shared rate-limit Redis (when a team has limits) and LiteLLM itself."""
+    cfg = intent.config
     grants = key_grants(intent)
     team_keys = TeamKeys("team-keys", TeamKeysArgs(grants=grants)) if grants else None
     cache = gateway_cache(intent, plat, keys.redis_auth_token) if keys.redis_auth_token is not None else None
+    autoscaled = cfg.autoscaling.enabled
     gateway = LiteLLMGateway(
         "gateway",
         GatewayArgs(
-            namespace=gateway_ns,
-            image=v.images["litellm"],
+            namespace=scope.gateway_ns,
+            image=scope.versions.images["litellm"],
             routes=tuple(routes(intent)),
             replicas=cfg.gateway.replicas,
             master_key=keys.master_key,
@@ -431,69 +505,76 @@ def build(intent: StackIntent, plat: Platform) -> Served:
             vllm_api_key=keys.vllm_api_key,
             system_taint=SYSTEM_TAINT,
             database_url=db_url,
-            database_ca_bundle=catalog.rds_ca_bundle() if db_enabled else None,
-            after=(*ns_ready, *plat.system_ready),
+            database_ca_bundle=catalog.rds_ca_bundle() if cfg.gateway.database.enabled else None,
+            after=(*scope.ns_ready, *plat.system_ready),
             max_replicas=cfg.autoscaling.gatewayMaxReplicas if autoscaled else None,
             cpu_utilization_percent=cfg.autoscaling.gatewayCpuPercent,
             key_table=team_keys.table if team_keys else None,
             redis_host=cache.host if cache else None,
             redis_password=keys.redis_auth_token,
         ),
-        opts=kopts,
+        opts=scope.kopts,
     )
-    front = GatewayFrontDoor(
+    return Gateway(gateway, team_keys)
+
+
+def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteLLMGateway) -> GatewayFrontDoor:
+    cfg = intent.config
+    return GatewayFrontDoor(
         "gateway-frontdoor",
         FrontDoorArgs(
-            namespace=gateway_ns,
-            image=v.images["nginx-frontdoor"],
-            upstream=f"{service_host('litellm', gateway_ns)}:{GATEWAY_PORT}",
+            namespace=scope.gateway_ns,
+            image=scope.versions.images["nginx-frontdoor"],
+            upstream=f"{service_host('litellm', scope.gateway_ns)}:{GATEWAY_PORT}",
             replicas=cfg.gateway.replicas,
             read_timeout_seconds=frontdoor_read_timeout(routes(intent)),
             system_taint=SYSTEM_TAINT,
             exposure=exposure(intent),
             in_cluster_url=gateway.in_cluster_url,
-            after=(*ns_ready, *plat.system_ready),
+            after=(*scope.ns_ready, *plat.system_ready),
         ),
-        opts=kopts,
+        opts=scope.kopts,
     )
-    if db_enabled:
-        teams = desired_teams(intent)
-        TeamReconciler(
-            "teams",
-            ReconcilerArgs(
-                namespace=gateway_ns,
-                image=v.images["reconciler"],
-                gateway_url=gateway.in_cluster_url,
-                master_key_secret=("litellm", "master-key"),
-                teams=teams,
-                system_taint=SYSTEM_TAINT,
-                key_values=team_key_values(teams, team_keys.keys if team_keys else {}),
-                after=(gateway,),
-            ),
-            opts=kopts,
-        )
-    if cfg.ui.enabled:
-        assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
-        assert team_keys is not None, "key_grants gives Open WebUI its own key when the UI is on"
-        OpenWebUi(
-            "webui",
-            WebUiArgs(
-                namespace=gateway_ns,
-                image=v.images["open-webui"],
-                gateway_url=gateway.in_cluster_url,
-                api_key=team_keys.keys[WEBUI_KEY],
-                secret_key=keys.webui_secret,
-                storage_class=plat.storage.ebs_storage_class,
-                system_taint=SYSTEM_TAINT,
-                after=(*ns_ready, *plat.system_ready),
-            ),
-            opts=kopts,
-        )
-    observability.build(intent, plat, specs, (models_ns, gateway_ns), (*ns_ready, *plat.system_ready), kopts)
-    return Served(
-        gateway_url=front.url,
-        model_names=[m.served_name for m in intent.models.values()],
-        endpoints=endpoints,
-        master_key=pulumi.Output.secret(keys.master_key),
-        team_keys=team_keys.by_team if team_keys else pulumi.Output.secret({}),
+
+
+def team_reconciler(intent: StackIntent, scope: Scope, gateway: Gateway) -> None:
+    """The Job that keeps LiteLLM's teams as configured; it needs the database."""
+    if not intent.config.gateway.database.enabled:
+        return
+    teams = desired_teams(intent)
+    TeamReconciler(
+        "teams",
+        ReconcilerArgs(
+            namespace=scope.gateway_ns,
+            image=scope.versions.images["reconciler"],
+            gateway_url=gateway.litellm.in_cluster_url,
+            master_key_secret=("litellm", "master-key"),
+            teams=teams,
+            system_taint=SYSTEM_TAINT,
+            key_values=team_key_values(teams, gateway.team_keys.keys if gateway.team_keys else {}),
+            after=(gateway.litellm,),
+        ),
+        opts=scope.kopts,
+    )
+
+
+def web_ui(intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys, gateway: Gateway) -> None:
+    """Open WebUI when `ui.enabled`, chatting through the gateway with its own key."""
+    if not intent.config.ui.enabled:
+        return
+    assert keys.webui_secret is not None, "ServingKeys makes the Open WebUI secret when the UI is on"
+    assert gateway.team_keys is not None, "key_grants gives Open WebUI its own key when the UI is on"
+    OpenWebUi(
+        "webui",
+        WebUiArgs(
+            namespace=scope.gateway_ns,
+            image=scope.versions.images["open-webui"],
+            gateway_url=gateway.litellm.in_cluster_url,
+            api_key=gateway.team_keys.keys[WEBUI_KEY],
+            secret_key=keys.webui_secret,
+            storage_class=plat.storage.ebs_storage_class,
+            system_taint=SYSTEM_TAINT,
+            after=(*scope.ns_ready, *plat.system_ready),
+        ),
+        opts=scope.kopts,
     )

@@ -1,7 +1,7 @@
 """Run the Pulumi program under `pulumi.runtime.set_mocks` and record what it registers.
 
 Used by the plan CLI and the tests, so both see exactly the same thing. No Pulumi CLI, no network.
-What makes it reliable (reference/pulumi.md): a fresh event loop, root stack and mocks per run;
+What makes it reliable: a fresh event loop, root stack and mocks per run;
 preview=False so every `apply` runs; remote components (eks.Cluster) get the outputs the program
 reads, including `eksCluster` as a real resource reference; a timeout so a broken await fails.
 """
@@ -36,7 +36,7 @@ class Registered:
     parent: str | None
     custom: bool
     inputs: dict
-    # What the engine waits for before creating this resource (DESIGN §5): explicit depends_on plus every
+    # What the engine waits for before creating this resource: explicit depends_on plus every
     # resource whose outputs feed an input. The SDK sends exactly that union as `dependencies`
     # (pulumi/runtime/resource.py prepare_resource); `property_dependencies` says which input brought which.
     dependencies: tuple[str, ...] = ()
@@ -149,6 +149,15 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# Resource types whose mocked ids carry AWS's prefix, so the plan shows ids of the shape AWS returns.
+ID_PREFIXES = {
+    "aws:ec2/vpc:Vpc": "vpc-",
+    "aws:ec2/subnet:Subnet": "subnet-",
+    "aws:ec2/securityGroup:SecurityGroup": "sg-",
+    "aws:efs/fileSystem:FileSystem": "fs-",
+}
+
+
 class Mocks(pmocks.Mocks):
     """Outputs = inputs plus what real providers compute and the program reads."""
 
@@ -162,49 +171,56 @@ class Mocks(pmocks.Mocks):
         rid = f"{name}-id"
         arn = f"arn:aws:{typ.split(':')[1].split('/')[0]}:{self.region}:{ACCOUNT}:{name}"
         out = {"arn": arn, "id": rid, **inp}
-        if typ == "aws:ec2/vpc:Vpc":
-            out["id"] = rid = "vpc-" + _fake_id(name)
-        elif typ == "aws:ec2/subnet:Subnet":
-            out["id"] = rid = "subnet-" + _fake_id(name)
-        elif typ == "aws:ec2/securityGroup:SecurityGroup":
-            out["id"] = rid = "sg-" + _fake_id(name)
-        elif typ == "aws:iam/role:Role":
-            out["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{inp.get('name', name)}"
-            out.setdefault("name", name)
-        elif typ == "aws:iam/instanceProfile:InstanceProfile":
-            out.setdefault("name", name)
-        elif typ == "aws:sqs/queue:Queue":
-            out.setdefault("name", name)
-            out["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{out['name']}"
-        elif typ == "aws:efs/fileSystem:FileSystem":
-            out["id"] = rid = "fs-" + _fake_id(name)
-        elif typ == "aws:kms/key:Key":
-            out["keyId"] = _fake_id(name)
-        elif typ == "aws:rds/instance:Instance":
-            out["address"] = f"{name}.abc.{self.region}.rds.amazonaws.com"
-            out["port"] = 5432
-            out["endpoint"] = f"{out['address']}:5432"
-        elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
-            out["primaryEndpointAddress"] = f"master.{inp.get('replicationGroupId', name)}.abc.use1.cache.amazonaws.com"
-        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
-            out["latestVersion"] = 1
-        elif typ == "eks:index:Cluster":
-            out.update(self._eks_cluster(name, inp))
-        elif typ.startswith("kubernetes:"):
-            meta = dict(out.get("metadata") or {})
-            meta.setdefault("name", name)
-            out["metadata"] = meta
-            if typ == "kubernetes:core/v1:Service" and (inp.get("spec") or {}).get("type") == "LoadBalancer":
-                out["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.elb.{self.region}.amazonaws.com"}]}}
-        elif typ == "pulumi:pulumi:StackReference":
-            out["outputs"] = self.platform_stack_outputs(inp.get("name", ""))
-            out["secretOutputNames"] = ["kubeconfig"]
-        elif typ == "random:index/randomPassword:RandomPassword":
-            out["result"] = "mock-" + _fake_id(name)
+        if typ in ID_PREFIXES:
+            out["id"] = rid = ID_PREFIXES[typ] + _fake_id(name)
+        if typ.startswith("kubernetes:"):
+            out.update(self._kubernetes(name, typ, inp, out))
+        elif (computed := self._computed().get(typ)) is not None:
+            out.update(computed(name, inp, out))
         return rid, out
 
+    def _computed(self) -> dict[str, Callable[[str, dict, dict], dict]]:
+        """Resource type -> the outputs its provider computes (given name, inputs, outputs so far)."""
+        region = self.region
+        return {
+            "aws:iam/role:Role": lambda name, inp, out: {
+                "arn": f"arn:aws:iam::{ACCOUNT}:role/{inp.get('name', name)}",
+                "name": out.get("name", name),
+            },
+            "aws:iam/instanceProfile:InstanceProfile": lambda name, inp, out: {"name": out.get("name", name)},
+            "aws:sqs/queue:Queue": lambda name, inp, out: {
+                "name": out.get("name", name),
+                "url": f"https://sqs.{region}.amazonaws.com/{ACCOUNT}/{out.get('name', name)}",
+            },
+            "aws:kms/key:Key": lambda name, inp, out: {"keyId": _fake_id(name)},
+            "aws:rds/instance:Instance": lambda name, inp, out: {
+                "address": f"{name}.abc.{region}.rds.amazonaws.com",
+                "port": 5432,
+                "endpoint": f"{name}.abc.{region}.rds.amazonaws.com:5432",
+            },
+            "aws:elasticache/replicationGroup:ReplicationGroup": lambda name, inp, out: {
+                "primaryEndpointAddress": f"master.{inp.get('replicationGroupId', name)}.abc.use1.cache.amazonaws.com"
+            },
+            "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inp, out: {"latestVersion": 1},
+            "eks:index:Cluster": lambda name, inp, out: self._eks_cluster(name, inp),
+            "pulumi:pulumi:StackReference": lambda name, inp, out: {
+                "outputs": self.platform_stack_outputs(inp.get("name", "")),
+                "secretOutputNames": ["kubeconfig"],
+            },
+            "random:index/randomPassword:RandomPassword": lambda name, inp, out: {"result": "mock-" + _fake_id(name)},
+        }
+
+    def _kubernetes(self, name: str, typ: str, inp: dict, out: dict) -> dict:
+        """Every object gets a name; a LoadBalancer Service gets its load balancer's hostname."""
+        meta = dict(out.get("metadata") or {})
+        meta.setdefault("name", name)
+        extra: dict = {"metadata": meta}
+        if typ == "kubernetes:core/v1:Service" and (inp.get("spec") or {}).get("type") == "LoadBalancer":
+            extra["status"] = {"loadBalancer": {"ingress": [{"hostname": f"{name}.elb.{self.region}.amazonaws.com"}]}}
+        return extra
+
     def platform_stack_outputs(self, stack_name: str) -> dict:
-        """What a platform stack exports (stacks/platform.Platform.shared), as a team stack reads it."""
+        """What a platform stack exports (stacks/compose/platform.Platform.shared), as a team stack reads it."""
         cname = "llm-" + stack_name.rsplit("/", 1)[-1]
         return {
             "kubeconfig": json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []}),
