@@ -135,8 +135,11 @@ def problem(expr: str) -> str | None:
         return str(e)
     if isinstance(tree, promql_parser.MatrixSelector | promql_parser.SubqueryExpr | promql_parser.StringLiteral):
         return "a range vector or string: neither a graph, an alert nor a scaling metric"
-    if "<" in expr and re.search(r"<\w+_ns>", expr):
-        return "a namespace placeholder was left in (it parses inside a string, so check it here)"
+    # Placeholders inside a label value parse (they are strings): look for them here.
+    if re.search(r"<\w+_ns>", expr):
+        return "a namespace placeholder was left in"
+    if VAR.search(expr):
+        return "a template variable was left in"
     return None
 
 
@@ -232,6 +235,7 @@ def test_every_scaling_query_parses():
         'sum(vllm:num_requests_running{model_name=~"(a|b"})',  # not a regex
         "rate(vllm:request_success_total[1m])[5m]",  # a range vector
         'up{namespace="<models_ns>"}',  # placeholder left in: parses, still wrong
+        'max(vllm:kv_cache_usage_perc{model_name=~"$model"}) > 0.9',  # an alert Grafana never interpolates
         "quantile_over(0.9, up)",  # no such function
     ],
 )
