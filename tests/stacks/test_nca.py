@@ -256,6 +256,19 @@ def test_a_policy_only_one_side_sees_is_a_disagreement(plan_of, tmp_path):
     }
 
 
+def test_the_policytypes_order_nca_refuses_is_rewritten(plan_of, tmp_path):
+    """Control for `normalized`: the API server takes policyTypes in any order, NCA only one; the
+    plan writes [Egress, Ingress] once (ui-to-gateway), which NCA refuses as written."""
+    r, _ = analysed(plan_of, DEV, tmp_path / "full")
+    pol = next(o for o in r.kind("NetworkPolicy") if o["spec"].get("policyTypes") == ["Egress", "Ingress"])
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "policy.yaml").write_text(yaml.safe_dump(pol))
+    d = str(tmp_path / "raw")
+    res = subprocess.run([str(nca()), "--connectivity", d], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "policyTypes" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert normalized(pol)["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
 def test_nca_connections_are_read_as_written():
     assert cubes("All connections") == [Cube(None, None)]
     got = cubes("{protocols:TCP, UDP,dst_ports:53,8000-8080},{protocols:SCTP}")
