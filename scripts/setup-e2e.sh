@@ -105,6 +105,16 @@ if [ -f "$c/package-lock.json" ] && ! stamp_ok "$c/node_modules" "$c/package-loc
   cp "$c/package-lock.json" "$c/node_modules/.stamp"
 fi
 
+# --- network-config-analyzer (tests/stacks/test_nca.py: a second NetworkPolicy evaluator) ---------
+# Its own venv: it pins PyYAML 6.0.2, the program's lock another release.
+a=$root/nca
+if ! stamp_ok "$a" "$pip_lock" requirements/nca.lock; then
+  fresh_venv "$a"
+  install_locked "$a" -r requirements/nca.lock
+  "$a/bin/nca" --version
+  cat "$pip_lock" requirements/nca.lock > "$a/.stamp"
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"
