@@ -23,6 +23,7 @@ LOCKS = {
     "requirements/e2e-gateway.txt": "requirements/e2e-gateway.lock",
     "requirements/checkov.txt": "requirements/checkov.lock",
     "requirements/e2e-neuron-parser.txt": "requirements/e2e-neuron-parser.lock",
+    "requirements/nca.txt": "requirements/nca.lock",
 }
 
 
