@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -236,7 +237,9 @@ def run_level(run: eng.Run, key: str, concurrency: int, requests: int, out: Path
 
 
 def seconds_per_request(url: str, key: str, model: str, output_len: int) -> float:
-    """One streamed chat: proves the route works and sizes --duration's first level."""
+    """One streamed chat: proves the route works and sizes --duration's first level (its decode time
+    scaled to --output-len; whole-request wall time, as a gateway may deliver chunks in bursts)."""
+    t0 = time.monotonic()
     try:
         r = chat(url, key, model, timeout=120, max_tokens=min(output_len, 16))
     except urllib.error.HTTPError as e:
@@ -244,8 +247,8 @@ def seconds_per_request(url: str, key: str, model: str, output_len: int) -> floa
         raise BadInput(f"model {model!r}: the gateway answered HTTP {e.code}: {body}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise BadInput(f"model {model!r}: a test chat failed ({type(e).__name__}: {e})"[:300]) from None
-    per_token = 1 / r.tokens_per_s if r.tokens_per_s > 0 else r.ttft_s
-    return r.ttft_s + per_token * output_len
+    decode = max(0.0, time.monotonic() - t0 - r.ttft_s)
+    return r.ttft_s + decode * output_len / max(1, r.tokens)
 
 
 def sweep(a: argparse.Namespace, run: eng.Run, key: str, out: Path) -> list[measure.Level]:
@@ -262,6 +265,8 @@ def sweep(a: argparse.Namespace, run: eng.Run, key: str, out: Path) -> list[meas
             f"bench {run.model}: concurrency {c}: {lv.request_rate:.2f} req/s, {lv.output_rate:.1f} tok/s, "
             f"p99 TTFT {lv.ttft.p99:.0f} ms, p99 ITL {lv.itl.p99:.1f} ms, {lv.failed} failed — {ok}"
         )
+        if short := measure.token_shortfall(lv, run.output_len):
+            progress(f"warning: {short}")
         levels.append(lv)
     return levels
 
@@ -269,8 +274,8 @@ def sweep(a: argparse.Namespace, run: eng.Run, key: str, out: Path) -> list[meas
 # --- report ---------------------------------------------------------------------------------------
 
 
-def report(model: str, slo: tuple[measure.Slo, str], facts: StackFacts, levels: list[measure.Level]) -> dict:
-    s, slo_source = slo
+def report(run: eng.Run, slo_source: str, facts: StackFacts, levels: list[measure.Level]) -> dict:
+    s = run.slo
     k = measure.knee(levels, s)
     hourly = {"acceleratorNodes": facts.accelerator_usd_h, "wholeStack": facts.stack_usd_h, "source": facts.source}
     knee_doc = None
@@ -285,12 +290,14 @@ def report(model: str, slo: tuple[measure.Slo, str], facts: StackFacts, levels: 
             "usdPerMillionOutputTokens": per_m,
         }
     return {
-        "model": model,
+        "model": run.model,
+        "load": {"dataset": run.dataset, "inputLen": run.input_len, "outputLen": run.output_len},
         "slo": {"ttftMs": s.ttft_ms, "itlMs": s.itl_ms, "source": slo_source},
         "kneeRule": measure.KNEE_RULE,
         "hourlyUsd": hourly,
         "levels": [{**lv.as_dict(), "meetsSlo": measure.meets_slo(lv, s)} for lv in levels],
         "knee": knee_doc,
+        "warnings": [w for lv in levels if (w := measure.token_shortfall(lv, run.output_len))],
     }
 
 
@@ -321,7 +328,7 @@ def table(doc: dict) -> str:
     s = doc["slo"]
     lines = [f"model {doc['model']}; SLO p99 TTFT <= {s['ttftMs']:g} ms, p99 ITL <= {s['itlMs']:g} ms ({s['source']})"]
     lines += ["  ".join(c.ljust(x) for c, x in zip(r, w, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines + knee_lines(doc)) + "\n"
+    return "\n".join(lines + knee_lines(doc) + [f"warning: {w}" for w in doc["warnings"]]) + "\n"
 
 
 def knee_lines(doc: dict) -> list[str]:
@@ -358,7 +365,7 @@ def bench(a: argparse.Namespace) -> dict:
         out = a.results_dir or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         levels = sweep(a, run, key, out)
-    return {"stack": a.stack, "gatewayUrl": url, **report(model, slo, facts, levels)}
+    return {"stack": a.stack, "gatewayUrl": url, **report(run, slo[1], facts, levels)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,6 +88,19 @@ def usd_per_million_tokens(usd_per_hour: float, output_tokens_per_s: float) -> f
     return usd_per_hour / (output_tokens_per_s * SECONDS_PER_HOUR) * TOKENS_PER_MILLION
 
 
+def token_shortfall(level: Level, output_len: int) -> str | None:
+    """With the engine's `--ignore-eos` every request generates exactly `output_len` tokens; a count
+    below that means the engine did not get `usage` from the stream and counted the text instead."""
+    want = level.completed * output_len
+    if level.output_tokens >= want:
+        return None
+    return (
+        f"concurrency {level.concurrency}: the engine counted {level.output_tokens} output tokens for "
+        f"{level.completed} requests of {output_len} ({want}) — it read no usage from the stream (a gateway "
+        f"that sends usage on a chunk with choices); output tok/s and $ per 1M tokens are off"
+    )
+
+
 def parse_concurrency(text: str) -> list[int]:
     """`1,2,4,8` -> [1, 2, 4, 8]: positive integers, each once, in increasing order."""
     try:

@@ -86,6 +86,8 @@ def argv(run: Run, concurrency: int, requests: int, result_dir: Path, result_fil
         str(concurrency),
         "--request-rate",
         "inf",
+        "--num-warmups",  # one per stream first: the first requests after idle pay connection set-up
+        str(concurrency),
         "--goodput",
         f"ttft:{run.slo.ttft_ms:g}",
         f"tpot:{run.slo.itl_ms:g}",

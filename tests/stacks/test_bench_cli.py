@@ -63,13 +63,14 @@ STUB_ENGINE = """#!{python}
 import json, os, sys
 a = sys.argv[1:]
 arg = lambda f: a[a.index(f) + 1]
-c, n = int(arg("--max-concurrency")), int(arg("--num-prompts"))
+c, n, out = int(arg("--max-concurrency")), int(arg("--num-prompts")), int(arg("--output-len"))
 with open(os.path.join(os.path.dirname(__file__), "calls.jsonl"), "a") as f:
     f.write(json.dumps({{"argv": a, "key": os.environ.get("OPENAI_API_KEY")}}) + "\\n")
 if os.environ.get("STUB_FAIL"):
     print("ValueError: something broke inside the engine")
     sys.exit(1)
-doc = {{"duration": n / c, "completed": n, "failed": 0, "total_output_tokens": 100 * n,
+short = int(os.environ.get("STUB_SHORT", 0))
+doc = {{"duration": n / c, "completed": n, "failed": 0, "total_output_tokens": out * n - short,
        "request_throughput": c, "request_goodput": c / 2, "output_throughput": 50.0 * c}}
 for m, v in (("ttft", 100), ("itl", 5), ("e2el", 1000)):
     doc.update({{f"p50_{{m}}_ms": v * c / 2, f"p90_{{m}}_ms": v * c * 0.9, f"p99_{{m}}_ms": v * c}})
@@ -119,6 +120,7 @@ def test_sweep_report_and_knee(capsys, gateway_url, engine):
     assert doc["levels"][1]["goodputRequestsPerSecond"] == 1.0
     assert doc["knee"]["usdPerMillionOutputTokens"] == {"acceleratorNodes": None, "wholeStack": None}
     assert doc["slo"] == {"ttftMs": 250.0, "itlMs": 50.0, "source": "flags"}
+    assert doc["warnings"] == [] and doc["levels"][0]["outputTokens"] == 8 * 128  # default --output-len 128
     made = calls(engine)
     assert [c["argv"][c["argv"].index("--max-concurrency") + 1] for c in made] == ["1", "2", "4"]
     assert all(c["key"] == KEY and KEY not in c["argv"] for c in made)  # the key travels in the environment
@@ -218,3 +220,12 @@ def test_an_engine_failure_is_exit_1_with_its_last_line(capsys, gateway_url, eng
     code, out, err = run(capsys, *base(gateway_url, engine, "--requests", "8", *SLO))
     assert code == 1 and out == ""
     assert "the engine failed: ValueError: something broke inside the engine" in err and "Traceback" not in err
+
+
+def test_a_token_count_short_of_the_requests_is_warned(capsys, gateway_url, engine, monkeypatch):
+    monkeypatch.setenv("STUB_SHORT", "5")
+    code, out, err = run(capsys, *base(gateway_url, engine, "--concurrency", "2", "--requests", "4", *SLO))
+    assert code == 0
+    # 4 requests x 128 tokens = 512 expected, the engine counted 507
+    want = "concurrency 2: the engine counted 507 output tokens for 4 requests of 128 (512)"
+    assert f"warning: {want}" in out and f"warning: {want}" in err

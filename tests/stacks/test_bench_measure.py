@@ -163,3 +163,10 @@ def test_engine_result_missing_a_field():
     with pytest.raises(KeyError):
         eng.level(doc, 1)
     assert eng.level({**ENGINE_DOC, "request_goodput": None}, 1).goodput is None
+
+
+def test_token_shortfall():
+    # 10 completed requests of 128 tokens with --ignore-eos: 1280 expected
+    assert measure.token_shortfall(level(2, 100, 10), 100) is None  # level() counts 1000 tokens = 10 x 100
+    short = measure.token_shortfall(level(2, 100, 10), 128)
+    assert short is not None and "counted 1000 output tokens for 10 requests of 128 (1280)" in short
