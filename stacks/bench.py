@@ -14,6 +14,8 @@ The knee is the largest tested concurrency whose p99 TTFT and p99 ITL are both w
 requests all succeeded. The SLO is `--slo-ttft-ms` / `--slo-itl-ms`, else the model's `slo` in the stack
 config. Prices and the tokenizer (the model's Hugging Face id) come from the stack config
 (Pulumi.STACK.yaml or --config FILE) when it is here; without it, no $ figures.
+--duration is approximate: each level's request count is sized from the previous level's median
+end-to-end time (the first from one test chat); every level starts with one warm-up request per stream.
 Exit 0 when every level ran, 1 when the engine failed, 2 on bad input (one line, no traceback).
 """
 
@@ -82,7 +84,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m stacks.bench", description=__doc__.split("\n\n")[1])
+    ap = _Parser(
+        prog="python -m stacks.bench",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("stack")
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--config", type=Path, help="the stack config (default: Pulumi.STACK.yaml, if present)")
