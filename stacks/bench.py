@@ -51,6 +51,7 @@ class EngineFailed(Exception):
 class StackFacts:
     """What the stack config says about the benchmarked model (all None without a stack file)."""
 
+    key: str | None = None  # the model's key under `models:`
     hf_id: str | None = None
     slo: measure.Slo | None = None
     accelerator_usd_h: float | None = None
@@ -194,6 +195,7 @@ def stack_facts(stack: str, config: Path | None, model: str) -> StackFacts:
     resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
     whole = costs.stack_cost(resources, {n: x.replicas_max for n, x in intent.models.items()})
     return StackFacts(
+        key=m.name,
         hf_id=m.hf_id,
         slo=measure.Slo(slo.ttftMs, slo.itlMs) if slo is not None else None,
         accelerator_usd_h=m.hourly_usd[0],
@@ -206,7 +208,7 @@ def slo_of(a: argparse.Namespace, facts: StackFacts, model: str) -> tuple[measur
     if a.slo_ttft_ms is not None:
         return measure.Slo(a.slo_ttft_ms, a.slo_itl_ms), "flags"
     if facts.slo is not None:
-        return facts.slo, f"{facts.source} (models.{model}.slo)"
+        return facts.slo, f"{facts.source} (models.{facts.key}.slo)"
     raise BadInput(
         f"model {model!r}: no SLO — pass --slo-ttft-ms and --slo-itl-ms, or set slo: {{ttftMs, itlMs}} "
         f"on the model in the stack config"

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stacks import bench
+from stacks import bench, measure
 from tests.conftest import ROOT
 
 KEY = "sk-good"
@@ -229,3 +229,13 @@ def test_a_token_count_short_of_the_requests_is_warned(capsys, gateway_url, engi
     # 4 requests x 128 tokens = 512 expected, the engine counted 507
     want = "concurrency 2: the engine counted 507 output tokens for 4 requests of 128 (512)"
     assert f"warning: {want}" in out and f"warning: {want}" in err
+
+
+def test_the_slo_comes_from_flags_before_the_stack_config():
+    facts = bench.StackFacts(key="m-key", slo=measure.Slo(300, 30), source="Pulumi.x.yaml")
+    flags = bench.parser().parse_args(["x", "--slo-ttft-ms", "100", "--slo-itl-ms", "10"])
+    none = bench.parser().parse_args(["x"])
+    assert bench.slo_of(flags, facts, "m") == (measure.Slo(100, 10), "flags")
+    assert bench.slo_of(none, facts, "m") == (measure.Slo(300, 30), "Pulumi.x.yaml (models.m-key.slo)")
+    with pytest.raises(bench.BadInput, match="no SLO"):
+        bench.slo_of(none, bench.StackFacts(), "m")
