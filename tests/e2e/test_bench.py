@@ -29,7 +29,7 @@ import yaml
 
 from stacks.verify import chat
 from tests.conftest import ROOT
-from tests.e2e.servers import E2E, MASTER_KEY, STACK, gateway_for, http, vllm_server_for
+from tests.e2e.servers import E2E, MASTER_KEY, STACK, gateway_for, http
 from tests.e2e.test_frontdoor import NGINX, need, start_nginx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -82,16 +82,13 @@ def with_paced_model(config: Path, port: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def door(rendered, tiny_model, tmp_path_factory):
+def door(rendered, tiny_model, vllm_server, tmp_path_factory):
     need(NGINX, "nginx (Debian nginx-light)")
     work = tmp_path_factory.mktemp("bench")
     paced = ThreadingHTTPServer(("127.0.0.1", 0), PacedTwoSlots)
     threading.Thread(target=paced.serve_forever, daemon=True).start()
-    v = vllm_server_for(rendered, tiny_model, work / "vllm.log")
-    v.timeout = 900  # a cold CPU warm-up on a busy machine
-    v.start()
     (work / "litellm").mkdir()
-    gw = gateway_for(rendered, v.port, work / "litellm")
+    gw = gateway_for(rendered, vllm_server.port, work / "litellm")
     with_paced_model(work / "litellm" / "config.yaml", paced.server_address[1])
     gw.timeout = 300
     try:
@@ -103,7 +100,6 @@ def door(rendered, tiny_model, tmp_path_factory):
         ng = start_nginx(cm["data"]["nginx.conf"], command, gw.port, work / "nginx")
     except BaseException:
         gw.stop()
-        v.stop()
         raise
     yield {
         "url": f"http://127.0.0.1:{ng.port}",
@@ -113,7 +109,6 @@ def door(rendered, tiny_model, tmp_path_factory):
     }
     ng.stop()
     gw.stop()
-    v.stop()
     paced.shutdown()
 
 
