@@ -14,7 +14,7 @@ depend on how busy the machine is, so it is the figure to compare (and to size r
 Added latency = gateway p50/p99 minus direct p50/p99 at the same concurrency and mode.
 Total run time: about 10 x --seconds per variant, plus LiteLLM's start (20-70 s on a busy machine).
 
-Measured with LiteLLM 1.106.2 on 2 shared cores (load average 15-25 from other runs), CPU ms per request:
+Measured with LiteLLM 1.106.12 on 2 shared cores (load average 15-25 from other runs), CPU ms per request:
 rendered 14-17 plain, 23 streamed with 4 tokens, 46-56 with 64 (about 0.45 ms per chunk); nginx 0.02-0.1.
 No setting reaches 3 ms: one worker, Granian, the auth hook off, fewer metrics each stay within the
 noise; only dropping the Prometheus callback saves about a third (9-12 ms), and the plan reads its

@@ -76,7 +76,7 @@ def monitoring_trust() -> str:
 
 
 def database_url(host: str, password: str, ca_bundle_path: str) -> str:
-    """libpq spelling, which LiteLLM 1.106.2 translates for Prisma at start-up
+    """libpq spelling, which LiteLLM 1.106.12 translates for Prisma at start-up
     (proxy/db/db_url_settings.translate_libpq_ssl_params): verify-full + sslrootcert become
     `sslmode=require&sslcert=<the one root of the bundle that verifies this host>&sslaccept=strict`."""
     query = urllib.parse.urlencode({"sslmode": "verify-full", "sslrootcert": ca_bundle_path})

@@ -32,7 +32,7 @@ CONFIG_PATH = "/etc/litellm/config.yaml"
 LIVENESS = "/health/liveliness"
 READINESS = "/health/readiness"
 WORKERS = 2
-# uvicorn (>= 0.37, 0.54 in 1.106.2) kills a worker that does not answer its supervisor's ping in
+# uvicorn (>= 0.37, 0.54 in 1.106.12) kills a worker that does not answer its supervisor's ping in
 # time, 5 s by default; importing the proxy takes longer on a busy CPU, and the workers were then
 # killed and respawned forever (measured here). The probes still catch a hung pod.
 WORKER_HEALTHCHECK_S = 60
@@ -132,7 +132,7 @@ def render_litellm_config(routes: list[Route], *, database: bool, redis: bool = 
             "request_timeout": max([r.timeout_seconds for r in routes] or [600]),
             "num_retries": NUM_RETRIES,
             "callbacks": ["prometheus", f"{USAGE_MODULE}.usage_chunk"],
-            # /metrics needs a LiteLLM key (the 1.106.2 default, pinned here): the scraper sends one.
+            # /metrics needs a LiteLLM key (the 1.106.12 default, pinned here): the scraper sends one.
             "require_auth_for_metrics_endpoint": True,
             "set_verbose": False,
         },

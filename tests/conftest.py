@@ -44,6 +44,8 @@ TIER_OF = {
     "stacks/test_size.py": "planner",
     "stacks/test_costs.py": "planner",
     "stacks/test_deploytime.py": "planner",
+    "stacks/test_bench_measure.py": "planner",
+    "stacks/test_bench_cli.py": "planner",
     "stacks/test_showback.py": "planner",
     "stacks/test_autoscaling.py": "planner",
     "stacks/test_wiring.py": "wiring",

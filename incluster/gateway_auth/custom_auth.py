@@ -11,7 +11,7 @@ route checks; the v3 parallel-request limiter: rpm/tpm/parallel, shared through 
 Redis when one is configured). The master key stays the admin key. Anything else, a missing key
 included, is a 401 (LiteLLM without a database answered `400 No connected db.`).
 
-This file runs inside LiteLLM 1.106.2: it imports LiteLLM only inside the hook, so the table logic
+This file runs inside LiteLLM 1.106.12: it imports LiteLLM only inside the hook, so the table logic
 is testable without LiteLLM installed.
 """
 

@@ -2,7 +2,7 @@
 `litellm_settings.callbacks`): the streamed usage chunk as the OpenAI API reference defines it.
 
 With `stream_options: {"include_usage": true}` the last chunk before `[DONE]` carries `usage` and an
-EMPTY `choices` list (OpenAI's reference; vLLM sends it so). LiteLLM 1.106.2 rebuilds that chunk as a
+EMPTY `choices` list (OpenAI's reference; vLLM sends it so). LiteLLM 1.106.12 rebuilds that chunk as a
 `ModelResponseStream`, whose constructor turns a missing `choices` into one empty choice, so clients
 saw `"choices": [{"index": 0, "delta": {}}]`: a client written to the reference takes it for a
 content delta and misses the usage. This callback empties `choices` on exactly that chunk (usage set,
@@ -22,7 +22,7 @@ from typing import Any
 try:
     from litellm.integrations.custom_logger import CustomLogger
 except ImportError:  # the unit tests run without LiteLLM; the pod always has it
-    CustomLogger = object  # type: ignore[assignment,misc]
+    CustomLogger = object
 
 
 def _empty_delta(delta: Any) -> bool:

@@ -5,7 +5,7 @@ Metric names are those the pinned servers export (checked against the installed 
 tests/e2e/test_prometheus.py, against a real Prometheus scraping them):
 - vLLM 0.32 V1 engine (vllm/v1/metrics/loggers.py): `vllm:*`, labels `model_name`, `engine`. The V0
   names (`vllm:gpu_cache_usage_perc`, …) are gone; `vllm:kv_cache_usage_perc` is 0-1.
-- LiteLLM 1.106.2 prometheus callback (litellm/integrations/prometheus.py): `litellm_*`, counters with
+- LiteLLM 1.106.12 prometheus callback (litellm/integrations/prometheus.py): `litellm_*`, counters with
   the `_total` suffix; `requested_model`, `model`, `team`, `hashed_api_key`, `status_code`.
 - kube-state-metrics, Karpenter, the DCGM exporter and neuron-monitor for what the servers cannot tell.
 

@@ -33,7 +33,7 @@ def test_litellm_runs_the_non_root_image_as_its_user_on_a_read_only_root():
     pin = catalog.versions().images["litellm"]
     pod = render_gateway_pod(pin, replicas=2, database=True, system_taint="T")
     c = _container(pod)
-    assert c["image"] == "ghcr.io/berriai/litellm-non_root:v1.106.2"
+    assert c["image"] == "ghcr.io/berriai/litellm-non_root:v1.106.12"
     assert pod["securityContext"]["runAsUser"] == c["securityContext"]["runAsUser"] == 65534
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert _empty_dir_mounts(pod) == LITELLM_WRITABLE == set(pin.writable_paths)

@@ -134,7 +134,7 @@ def test_streaming_sends_a_usage_chunk(results, client):
     assert r["finish_reason"] == "length"
     assert r["usage"]["completion_tokens"] == 8 and r["usage"]["prompt_tokens"] > 0
     # The usage chunk comes last, with `choices: []` as OpenAI's reference has it (vLLM's shape; the
-    # gateway's usage callback restores it, LiteLLM 1.106.2 alone re-emits one empty-delta choice).
+    # gateway's usage callback restores it, LiteLLM 1.106.12 alone re-emits one empty-delta choice).
     assert r["usage"]["at_chunk"] == r["chunks"]
     assert r["usage"]["choices"] == 0
     assert r["chunks"] >= 3
@@ -206,7 +206,7 @@ def test_missing_key_is_authentication_error(results, client):
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_wrong_key_is_authentication_error(results, client):
-    """The gateway's custom-auth hook answers a key it does not know with 401 (LiteLLM 1.106.2 alone,
+    """The gateway's custom-auth hook answers a key it does not know with 401 (LiteLLM 1.106.12 alone,
     without a database, says `400 No connected db.`: a BadRequestError to the clients)."""
     got = failed(results, client, "wrong_key")
     assert (got["error"], got["status"]) == ("AuthenticationError", 401), got

@@ -1,5 +1,5 @@
 """The gateway's front door, for real: Debian's nginx runs the rendered nginx.conf (the ConfigMap the
-plan registers) in front of the real LiteLLM 1.106.2 running the rendered gateway config.
+plan registers) in front of the real LiteLLM 1.106.12 running the rendered gateway config.
 
 From the front door's port (what the load balancer reaches) only the client routes pass; the admin
 and management routes are 404 there, path tricks included. LiteLLM's own port (the in-cluster
@@ -160,7 +160,7 @@ def test_client_routes_pass_the_front_door(door):
     assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "hi"
     assert http("GET", f"{out}/health/liveliness")[0] == 200
     # LiteLLM still authenticates behind the door: no key -> 401; a wrong key is refused by LiteLLM
-    # (without a database 1.106.2 answers 400 "No connected db."; the custom-auth hook makes it 401).
+    # (without a database 1.106.12 answers 400 "No connected db."; the custom-auth hook makes it 401).
     assert http("GET", f"{out}/v1/models")[0] == 401
     status, text = http("POST", f"{out}/v1/chat/completions", chat_body(door["model"]), "sk-wrong")
     assert status in (400, 401) and "error" in json.loads(text), text[:200]

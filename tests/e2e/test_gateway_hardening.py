@@ -1,4 +1,4 @@
-"""The real LiteLLM 1.106.2 with the rendered gateway settings: retry to another replica when one
+"""The real LiteLLM 1.106.12 with the rendered gateway settings: retry to another replica when one
 drains, one Prometheus registry across workers, and the rendered pod's file-system contract
 (UID and read-only root with only the rendered emptyDirs writable).
 

@@ -1,5 +1,5 @@
 """The front door under hostile clients, for real: Debian's nginx runs the rendered nginx.conf in front of
-the real LiteLLM 1.106.2 (rendered gateway config, 2 workers as in the pod), substituted as in
+the real LiteLLM 1.106.12 (rendered gateway config, 2 workers as in the pod), substituted as in
 tests/e2e/test_frontdoor.py.
 
 One run, three phases: a quiet baseline of authenticated chat requests; the same authenticated load

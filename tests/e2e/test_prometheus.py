@@ -187,7 +187,7 @@ def dashboard_form(expr: str, variables: dict[str, str]) -> str:
 # Label matchers whose series exist only after a rare event this run cannot cause, each with why.
 # Such a selector passes when the metric exists and carries the label (the value is traffic's business).
 DATA_DEPENDENT = {
-    'status_code=~"5.."': "a gateway 5xx needs a failing upstream; LiteLLM 1.106.2 ignores a client's "
+    'status_code=~"5.."': "a gateway 5xx needs a failing upstream; LiteLLM 1.106.12 ignores a client's "
     "mock_response unless a database-backed key allows it",
 }
 

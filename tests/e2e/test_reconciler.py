@@ -9,7 +9,7 @@
 2. DATABASE_URL's TLS contract with a real Postgres 15 (Debian's, TLS on, certificate from a test
    "regional root" that sits among decoy roots in a bundle, like the RDS global bundle): real libpq
    (psql) connects with the URL this program renders (`sslmode=verify-full`, `sslrootcert=<bundle>`)
-   and refuses a server whose name does not match; LiteLLM 1.106.2's own `pin_bundle_root` picks
+   and refuses a server whose name does not match; LiteLLM 1.106.12's own `pin_bundle_root` picks
    out the one root that verifies the server (what Prisma then gets as `sslcert`) and keeps the
    bundle (fail closed) when no root verifies it. Not proven: Prisma's own handshake.
 """

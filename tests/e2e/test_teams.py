@@ -1,4 +1,4 @@
-"""Keys as code against the real LiteLLM 1.106.2, the real vLLM (CPU, tiny model) and a real Redis.
+"""Keys as code against the real LiteLLM 1.106.12, the real vLLM (CPU, tiny model) and a real Redis.
 
 The gateway config, the custom-auth module and the key table's shape come from the program's plan of
 tests/configs/gateway-teams.ok.yaml. Substitutions beyond tests/e2e/servers.py: the Pulumi-generated

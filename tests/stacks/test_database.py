@@ -1,5 +1,5 @@
 """The database path (`gateway.database`): RDS + Secrets Manager + verify-full TLS, and the teams
-reconciler. Expected values are written by hand; LiteLLM's own code (the installed 1.106.2, run in
+reconciler. Expected values are written by hand; LiteLLM's own code (the installed 1.106.12, run in
 its venv) judges the management requests and the DATABASE_URL.
 
 What is NOT proven here: LiteLLM cannot run with a database on this machine (Prisma's engines are
@@ -178,7 +178,7 @@ def test_log_lines_never_carry_a_key_or_its_hash():
     assert K1 not in lines and F.sha(K1) not in lines and "search/ci" in lines
 
 
-# ---- every request the reconciler sends, judged by LiteLLM 1.106.2's own routes and models ------
+# ---- every request the reconciler sends, judged by LiteLLM 1.106.12's own routes and models ------
 
 
 def all_requests() -> list:
@@ -269,7 +269,7 @@ def contract():
 
 
 def test_the_contract_ran_on_the_pinned_litellm(contract):
-    assert contract["version"] == catalog.versions().litellm_version == "1.106.2"
+    assert contract["version"] == catalog.versions().litellm_version == "1.106.12"
     routes = {(m, r) for m, r, _ in contract["sent"]}
     assert routes == {
         ("POST", p)

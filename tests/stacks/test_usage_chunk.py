@@ -31,7 +31,7 @@ def chunk(choices, usage=None):
 
 
 def test_the_usage_only_chunk_gets_empty_choices():
-    # What LiteLLM 1.106.2 emitted: usage plus one choice with an empty delta.
+    # What LiteLLM 1.106.12 emitted: usage plus one choice with an empty delta.
     c = uc.conform(chunk([choice()], USAGE))
     assert c.choices == [] and c.usage is USAGE
     # Already right (no choices at all): left as it is.

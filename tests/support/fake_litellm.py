@@ -1,6 +1,6 @@
 """An in-memory stand-in for LiteLLM's team/key management API (LiteLLM cannot run with a database
 here: Prisma's engines are not downloadable). It keeps the semantics the reconciler relies on, as
-LiteLLM 1.106.2's endpoints implement them (read in litellm/proxy/management_endpoints/):
+LiteLLM 1.106.12's endpoints implement them (read in litellm/proxy/management_endpoints/):
 
 - /team/new creates a team (409-like error if the team_id exists); /team/update sets only the fields
   sent (`exclude_unset`), an explicit null clears a limit; /team/delete deletes the teams AND their
