@@ -69,8 +69,24 @@ def skips_await(node: Node) -> bool:
     return str(annotations.get(SKIP_AWAIT, "")).lower() == "true"
 
 
+def job_deadline(node: Node) -> float | None:
+    """A Job's own spec.activeDeadlineSeconds: it completes or fails by then, whatever the await allows."""
+    if node.type != "kubernetes:batch/v1:Job":
+        return None
+    deadline = ((node.inputs or {}).get("spec") or {}).get("activeDeadlineSeconds")
+    return float(deadline) if isinstance(deadline, int | float) and not isinstance(deadline, bool) else None
+
+
 def duration(node: Node, table: catalog.Durations | None = None) -> catalog.Duration:
     table = table or catalog.durations()
+    hit = _duration(node, table)
+    deadline = job_deadline(node)
+    if deadline is not None and deadline < hit.seconds:
+        return catalog.Duration(seconds=deadline, source="the Job's own spec.activeDeadlineSeconds")
+    return hit
+
+
+def _duration(node: Node, table: catalog.Durations) -> catalog.Duration:
     if node.type.startswith("kubernetes:") and node.custom and skips_await(node):
         return table.lookup("kubernetes:skipAwait") or table.default
     v = variant(node)

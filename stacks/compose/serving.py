@@ -531,7 +531,10 @@ def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteL
             system_taint=SYSTEM_TAINT,
             exposure=exposure(intent),
             in_cluster_url=gateway.in_cluster_url,
-            after=(*scope.ns_ready, *plat.system_ready),
+            # The door's readiness probe is proxied to LiteLLM, and nginx resolves the LiteLLM Service at
+            # start: created before LiteLLM is ready (a database stack waits for RDS first), the awaited
+            # door would time out and fail the first `pulumi up`.
+            after=(*scope.ns_ready, *plat.system_ready, gateway),
         ),
         opts=scope.kopts,
     )

@@ -8,6 +8,7 @@ import pytest
 from stacks import catalog
 from stacks.capacity import deploytime
 from stacks.plan import main as plan_main
+from tests.conftest import ROOT, STACK_FILES
 
 D = catalog.Duration
 
@@ -114,3 +115,36 @@ def test_dev_deploy_time_runs_through_the_eks_cluster(tmp_path, capsys):
     assert dt["seconds"] == sum(s["seconds"] for s in dt["path"])
     assert dt["seconds"] >= 960 + 300  # control plane, then the system node group
     assert "modelled pulumi up:" in table and "cluster-eks" in table
+
+
+def test_a_job_counts_its_own_deadline_when_shorter_than_its_row():
+    table = catalog.Durations(default=D(1, "t"), component=D(0, "t"), types={"kubernetes:batch/v1:Job": D(600, "t")})
+    short = N("j1", type="kubernetes:batch/v1:Job", inputs={"spec": {"activeDeadlineSeconds": 300}})
+    long = N("j2", type="kubernetes:batch/v1:Job", inputs={"spec": {"activeDeadlineSeconds": 3600}})
+    bare = N("j3", type="kubernetes:batch/v1:Job")
+    flag = N("j4", type="kubernetes:batch/v1:Job", inputs={"spec": {"activeDeadlineSeconds": True}})
+    assert [deploytime.duration(n, table).seconds for n in (short, long, bare, flag)] == [300, 600, 600, 600]
+
+
+def uncovered_types(types: set[str], table: catalog.Durations) -> set[str]:
+    """Cloud types without a row of their own; Kubernetes objects fall to kubernetes:default by design."""
+    return {t for t in types if not t.startswith("kubernetes:") and table.lookup(t) is None}
+
+
+STACKS_WITH_EVERY_PATH = [
+    *STACK_FILES,
+    *(ROOT / "tests" / "configs" / f for f in ("gateway-database.ok.yaml", "gateway-teams.ok.yaml")),
+]
+
+
+@pytest.mark.parametrize("stack_file", STACKS_WITH_EVERY_PATH, ids=lambda p: p.stem)
+def test_every_type_a_stack_creates_has_a_duration_row(stack_file, plan_of):
+    _intent, rec, _out = plan_of(stack_file)
+    types = {r.type for r in rec.resources if r.custom}
+    assert uncovered_types(types, catalog.durations()) == set()
+
+
+def test_the_row_check_can_fail():
+    table = catalog.Durations(default=D(5, "t"), component=D(0, "t"), types={"aws:iam/role:Role": D(5, "t")})
+    got = uncovered_types({"aws:iam/role:Role", "aws:x/y:Z", "kubernetes:core/v1:Pod"}, table)
+    assert got == {"aws:x/y:Z"}
