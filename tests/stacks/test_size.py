@@ -9,15 +9,17 @@ lm_head (unless tied) and the final norm.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
-from subprocess import PIPE
 
 import pytest
 
 from stacks import catalog
+from stacks import size as size_cli
 from stacks.capacity import hfconfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +28,22 @@ GIB = 2**30
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "stacks.size", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    """`python -m stacks.size ARGS`, run in this process (each subprocess paid ~2 s of SDK imports);
+    argparse's own errors exit through SystemExit. One test below runs the real module entry point."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = size_cli.main(list(args))
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(["stacks.size", *args], rc, out.getvalue(), err.getvalue())
+
+
+def test_the_module_entry_point_runs_main():
+    r = subprocess.run(
+        [sys.executable, "-m", "stacks.size", "--preset", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
 def sized(*args: str) -> dict:
@@ -292,10 +307,7 @@ BAD_IDS = [
 
 @pytest.fixture(scope="module")
 def bad_runs() -> list[tuple[int, str, str]]:
-    cmd = [sys.executable, "-m", "stacks.size"]
-    procs = [subprocess.Popen([*cmd, *args], cwd=ROOT, stdout=PIPE, stderr=PIPE, text=True) for args, _ in BAD]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    return [(p.returncode, *o) for p, o in zip(procs, outputs, strict=True)]
+    return [(r.returncode, r.stdout, r.stderr) for r in (cli(*args) for args, _ in BAD)]
 
 
 @pytest.mark.parametrize("case", range(len(BAD)), ids=BAD_IDS)
