@@ -191,7 +191,7 @@ def stack_facts(stack: str, config: Path | None, model: str) -> StackFacts:
     m = next((m for m in intent.models.values() if model in (m.served_name, m.name)), None)
     if m is None:
         raise BadInput(f"model {model!r}: not in {path} — pass the config of the stack that serves it")
-    slo = getattr(intent.config.models[m.name], "slo", None)
+    slo = intent.config.models[m.name].slo or intent.config.slo
     resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
     whole = costs.stack_cost(resources, {n: x.replicas_max for n, x in intent.models.items()})
     return StackFacts(

@@ -674,6 +674,14 @@ class Architecture(_M, catalog.ArchitectureFields):
         return self
 
 
+class SloConfig(_M):
+    """p99 latency targets for a model's requests: `python -m stacks.bench` finds the knee (the largest
+    concurrency that meets both) and prices a million output tokens there."""
+
+    ttftMs: float = Field(gt=0, le=3_600_000)  # time to first token, ms
+    itlMs: float = Field(gt=0, le=3_600_000)  # inter-token latency, ms
+
+
 class ModelConfig(_M):
     preset: str | None = None
     hfId: str | None = None
@@ -697,6 +705,7 @@ class ModelConfig(_M):
     requestTimeoutSeconds: int = Field(600, ge=10, le=86400)
     # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
     trustRemoteCode: bool = False
+    slo: SloConfig | None = None  # else the stack-wide `slo`
 
     @field_validator("hfId")
     @classmethod
@@ -987,6 +996,7 @@ class StackConfig(_M):
     team: TeamConfig | None = None
     platformStack: str | None = None
     hfToken: SecretStr | None = None
+    slo: SloConfig | None = None  # the default latency targets of every model without its own
 
 
 TOP_LEVEL_KEYS = sorted(StackConfig.model_fields)

@@ -239,3 +239,12 @@ def test_the_slo_comes_from_flags_before_the_stack_config():
     assert bench.slo_of(none, facts, "m") == (measure.Slo(300, 30), "Pulumi.x.yaml (models.m-key.slo)")
     with pytest.raises(bench.BadInput, match="no SLO"):
         bench.slo_of(none, bench.StackFacts(), "m")
+
+
+def test_a_model_slo_wins_over_the_stack_default():
+    """tests/configs/slo.ok.yaml: `tiny` has its own targets, `other` takes the stack-wide ones."""
+    cfg = ROOT / "tests" / "configs" / "slo.ok.yaml"
+    own = bench.stack_facts("slo", cfg, "tiny")
+    default = bench.stack_facts("slo", cfg, "other")
+    assert (own.slo.ttft_ms, own.slo.itl_ms) == (500, 50)
+    assert (default.slo.ttft_ms, default.slo.itl_ms) == (2000, 100)
