@@ -460,7 +460,7 @@ def plaintext_hits(out: Path, values: list[str]) -> list[str]:
 
 def test_no_password_or_key_in_plain_text_anywhere(plan_of, tmp_path):
     _, _, out = plan_of(DB)
-    # what the mocked RandomPasswords return (stacks/runtime.py): the database password, the master key
+    # what the mocked RandomPasswords return (stacks/offline/runtime.py): the database password, the master key
     values = [
         "mock-" + runtime._fake_id("keys-database-password"),
         "sk-mock-" + runtime._fake_id("keys-litellm-master-key"),

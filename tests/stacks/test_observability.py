@@ -106,7 +106,7 @@ def test_bring_your_own_prometheus_gets_monitors_rules_dashboards_but_no_chart(p
 
 
 def validator(kind: str):
-    schema = json.loads(shared_path(f"schemas/queries.coreos.com_v1_{kind}.json").read_text())
+    schema = json.loads(shared_path(f"schemas/monitoring.coreos.com_v1_{kind}.json").read_text())
     # The CRD schemas carry Go regexes Python's metaschema check rejects: validate without it.
     return jsonschema.validators.validator_for(schema)(schema)
 

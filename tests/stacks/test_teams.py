@@ -102,7 +102,7 @@ DEV = ROOT / "Pulumi.dev.yaml"
 
 def mock_key(resource_name: str) -> str:
     """What a team key is under the harness mocks: "sk-" + the RandomPassword mock result
-    ("mock-" + sha1(resource name)[:17], stacks/runtime.py)."""
+    ("mock-" + sha1(resource name)[:17], stacks/offline/runtime.py)."""
     return "sk-mock-" + hashlib.sha1(resource_name.encode()).hexdigest()[:17]
 
 
