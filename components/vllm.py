@@ -56,6 +56,9 @@ WAIT_PERIOD_S = 10
 # SIGTERM; vLLM then drains in-flight requests for --shutdown-timeout; the margin covers process exit.
 PRE_STOP_S = 15
 EXIT_MARGIN_S = 15
+# The startup and readiness probes' period: a replica that turns healthy is seen at most one period
+# later by each, so Ready trails the server by up to two periods (the plan's readiness phase).
+PROBE_PERIOD_S = 10
 
 # The init container's whole program. Constant text: every value it uses comes from the environment
 # and is expanded inside double quotes, so no config value is ever parsed by the shell.
@@ -97,7 +100,7 @@ def termination_grace_seconds(spec: ServerSpec) -> int:
     return PRE_STOP_S + spec.shutdown_timeout_seconds + EXIT_MARGIN_S
 
 
-def probe_budget(seconds: int, period: int = 10) -> int:
+def probe_budget(seconds: int, period: int = PROBE_PERIOD_S) -> int:
     return max(1, -(-seconds // period))
 
 
@@ -136,11 +139,11 @@ def render_container(spec: ServerSpec, *, api_key_secret: str) -> dict:
         "resources": {"requests": dict(res), "limits": {"memory": spec.memory, res_name: str(spec.accelerator_count)}},
         "startupProbe": {
             **health,
-            "periodSeconds": 10,
+            "periodSeconds": PROBE_PERIOD_S,
             "timeoutSeconds": 5,
             "failureThreshold": probe_budget(spec.startup_budget_seconds),
         },
-        "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "readinessProbe": {**health, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 3},
         "securityContext": {**container_security(UID), "runAsGroup": UID},
         "volumeMounts": container_mounts(spec),

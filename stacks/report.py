@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stacks.capacity import startup
 from stacks.config import StackIntent
 
 
@@ -29,6 +30,7 @@ def model_rows(intent: StackIntent) -> list[dict]:
                 "warnings": list(m.warnings),
                 "hourlyUsd": {"min": lo, "max": hi},
                 "autoscaling": scaling_row(intent, m),
+                "startup": startup.summary(m),
             }
         )
     return rows
@@ -147,7 +149,7 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
     for m in summary_doc["models"]:
         for w in m["warnings"]:
             lines.append(f"warning: {m['name']}: {w}")
-    lines += scaling_lines(summary_doc["models"])
+    lines += scaling_lines(summary_doc["models"]) + startup.lines(summary_doc["models"])
     lines.append("")
     for p in summary_doc["pools"]:
         lines.append(

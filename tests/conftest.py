@@ -48,6 +48,7 @@ TIER_OF = {
     "stacks/test_bench_cli.py": "planner",
     "stacks/test_showback.py": "planner",
     "stacks/test_autoscaling.py": "planner",
+    "stacks/test_startup.py": "planner",
     "stacks/test_wiring.py": "wiring",
     "stacks/test_plan_cli.py": "wiring",
     "stacks/test_plan_graph.py": "wiring",
