@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stacks.capacity import startup
+from stacks.capacity import spot, startup
 from stacks.config import StackIntent
 
 
@@ -31,6 +31,7 @@ def model_rows(intent: StackIntent) -> list[dict]:
                 "hourlyUsd": {"min": lo, "max": hi},
                 "autoscaling": scaling_row(intent, m),
                 "startup": startup.summary(m),
+                "spotHourlyUsd": spot.row(m, intent.pools[m.pool].spec.capacityTypes),
             }
         )
     return rows
@@ -161,7 +162,7 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
         f"accelerator nodes: ${h['min']:.2f}-${h['max']:.2f}/h on-demand (us-east-1 prices; "
         f"platform nodes, NAT, EFS, RDS not included)"
     )
-    lines += team_lines(summary_doc.get("costByTeam"))
+    lines += spot.lines(summary_doc["models"]) + team_lines(summary_doc.get("costByTeam"))
     lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ TIER_OF = {
     "stacks/test_showback.py": "planner",
     "stacks/test_autoscaling.py": "planner",
     "stacks/test_startup.py": "planner",
+    "stacks/test_spot.py": "deploy_rules",
     "stacks/test_wiring.py": "wiring",
     "stacks/test_plan_cli.py": "wiring",
     "stacks/test_plan_graph.py": "wiring",

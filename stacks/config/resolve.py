@@ -193,9 +193,11 @@ class _Resolver:
             )
         self._observability(models)
         self._object_names()
-        from stacks.capacity import scaling
+        from stacks.capacity import scaling, spot
 
         for path, what, fix in scaling.problems(cfg):
+            self.err(path, what, fix)
+        for path, what, fix in spot.problems(cfg, models, pools):
             self.err(path, what, fix)
         warnings = self._cluster_checks() + self._teams() + self._unpriced()
         self._gateway_exposure()

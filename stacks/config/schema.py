@@ -490,6 +490,8 @@ class NodePoolConfig(_M):
     @field_validator("capacityTypes")
     @classmethod
     def _capacity(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} names a capacity type twice — list each once, e.g. [spot, on-demand]")
         # Karpenter finds reserved capacity only through capacityReservationSelectorTerms on the
         # EC2NodeClass, which this program does not render: a reserved-only pool would never launch.
         if "reserved" in v:

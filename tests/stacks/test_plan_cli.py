@@ -61,6 +61,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         "hourlyUsd",
         "autoscaling",
         "startup",
+        "spotHourlyUsd",
     }
     # dev autoscales qwen3-0.6b 1-2 on g6.xlarge ($0.8048/h each): 0.75 x min(19.6 max concurrency, 16 seqs)
     # = 12 running, the default queue depth 8 waiting; scale-down waits the 420 s startup budget.
