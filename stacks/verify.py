@@ -95,6 +95,21 @@ def load_outputs(stack: str, outputs_file: str | None, run: Runner) -> dict:
     return doc
 
 
+def read_plan(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BadInput(
+            f"{path}: cannot read the plan summary ({e}) — pass summary.json of `python -m stacks.plan`"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+        raise BadInput(f"{path}: not a plan summary (no models list) — pass summary.json of `python -m stacks.plan`")
+    return doc
+
+
 def need(outputs: dict, key: str, why: str):
     if outputs.get(key) in (None, "", [], {}):
         raise BadInput(f"stack output {key}: missing — {why}")
@@ -162,7 +177,7 @@ def readiness_checks(deployments: dict[str, dict], targets: dict[str, tuple[str,
     return out
 
 
-def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
+def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None) -> list[Check]:
     kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it; or pass --skip-cluster")
     if not isinstance(kubeconfig, str):
         kubeconfig = json.dumps(kubeconfig)
@@ -183,9 +198,23 @@ def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
                 deployments[ns] = kubectl_json(run, path, "get", "deployments", "-n", ns)
             except (subprocess.CalledProcessError, ValueError) as e:
                 checks.append(Check(f"deployments in {ns}", False, _first_line(e)))
-        return checks + readiness_checks(deployments, targets)
+        checks += readiness_checks(deployments, targets)
+        if phases_plan is not None:
+            checks += phase_checks(run, path, targets, phases_plan)
+        return checks
     finally:
         os.unlink(path)
+
+
+def phase_checks(run: Runner, kubeconfig: str, targets: dict[str, tuple[str, str]], plan: dict) -> list[Check]:
+    """Each model's measured startup phases against the plan's (stacks/verify_phases.py)."""
+    from stacks import verify_phases
+
+    kubectl = lambda *args: run(["kubectl", "--kubeconfig", kubeconfig, *args])  # noqa: E731
+    try:
+        return [Check(*c) for c in verify_phases.checks(kubectl, targets, plan)]
+    except (subprocess.CalledProcessError, ValueError, KeyError) as e:
+        return [Check("phases", False, _first_line(e))]
 
 
 # --- gateway chat -------------------------------------------------------------------------------
@@ -270,7 +299,7 @@ def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[
         outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
     )
     models = need(outputs, "models", "the stack has no models to check")
-    checks = [] if a.skip_cluster else cluster_checks(outputs, run)
+    checks = [] if a.skip_cluster else cluster_checks(outputs, run, read_plan(a.phases))
     checks += chat_checks(url, key, list(models), a.timeout)
     return (0 if all(c.ok for c in checks) else 1), checks
 
@@ -282,6 +311,11 @@ def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
     ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
     ap.add_argument("--skip-cluster", action="store_true", help="only the chat checks (no kubectl)")
+    ap.add_argument(
+        "--phases",
+        metavar="SUMMARY",
+        help="also measure each model's startup phases against the plan (its summary.json from stacks.plan --out)",
+    )
     ap.add_argument("--timeout", type=float, default=120, help="seconds per chat (default 120)")
     a = ap.parse_args(argv)
     try:
