@@ -32,6 +32,12 @@ LOG_PHASES = {
     "compile": (re.compile(r"torch\.compile took (\d+(?:\.\d+)?) s in total"),),
     "graph capture": (re.compile(r"Graph capturing finished in (\d+(?:\.\d+)?) secs"),),
 }
+# The CPU build logs no compile total: its compile is the warm-up between these two lines (their
+# timestamps are month-day and time of day).
+CPU_WARMUP = (
+    re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d) \[cpu_model_runner\.py:\d+\] Warming up model for the compilation"),
+    re.compile(r"(\d\d-\d\d \d\d:\d\d:\d\d) \[cpu_model_runner\.py:\d+\] Warming up done"),
+)
 GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
 GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 PULLED = re.compile(r'Successfully pulled image "[^"]*" in (\S+?)(?: \(|\.?$| )')
@@ -50,6 +56,16 @@ def go_duration(text: str) -> float:
     return sum(float(n) * GO_UNITS[u] for n, u in parts)
 
 
+def _cpu_compile(log: str) -> float | None:
+    start, done = (p.search(log) for p in CPU_WARMUP)
+    if not start or not done:
+        return None
+    # A leap year, so that 02-29 parses; a start that spans New Year comes out negative and is dropped.
+    t0, t1 = (datetime.strptime(f"2000-{m.group(1)}", "%Y-%m-%d %H:%M:%S") for m in (start, done))
+    seconds = (t1 - t0).total_seconds()
+    return seconds if seconds >= 0 else None
+
+
 def log_phases(log: str) -> dict[str, float]:
     """Seconds of each phase vLLM logs; a phase it did not log is absent."""
     out = {}
@@ -59,6 +75,9 @@ def log_phases(log: str) -> dict[str, float]:
             if found:
                 out[name] = max(found)
                 break
+    cpu = _cpu_compile(log)
+    if "compile" not in out and cpu is not None:
+        out["compile"] = cpu
     return out
 
 

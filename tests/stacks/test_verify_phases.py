@@ -15,6 +15,10 @@ CPU_LOG = """\
 Loading safetensors checkpoint shards: 100% Completed | 1/1 [00:00<00:00, 55.63it/s]
 (Worker pid=25519) INFO 12-07 06:52:56 [default_loader.py:501] Loading weights took 0.02 seconds
 (Worker pid=25519) INFO 12-07 06:53:00 [cpu_model_runner.py:87] Warming up model for the compilation...
+(Worker pid=25519) INFO 12-07 06:54:51 [monitor.py:91] [backbone] Initial profiling/warmup run took 0.02 s
+(Worker pid=25519) INFO 12-07 06:54:53 [cpu_model_runner.py:91] Warming up done.
+(EngineCore pid=25065) INFO 12-07 06:54:55 [core.py:402] \
+init engine (profile, create kv cache, warmup model) took 115.27 s
 """
 GPU_LOG = """\
 (EngineCore pid=1) INFO 12-07 10:00:40 [default_loader.py:501] Loading weights took 41.73 seconds
@@ -77,7 +81,9 @@ def test_go_durations_by_hand():
 
 
 def test_log_phases_real_cpu_lines():
-    assert vp.log_phases(CPU_LOG) == {"weight load": 0.02}
+    # compile on the CPU build: warm-up 06:53:00 -> done 06:54:53 = 113 s
+    assert vp.log_phases(CPU_LOG) == {"weight load": 0.02, "compile": 113}
+    assert vp.log_phases(CPU_LOG.replace("Warming up done", "Warming up")) == {"weight load": 0.02}
 
 
 def test_log_phases_gpu_lines_and_tp_takes_the_slowest_rank():
