@@ -10,7 +10,7 @@ import yaml
 
 from stacks import catalog
 from stacks.capacity import spot
-from tests.conftest import ROOT
+from tests.conftest import ROOT, STACK_FILES
 
 SPOT_OK = ROOT / "tests" / "configs" / "spot.ok.yaml"
 SPOT_WARNING = "EC2 Spot Instance Interruption Warning"
@@ -103,11 +103,15 @@ def karpenter_values(out: Path) -> dict:
     return yaml.safe_load((out / "helm" / "karpenter.yaml").read_text())["values"]
 
 
-def test_spot_pool_has_its_interruption_path(plan_of):
-    _, _, out = plan_of(SPOT_OK)
+@pytest.mark.parametrize("stack_file", [*STACK_FILES, SPOT_OK], ids=lambda p: p.name)
+def test_spot_pool_has_its_interruption_path(stack_file, plan_of):
+    """Whenever a stack renders a spot-capable NodePool (the team stacks render no platform)."""
+    _, _, out = plan_of(stack_file)
+    if not any("spot" in v for v in capacity_types(out).values()):
+        assert stack_file != SPOT_OK
+        return
     resources = json.loads((out / "resources.json").read_text())
-    values = karpenter_values(out)
-    assert interruption_problems(resources, values) == []
+    assert interruption_problems(resources, karpenter_values(out)) == []
 
 
 @pytest.mark.parametrize(
