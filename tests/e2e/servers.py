@@ -209,16 +209,24 @@ def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path) -> Server:
     args = substitute_vllm_args(rendered.vllm_container["args"], model_dir, port)
     # The module entry point of the `vllm` console script.
     argv = [str(VLLM_PY), "-m", "vllm.entrypoints.cli.main", "serve", *args]
-    s = Server(argv, vllm_env(rendered.vllm_container), log, f"http://127.0.0.1:{port}/health", 240)
+    # Generous: a start measured 233 s on two cores shared with other jobs (load ~16).
+    s = Server(argv, vllm_env(rendered.vllm_container), log, f"http://127.0.0.1:{port}/health", 600)
     s.port, s.args = port, args
     return s
 
 
-def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path) -> Server:
+def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path, more_replicas: tuple[int, ...] = ()) -> Server:
+    """`more_replicas`: ports of further vLLM replicas, each a deployment of the same model (the Service's
+    endpoints in the cluster; LiteLLM's own balancing stands in for kube-proxy here)."""
     port = free_port()
     cfg = json.loads(json.dumps(rendered.litellm_config))
     for m in cfg["model_list"]:
         m["litellm_params"]["api_base"] = f"http://127.0.0.1:{vllm_port}/v1"
+    cfg["model_list"] += [
+        {**m, "litellm_params": {**m["litellm_params"], "api_base": f"http://127.0.0.1:{p}/v1"}}
+        for p in more_replicas
+        for m in cfg["model_list"]
+    ]
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     for fname, text in (rendered.litellm_files or {}).items():
         (workdir / fname).write_text(text)

@@ -1,0 +1,71 @@
+"""Load for the spot-drain test, with the official OpenAI Python client (run by .e2e/litellm's Python).
+
+argv: base_url key model streams workers. Opens `streams` long streams and keeps `workers` threads
+sending short non-streamed chats. Prints "STREAMING" once every stream has its first chunk, then waits
+for a line on stdin (the test has sent SIGTERM to one replica), keeps the load up for AFTER_S more
+seconds, waits for the streams and prints one JSON document of what every request saw.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import openai
+
+AFTER_S = 20
+STREAM_TOKENS = 240  # the tiny model serves 256 positions
+
+
+def stream(client, model: str, first: threading.Event, out: list) -> None:
+    got = {"tokens": 0, "finish": None, "error": None}
+    try:
+        s = client.completions.create(
+            model=model, prompt="hello", max_tokens=STREAM_TOKENS, stream=True, extra_body={"ignore_eos": True}
+        )
+        for chunk in s:
+            first.set()
+            for c in chunk.choices:
+                got["tokens"] += 1 if c.text else 0
+                got["finish"] = c.finish_reason or got["finish"]
+    except Exception as e:  # what the client raises is the finding
+        got["error"] = type(e).__name__
+    first.set()
+    out.append(got)
+
+
+def worker(client, model: str, stop: threading.Event, out: list) -> None:
+    while not stop.is_set():
+        try:
+            r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+            out.append({"ok": bool(r.choices), "error": None})
+        except Exception as e:
+            out.append({"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"})
+
+
+def main() -> None:
+    base_url, key, model, n_streams, n_workers = sys.argv[1:6]
+    # max_retries=0: every retry is the gateway's, none the client's
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+    streams: list = []
+    calls: list = []
+    firsts = [threading.Event() for _ in range(int(n_streams))]
+    threads = [threading.Thread(target=stream, args=(client, model, f, streams)) for f in firsts]
+    stop = threading.Event()
+    workers = [threading.Thread(target=worker, args=(client, model, stop, calls)) for _ in range(int(n_workers))]
+    for t in threads + workers:
+        t.start()
+    for f in firsts:
+        f.wait(120)
+    print("STREAMING", flush=True)
+    sys.stdin.readline()
+    before = len(calls)
+    time.sleep(AFTER_S)
+    stop.set()
+    for t in threads + workers:
+        t.join(180)
+    print(json.dumps({"streams": streams, "calls": calls, "callsAfterKill": len(calls) - before}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
