@@ -61,7 +61,7 @@ def _cpu_compile(log: str) -> float | None:
     if not start or not done:
         return None
     # A leap year, so that 02-29 parses; a start that spans New Year comes out negative and is dropped.
-    t0, t1 = (datetime.strptime(f"2000-{m.group(1)}", "%Y-%m-%d %H:%M:%S") for m in (start, done))
+    t0, t1 = (datetime.strptime(f"2024-{m.group(1)}", "%Y-%m-%d %H:%M:%S") for m in (start, done))
     seconds = (t1 - t0).total_seconds()
     return seconds if seconds >= 0 else None
 
