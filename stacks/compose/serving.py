@@ -18,9 +18,7 @@ from components.serving_secrets import VLLM_KEY_SECRET, ServingKeys, ServingKeys
 from components.team_keys import KeyGrant, TeamKeys, TeamKeysArgs
 from components.team_reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler, key_alias
 from components.types import (
-    GATEWAY_NS,
     GATEWAY_PORT,
-    MODELS_NS,
     SYSTEM_TAINT,
     VLLM_PORT,
     InstanceType,
@@ -44,15 +42,13 @@ from stacks.capacity import planner, scaling
 from stacks.compose import observability
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
-from stacks.config.schema import WEBUI_KEY, team_namespaces
+from stacks.config.schema import WEBUI_KEY
 from stacks.report import model_rows
 
 
 def namespaces(intent: StackIntent) -> tuple[str, str]:
     """(models, gateway) namespaces: shared names on a platform stack, team-prefixed on a team stack."""
-    if intent.config.team is not None:
-        return team_namespaces(intent.config.team.name)
-    return MODELS_NS, GATEWAY_NS
+    return scaling.stack_namespaces(intent.config)
 
 
 # vLLM keeps idle HTTP connections this much longer than the gateway pools them.
