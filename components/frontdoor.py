@@ -31,6 +31,7 @@ from components.types import (
     container_security,
     image_skips,
     pod_security,
+    service_host,
     tolerate,
     zone_spread,
 )
@@ -63,6 +64,17 @@ LB_SSL_CERT = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
 LB_SSL_PORTS = "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"
 LB_SSL_POLICY = "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy"
 HTTPS_PORT = 443
+# nginx resolves an upstream's name once, at start-up, unless the server carries `resolve` (open-source
+# nginx since 1.27.3; it needs the upstream in a shared `zone` and a `resolver`). With it the front
+# door starts before LiteLLM's Service exists (answering 502 until the name resolves) and follows a
+# replaced Service's new ClusterIP within RESOLVE_VALID_S, while the upstream block keeps its
+# keepalive pool for the proxied requests and the auth subrequests (a variable in proxy_pass would
+# re-resolve too, but opens a new connection per request). The resolver is the cluster DNS Service:
+# nginx looks its name up once with the pod's own resolver when it reads the configuration (the
+# front door waits for CoreDNS), then sends its own queries there.
+CLUSTER_DNS = service_host("kube-dns", "kube-system")
+RESOLVE_VALID_S = 30
+UPSTREAM_ZONE_KIB = 64
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds latency to every request through the proxy; CPU requests are set",
     "CKV_K8S_40": "UID 101 is the nginx user of nginx-unprivileged; restricted PSS holds",
@@ -195,8 +207,10 @@ events {{
 }}
 http {{
 {_http_conf(limits, tmp)}
+    resolver {CLUSTER_DNS} valid={RESOLVE_VALID_S}s;
     upstream litellm {{
-        server {upstream};
+        zone litellm {UPSTREAM_ZONE_KIB}k;
+        server {upstream} resolve;
         keepalive 32;
     }}
     server {{

@@ -426,3 +426,45 @@ def test_control_cluster_admin_or_cluster_scope_is_reported(plan_of):
     assoc[2]["inputs"]["accessScope"]["namespaces"] = ["gateway"]
     problems = team_access_problems(rs, roles)
     assert len(problems) == 3 and CLUSTER_ADMIN in problems[0]
+
+
+# ---- the upstream's name is resolved again while nginx runs ------------------------------------------------
+
+
+def re_resolution_problems(conf: str) -> list[str]:
+    """Why nginx would keep the upstream address it resolved at start-up (or fail to start without it)."""
+    out = []
+    upstream = re.search(r"upstream litellm \{(.*?)\}", conf, re.S)
+    body = upstream.group(1) if upstream else ""
+    if not re.search(r"^\s*zone litellm \d+k;$", body, re.M):
+        out.append("the upstream has no shared zone (`resolve` needs one)")
+    servers = re.findall(r"^\s*server (\S+)(.*);$", body, re.M)
+    if not servers or any("resolve" not in params.split() for _, params in servers):
+        out.append(f"an upstream server without `resolve`: {servers}")
+    if not re.search(r"^\s*resolver kube-dns\.kube-system\.svc\.cluster\.local valid=30s;$", conf, re.M):
+        out.append("no resolver at the cluster DNS with a 30 s cache")
+    passes = re.findall(r"proxy_pass (\S+);", conf)
+    if not passes or any(not p.startswith("http://litellm/") for p in passes):
+        out.append(f"a proxy_pass that bypasses the upstream block (and its keepalive pool): {passes}")
+    return out
+
+
+def test_nginx_re_resolves_the_gateway_service():
+    conf = render_frontdoor_conf(listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=60)
+    assert re_resolution_problems(conf) == []
+    assert "server litellm.gateway.svc.cluster.local:4000 resolve;" in conf
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (" resolve;", ";"),  # resolved once at start-up
+        ("zone litellm 64k;", ""),  # nginx refuses `resolve` without a zone
+        ("valid=30s", "valid=1h"),  # a replaced Service followed an hour late
+        ("proxy_pass http://litellm/v1/models;", "proxy_pass http://litellm.gateway.svc.cluster.local:4000;"),
+    ],
+)
+def test_a_front_door_that_keeps_a_stale_address_is_caught(old, new):
+    conf = render_frontdoor_conf(listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=60)
+    assert old in conf
+    assert re_resolution_problems(conf.replace(old, new, 1))
