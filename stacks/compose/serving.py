@@ -474,6 +474,8 @@ def gateway_database(intent: StackIntent, plat: Platform, scope: Scope, keys: Se
             password=keys.database_password,
             ca_bundle_path=RDS_CA_PATH,
             kms_key_arn=plat.data_key_arn,
+            log_retention_days=cfg.cluster.logRetentionDays,
+            logs_key_arn=plat.logs_key_arn,
         ),
         opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
     )
