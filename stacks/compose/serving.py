@@ -283,7 +283,7 @@ def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Outpu
     )
 
 
-def exposure(intent: StackIntent) -> Exposure:
+def exposure(intent: StackIntent, plat: Platform) -> Exposure:
     g = intent.config.gateway
     return Exposure(
         internal=g.internalLoadBalancer,
@@ -291,7 +291,18 @@ def exposure(intent: StackIntent) -> Exposure:
         ssl_policy=g.tls.sslPolicy if g.tls else None,
         source_ranges=tuple(g.sourceRanges),
         plain_port=GATEWAY_PORT,
+        subnet_ids=nlb_subnets(intent, plat),
     )
+
+
+def nlb_subnets(intent: StackIntent, plat: Platform) -> pulumi.Input[list[str]] | None:
+    """Where the front door's NLB goes: an internal one in the cluster's private subnets (a team
+    stack's are the platform's); an internet-facing one in an existing VPC's public subnets. The
+    program's own VPC tags its public subnets for the controller, so those need no list."""
+    existing = intent.config.cluster.vpc.existing
+    if intent.config.gateway.internalLoadBalancer:
+        return plat.private_subnet_ids
+    return list(existing.publicSubnetIds) if existing is not None else None
 
 
 def frontdoor_read_timeout(rs: list[Route]) -> int:
@@ -527,7 +538,7 @@ def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteL
             replicas=cfg.gateway.replicas,
             read_timeout_seconds=frontdoor_read_timeout(routes(intent)),
             system_taint=SYSTEM_TAINT,
-            exposure=exposure(intent),
+            exposure=exposure(intent, plat),
             in_cluster_url=gateway.in_cluster_url,
             # The door's readiness probe is proxied to LiteLLM, and nginx resolves the LiteLLM Service at
             # start: created before LiteLLM is ready (a database stack waits for RDS first), the awaited

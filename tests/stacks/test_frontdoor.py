@@ -468,3 +468,51 @@ def test_a_front_door_that_keeps_a_stale_address_is_caught(old, new):
     conf = render_frontdoor_conf(listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=60)
     assert old in conf
     assert re_resolution_problems(conf.replace(old, new, 1))
+
+
+# ---- where the NLB goes, and how many security-group rules it writes --------------------------------------
+
+EXISTING = ROOT / "tests" / "configs" / "cluster-existing-vpc.ok.yaml"
+INTERNET = ROOT / "tests" / "configs" / "gateway-internet-facing.ok.yaml"
+SUBNETS = "service.beta.kubernetes.io/aws-load-balancer-subnets"
+
+
+def lb_annotations(out: Path) -> dict:
+    (svc,) = [
+        d
+        for f in sorted((out / "manifests").glob("*.yaml"))
+        if (d := yaml.safe_load(f.read_text()))["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
+    ]
+    return svc["metadata"].get("annotations") or {}
+
+
+def test_an_internal_nlb_in_an_existing_vpc_goes_to_its_private_subnets(plan_of):
+    _, _, out = plan_of(EXISTING)
+    # the fixture's privateSubnetIds, one per AZ (written out from the file)
+    assert lb_annotations(out)[SUBNETS] == "subnet-0a1,subnet-0b2,subnet-0c3"
+
+
+def test_an_internet_facing_nlb_in_an_existing_vpc_goes_to_its_public_subnets():
+    from components.frontdoor import Exposure, render_lb_service
+
+    annotations, _ = render_lb_service(Exposure(internal=False, subnet_ids=("subnet-1a1", "subnet-1b2")))
+    assert annotations[SUBNETS] == "subnet-1a1,subnet-1b2"
+    # control: no list, no annotation (the program's own VPC tags its public subnets for the controller)
+    assert SUBNETS not in render_lb_service(Exposure(internal=False))[0]
+
+
+def test_the_program_vpcs_internet_facing_nlb_is_left_to_the_role_tags(plan_of):
+    _, _, out = plan_of(INTERNET)
+    assert SUBNETS not in lb_annotations(out)
+
+
+def test_source_ranges_fit_the_cluster_security_group_quota():
+    from stacks.config import schema
+
+    # 2 rules per range + one health-check rule per subnet (6 AZs at most) + EKS's own rule <= 60
+    assert 2 * 26 + 6 + 1 <= 60 < 2 * 27 + 6 + 1
+    assert schema.MAX_SOURCE_RANGES == 26
+    ok = [f"198.51.100.{i}/32" for i in range(26)]
+    assert schema.GatewayConfig(sourceRanges=ok).sourceRanges == ok
+    with pytest.raises(ValueError, match="27 ranges"):
+        schema.GatewayConfig(sourceRanges=[*ok, "203.0.113.0/24"])
