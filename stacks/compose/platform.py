@@ -273,7 +273,7 @@ def footing(intent: StackIntent) -> Footing:
     c = intent.cluster_name
     account = aws.get_caller_identity_output().account_id
     existing = cfg.cluster.vpc.existing is not None
-    log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
+    log_groups: tuple[str, ...] = (control_plane_log_group(c),) + (() if existing else (flow_log_group(c),))
     log_groups += (postgres_log_group(c),) if cfg.gateway.database.enabled else ()
     keys = PlatformKeys(
         "keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region, log_group_names=log_groups)

@@ -79,7 +79,7 @@ def server(scaled, tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prom(server, tmp_path_factory):
+def prom(scaled, server, tmp_path_factory):
     # The PodMonitor's target labels: the operator's discovery gives every target its pod's namespace.
     labels = {"namespace": namespace_of(scaled, "ScaledObject")}
     p = Prometheus(tmp_path_factory.mktemp("scale-prom")).start(
