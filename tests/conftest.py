@@ -59,6 +59,7 @@ TIER_OF = {
     "components/test_serving_components.py": "wiring",
     "components/test_platform_components.py": "wiring",
     "stacks/test_relations.py": "relations",
+    "stacks/test_relations_config.py": "relations",
     "stacks/test_serving_placement.py": "relations",
     "stacks/test_frontdoor.py": "relations",
     "components/test_gateway_timeouts.py": "relations",
