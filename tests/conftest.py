@@ -56,6 +56,7 @@ TIER_OF = {
     "stacks/test_database.py": "wiring",
     "stacks/test_verify.py": "wiring",
     "stacks/test_canary.py": "wiring",
+    "stacks/test_team_rbac.py": "wiring",
     "components/test_serving_components.py": "wiring",
     "components/test_platform_components.py": "wiring",
     "stacks/test_relations.py": "relations",
