@@ -466,6 +466,9 @@ class ClusterAddons(pulumi.ComponentResource):
             )
         addon("eks-node-monitoring-agent")
         if args.metrics_server:
+            # No published configuration schema for this community add-on could be read offline; the
+            # add-on is the upstream chart, whose values take `tolerations`. Confirm once with
+            # `aws eks describe-addon-configuration --addon-name metrics-server --addon-version <v>`.
             addon("metrics-server", configuration_values=system_tolerations_config())
         self.coredns = self.addons["coredns"]
         self.register_outputs({})
