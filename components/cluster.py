@@ -260,7 +260,10 @@ class Cluster(pulumi.ComponentResource):
             service_role=role,
             # The vpc-cni add-on is ours (NetworkingAddons): pulumi-eks's cannot take a Pod Identity association.
             use_default_vpc_cni=True,
-            # Never slide into extended support (6x the control-plane price) without a config change.
+            # STANDARD: never slide into extended support (6x the control-plane price). The price of
+            # that: at the version's end of standard support EKS upgrades the control plane to the
+            # next minor on its own, and this program's `version` then asks for a downgrade EKS
+            # refuses. Bump `kubernetes` in stacks/catalog/versions.yaml before that date.
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type="STANDARD"),
             provider_credential_opts=eks.KubeconfigOptionsArgs(profile_name=args.aws_profile)
             if args.aws_profile
@@ -463,6 +466,9 @@ class ClusterAddons(pulumi.ComponentResource):
             )
         addon("eks-node-monitoring-agent")
         if args.metrics_server:
+            # No published configuration schema for this community add-on could be read offline; the
+            # add-on is the upstream chart, whose values take `tolerations`. Confirm once with
+            # `aws eks describe-addon-configuration --addon-name metrics-server --addon-version <v>`.
             addon("metrics-server", configuration_values=system_tolerations_config())
         self.coredns = self.addons["coredns"]
         self.register_outputs({})

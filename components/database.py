@@ -50,6 +50,10 @@ class DatabaseArgs:
     ca_bundle_path: str
     # CMK for storage, Performance Insights and the Secrets Manager secret; None keeps AWS keys.
     kms_key_arn: pulumi.Input[str] | None = None
+    # The exported Postgres log: its group's retention, and the CMK whose policy names the group
+    # (postgres_log_group); None keeps CloudWatch's own encryption (team stacks have no logs key).
+    log_retention_days: int = 365
+    logs_key_arn: pulumi.Input[str] | None = None
 
 
 # Postgres logging (the parameter group): schema changes always, any statement slower than this.
@@ -58,6 +62,16 @@ LOG_STATEMENT = "ddl"
 SLOW_STATEMENT_MS = 1000
 MONITORING_INTERVAL_S = 60  # enhanced monitoring (OS metrics), seconds
 MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+
+
+def db_identifier(cluster_name: str) -> str:
+    return f"{cluster_name}-litellm"
+
+
+def postgres_log_group(cluster_name: str) -> str:
+    """Where RDS exports the `postgresql` log (/aws/rds/instance/<identifier>/<log type>). Made by the
+    program before the instance: RDS would create it itself, kept forever and without the CMK."""
+    return f"/aws/rds/instance/{db_identifier(cluster_name)}/postgresql"
 
 
 def db_parameters(engine_version: str) -> tuple[str, list[dict]]:
@@ -131,6 +145,13 @@ class GatewayDatabase(pulumi.ComponentResource):
         monitoring_policy = aws.iam.RolePolicyAttachment(
             f"{name}-monitoring", role=monitoring.name, policy_arn=MONITORING_POLICY, opts=child
         )
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=postgres_log_group(args.cluster_name),
+            retention_in_days=args.log_retention_days,
+            kms_key_id=args.logs_key_arn,
+            opts=child,
+        )
         placement = {"db_subnet_group_name": subnets.name, "vpc_security_group_ids": [sg.id]}
         db = self._postgres(
             name,
@@ -138,7 +159,7 @@ class GatewayDatabase(pulumi.ComponentResource):
             placement,
             params,
             monitoring,
-            ResourceOptions(parent=self, protect=protect, depends_on=[monitoring_policy]),
+            ResourceOptions(parent=self, protect=protect, depends_on=[monitoring_policy, logs]),
         )
         self.secret_arn = self._credentials(name, args, db, protect)
         self.url = pulumi.Output.secret(
@@ -163,7 +184,7 @@ class GatewayDatabase(pulumi.ComponentResource):
         )
         return aws.rds.Instance(
             f"{name}-postgres",
-            identifier=f"{args.cluster_name}-litellm",
+            identifier=db_identifier(args.cluster_name),
             engine="postgres",
             engine_version=args.engine_version,
             instance_class=args.instance_class,

@@ -16,6 +16,7 @@ installed by this program.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -31,6 +32,7 @@ from components.types import (
     container_security,
     image_skips,
     pod_security,
+    service_host,
     tolerate,
     zone_spread,
 )
@@ -62,7 +64,22 @@ LB_INTERNAL = "service.beta.kubernetes.io/aws-load-balancer-internal"
 LB_SSL_CERT = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
 LB_SSL_PORTS = "service.beta.kubernetes.io/aws-load-balancer-ssl-ports"
 LB_SSL_POLICY = "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy"
+# Without it the controller picks one subnet per AZ among all of the VPC's subnets (role tag, then
+# cluster tag, then lowest id): in a VPC the program did not make, that can be a database or
+# transit subnet, or a public subnet for an internal NLB. Comma-separated subnet ids.
+LB_SUBNETS = "service.beta.kubernetes.io/aws-load-balancer-subnets"
 HTTPS_PORT = 443
+# nginx resolves an upstream's name once, at start-up, unless the server carries `resolve` (open-source
+# nginx since 1.27.3; it needs the upstream in a shared `zone` and a `resolver`). With it the front
+# door starts before LiteLLM's Service exists (answering 502 until the name resolves) and follows a
+# replaced Service's new ClusterIP within RESOLVE_VALID_S, while the upstream block keeps its
+# keepalive pool for the proxied requests and the auth subrequests (a variable in proxy_pass would
+# re-resolve too, but opens a new connection per request). The resolver is the cluster DNS Service:
+# nginx looks its name up once with the pod's own resolver when it reads the configuration (the
+# front door waits for CoreDNS), then sends its own queries there.
+CLUSTER_DNS = service_host("kube-dns", "kube-system")
+RESOLVE_VALID_S = 30
+UPSTREAM_ZONE_KIB = 64
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds latency to every request through the proxy; CPU requests are set",
     "CKV_K8S_40": "UID 101 is the nginx user of nginx-unprivileged; restricted PSS holds",
@@ -195,8 +212,10 @@ events {{
 }}
 http {{
 {_http_conf(limits, tmp)}
+    resolver {CLUSTER_DNS} valid={RESOLVE_VALID_S}s;
     upstream litellm {{
-        server {upstream};
+        zone litellm {UPSTREAM_ZONE_KIB}k;
+        server {upstream} resolve;
         keepalive 32;
     }}
     server {{
@@ -262,15 +281,22 @@ class Exposure:
     ssl_policy: str | None = None
     source_ranges: tuple[str, ...] = ()
     plain_port: int = GATEWAY_PORT  # the listener port without TLS (clients' URLs keep the gateway's port)
+    # The NLB's subnets, named (LB_SUBNETS); None leaves the choice to the controller's tag rules.
+    subnet_ids: pulumi.Input[Sequence[str]] | None = None
 
 
 def listener_port(e: Exposure) -> int:
     return HTTPS_PORT if e.certificate_arn else e.plain_port
 
 
-def render_lb_service(e: Exposure) -> tuple[dict[str, str], dict]:
+def render_lb_service(e: Exposure) -> tuple[dict[str, pulumi.Input[str]], dict]:
     """(annotations, spec) of the LoadBalancer Service in front of the nginx pods."""
-    annotations = {LB_TYPE: "nlb"}
+    annotations: dict[str, pulumi.Input[str]] = {LB_TYPE: "nlb"}
+    if e.subnet_ids is not None:
+        ids = e.subnet_ids
+        annotations[LB_SUBNETS] = (
+            ",".join(ids) if isinstance(ids, list | tuple) else pulumi.Output.from_input(ids).apply(",".join)
+        )
     if e.internal:
         annotations[LB_INTERNAL] = "true"
     port_name = "http"

@@ -5,7 +5,9 @@ Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --sh
 FILE holding that JSON) and checks, in a short table:
   - nodes: Ready nodes of the system group and of every accelerator pool (`kubectl`, kubeconfig from outputs);
   - readiness: each model's Deployment has ready replicas;
-  - chat: one streamed chat per model through the gateway (time to first token, tokens/s).
+  - chat: one streamed chat per model through the gateway (time to first token, tokens/s);
+  - with --canaries: a device canary pod on the first node of each accelerator kind (stacks/verify_canary.py:
+    `nvidia-smi`, or the Neuron image's write paths and `neuron-ls`, as the servers' user), then deleted.
 Needs the `pulumi` CLI (unless --outputs), `kubectl` and the `aws` CLI the kubeconfig calls (unless
 --skip-cluster), and a route to the gateway: its load balancer is internal by default, so from outside
 the VPC run `kubectl -n gateway port-forward svc/litellm 4000:4000` and pass --gateway-url http://127.0.0.1:4000.
@@ -28,7 +30,8 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from components.cluster import SYSTEM_LABEL
-from components.types import POOL_LABEL
+from components.types import MODELS_NS, POOL_LABEL
+from stacks import verify_canary
 
 Runner = Callable[[list[str]], str]
 PROMPT = "In one sentence, what is Kubernetes?"
@@ -177,7 +180,18 @@ def readiness_checks(deployments: dict[str, dict], targets: dict[str, tuple[str,
     return out
 
 
-def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None) -> list[Check]:
+def canary_checks(outputs: dict, run: Runner, kubeconfig: str, nodes: dict, namespace: str) -> list[Check]:
+    platform = outputs.get("platform") or {}
+    try:
+        results = verify_canary.canary_results(
+            run, kubeconfig, nodes, platform.get("pools") or {}, namespace, platform.get("neuronScheduler")
+        )
+    except (subprocess.CalledProcessError, ValueError) as e:
+        return [Check("canary", False, _first_line(e))]
+    return [Check(f"canary {r.kind} on {r.node}", r.ok, r.detail) for r in results]
+
+
+def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None, canaries: bool = False) -> list[Check]:
     kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it; or pass --skip-cluster")
     if not isinstance(kubeconfig, str):
         kubeconfig = json.dumps(kubeconfig)
@@ -188,10 +202,14 @@ def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None) 
         with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
             f.write(kubeconfig)
         try:
-            checks = node_checks(kubectl_json(run, path, "get", "nodes"), pools)
+            nodes = kubectl_json(run, path, "get", "nodes")
         except (subprocess.CalledProcessError, ValueError) as e:
             return [Check("cluster reachable", False, _first_line(e))]
+        checks = node_checks(nodes, pools)
         targets = model_targets(endpoints)
+        if canaries:  # in the models namespace (restricted Pod Security, the servers' quota)
+            namespace = min((ns for ns, _ in targets.values()), default=MODELS_NS)
+            checks += canary_checks(outputs, run, path, nodes, namespace)
         deployments = {}
         for ns in sorted({ns for ns, _ in targets.values()}):
             try:
@@ -299,7 +317,7 @@ def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[
         outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
     )
     models = need(outputs, "models", "the stack has no models to check")
-    checks = [] if a.skip_cluster else cluster_checks(outputs, run, read_plan(a.phases))
+    checks = [] if a.skip_cluster else cluster_checks(outputs, run, read_plan(a.phases), a.canaries)
     checks += chat_checks(url, key, list(models), a.timeout)
     return (0 if all(c.ok for c in checks) else 1), checks
 
@@ -315,6 +333,11 @@ def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
         "--phases",
         metavar="SUMMARY",
         help="also measure each model's startup phases against the plan (its summary.json from stacks.plan --out)",
+    )
+    ap.add_argument(
+        "--canaries",
+        action="store_true",
+        help="run a device canary pod on the first node of each accelerator kind (needs a free device)",
     )
     ap.add_argument("--timeout", type=float, default=120, help="seconds per chat (default 120)")
     a = ap.parse_args(argv)

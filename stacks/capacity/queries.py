@@ -26,8 +26,10 @@ Source = Literal["vllm", "litellm", "kube-state-metrics", "karpenter", "dcgm", "
 RULE_WINDOW = "5m"  # the rate window of alert expressions ($__rate_interval in dashboards)
 MODELS_NS = "<models_ns>"
 GATEWAY_NS = "<gateway_ns>"
-G = f'namespace="{GATEWAY_NS}"'  # the stack's own gateway (a team stack shares the cluster's Prometheus)
-M = 'model_name=~"$model"'
+# Every selector of the stack's own servers names its namespace: a team stack shares the cluster's
+# Prometheus, and two stacks may serve the same model name (the PodMonitor targets carry `namespace`).
+G = f'namespace="{GATEWAY_NS}"'
+M = f'namespace="{MODELS_NS}", model_name=~"$model"'
 D = f'namespace="{MODELS_NS}", deployment=~"$deployment"'
 
 
@@ -297,7 +299,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
 
 # Grafana template variables: the query each one takes its values from.
 VARIABLES = {
-    "model": ("vllm:num_requests_running", "model_name"),
+    "model": (f'vllm:num_requests_running{{namespace="{MODELS_NS}"}}', "model_name"),
     "deployment": (f'kube_deployment_spec_replicas{{namespace="{MODELS_NS}"}}', "deployment"),
 }
 
@@ -416,7 +418,7 @@ def model_alerts(m: ModelTarget, models_ns: str) -> list[Alert]:
         Alert("LLMModelNoReadyReplica", f"{q('ready_replicas')} < 1", "5m", "critical", f"{s}: no ready replica"),
         Alert(
             "LLMModelTargetDown",
-            f'up{{job="{m.scrape_job}"}} == 0',
+            f'up{{namespace="{models_ns}", job="{m.scrape_job}"}} == 0',
             "5m",
             "warning",
             f"{s}: a server does not answer /metrics",

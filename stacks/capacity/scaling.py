@@ -6,7 +6,7 @@ e2e suite evaluates exactly these queries on a real Prometheus scraping a real v
 
 The loop (KEDA makes one HPA per model; for AverageValue metrics the HPA sets
 desired = ceil(metric / target) per trigger, takes the largest, clamps it to [min, max]):
-- running: `sum(vllm:num_requests_running{model_name=<served name>})` against `targetRunning`,
+- running: `sum(vllm:num_requests_running{namespace=<models ns>, model_name=<served name>})` against `targetRunning`,
   by default `runningFraction` (0.75) x the planner's concurrency per replica
   (min(max concurrency, max-num-seqs): vLLM never runs more than max-num-seqs at once), so a replica
   is added before the running batch is full;
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from components.keda import Floor, ScalingSpec
 from components.prometheus_stack import RELEASE as OBSERVABILITY_RELEASE
-from components.types import service_host
+from components.types import GATEWAY_NS, MODELS_NS, service_host
 from stacks.capacity import planner
-from stacks.config.schema import ModelConfig, StackConfig
+from stacks.config.schema import ModelConfig, StackConfig, team_namespaces
 
 # vLLM 0.32 (vllm/v1/metrics/loggers.py): gauges labelled model_name=<served name>, engine=<index>.
 RUNNING_METRIC = "vllm:num_requests_running"
@@ -85,24 +85,32 @@ def windows(startup_budget_s: int) -> Windows:
     return Windows(scale_up_s=0, scale_down_s=down, cooldown_s=down)
 
 
-def _selector(served_name: str) -> str:
-    # PromQL string literal: served names are [A-Za-z0-9._/-] (config.SERVED_NAME), nothing to escape.
-    return f'model_name="{served_name}"'
+def stack_namespaces(cfg: StackConfig) -> tuple[str, str]:
+    """(models, gateway) namespaces: shared names on a platform stack, team-prefixed on a team stack."""
+    if cfg.team is not None:
+        return team_namespaces(cfg.team.name)
+    return MODELS_NS, GATEWAY_NS
 
 
-def running_query(served_name: str) -> str:
-    return f"sum({RUNNING_METRIC}{{{_selector(served_name)}}})"
+def _selector(served_name: str, namespace: str) -> str:
+    # PromQL string literals: served names are [A-Za-z0-9._/-] (config.SERVED_NAME) and namespaces DNS
+    # labels, nothing to escape. The namespace keeps two stacks serving one name from scaling each other.
+    return f'namespace="{namespace}", model_name="{served_name}"'
 
 
-def waiting_query(served_name: str) -> str:
-    return f"sum({WAITING_METRIC}{{{_selector(served_name)}}})"
+def running_query(served_name: str, models_ns: str) -> str:
+    return f"sum({RUNNING_METRIC}{{{_selector(served_name, models_ns)}}})"
 
 
-def wake_query(served_name: str) -> str:
+def waiting_query(served_name: str, models_ns: str) -> str:
+    return f"sum({WAITING_METRIC}{{{_selector(served_name, models_ns)}}})"
+
+
+def wake_query(served_name: str, gateway_ns: str) -> str:
     """Gateway requests for the model in the last WAKE_WINDOW. `increase` alone misses the first one:
     a counter series born at 1 has no earlier sample to increase from (measured, tests/e2e), so
     series that did not exist WAKE_WINDOW ago count too (a gateway restart also wakes the model once)."""
-    s = f'{{__name__=~"{GATEWAY_REQUESTS}",requested_model="{served_name}"}}'
+    s = f'{{__name__=~"{GATEWAY_REQUESTS}",namespace="{gateway_ns}",requested_model="{served_name}"}}'
     return (
         f"(sum(increase({s}[{WAKE_WINDOW}])) or vector(0)) + (count({s} unless {s} offset {WAKE_WINDOW}) or vector(0))"
     )
@@ -216,12 +224,13 @@ def scaling_spec(cfg: StackConfig, m) -> ScalingSpec:
     """One resolved model's ScaledObject, as the component renders it."""
     t, w = model_targets(cfg, m), windows(startup_budget(m))
     r = cfg.models[m.name].replicas
+    models_ns, gateway_ns = stack_namespaces(cfg)
     queries = [
-        ("running", running_query(m.served_name), t.running, 0),
-        ("waiting", waiting_query(m.served_name), t.waiting, 0),
+        ("running", running_query(m.served_name, models_ns), t.running, 0),
+        ("waiting", waiting_query(m.served_name, models_ns), t.waiting, 0),
     ]
     if r.min == 0:
-        queries.append(("wake", wake_query(m.served_name), WAKE_THRESHOLD, 0))
+        queries.append(("wake", wake_query(m.served_name, gateway_ns), WAKE_THRESHOLD, 0))
     return ScalingSpec(
         name=m.name,
         min_replicas=m.replicas_min,

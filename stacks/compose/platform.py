@@ -22,6 +22,7 @@ from components.cluster import (
     SystemNodesArgs,
     control_plane_log_group,
 )
+from components.database import postgres_log_group
 from components.drivers import NEURON_SCHEDULER_NAME, DriverArgs, GpuOperator, NeuronDriver
 from components.karpenter import Karpenter, KarpenterArgs, KarpenterIam, KarpenterIamArgs
 from components.keda import Keda, KedaArgs
@@ -61,6 +62,8 @@ class Platform:
     system_ready: tuple[pulumi.Resource, ...] = ()
     # The platform's data-at-rest CMK (EFS, the gateway database); None on team stacks.
     data_key_arn: pulumi.Input[str] | None = None
+    # The platform's CloudWatch Logs CMK (its policy names each log group); None on team stacks.
+    logs_key_arn: pulumi.Input[str] | None = None
     # Where controllers run (label + taint); None on team stacks.
     system_nodes: SystemNodesHandle | None = None
     # The KEDA release (ScaledObject CRD) when autoscaling is on; None otherwise and on team stacks.
@@ -258,6 +261,7 @@ def build(intent: StackIntent) -> Platform:
         ready=(*pool_ready, *accel.ready),
         system_ready=(system.node_group, addons.coredns),
         data_key_arn=base.keys.data_key_arn,
+        logs_key_arn=base.keys.logs_key_arn,
         system_nodes=system,
         keda=keda,
     )
@@ -269,7 +273,8 @@ def footing(intent: StackIntent) -> Footing:
     c = intent.cluster_name
     account = aws.get_caller_identity_output().account_id
     existing = cfg.cluster.vpc.existing is not None
-    log_groups = (control_plane_log_group(c),) if existing else (control_plane_log_group(c), flow_log_group(c))
+    log_groups: tuple[str, ...] = (control_plane_log_group(c),) + (() if existing else (flow_log_group(c),))
+    log_groups += (postgres_log_group(c),) if cfg.gateway.database.enabled else ()
     keys = PlatformKeys(
         "keys", PlatformKeysArgs(cluster_name=c, account_id=account, region=intent.region, log_group_names=log_groups)
     )

@@ -18,9 +18,7 @@ from components.serving_secrets import VLLM_KEY_SECRET, ServingKeys, ServingKeys
 from components.team_keys import KeyGrant, TeamKeys, TeamKeysArgs
 from components.team_reconciler import DesiredTeam, ReconcilerArgs, TeamReconciler, key_alias
 from components.types import (
-    GATEWAY_NS,
     GATEWAY_PORT,
-    MODELS_NS,
     SYSTEM_TAINT,
     VLLM_PORT,
     InstanceType,
@@ -44,15 +42,13 @@ from stacks.capacity import planner, scaling
 from stacks.compose import observability
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
-from stacks.config.schema import WEBUI_KEY, team_namespaces
+from stacks.config.schema import WEBUI_KEY
 from stacks.report import model_rows
 
 
 def namespaces(intent: StackIntent) -> tuple[str, str]:
     """(models, gateway) namespaces: shared names on a platform stack, team-prefixed on a team stack."""
-    if intent.config.team is not None:
-        return team_namespaces(intent.config.team.name)
-    return MODELS_NS, GATEWAY_NS
+    return scaling.stack_namespaces(intent.config)
 
 
 # vLLM keeps idle HTTP connections this much longer than the gateway pools them.
@@ -287,7 +283,7 @@ def team_key_values(teams: tuple[DesiredTeam, ...], keys: dict[str, pulumi.Outpu
     )
 
 
-def exposure(intent: StackIntent) -> Exposure:
+def exposure(intent: StackIntent, plat: Platform) -> Exposure:
     g = intent.config.gateway
     return Exposure(
         internal=g.internalLoadBalancer,
@@ -295,7 +291,18 @@ def exposure(intent: StackIntent) -> Exposure:
         ssl_policy=g.tls.sslPolicy if g.tls else None,
         source_ranges=tuple(g.sourceRanges),
         plain_port=GATEWAY_PORT,
+        subnet_ids=nlb_subnets(intent, plat),
     )
+
+
+def nlb_subnets(intent: StackIntent, plat: Platform) -> pulumi.Input[list[str]] | None:
+    """Where the front door's NLB goes: an internal one in the cluster's private subnets (a team
+    stack's are the platform's); an internet-facing one in an existing VPC's public subnets. The
+    program's own VPC tags its public subnets for the controller, so those need no list."""
+    existing = intent.config.cluster.vpc.existing
+    if intent.config.gateway.internalLoadBalancer:
+        return plat.private_subnet_ids
+    return list(existing.publicSubnetIds) if existing is not None else None
 
 
 def frontdoor_read_timeout(rs: list[Route]) -> int:
@@ -478,6 +485,8 @@ def gateway_database(intent: StackIntent, plat: Platform, scope: Scope, keys: Se
             password=keys.database_password,
             ca_bundle_path=RDS_CA_PATH,
             kms_key_arn=plat.data_key_arn,
+            log_retention_days=cfg.cluster.logRetentionDays,
+            logs_key_arn=plat.logs_key_arn,
         ),
         opts=pulumi.ResourceOptions(protect=cfg.cluster.protectData),
     )
@@ -529,7 +538,7 @@ def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteL
             replicas=cfg.gateway.replicas,
             read_timeout_seconds=frontdoor_read_timeout(routes(intent)),
             system_taint=SYSTEM_TAINT,
-            exposure=exposure(intent),
+            exposure=exposure(intent, plat),
             in_cluster_url=gateway.in_cluster_url,
             # The door's readiness probe is proxied to LiteLLM, and nginx resolves the LiteLLM Service at
             # start: created before LiteLLM is ready (a database stack waits for RDS first), the awaited

@@ -378,6 +378,15 @@ class _Resolver:
                     "uses certificates of its own region only",
                     f"request or import the certificate in ACM in {self.region} and use that ARN",
                 )
+        existing = self.cfg.cluster.vpc.existing
+        if not g.internalLoadBalancer and existing is not None and not existing.publicSubnetIds:
+            self.err(
+                ("cluster", "vpc", "existing", "publicSubnetIds"),
+                "an internet-facing gateway in an existing VPC needs its public subnets named (the load "
+                "balancer goes there, not into whichever subnets the controller's tag rules find)",
+                "list one public subnet per AZ (routed to an internet gateway), "
+                "or keep gateway.internalLoadBalancer: true",
+            )
         if not g.internalLoadBalancer:
             unset = {"gateway.tls.certificateArn": g.tls is None, "gateway.sourceRanges": not g.sourceRanges}
             missing = [k for k, is_unset in unset.items() if is_unset]

@@ -84,6 +84,12 @@ INT32_MAX = LIMITS["kubernetesInt32"]
 GP3_MAX_GIB = LIMITS["gp3VolumeGiB"]
 RDS_STORAGE_MAX_GIB = LIMITS["rdsPostgresStorageGiB"]
 SECURITY_GROUP_RULES = LIMITS["securityGroupRules"]
+# The front door's NLB (EKS's legacy service controller, instance targets) adds to the cluster security
+# group, per source range, a client rule and an ICMP path-MTU rule, and per NLB subnet one health-check
+# rule: 2N + subnets (one per AZ). EKS's own self-referencing rule is already there. The cap is per
+# stack; several stacks' NLBs share the one group (docs/known-limits.md).
+MAX_AZS = 6  # zones a stack spans (VpcConfig)
+MAX_SOURCE_RANGES = (SECURITY_GROUP_RULES - 1 - MAX_AZS) // 2
 
 
 def _leaf_types(annotation: Any) -> set[Any]:
@@ -172,9 +178,9 @@ EKS_UNSUPPORTED_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
 
 class VpcConfig(_M):
     cidr: str = "10.0.0.0/16"
-    azCount: int = Field(3, ge=2, le=6)
+    azCount: int = Field(3, ge=2, le=MAX_AZS)
     # Explicit zone names (e.g. [us-east-1a, us-east-1c]); unset = the first azCount EKS-supported zones.
-    availabilityZones: list[str] | None = Field(None, min_length=2, max_length=6)
+    availabilityZones: list[str] | None = Field(None, min_length=2, max_length=MAX_AZS)
     existing: ExistingVpc | None = None
 
     @field_validator("cidr")
@@ -829,11 +835,18 @@ class GatewayConfig(_M):
     # TLS listener on 443 (unset: plain HTTP on the gateway port, internal load balancers only).
     tls: GatewayTlsConfig | None = None
     # Client networks the load balancer admits (the Service's loadBalancerSourceRanges).
-    sourceRanges: list[str] = Field(default_factory=list, max_length=SECURITY_GROUP_RULES)
+    sourceRanges: list[str] = Field(default_factory=list)
 
     @field_validator("sourceRanges")
     @classmethod
     def _ranges(cls, v):
+        if len(v) > MAX_SOURCE_RANGES:
+            raise ValueError(
+                f"{len(v)} ranges: EKS's load-balancer controller writes 2 inbound rules per range plus one "
+                f"health-check rule per subnet (up to {MAX_AZS}) into the cluster security group, whose "
+                f"quota is {SECURITY_GROUP_RULES} inbound rules (shared with every stack's load balancer) — list "
+                f"at most {MAX_SOURCE_RANGES}, merged into wider CIDRs, or raise the quota and this cap together"
+            )
         out = [_cidr(c) for c in v]
         if out and too_open(out):
             raise ValueError(

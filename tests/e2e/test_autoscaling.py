@@ -79,8 +79,12 @@ def server(scaled, tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prom(server, tmp_path_factory):
-    p = Prometheus(tmp_path_factory.mktemp("scale-prom")).start([ScrapeJob("vllm", [f"127.0.0.1:{server.port}"])])
+def prom(scaled, server, tmp_path_factory):
+    # The PodMonitor's target labels: the operator's discovery gives every target its pod's namespace.
+    labels = {"namespace": namespace_of(scaled, "ScaledObject")}
+    p = Prometheus(tmp_path_factory.mktemp("scale-prom")).start(
+        [ScrapeJob("vllm", [f"127.0.0.1:{server.port}"], labels=labels)]
+    )
     try:
         p.wait_targets_up(timeout=120)
         yield p
@@ -116,6 +120,15 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(timeout=300)
+
+
+def namespace_of(rendered, kind: str, name: str | None = None) -> str:
+    """The namespace of the rendered object of `kind` (and `name`)."""
+    return next(
+        m["metadata"]["namespace"]
+        for m in rendered.manifests
+        if m["kind"] == kind and name in (None, m["metadata"]["name"])
+    )
 
 
 def trigger_table(scaled) -> tuple[dict, dict, dict[str, float], int, int]:
@@ -168,6 +181,9 @@ def test_queue_on_real_vllm_drives_the_replica_count_up_and_back(scaled, server,
         # reads nothing, and the formula would sit at min: a wrong name is caught, not silently inert.
         v0 = triggers["waiting"]["query"].replace(scaling.WAITING_METRIC, "vllm:num_requests_swapped")
         assert prom.query(v0) == []
+        # And the namespace matcher is live: the same trigger for another stack's namespace reads nothing.
+        other = triggers["waiting"]["query"].replace('namespace="models"', 'namespace="other-models"')
+        assert other != triggers["waiting"]["query"] and prom.query(other) == []
         assert load.errors == [], load.errors[:3]
     assert seen and seen[-1] == SATURATED, f"never saw {SATURATED}; last samples {seen[-5:]}"
     up = hpa_desired(seen[-1], thresholds, lo, hi)
@@ -231,7 +247,15 @@ def test_scale_to_zero_wakes_on_gateway_requests(tmp_path, e2e_ready, prom_ready
     gw = gateway_for(rendered, free_port(), tmp_path / "gw").start()
     try:
         p = Prometheus(tmp_path / "prom").start(
-            [ScrapeJob("litellm", [f"127.0.0.1:{gw.port}"], bearer_token=MASTER_KEY, interval_s=2)]
+            [
+                ScrapeJob(
+                    "litellm",
+                    [f"127.0.0.1:{gw.port}"],
+                    bearer_token=MASTER_KEY,
+                    interval_s=2,
+                    labels={"namespace": namespace_of(rendered, "Deployment", "litellm")},
+                )
+            ]
         )
         try:
             p.wait_targets_up(timeout=120)

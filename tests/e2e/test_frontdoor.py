@@ -73,7 +73,10 @@ def substituted(conf: str, listen: int, upstream: int, tmp: Path) -> str:
     """The rendered nginx.conf with this machine's ports and directory; each replaced token must occur."""
     swaps = [
         (f"listen {FRONTDOOR_PORT} ", f"listen 127.0.0.1:{listen} "),
-        (f"server {service_host('litellm', 'gateway')}:{GATEWAY_PORT};", f"server 127.0.0.1:{upstream};"),
+        # Debian's nginx 1.22 predates `resolve` (1.27.3; the pod runs 1.29): a loopback address needs
+        # no resolving, and the resolver (the cluster DNS name, unknown here) is never asked.
+        (f"server {service_host('litellm', 'gateway')}:{GATEWAY_PORT} resolve;", f"server 127.0.0.1:{upstream};"),
+        ("resolver kube-dns.kube-system.svc.cluster.local valid=30s;", "resolver 127.0.0.1 valid=30s;"),
         (f"{TMP}/", f"{tmp}/"),
     ]
     for old, new in swaps:

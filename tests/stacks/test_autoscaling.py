@@ -76,9 +76,14 @@ def test_desired_replicas_is_the_hpa_formula(values, want):
     assert A.desired_replicas(values, {"running": 1, "waiting": 2}, 1, 4) == want
 
 
-def test_queries_filter_on_the_served_name_label_vllm_sets():
-    assert A.running_query("qwen3-0.6b") == 'sum(vllm:num_requests_running{model_name="qwen3-0.6b"})'
-    assert A.waiting_query("a/b") == 'sum(vllm:num_requests_waiting{model_name="a/b"})'
+def test_queries_filter_on_the_namespace_and_the_served_name_label_vllm_sets():
+    assert (
+        A.running_query("qwen3-0.6b", "models")
+        == 'sum(vllm:num_requests_running{namespace="models", model_name="qwen3-0.6b"})'
+    )
+    assert (
+        A.waiting_query("a/b", "t-models") == 'sum(vllm:num_requests_waiting{namespace="t-models", model_name="a/b"})'
+    )
 
 
 def test_vllm_exports_the_metric_names_and_label_the_queries_use():
@@ -141,8 +146,9 @@ def test_scaled_objects_validate_and_relate(plan_of):
         r = intent.config.models[name].replicas
         assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (r.min, r.max)
         prom = {t["name"]: t["metadata"] for t in spec["triggers"] if t["type"] == "prometheus"}
-        assert prom["running"]["query"] == f'sum(vllm:num_requests_running{{model_name="{served}"}})'
-        assert prom["waiting"]["query"] == f'sum(vllm:num_requests_waiting{{model_name="{served}"}})'
+        sel = f'namespace="models", model_name="{served}"'  # a platform stack's models namespace
+        assert prom["running"]["query"] == f"sum(vllm:num_requests_running{{{sel}}})"
+        assert prom["waiting"]["query"] == f"sum(vllm:num_requests_waiting{{{sel}}})"
         # qwen3-0.6b on g6.xlarge: max concurrency 19.6 > 16 seqs -> 0.75 x 16 = 12 running
         assert prom["running"]["threshold"] == "12"
         budget = planner.startup_budget_seconds(m.arch, m.kind, m.quantization)
@@ -160,7 +166,7 @@ def test_scaled_objects_validate_and_relate(plan_of):
     assert {t["name"] for t in chat["triggers"]} == {"running", "waiting", "floor-0"}
     assert chat["triggers"][1]["metadata"]["threshold"] == "4"  # targetWaiting: 4 in the stack file
     wake = next(t for t in batch["triggers"] if t["name"] == "wake")["metadata"]
-    s = '{__name__=~"litellm_proxy_(total|failed)_requests_metric_total",requested_model="batch"}'
+    s = '{__name__=~"litellm_proxy_(total|failed)_requests_metric_total",namespace="gateway",requested_model="batch"}'
     assert wake["query"] == f"(sum(increase({s}[10m])) or vector(0)) + (count({s} unless {s} offset 10m) or vector(0))"
 
 

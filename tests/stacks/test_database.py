@@ -649,3 +649,26 @@ def test_a_teams_stack_with_a_database_hands_the_reconciler_its_teams_and_keys(p
     c = job["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "RECONCILE_KEYS", "value": "/etc/reconciler-keys/keys.json"} in c["env"]
     assert re.fullmatch(r"[0-9a-f]{64}", job["spec"]["template"]["metadata"]["annotations"]["llm-serving/keys-sha256"])
+
+
+def test_the_postgres_log_group_is_ours_with_retention_and_the_logs_key(plan_of):
+    """RDS would create /aws/rds/instance/<id>/postgresql itself (kept forever, no CMK): the program
+    makes it first, and the logs key's policy names it (CloudWatch encrypts only named groups)."""
+    intent, rec, _ = plan_of(DB)
+    db = rec.one("aws:rds/instance:Instance", "gateway-db-postgres")
+    group = rec.one("aws:cloudwatch/logGroup:LogGroup", "gateway-db-logs")
+    assert group.inputs["name"] == "/aws/rds/instance/llm-gateway-database-ok-litellm/postgresql"
+    assert db.inputs["identifier"] == "llm-gateway-database-ok-litellm"  # the group's middle part
+    assert db.inputs["enabledCloudwatchLogsExports"] == ["postgresql"]  # the group's last part
+    assert group.inputs["retentionInDays"] == intent.config.cluster.logRetentionDays == 365
+    assert group.urn in db.dependencies  # created before the instance starts exporting
+    logs_key = rec.one("aws:kms/key:Key", "keys-logs").inputs
+    assert group.inputs["kmsKeyId"].startswith("arn:aws:kms:")
+    arns = json.loads(logs_key["policy"])["Statement"][1]["Condition"]["ArnEquals"][
+        "kms:EncryptionContext:aws:logs:arn"
+    ]
+    assert any(a.endswith(":log-group:" + group.inputs["name"]) for a in arns), arns
+    # control: without a database neither the group nor its name in the key policy
+    _, dev, _ = plan_of(DEV)
+    assert not [r for r in dev.by_type("aws:cloudwatch/logGroup:LogGroup") if "/aws/rds/" in r.inputs["name"]]
+    assert "/aws/rds/" not in dev.one("aws:kms/key:Key", "keys-logs").inputs["policy"]

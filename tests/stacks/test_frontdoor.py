@@ -426,3 +426,93 @@ def test_control_cluster_admin_or_cluster_scope_is_reported(plan_of):
     assoc[2]["inputs"]["accessScope"]["namespaces"] = ["gateway"]
     problems = team_access_problems(rs, roles)
     assert len(problems) == 3 and CLUSTER_ADMIN in problems[0]
+
+
+# ---- the upstream's name is resolved again while nginx runs ------------------------------------------------
+
+
+def re_resolution_problems(conf: str) -> list[str]:
+    """Why nginx would keep the upstream address it resolved at start-up (or fail to start without it)."""
+    out = []
+    upstream = re.search(r"upstream litellm \{(.*?)\}", conf, re.S)
+    body = upstream.group(1) if upstream else ""
+    if not re.search(r"^\s*zone litellm \d+k;$", body, re.M):
+        out.append("the upstream has no shared zone (`resolve` needs one)")
+    servers = re.findall(r"^\s*server (\S+)(.*);$", body, re.M)
+    if not servers or any("resolve" not in params.split() for _, params in servers):
+        out.append(f"an upstream server without `resolve`: {servers}")
+    if not re.search(r"^\s*resolver kube-dns\.kube-system\.svc\.cluster\.local valid=30s;$", conf, re.M):
+        out.append("no resolver at the cluster DNS with a 30 s cache")
+    passes = re.findall(r"proxy_pass (\S+);", conf)
+    if not passes or any(not p.startswith("http://litellm/") for p in passes):
+        out.append(f"a proxy_pass that bypasses the upstream block (and its keepalive pool): {passes}")
+    return out
+
+
+def test_nginx_re_resolves_the_gateway_service():
+    conf = render_frontdoor_conf(listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=60)
+    assert re_resolution_problems(conf) == []
+    assert "server litellm.gateway.svc.cluster.local:4000 resolve;" in conf
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (" resolve;", ";"),  # resolved once at start-up
+        ("zone litellm 64k;", ""),  # nginx refuses `resolve` without a zone
+        ("valid=30s", "valid=1h"),  # a replaced Service followed an hour late
+        ("proxy_pass http://litellm/v1/models;", "proxy_pass http://litellm.gateway.svc.cluster.local:4000;"),
+    ],
+)
+def test_a_front_door_that_keeps_a_stale_address_is_caught(old, new):
+    conf = render_frontdoor_conf(listen_port=4080, upstream="litellm.gateway.svc.cluster.local:4000", read_timeout_s=60)
+    assert old in conf
+    assert re_resolution_problems(conf.replace(old, new, 1))
+
+
+# ---- where the NLB goes, and how many security-group rules it writes --------------------------------------
+
+EXISTING = ROOT / "tests" / "configs" / "cluster-existing-vpc.ok.yaml"
+INTERNET = ROOT / "tests" / "configs" / "gateway-internet-facing.ok.yaml"
+SUBNETS = "service.beta.kubernetes.io/aws-load-balancer-subnets"
+
+
+def lb_annotations(out: Path) -> dict:
+    (svc,) = [
+        d
+        for f in sorted((out / "manifests").glob("*.yaml"))
+        if (d := yaml.safe_load(f.read_text()))["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
+    ]
+    return svc["metadata"].get("annotations") or {}
+
+
+def test_an_internal_nlb_in_an_existing_vpc_goes_to_its_private_subnets(plan_of):
+    _, _, out = plan_of(EXISTING)
+    # the fixture's privateSubnetIds, one per AZ (written out from the file)
+    assert lb_annotations(out)[SUBNETS] == "subnet-0a1,subnet-0b2,subnet-0c3"
+
+
+def test_an_internet_facing_nlb_in_an_existing_vpc_goes_to_its_public_subnets():
+    from components.frontdoor import Exposure, render_lb_service
+
+    annotations, _ = render_lb_service(Exposure(internal=False, subnet_ids=("subnet-1a1", "subnet-1b2")))
+    assert annotations[SUBNETS] == "subnet-1a1,subnet-1b2"
+    # control: no list, no annotation (the program's own VPC tags its public subnets for the controller)
+    assert SUBNETS not in render_lb_service(Exposure(internal=False))[0]
+
+
+def test_the_program_vpcs_internet_facing_nlb_is_left_to_the_role_tags(plan_of):
+    _, _, out = plan_of(INTERNET)
+    assert SUBNETS not in lb_annotations(out)
+
+
+def test_source_ranges_fit_the_cluster_security_group_quota():
+    from stacks.config import schema
+
+    # 2 rules per range + one health-check rule per subnet (6 AZs at most) + EKS's own rule <= 60
+    assert 2 * 26 + 6 + 1 <= 60 < 2 * 27 + 6 + 1
+    assert schema.MAX_SOURCE_RANGES == 26
+    ok = [f"198.51.100.{i}/32" for i in range(26)]
+    assert schema.GatewayConfig(sourceRanges=ok).sourceRanges == ok
+    with pytest.raises(ValueError, match="27 ranges"):
+        schema.GatewayConfig(sourceRanges=[*ok, "203.0.113.0/24"])

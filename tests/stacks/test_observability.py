@@ -250,7 +250,9 @@ def test_alerts_per_model_and_startup_budget(plan_of):
     assert rules["LLMQueueAtMaxReplicas"]["expr"].endswith(">= 2)")
     assert rules["LLMTTFTHigh"]["expr"].endswith(" > 2")
     assert rules["LLMKVCacheHigh"]["expr"].endswith(" > 0.9")
-    assert rules["LLMModelTargetDown"]["expr"] == 'up{job="models/vllm-qwen3-0-6b"} == 0'  # <ns>/<PodMonitor>
+    assert (
+        rules["LLMModelTargetDown"]["expr"] == 'up{namespace="models", job="models/vllm-qwen3-0-6b"} == 0'
+    )  # <ns>/<PodMonitor>
     # Below desired for longer than the startup budget: the same budget the startup probe allows.
     vllm = next(o for o in of_kind(objs, "Deployment") if o["metadata"]["namespace"] == "models")
     probe = vllm["spec"]["template"]["spec"]["containers"][0]["startupProbe"]

@@ -219,7 +219,7 @@ def test_every_query_in_the_list_parses_for_dashboards_and_alerts():
 
 def test_every_scaling_query_parses():
     for name in ("qwen3-0.6b", "meta-llama/Llama-3.1-8B-Instruct"):
-        for q in (scaling.running_query(name), scaling.waiting_query(name), scaling.wake_query(name)):
+        for q in (scaling.running_query(name, "m"), scaling.waiting_query(name, "m"), scaling.wake_query(name, "g")):
             assert problem(q) is None, q
 
 
@@ -261,3 +261,64 @@ def test_grafana_interpolation_is_what_prometheus_accepts():
     assert problem(two) is None
     # The string Prometheus matches against: the parser's own rendering unescapes one level.
     assert r'"(qwen3-0\.6b|llama-3\.1-8b)"' in str(promql_parser.parse(two))
+
+
+# ---- every query of the stack's own servers is scoped to the stack's namespaces --------------------------
+
+# Node-level series: the nodes (and their accelerators and Karpenter's pools) are shared by every stack
+# on the cluster, so these views are cluster-wide on purpose and carry no namespace of ours.
+CLUSTER_WIDE_METRICS = re.compile(r"karpenter_\w+|DCGM_\w+|neuroncore_\w+|neuron_runtime_\w+")
+
+
+def unscoped(expr: str, namespaces: set[str]) -> list[str]:
+    """The series selectors of `expr` without an exact `namespace="<one of ours>"` matcher."""
+    bad: list[str] = []
+
+    def visit(node) -> None:
+        if not isinstance(node, promql_parser.VectorSelector):
+            return
+        if node.name and CLUSTER_WIDE_METRICS.fullmatch(node.name):
+            return
+        ns = [m for m in node.matchers.matchers if m.name == "namespace"]
+        if not any(m.op == promql_parser.MatchOp.Equal and m.value in namespaces for m in ns):
+            bad.append(str(node))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return bad
+
+
+def own_namespaces(stack_file: Path) -> set[str]:
+    """The stack's (models, gateway) namespaces, written out: shared names, or team-prefixed ones."""
+    config = yaml.safe_load(stack_file.read_text())["config"]
+    team = (config.get("llm-serving:team") or {}).get("name")
+    return {f"{team}-models", f"{team}-gateway"} if team else {"models", "gateway"}
+
+
+@pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
+def test_every_shipped_query_names_the_stacks_namespace(plan_of, stack_file):
+    """KEDA triggers, alerts and dashboards read only the stack's own series: a second stack serving the
+    same model name (a team beside the platform) must not scale or alert on this one's load."""
+    _, _, out = plan_of(stack_file)
+    found = collected(out)
+    bad = [f"{w}: {s}" for w, e in found for s in unscoped(e, own_namespaces(stack_file))]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'sum(vllm:num_requests_running{model_name="m"})',  # no namespace
+        'sum(vllm:num_requests_running{namespace=~".*", model_name="m"})',  # a regex that takes all
+        'sum(vllm:num_requests_running{namespace="other-models", model_name="m"})',  # someone else's
+        'sum(vllm:num_requests_running{namespace!="models"})',  # a negative matcher
+        'sum(rate(x{namespace="models"}[5m])) / sum(rate(y[5m]))',  # one side of a ratio unscoped
+        '(count(up{namespace="gateway"} unless up offset 10m) or vector(0))',  # inside `unless … offset`
+    ],
+)
+def test_an_unscoped_query_is_reported(expr):
+    assert unscoped(expr, {"models", "gateway"})
+
+
+def test_a_scoped_query_and_a_node_level_one_pass():
+    assert unscoped('sum(a{namespace="models"}) / sum(b{namespace="gateway", x="y"})', {"models", "gateway"}) == []
+    assert unscoped("avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)", {"models", "gateway"}) == []
