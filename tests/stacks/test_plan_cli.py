@@ -24,11 +24,11 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
         doc = yaml.safe_load(h.read_text())
         assert set(doc) == {"chart", "repo", "version", "namespace", "values"}
         helm[h.stem] = (doc["repo"], doc["chart"], doc["version"], doc["namespace"])
-    # the pins decided for this round (Karpenter 1.14.1, GPU operator v26.7.0)
+    # the pins decided for this round (Karpenter 1.14.1, GPU operator v26.3.3)
     assert helm == {
         "karpenter-crd": ("oci://public.ecr.aws/karpenter", "karpenter-crd", "1.14.1", "kube-system"),
         "karpenter": ("oci://public.ecr.aws/karpenter", "karpenter", "1.14.1", "kube-system"),
-        "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.7.0", "gpu-operator"),
+        "gpu-operator": ("https://helm.ngc.nvidia.com/nvidia", "gpu-operator", "v26.3.3", "gpu-operator"),
         "kube-prometheus-stack": (
             "https://prometheus-community.github.io/helm-charts",
             "kube-prometheus-stack",
