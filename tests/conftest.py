@@ -63,6 +63,7 @@ TIER_OF = {
     "components/test_gateway_timeouts.py": "relations",
     "stacks/test_deploy_rules.py": "deploy_rules",
     "stacks/test_awaited_readiness.py": "deploy_rules",
+    "stacks/test_global_names.py": "deploy_rules",
     "stacks/test_platform_deploy.py": "deploy_rules",
     "stacks/test_helm.py": "helm",
     "stacks/test_rendered.py": "rendered",

@@ -223,7 +223,9 @@ def test_karpenter_controller_policies_cover_the_upstream_set(plan_of):
     assert actions >= UPSTREAM_ACTIONS, UPSTREAM_ACTIONS - actions
     assert actions <= UPSTREAM_ACTIONS, actions - UPSTREAM_ACTIONS  # nothing beyond it either
     pass_role = [s for s in stmts if s["Action"] == "iam:PassRole"]
-    assert len(pass_role) == 1 and pass_role[0]["Resource"].endswith(":role/KarpenterNodeRole-llm-seed002-g5-qwen3-14b")
+    assert len(pass_role) == 1 and pass_role[0]["Resource"].endswith(
+        ":role/KarpenterNodeRole-llm-seed002-g5-qwen3-14b-use1"
+    )
     # mutating EC2 actions are scoped to this cluster's tags
     for s in stmts:
         acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
