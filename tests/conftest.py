@@ -64,6 +64,8 @@ TIER_OF = {
     "stacks/test_deploy_rules.py": "deploy_rules",
     "stacks/test_awaited_readiness.py": "deploy_rules",
     "stacks/test_global_names.py": "deploy_rules",
+    "stacks/test_teardown.py": "deploy_rules",
+    "stacks/test_system_fit.py": "deploy_rules",
     "stacks/test_platform_deploy.py": "deploy_rules",
     "stacks/test_helm.py": "helm",
     "stacks/test_rendered.py": "rendered",

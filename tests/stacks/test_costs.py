@@ -26,12 +26,13 @@ def items(doc):
 def test_dev_stack_cost(plan_of):
     _intent, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
     doc = costs.stack_cost(rec.resources, {"qwen3-0-6b": 2}).as_dict()
-    # g6.xlarge 0.8048 and its root volume x 1 (min) / x 2 (max)
-    assert doc["min"] == pytest.approx(1.6101, abs=1e-4)
-    assert doc["min"] == pytest.approx(PLATFORM + PROMETHEUS + 0.8048 + GPU_ROOT, abs=1e-4)
-    assert doc["max"] == pytest.approx(PLATFORM + PROMETHEUS + 2 * (0.8048 + GPU_ROOT), abs=1e-4)
+    # a third system node (m7i.xlarge + its 50 GB root); g6.xlarge 0.8048 and its root x 1 (min) / x 2 (max)
+    third = 0.2016 + 50 * 0.08 / 730
+    assert doc["min"] == pytest.approx(1.8172, abs=1e-4)
+    assert doc["min"] == pytest.approx(PLATFORM + third + PROMETHEUS + 0.8048 + GPU_ROOT, abs=1e-4)
+    assert doc["max"] == pytest.approx(PLATFORM + third + PROMETHEUS + 2 * (0.8048 + GPU_ROOT), abs=1e-4)
     it = items(doc)
-    assert it["NAT gateways"]["count"] == 3 and it["system nodes"]["min"] == pytest.approx(0.4032)
+    assert it["NAT gateways"]["count"] == 3 and it["system nodes"]["min"] == pytest.approx(0.6048)
     assert it["accelerator nodes: qwen3-0-6b"]["note"] == "1-2x g6.xlarge (+7 capacity-fallback types, priced higher)"
 
 
@@ -83,7 +84,7 @@ def test_the_plan_table_prints_the_breakdown_and_total(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "whole stack $/h" in out
     total = [line for line in out.splitlines() if line.strip().startswith("total ")]
-    assert total and total[0].split()[1:] == ["$1.6101", "$2.4368"]
+    assert total and total[0].split()[1:] == ["$1.8172", "$2.6439"]
     assert "  not included: data transfer" in out
 
 
