@@ -38,9 +38,11 @@ def test_dev_stack_cost(plan_of):
 
 def test_seed002_stack_cost(plan_of):
     _, rec, _ = plan_of(ROOT / "stacks/examples/Pulumi.seed002-g5-qwen3-14b.yaml")
-    doc = costs.stack_cost(rec.resources, {"qwen3-14b": 1}).as_dict()
-    assert doc["min"] == pytest.approx(PLATFORM + 5.672 + GPU_ROOT, abs=1e-4)  # one g5.12xlarge
-    assert doc["max"] == doc["min"]
+    doc = costs.stack_cost(rec.resources, {"qwen3-14b": 2}).as_dict()
+    # three system nodes and Prometheus (as dev); one g5.12xlarge 5.672 with its root at min, two at max
+    base = PLATFORM + 0.2016 + 50 * 0.08 / 730 + PROMETHEUS
+    assert doc["min"] == pytest.approx(base + 5.672 + GPU_ROOT, abs=1e-4)
+    assert doc["max"] == pytest.approx(base + 2 * (5.672 + GPU_ROOT), abs=1e-4)
 
 
 def test_rds_multi_az_is_priced_from_the_registered_instance(tmp_path):
