@@ -158,6 +158,7 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
     with time and size retention, every PodMonitor/ServiceMonitor/PrometheusRule in the cluster
     selected (not only those labelled with the release), the dashboards sidecar on."""
     system = {"nodeSelector": dict(p.node_selector), "tolerations": [tolerate(p.system_taint)]}
+    with_requests = lambda pod: {**system, "resources": REQUESTS[pod]}  # noqa: E731
     storage = {
         "volumeClaimTemplate": {
             "spec": {
@@ -179,11 +180,7 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
                 "kubeProxy": False,
             }
         },
-        "prometheusOperator": {
-            **system,
-            "resources": REQUESTS["operator"],
-            "admissionWebhooks": {"patch": dict(system)},
-        },
+        "prometheusOperator": {**with_requests("operator"), "admissionWebhooks": {"patch": dict(system)}},
         "prometheus": {
             "prometheusSpec": {
                 **system,
@@ -196,7 +193,7 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
                 "ruleSelectorNilUsesHelmValues": False,
             }
         },
-        "alertmanager": {"alertmanagerSpec": {**system, "resources": REQUESTS["alertmanager"]}},
+        "alertmanager": {"alertmanagerSpec": with_requests("alertmanager")},
         "grafana": {
             **system,
             "resources": REQUESTS["grafana"],
@@ -210,7 +207,7 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
                 },
             },
         },
-        "kube-state-metrics": {**system, "resources": REQUESTS["kube-state-metrics"]},
+        "kube-state-metrics": with_requests("kube-state-metrics"),
         # Node metrics from every node, accelerator pools included (they are tainted).
         "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}], "resources": REQUESTS["node-exporter"]},
     }

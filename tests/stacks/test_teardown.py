@@ -96,3 +96,54 @@ def test_control_a_claim_beside_the_addon_is_caught(plan_of):
         "kubernetes:helm.sh/v3:Release observability-release: makes an EBS volume but does not wait for the "
         "aws-ebs-csi-driver add-on"
     ]
+
+
+# ---- before a platform destroy: the team stacks still on the cluster (stacks.verify --before-destroy) ----
+
+
+def _ns(*names):
+    return {"items": [{"metadata": {"name": n}} for n in names]}
+
+
+def _lb(ns, name, kind="LoadBalancer"):
+    return {"metadata": {"namespace": ns, "name": name}, "spec": {"type": kind}}
+
+
+def test_leftovers_name_the_team_and_its_load_balancer():
+    from stacks.verify import leftover_checks
+
+    ns = _ns("default", "gateway", "models", "monitoring", "search-models", "search-gateway", "solo-models")
+    svcs = {
+        "items": [_lb("gateway", "gateway-public"), _lb("search-gateway", "gateway-public"), _lb("x", "y", "ClusterIP")]
+    }
+    checks = leftover_checks(ns, svcs, {"gateway"})
+    fix = "run `pulumi destroy` on each team stack first, then this one"
+    assert [(c.name, c.ok, c.detail) for c in checks] == [
+        ("team stacks", False, f"still on the cluster: search — {fix}"),
+        ("load balancers", False, f"outside the platform: search-gateway/gateway-public — {fix}"),
+    ]
+
+
+def test_control_a_platform_alone_passes(tmp_path, capsys):
+    """Negative control, through the CLI: only the platform's namespaces and its own load balancer: exit 0."""
+    import json
+
+    from stacks import verify
+
+    answers = {
+        "namespaces": _ns("default", "gateway", "models", "monitoring"),
+        "services": {"items": [_lb("gateway", "gateway-public")]},
+    }
+    calls = []
+
+    def run(cmd):
+        calls.append(cmd)
+        return json.dumps(answers[cmd[4]])
+
+    out = tmp_path / "outputs.json"
+    out.write_text(json.dumps({"kubeconfig": "{}"}))
+    assert verify.main(["dev", "--outputs", str(out), "--before-destroy"], run=run) == 0
+    assert [c[3:5] for c in calls] == [["get", "namespaces"], ["get", "services"]]
+    answers["namespaces"] = _ns("gateway", "a-models", "a-gateway")
+    assert verify.main(["dev", "--outputs", str(out), "--before-destroy"], run=run) == 1
+    assert "still on the cluster: a" in capsys.readouterr().out
