@@ -9,6 +9,8 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
+from components.types import global_name
+
 # (notification type, percent of the limit): spend already above 80 %, or forecast to pass 100 %.
 THRESHOLDS = (("ACTUAL", 80), ("FORECASTED", 100))
 
@@ -16,6 +18,7 @@ THRESHOLDS = (("ACTUAL", 80), ("FORECASTED", 100))
 @dataclass(frozen=True)
 class BudgetArgs:
     cluster_name: str
+    region: str
     monthly_usd: float
     emails: tuple[str, ...]
 
@@ -40,7 +43,7 @@ class BillingBudget(pulumi.ComponentResource):
         # first, and the NAT, EFS and load balancers of the stack would be missed by a service filter.
         aws.budgets.Budget(
             f"{name}-monthly",
-            name=f"{args.cluster_name}-monthly",
+            name=global_name("monthly", args.cluster_name, args.region),  # Budgets are account-global
             budget_type="COST",
             time_unit="MONTHLY",
             limit_amount=f"{args.monthly_usd:.2f}",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 from pulumi import ResourceOptions
 
 from components.types import tcp_ingress_from, trust_policy
@@ -60,6 +61,10 @@ class DatabaseArgs:
 # Not `all`/`mod`: LiteLLM's writes carry hashed virtual keys and spend rows on every request.
 LOG_STATEMENT = "ddl"
 SLOW_STATEMENT_MS = 1000
+# The final snapshot's name suffix: 4 random bytes (8 hex digits), new whenever the instance is created
+# again. The final snapshot is kept on destroy, so a fixed name would make the next destroy of a rebuilt
+# database fail with DBSnapshotAlreadyExists.
+SNAPSHOT_SUFFIX_BYTES = 4
 MONITORING_INTERVAL_S = 60  # enhanced monitoring (OS metrics), seconds
 MONITORING_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 
@@ -153,12 +158,14 @@ class GatewayDatabase(pulumi.ComponentResource):
             opts=child,
         )
         placement = {"db_subnet_group_name": subnets.name, "vpc_security_group_ids": [sg.id]}
+        suffix = self._snapshot_suffix(name, args, protect)
         db = self._postgres(
             name,
             args,
             placement,
             params,
             monitoring,
+            suffix.hex,
             ResourceOptions(parent=self, protect=protect, depends_on=[monitoring_policy, logs]),
         )
         self.secret_arn = self._credentials(name, args, db, protect)
@@ -174,6 +181,7 @@ class GatewayDatabase(pulumi.ComponentResource):
         placement: dict,
         params: aws.rds.ParameterGroup,
         monitoring: aws.iam.Role,
+        snapshot_suffix: pulumi.Output[str],
         opts: ResourceOptions,
     ) -> aws.rds.Instance:
         """The instance: encrypted (the platform CMK when given), private, backed up, monitored."""
@@ -201,7 +209,7 @@ class GatewayDatabase(pulumi.ComponentResource):
             backup_retention_period=BACKUP_DAYS,
             copy_tags_to_snapshot=True,
             skip_final_snapshot=False,
-            final_snapshot_identifier=f"{args.cluster_name}-litellm-final",
+            final_snapshot_identifier=snapshot_suffix.apply(lambda h: f"{args.cluster_name}-litellm-final-{h}"),
             auto_minor_version_upgrade=True,
             iam_database_authentication_enabled=True,
             performance_insights_enabled=True,
@@ -212,6 +220,21 @@ class GatewayDatabase(pulumi.ComponentResource):
             **placement,
             **cmk,
             opts=opts,
+        )
+
+    def _snapshot_suffix(self, name: str, args: DatabaseArgs, protect: bool) -> random.RandomId:
+        """Keyed on the inputs that replace the instance, so it changes exactly when a new instance is
+        created (a fresh stack, or a replacement), never on an in-place update."""
+        return random.RandomId(
+            f"{name}-snapshot-suffix",
+            byte_length=SNAPSHOT_SUFFIX_BYTES,
+            keepers={
+                "identifier": f"{args.cluster_name}-litellm",
+                "dbName": DB_NAME,
+                "username": DB_USER,
+                **({} if args.kms_key_arn is None else {"kmsKeyArn": args.kms_key_arn}),
+            },
+            opts=ResourceOptions(parent=self, protect=protect),
         )
 
     def _credentials(self, name: str, args: DatabaseArgs, db: aws.rds.Instance, protect: bool) -> pulumi.Output[str]:

@@ -23,6 +23,7 @@ from components.types import (
     CrdsHandle,
     KarpenterIamHandle,
     SystemNodesHandle,
+    global_name,
     pod_identity_trust,
     policy_document,
     tolerate,
@@ -32,6 +33,10 @@ from components.types import (
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
 NODE_POLICIES = WORKER_NODE_POLICIES
+# IAM names are account-global: each gets the cluster name and region (components.types.global_name).
+NODE_ROLE_PREFIX = "KarpenterNodeRole"
+NODE_PROFILE_PREFIX = "KarpenterNodeInstanceProfile"
+CONTROLLER_ROLE_PREFIX = "KarpenterControllerRole"
 # (source, detail-type) of the EventBridge rules that feed the interruption queue.
 INTERRUPTION_EVENTS = (
     ("health", "aws.health", "AWS Health Event"),
@@ -131,14 +136,20 @@ class KarpenterIam(pulumi.ComponentResource):
         c = args.cluster_name
         trust_ec2 = trust_policy("ec2.amazonaws.com")
         node_role = aws.iam.Role(
-            f"{name}-node-role", name=f"KarpenterNodeRole-{c}", assume_role_policy=trust_ec2, opts=child
+            f"{name}-node-role",
+            name=global_name(NODE_ROLE_PREFIX, c, args.region),
+            assume_role_policy=trust_ec2,
+            opts=child,
         )
         for pol in NODE_POLICIES:
             aws.iam.RolePolicyAttachment(
                 f"{name}-node-{pol.rsplit('/', 1)[1]}", role=node_role.name, policy_arn=pol, opts=child
             )
         profile = aws.iam.InstanceProfile(
-            f"{name}-node-profile", name=f"KarpenterNodeInstanceProfile-{c}", role=node_role.name, opts=child
+            f"{name}-node-profile",
+            name=global_name(NODE_PROFILE_PREFIX, c, args.region),
+            role=node_role.name,
+            opts=child,
         )
         # Without an EC2_LINUX access entry, Karpenter's nodes never join an API-mode cluster.
         access = aws.eks.AccessEntry(
@@ -188,7 +199,7 @@ class KarpenterIam(pulumi.ComponentResource):
         """The controller's role (Pod Identity) with one inline policy per upstream document."""
         controller = aws.iam.Role(
             f"{name}-controller",
-            name=f"KarpenterControllerRole-{args.cluster_name}",
+            name=global_name(CONTROLLER_ROLE_PREFIX, args.cluster_name, args.region),
             assume_role_policy=pod_identity_trust(),
             opts=child,
         )

@@ -139,11 +139,26 @@ class ObservabilityArgs:
     after: tuple[pulumi.Resource, ...] = ()
 
 
+# Requests for every pod the chart puts on the system nodes (the chart sets none): what the scheduler
+# reserves for them, and what the plan's system-capacity check counts. Prometheus's memory grows with
+# active series; a few models and the platform's exporters stay well under 2 GiB.
+REQUESTS = {
+    "prometheus": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+    "alertmanager": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    "grafana": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    "grafana-sidecar": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+    "kube-state-metrics": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    "operator": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    "node-exporter": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+}
+
+
 def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
     """kube-prometheus-stack values: every controller on the system nodes, Prometheus on a gp3 volume
     with time and size retention, every PodMonitor/ServiceMonitor/PrometheusRule in the cluster
     selected (not only those labelled with the release), the dashboards sidecar on."""
     system = {"nodeSelector": dict(p.node_selector), "tolerations": [tolerate(p.system_taint)]}
+    with_requests = lambda pod: {**system, "resources": REQUESTS[pod]}  # noqa: E731
     storage = {
         "volumeClaimTemplate": {
             "spec": {
@@ -165,10 +180,11 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
                 "kubeProxy": False,
             }
         },
-        "prometheusOperator": {**system, "admissionWebhooks": {"patch": dict(system)}},
+        "prometheusOperator": {**with_requests("operator"), "admissionWebhooks": {"patch": dict(system)}},
         "prometheus": {
             "prometheusSpec": {
                 **system,
+                "resources": REQUESTS["prometheus"],
                 "retention": f"{p.retention_days}d",
                 "retentionSize": f"{p.retention_size_gib}GB",
                 "storageSpec": storage,
@@ -177,21 +193,23 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
                 "ruleSelectorNilUsesHelmValues": False,
             }
         },
-        "alertmanager": {"alertmanagerSpec": dict(system)},
+        "alertmanager": {"alertmanagerSpec": with_requests("alertmanager")},
         "grafana": {
             **system,
+            "resources": REQUESTS["grafana"],
             "sidecar": {
+                "resources": REQUESTS["grafana-sidecar"],
                 "dashboards": {
                     "enabled": True,
                     "label": DASHBOARD_LABEL[0],
                     "labelValue": DASHBOARD_LABEL[1],
                     "searchNamespace": "ALL",
-                }
+                },
             },
         },
-        "kube-state-metrics": dict(system),
+        "kube-state-metrics": with_requests("kube-state-metrics"),
         # Node metrics from every node, accelerator pools included (they are tainted).
-        "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}]},
+        "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}], "resources": REQUESTS["node-exporter"]},
     }
 
 

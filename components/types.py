@@ -388,3 +388,32 @@ def zone_spread(selector: dict[str, str]) -> list[dict]:
 def tolerate(key: str) -> dict:
     """The toleration of `taint(key)`: same key, same effect."""
     return {"key": key, "operator": "Exists", "effect": TAINT_EFFECT}
+
+
+# ---- account-global names --------------------------------------------------------------------------
+# IAM roles, instance profiles and Budgets are named once per account, not per region. The cluster name
+# is unique per region (EKS refuses a second one), so cluster name + region code is unique per account.
+IAM_NAME_MAX = 64  # IAM role and instance-profile names (IAM quotas: "Role name ... 64 characters")
+_DIRECTIONS = {
+    "north": "n",
+    "south": "s",
+    "east": "e",
+    "west": "w",
+    "central": "c",
+    "northeast": "ne",
+    "northwest": "nw",
+    "southeast": "se",
+    "southwest": "sw",
+    "gov": "g",
+}
+
+
+def region_code(region: str) -> str:
+    """us-east-1 -> use1, ap-southeast-2 -> apse2, us-gov-west-1 -> usgw1 (the usual short form)."""
+    parts = region.split("-")
+    return parts[0] + "".join(_DIRECTIONS.get(p, p) for p in parts[1:])
+
+
+def global_name(prefix: str, cluster_name: str, region: str) -> str:
+    """An account-global name unique per stack and region: `<prefix>-<cluster>-<region code>`."""
+    return f"{prefix}-{cluster_name}-{region_code(region)}"

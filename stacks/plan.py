@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(why, file=sys.stderr)
         return 2
 
+    from stacks.capacity import system_fit
     from stacks.config import ConfigError
     from stacks.report import summary, table
 
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             print(ln if ln.startswith("error: ") else f"error: {ln}", file=sys.stderr)
         return 2
     resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
+    if fit_problems := system_fit.problems_of(resources):  # needs the rendered objects, so after the program
+        print("\n".join(f"error: {p}" for p in fit_problems), file=sys.stderr)
+        return 2
     try:
         doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, len(resources), resources)
     except OSError as e:

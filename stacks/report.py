@@ -225,6 +225,8 @@ def cost_lines(cost: dict | None) -> list[str]:
     rows = [[i["name"], str(i["count"]), f"${i['min']:.4f}", f"${i['max']:.4f}", i["note"]] for i in cost["items"]]
     rows.append(["total", "", f"${cost['min']:.4f}", f"${cost['max']:.4f}", ""])
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    from stacks.capacity.costs import NOT_INCLUDED
+
     out = ["whole stack $/h (us-east-1 on-demand, min-max; prices: stacks/catalog/prices.yaml):"]
     for r in rows:
         out.append(
@@ -234,4 +236,5 @@ def cost_lines(cost: dict | None) -> list[str]:
                 + (f"  {r[4]}" if r[4] else "")
             ).rstrip()
         )
+    out.append(f"  {NOT_INCLUDED}")
     return out

@@ -1,5 +1,5 @@
 """Post-deploy check: `python -m stacks.verify STACK [--outputs FILE] [--skip-cluster]
-[--gateway-url URL] [--api-key KEY]`.
+[--gateway-url URL] [--api-key KEY] [--before-destroy]`.
 
 Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --show-secrets -s STACK`, or
 FILE holding that JSON) and checks, in a short table:
@@ -11,6 +11,9 @@ FILE holding that JSON) and checks, in a short table:
 Needs the `pulumi` CLI (unless --outputs), `kubectl` and the `aws` CLI the kubeconfig calls (unless
 --skip-cluster), and a route to the gateway: its load balancer is internal by default, so from outside
 the VPC run `kubectl -n gateway port-forward svc/litellm 4000:4000` and pass --gateway-url http://127.0.0.1:4000.
+With --before-destroy (a platform stack, before `pulumi destroy`): lists the team stacks still on the
+cluster (their `<team>-models`/`<team>-gateway` namespaces) and load balancers outside the platform's
+gateway namespace, which keep ENIs and security-group rules in the platform's VPC; exit 1 while any remain.
 Exit 0 when every check passes, 1 when one fails, 2 on bad input (one line, no traceback).
 """
 
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from components.cluster import SYSTEM_LABEL
-from components.types import MODELS_NS, POOL_LABEL
+from components.types import GATEWAY_NS, MODELS_NS, POOL_LABEL
 from stacks import verify_canary
 
 Runner = Callable[[list[str]], str]
@@ -235,6 +238,42 @@ def phase_checks(run: Runner, kubeconfig: str, targets: dict[str, tuple[str, str
         return [Check("phases", False, _first_line(e))]
 
 
+def leftover_checks(namespaces: dict, services: dict, platform_namespaces: set[str]) -> list[Check]:
+    """What a platform destroy would strand: team stacks (both team namespaces present) and
+    LoadBalancer Services outside the platform's namespaces (their NLBs hold subnets and SG rules)."""
+    names = {(n.get("metadata") or {}).get("name", "") for n in namespaces.get("items") or []}
+    teams = sorted(
+        n.removesuffix("-models") for n in names if n.endswith("-models") and n.replace("-models", "-gateway") in names
+    )
+    lbs = sorted(
+        f"{m.get('namespace')}/{m.get('name')}"
+        for svc in services.get("items") or []
+        if (svc.get("spec") or {}).get("type") == "LoadBalancer"
+        and (m := svc.get("metadata") or {}).get("namespace") not in platform_namespaces
+    )
+    fix = "run `pulumi destroy` on each team stack first, then this one"
+    return [
+        Check("team stacks", not teams, f"still on the cluster: {', '.join(teams)} — {fix}" if teams else "none"),
+        Check("load balancers", not lbs, f"outside the platform: {', '.join(lbs)} — {fix}" if lbs else "none"),
+    ]
+
+
+def before_destroy(outputs: dict, run: Runner) -> list[Check]:
+    kubeconfig = need(outputs, "kubeconfig", "the platform stack exports it")
+    fd, path = tempfile.mkstemp(prefix="verify-kubeconfig-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(kubeconfig if isinstance(kubeconfig, str) else json.dumps(kubeconfig))
+        try:
+            ns = kubectl_json(run, path, "get", "namespaces")
+            svcs = kubectl_json(run, path, "get", "services", "--all-namespaces")
+        except (subprocess.CalledProcessError, ValueError) as e:
+            return [Check("cluster reachable", False, _first_line(e))]
+        return leftover_checks(ns, svcs, {GATEWAY_NS})
+    finally:
+        os.unlink(path)
+
+
 # --- gateway chat -------------------------------------------------------------------------------
 
 
@@ -312,6 +351,9 @@ def table(checks: list[Check]) -> str:
 
 def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[Check]]:
     outputs = load_outputs(a.stack, a.outputs, run)
+    if a.before_destroy:
+        checks = before_destroy(outputs, run)
+        return (0 if all(c.ok for c in checks) else 1), checks
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
     key = a.api_key or need(
         outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
@@ -340,6 +382,7 @@ def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
         help="run a device canary pod on the first node of each accelerator kind (needs a free device)",
     )
     ap.add_argument("--timeout", type=float, default=120, help="seconds per chat (default 120)")
+    ap.add_argument("--before-destroy", action="store_true", help="list team stacks left before a platform destroy")
     a = ap.parse_args(argv)
     try:
         code, checks = verify(a, run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -422,6 +422,19 @@ class _Rds(_Priced):
     storageUsdPerGbMonth: _AzPair
 
 
+class _Ebs(_Priced):
+    gp3UsdPerGbMonth: float = Field(gt=0)
+    gp3IopsUsdPerMonth: float = Field(gt=0)
+    gp3ThroughputUsdPerMbpsMonth: float = Field(gt=0)
+
+
+class _Logs(_Priced):
+    ingestUsdPerGb: float = Field(gt=0)
+    storageUsdPerGbMonth: float = Field(gt=0)
+    unsetRetentionDays: int = Field(gt=0)
+    assumedGbPerDay: dict[str, float]
+
+
 class _PricesFile(_Row):
     region: str
     hoursPerMonth: float = Field(gt=0)
@@ -432,6 +445,9 @@ class _PricesFile(_Row):
     networkLoadBalancer: _Hourly
     efs: _Efs
     rds: _Rds
+    ebs: _Ebs
+    elasticache: _HourlyTable
+    cloudwatchLogs: _Logs
 
 
 @dataclass(frozen=True)
@@ -450,6 +466,14 @@ class Prices:
     efs_assumed_gb: float
     rds: dict[str, tuple[float, float]]  # class -> (single-AZ, Multi-AZ) $/h
     rds_storage_gb_month: tuple[float, float]
+    gp3_gb_month: float = 0.0
+    gp3_iops_month: float = 0.0  # per IOPS above GP3_BASE_IOPS
+    gp3_mbps_month: float = 0.0  # per MB/s above GP3_BASE_MBPS
+    elasticache: dict[str, float] = field(default_factory=dict)
+    logs_ingest_gb: float = 0.0
+    logs_storage_gb_month: float = 0.0
+    logs_unset_retention_days: int = 365
+    logs_gb_per_day: dict[str, float] = field(default_factory=dict)  # assumption, per log type
 
     def instance_usd(self, name: str) -> float | None:
         """Any EC2 instance: platform rows here, accelerator rows from instances.yaml; None for a
@@ -480,4 +504,12 @@ def prices() -> Prices:
         efs_assumed_gb=p.efs.assumedStoredGB,
         rds={k: (v.singleAz, v.multiAz) for k, v in p.rds.usdPerHour.items()},
         rds_storage_gb_month=(p.rds.storageUsdPerGbMonth.singleAz, p.rds.storageUsdPerGbMonth.multiAz),
+        gp3_gb_month=p.ebs.gp3UsdPerGbMonth,
+        gp3_iops_month=p.ebs.gp3IopsUsdPerMonth,
+        gp3_mbps_month=p.ebs.gp3ThroughputUsdPerMbpsMonth,
+        elasticache=dict(p.elasticache.usdPerHour),
+        logs_ingest_gb=p.cloudwatchLogs.ingestUsdPerGb,
+        logs_storage_gb_month=p.cloudwatchLogs.storageUsdPerGbMonth,
+        logs_unset_retention_days=p.cloudwatchLogs.unsetRetentionDays,
+        logs_gb_per_day=dict(p.cloudwatchLogs.assumedGbPerDay),
     )

@@ -192,6 +192,7 @@ def build(
     admissions.append(ScrapeAdmission("litellm-from-prometheus", gateway_ns, GATEWAY_SELECTOR, gw_port))
     targets += platform_targets(intent, o.namespace)
     admissions += neuron_admission(intent)
+    prom = prometheus_settings(intent, plat)
     return Observability(
         "observability",
         ObservabilityArgs(
@@ -201,9 +202,10 @@ def build(
             rule_groups=tuple(queries.rule_groups(model_targets(intent, specs, models_ns), namespaces)),
             dashboards=queries.dashboards(namespaces, prefix),
             rule_name=f"{prefix}llm-serving",
-            prometheus=prometheus_settings(intent, plat),
+            prometheus=prom,
             neuron_monitor=neuron_monitor(intent),
-            after=after,
+            # Prometheus's claim is deleted (with its namespace) before the EBS CSI add-on on destroy.
+            after=(*after, *(plat.storage.ready if prom is not None else ())),
         ),
         opts=opts,
     )

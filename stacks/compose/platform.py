@@ -282,7 +282,10 @@ def footing(intent: StackIntent) -> Footing:
         BillingBudget(
             "billing",
             BudgetArgs(
-                cluster_name=c, monthly_usd=cfg.cluster.budget.monthlyUsd, emails=tuple(cfg.cluster.budget.emails)
+                cluster_name=c,
+                region=intent.region,
+                monthly_usd=cfg.cluster.budget.monthlyUsd,
+                emails=tuple(cfg.cluster.budget.emails),
             ),
         )
     return Footing(cluster_name=c, region=intent.region, account=account, versions=catalog.versions(), keys=keys)

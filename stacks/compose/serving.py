@@ -586,7 +586,7 @@ def web_ui(intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys,
             secret_key=keys.webui_secret,
             storage_class=plat.storage.ebs_storage_class,
             system_taint=SYSTEM_TAINT,
-            after=(*scope.ns_ready, *plat.system_ready),
+            after=(*scope.ns_ready, *plat.system_ready, *plat.storage.ready),  # the add-on outlives the claim
         ),
         opts=scope.kopts,
     )

@@ -9,10 +9,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from components.drivers import GPU_OPERATOR_NAMESPACE
+from components.karpenter import CONTROLLER_ROLE_PREFIX as KARPENTER_CONTROLLER_ROLE
 from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
 from components.keda import KEDA_NAMESPACE
 from components.model_cache import SERVICE_ACCOUNT
-from components.types import GATEWAY_NS, MODELS_NS, AcceleratorKind, InstanceType, ModelArch
+from components.types import (
+    GATEWAY_NS,
+    IAM_NAME_MAX,
+    MODELS_NS,
+    AcceleratorKind,
+    InstanceType,
+    ModelArch,
+    global_name,
+)
 from stacks import catalog
 from stacks.capacity import planner
 from stacks.config import vllm_flags
@@ -928,13 +937,15 @@ class _Resolver:
         return []
 
     def _derived_name_lengths(self, cluster_name: str) -> None:
-        if len(cluster_name) > CLUSTER_NAME_MAX:
+        role = global_name(KARPENTER_CONTROLLER_ROLE, cluster_name, self.region)
+        limit = min(CLUSTER_NAME_MAX, IAM_NAME_MAX - (len(role) - len(cluster_name)))
+        if len(cluster_name) > limit:
             given = self.cfg.cluster.name is not None
             self.err(
                 ("cluster", "name"),
                 f"cluster name {cluster_name!r} ({'given' if given else 'llm-<stack>'}) is "
-                f"{len(cluster_name)} characters; IAM role KarpenterControllerRole-{cluster_name} must fit 64",
-                f"set cluster.name to at most {CLUSTER_NAME_MAX} characters",
+                f"{len(cluster_name)} characters; IAM role {role} must fit {IAM_NAME_MAX}",
+                f"set cluster.name to at most {limit} characters",
             )
 
     def _kubernetes_version(self, pinned: str) -> None:

@@ -208,6 +208,9 @@ class Mocks(pmocks.Mocks):
                 "secretOutputNames": ["kubeconfig"],
             },
             "random:index/randomPassword:RandomPassword": lambda name, inp, out: {"result": "mock-" + _fake_id(name)},
+            "random:index/randomId:RandomId": lambda name, inp, out: {
+                "hex": _fake_id(name)[: 2 * int(inp["byteLength"])]
+            },
         }
 
     def _kubernetes(self, name: str, typ: str, inp: dict, out: dict) -> dict:

@@ -246,18 +246,18 @@ def test_every_error_branch_of_the_config_has_a_fixture():
 
 
 def test_a_long_stack_name_is_caught_through_the_derived_cluster_name():
-    """No cluster.name: the cluster is llm-<stack>; a 37-character stack makes it 41 characters, and
-    KarpenterControllerRole-<cluster> would be 65 > IAM's 64."""
+    """No cluster.name: the cluster is llm-<stack>; a 32-character stack makes it 36 characters, and
+    KarpenterControllerRole-<cluster>-use1 would be 24 + 36 + 5 = 65 > IAM's 64."""
     raw = {"models": {"tiny": {"preset": "qwen3-0.6b"}}}
-    stack = "search-team-production-eu-west-1-blue"
-    assert len(stack) == 37
+    stack = "search-team-production-euw1-blue"
+    assert len(stack) == 32
     with pytest.raises(config.ConfigError) as e:
         config.resolve(raw, stack=stack)
     assert e.value.problems == [
-        f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 41 characters; IAM role "
-        f"KarpenterControllerRole-llm-{stack} must fit 64 — set cluster.name to at most 40 characters"
+        f"llm-serving:cluster.name: cluster name 'llm-{stack}' (llm-<stack>) is 36 characters; IAM role "
+        f"KarpenterControllerRole-llm-{stack}-use1 must fit 64 — set cluster.name to at most 35 characters"
     ]
-    config.resolve(raw, stack=stack[:-1])  # negative control: 40 characters is fine
+    config.resolve(raw, stack=stack[:-1])  # negative control: 35 characters is fine
 
 
 # What each ok fixture resolves to, by hand. KV bytes per token per device = 2 x layers x
