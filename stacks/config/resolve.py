@@ -193,9 +193,9 @@ class _Resolver:
             )
         self._observability(models)
         self._object_names()
-        from stacks.capacity import scaling
+        from stacks.capacity import gateway_sizing, scaling
 
-        for path, what, fix in scaling.problems(cfg):
+        for path, what, fix in scaling.problems(cfg) + gateway_sizing.problems(cfg):
             self.err(path, what, fix)
         warnings = self._cluster_checks() + self._teams() + self._unpriced()
         self._gateway_exposure()
