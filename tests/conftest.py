@@ -48,6 +48,7 @@ TIER_OF = {
     "stacks/test_bench_cli.py": "planner",
     "stacks/test_bench_job.py": "policy",
     "stacks/test_gateway_sizing.py": "planner",
+    "stacks/test_bench_plan.py": "planner",
     "stacks/test_showback.py": "planner",
     "stacks/test_autoscaling.py": "planner",
     "stacks/test_wiring.py": "wiring",
