@@ -455,6 +455,12 @@ def bench_in_cluster(a: argparse.Namespace, run_cmd: Runner = run_command) -> di
         levels = [eng.level(doc, c) for c, doc in results]
     except (KeyError, ValueError, TypeError) as e:
         raise BadInput(f"in-cluster bench: unexpected engine result ({e!r})") from None
+    if dead := next((lv for lv in levels if lv.completed == 0), None):
+        # the engine reports a refused key as requests that all failed; the local run asks /v1/models first
+        raise BadInput(
+            f"in-cluster bench: concurrency {dead.concurrency}: all {dead.failed} requests failed — check the key "
+            f"(--api-key) and that the gateway serves {model!r}"
+        )
     return {"stack": a.stack, "gatewayUrl": url, **report(run, slo[1], facts, levels)}
 
 

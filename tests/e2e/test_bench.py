@@ -103,7 +103,6 @@ def door(rendered, tiny_model, vllm_server, tmp_path_factory):
         raise
     yield {
         "url": f"http://127.0.0.1:{ng.port}",
-        "gateway": f"http://127.0.0.1:{gw.port}",  # LiteLLM itself, as the in-cluster Job reaches it
         "model": rendered.litellm_config["model_list"][0]["model_name"],
         "tokenizer": str(tiny_model),
         "work": work,
@@ -227,42 +226,3 @@ def test_bad_inputs_are_one_line_and_exit_2(door):
     closed = door["url"].rsplit(":", 1)[0] + ":9"  # discard port: nothing listens
     r = run_bench(door, "--api-key", MASTER_KEY, *ok, "--gateway-url", closed)
     one_line(r, "unreachable")
-
-
-def test_the_in_cluster_jobs_command_line_runs_the_engine(door, tmp_path, monkeypatch):
-    """The rendered Job's container command and args, exactly, run here: python with the in-pod program,
-    `vllm` on PATH (the e2e engine, as in the image), the key in OPENAI_API_KEY, straight to LiteLLM."""
-    from stacks import catalog, measure
-    from stacks.measure import engine as eng
-    from stacks.measure import job
-
-    monkeypatch.setattr(job, "RESULT_DIR", str(tmp_path))  # the pod's emptyDir
-    run = eng.Run(
-        "vllm",
-        door["gateway"],
-        door["model"],
-        door["tokenizer"],
-        "random",
-        INPUT_LEN,
-        OUTPUT_LEN,
-        measure.Slo(1e5, 1e4),
-    )
-    spec = job.JobSpec(
-        "models", "gateway", catalog.versions().images["vllm"], "model-cache", run, ((1, 2), (2, 4)), 600
-    )
-    container = job.render_job(spec)["spec"]["template"]["spec"]["containers"][0]
-    cmd = [*container["command"], *container["args"]]
-    assert cmd == job.container_args(spec) and cmd[0] == "python3"
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    env = {**env, "HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub")}  # the pod's volumes, here
-    path = f"{ENGINE.parent}:/usr/bin:/bin"
-    p = subprocess.run(
-        cmd, env={**env, "PATH": path, "OPENAI_API_KEY": MASTER_KEY}, capture_output=True, text=True, timeout=600
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
-    levels, error = job.parse_log(p.stdout)
-    assert error is None and [c for c, _ in levels] == [1, 2]
-    for (c, doc), n in zip(levels, (2, 4), strict=True):
-        lv = eng.level(doc, c)
-        assert (lv.completed, lv.failed) == (n, 0)
-        assert lv.output_tokens == n * OUTPUT_LEN  # usage read from the gateway's stream

@@ -333,6 +333,19 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, args, fake, message):
         assert fake.calls[-1] == "delete"
 
 
+def test_cli_refuses_a_level_whose_requests_all_failed(capsys, tmp_path):
+    # what the engine saves when the gateway refuses the key: 0 completed, 4 failed
+    dead = {**stub_result(1, 4), "completed": 0, "failed": 4}
+    log = f"{job.BEGIN}\n{json.dumps({'levels': [{'concurrency': 1, 'result': dead}], 'error': None})}\n{job.END}\n"
+    fake = FakeKubectl(log=log)
+    code, out, err = cli(capsys, tmp_path, fake, "--requests", "4", "--concurrency", "1", *SLO)
+    assert code == 2 and out == "" and fake.calls[-1] == "delete"
+    assert err.splitlines()[-1] == (
+        "error: in-cluster bench: concurrency 1: all 4 requests failed — check the key (--api-key) and that "
+        "the gateway serves 'qwen3-0.6b'"
+    )
+
+
 def test_cli_without_tokenizer_or_config(capsys, tmp_path):
     code, _, err = cli(capsys, tmp_path, FakeKubectl(), "--requests", "8", *SLO[:4], "--model", MODEL)
     assert code == 2 and "no tokenizer — pass --tokenizer" in err
