@@ -1,7 +1,7 @@
 """Load test a deployed stack: `python -m stacks.bench STACK [--outputs FILE] [--gateway-url URL]
 [--api-key KEY] [--model NAME] [--concurrency 1,2,4,8] [--duration S | --requests N]
 [--dataset random|shared-prefix|FILE] [--input-len N] [--output-len N] [--slo-ttft-ms MS --slo-itl-ms MS]
-[--json]`.
+[--json] [--in-cluster [--gateway-namespace NS]]`.
 
 Reads the stack outputs as `stacks.verify` does (gateway URL, master key, models; flags override them) and
 runs the load engine, `vllm bench serve` (shipped with vLLM; `--engine PATH`, default `vllm` on PATH), once
@@ -17,6 +17,12 @@ config. Prices and the tokenizer (the model's Hugging Face id) come from the sta
 --duration is approximate: each level's request count is sized from the previous level's median
 end-to-end time (the first from one test chat); every level starts with one warm-up request per stream.
 Exit 0 when every level ran, 1 when the engine failed, 2 on bad input (one line, no traceback).
+
+--in-cluster runs the same engine, with the same command lines, as a Job in the model's namespace
+(stacks/measure/job.py: the pinned vLLM image, non-root, read-only root, its own ServiceAccount and
+NetworkPolicies, the tokenizer read from the model cache), through `kubectl` with the stack's
+kubeconfig: apply, wait, read the result from the pod log, delete (also on failure). It needs
+--requests (default 20 per stream) rather than --duration; any failure of the Job exits 2 with one line.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from stacks import measure
+from components.model_cache import ModelCache
+from components.types import GATEWAY_NS, GATEWAY_PORT, MODELS_NS, service_host
+from stacks import catalog, measure
 from stacks.measure import engine as eng
-from stacks.verify import BadInput, chat, load_outputs, need, run_command
+from stacks.measure import job
+from stacks.verify import BadInput, Runner, chat, load_outputs, model_targets, need, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_ENV = "STACKS_BENCH_ENGINE"
@@ -110,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--results-dir", type=Path, help="keep the engine's JSON result per level here")
     ap.add_argument("--timeout", type=_positive(float), default=1800, help="seconds per level (default 1800)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--in-cluster", action="store_true", help="run the engine as a Job in the cluster (kubectl)")
+    ap.add_argument("--gateway-namespace", help="--in-cluster: LiteLLM's namespace (default: beside the model's)")
     return ap
 
 
@@ -376,10 +387,87 @@ def bench(a: argparse.Namespace) -> dict:
     return {"stack": a.stack, "gatewayUrl": url, **report(run, slo[1], facts, levels)}
 
 
-def main(argv: list[str] | None = None) -> int:
+# --- in-cluster: the engine as a Job (stacks/measure/job.py) ---------------------------------------
+
+REQUESTS_PER_STREAM = 20  # --in-cluster without --requests: this many per stream at every level
+
+
+def in_cluster_checks(a: argparse.Namespace) -> None:
+    if a.duration is not None:
+        raise BadInput("--duration: the Job cannot time a first request from here — pass --requests N")
+    if a.dataset not in eng.DATASETS:
+        raise BadInput(f"--dataset {a.dataset}: the Job has no local files — pass random or shared-prefix")
+    check_flags(argparse.Namespace(**{**vars(a), "engine": sys.executable, "dataset": "random"}))
+
+
+def namespaces_of(a: argparse.Namespace, outputs: dict, model: str) -> tuple[str, str]:
+    """(models, gateway) namespaces: the model's from its endpoint; LiteLLM's beside it, as
+    platform (`models`/`gateway`) and team (`T-models`/`T-gateway`) stacks name them."""
+    endpoints = need(outputs, "modelEndpoints", "the stack exports every model's in-cluster URL")
+    if model not in endpoints:
+        raise BadInput(f"model {model!r}: not in the stack output modelEndpoints — pass one of {', '.join(endpoints)}")
+    models_ns = model_targets({model: endpoints[model]})[model][0]
+    if a.gateway_namespace:
+        return models_ns, a.gateway_namespace
+    if models_ns == MODELS_NS:
+        return models_ns, GATEWAY_NS
+    if models_ns.endswith(f"-{MODELS_NS}"):
+        return models_ns, models_ns.removesuffix(MODELS_NS) + GATEWAY_NS
+    raise BadInput(f"namespace {models_ns}: cannot tell the gateway's namespace from it — pass --gateway-namespace")
+
+
+def bench_in_cluster(a: argparse.Namespace, run_cmd: Runner = run_command) -> dict:
+    in_cluster_checks(a)
+    outputs = load_outputs(a.stack, a.outputs, run_cmd)
+    key = a.api_key or need(outputs, "gatewayMasterKey", "redeploy with this version or pass --api-key")
+    model = pick_model(a.model, list(outputs.get("models") or []), list(outputs.get("models") or []))
+    models_ns, gateway_ns = namespaces_of(a, outputs, model)
+    facts = stack_facts(a.stack, a.config, model)
+    slo = slo_of(a, facts, model)
+    tokenizer = a.tokenizer or facts.hf_id
+    if tokenizer is None:
+        raise BadInput(
+            f"model {model!r}: no tokenizer — pass --tokenizer HF_ID (read from the model cache) or --config"
+        )
+    url = f"http://{service_host(job.GATEWAY_SERVICE, gateway_ns)}:{GATEWAY_PORT}"
+    run = eng.Run("vllm", url, model, tokenizer, a.dataset, a.input_len, a.output_len, slo[0])
+    spec = job.JobSpec(
+        models_ns=models_ns,
+        gateway_ns=gateway_ns,
+        image=catalog.versions().images["vllm"],
+        cache_claim=ModelCache.claim_name,
+        run=run,
+        levels=tuple((c, a.requests or REQUESTS_PER_STREAM * c) for c in a.concurrency),
+        level_timeout_s=a.timeout,
+    )
+    kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it")
+    fd, path = tempfile.mkstemp(prefix="bench-kubeconfig-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
+            f.write(kubeconfig if isinstance(kubeconfig, str) else json.dumps(kubeconfig))
+        progress(f"bench {model}: Job {models_ns}/{job.NAME}, {len(spec.levels)} levels, against {url} ...")
+        results = job.run_job(job.Cluster(run_cmd, path, progress=progress), spec, key)
+    except job.JobFailed as e:
+        raise BadInput(f"in-cluster bench: {e}") from None
+    finally:
+        os.unlink(path)
+    try:
+        levels = [eng.level(doc, c) for c, doc in results]
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadInput(f"in-cluster bench: unexpected engine result ({e!r})") from None
+    if dead := next((lv for lv in levels if lv.completed == 0), None):
+        # the engine reports a refused key as requests that all failed; the local run asks /v1/models first
+        raise BadInput(
+            f"in-cluster bench: concurrency {dead.concurrency}: all {dead.failed} requests failed — check the key "
+            f"(--api-key) and that the gateway serves {model!r}"
+        )
+    return {"stack": a.stack, "gatewayUrl": url, **report(run, slo[1], facts, levels)}
+
+
+def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
     a = parser().parse_args(argv)
     try:
-        doc = bench(a)
+        doc = bench_in_cluster(a, run) if a.in_cluster else bench(a)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

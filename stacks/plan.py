@@ -1,8 +1,11 @@
-"""Offline plan: `python -m stacks.plan STACK [--config FILE] [--out DIR]`.
+"""Offline plan: `python -m stacks.plan STACK [--config FILE] [--out DIR] [--bench RESULT.json]`.
 
 Validates the stack config, runs the whole program (__main__.py) under Pulumi mocks, prints what
 would be deployed, and with --out writes resources.json, manifests/, helm/ and summary.json.
 Exit 0 on success, 2 on invalid config (one `error: <key path>: …` line per problem).
+--bench puts a `stacks.bench --json` result beside the plan (stacks/measure/compare.py): each model's
+measured knee and $ per 1M output tokens next to its planned max concurrency, a warning line where they
+differ by more than 20 %; exit 2 with one line for an unreadable result or a model not in the stack.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from stacks.measure import compare
 from stacks.yamlio import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,53 +171,83 @@ def _out_problem(out: Path) -> str | None:
     return None
 
 
+def bench_lines(path: Path | None, intent) -> list[str]:
+    """`--bench`: each benchmarked model's measured knee beside its planned max concurrency (the model
+    found by its key or its served name); compare.BadResult for a file or model that does not fit."""
+    if path is None:
+        return []
+    planned = {}
+    for key, m in intent.models.items():
+        p = compare.Planned(key, m.sizing.max_concurrency, max(1, m.replicas_min))
+        planned[key] = planned[m.served_name] = p
+    return compare.compare(compare.read_results(path), planned)
+
+
+def _arg_problem(a: argparse.Namespace, stack_file: Path) -> str | None:
+    """The one-line refusal for a bad stack name, a missing stack file or an unusable --out."""
+    if not STACK_NAME.match(a.stack):
+        return f"error: {a.stack!r}: not a stack name — use letters, digits, '-', '_', '.'"
+    if a.config is None and not stack_file.exists():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+        return (
+            f"error: {stack_file}: no such stack file (stacks here: {', '.join(known) or 'none'}) — "
+            f"create it or pass --config FILE"
+        )
+    if a.out is not None and (why := _out_problem(a.out)):
+        return why
+    return None
+
+
+class _Refused(Exception):
+    """Lines (each `error: ...`) the CLI prints before it exits 2."""
+
+
+def _planned(a: argparse.Namespace, stack_file: Path) -> tuple:
+    from stacks.capacity import system_fit
+    from stacks.config import ConfigError
+
+    try:
+        intent, rec = run_program(a.stack, stack_file)
+    except ConfigError as e:
+        raise _Refused([f"error: {p}" for p in e.problems]) from None
+    except pulumi.RunError as e:  # the program's own config check (stacks.config.load) under the mocks
+        lines = [ln for ln in str(e).splitlines() if ln.strip() and ln != "invalid stack config:"]
+        raise _Refused([ln if ln.startswith("error: ") else f"error: {ln}" for ln in lines]) from None
+    try:
+        measured = bench_lines(a.bench, intent)
+    except compare.BadResult as e:
+        raise _Refused([f"error: {e}"]) from None
+    resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
+    if fit_problems := system_fit.problems_of(resources):  # needs the rendered objects, so after the program
+        raise _Refused([f"error: {p}" for p in fit_problems])
+    return intent, rec, resources, measured
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stacks.plan", description=__doc__.splitlines()[0])
     ap.add_argument("stack")
     ap.add_argument("--config", type=Path, help="a Pulumi.<stack>.yaml-format file (default: Pulumi.STACK.yaml)")
     ap.add_argument("--out", type=Path, help="write resources.json, manifests/, helm/, summary.json here")
+    ap.add_argument("--bench", type=Path, help="a `stacks.bench --json` result: measured knee beside the plan")
     a = ap.parse_args(argv)
-    if not STACK_NAME.match(a.stack):
-        print(f"error: {a.stack!r}: not a stack name — use letters, digits, '-', '_', '.'", file=sys.stderr)
-        return 2
     stack_file = a.config or ROOT / f"Pulumi.{a.stack}.yaml"
-    if a.config is None and not stack_file.exists():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-        print(
-            f"error: {stack_file}: no such stack file (stacks here: {', '.join(known) or 'none'}) — "
-            f"create it or pass --config FILE",
-            file=sys.stderr,
-        )
-        return 2
-    if a.out is not None and (why := _out_problem(a.out)):
+    if why := _arg_problem(a, stack_file):
         print(why, file=sys.stderr)
         return 2
 
-    from stacks.capacity import system_fit
-    from stacks.config import ConfigError
     from stacks.report import summary, table
 
     try:
-        intent, rec = run_program(a.stack, stack_file)
-    except ConfigError as e:
-        for p in e.problems:
-            print(f"error: {p}", file=sys.stderr)
-        return 2
-    except pulumi.RunError as e:  # the program's own config check (stacks.config.load) under the mocks
-        lines = [ln for ln in str(e).splitlines() if ln.strip() and ln != "invalid stack config:"]
-        for ln in lines:
-            print(ln if ln.startswith("error: ") else f"error: {ln}", file=sys.stderr)
-        return 2
-    resources = [r for r in rec.resources if r.type != "pulumi:pulumi:Stack"]
-    if fit_problems := system_fit.problems_of(resources):  # needs the rendered objects, so after the program
-        print("\n".join(f"error: {p}" for p in fit_problems), file=sys.stderr)
+        intent, rec, resources, measured = _planned(a, stack_file)
+    except _Refused as e:
+        print("\n".join(e.args[0]), file=sys.stderr)
         return 2
     try:
         doc = write_outputs(a.out, intent, rec) if a.out else summary(intent, len(resources), resources)
     except OSError as e:
         print(f"error: {a.out}: cannot write ({e.strerror or e}) — pass a directory you can write to", file=sys.stderr)
         return 2
-    sys.stdout.write(table(doc, intent.warnings))
+    sys.stdout.write(table(doc, intent.warnings) + "".join(f"{ln}\n" for ln in measured))
     return 0
 
 

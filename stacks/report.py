@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stacks.capacity import spot, startup
+from stacks.capacity import gateway_sizing, spot, startup
 from stacks.config import StackIntent
 
 
@@ -98,6 +98,8 @@ def summary(intent: StackIntent, resource_count: int, resources: list | None = N
     from stacks.capacity import costs
 
     doc["costByTeam"] = costs.cost_by_team({n: m.hourly_usd for n, m in intent.models.items()}, team_models(intent))
+    if sized := gateway_sizing.size(intent.config):
+        doc["gatewaySizing"] = sized.as_dict()
     if resources is not None:
         from stacks.capacity import costs, deploytime
 
@@ -163,6 +165,7 @@ def table(summary_doc: dict, stack_warnings: tuple[str, ...] = ()) -> str:
         f"platform nodes, NAT, EFS, RDS not included)"
     )
     lines += spot.lines(summary_doc["models"]) + team_lines(summary_doc.get("costByTeam"))
+    lines += gateway_sizing.lines(summary_doc.get("gatewaySizing"))
     lines += deploy_lines(summary_doc.get("deployTime")) + cost_lines(summary_doc.get("stackHourlyUsd"))
     lines.append(f"resources: {summary_doc['resourceCount']}")
     return "\n".join(lines) + "\n"

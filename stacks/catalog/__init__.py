@@ -513,3 +513,40 @@ def prices() -> Prices:
         logs_unset_retention_days=p.cloudwatchLogs.unsetRetentionDays,
         logs_gb_per_day=dict(p.cloudwatchLogs.assumedGbPerDay),
     )
+
+
+class _Measured(_Row):
+    date: date
+    source: str = Field(min_length=3)
+
+
+class _CpuPerRequest(_Measured):
+    value: float = Field(gt=0)
+
+
+class _VcpuBySize(_Measured):
+    value: dict[str, int]
+
+
+class _GatewayCostFile(_Row):
+    litellmVersion: str
+    cpuSecondsPerRequest: _CpuPerRequest
+    vcpuBySize: _VcpuBySize
+
+
+@dataclass(frozen=True)
+class GatewayCost:
+    """The gateway's measured CPU seconds per request (gateway-cost.yaml) and vCPUs per EC2 size."""
+
+    litellm_version: str
+    cpu_seconds_per_request: float
+    source: str
+    measured: date
+    vcpu_by_size: dict[str, int]
+
+
+@functools.cache
+def gateway_cost() -> GatewayCost:
+    f = _GatewayCostFile.model_validate(_read("gateway-cost.yaml"))
+    c = f.cpuSecondsPerRequest
+    return GatewayCost(f.litellmVersion, c.value, c.source, c.date, dict(f.vcpuBySize.value))

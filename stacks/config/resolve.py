@@ -202,9 +202,9 @@ class _Resolver:
             )
         self._observability(models)
         self._object_names()
-        from stacks.capacity import scaling, spot
+        from stacks.capacity import gateway_sizing, scaling, spot
 
-        for path, what, fix in scaling.problems(cfg):
+        for path, what, fix in scaling.problems(cfg) + gateway_sizing.problems(cfg):
             self.err(path, what, fix)
         for path, what, fix in spot.problems(cfg, models, pools):
             self.err(path, what, fix)

@@ -824,6 +824,9 @@ class GatewayConfig(_M):
     internalLoadBalancer: bool = True
     # Teams and their keys (keys as code); none = only the master key is accepted.
     teams: dict[str, GatewayTeam] = Field(default_factory=dict)
+    # Requests per second the gateway must serve at peak; the plan sizes its replicas from it and the
+    # gateway's measured CPU per request (stacks/capacity/gateway_sizing.py). Unset: not sized.
+    peakRequestsPerSecond: float | None = Field(None, gt=0)
 
     @field_validator("teams")
     @classmethod
