@@ -124,6 +124,20 @@ def agent_egress_policy() -> dict:
     }
 
 
+def render_install_container(image: str, boto3_requirement: str) -> dict:
+    """The init container that installs the pinned boto3 into an emptyDir (exec form, no shell)."""
+    return {
+        "name": "install-boto3",
+        "image": image,
+        "command": ["python", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check"]
+        + ["--no-warn-script-location", "--target", LIB_DIR, boto3_requirement],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(VLLM_UID),
+        "volumeMounts": [{"name": "lib", "mountPath": LIB_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
 def render_job_spec(item: SyncItem, *, image: str, boto3_requirement: str, claim: str, toleration: str) -> dict:
     env = [
         {"name": "HOME", "value": "/tmp"},
@@ -136,16 +150,6 @@ def render_job_spec(item: SyncItem, *, image: str, boto3_requirement: str, claim
         {"name": "WAIT_SECONDS", "value": str(item.wait_seconds)},
     ]
     security = container_security(VLLM_UID)
-    install = {
-        "name": "install-boto3",
-        "image": image,
-        "command": ["python", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check"]
-        + ["--no-warn-script-location", "--target", LIB_DIR, boto3_requirement],
-        "env": [{"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": security,
-        "volumeMounts": [{"name": "lib", "mountPath": LIB_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
-    }
     copy = {
         "name": "sync",
         "image": image,
@@ -174,7 +178,7 @@ def render_job_spec(item: SyncItem, *, image: str, boto3_requirement: str, claim
                 "enableServiceLinks": False,
                 "securityContext": pod_security(VLLM_UID),
                 "tolerations": [tolerate(toleration)],
-                "initContainers": [install],
+                "initContainers": [render_install_container(image, boto3_requirement)],
                 "containers": [copy],
                 "volumes": [
                     {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},

@@ -721,7 +721,7 @@ class ModelConfig(_M):
     # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
     trustRemoteCode: bool = False
     slo: SloConfig | None = None  # else the stack-wide `slo`
-    weights: WeightsConfig | None = None  # else the shared EFS cache
+    weights: WeightsConfig | None = None  # unset: the shared EFS cache.
     # A warm Job compiles once into a content-addressed cache on EFS; servers verify it before use.
     compileCache: bool = False
 
