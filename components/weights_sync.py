@@ -39,6 +39,7 @@ LIB_DIR = "/opt/s3"
 SCRIPT_DIR = "/opt/sync"
 # The EKS Pod Identity agent's link-local address (IPv4) and port on every node.
 POD_IDENTITY_AGENT = ("169.254.170.23/32", 80)
+NONCURRENT_DAYS = 30
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit on a one-off copy; CPU requests are set",
     "CKV_K8S_40": f"UID {VLLM_UID} like the cache Job; the EFS access point enforces {VLLM_UID}",
@@ -249,6 +250,21 @@ class WeightsSync(pulumi.ComponentResource):
             f"{name}-{bucket}-versioning", bucket=b.id, versioning_configuration={"status": "Enabled"}, opts=dep
         )
         aws.s3.BucketPolicy(f"{name}-{bucket}-tls-only", bucket=b.id, policy=tls_only_policy(bucket), opts=dep)
+        # Versioning keeps overwritten objects: they expire; so do the parts of an upload that never finished.
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-{bucket}-lifecycle",
+            bucket=b.id,
+            rules=[
+                {
+                    "id": "noncurrent-and-incomplete",
+                    "status": "Enabled",
+                    "filter": {},
+                    "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_DAYS},
+                    "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+                }
+            ],
+            opts=dep,
+        )
         return b
 
     def _role(

@@ -11,7 +11,7 @@ import pulumi
 from pulumi import ResourceOptions
 
 from components.compile_cache import CompileCache, CompileCacheArgs, WarmJob, cache_key
-from components.types import SYSTEM_TAINT, ServerSpec
+from components.types import SYSTEM_TAINT, ServerSpec, image_skips
 from components.vllm import CHECKOV_SKIPS as VLLM_CHECKOV_SKIPS
 from components.vllm import HUB_CACHE, VLLM_CACHE_DIR, ready_marker, render_warm_job_spec
 from components.weights_sync import SyncItem, WeightsSync, WeightsSyncArgs
@@ -147,7 +147,7 @@ def compile_cache(
             job_spec=render_warm_job_spec(
                 s, cache_claim=cache_claim, api_key_secret=api_key_secret, deadline_seconds=2 * s.startup_budget_seconds
             ),
-            checkov=VLLM_CHECKOV_SKIPS,
+            checkov={**VLLM_CHECKOV_SKIPS, **image_skips(s.image)},
         )
         for name, s in specs.items()
         if s.compile_cache_key

@@ -200,6 +200,10 @@ def test_the_bucket_is_encrypted_private_versioned(rendered):
     assert all(pab.inputs[k] is True for k in flags)
     (ver,) = rec.by_type("aws:s3/bucketVersioning:BucketVersioning")
     assert ver.inputs["versioningConfiguration"]["status"] == "Enabled"
+    (life,) = rec.by_type("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    rule = life.inputs["rules"][0]
+    assert rule["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    assert rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
 
 
 def test_pod_identity_for_the_sync_job_and_the_server(rendered):
