@@ -39,15 +39,10 @@ def files_of(src: Path) -> list[Path]:
 
 
 def exists(s3, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
+    """By listing, not HeadObject: the role may list only under its prefix (an s3:prefix condition), and
+    without a matching ListBucket a HeadObject of a missing key answers 403, not 404."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    return any(o.get("Key") == key for o in listed)
 
 
 def sync(s3, src: Path, bucket: str, prefix: str) -> int:
