@@ -223,6 +223,14 @@ SYSTEM_TAINT = "CriticalAddonsOnly"
 # Pod labels the NetworkPolicies select on (shared by the workloads and the policies).
 VLLM_SELECTOR = {"app.kubernetes.io/component": "vllm"}
 CACHE_SELECTOR = {"app.kubernetes.io/component": "model-cache"}
+# The compile cache (components/compile_cache.py): its in-pod script's ConfigMap, where that is mounted,
+# where a key's directory on EFS is mounted, and the EFS directory holding one directory per key.
+COMPILE_CACHE_CONFIGMAP = "compile-cache-script"
+COMPILE_CACHE_SCRIPT_DIR = "/opt/compile-cache"
+COMPILE_CACHE_DIR = "/var/lib/compile-cache"
+COMPILE_CACHE_EFS_DIR = "compile-cache"
+# Pods that reach S3 through EKS Pod Identity (weights from S3): egress to the agent and HTTPS.
+S3_WEIGHTS_LABEL = {"llm-serving.io/weights": "s3"}
 GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
 FRONTDOOR_SELECTOR = {"app.kubernetes.io/name": "gateway-frontdoor"}
 UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
@@ -267,6 +275,12 @@ class ServerSpec:
     weights_wait_seconds: int = 3600
     # vLLM's --shutdown-timeout (in-flight requests drain this long after SIGTERM); 0: the image cannot drain.
     shutdown_timeout_seconds: int = 0
+    # Weights streamed from S3 (s3://bucket/prefix/<hfId>/<revision>) instead of the EFS cache; the
+    # init container then waits for this EFS marker (written by the weights-sync Job).
+    weights_uri: str | None = None
+    weights_marker: str | None = None
+    # The content-addressed compile cache's key (components.compile_cache.cache_key); None: per-pod only.
+    compile_cache_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ from pulumi import ResourceOptions
 
 from components.types import (
     ACCELERATOR_RESOURCE,
+    COMPILE_CACHE_CONFIGMAP,
+    COMPILE_CACHE_DIR,
+    COMPILE_CACHE_EFS_DIR,
+    COMPILE_CACHE_SCRIPT_DIR,
     POOL_LABEL,
+    S3_WEIGHTS_LABEL,
     VLLM_PORT,
     VLLM_SELECTOR,
     VLLM_UID,
@@ -161,6 +166,8 @@ def container_mounts(spec: ServerSpec) -> list[dict]:
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "vllm-cache", "mountPath": VLLM_CACHE_DIR},
     ]
+    if spec.compile_cache_key:
+        mounts.append(compile_cache_mount(spec, read_only=True))
     if spec.kind == "neuron":
         mounts += [
             {"name": CACHE_VOLUME, "mountPath": NEURON_ARTIFACTS_DIR, "subPath": neuron_artifacts_subpath(spec)},
@@ -171,7 +178,7 @@ def container_mounts(spec: ServerSpec) -> list[dict]:
 
 def render_wait_container(spec: ServerSpec) -> dict:
     env = [
-        {"name": "READY_MARKER", "value": ready_marker(spec.hf_id, spec.revision)},
+        {"name": "READY_MARKER", "value": spec.weights_marker or ready_marker(spec.hf_id, spec.revision)},
         {"name": "HF_ID", "value": spec.hf_id},
         {"name": "WAIT_SECONDS", "value": str(spec.weights_wait_seconds)},
     ]
@@ -198,6 +205,8 @@ def render_pod_spec(
     ]
     if spec.kind == "neuron":
         volumes.append({"name": "var-tmp", "emptyDir": {"sizeLimit": "32Gi"}})
+    if spec.compile_cache_key:
+        volumes.append({"name": "compile-cache-script", "configMap": {"name": COMPILE_CACHE_CONFIGMAP}})
     pod = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
@@ -207,7 +216,7 @@ def render_pod_spec(
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         "affinity": node_affinity(spec),
         "tolerations": [tolerate(ACCELERATOR_RESOURCE[spec.kind])],
-        "initContainers": [render_wait_container(spec)],
+        "initContainers": [render_wait_container(spec), *compile_cache_init(spec)],
         "containers": [render_container(spec, api_key_secret=api_key_secret)],
         "volumes": volumes,
     }
@@ -292,7 +301,11 @@ def render_deployment_spec(args: VllmServerArgs, max_replicas: int) -> dict:
             "rollingUpdate": {"maxUnavailable": 0 if spec.replicas > 1 else 1, "maxSurge": 1},
         },
         "template": {
-            "metadata": {"labels": lab, "annotations": {"karpenter.sh/do-not-disrupt": "true"}},
+            # Pod labels only (not the selector): switching a model's weights source keeps its Deployment.
+            "metadata": {
+                "labels": {**lab, **(S3_WEIGHTS_LABEL if spec.weights_uri else {})},
+                "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+            },
             "spec": render_pod_spec(
                 spec,
                 cache_claim=args.cache_claim,
@@ -300,5 +313,80 @@ def render_deployment_spec(args: VllmServerArgs, max_replicas: int) -> dict:
                 service_account=spec.name,
                 max_replicas=max_replicas,
             ),
+        },
+    }
+
+
+# ---- the compile cache (components/compile_cache.py keys it; incluster/compile_cache/cache.py runs) ----
+
+
+def compile_cache_mount(spec: ServerSpec, *, read_only: bool) -> dict:
+    """This key's directory of the EFS volume: read-only for servers, writable for the warm Job."""
+    sub = f"{COMPILE_CACHE_EFS_DIR}/{spec.compile_cache_key}"
+    return {"name": CACHE_VOLUME, "mountPath": COMPILE_CACHE_DIR, "subPath": sub, "readOnly": read_only}
+
+
+def compile_cache_env(spec: ServerSpec) -> list[dict]:
+    return [
+        {"name": "CACHE_KEY", "value": spec.compile_cache_key or ""},
+        {"name": "CACHE_DIR", "value": COMPILE_CACHE_DIR},
+        {"name": "VLLM_CACHE_ROOT", "value": VLLM_CACHE_DIR},
+    ]
+
+
+def compile_cache_init(spec: ServerSpec) -> list[dict]:
+    """The init container that copies the verified cache into the pod's own VLLM_CACHE_ROOT (or leaves
+    it empty, saying why, so vLLM compiles there)."""
+    if not spec.compile_cache_key:
+        return []
+    return [
+        {
+            "name": "compile-cache",
+            "image": spec.image,
+            "command": ["python3", f"{COMPILE_CACHE_SCRIPT_DIR}/cache.py", "restore"],
+            "env": compile_cache_env(spec),
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
+            "securityContext": container_security(UID),
+            "volumeMounts": [
+                compile_cache_mount(spec, read_only=True),
+                {"name": "vllm-cache", "mountPath": VLLM_CACHE_DIR},
+                {"name": "compile-cache-script", "mountPath": COMPILE_CACHE_SCRIPT_DIR, "readOnly": True},
+            ],
+        }
+    ]
+
+
+def render_warm_job_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: str, deadline_seconds: int) -> dict:
+    """The warm Job: the server's own pod (image, args, env, node, resources) whose command runs the
+    server once through cache.py, which stores its compile artifacts under the key with a manifest."""
+    pod = render_pod_spec(spec, cache_claim=cache_claim, api_key_secret=api_key_secret, service_account=spec.name)
+    pod["initContainers"] = [render_wait_container(spec)]
+    pod.pop("topologySpreadConstraints", None)
+    pod["restartPolicy"] = "OnFailure"
+    c = pod["containers"][0]
+    for k in ("startupProbe", "readinessProbe", "livenessProbe", "lifecycle", "ports"):
+        c.pop(k, None)
+    c["command"] = ["python3", f"{COMPILE_CACHE_SCRIPT_DIR}/cache.py", "warm", "--", "vllm", "serve"]
+    c["env"] = [e for e in c["env"] if e["name"] != "VLLM_CACHE_ROOT"] + compile_cache_env(spec)
+    c["env"] += [
+        {"name": "HEALTH_URL", "value": f"http://127.0.0.1:{PORT}/health"},
+        {"name": "WARM_TIMEOUT_SECONDS", "value": str(spec.startup_budget_seconds)},
+    ]
+    c["volumeMounts"] = [m for m in c["volumeMounts"] if m.get("mountPath") != COMPILE_CACHE_DIR]
+    c["volumeMounts"] += [
+        compile_cache_mount(spec, read_only=False),
+        {"name": "compile-cache-script", "mountPath": COMPILE_CACHE_SCRIPT_DIR, "readOnly": True},
+    ]
+    return {
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": deadline_seconds,
+        "template": {
+            "metadata": {
+                "labels": {
+                    "app.kubernetes.io/name": f"warm-{spec.name}",
+                    **(S3_WEIGHTS_LABEL if spec.weights_uri else {}),
+                }
+            },
+            "spec": pod,
         },
     }

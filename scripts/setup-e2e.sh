@@ -115,6 +115,15 @@ if ! stamp_ok "$a" "$pip_lock" requirements/nca.lock; then
   cat "$pip_lock" requirements/nca.lock > "$a/.stamp"
 fi
 
+# --- A loopback S3 (tests/e2e/test_s3_weights.py): moto's server mode, and boto3 to fill it --------
+s=$root/s3
+if ! stamp_ok "$s" "$pip_lock" requirements/e2e-s3.lock; then
+  fresh_venv "$s"
+  install_locked "$s" -r requirements/e2e-s3.lock
+  "$s/bin/python" -c 'import importlib.metadata as m; print("moto", m.version("moto"))'
+  cat "$pip_lock" requirements/e2e-s3.lock > "$s/.stamp"
+fi
+
 # --- Helm (rendering the real charts), where the script is on this branch ---------------------
 if [ -f scripts/setup-helm.sh ]; then bash scripts/setup-helm.sh; fi
 echo "e2e environment ready in $root"

@@ -95,6 +95,8 @@ TIER_OF = {
     "stacks/test_config_reference.py": "config",
     "stacks/test_usage_chunk.py": "wiring",
     "stacks/test_gateway_cost.py": "wiring",
+    "stacks/test_s3_weights.py": "wiring",
+    "stacks/test_compile_cache.py": "wiring",
     "e2e/": "e2e",
 }
 TIERS = tuple(dict.fromkeys(TIER_OF.values()))

@@ -89,6 +89,7 @@ class _ImageRow(_Row):
     vllmVersion: str | None = None
     litellmVersion: str | None = None
     huggingfaceHubVersion: str | None = None  # installed at run time (the model-cache downloader)
+    boto3Version: str | None = None  # installed at run time (the weights-sync Job)
     # What the image's process needs at run time (checked by the deploy-rules tier against every pod
     # that runs it): the user it runs as, the paths it writes, and where those facts come from.
     user: int | None = None
@@ -127,6 +128,7 @@ class Versions:
     postgres_engine_version: str
     huggingface_hub_version: str = ""
     redis_engine_version: str = ""
+    boto3_version: str = ""
 
     def chart(self, name: str) -> ChartPin:
         return self.charts[name]
@@ -227,6 +229,7 @@ def versions() -> Versions:
         postgres_engine_version=v.rds.postgresEngineVersion,
         huggingface_hub_version=v.images["hf-downloader"].huggingfaceHubVersion or "",
         redis_engine_version=v.elasticache.redisEngineVersion,
+        boto3_version=v.images["hf-downloader"].boto3Version or "",
     )
 
 

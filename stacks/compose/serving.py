@@ -39,7 +39,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.capacity import planner, scaling
-from stacks.compose import observability
+from stacks.compose import cold, observability
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY
@@ -341,7 +341,9 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         name: server_spec(m, plat, intent.config.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
         for name, m in intent.models.items()
     }
+    specs = {name: cold.server_spec(intent, name, s) for name, s in specs.items()}
     model_cache(intent, plat, scope, specs)
+    warm_path(intent, plat, scope, specs)
     endpoints = model_servers(intent, plat, scope, keys, specs)
     db_url = gateway_database(intent, plat, scope, keys)
     gateway = litellm_gateway(intent, plat, scope, keys, db_url)
@@ -424,6 +426,30 @@ def model_cache(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[s
             system_toleration=SYSTEM_TAINT,
             after=(*scope.ns_ready, *plat.storage.ready),
         ),
+        opts=scope.kopts,
+    )
+
+
+def warm_path(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str, ServerSpec]) -> None:
+    """Weights copied to S3 (models with weights.source) and the warm compile-cache Jobs (compileCache)."""
+    after = (*scope.ns_ready, *plat.storage.ready)
+    cold.weights_sync(
+        intent,
+        specs,
+        namespace=scope.models_ns,
+        cluster_name=plat.cluster_name,
+        kms_key_arn=plat.data_key_arn,
+        cache_claim=ModelCache.claim_name,
+        after=after,
+        opts=scope.kopts,
+    )
+    warm = (*after, *plat.ready)
+    cold.compile_cache(
+        specs,
+        namespace=scope.models_ns,
+        cache_claim=ModelCache.claim_name,
+        api_key_secret=VLLM_KEY_SECRET,
+        after=warm,
         opts=scope.kopts,
     )
 

@@ -24,7 +24,7 @@ from components.types import (
 )
 from stacks import catalog
 from stacks.capacity import planner
-from stacks.config import vllm_flags
+from stacks.config import vllm_flags, weights
 from stacks.config.errors import PROJECT, ConfigError, key
 from stacks.config.schema import (
     ACM_CERTIFICATE_ARN,
@@ -588,6 +588,10 @@ class _Resolver:
         if arch is None or pool is None or len(self.problems) > n0:
             return None
         ask = _Ask(("models", name), m, arch, inst, pool, tuple(used))
+        for sub, what, fix in weights.problems(m, ask.revision, ask.kind, self.cfg.platformStack is not None):
+            self.err(ask.path + sub, what, fix)
+        if len(self.problems) > n0:
+            return None
         sizing = self._size(ask)
         if sizing is None:
             return None

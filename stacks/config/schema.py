@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from stacks import catalog
-from stacks.config import vllm_flags
+from stacks.config import s3url, vllm_flags
 
 DNS1123 = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 # The extraArgs policy lives in stacks/config/vllm_flags.py (kept here under the old names for callers).
@@ -690,6 +690,21 @@ class SloConfig(_M):
     itlMs: float = Field(gt=0, le=3_600_000)  # inter-token latency, ms
 
 
+class WeightsConfig(_M):
+    """Where the servers read the weights from: `s3://<bucket>/<prefix>` streams them with vLLM's Run:ai
+    Model Streamer (the stack creates that bucket; a Job copies the pinned revision there once)."""
+
+    source: str
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v):
+        problem = s3url.parse(v)[1]
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
 class ModelConfig(_M):
     preset: str | None = None
     hfId: str | None = None
@@ -714,6 +729,9 @@ class ModelConfig(_M):
     # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
     trustRemoteCode: bool = False
     slo: SloConfig | None = None  # else the stack-wide `slo`
+    weights: WeightsConfig | None = None  # unset: the shared EFS cache.
+    # A warm Job compiles once into a content-addressed cache on EFS; servers verify it before use.
+    compileCache: bool = False
 
     @field_validator("hfId")
     @classmethod
