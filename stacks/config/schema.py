@@ -706,6 +706,10 @@ class ModelConfig(_M):
     # The checkpoint needs its own Python from the Hub (`--trust-remote-code`); needs a pinned revision.
     trustRemoteCode: bool = False
     slo: SloConfig | None = None  # else the stack-wide `slo`
+    # How the gateway reaches the replicas: `service` (the model's ClusterIP Service, one replica per
+    # pooled connection) or `cache-aware` (a vllm-router in front of the replicas sends a request to the
+    # replica most likely to hold its prompt prefix in KV cache; see docs/routing.md).
+    routing: Literal["service", "cache-aware"] = "service"
 
     @field_validator("hfId")
     @classmethod
