@@ -266,7 +266,8 @@ class ModelRouter(pulumi.ComponentResource):
         )
         k8s.core.v1.Service(
             f"{name}-service",
-            metadata=meta,
+            # pulumi-kubernetes would wait for ready endpoints: the router is ready once a model replica is.
+            metadata={**meta, "annotations": {"pulumi.com/skipAwait": "true"}},
             spec={
                 "type": "ClusterIP",
                 "selector": labels(spec.model),

@@ -74,6 +74,9 @@ def test_router_deployment_is_pinned_hardened_and_highly_available(plan_of):
     pdb = T.obj(s.r, "PodDisruptionBudget", "chat-router")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    # Neither waits in `pulumi up`: the router is ready only once a replica of the model is.
+    assert dep["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    assert T.obj(s.r, "Service", "chat-router")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
     # A model routed through its Service gets no router.
     assert not [o for o in s.r.objects if R.name_of(o) == "batch-router"]
 
