@@ -84,8 +84,8 @@ e2e: venv e2e-env ## the e2e tier: real vLLM, LiteLLM, nginx, Prometheus, Redis,
 	@$(call done,e2e suite)
 
 # Numbers, not gates (not part of `make test`): each benchmark prints its own figures.
-BENCHES := plan_time kv_accuracy gateway_load $(if $(wildcard benchmarks/gateway_cost.py),gateway_cost) s3_weights
-bench: venv e2e-env ## print the benchmarks' numbers (plan_time, kv_accuracy, gateway_load, gateway_cost)
+BENCHES := plan_time kv_accuracy gateway_load $(if $(wildcard benchmarks/gateway_cost.py),gateway_cost) s3_weights router_cache
+bench: venv e2e-env ## print the benchmarks' numbers (plan_time, kv_accuracy, gateway_load, gateway_cost, s3_weights, router_cache)
 	@for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(PY) -m benchmarks.$$b; done
 	@$(call done,benchmarks)
 

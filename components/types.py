@@ -234,6 +234,11 @@ S3_WEIGHTS_LABEL = {"llm-serving.io/weights": "s3"}
 GATEWAY_SELECTOR = {"app.kubernetes.io/name": "litellm"}
 FRONTDOOR_SELECTOR = {"app.kubernetes.io/name": "gateway-frontdoor"}
 UI_SELECTOR = {"app.kubernetes.io/name": "open-webui"}
+# The cache-aware router in front of a model's replicas (components/router.py): its API port, the
+# port of its Prometheus metrics, and the label its pods carry (with a per-model name label).
+ROUTER_PORT = 8080
+ROUTER_METRICS_PORT = 29000
+ROUTER_SELECTOR = {"app.kubernetes.io/component": "router"}
 
 
 @dataclass(frozen=True)

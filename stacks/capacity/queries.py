@@ -87,6 +87,26 @@ QUERIES: tuple[Query, ...] = (
         "{{model_name}}",
         "percentunit",
     ),
+    # Per replica (the `pod` label the PodMonitor adds): does routing keep each prefix on one replica?
+    Query(
+        "prefix_hit_rate_by_replica",
+        f"{_rate('vllm:prefix_cache_hits_total', by='model_name, pod')}"
+        f" / {_rate('vllm:prefix_cache_queries_total', by='model_name, pod')}",
+        "vllm",
+        "{{model_name}} {{pod}}",
+        "percentunit",
+    ),
+    # The busiest replica's request rate over the mean per replica (N x its share): 1 is an even
+    # spread; prefix stickiness without load feedback shows here first.
+    Query(
+        "hotspot",
+        f"max by (model_name) ({_rate('vllm:request_success_total', by='model_name, pod')})"
+        f" / (sum by (model_name) ({_rate('vllm:request_success_total', by='model_name, pod')})"
+        f" / count by (model_name) ({_rate('vllm:request_success_total', by='model_name, pod')}))",
+        "vllm",
+        "{{model_name}}",
+        "short",
+    ),
     Query("preemptions", _rate("vllm:num_preemptions_total"), "vllm", "{{model_name}}", "ops"),
     Query("prompt_tokens", _rate("vllm:prompt_tokens_total"), "vllm", "prompt {{model_name}}", "short"),
     Query("generation_tokens", _rate("vllm:generation_tokens_total"), "vllm", "generation {{model_name}}", "short"),
@@ -251,6 +271,8 @@ DASHBOARDS: tuple[Dashboard, ...] = (
             _p("Running and waiting requests", "running", "waiting"),
             _p("KV-cache use", "kv_cache"),
             _p("Prefix-cache hit rate", "prefix_hit_rate"),
+            _p("Prefix-cache hit rate by replica", "prefix_hit_rate_by_replica"),
+            _p("Hotspot: busiest replica / fair share", "hotspot"),
             _p("Preemptions / s", "preemptions"),
             _p("Tokens / s", "prompt_tokens", "generation_tokens"),
         ),

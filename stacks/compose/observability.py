@@ -26,6 +26,7 @@ from components.serving_secrets import VLLM_KEY_SECRET
 from components.types import ACCELERATOR_RESOURCE, GATEWAY_SELECTOR, POOL_LABEL, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
 from stacks import catalog
 from stacks.capacity import queries
+from stacks.compose import routing
 from stacks.compose.platform import Platform
 from stacks.config import StackIntent
 
@@ -191,6 +192,9 @@ def build(
     targets.append(gw)
     admissions.append(ScrapeAdmission("litellm-from-prometheus", gateway_ns, GATEWAY_SELECTOR, gw_port))
     targets += platform_targets(intent, o.namespace)
+    router_targets, router_admissions = routing.scrape(intent, specs, models_ns)
+    targets += router_targets
+    admissions += router_admissions
     admissions += neuron_admission(intent)
     prom = prometheus_settings(intent, plat)
     return Observability(

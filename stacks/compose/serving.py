@@ -39,7 +39,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.capacity import planner, scaling
-from stacks.compose import cold, observability
+from stacks.compose import cold, observability, routing
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY
@@ -205,12 +205,12 @@ def routes(intent: StackIntent) -> list[Route]:
         Route(
             model_name=m.served_name,
             served_name=m.served_name,
-            service_host=service_host(m.name, models_ns),
-            port=VLLM_PORT,
+            service_host=routing.upstream(intent, name, models_ns)[0],
+            port=routing.upstream(intent, name, models_ns)[1],
             timeout_seconds=m.request_timeout_seconds,
             max_input_tokens=m.sizing.max_model_len,
         )
-        for m in intent.models.values()
+        for name, m in intent.models.items()
     ]
 
 
@@ -345,6 +345,9 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     model_cache(intent, plat, scope, specs)
     warm_path(intent, plat, scope, specs)
     endpoints = model_servers(intent, plat, scope, keys, specs)
+    routing.build(
+        intent, specs, (scope.models_ns, scope.gateway_ns), (*scope.ns_ready, *plat.system_ready), scope.kopts
+    )
     db_url = gateway_database(intent, plat, scope, keys)
     gateway = litellm_gateway(intent, plat, scope, keys, db_url)
     front = front_door(intent, plat, scope, gateway.litellm)

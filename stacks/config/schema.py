@@ -732,6 +732,10 @@ class ModelConfig(_M):
     weights: WeightsConfig | None = None  # unset: the shared EFS cache.
     # A warm Job compiles once into a content-addressed cache on EFS; servers verify it before use.
     compileCache: bool = False
+    # How the gateway reaches the replicas: `service` (the model's ClusterIP Service, one replica per
+    # pooled connection) or `cache-aware` (a vllm-router in front of the replicas sends a request to the
+    # replica most likely to hold its prompt prefix in KV cache; see docs/routing.md).
+    routing: Literal["service", "cache-aware"] = "service"
 
     @field_validator("hfId")
     @classmethod

@@ -177,7 +177,7 @@ def test_the_collector_finds_every_expression_of_dev(plan_of):
         key = w.split("/")[0].split(".")[0]
         per_doc[key] = per_doc.get(key, 0) + 1
     assert per_doc == {
-        "configmap-monitoring-dashboard-llm-model-serving": 2 * (20 + 1),
+        "configmap-monitoring-dashboard-llm-model-serving": 2 * (22 + 1),
         "configmap-monitoring-dashboard-llm-gateway": 2 * 14,
         "configmap-monitoring-dashboard-llm-autoscaling": 2 * (7 + 2),
         "configmap-monitoring-dashboard-llm-accelerators": 2 * 5,

@@ -42,12 +42,15 @@ ROLES = (
     ({"app.kubernetes.io/name": "neuron-monitor"}, "neuron-monitor"),
     ({"app.kubernetes.io/name": "litellm-reconciler"}, "reconciler"),
     ({"app.kubernetes.io/name": "gateway-frontdoor"}, "frontdoor"),
+    ({"app.kubernetes.io/component": "router"}, "router"),
 )
-SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui", "frontdoor")
+SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui", "frontdoor", "router")
 
 # Every connection the system relies on; any other connection a policy admits is a finding.
 RELIED_ON = {
     ("gateway", "vllm", 8000, "TCP"),  # LiteLLM -> vLLM OpenAI API
+    ("gateway", "router", 8080, "TCP"),  # LiteLLM -> a model's cache-aware router
+    ("router", "vllm", 8000, "TCP"),  # the router -> the replicas of its model
     ("ui", "gateway", 4000, "TCP"),  # Open WebUI -> LiteLLM
     ("vpc", "frontdoor", 4080, "TCP"),  # the NLB (via node ports) -> the front door's nginx
     ("frontdoor", "gateway", 4000, "TCP"),  # the front door forwards the client routes to LiteLLM
@@ -103,6 +106,8 @@ HEALTH_PATHS = {
     "litellm": {"/health/liveliness", "/health/readiness"},
     "open-webui": {"/health"},
     "nginx": {"/health/liveliness"},
+    # vllm-router 0.1.17: /liveness (the process), /readiness (503 until a worker is healthy), /health.
+    "router": {"/liveness", "/readiness", "/health"},
 }
 
 # Pods the Helm releases create: (values section, None for a controller / the extended resource
@@ -136,6 +141,9 @@ EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC.
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
+    # Reasoned, permanent: a cache-aware router discovers its model's pods through the API server, with
+    # a Role that may only read pods in the models namespace (components/router.py).
+    ("security", "Deployment/*/*-router", "automountServiceAccountToken is not false"): "pod discovery",
     # Reasoned, permanent: neuron-monitor reads the node's Neuron devices and driver counters (AWS runs
     # it privileged, as root); the Observability component's NetworkPolicy admits only the scraper.
     **{

@@ -909,6 +909,43 @@ def trace_url(
     return probs, backends
 
 
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    """The values after `flag` up to the next `--option` (argparse nargs='+')."""
+    if flag not in args:
+        return []
+    rest = args[args.index(flag) + 1 :]
+    return rest[: next((i for i, a in enumerate(rest) if a.startswith("--")), len(rest))]
+
+
+def discovered_workers(r: Rendered, w: Workload, ev: PolicyEvaluator, cidr: str) -> tuple[list[str], list[Workload]]:
+    """A vllm-router that discovers its workers by pod selector (`--service-discovery`): (problems,
+    the pods it would route to). The selector must pick pods in the namespace it watches that declare
+    the port it dials, and the policies must admit router -> each of them. Not a router: ([], [w])."""
+    args = [str(a) for c in w.containers(init=False) for a in (c.get("args") or [])]
+    if "--service-discovery" not in args:
+        return [], [w]
+    pairs = [a.split("=", 1) for a in _flag_values(args, "--selector")]
+    selector = {p[0]: p[1] for p in pairs}
+    ns = (_flag_values(args, "--service-discovery-namespace") or [None])[0]
+    port = int((_flag_values(args, "--service-discovery-port") or ["80"])[0])
+    if not selector or ns is None:
+        return [f"{w.name}: pod discovery needs --selector and --service-discovery-namespace"], []
+    workers = [x for x in workloads(r) if x.namespace == ns and x is not w and map_selects(selector, x.labels)]
+    if not workers:
+        return [f"{w.name}: --selector {selector} selects no pods in {ns}"], []
+    net = ipaddress.ip_network(cidr)
+    src = Endpoint(w.id, w.namespace, w.labels, str(net.network_address + 9))
+    probs = []
+    for x in workers:
+        if port not in [p for p, _, proto in x.ports() if proto == "TCP"]:
+            probs.append(f"{w.name}: worker {x.name} declares no port {port}")
+            continue
+        dst = Endpoint(x.id, x.namespace, x.labels, str(net.network_address + 10), tuple(x.ports()))
+        if not ev.admitted(src, dst, port, "TCP"):
+            probs.append(f"NetworkPolicies do not admit {w.name} -> {x.name}:{port}")
+    return probs, workers
+
+
 def _served_names(w: Workload) -> set[str]:
     names = set()
     for c in w.containers(init=False):
@@ -965,6 +1002,9 @@ def check_urls(
             for w in readers:
                 probs, backends = trace_url(r, url, w, ev, cidr)
                 out += [Problem("urls", subject, p) for p in probs]
+                behind = [discovered_workers(r, b, ev, cidr) for b in backends]
+                out += [Problem("urls", subject, p) for probs_b, _ in behind for p in probs_b]
+                backends = [x for _, xs in behind for x in xs]
                 model = str(params.get("model", ""))
                 if model.startswith("hosted_vllm/"):
                     served = model.split("/", 1)[1]
