@@ -384,6 +384,7 @@ def render_warm_job_spec(spec: ServerSpec, *, cache_claim: str, api_key_secret: 
             "metadata": {
                 "labels": {
                     "app.kubernetes.io/name": f"warm-{spec.name}",
+                    "app.kubernetes.io/component": "compile-warm",
                     **(S3_WEIGHTS_LABEL if spec.weights_uri else {}),
                 }
             },

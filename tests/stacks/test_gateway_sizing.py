@@ -1,9 +1,9 @@
 """gateway.peakRequestsPerSecond: replicas from the measured CPU per request, and the refusals.
 
 Hand values: the catalog's 17 ms CPU per request; a LiteLLM replica requests 1 CPU; with autoscaling on
-the HPA adds a replica past 70 % (gatewayCpuPercent default) of it, so 0.7 CPU per replica; the default
-system nodes are 2 x m7i.xlarge: 4 vCPUs - kube-reserved (60 + 10 + 2 x 5 = 80 m) - 300 m of DaemonSets
-= 3.62 CPU each, 7.24 in all.
+the HPA adds a replica past 70 % (gatewayCpuPercent default) of it, so 0.7 CPU per replica; an
+m7i.xlarge system node has 4 vCPUs - kube-reserved (60 + 10 + 2 x 5 = 80 m) - 300 m of DaemonSets = 3.62
+CPU: dev's 3 nodes give 10.86, 2 nodes 7.24.
 """
 
 import pytest
@@ -51,7 +51,7 @@ def test_replicas_needed_by_hand(tmp_path):
     assert s is not None
     assert (s.replicas_needed, s.replicas_allowed, s.allowed_key) == (3, 6, "autoscaling.gatewayMaxReplicas")
     assert s.cpu_request == 1.0 and s.usable_cpu_per_replica == pytest.approx(0.7)
-    assert s.system_cpu == pytest.approx(7.24)
+    assert s.system_cpu == pytest.approx(10.86)
     # 247 req/s: 4.199 CPU / 0.7 = 5.998 -> 6, exactly the HPA's maximum: accepted
     s = gateway_sizing.size(config.load_file(stack_file(tmp_path, {"peakRequestsPerSecond": 247}), "t").config)
     assert s is not None and s.replicas_needed == 6
@@ -84,10 +84,11 @@ def test_without_autoscaling_the_fixed_replicas_must_serve_it(tmp_path):
 
 def test_a_peak_the_system_nodes_cannot_hold_is_refused(tmp_path):
     wide = {"gatewayMaxReplicas": 20}
+    two = {"minSize": 2, "desiredSize": 2}  # 2 x m7i.xlarge: 7.24 CPU
     # 285 req/s: 4.845 / 0.7 = 6.92 -> 7 replicas x 1 CPU <= 7.24: accepted
-    config.load_file(stack_file(tmp_path, {"peakRequestsPerSecond": 285}, wide), "t")
+    config.load_file(stack_file(tmp_path, {"peakRequestsPerSecond": 285}, wide, two), "t")
     # 290 req/s: 4.93 / 0.7 = 7.04 -> 8 replicas x 1 CPU > 7.24
-    assert problems_of(stack_file(tmp_path, {"peakRequestsPerSecond": 290}, wide)) == [
+    assert problems_of(stack_file(tmp_path, {"peakRequestsPerSecond": 290}, wide, two)) == [
         "llm-serving:gateway.peakRequestsPerSecond: 290 req/s x 17 ms CPU needs 8 replicas requesting 8 CPU, more "
         "than the system nodes' 7.24 allocatable CPU — raise cluster.systemNodes.desiredSize or use larger "
         "cluster.systemNodes.instanceTypes"

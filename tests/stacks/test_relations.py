@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.types import S3_WEIGHTS_LABEL
 from stacks.offline import runtime
 from tests.conftest import ROOT
 from tests.support import relations as R
@@ -43,8 +44,9 @@ ROLES = (
     ({"app.kubernetes.io/name": "litellm-reconciler"}, "reconciler"),
     ({"app.kubernetes.io/name": "gateway-frontdoor"}, "frontdoor"),
     ({"app.kubernetes.io/component": "router"}, "router"),
+    ({"app.kubernetes.io/component": "compile-warm"}, "warm"),
 )
-SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui", "frontdoor", "router")
+SERVING_ROLES = ("vllm", "model-cache", "gateway", "ui", "frontdoor", "router", "warm")
 
 # Every connection the system relies on; any other connection a policy admits is a finding.
 RELIED_ON = {
@@ -58,6 +60,8 @@ RELIED_ON = {
     ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
 }
+# Weights from S3: the servers (and a warm Job, which runs the server once) stream them over HTTPS.
+RELIED_ON_WITH_S3_WEIGHTS = {("vllm", "internet", 443, "TCP"), ("warm", "internet", 443, "TCP")}
 RELIED_ON_WITH_DATABASE = {
     ("gateway", "vpc", 5432, "TCP"),  # LiteLLM -> RDS Postgres in the VPC
     ("reconciler", "gateway", 4000, "TCP"),  # the teams Job -> LiteLLM's management API
@@ -81,7 +85,7 @@ MATERIAL = {
 }
 ALLOWED = {
     "hf-token": {"model-cache"},
-    "vllm-key": {"vllm", "gateway"},
+    "vllm-key": {"vllm", "gateway", "warm"},  # the warm Job runs the server's own pod once
     "master-key": {"gateway", "reconciler"},
     "webui-key": {"ui"},
     "key-hashes": {"gateway"},
@@ -141,6 +145,10 @@ EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC.
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
+    # Reasoned, permanent: S3 has no fixed addresses either (no gateway endpoint is assumed), so the
+    # servers' and the warm Job's :443 egress for weights from S3 also reaches :443 inside the VPC.
+    ("call-paths", "vllm -> vpc", "443/TCP is admitted but not relied on"): "S3 egress cannot name its peers",
+    ("call-paths", "warm -> vpc", "443/TCP is admitted but not relied on"): "S3 egress cannot name its peers",
     # Reasoned, permanent: a cache-aware router discovers its model's pods through the API server, with
     # a Role that may only read pods in the models namespace (components/router.py).
     ("security", "Deployment/*/*-router", "automountServiceAccountToken is not false"): "pod discovery",
@@ -185,8 +193,17 @@ class Stack:
         gated = {m.hf_id for m in self.intent.models.values() if m.arch.gated}
         return {w.name for w in R.workloads(self.r) if w.kind == "Job" and R.job_hf_id(w) in gated}
 
+    @property
+    def s3_weights(self) -> bool:
+        (key, value), *_ = S3_WEIGHTS_LABEL.items()
+        return any(w.labels.get(key) == value for w in R.workloads(self.r))
+
     def relied_on(self) -> set:
-        return RELIED_ON | (RELIED_ON_WITH_DATABASE if self.database else set())
+        return (
+            RELIED_ON
+            | (RELIED_ON_WITH_DATABASE if self.database else set())
+            | (RELIED_ON_WITH_S3_WEIGHTS if self.s3_weights else set())
+        )
 
 
 def stack(path: Path, plan_of) -> Stack:
