@@ -20,6 +20,7 @@ class NetworkArgs:
     cidr: str
     availability_zones: tuple[str, ...]
     logs_key_arn: pulumi.Input[str]  # CMK for the flow-log group (its policy names flow_log_group())
+    region: str
     flow_log_retention_days: int = 365
 
 
@@ -71,12 +72,25 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         private_cidrs, public_cidrs = subnet_cidrs(args.cidr, len(args.availability_zones))
-        privates, publics = [], []
+        privates, publics, private_rts = [], [], []
         for i, az in enumerate(args.availability_zones):
             pub = self._public_subnet(name, args, vpc, az, public_cidrs[i], public_rt)
             nat = self._nat(name, c, az, pub, igw)
-            privates.append(self._private_subnet(name, c, vpc, az, private_cidrs[i], nat))
+            priv, rt = self._private_subnet(name, c, vpc, az, private_cidrs[i], nat)
+            privates.append(priv)
+            private_rts.append(rt)
             publics.append(pub)
+        # S3 through a gateway endpoint, not the NATs: image layers from ECR and weights from S3 are
+        # many GB per node, NAT bills each GB processed, and a gateway endpoint is free.
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in private_rts],
+            tags={"Name": f"{c}-s3"},
+            opts=child,
+        )
         self._flow_logs(name, args, vpc)
 
         self.vpc_id = vpc.id
@@ -130,7 +144,7 @@ class Network(pulumi.ComponentResource):
 
     def _private_subnet(
         self, name: str, c: str, vpc: aws.ec2.Vpc, az: str, cidr: str, nat: aws.ec2.NatGateway
-    ) -> aws.ec2.Subnet:
+    ) -> tuple[aws.ec2.Subnet, aws.ec2.RouteTable]:
         """A zone's private subnet (nodes, internal load balancers), routed through its zone's NAT."""
         child = ResourceOptions(parent=self)
         priv = aws.ec2.Subnet(
@@ -149,7 +163,7 @@ class Network(pulumi.ComponentResource):
             opts=child,
         )
         aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
-        return priv
+        return priv, rt
 
     def _flow_logs(self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc) -> None:
         """VPC flow logs (rejected and accepted) to CloudWatch."""

@@ -305,6 +305,7 @@ def network(intent: StackIntent, base: Footing) -> Subnets:
             cidr=vpc_cfg.cidr,
             availability_zones=azs,
             logs_key_arn=base.keys.logs_key_arn,
+            region=base.region,
             flow_log_retention_days=intent.config.cluster.logRetentionDays,
         ),
     ).handle

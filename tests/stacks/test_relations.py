@@ -145,8 +145,8 @@ EXCEPTIONS = {
     # Reasoned, permanent: Hub files come from a CDN with no fixed addresses, so the cache Job's :443
     # egress names no peer and also reaches :443 inside the VPC.
     ("call-paths", "model-cache -> vpc", "443/TCP is admitted but not relied on"): "Hub egress cannot name its peers",
-    # Reasoned, permanent: S3 has no fixed addresses either (no gateway endpoint is assumed), so the
-    # servers' and the warm Job's :443 egress for weights from S3 also reaches :443 inside the VPC.
+    # Reasoned, permanent: S3 has no fixed addresses either (a NetworkPolicy cannot name the gateway
+    # endpoint's prefix list), so the :443 egress for weights from S3 also reaches :443 inside the VPC.
     ("call-paths", "vllm -> vpc", "443/TCP is admitted but not relied on"): "S3 egress cannot name its peers",
     ("call-paths", "warm -> vpc", "443/TCP is admitted but not relied on"): "S3 egress cannot name its peers",
     # Reasoned, permanent: a cache-aware router discovers its model's pods through the API server, with
