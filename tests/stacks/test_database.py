@@ -550,18 +550,15 @@ def test_database_manifests_validate_and_pods_are_restricted(plan_of):
     assert sorted(pods) == sorted(["litellm", "gateway-frontdoor", reconcile])
 
 
-def test_database_manifests_pass_checkov_with_per_object_skips(plan_of, tmp_path):
-    from tests.stacks.test_checkov import CHECKOV, scan
+def test_database_manifests_pass_checkov_with_per_object_skips(checkov_k8s, plan_of):
+    from tests.support.checkov import of
 
-    if not CHECKOV.exists():
-        missing(f"{CHECKOV} not found", "run scripts/setup-e2e.sh")
     _, _, out = plan_of(DB)
-    for m in (out / "manifests").glob("*.yaml"):
-        (tmp_path / m.name).write_text(m.read_text())
-    assert scan(CHECKOV, tmp_path) == []
+    folder = DB.stem  # the database stack's folder in the suite's one checkov scan
+    assert of(checkov_k8s, folder, "failed") == []
     (job,) = kinds_named(out, "Job", "litellm-reconcile-")
     name = job["metadata"]["name"]
-    skipped = {cid for cid, res in scan(CHECKOV, tmp_path, skipped=True) if res == f"Job.gateway.{name}"}
+    skipped = {cid for cid, res in of(checkov_k8s, folder, "skipped") if res == f"Job.gateway.{name}"}
     assert skipped == {"CKV_K8S_11", "CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"}
 
 
