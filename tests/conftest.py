@@ -126,39 +126,79 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"test modules without a tier (add them to TIER_OF in tests/conftest.py): {names}")
 
 
-_plans: dict = {}
+_once: dict = {}
+
+
+def once(root: Path, name: str, compute):
+    """`compute()` once per test session, shared by the pytest-xdist workers: whichever worker needs it
+    first computes it (under a lock on a file named after it) and leaves it pickled in `root` for the
+    others. For what is expensive and the same for every test: a plan, one scan of an external tool."""
+    if name not in _once:
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = root / f"{name}.pickle"
+            if done.exists():
+                _once[name] = pickle.loads(done.read_bytes())
+            else:
+                _once[name] = compute()
+                done.write_bytes(pickle.dumps(_once[name]))
+    return _once[name]
 
 
 def planned(stack_file: Path, tmp_root: Path):
-    """Run the plan for a stack file once per test session; (intent, recording, out dir).
+    """Run the plan for a stack file once per test session; (intent, recording, out dir)."""
+    stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    out = tmp_root / stack
 
-    Under pytest-xdist the workers share one plan of each stack: whichever needs it first plans it
-    (under a lock on the file) and leaves it pickled beside its outputs for the others."""
-    key = str(stack_file)
-    if key not in _plans:
-        stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        out = tmp_root / stack
-        with open(tmp_root / f"{stack}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            done = tmp_root / f"{stack}.pickle"
-            if done.exists():
-                intent, rec = pickle.loads(done.read_bytes())
-            else:
-                intent, rec = plancli.run_program(stack, stack_file)
-                plancli.write_outputs(out, intent, rec)
-                done.write_bytes(pickle.dumps((intent, rec)))
-        _plans[key] = (intent, rec, out)
-    return _plans[key]
+    def plan():
+        intent, rec = plancli.run_program(stack, stack_file)
+        plancli.write_outputs(out, intent, rec)
+        return intent, rec
+
+    intent, rec = once(tmp_root, f"plan-{stack}", plan)
+    return intent, rec, out
+
+
+def _shared_root(tmp_path_factory) -> Path:
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: a directory of this session's own
+        return tmp_path_factory.mktemp("plans")
+    # xdist: the run's base directory, shared by its workers and by no other run
+    root = tmp_path_factory.getbasetemp().parent / "plans"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 @pytest.fixture(scope="session")
-def plan_of(tmp_path_factory):
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process: a directory of this session's own
-        root = tmp_path_factory.mktemp("plans")
-    else:  # xdist: the run's base directory, shared by its workers and by no other run
-        root = tmp_path_factory.getbasetemp().parent / "plans"
-        root.mkdir(exist_ok=True)
-    return lambda stack_file: planned(Path(stack_file), root)
+def shared_root(tmp_path_factory) -> Path:
+    """A directory this run's workers share (and no other run): `once` keeps its results here."""
+    return _shared_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def plan_of(shared_root):
+    return lambda stack_file: planned(Path(stack_file), shared_root)
+
+
+@pytest.fixture(scope="session")
+def session_once(shared_root):
+    """`session_once(name, compute)`: compute's result, computed once for the whole run (see `once`)."""
+    return lambda name, compute: once(shared_root, name, compute)
 
 
 STACK_FILES = sorted([ROOT / "Pulumi.dev.yaml", *(ROOT / "stacks" / "examples").glob("*.yaml")])
+
+
+@pytest.fixture(scope="session")
+def checkov_k8s(plan_of, session_once, tmp_path_factory):
+    """The suite's one checkov scan of rendered manifests (tests/support/checkov.py has its folders):
+    every committed stack and the gateway-database fixture, each in a folder named after its file."""
+    from tests.support import checkov
+    from tests.support.shared import missing
+
+    if not checkov.CHECKOV.exists():
+        missing(f"{checkov.CHECKOV} not found", "run scripts/setup-e2e.sh")
+    stacks = [*STACK_FILES, ROOT / "tests" / "configs" / "gateway-database.ok.yaml"]
+    return session_once(
+        "checkov-k8s",
+        lambda: checkov.scan_folders(checkov.CHECKOV, tmp_path_factory.mktemp("checkov"), plan_of, stacks),
+    )

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pulumi
@@ -255,17 +254,20 @@ def contract():
             "LiteLLM_TeamTable": ["no_such_field"],  # negative control
         },
     }
+    # One LiteLLM process (its import is most of the cost) for the contract and the URL translation below.
     r = subprocess.run(
-        [str(LITELLM_PY), str(CONTRACT)],
-        input=json.dumps(spec),
+        [str(LITELLM_PY), "-c", TRANSLATE_THEN_CONTRACT, str(CONTRACT)],
+        input=json.dumps({"contract": spec, "urls": TRANSLATED_URLS}),
         capture_output=True,
         text=True,
         timeout=170,
         cwd="/tmp",
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    return {"sent": sent, "nbad": len(bad), "ncalls": len(rec.calls), **out}
+    lines = r.stdout.strip().splitlines()
+    out = json.loads(lines[-1])
+    translated = json.loads(next(ln for ln in lines if ln.startswith("translated: ")).removeprefix("translated: "))
+    return {"sent": sent, "nbad": len(bad), "ncalls": len(rec.calls), "translated": translated, **out}
 
 
 def test_the_contract_ran_on_the_pinned_litellm(contract):
@@ -321,34 +323,27 @@ def test_database_url_is_libpq_verify_full_with_the_bundle_and_a_quoted_password
     }
 
 
-TRANSLATE = """
-import json, sys, urllib.parse
+TRANSLATE_THEN_CONTRACT = """
+import io, json, runpy, sys, urllib.parse
 from litellm.proxy.db.db_url_settings import translate_libpq_ssl_params
+job = json.load(sys.stdin)
 out = {}
-for name, url in json.load(sys.stdin).items():
+for name, url in job["urls"].items():
     t = translate_libpq_ssl_params(url, resolve_root_cert=lambda path, host, port: path)
     out[name] = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(t).query))
-print(json.dumps(out))
+print("translated: " + json.dumps(out))
+sys.stdin = io.StringIO(json.dumps(job["contract"]))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
+TRANSLATED_URLS = {
+    "ours": database_url("db.example", "pw", RDS_CA_PATH),
+    "require-only": "postgresql://litellm:pw@db.example:5432/litellm?sslmode=require",  # negative control
+}
 
 
-def test_litellm_turns_the_url_into_prisma_certificate_verification():
-    if not LITELLM_PY.exists():
-        missing(f"{LITELLM_PY} not found", "run scripts/setup-e2e.sh (the LiteLLM venv)")
-    urls = {
-        "ours": database_url("db.example", "pw", RDS_CA_PATH),
-        "require-only": "postgresql://litellm:pw@db.example:5432/litellm?sslmode=require",  # negative control
-    }
-    r = subprocess.run(
-        [str(LITELLM_PY), "-c", TRANSLATE],
-        input=json.dumps(urls),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/tmp",
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+def test_litellm_turns_the_url_into_prisma_certificate_verification(contract):
+    got = contract["translated"]  # translate_libpq_ssl_params run on TRANSLATED_URLS, in the contract's process
     # Prisma: require TLS, trust only the RDS root (sslcert is its CA file), check chain and hostname
     assert got["ours"] == {"sslmode": "require", "sslcert": RDS_CA_PATH, "sslaccept": "strict"}
     assert got["require-only"] == {"sslmode": "require"}  # encrypted, but no certificate check at all
@@ -550,18 +545,15 @@ def test_database_manifests_validate_and_pods_are_restricted(plan_of):
     assert sorted(pods) == sorted(["litellm", "gateway-frontdoor", reconcile])
 
 
-def test_database_manifests_pass_checkov_with_per_object_skips(plan_of, tmp_path):
-    from tests.stacks.test_checkov import CHECKOV, scan
+def test_database_manifests_pass_checkov_with_per_object_skips(checkov_k8s, plan_of):
+    from tests.support.checkov import of
 
-    if not CHECKOV.exists():
-        missing(f"{CHECKOV} not found", "run scripts/setup-e2e.sh")
     _, _, out = plan_of(DB)
-    for m in (out / "manifests").glob("*.yaml"):
-        (tmp_path / m.name).write_text(m.read_text())
-    assert scan(CHECKOV, tmp_path) == []
+    folder = DB.stem  # the database stack's folder in the suite's one checkov scan
+    assert of(checkov_k8s, folder, "failed") == []
     (job,) = kinds_named(out, "Job", "litellm-reconcile-")
     name = job["metadata"]["name"]
-    skipped = {cid for cid, res in scan(CHECKOV, tmp_path, skipped=True) if res == f"Job.gateway.{name}"}
+    skipped = {cid for cid, res in of(checkov_k8s, folder, "skipped") if res == f"Job.gateway.{name}"}
     assert skipped == {"CKV_K8S_11", "CKV_K8S_35", "CKV_K8S_43", "CKV_K8S_15"}
 
 
@@ -602,21 +594,17 @@ def test_team_key_values_pair_each_alias_with_its_generated_key():
     assert got == {"search/ci": K1, "ads/batch": K3}
 
 
-def test_the_plan_cli_prints_no_password(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "stacks.plan", "gateway-database", "--config", str(DB), "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        cwd=ROOT,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "teams-job" in r.stdout  # the reconciler is in the plan (its modelled deploy step)
+def test_the_plan_cli_prints_no_password(tmp_path, capsys):
+    from stacks.plan import main
+
+    assert main(["gateway-database", "--config", str(DB), "--out", str(tmp_path / "o")]) == 0
+    r = capsys.readouterr()  # .out and .err, as a process would print them
+    assert "teams-job" in r.out  # the reconciler is in the plan (its modelled deploy step)
     values = [
         "mock-" + runtime._fake_id("keys-database-password"),
         "sk-mock-" + runtime._fake_id("keys-litellm-master-key"),
     ]
-    assert not [v for v in values if v in r.stdout + r.stderr]
+    assert not [v for v in values if v in r.out + r.err]
     assert plaintext_hits(tmp_path / "o", values) == []
 
 

@@ -73,30 +73,25 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     assert "$0.80/h at min, $1.61/h at max" in table
 
 
-def test_plan_is_deterministic(tmp_path):
-    """Byte-identical output from two processes with different hash seeds (set and dict order)."""
+def test_plan_is_deterministic(tmp_path, plan_of):
+    """Byte-identical output from two processes with different hash seeds (set and dict order): this
+    session's plan of the stack, and one more process with a seed other than this one's."""
     import os
 
-    a, b = tmp_path / "a", tmp_path / "b"
-    for d, seed in ((a, "1"), (b, "4242")):
-        r = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stacks.plan",
-                "seed000-inf2-llama-qwen-webui",
-                "--config",
-                str(ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"),
-                "--out",
-                str(d),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PYTHONHASHSEED": seed},
-        )
-        assert r.returncode == 0, r.stderr
+    stack_file = ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"
+    _, _, a = plan_of(stack_file)
+    b = tmp_path / "b"
+    seed = "4242" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # unset: this process's is random
+    r = subprocess.run(
+        [sys.executable, "-m", "stacks.plan", "seed000-inf2-llama-qwen-webui", "--config", str(stack_file)]
+        + ["--out", str(b)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": seed},
+    )
+    assert r.returncode == 0, r.stderr
     fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert fa == fb

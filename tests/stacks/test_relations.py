@@ -206,7 +206,17 @@ class Stack:
         )
 
 
+_stacks: dict[Path, Stack] = {}
+
+
 def stack(path: Path, plan_of) -> Stack:
+    """The stack's plan, loaded once per process (the checks only read it; negative controls copy it)."""
+    if path not in _stacks:
+        _stacks[path] = _load_stack(path, plan_of)
+    return _stacks[path]
+
+
+def _load_stack(path: Path, plan_of) -> Stack:
     intent, _, out = plan_of(path)
     doc = yaml.safe_load(path.read_text())
     r = R.load(out, path.name)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.litellm import render_gateway_pod, render_litellm_config
@@ -179,9 +178,16 @@ def test_redis_subnets_are_the_private_ones(plan_of):
     assert len(private) == 3 and set(subnets) == private
 
 
-def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(monkeypatch):
-    monkeypatch.setattr(runtime, "_plain", _unmasked)
-    _intent, rec = plancli.run_program("teams", TEAMS)
+@pytest.fixture(scope="module")
+def unmasked_plan():
+    """The teams plan with secrets left unmasked, once for the tests below that read it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runtime, "_plain", _unmasked)
+        return plancli.run_program("teams", TEAMS)
+
+
+def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(unmasked_plan):
+    _intent, rec = unmasked_plan
     table = json.loads(by_name(rec, "kubernetes:core/v1:Secret")["gateway-keys"].inputs["stringData"]["keys.json"])
     want = {
         hashlib.sha256(mock_key("team-keys-search-ci").encode()).hexdigest(): (
@@ -234,24 +240,17 @@ def leaks(out: Path, *texts: str) -> list[tuple[str, str]]:
     return [(where, v) for where, t in found.items() for v in SECRETS if v.removeprefix("sk-") in t]
 
 
-def test_no_key_or_token_in_plain_text_in_the_plan_output(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "stacks.plan", "teams", "--config", str(TEAMS), "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    assert leaks(tmp_path, r.stdout, r.stderr) == []
+def test_no_key_or_token_in_plain_text_in_the_plan_output(tmp_path, capsys):
+    assert plancli.main(["teams", "--config", str(TEAMS), "--out", str(tmp_path)]) == 0
+    r = capsys.readouterr()
+    assert leaks(tmp_path, r.out, r.err) == []
     assert "[secret]" in (tmp_path / "manifests" / "secret-gateway-litellm-keys.yaml").read_text()
 
 
-def test_the_leak_check_finds_keys_when_secrets_are_not_masked(tmp_path, monkeypatch):
+def test_the_leak_check_finds_keys_when_secrets_are_not_masked(tmp_path, unmasked_plan):
     """Negative control: the same plan written without secret masking shows the Redis token and Open
     WebUI's key (its pod needs the key itself); the team keys stay absent, the gateway holds hashes."""
-    monkeypatch.setattr(runtime, "_plain", _unmasked)
-    intent, rec = plancli.run_program("teams", TEAMS)
+    intent, rec = unmasked_plan
     plancli.write_outputs(tmp_path, intent, rec)
     assert {v for _, v in leaks(tmp_path)} == {SECRETS[3], SECRETS[4]}
 

@@ -78,10 +78,14 @@ class Rendered:
         return [r["inputs"] for r in self.resources if r["type"] == typ]
 
 
+def _yaml(f: Path):
+    return yaml.load(f.read_text(), Loader=yaml.CSafeLoader)  # libyaml: the plan's files are many
+
+
 def load(out: Path, name: str = "") -> Rendered:
-    objects = [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    objects = [_yaml(f) for f in sorted((out / "manifests").glob("*.yaml"))]
     resources = json.loads((out / "resources.json").read_text()) if (out / "resources.json").exists() else []
-    helm = {f.stem: yaml.safe_load(f.read_text()) for f in sorted((out / "helm").glob("*.yaml"))}
+    helm = {f.stem: _yaml(f) for f in sorted((out / "helm").glob("*.yaml"))}
     return Rendered(name=name or out.name, objects=objects, resources=resources, helm=helm)
 
 

@@ -1,0 +1,95 @@
+"""checkov on rendered Kubernetes manifests: one scan per test run over every folder the tests read
+(checkov's start-up costs more than its checks). tests/conftest.py's `checkov_k8s` fixture runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKOV = ROOT / ".e2e" / "checkov" / "bin" / "checkov"
+
+
+def _run(checkov, directory) -> list[dict]:
+    # Without --quiet the report holds the skipped checks beside the failed ones: one run gives both.
+    r = subprocess.run(
+        [
+            str(checkov),
+            "-d",
+            str(directory),
+            "--config-file",
+            str(ROOT / ".checkov.yaml"),
+            "--skip-download",
+            "--compact",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        cwd=ROOT,
+    )
+    docs = json.loads(r.stdout)
+    return docs if isinstance(docs, list) else [docs]
+
+
+def _findings(docs: list[dict], kind: str) -> list[tuple[str, str, str]]:
+    """(check id, resource, first folder of the file under the scanned directory) per finding."""
+    return [
+        (f["check_id"], f["resource"], Path(f["file_path"]).parts[Path(f["file_path"]).is_absolute()])
+        for d in docs
+        for f in d.get("results", {}).get(f"{kind}_checks", [])
+    ]
+
+
+BAD_POD = (
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, namespace: models}\n"
+    "spec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: busybox\n"
+    "    securityContext: {privileged: true}\n"
+)
+
+
+def _copy_manifests(out: Path, d: Path) -> None:
+    d.mkdir()
+    for m in (out / "manifests").glob("*.yaml"):
+        (d / m.name).write_text(m.read_text())
+
+
+def _regress_dev(d: Path) -> None:
+    """dev with a writable root on the vLLM server and the gateway's CKV_K8S_35 annotation lost."""
+    vllm = d / "deployment-models-qwen3-0-6b.yaml"
+    doc = yaml.safe_load(vllm.read_text())
+    doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    vllm.write_text(yaml.safe_dump(doc))
+    gw = d / "deployment-gateway-litellm.yaml"
+    doc = yaml.safe_load(gw.read_text())
+    doc["metadata"]["annotations"] = {
+        k: v for k, v in doc["metadata"]["annotations"].items() if not v.startswith("CKV_K8S_35=")
+    }
+    gw.write_text(yaml.safe_dump(doc))
+
+
+def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path]) -> dict:
+    """{folder: {"failed": [...], "skipped": [...]}} from one scan of: each stack's manifests (a folder
+    named after its file), a bad pod ("bad-pod") and dev regressed ("dev-regressed", see _regress_dev)."""
+    for f in stack_files:
+        _copy_manifests(plan_of(f)[2], root / f.stem)
+    (root / "bad-pod").mkdir()
+    (root / "bad-pod" / "bad.yaml").write_text(BAD_POD)
+    _copy_manifests(plan_of(ROOT / "Pulumi.dev.yaml")[2], root / "dev-regressed")
+    _regress_dev(root / "dev-regressed")
+    docs = _run(checkov, root)
+    out: dict = {}
+    for kind in ("failed", "skipped"):
+        for cid, res, folder in _findings(docs, kind):
+            out.setdefault(folder, {"failed": [], "skipped": []})[kind].append((cid, res))
+    return out
+
+
+def of(findings, folder: str, kind: str) -> list[tuple[str, str]]:
+    return findings.get(folder, {}).get(kind, [])
