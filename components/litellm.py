@@ -70,6 +70,10 @@ USAGE_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_u
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
+# The scraper's /metrics-only key (a row of the key table): its own Secret, which the PodMonitor
+# names, so the Prometheus configuration never holds the master key.
+METRICS_SECRET = "litellm-metrics"
+METRICS_SECRET_KEY = "metrics-key"
 # checkov findings accepted on the gateway Deployment only (reasons contain no '=').
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds gateway latency; CPU requests are set",
@@ -171,6 +175,8 @@ class GatewayArgs:
     # The Redis the replicas share rate-limit counters through (TLS, auth token); None = per-replica counters.
     redis_host: pulumi.Input[str] | None = None
     redis_password: pulumi.Input[str] | None = None
+    # The scraper's key (its hash is in key_table): Secret METRICS_SECRET, for the PodMonitor only.
+    metrics_key: pulumi.Input[str] | None = None
 
 
 def render_gateway_hpa_spec(*, deployment: str, min_replicas: int, max_replicas: int, cpu_percent: int) -> dict:
@@ -351,6 +357,16 @@ class LiteLLMGateway(pulumi.ComponentResource):
                 opts=self._opts(),
             )
         )
+        if args.metrics_key is not None:
+            out.append(
+                k8s.core.v1.Secret(
+                    f"{name}-metrics-key",
+                    metadata={"name": METRICS_SECRET, "namespace": ns},
+                    type="Opaque",
+                    string_data={METRICS_SECRET_KEY: pulumi.Output.secret(args.metrics_key)},
+                    opts=self._opts(),
+                )
+            )
         out += self._rds_ca()
         out.append(
             k8s.core.v1.ServiceAccount(

@@ -40,6 +40,7 @@ TIER_OF = {
     "stacks/test_config_prices.py": "config",
     "stacks/test_advisories.py": "policy",
     "stacks/test_object_collisions.py": "relations",
+    "stacks/test_tenancy.py": "relations",
     "stacks/test_planner.py": "planner",
     "stacks/test_size.py": "planner",
     "stacks/test_costs.py": "planner",

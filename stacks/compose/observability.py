@@ -46,19 +46,14 @@ def _port(container: dict) -> tuple[str, int]:
     return p["name"], p["containerPort"]
 
 
-def _secret_ref(container: dict, env_name: str) -> tuple[str, str]:
-    ref = next(e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == env_name)
-    return ref["name"], ref["key"]
-
-
 def vllm_target(spec: ServerSpec, models_ns: str) -> tuple[ScrapeTarget, int]:
     port_name, port = _port(vllm.render_container(spec, api_key_secret=VLLM_KEY_SECRET))
     return ScrapeTarget(f"vllm-{spec.name}", models_ns, "PodMonitor", vllm.labels(spec), port_name), port
 
 
 def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, int]:
-    """LiteLLM's /metrics needs a key (require_auth_for_metrics_endpoint): the scraper sends the
-    master key from the gateway's own Secret, found through the env var the proxy reads it from."""
+    """LiteLLM's /metrics needs a key (require_auth_for_metrics_endpoint): the scraper sends its own
+    key, which the gateway's auth hook allows `/metrics` and nothing else (components.team_keys)."""
     pod = litellm.render_gateway_pod(
         catalog.versions().images["litellm"],
         replicas=intent.config.gateway.replicas,
@@ -67,7 +62,7 @@ def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, 
     )
     c = pod["containers"][0]
     port_name, port = _port(c)
-    secret = _secret_ref(c, "LITELLM_MASTER_KEY")
+    secret = (litellm.METRICS_SECRET, litellm.METRICS_SECRET_KEY)
     return ScrapeTarget("litellm", gateway_ns, "PodMonitor", GATEWAY_SELECTOR, port_name, bearer_secret=secret), port
 
 

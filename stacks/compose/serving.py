@@ -490,7 +490,8 @@ def litellm_gateway(
     """The team keys, the shared rate-limit Redis (when a team has limits) and LiteLLM itself."""
     cfg = intent.config
     grants = key_grants(intent)
-    team_keys = TeamKeys("team-keys", TeamKeysArgs(grants=grants)) if grants else None
+    scraped = cfg.observability.enabled  # the scraper gets its own /metrics-only key
+    team_keys = TeamKeys("team-keys", TeamKeysArgs(grants, metrics_key=scraped)) if grants or scraped else None
     cache = gateway_cache(intent, plat, keys.redis_auth_token) if keys.redis_auth_token is not None else None
     autoscaled = cfg.autoscaling.enabled
     gateway = LiteLLMGateway(
@@ -512,6 +513,7 @@ def litellm_gateway(
             key_table=team_keys.table if team_keys else None,
             redis_host=cache.host if cache else None,
             redis_password=keys.redis_auth_token,
+            metrics_key=team_keys.metrics_key if team_keys else None,
         ),
         opts=scope.kopts,
     )

@@ -126,10 +126,12 @@ def by_name(rec, typ: str) -> dict:
 
 def test_dev_has_the_hook_and_nothing_else_of_teams(plan_of):
     _intent, rec, out = plan_of(DEV)
-    assert "llm-serving:access:TeamKeys" not in types_of(rec)
+    # The only generated key of the table is the scraper's (tests/stacks/test_tenancy.py).
+    assert [n for n in by_name(rec, "random:index/randomPassword:RandomPassword") if n.startswith("team-keys")] == [
+        "team-keys-metrics"
+    ]
     assert "llm-serving:access:GatewayCache" not in types_of(rec)
     assert not [t for t in types_of(rec) if t.startswith("aws:elasticache")]
-    assert "gateway-keys" not in by_name(rec, "kubernetes:core/v1:Secret")
     assert "serving-gateway-to-redis" not in by_name(rec, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert cm["data"]["custom_auth.py"] == (ROOT / "incluster" / "gateway_auth" / "custom_auth.py").read_text()
