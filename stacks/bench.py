@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 
 from stacks import measure
 from stacks.measure import engine as eng
-from stacks.verify import BadInput, chat, load_outputs, need, run_command
+from stacks.verify import BadInput, admin_key, chat, load_outputs, need, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_ENV = "STACKS_BENCH_ENGINE"
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--config", type=Path, help="the stack config (default: Pulumi.STACK.yaml, if present)")
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
-    ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
+    ap.add_argument("--api-key", help="gateway key instead of the admin key the gatewayAdminKey output locates")
     ap.add_argument("--model", help="the gateway's model name (default: the stack's only model)")
     ap.add_argument("--concurrency", type=_concurrency, default=[1, 2, 4, 8], help="levels, e.g. 1,2,4,8")
     size = ap.add_mutually_exclusive_group()
@@ -138,7 +138,7 @@ def gateway(a: argparse.Namespace) -> tuple[str, str, list[str]]:
     if a.outputs or not (a.gateway_url and a.api_key and a.model):
         outputs = load_outputs(a.stack, a.outputs, run_command)
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
-    key = a.api_key or need(outputs, "gatewayMasterKey", "redeploy with this version or pass --api-key")
+    key = a.api_key or admin_key(outputs, run_command)
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BadInput(f"gateway URL {url!r}: not an http(s) URL — pass --gateway-url http://HOST:PORT")

@@ -15,6 +15,8 @@ Exit 0 when every check passes, 1 when one fails, 2 on bad input (one line, no t
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -162,16 +164,25 @@ def readiness_checks(deployments: dict[str, dict], targets: dict[str, tuple[str,
     return out
 
 
-def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
+@contextlib.contextmanager
+def kubeconfig_file(outputs: dict):
+    """The stack's kubeconfig output in a private temporary file (removed afterwards)."""
     kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it; or pass --skip-cluster")
     if not isinstance(kubeconfig, str):
         kubeconfig = json.dumps(kubeconfig)
-    endpoints = outputs.get("modelEndpoints") or {}
-    pools = (outputs.get("platform") or {}).get("pools") or {}
     fd, path = tempfile.mkstemp(prefix="verify-kubeconfig-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
             f.write(kubeconfig)
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
+    endpoints = outputs.get("modelEndpoints") or {}
+    pools = (outputs.get("platform") or {}).get("pools") or {}
+    with kubeconfig_file(outputs) as path:
         try:
             checks = node_checks(kubectl_json(run, path, "get", "nodes"), pools)
         except (subprocess.CalledProcessError, ValueError) as e:
@@ -184,8 +195,26 @@ def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
             except (subprocess.CalledProcessError, ValueError) as e:
                 checks.append(Check(f"deployments in {ns}", False, _first_line(e)))
         return checks + readiness_checks(deployments, targets)
-    finally:
-        os.unlink(path)
+
+
+def admin_key(outputs: dict, run: Runner) -> str:
+    """The gateway's admin key. The stack exports only where it is (`gatewayAdminKey`): a Secrets
+    Manager secret (platform stack; the `aws` CLI reads it as an admin role) or the gateway's
+    Kubernetes Secret (team stack). An outputs file may also carry the key itself as `gatewayMasterKey`."""
+    if outputs.get("gatewayMasterKey"):
+        return outputs["gatewayMasterKey"]
+    where = need(outputs, "gatewayAdminKey", "redeploy with this version or pass --api-key")
+    try:
+        if "secretsManagerArn" in where:
+            arn = where["secretsManagerArn"]
+            cmd = ["aws", "secretsmanager", "get-secret-value", "--secret-id", arn, "--query", "SecretString"]
+            return run([*cmd, "--output", "text"]).strip()
+        ns, name = where["kubernetesSecret"].split("/", 1)
+        with kubeconfig_file(outputs) as path:
+            data = kubectl_json(run, path, "get", "secret", name, "-n", ns)["data"][where["key"]]
+        return base64.b64decode(data).decode()
+    except (subprocess.CalledProcessError, KeyError, ValueError, TypeError) as e:
+        raise BadInput(f"gateway admin key: cannot read it ({_first_line(e)}) — pass --api-key") from None
 
 
 # --- gateway chat -------------------------------------------------------------------------------
@@ -266,9 +295,7 @@ def table(checks: list[Check]) -> str:
 def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[Check]]:
     outputs = load_outputs(a.stack, a.outputs, run)
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
-    key = a.api_key or need(
-        outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
-    )
+    key = a.api_key or admin_key(outputs, run)
     models = need(outputs, "models", "the stack has no models to check")
     checks = [] if a.skip_cluster else cluster_checks(outputs, run)
     checks += chat_checks(url, key, list(models), a.timeout)
@@ -280,7 +307,7 @@ def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
     ap.add_argument("stack")
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
-    ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
+    ap.add_argument("--api-key", help="gateway key instead of the admin key the gatewayAdminKey output locates")
     ap.add_argument("--skip-cluster", action="store_true", help="only the chat checks (no kubectl)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds per chat (default 120)")
     a = ap.parse_args(argv)

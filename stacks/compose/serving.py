@@ -41,7 +41,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.capacity import planner, scaling
-from stacks.compose import observability
+from stacks.compose import observability, tenancy
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY, team_namespaces
@@ -64,8 +64,7 @@ class Served:
     gateway_url: pulumi.Output
     model_names: list[str]
     endpoints: dict[str, str]
-    master_key: pulumi.Output  # the gateway's admin key (secret): what `python -m stacks.verify` chats with
-    team_keys: pulumi.Output  # {team: {key name: key}} (secret): the `teamKeys` stack output
+    key_locations: dict  # where the admin key and each team's keys are (stacks/compose/tenancy.py): no key
 
 
 def plan_table(intent: StackIntent) -> list[dict]:
@@ -343,13 +342,14 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     web_ui(intent, plat, scope, keys, gateway)
     after = (*scope.ns_ready, *plat.system_ready)
     observability.build(intent, plat, specs, (scope.models_ns, scope.gateway_ns), after, scope.kopts)
-    team_keys = gateway.team_keys
+    where = tenancy.deliver(
+        intent, plat.data_key_arn, scope.gateway_ns, keys.master_key, gateway.team_keys, after, scope.kopts
+    )
     return Served(
         gateway_url=front.url,
         model_names=[m.served_name for m in intent.models.values()],
         endpoints=endpoints,
-        master_key=pulumi.Output.secret(keys.master_key),
-        team_keys=team_keys.by_team if team_keys else pulumi.Output.secret({}),
+        key_locations=where,
     )
 
 

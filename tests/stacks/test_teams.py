@@ -138,7 +138,7 @@ def test_dev_has_the_hook_and_nothing_else_of_teams(plan_of):
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     assert cfg["general_settings"]["custom_auth"] == "custom_auth.user_api_key_auth"
     assert "coordination_redis" not in cfg["general_settings"]
-    assert rec.outputs["teamKeys"] == {} and "teamKeys" in rec.secret_outputs
+    assert rec.outputs["teamKeySecrets"] == {} and "gatewayMasterKey" not in rec.outputs
 
 
 def test_teams_stack_builds_keys_redis_and_the_wiring(plan_of):
@@ -167,7 +167,8 @@ def test_teams_stack_builds_keys_redis_and_the_wiring(plan_of):
         yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())["data"]["config.yaml"]
     )
     assert cfg["general_settings"]["coordination_redis"]["host"] == "os.environ/REDIS_HOST"
-    assert set(rec.outputs["teamKeys"]) == {"search", "research", "open-webui"} and "teamKeys" in rec.secret_outputs
+    # One Secrets Manager secret per team that hands out keys (Open WebUI's key stays in the cluster).
+    assert set(rec.outputs["teamKeySecrets"]) == {"search", "research"}
 
 
 def test_redis_subnets_are_the_private_ones(plan_of):
@@ -181,7 +182,7 @@ def test_redis_subnets_are_the_private_ones(plan_of):
     assert len(private) == 3 and set(subnets) == private
 
 
-def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(monkeypatch):
+def test_hashes_in_the_secret_are_the_generated_keys_and_team_secrets_hold_the_keys(monkeypatch):
     monkeypatch.setattr(runtime, "_plain", _unmasked)
     _intent, rec = plancli.run_program("teams", TEAMS)
     table = json.loads(by_name(rec, "kubernetes:core/v1:Secret")["gateway-keys"].inputs["stringData"]["keys.json"])
@@ -211,16 +212,19 @@ def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(m
             600,
         ),
     }
+    # The scraper's key is in the table only when observability is on (tests/stacks/test_tenancy.py).
+    table.pop(hashlib.sha256(mock_key("team-keys-metrics").encode()).hexdigest(), None)
     assert {h: (e["key_alias"], e["team_id"], e["models"], e["rpm_limit"]) for h, e in table.items()} == want
     assert table[hashlib.sha256(mock_key("team-keys-search-ci").encode()).hexdigest()]["max_parallel_requests"] == 8
-    assert rec.outputs["teamKeys"]["search"] == {
+    value = by_name(rec, "aws:secretsmanager/secretVersion:SecretVersion")["team-search-keys-value"]
+    assert json.loads(value.inputs["secretString"]) == {
         "search-ci": mock_key("team-keys-search-ci"),
         "search-prod": mock_key("team-keys-search-prod"),
     }
     # Open WebUI holds its own key, not the master key.
     webui = by_name(rec, "kubernetes:core/v1:Secret")["webui-secret"].inputs["stringData"]["api-key"]
     assert webui == mock_key("team-keys-open-webui")
-    assert webui != rec.outputs["gatewayMasterKey"]
+    assert webui != by_name(rec, "kubernetes:core/v1:Secret")["gateway-secret"].inputs["stringData"]["master-key"]
 
 
 SECRETS = [mock_key(f"team-keys-{k}") for k in ("search-ci", "search-prod", "research-notebooks", "open-webui")] + [
@@ -250,12 +254,12 @@ def test_no_key_or_token_in_plain_text_in_the_plan_output(tmp_path):
 
 
 def test_the_leak_check_finds_keys_when_secrets_are_not_masked(tmp_path, monkeypatch):
-    """Negative control: the same plan written without secret masking shows the Redis token and Open
-    WebUI's key (its pod needs the key itself); the team keys stay absent, the gateway holds hashes."""
+    """Negative control: the same plan written without secret masking shows every key: the team keys
+    in their Secrets Manager values, Open WebUI's key (its pod needs it), the Redis token."""
     monkeypatch.setattr(runtime, "_plain", _unmasked)
     intent, rec = plancli.run_program("teams", TEAMS)
     plancli.write_outputs(tmp_path, intent, rec)
-    assert {v for _, v in leaks(tmp_path)} == {SECRETS[3], SECRETS[4]}
+    assert {v for _, v in leaks(tmp_path)} == set(SECRETS)
 
 
 def test_webui_secret_depends_on_its_own_key_not_the_master_key(plan_of):

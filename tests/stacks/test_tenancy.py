@@ -4,15 +4,18 @@ tests/e2e/test_metrics_key.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
+import yaml
 
 from components.team_keys import METRICS_KEY_ALIAS, NO_MODEL, KeyGrant, render_key_table
 from incluster.gateway_auth import custom_auth
 from stacks import config
+from stacks import plan as plancli
 from stacks.plan import k8s_objects
-from tests.conftest import STACK_FILES
+from tests.conftest import ROOT, STACK_FILES
 
 MONITOR_KINDS = {"PodMonitor", "ServiceMonitor"}
 
@@ -107,3 +110,126 @@ def test_no_monitor_sends_the_master_key(path, plan_of):
     secrets = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for _, o in objects if o["kind"] == "Secret"}
     for ns, name, key in creds:  # what a monitor sends is a Secret of the plan holding that one key
         assert set(secrets[(ns, name)]["stringData"]) == {key}
+
+
+# ---- stack outputs carry no key; each team's secret is its team's ------------------------------
+
+TEAMS = ROOT / "stacks" / "examples" / "Pulumi.teams.yaml"
+SEARCH_ROLE = "arn:aws:iam::123456789012:role/search-devs"
+RESEARCH_ROLE = "arn:aws:iam::123456789012:role/research-devs"
+ADMIN_ROLE = "arn:aws:iam::123456789012:role/platform-admins"
+DEPLOYER = "arn:aws:iam::123456789012:user/deployer"  # the mocks' caller (stacks/offline/runtime.py)
+
+
+def generated_values(rec) -> set[str]:
+    """Every generated key or password of a plan: the mocks' RandomPassword result is "mock-" and the
+    first 17 hex digits of sha1(resource name) (stacks/offline/runtime.py)."""
+    return {
+        "mock-" + hashlib.sha1(r.name.encode()).hexdigest()[:17]
+        for r in rec.resources
+        if r.type == "random:index/randomPassword:RandomPassword"
+    }
+
+
+def key_material(outputs: dict, values: set[str]) -> list[str]:
+    """The output names whose JSON contains any of the values (without a key prefix)."""
+    return [k for k, v in outputs.items() if any(x.removeprefix("sk-") in json.dumps(v) for x in values)]
+
+
+@pytest.fixture(scope="module")
+def teams_with_access(tmp_path_factory):
+    src = yaml.safe_load(TEAMS.read_text())
+    src["config"]["llm-serving:cluster"].update(
+        adminRoleArns=[ADMIN_ROLE],
+        teamAccess={"search": {"principalArns": [SEARCH_ROLE]}, "research": {"principalArns": [RESEARCH_ROLE]}},
+    )
+    f = tmp_path_factory.mktemp("teams-access") / "Pulumi.teams-access.yaml"
+    f.write_text(yaml.safe_dump(src))
+    return plancli.run_program("teams-access", f)
+
+
+def test_output_check_can_fail():
+    """Negative control: an output holding a generated key (with or without its prefix) is found."""
+    values = {"sk-abcdef0123456789"}
+    assert key_material({"teamKeys": {"search": {"ci": "sk-abcdef0123456789"}}, "models": ["m"]}, values) == [
+        "teamKeys"
+    ]
+    assert key_material({"x": "abcdef0123456789"}, values) == ["x"]
+    assert key_material({"models": ["m"]}, values) == []
+
+
+@pytest.mark.parametrize("path", STACK_FILES, ids=lambda p: p.name)
+def test_no_stack_output_carries_key_material(path, plan_of):
+    _, rec, _ = plan_of(path)  # the recorded outputs are the values themselves, secrets unmasked
+    values = generated_values(rec)
+    assert values  # every stack generates keys: the check has something to look for
+    assert key_material(rec.outputs, values) == []
+    assert {"gatewayMasterKey", "teamKeys"}.isdisjoint(rec.outputs)
+
+
+def policy_of(rec, secret: str) -> dict:
+    r = next(r for r in rec.resources if r.type == "aws:secretsmanager/secretPolicy:SecretPolicy" and r.name == secret)
+    return json.loads(r.inputs["policy"])
+
+
+def readers(policy: dict) -> tuple[set[str], set[str]]:
+    """(principals allowed to read, principals the deny spares)."""
+    allow = {p for s in policy["Statement"] if s["Effect"] == "Allow" for p in s["Principal"]["AWS"]}
+    deny = next(s for s in policy["Statement"] if s["Effect"] == "Deny")
+    assert deny["Principal"] == "*" and deny["Action"] == ["secretsmanager:GetSecretValue"]
+    return allow, set(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
+
+
+def test_each_team_secret_is_readable_by_its_team_alone(teams_with_access):
+    _, rec = teams_with_access
+    assert readers(policy_of(rec, "team-search-keys-policy")) == ({SEARCH_ROLE}, {SEARCH_ROLE, DEPLOYER})
+    assert readers(policy_of(rec, "team-research-keys-policy")) == ({RESEARCH_ROLE}, {RESEARCH_ROLE, DEPLOYER})
+    assert readers(policy_of(rec, "gateway-admin-key-policy")) == ({ADMIN_ROLE}, {ADMIN_ROLE, DEPLOYER})
+    out = rec.outputs
+    assert set(out["teamKeySecrets"]) == {"search", "research"}
+    assert all(set(v) == {"secretsManagerArn"} for v in out["teamKeySecrets"].values())
+
+
+def test_team_secrets_use_the_platform_cmk_and_grants_name_the_secret(teams_with_access):
+    _, rec = teams_with_access
+    secrets = {r.name: r for r in rec.resources if r.type == "aws:secretsmanager/secret:Secret"}
+    data_key = next(r for r in rec.resources if r.type == "aws:kms/key:Key" and r.name.endswith("-data"))
+    assert set(secrets) >= {"team-search-keys-secret", "team-research-keys-secret", "gateway-admin-key-secret"}
+    assert all(s.dependencies and data_key.urn in s.dependencies for s in secrets.values() if "keys" in s.name)
+    grants = [r for r in rec.resources if r.type == "aws:kms/grant:Grant"]
+    by_grantee = {g.inputs["granteePrincipal"]: g for g in grants}
+    assert set(by_grantee) == {SEARCH_ROLE, RESEARCH_ROLE, ADMIN_ROLE}
+    for g in grants:
+        assert g.inputs["operations"] == ["Decrypt"]
+        assert set(g.inputs["constraints"][0]["encryptionContextSubset"]) == {"SecretARN"}
+
+
+def test_team_stack_keys_stay_in_its_own_namespace(plan_of, tmp_path):
+    src = yaml.safe_load((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
+    src["config"]["llm-serving:gateway"] = {"teams": {"web": {"allowedModels": ["qwen2-5-7b"], "keys": ["web-1"]}}}
+    f = tmp_path / "Pulumi.team-keys.yaml"
+    f.write_text(yaml.safe_dump(src))
+    _, rec, _ = plan_of(f)
+    assert not [r for r in rec.resources if r.type.startswith("aws:")]
+    assert rec.outputs["teamKeySecrets"] == {
+        "web": {"kubernetesSecret": "search-gateway/litellm-team-keys", "key": "web.json"}
+    }
+    assert rec.outputs["gatewayAdminKey"] == {"kubernetesSecret": "search-gateway/litellm", "key": "master-key"}
+    secret = next(
+        o for _, o in k8s_objects(rec) if o["kind"] == "Secret" and o["metadata"]["name"] == "litellm-team-keys"
+    )
+    assert secret["metadata"]["namespace"] == "search-gateway"
+
+
+@pytest.mark.parametrize("ns", ["search-models", "search-gateway", "kube-system"])
+def test_observability_namespace_is_no_team_or_system_namespace(ns):
+    raw = {
+        "models": {"tiny": {"preset": "qwen3-0.6b"}},
+        "cluster": {"teamAccess": {"search": {"principalArns": [SEARCH_ROLE]}}},
+        "observability": {"enabled": True, "namespace": ns},
+    }
+    with pytest.raises(config.ConfigError) as e:
+        config.resolve(raw, stack="t")
+    assert any(p.startswith("llm-serving:observability.namespace: ") for p in e.value.problems), e.value.problems
+    raw["observability"]["namespace"] = "monitoring"  # control: the default is accepted
+    config.resolve(raw, stack="t")

@@ -161,7 +161,7 @@ def test_unreachable_cluster_is_a_failed_check(outputs, tmp_path, capsys):
 
 def test_gateway_url_and_key_overrides(outputs, tmp_path, gateway_url):
     outputs["gatewayUrl"] = "http://internal-lb.invalid:4000"
-    del outputs["gatewayMasterKey"]
+    del outputs["gatewayMasterKey"], outputs["gatewayAdminKey"]
     f = write(tmp_path, outputs)
     assert verify.main(["dev", "--outputs", f, "--skip-cluster"]) == 2  # no key
     assert verify.main(["dev", "--outputs", f, "--skip-cluster", "--gateway-url", gateway_url, "--api-key", KEY]) == 0
@@ -174,10 +174,10 @@ def cli(*args, env=None):
 
 
 def test_bad_input_is_exit_2_one_line_no_traceback(outputs, tmp_path):
-    del outputs["gatewayMasterKey"]
+    del outputs["gatewayMasterKey"], outputs["gatewayAdminKey"]
     r = cli("dev", "--outputs", write(tmp_path, outputs), "--skip-cluster")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.startswith("error: stack output gatewayMasterKey: missing — ") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: stack output gatewayAdminKey: missing — ") and r.stderr.count("\n") == 1
 
 
 def test_missing_clis_are_exit_2(outputs, tmp_path):
@@ -208,6 +208,31 @@ def test_model_targets_come_from_the_endpoint_urls():
 
 def test_the_stack_exports_what_verify_reads_and_the_key_stays_secret(plan_of):
     _, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
-    assert {"gatewayUrl", "gatewayMasterKey", "models", "modelEndpoints", "kubeconfig", "platform"} <= set(rec.outputs)
-    assert {"gatewayMasterKey", "kubeconfig"} <= rec.secret_outputs
+    assert {"gatewayUrl", "gatewayAdminKey", "models", "modelEndpoints", "kubeconfig", "platform"} <= set(rec.outputs)
+    assert "kubeconfig" in rec.secret_outputs and "gatewayMasterKey" not in rec.outputs
     assert "gatewayUrl" not in rec.secret_outputs  # the check can fail
+
+
+def test_admin_key_from_secrets_manager_or_the_team_gateway_secret(outputs):
+    """The stack exports where the admin key is; verify reads it with the aws CLI or kubectl."""
+    del outputs["gatewayMasterKey"]
+    arn = outputs["gatewayAdminKey"]["secretsManagerArn"]
+    calls = []
+
+    def aws(cmd):
+        calls.append(cmd)
+        return "sk-from-secrets-manager\n"
+
+    assert verify.admin_key(outputs, aws) == "sk-from-secrets-manager"
+    assert calls[0][:5] == ["aws", "secretsmanager", "get-secret-value", "--secret-id", arn]
+    team = {**outputs, "gatewayAdminKey": {"kubernetesSecret": "search-gateway/litellm", "key": "master-key"}}
+
+    def kubectl_secret(cmd):
+        assert cmd[0] == "kubectl" and cmd[3:7] == ["get", "secret", "litellm", "-n"] and cmd[7] == "search-gateway"
+        return json.dumps({"data": {"master-key": "c2stdGVhbQ=="}})  # base64 of "sk-team"
+
+    assert verify.admin_key(team, kubectl_secret) == "sk-team"
+    with pytest.raises(verify.BadInput, match="cannot read it"):
+        verify.admin_key(
+            {**team, "gatewayAdminKey": {"kubernetesSecret": "search-gateway/litellm", "key": "x"}}, kubectl_secret
+        )
