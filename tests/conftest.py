@@ -66,6 +66,7 @@ TIER_OF = {
     "stacks/test_awaited_readiness.py": "deploy_rules",
     "stacks/test_platform_deploy.py": "deploy_rules",
     "stacks/test_helm.py": "helm",
+    "stacks/test_tenancy_monitoring.py": "helm",
     "stacks/test_rendered.py": "rendered",
     "stacks/test_observability.py": "rendered",
     "stacks/test_policy.py": "policy",

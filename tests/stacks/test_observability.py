@@ -144,7 +144,12 @@ def pod_templates(objs: list[dict]) -> list[tuple[str, dict]]:
 
 def scraper_policy(np: dict) -> bool:
     peers = [p for r in np["spec"].get("ingress") or [] for p in r.get("from") or []]
-    return any((p.get("podSelector") or {}).get("matchLabels") == obs.PROMETHEUS_POD_LABELS for p in peers)
+    # Admissions in the targets' namespaces name the scraper's namespace (the monitoring namespace's
+    # own policies are judged in tests/stacks/test_tenancy_monitoring.py).
+    return any(
+        "namespaceSelector" in p and (p.get("podSelector") or {}).get("matchLabels") == obs.PROMETHEUS_POD_LABELS
+        for p in peers
+    )
 
 
 def monitor_relation_problems(objs: list[dict]) -> list[str]:
