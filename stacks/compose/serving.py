@@ -8,7 +8,7 @@ import pulumi
 from pulumi import ResourceOptions
 
 from components.database import DatabaseArgs, GatewayDatabase
-from components.frontdoor import READ_TIMEOUT_MARGIN_S, Exposure, FrontDoorArgs, GatewayFrontDoor
+from components.frontdoor import READ_TIMEOUT_MARGIN_S, DoorLimits, Exposure, FrontDoorArgs, GatewayFrontDoor
 from components.gateway_redis import GatewayCache, GatewayCacheArgs
 from components.keda import ModelAutoscaler, ModelAutoscalerArgs
 from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway, render_litellm_config
@@ -520,6 +520,11 @@ def litellm_gateway(
     return Gateway(gateway, team_keys)
 
 
+def door_limits(intent: StackIntent) -> DoorLimits:
+    d = intent.config.gateway.frontDoor
+    return DoorLimits(d.maxBodyMiB, d.ratePerSecond, d.burst, d.maxConnections)
+
+
 def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteLLMGateway) -> GatewayFrontDoor:
     cfg = intent.config
     return GatewayFrontDoor(
@@ -533,6 +538,7 @@ def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteL
             system_taint=SYSTEM_TAINT,
             exposure=exposure(intent),
             in_cluster_url=gateway.in_cluster_url,
+            limits=door_limits(intent),
             # The door's readiness probe is proxied to LiteLLM, and nginx resolves the LiteLLM Service at
             # start: created before LiteLLM is ready (a database stack waits for RDS first), the awaited
             # door would time out and fail the first `pulumi up`.

@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from components.frontdoor import DoorLimits
 from components.team_keys import METRICS_KEY_ALIAS, NO_MODEL, KeyGrant, render_key_table
 from incluster.gateway_auth import custom_auth
 from stacks import config
@@ -233,3 +234,50 @@ def test_observability_namespace_is_no_team_or_system_namespace(ns):
     assert any(p.startswith("llm-serving:observability.namespace: ") for p in e.value.problems), e.value.problems
     raw["observability"]["namespace"] = "monitoring"  # control: the default is accepted
     config.resolve(raw, stack="t")
+
+
+# ---- the front door's limits are config ------------------------------------------------------
+
+
+def test_front_door_defaults_are_the_components():
+    """One sizing: the schema's defaults are the component's DoorLimits defaults (4 MiB, 50/s, 100, 128)."""
+    d = config.StackConfig.model_validate({}).gateway.frontDoor
+    assert (d.maxBodyMiB, d.ratePerSecond, d.burst, d.maxConnections) == (4, 50, 100, 128)
+    lim = DoorLimits()
+    assert (lim.max_body_mib, lim.requests_per_second, lim.burst, lim.connections) == (4, 50, 100, 128)
+
+
+def test_front_door_limits_reach_nginx(tmp_path, plan_of):
+    src = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    src["config"]["llm-serving:gateway"] = {
+        **(src["config"].get("llm-serving:gateway") or {}),
+        "frontDoor": {"maxBodyMiB": 2, "ratePerSecond": 7, "burst": 9, "maxConnections": 11},
+    }
+    f = tmp_path / "Pulumi.door.yaml"
+    f.write_text(yaml.safe_dump(src))
+    _, rec, _ = plan_of(f)
+    conf = next(
+        o["data"]["nginx.conf"]
+        for _, o in k8s_objects(rec)
+        if o["kind"] == "ConfigMap" and "nginx.conf" in (o.get("data") or {})
+    )
+    for line in ("client_max_body_size 2m;", "rate=7r/s;", "burst=9 nodelay;", "limit_conn client_conns 11;"):
+        assert line in conf, line
+
+
+@pytest.mark.parametrize(
+    "door,where",
+    [
+        ({"maxBodyMiB": 17}, "maxBodyMiB"),
+        ({"maxBodyMiB": 0}, "maxBodyMiB"),
+        ({"ratePerSecond": True}, "ratePerSecond"),
+        ({"burst": -1}, "burst"),
+        ({"maxConnections": 4096}, "maxConnections"),
+        ({"maxConnection": 5}, "maxConnection"),
+    ],
+)
+def test_front_door_limits_are_bounded(door, where):
+    raw = {"models": {"tiny": {"preset": "qwen3-0.6b"}}, "gateway": {"frontDoor": door}}
+    with pytest.raises(config.ConfigError) as e:
+        config.resolve(raw, stack="t")
+    assert any(p.startswith(f"llm-serving:gateway.frontDoor.{where}: ") for p in e.value.problems), e.value.problems
