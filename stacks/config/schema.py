@@ -862,6 +862,9 @@ class UiConfig(_M):
     # Open WebUI's own gateway key (not the master key): every model, these limits.
     rpmLimit: int = Field(600, ge=1)
     maxParallelRequests: int = Field(16, ge=1)
+    # Anyone who reaches the UI may create an account (pending the admin's approval); off: only the
+    # first account (the admin) signs up, the admin adds everyone else.
+    allowSignup: bool = False
 
 
 # Instance metadata endpoints: a URL the program calls or renders must never point at them.

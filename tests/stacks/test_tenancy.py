@@ -17,6 +17,7 @@ from stacks import config
 from stacks import plan as plancli
 from stacks.plan import k8s_objects
 from tests.conftest import ROOT, STACK_FILES
+from tests.support import relations as R
 
 MONITOR_KINDS = {"PodMonitor", "ServiceMonitor"}
 
@@ -281,3 +282,43 @@ def test_front_door_limits_are_bounded(door, where):
     with pytest.raises(config.ConfigError) as e:
         config.resolve(raw, stack="t")
     assert any(p.startswith(f"llm-serving:gateway.frontDoor.{where}: ") for p in e.value.problems), e.value.problems
+
+
+# ---- Open WebUI: no ingress but port-forward, sign-up closed after the admin --------------------
+
+SEED000 = ROOT / "stacks" / "examples" / "Pulumi.seed000-inf2-llama-qwen-webui.yaml"
+
+
+def webui_env(rec) -> dict:
+    dep = next(o for _, o in k8s_objects(rec) if o["kind"] == "Deployment" and o["metadata"]["name"] == "open-webui")
+    return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_webui_signup_closed_unless_allowed(plan_of, tmp_path):
+    _, rec, _ = plan_of(SEED000)
+    env = webui_env(rec)
+    assert env["ENABLE_SIGNUP"] == "false" and env["DEFAULT_USER_ROLE"] == "pending"
+    assert env["WEBUI_AUTH"] == "true" and env["ENABLE_PERSISTENT_CONFIG"] == "false"
+    src = yaml.safe_load(SEED000.read_text())
+    src["config"]["llm-serving:ui"] = {**src["config"]["llm-serving:ui"], "allowSignup": True}
+    f = tmp_path / "Pulumi.webui-signup.yaml"
+    f.write_text(yaml.safe_dump(src))
+    _, rec, _ = plan_of(f)
+    assert webui_env(rec)["ENABLE_SIGNUP"] == "true"  # the switch reaches the pod (the check can fail)
+
+
+def test_webui_admits_no_ingress(plan_of):
+    """Users port-forward to the UI (kubelet path, outside NetworkPolicy); no pod or VPC host reaches it."""
+    _, _, out = plan_of(SEED000)
+    r = R.load(out)
+    ev = R.PolicyEvaluator.of(r)
+    ui_labels = next(
+        o["spec"]["template"]["metadata"]["labels"]
+        for o in r.kind("Deployment")
+        if o["metadata"]["name"] == "open-webui"
+    )
+    ui = R.Endpoint("ui", "gateway", ui_labels, "10.0.5.1", ((8080, "http", "TCP"),))
+    vpc_host = R.Endpoint("vpc", None, {}, "10.0.200.1", ())
+    pod = R.Endpoint("pod", "kube-system", {"app": "x"}, "10.0.6.1", ())
+    assert not ev.admitted(vpc_host, ui, 8080) and not ev.admitted(pod, ui, 8080)
+    assert R.PolicyEvaluator([], {}).admitted(vpc_host, ui, 8080)  # control: without policies it would be
