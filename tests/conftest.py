@@ -75,6 +75,7 @@ TIER_OF = {
     "stacks/test_review_replay.py": "policy",
     "components/test_gateway_hardening.py": "policy",
     "stacks/test_habits.py": "habits",
+    "stacks/test_tenancy_supply.py": "habits",
     "stacks/test_config_package.py": "habits",
     "stacks/test_function_size.py": "habits",
     "stacks/test_layers.py": "habits",

@@ -411,7 +411,6 @@ def model_cache(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[s
             namespace=scope.models_ns,
             storage_class=plat.storage.efs_storage_class,
             image=v.image("hf-downloader"),
-            cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
             items=items,
             hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
             system_toleration=SYSTEM_TAINT,
