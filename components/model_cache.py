@@ -225,6 +225,15 @@ class ModelCacheArgs:
 class ModelCache(pulumi.ComponentResource):
     claim_name: str = "model-cache"
 
+    def _lock(self, name: str, namespace: str, after: list[pulumi.Resource]) -> k8s.core.v1.ConfigMap:
+        """The downloader's hash lock, mounted by the install container."""
+        return k8s.core.v1.ConfigMap(
+            f"{name}-pip-lock",
+            metadata={"name": LOCK_CONFIGMAP, "namespace": namespace},
+            data={LOCK_FILE: lock_text()},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+
     def __init__(self, name: str, args: ModelCacheArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:serving:ModelCache", name, None, opts)
         after = list(args.after)
@@ -245,13 +254,7 @@ class ModelCache(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=ResourceOptions(parent=self, depends_on=after),
         )
-        lock = k8s.core.v1.ConfigMap(
-            f"{name}-pip-lock",
-            metadata={"name": LOCK_CONFIGMAP, "namespace": args.namespace},
-            data={LOCK_FILE: lock_text()},
-            opts=ResourceOptions(parent=self, depends_on=after),
-        )
-        deps = [pvc, sa, lock, *after]
+        deps = [pvc, sa, self._lock(name, args.namespace, after), *after]
         token_secret = None
         if args.hf_token is not None and any(i.gated for i in args.items):
             token_secret = "hf-token"

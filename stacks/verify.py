@@ -5,6 +5,8 @@ Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --sh
 FILE holding that JSON) and checks, in a short table:
   - nodes: Ready nodes of the system group and of every accelerator pool (`kubectl`, kubeconfig from outputs);
   - readiness: each model's Deployment has ready replicas;
+  - accelerator nodes: no pod outside the models' namespaces runs on one without requesting the
+    accelerator (per-node agents aside);
   - chat: one streamed chat per model through the gateway (time to first token, tokens/s).
 Needs the `pulumi` CLI (unless --outputs), `kubectl` and the `aws` CLI the kubeconfig calls (unless
 --skip-cluster), and a route to the gateway: its load balancer is internal by default, so from outside
@@ -30,9 +32,11 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from components.cluster import SYSTEM_LABEL
-from components.types import POOL_LABEL
+from components.types import ACCELERATOR_RESOURCE, POOL_LABEL
 
 Runner = Callable[[list[str]], str]
+ACCELERATOR_RESOURCES = frozenset(ACCELERATOR_RESOURCE.values())
+NEURON_RESOURCE_PREFIX = "aws.amazon.com/neuron"  # neuron, neuroncore, neurondevice
 PROMPT = "In one sentence, what is Kubernetes?"
 MAX_TOKENS = 32
 
@@ -179,15 +183,64 @@ def kubeconfig_file(outputs: dict):
         os.unlink(path)
 
 
+def _requests_accelerator(pod: dict) -> bool:
+    for c in [*pod["spec"].get("initContainers", []), *pod["spec"].get("containers", [])]:
+        res = c.get("resources") or {}
+        names = {*(res.get("limits") or {}), *(res.get("requests") or {})}
+        if any(n in ACCELERATOR_RESOURCES or n.startswith(NEURON_RESOURCE_PREFIX) for n in names):
+            return True
+    return False
+
+
+def unshared_violations(pods: dict, nodes: dict, pools: dict[str, str], model_namespaces: set[str]) -> list[str]:
+    """Pods on an accelerator node that do not request the accelerator, outside the models'
+    namespaces: they share a node (and, if the runtime exposes devices without a request, its GPUs or
+    NeuronCores) with another tenant's model. Per-node agents (DaemonSet pods) and finished pods are
+    not counted."""
+    accel = {
+        n["metadata"].get("name")
+        for n in nodes.get("items", [])
+        if (n["metadata"].get("labels") or {}).get(POOL_LABEL) in pools
+    }
+    out = []
+    for p in pods.get("items", []):
+        meta, node = p["metadata"], p["spec"].get("nodeName")
+        if node not in accel or meta["namespace"] in model_namespaces:
+            continue
+        if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+            continue
+        if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed") or _requests_accelerator(p):
+            continue
+        out.append(f"{meta['namespace']}/{meta['name']} on {node}")
+    return sorted(out)
+
+
+def sharing_check(
+    run: Runner, kubeconfig: str, nodes: dict, pools: dict[str, str], model_namespaces: set[str]
+) -> Check:
+    name = "accelerator nodes"
+    try:
+        pods = kubectl_json(run, kubeconfig, "get", "pods", "--all-namespaces")
+    except (subprocess.CalledProcessError, ValueError) as e:
+        return Check(name, False, _first_line(e))
+    bad = unshared_violations(pods, nodes, pools, model_namespaces)
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        return Check(name, False, "not requesting the accelerator: " + ", ".join(bad[:3]) + more)
+    return Check(name, True, "only model pods and node agents")
+
+
 def cluster_checks(outputs: dict, run: Runner) -> list[Check]:
     endpoints = outputs.get("modelEndpoints") or {}
     pools = (outputs.get("platform") or {}).get("pools") or {}
     with kubeconfig_file(outputs) as path:
         try:
-            checks = node_checks(kubectl_json(run, path, "get", "nodes"), pools)
+            nodes = kubectl_json(run, path, "get", "nodes")
+            checks = node_checks(nodes, pools)
         except (subprocess.CalledProcessError, ValueError) as e:
             return [Check("cluster reachable", False, _first_line(e))]
         targets = model_targets(endpoints)
+        checks.append(sharing_check(run, path, nodes, pools, {ns for ns, _ in targets.values()}))
         deployments = {}
         for ns in sorted({ns for ns, _ in targets.values()}):
             try:

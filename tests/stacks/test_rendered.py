@@ -53,8 +53,8 @@ def test_manifests_validate(stack_file, plan_of):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
         # one model, no UI: 2 serving namespaces + gpu-operator; NetworkPolicies; vLLM, LiteLLM and the gateway's
         # front door: Deployments, Services (+ the front door's load balancer), ServiceAccounts (+ the cache Job's
-        # own); LiteLLM's and nginx's ConfigMaps, the downloader's pip lock, their PDBs; the cache Job, PVC; vllm-api-key and litellm Secrets,
-        # the key table and the scraper's key Secrets.
+        # own); LiteLLM's and nginx's ConfigMaps, the downloader's pip lock, their PDBs; the cache Job, PVC;
+        # vllm-api-key and litellm Secrets, the key table and the scraper's key Secrets.
         # Observability: the monitoring namespace and node exporter's, 4 dashboard ConfigMaps, 2 scraper
         # NetworkPolicies and 8 of the monitoring namespace (default deny and its admits), Grafana's sidecar Role,
         # PodMonitors for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.

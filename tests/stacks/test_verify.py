@@ -112,6 +112,8 @@ def kubectl(ready=1, calls=None):
             return json.dumps(NODES)
         if cmd[3:7] == ["get", "deployments", "-n", "models"]:
             return json.dumps(deployments(ready))
+        if cmd[3:6] == ["get", "pods", "--all-namespaces"]:
+            return json.dumps({"items": []})
         raise AssertionError(cmd)
 
     return run
@@ -130,7 +132,8 @@ def test_all_checks_pass(outputs, tmp_path, capsys):
     ttft = float(chat.split("TTFT ")[1].split("s")[0])
     rate = float(chat.split("tokens, ")[1].split(" tok/s")[0])
     assert ttft >= 0.05 and 5 < rate < 100
-    assert len(calls) == 2  # nodes, then the models namespace
+    assert len(calls) == 3  # nodes, every pod (accelerator nodes), then the models namespace
+    assert "ok" in rows["accelerator nodes"]
 
 
 def test_a_model_not_ready_fails_with_exit_1(outputs, tmp_path, capsys):
@@ -236,3 +239,58 @@ def test_admin_key_from_secrets_manager_or_the_team_gateway_secret(outputs):
         verify.admin_key(
             {**team, "gatewayAdminKey": {"kubernetesSecret": "search-gateway/litellm", "key": "x"}}, kubectl_secret
         )
+
+
+# ---- accelerator nodes run only model pods (and node agents) ----------------------------------
+
+
+def _pod(ns, name, node, *, gpu=False, daemonset=False, phase="Running"):
+    res = {"limits": {"nvidia.com/gpu": "1"}} if gpu else {"requests": {"cpu": "100m"}}
+    meta = {"namespace": ns, "name": name}
+    if daemonset:
+        meta["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent"}]
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node, "containers": [{"name": "c", "resources": res}]},
+        "status": {"phase": phase},
+    }
+
+
+ACCEL_NODES = {
+    "items": [
+        {"metadata": {"name": "gpu-1", "labels": {"llm-serving/pool": "gpu"}}},
+        {"metadata": {"name": "sys-1", "labels": {"llm-serving/node-role": "system"}}},
+    ]
+}
+
+
+def test_sharing_check_flags_pods_without_the_accelerator_on_gpu_nodes():
+    pods = {
+        "items": [
+            _pod("models", "vllm-a", "gpu-1", gpu=True),
+            _pod("team-b-models", "vllm-b", "gpu-1", gpu=True),  # another tenant, with its own GPU
+            _pod("gpu-operator", "dcgm", "gpu-1", daemonset=True),  # a node agent
+            _pod("team-b-models", "sidecar-job", "gpu-1", phase="Succeeded"),
+            _pod("other", "web", "sys-1"),  # not an accelerator node
+        ]
+    }
+    assert verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models"}) == []
+    # Negative control: a pod that tolerates the taint but asks for no GPU is found.
+    pods["items"].append(_pod("team-b-models", "notebook", "gpu-1"))
+    pods["items"].append(_pod("default", "debug", "gpu-1"))
+    got = verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models"})
+    assert got == ["default/debug on gpu-1", "team-b-models/notebook on gpu-1"]
+    # Inside a model namespace the same pod is not counted (the brief's scope: other namespaces).
+    assert (
+        verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models", "team-b-models", "default"}) == []
+    )
+
+
+def test_sharing_check_is_a_row_of_verify():
+    nodes = ACCEL_NODES
+    bad = {"items": [_pod("default", "debug", "gpu-1")]}
+    run = lambda cmd: json.dumps(bad)  # noqa: E731
+    c = verify.sharing_check(run, "kc", nodes, {"gpu": "nvidia"}, {"models"})
+    assert not c.ok and "default/debug on gpu-1" in c.detail
+    ok = verify.sharing_check(lambda cmd: json.dumps({"items": []}), "kc", nodes, {"gpu": "nvidia"}, {"models"})
+    assert ok.ok
