@@ -14,7 +14,8 @@ pulumi.export("kubeconfig", plat.kubeconfig)
 pulumi.export("gatewayUrl", served.gateway_url)
 pulumi.export("models", served.model_names)
 pulumi.export("modelEndpoints", served.endpoints)
-pulumi.export("gatewayMasterKey", served.master_key)  # secret; `python -m stacks.verify` chats with it
-pulumi.export("teamKeys", served.team_keys)  # secret {team: {key name: key}}; docs/teams.md: how a team gets its key
+# Where the admin key and each team's keys are, never the keys (every team stack reads these outputs).
+for name, where in served.key_locations.items():
+    pulumi.export(name, where)
 pulumi.export("plan", serving.plan_table(intent))
 pulumi.export("platform", plat.shared())  # what team stacks attach to

@@ -1,4 +1,5 @@
 """Cluster access for teams: EKS access entries scoped to a team's namespaces, never cluster-wide.
+And secrets a team (or the admins) alone may read: Secrets Manager, resource policy, KMS grants.
 
 Each team role gets a STANDARD access entry and one access policy association: AmazonEKSEditPolicy
 (or AmazonEKSViewPolicy) with `accessScope {type: namespace, namespaces: <the team's namespaces>}`.
@@ -9,6 +10,7 @@ team's own stack must not hold that right).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -67,3 +69,98 @@ class TeamAccess(pulumi.ComponentResource):
                 opts=ResourceOptions(parent=self),
             )
         self.register_outputs({})
+
+
+# ---- secrets a team (or the admins) alone may read ------------------------------------------------
+
+# How long a deleted secret can be restored (Secrets Manager allows 7-30 days).
+SECRET_RECOVERY_DAYS = 7
+# Secrets Manager decrypts a secret version with this encryption context key set to the secret's ARN.
+SECRET_ARN_CONTEXT = "SecretARN"
+READ_ACTIONS = ("secretsmanager:GetSecretValue",)
+
+
+@dataclass(frozen=True)
+class ScopedSecretArgs:
+    """A Secrets Manager secret only `readers` (IAM role ARNs) and the deploying identity may read."""
+
+    cluster_name: pulumi.Input[str]
+    purpose: str  # part of the secret's name and description, e.g. "team-search-keys"
+    value: pulumi.Input[str]  # the secret string (kept secret in state)
+    kms_key_arn: pulumi.Input[str]  # the platform's data CMK
+    readers: tuple[str, ...]
+    deployer_arn: pulumi.Input[str]  # who runs `pulumi up` (an IAM role or user ARN): refresh reads the value
+
+
+def render_secret_policy(readers: tuple[str, ...], deployer_arn: str) -> dict:
+    """Allow the readers; deny reading to every other principal of the account, even one whose own
+    IAM policy allows `secretsmanager:*` on every secret (an explicit deny wins)."""
+    allowed = sorted({*readers, deployer_arn})
+    statements: list[dict] = [
+        {
+            "Sid": "OnlyNamedReaders",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": list(READ_ACTIONS),
+            "Resource": "*",
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": allowed}},
+        }
+    ]
+    if readers:
+        statements.append(
+            {
+                "Sid": "NamedReaders",
+                "Effect": "Allow",
+                "Principal": {"AWS": sorted(readers)},
+                "Action": [*READ_ACTIONS, "secretsmanager:DescribeSecret"],
+                "Resource": "*",
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+class ScopedSecret(pulumi.ComponentResource):
+    """The secret, its value, its resource policy, and a KMS grant per reader that lets it decrypt
+    this secret alone (the grant is constrained to the secret's ARN in the encryption context)."""
+
+    arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ScopedSecretArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:access:ScopedSecret", name, None, opts)
+        child = ResourceOptions(parent=self)
+        secret = aws.secretsmanager.Secret(
+            f"{name}-secret",
+            # A prefix: a deleted secret keeps its name for the recovery window.
+            name_prefix=pulumi.Output.concat(args.cluster_name, f"-{args.purpose}-"),
+            description=pulumi.Output.concat(args.purpose, " of ", args.cluster_name),
+            kms_key_id=args.kms_key_arn,
+            recovery_window_in_days=SECRET_RECOVERY_DAYS,
+            opts=child,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-value", secret_id=secret.id, secret_string=pulumi.Output.secret(args.value), opts=child
+        )
+        aws.secretsmanager.SecretPolicy(
+            f"{name}-policy",
+            secret_arn=secret.arn,
+            policy=pulumi.Output.from_input(args.deployer_arn).apply(
+                lambda d: json.dumps(render_secret_policy(args.readers, d))
+            ),
+            block_public_policy=True,
+            opts=child,
+        )
+        for arn in args.readers:
+            aws.kms.Grant(
+                f"{name}-{role_key(arn)}",
+                key_id=args.kms_key_arn,
+                grantee_principal=arn,
+                operations=["Decrypt"],
+                constraints=[
+                    aws.kms.GrantConstraintArgs(
+                        encryption_context_subset=secret.arn.apply(lambda a: {SECRET_ARN_CONTEXT: a})
+                    )
+                ],
+                opts=child,
+            )
+        self.arn = secret.arn
+        self.register_outputs({"arn": secret.arn})

@@ -70,6 +70,13 @@ USAGE_SOURCE = Path(__file__).resolve().parent.parent / "incluster" / "gateway_u
 KEYS_DIR = "/etc/litellm-keys"
 KEYS_FILE = "keys.json"
 KEYS_SECRET = "litellm-keys"
+# Secret `litellm`: what LiteLLM reads from env (the master key among them).
+SECRET_NAME = "litellm"
+SECRET_MASTER_KEY = "master-key"
+# The scraper's /metrics-only key (a row of the key table): its own Secret, which the PodMonitor
+# names, so the Prometheus configuration never holds the master key.
+METRICS_SECRET = "litellm-metrics"
+METRICS_SECRET_KEY = "metrics-key"
 # checkov findings accepted on the gateway Deployment only (reasons contain no '=').
 CHECKOV_SKIPS = {
     "CKV_K8S_11": "no CPU limit: CFS throttling adds gateway latency; CPU requests are set",
@@ -171,6 +178,8 @@ class GatewayArgs:
     # The Redis the replicas share rate-limit counters through (TLS, auth token); None = per-replica counters.
     redis_host: pulumi.Input[str] | None = None
     redis_password: pulumi.Input[str] | None = None
+    # The scraper's key (its hash is in key_table): Secret METRICS_SECRET, for the PodMonitor only.
+    metrics_key: pulumi.Input[str] | None = None
 
 
 def render_gateway_hpa_spec(*, deployment: str, min_replicas: int, max_replicas: int, cpu_percent: int) -> dict:
@@ -195,12 +204,12 @@ def gateway_uid(image: ImagePin) -> int:
 
 
 def secret_env(name: str, key: str) -> dict:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": "litellm", "key": key}}}
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}}
 
 
 def gateway_env(*, database: bool, redis: bool) -> list[dict]:
     env = [
-        secret_env("LITELLM_MASTER_KEY", "master-key"),
+        secret_env("LITELLM_MASTER_KEY", SECRET_MASTER_KEY),
         secret_env("LITELLM_SALT_KEY", "salt-key"),
         secret_env("VLLM_API_KEY", "vllm-api-key"),
         {"name": "LITELLM_MODE", "value": "PRODUCTION"},
@@ -289,7 +298,7 @@ def gateway_annotations(image: ImagePin) -> dict[str, str]:
 
 def secret_data(args: GatewayArgs) -> dict[str, pulumi.Input[str]]:
     """Secret `litellm`: the keys and URLs LiteLLM reads from env."""
-    data = {"master-key": args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
+    data = {SECRET_MASTER_KEY: args.master_key, "salt-key": args.salt_key, "vllm-api-key": args.vllm_api_key}
     if args.database_url is not None:
         data["database-url"] = args.database_url
     if args.redis_host is not None and args.redis_password is not None:
@@ -345,12 +354,22 @@ class LiteLLMGateway(pulumi.ComponentResource):
         out.append(
             k8s.core.v1.Secret(
                 f"{name}-secret",
-                metadata={"name": "litellm", "namespace": ns},
+                metadata={"name": SECRET_NAME, "namespace": ns},
                 type="Opaque",
                 string_data=secret_data(args),
                 opts=self._opts(),
             )
         )
+        if args.metrics_key is not None:
+            out.append(
+                k8s.core.v1.Secret(
+                    f"{name}-metrics-key",
+                    metadata={"name": METRICS_SECRET, "namespace": ns},
+                    type="Opaque",
+                    string_data={METRICS_SECRET_KEY: pulumi.Output.secret(args.metrics_key)},
+                    opts=self._opts(),
+                )
+            )
         out += self._rds_ca()
         out.append(
             k8s.core.v1.ServiceAccount(

@@ -4,8 +4,10 @@ The Job is the only pod that sees the Hugging Face token (a mounted file, gated 
 only one that mounts the cache read-write (servers mount it read-only and run with HF_HUB_OFFLINE=1).
 When a model's files are complete it writes a ready marker the servers' init container waits for.
 
-The Job runs a small Python image on the system nodes: an init container installs the pinned
-`huggingface_hub` (its `hf` CLI) into an emptyDir without a shell, then a constant shell script
+The Job runs a small Python image on the system nodes: an init container installs `huggingface_hub`
+(its `hf` CLI) and its whole closure into an emptyDir, without a shell, from a committed lock of exact
+versions and sha256 hashes (requirements/model-cache.lock, shipped in a ConfigMap: pip refuses any
+file whose hash differs and resolves nothing itself), then a constant shell script
 downloads. Every value the script uses comes from the environment, quoted, so no config value is
 ever parsed by a shell.
 """
@@ -13,6 +15,7 @@ ever parsed by a shell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -40,6 +43,12 @@ HUB_CACHE = f"{MODELS}/hub"
 # default chunk cache on the 4 Gi /tmp emptyDir would get the pod evicted on large models.
 XET_CACHE_DIR = f"{MODELS}/xet"
 HF_CLI_DIR = "/opt/hf"
+# The downloader's lock (`pip-compile --generate-hashes`; scripts/lock.sh model-cache): every wheel of
+# the closure for the image's CPython 3.12 on linux x86_64 is in it, so `--no-deps` leaves nothing out.
+LOCK_SOURCE = Path(__file__).resolve().parent.parent / "requirements" / "model-cache.lock"
+LOCK_CONFIGMAP = "model-cache-pip-lock"
+LOCK_DIR = "/etc/model-cache-pip"
+LOCK_FILE = "requirements.lock"
 TOKEN_DIR = "/var/run/secrets/huggingface"
 TOKEN_KEY = "token"
 SERVICE_ACCOUNT = "model-cache"
@@ -83,12 +92,17 @@ def render_download_env(item: CacheItem) -> list[dict]:
     ]
 
 
-def render_install_container(image: str, cli_requirement: str) -> dict:
-    """The init container that installs the pinned `huggingface_hub` into an emptyDir."""
+def lock_text() -> str:
+    return LOCK_SOURCE.read_text()
+
+
+def render_install_container(image: str) -> dict:
+    """The init container that installs the locked `huggingface_hub` closure into an emptyDir: hashes
+    required, no dependency resolution, wheels only (no build step runs code from a source archive)."""
     return {
         "name": "install-hf-cli",
         "image": image,
-        # Exec form, no shell: the pinned requirement is one argv element.
+        # Exec form, no shell.
         "command": [
             "python",
             "-m",
@@ -97,14 +111,23 @@ def render_install_container(image: str, cli_requirement: str) -> dict:
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--no-warn-script-location",
+            "--require-hashes",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
             "--target",
             HF_CLI_DIR,
-            cli_requirement,
+            "-r",
+            f"{LOCK_DIR}/{LOCK_FILE}",
         ],
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": container_security(UID),
-        "volumeMounts": [{"name": "hf-cli", "mountPath": HF_CLI_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "hf-cli", "mountPath": HF_CLI_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "pip-lock", "mountPath": LOCK_DIR, "readOnly": True},
+        ],
     }
 
 
@@ -155,7 +178,6 @@ def render_job_spec(
     item: CacheItem,
     *,
     image: str,
-    cli_requirement: str,
     claim: str,
     token_secret: str | None,
     system_toleration: str,
@@ -165,6 +187,7 @@ def render_job_spec(
         {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
         {"name": "hf-cli", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "pip-lock", "configMap": {"name": LOCK_CONFIGMAP}},
         *token_volumes,
     ]
     return {
@@ -180,7 +203,7 @@ def render_job_spec(
                 "securityContext": pod_security(UID),
                 # Runs on the system nodes: downloading needs no accelerator.
                 "tolerations": [tolerate(system_toleration)],
-                "initContainers": [render_install_container(image, cli_requirement)],
+                "initContainers": [render_install_container(image)],
                 "containers": [download],
                 "volumes": volumes,
             },
@@ -194,7 +217,6 @@ class ModelCacheArgs:
     storage_class: pulumi.Input[str]
     items: tuple[CacheItem, ...]
     image: str
-    cli_requirement: str  # e.g. "huggingface_hub==2.4.0" (pinned in the version catalog)
     hf_token: pulumi.Input[str] | None
     system_toleration: str
     after: tuple[pulumi.Resource, ...] = ()
@@ -202,6 +224,15 @@ class ModelCacheArgs:
 
 class ModelCache(pulumi.ComponentResource):
     claim_name: str = "model-cache"
+
+    def _lock(self, name: str, namespace: str, after: list[pulumi.Resource]) -> k8s.core.v1.ConfigMap:
+        """The downloader's hash lock, mounted by the install container."""
+        return k8s.core.v1.ConfigMap(
+            f"{name}-pip-lock",
+            metadata={"name": LOCK_CONFIGMAP, "namespace": namespace},
+            data={LOCK_FILE: lock_text()},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
 
     def __init__(self, name: str, args: ModelCacheArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:serving:ModelCache", name, None, opts)
@@ -223,7 +254,7 @@ class ModelCache(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=ResourceOptions(parent=self, depends_on=after),
         )
-        deps = [pvc, sa, *after]
+        deps = [pvc, sa, self._lock(name, args.namespace, after), *after]
         token_secret = None
         if args.hf_token is not None and any(i.gated for i in args.items):
             token_secret = "hf-token"
@@ -251,7 +282,6 @@ class ModelCache(pulumi.ComponentResource):
                 spec=render_job_spec(
                     item,
                     image=args.image,
-                    cli_requirement=args.cli_requirement,
                     claim=self.claim_name,
                     token_secret=token_secret,
                     system_toleration=args.system_toleration,

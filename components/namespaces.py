@@ -18,7 +18,6 @@ from components.types import (
     UI_SELECTOR,
     VLLM_PORT,
     VLLM_SELECTOR,
-    WEBUI_PORT,
 )
 
 PSA = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
@@ -166,7 +165,9 @@ def render_edge_policies(*, gateway_ns: str, vpc_cidr: str) -> dict[str, tuple[s
                         "ports": [tcp(GATEWAY_PORT)],
                     }
                 ],
-                "ingress": [{"from": [{"ipBlock": {"cidr": vpc_cidr}}], "ports": [tcp(WEBUI_PORT)]}],
+                # No ingress: users reach the UI with `kubectl port-forward`, which enters the pod
+                # from its node and is not subject to NetworkPolicy; no pod or VPC host needs it.
+                "ingress": [],
             },
         ),
     }

@@ -23,6 +23,30 @@ RELEASE = "kube-prometheus-stack"
 PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
 # The Grafana dashboards sidecar loads every ConfigMap labelled so (kube-prometheus-stack's default).
 DASHBOARD_LABEL = ("grafana_dashboard", "1")
+# Grafana's sidecars read ConfigMaps of Grafana's own namespace only (dashboards and the datasource
+# live there): a Role of ours, not the chart's, whose rule would also read every Secret there.
+GRAFANA_SIDECAR_ROLE = "grafana-sidecar-configmaps"
+# Pods of the release, by the labels the chart and the operator give them (rendered by the real chart
+# in tests/stacks/test_tenancy_monitoring.py).
+GRAFANA_POD_LABELS = {"app.kubernetes.io/name": "grafana"}
+ALERTMANAGER_POD_LABELS = {"app.kubernetes.io/name": "alertmanager"}
+OPERATOR_POD_LABELS = {"app": f"{RELEASE}-operator"}
+# The operator's and the admission Jobs' pods (they share this name), kube-state-metrics, Prometheus
+# (service discovery) and Grafana's sidecars (ConfigMap watches) call the API server.
+API_CLIENT_NAMES = (
+    "prometheus",
+    "grafana",
+    "kube-state-metrics",
+    f"{RELEASE}-prometheus-operator",
+)
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+OPERATOR_WEBHOOK_PORT = 10250  # the operator's `https` container port (its Service's targetPort)
+# node exporter needs the host's network, PIDs and root filesystem (Pod Security "privileged"): it
+# runs in a namespace of its own so the rest of the release can run under "restricted".
+NODE_EXPORTER_SUFFIX = "-node-exporter"
+RESTRICTED = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
+PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
 MONITORING_API = "monitoring.coreos.com/v1"
 SCRAPE_INTERVAL = "15s"
 # EKS runs the control plane: these scrapers (and their default rules) would only ever alert "down".
@@ -137,6 +161,8 @@ class ObservabilityArgs:
     neuron_monitor: NeuronMonitorSpec | None = None  # only when the stack has a Neuron pool
     rule_name: str = "llm-serving"  # the PrometheusRule's name (team stacks: prefixed)
     after: tuple[pulumi.Resource, ...] = ()
+    # NetworkPolicies of our own Prometheus's namespace, name -> spec (default deny and its admits).
+    namespace_policies: tuple[tuple[str, dict], ...] = ()
 
 
 # Requests for every pod the chart puts on the system nodes (the chart sets none): what the scheduler
@@ -153,7 +179,40 @@ REQUESTS = {
 }
 
 
-def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
+def node_exporter_namespace(namespace: str) -> str:
+    return f"{namespace}{NODE_EXPORTER_SUFFIX}"
+
+
+def render_grafana_sidecar_role() -> dict:
+    """Role rules: read ConfigMaps (dashboards, datasources) in Grafana's namespace, nothing else."""
+    return {"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "watch", "list"]}]}
+
+
+def grafana_values(system: dict, namespace: str) -> dict:
+    """Grafana's sidecars read ConfigMaps in Grafana's namespace only, through our Role."""
+    return {
+        **system,
+        "resources": REQUESTS["grafana"],
+        "sidecar": {
+            "resources": REQUESTS["grafana-sidecar"],
+            "dashboards": {
+                "enabled": True,
+                "label": DASHBOARD_LABEL[0],
+                "labelValue": DASHBOARD_LABEL[1],
+                "resource": "configmap",
+                # The chart's parent sets ALL; the dashboards of every stack are ConfigMaps here.
+                "searchNamespace": namespace,
+            },
+            "datasources": {"resource": "configmap"},
+        },
+        # `helm test`'s pod: never run by the deploy; off, so nothing in the release is unused.
+        "testFramework": {"enabled": False},
+        # Roles in Grafana's namespace only, bound to our ConfigMap-only Role (no ClusterRole).
+        "rbac": {"namespaced": True, "useExistingRole": GRAFANA_SIDECAR_ROLE},
+    }
+
+
+def stack_values(p: PrometheusSettings, storage_class: str, namespace: str) -> dict:
     """kube-prometheus-stack values: every controller on the system nodes, Prometheus on a gp3 volume
     with time and size retention, every PodMonitor/ServiceMonitor/PrometheusRule in the cluster
     selected (not only those labelled with the release), the dashboards sidecar on."""
@@ -194,22 +253,15 @@ def stack_values(p: PrometheusSettings, storage_class: str) -> dict:
             }
         },
         "alertmanager": {"alertmanagerSpec": with_requests("alertmanager")},
-        "grafana": {
-            **system,
-            "resources": REQUESTS["grafana"],
-            "sidecar": {
-                "resources": REQUESTS["grafana-sidecar"],
-                "dashboards": {
-                    "enabled": True,
-                    "label": DASHBOARD_LABEL[0],
-                    "labelValue": DASHBOARD_LABEL[1],
-                    "searchNamespace": "ALL",
-                },
-            },
-        },
-        "kube-state-metrics": with_requests("kube-state-metrics"),
+        "grafana": grafana_values(system, namespace),
+        # No Secret metrics: the collector would need a ClusterRole that lists every Secret's data.
+        "kube-state-metrics": {**with_requests("kube-state-metrics"), "collectorsExclude": ["secrets"]},
         # Node metrics from every node, accelerator pools included (they are tainted).
-        "prometheus-node-exporter": {"tolerations": [{"operator": "Exists"}], "resources": REQUESTS["node-exporter"]},
+        "prometheus-node-exporter": {
+            "tolerations": [{"operator": "Exists"}],
+            "resources": REQUESTS["node-exporter"],
+            "namespaceOverride": node_exporter_namespace(namespace),
+        },
     }
 
 
@@ -249,6 +301,7 @@ class Observability(pulumi.ComponentResource):
     def __init__(self, name: str, args: ObservabilityArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:platform:Observability", name, None, opts)
         after = list(args.after)
+        self._policies = args.namespace_policies
         prom = args.prometheus
         crds = self._prometheus(name, prom, args.namespace, after) if prom is not None else []
         # Monitors and rules are custom resources: their CRDs come with the release (or the user's operator).
@@ -270,10 +323,28 @@ class Observability(pulumi.ComponentResource):
         """The namespace and the kube-prometheus-stack release (which brings the monitoring CRDs)."""
         ns = k8s.core.v1.Namespace(
             f"{name}-ns",
-            # node exporter reads the host's /proc and /sys with hostNetwork and hostPID.
-            metadata={"name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+            metadata={"name": namespace, "labels": dict(RESTRICTED)},
             opts=ResourceOptions(parent=self, depends_on=after),
         )
+        node_ns = k8s.core.v1.Namespace(
+            f"{name}-node-exporter-ns",
+            # node exporter reads the host's /proc, /sys and / with hostNetwork and hostPID.
+            metadata={"name": node_exporter_namespace(namespace), "labels": dict(PRIVILEGED)},
+            opts=ResourceOptions(parent=self, depends_on=after),
+        )
+        role = k8s.rbac.v1.Role(
+            f"{name}-grafana-sidecar",
+            metadata={"name": GRAFANA_SIDECAR_ROLE, "namespace": namespace},
+            **render_grafana_sidecar_role(),
+            opts=ResourceOptions(parent=self, depends_on=[ns]),
+        )
+        for pol_name, spec in self._policies:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{pol_name}",
+                metadata={"name": pol_name, "namespace": namespace},
+                spec=spec,
+                opts=ResourceOptions(parent=self, depends_on=[ns]),
+            )
         release = k8s.helm.v3.Release(
             f"{name}-release",
             name=RELEASE,
@@ -281,8 +352,8 @@ class Observability(pulumi.ComponentResource):
             version=p.chart.version,
             repository_opts={"repo": p.chart.repo},
             namespace=namespace,
-            values=pulumi.Output.from_input(p.storage_class).apply(lambda sc: stack_values(p, sc)),
-            opts=ResourceOptions(parent=self, depends_on=[ns, *after]),
+            values=pulumi.Output.from_input(p.storage_class).apply(lambda sc: stack_values(p, sc, namespace)),
+            opts=ResourceOptions(parent=self, depends_on=[ns, node_ns, role, *after]),
         )
         return [release]
 

@@ -49,3 +49,29 @@ class ServingKeys(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class KeysSecretArgs:
+    """Keys handed to the roles of one namespace (a team stack: only that team's roles edit it)."""
+
+    namespace: str
+    name: str
+    values: pulumi.Input[dict]  # {entry: key} (secret)
+    after: tuple[pulumi.Resource, ...] = ()
+
+
+class KeysSecret(pulumi.ComponentResource):
+    """A Kubernetes Secret in the stack's own namespace: how a team stack, which creates no AWS
+    resource, hands its keys to its team without a stack output."""
+
+    def __init__(self, name: str, args: KeysSecretArgs, opts: ResourceOptions | None = None):
+        super().__init__("llm-serving:access:KeysSecret", name, None, opts)
+        k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata={"name": args.name, "namespace": args.namespace},
+            type="Opaque",
+            string_data=pulumi.Output.secret(args.values),
+            opts=ResourceOptions(parent=self, depends_on=list(args.after)),
+        )
+        self.register_outputs({})

@@ -14,6 +14,11 @@ from pulumi import ResourceOptions
 
 KEY_PREFIX = "sk-"  # what OpenAI clients and LiteLLM expect a key to look like
 KEY_LENGTH = 48  # random letters and digits after the prefix (~285 bits)
+# The scraper's key: /metrics and nothing else. Its model list names no served model (a name the
+# config refuses as a served name), since an empty list means "every model" to LiteLLM.
+METRICS_KEY_ALIAS = "metrics-scraper"
+METRICS_ROUTES = ("/metrics",)
+NO_MODEL = "no-default-models"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class KeyGrant:
 @dataclass(frozen=True)
 class TeamKeysArgs:
     grants: tuple[KeyGrant, ...]
+    metrics_key: bool = False  # also a /metrics-only key for the scraper (in the table, not in `by_team`)
 
 
 def key_hash(key: str) -> str:
@@ -50,15 +56,29 @@ def key_entry(g: KeyGrant) -> dict:
     }
 
 
-def render_key_table(keys: list[str], grants: tuple[KeyGrant, ...]) -> str:
+def metrics_entry() -> dict:
+    """The scraper's entry: LiteLLM's route check allows it `/metrics` only, and no model."""
+    return {
+        "key_alias": METRICS_KEY_ALIAS,
+        "team_id": None,
+        "models": [NO_MODEL],
+        "allowed_routes": list(METRICS_ROUTES),
+    }
+
+
+def render_key_table(keys: list[str], grants: tuple[KeyGrant, ...], metrics_key: str | None = None) -> str:
     """The gateway's table: {sha256(key): entry}. Keys and grants pair up by position."""
-    return json.dumps({key_hash(k): key_entry(g) for k, g in zip(keys, grants, strict=True)}, sort_keys=True)
+    table = {key_hash(k): key_entry(g) for k, g in zip(keys, grants, strict=True)}
+    if metrics_key is not None:
+        table[key_hash(metrics_key)] = metrics_entry()
+    return json.dumps(table, sort_keys=True)
 
 
 class TeamKeys(pulumi.ComponentResource):
     keys: dict[str, pulumi.Output[str]]  # key name -> key (secret)
     by_team: pulumi.Output[dict]  # {team: {key name: key}} (secret): the `teamKeys` stack output
     table: pulumi.Output[str]  # the hash table (secret, though it holds no key)
+    metrics_key: pulumi.Output[str] | None  # the scraper's key (secret), when asked for
 
     def __init__(self, name: str, args: TeamKeysArgs, opts: ResourceOptions | None = None):
         super().__init__("llm-serving:access:TeamKeys", name, None, opts)
@@ -69,8 +89,15 @@ class TeamKeys(pulumi.ComponentResource):
             )
             self.keys[g.name] = pulumi.Output.secret(r.result.apply(lambda v: KEY_PREFIX + v))
         values = [self.keys[g.name] for g in args.grants]
+        self.metrics_key = None
+        if args.metrics_key:
+            r = random.RandomPassword(
+                f"{name}-metrics", length=KEY_LENGTH, special=False, opts=ResourceOptions(parent=self)
+            )
+            self.metrics_key = pulumi.Output.secret(r.result.apply(lambda v: KEY_PREFIX + v))
+        n = len(values)
         self.table = pulumi.Output.secret(
-            pulumi.Output.all(*values).apply(lambda ks: render_key_table(ks, args.grants))
+            pulumi.Output.all(*values, self.metrics_key).apply(lambda ks: render_key_table(ks[:n], args.grants, ks[n]))
         )
         self.by_team = pulumi.Output.secret(
             pulumi.Output.all(*values).apply(

@@ -48,7 +48,20 @@ def webui_uid(image: ImagePin) -> int:
     return image.user
 
 
-def render_webui_pod(image: ImagePin, *, gateway_url: str, system_taint: str) -> dict:
+def access_env(allow_signup: bool) -> list[dict]:
+    """Who gets an account. Open WebUI's signup route creates the first account (the admin) even with
+    sign-up off; after it, only the admin adds users unless `ui.allowSignup`, and a new account waits
+    for the admin's approval (`pending`). Persistent config off: these come from the stack file on
+    every start, not from what the database kept from an earlier one."""
+    return [
+        {"name": "WEBUI_AUTH", "value": "true"},
+        {"name": "ENABLE_SIGNUP", "value": "true" if allow_signup else "false"},
+        {"name": "DEFAULT_USER_ROLE", "value": "pending"},
+        {"name": "ENABLE_PERSISTENT_CONFIG", "value": "false"},
+    ]
+
+
+def render_webui_pod(image: ImagePin, *, gateway_url: str, system_taint: str, allow_signup: bool = False) -> dict:
     uid = webui_uid(image)
 
     def secret_env(name: str, key: str) -> dict:
@@ -69,6 +82,7 @@ def render_webui_pod(image: ImagePin, *, gateway_url: str, system_taint: str) ->
                     secret_env("OPENAI_API_KEY", "api-key"),
                     secret_env("WEBUI_SECRET_KEY", "secret-key"),
                     {"name": "ENABLE_OLLAMA_API", "value": "false"},
+                    *access_env(allow_signup),
                     *({"name": k, "value": v} for k, v in OFFLINE_ENV.items()),
                     {"name": "HOME", "value": TMP},
                     {"name": "DATA_DIR", "value": DATA_DIR},
@@ -101,6 +115,7 @@ class WebUiArgs:
     secret_key: pulumi.Input[str]
     storage_class: pulumi.Input[str]
     system_taint: str
+    allow_signup: bool = False  # ui.allowSignup
     after: tuple[pulumi.Resource, ...] = ()
 
 
@@ -147,7 +162,12 @@ class OpenWebUi(pulumi.ComponentResource):
                 "selector": {"matchLabels": UI_SELECTOR},
                 "template": {
                     "metadata": {"labels": UI_SELECTOR},
-                    "spec": render_webui_pod(args.image, gateway_url=args.gateway_url, system_taint=args.system_taint),
+                    "spec": render_webui_pod(
+                        args.image,
+                        gateway_url=args.gateway_url,
+                        system_taint=args.system_taint,
+                        allow_signup=args.allow_signup,
+                    ),
                 },
             },
             opts=o(secret, pvc, sa),

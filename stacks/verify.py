@@ -5,6 +5,8 @@ Run after `pulumi up`. Reads the stack outputs (`pulumi stack output --json --sh
 FILE holding that JSON) and checks, in a short table:
   - nodes: Ready nodes of the system group and of every accelerator pool (`kubectl`, kubeconfig from outputs);
   - readiness: each model's Deployment has ready replicas;
+  - accelerator nodes: no pod outside the models' namespaces runs on one without requesting the
+    accelerator (per-node agents aside);
   - chat: one streamed chat per model through the gateway (time to first token, tokens/s);
   - with --canaries: a device canary pod on the first node of each accelerator kind (stacks/verify_canary.py:
     `nvidia-smi`, or the Neuron image's write paths and `neuron-ls`, as the servers' user), then deleted.
@@ -20,6 +22,8 @@ Exit 0 when every check passes, 1 when one fails, 2 on bad input (one line, no t
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -33,10 +37,12 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from components.cluster import SYSTEM_LABEL
-from components.types import GATEWAY_NS, MODELS_NS, POOL_LABEL
+from components.types import ACCELERATOR_RESOURCE, GATEWAY_NS, MODELS_NS, POOL_LABEL
 from stacks import verify_canary
 
 Runner = Callable[[list[str]], str]
+ACCELERATOR_RESOURCES = frozenset(ACCELERATOR_RESOURCE.values())
+NEURON_RESOURCE_PREFIX = "aws.amazon.com/neuron"  # neuron, neuroncore, neurondevice
 PROMPT = "In one sentence, what is Kubernetes?"
 MAX_TOKENS = 32
 
@@ -194,22 +200,79 @@ def canary_checks(outputs: dict, run: Runner, kubeconfig: str, nodes: dict, name
     return [Check(f"canary {r.kind} on {r.node}", r.ok, r.detail) for r in results]
 
 
-def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None, canaries: bool = False) -> list[Check]:
+@contextlib.contextmanager
+def kubeconfig_file(outputs: dict):
+    """The stack's kubeconfig output in a private temporary file (removed afterwards)."""
     kubeconfig = need(outputs, "kubeconfig", "a platform or team stack exports it; or pass --skip-cluster")
     if not isinstance(kubeconfig, str):
         kubeconfig = json.dumps(kubeconfig)
-    endpoints = outputs.get("modelEndpoints") or {}
-    pools = (outputs.get("platform") or {}).get("pools") or {}
     fd, path = tempfile.mkstemp(prefix="verify-kubeconfig-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
             f.write(kubeconfig)
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def _requests_accelerator(pod: dict) -> bool:
+    for c in [*pod["spec"].get("initContainers", []), *pod["spec"].get("containers", [])]:
+        res = c.get("resources") or {}
+        names = {*(res.get("limits") or {}), *(res.get("requests") or {})}
+        if any(n in ACCELERATOR_RESOURCES or n.startswith(NEURON_RESOURCE_PREFIX) for n in names):
+            return True
+    return False
+
+
+def unshared_violations(pods: dict, nodes: dict, pools: dict[str, str], model_namespaces: set[str]) -> list[str]:
+    """Pods on an accelerator node that do not request the accelerator, outside the models'
+    namespaces: they share a node (and, if the runtime exposes devices without a request, its GPUs or
+    NeuronCores) with another tenant's model. Per-node agents (DaemonSet pods) and finished pods are
+    not counted."""
+    accel = {
+        n["metadata"].get("name")
+        for n in nodes.get("items", [])
+        if (n["metadata"].get("labels") or {}).get(POOL_LABEL) in pools
+    }
+    out = []
+    for p in pods.get("items", []):
+        meta, node = p["metadata"], p["spec"].get("nodeName")
+        if node not in accel or meta["namespace"] in model_namespaces:
+            continue
+        if any(o.get("kind") == "DaemonSet" for o in meta.get("ownerReferences") or []):
+            continue
+        if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed") or _requests_accelerator(p):
+            continue
+        out.append(f"{meta['namespace']}/{meta['name']} on {node}")
+    return sorted(out)
+
+
+def sharing_check(
+    run: Runner, kubeconfig: str, nodes: dict, pools: dict[str, str], model_namespaces: set[str]
+) -> Check:
+    name = "accelerator nodes"
+    try:
+        pods = kubectl_json(run, kubeconfig, "get", "pods", "--all-namespaces")
+    except (subprocess.CalledProcessError, ValueError) as e:
+        return Check(name, False, _first_line(e))
+    bad = unshared_violations(pods, nodes, pools, model_namespaces)
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        return Check(name, False, "not requesting the accelerator: " + ", ".join(bad[:3]) + more)
+    return Check(name, True, "only model pods and node agents")
+
+
+def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None, canaries: bool = False) -> list[Check]:
+    endpoints = outputs.get("modelEndpoints") or {}
+    pools = (outputs.get("platform") or {}).get("pools") or {}
+    with kubeconfig_file(outputs) as path:
         try:
             nodes = kubectl_json(run, path, "get", "nodes")
         except (subprocess.CalledProcessError, ValueError) as e:
             return [Check("cluster reachable", False, _first_line(e))]
         checks = node_checks(nodes, pools)
         targets = model_targets(endpoints)
+        checks.append(sharing_check(run, path, nodes, pools, {ns for ns, _ in targets.values()}))
         if canaries:  # in the models namespace (restricted Pod Security, the servers' quota)
             namespace = min((ns for ns, _ in targets.values()), default=MODELS_NS)
             checks += canary_checks(outputs, run, path, nodes, namespace)
@@ -223,8 +286,6 @@ def cluster_checks(outputs: dict, run: Runner, phases_plan: dict | None = None, 
         if phases_plan is not None:
             checks += phase_checks(run, path, targets, phases_plan)
         return checks
-    finally:
-        os.unlink(path)
 
 
 def phase_checks(run: Runner, kubeconfig: str, targets: dict[str, tuple[str, str]], plan: dict) -> list[Check]:
@@ -259,19 +320,33 @@ def leftover_checks(namespaces: dict, services: dict, platform_namespaces: set[s
 
 
 def before_destroy(outputs: dict, run: Runner) -> list[Check]:
-    kubeconfig = need(outputs, "kubeconfig", "the platform stack exports it")
-    fd, path = tempfile.mkstemp(prefix="verify-kubeconfig-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(kubeconfig if isinstance(kubeconfig, str) else json.dumps(kubeconfig))
+    with kubeconfig_file(outputs) as path:
         try:
             ns = kubectl_json(run, path, "get", "namespaces")
             svcs = kubectl_json(run, path, "get", "services", "--all-namespaces")
         except (subprocess.CalledProcessError, ValueError) as e:
             return [Check("cluster reachable", False, _first_line(e))]
         return leftover_checks(ns, svcs, {GATEWAY_NS})
-    finally:
-        os.unlink(path)
+
+
+def admin_key(outputs: dict, run: Runner) -> str:
+    """The gateway's admin key. The stack exports only where it is (`gatewayAdminKey`): a Secrets
+    Manager secret (platform stack; the `aws` CLI reads it as an admin role) or the gateway's
+    Kubernetes Secret (team stack). An outputs file may also carry the key itself as `gatewayMasterKey`."""
+    if outputs.get("gatewayMasterKey"):
+        return outputs["gatewayMasterKey"]
+    where = need(outputs, "gatewayAdminKey", "redeploy with this version or pass --api-key")
+    try:
+        if "secretsManagerArn" in where:
+            arn = where["secretsManagerArn"]
+            cmd = ["aws", "secretsmanager", "get-secret-value", "--secret-id", arn, "--query", "SecretString"]
+            return run([*cmd, "--output", "text"]).strip()
+        ns, name = where["kubernetesSecret"].split("/", 1)
+        with kubeconfig_file(outputs) as path:
+            data = kubectl_json(run, path, "get", "secret", name, "-n", ns)["data"][where["key"]]
+        return base64.b64decode(data).decode()
+    except (subprocess.CalledProcessError, KeyError, ValueError, TypeError) as e:
+        raise BadInput(f"gateway admin key: cannot read it ({_first_line(e)}) — pass --api-key") from None
 
 
 # --- gateway chat -------------------------------------------------------------------------------
@@ -355,9 +430,7 @@ def verify(a: argparse.Namespace, run: Runner = run_command) -> tuple[int, list[
         checks = before_destroy(outputs, run)
         return (0 if all(c.ok for c in checks) else 1), checks
     url = a.gateway_url or need(outputs, "gatewayUrl", "the stack exports it from the LiteLLM gateway")
-    key = a.api_key or need(
-        outputs, "gatewayMasterKey", "redeploy with this version (it exports the key) or pass --api-key"
-    )
+    key = a.api_key or admin_key(outputs, run)
     models = need(outputs, "models", "the stack has no models to check")
     checks = [] if a.skip_cluster else cluster_checks(outputs, run, read_plan(a.phases), a.canaries)
     checks += chat_checks(url, key, list(models), a.timeout)
@@ -369,7 +442,7 @@ def main(argv: list[str] | None = None, run: Runner = run_command) -> int:
     ap.add_argument("stack")
     ap.add_argument("--outputs", help="JSON of `pulumi stack output --json --show-secrets` (default: ask pulumi)")
     ap.add_argument("--gateway-url", help="reach the gateway here instead of the gatewayUrl output (port-forward)")
-    ap.add_argument("--api-key", help="gateway key instead of the gatewayMasterKey output")
+    ap.add_argument("--api-key", help="gateway key instead of the admin key the gatewayAdminKey output locates")
     ap.add_argument("--skip-cluster", action="store_true", help="only the chat checks (no kubectl)")
     ap.add_argument(
         "--phases",

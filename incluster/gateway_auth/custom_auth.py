@@ -8,8 +8,11 @@ hashes, in a JSON file mounted read-only from a Secret:
 The hook only says WHO is calling. The returned `UserAPIKeyAuth` carries the team's models and
 limits, and LiteLLM's own checks enforce them (`custom_auth_run_common_checks`: model access and
 route checks; the v3 parallel-request limiter: rpm/tpm/parallel, shared through the coordination
-Redis when one is configured). The master key stays the admin key. Anything else, a missing key
-included, is a 401 (LiteLLM without a database answered `400 No connected db.`).
+Redis when one is configured). The master key stays the admin key. The scraper's key is a table
+entry like a team key, with `allowed_routes: ["/metrics"]` and a model list naming no served model:
+LiteLLM's route check (`RouteChecks.is_virtual_key_allowed_to_call_route`, run for every role) then
+refuses it every other route. Anything else, a missing key included, is a 401 (LiteLLM without a
+database answered `400 No connected db.`).
 
 This file runs inside LiteLLM 1.106.12: it imports LiteLLM only inside the hook, so the table logic
 is testable without LiteLLM installed.
@@ -25,6 +28,7 @@ import os
 KEYS_FILE_ENV = "LLM_SERVING_KEYS_FILE"
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 FIELDS = ("key_alias", "team_id", "models", "rpm_limit", "tpm_limit", "max_parallel_requests")
+ROUTES = "allowed_routes"  # only in the scraper's entry
 INVALID = "invalid or missing API key (send `Authorization: Bearer <key>`)"
 
 _cache: dict = {"stamp": None, "table": {}}
@@ -59,11 +63,18 @@ def load_table(path: str | None) -> dict[str, dict]:
 
 
 def identify(api_key: str, table: dict[str, dict], master_key: str | None) -> dict | None:
-    """'admin' for the master key, the key's entry for a known key, None for anything else."""
+    """'admin' for the master key, the key's entry for a known key, None for anything else.
+    `allowed_routes` is passed on only when the entry has it: an explicit None would change how
+    LiteLLM's role checks treat a team key on non-model routes."""
     if api_key and master_key and hmac.compare_digest(api_key.encode(), master_key.encode()):
         return {"admin": True}
     entry = table.get(key_hash(api_key)) if api_key else None
-    return None if entry is None else {f: entry.get(f) for f in FIELDS}
+    if entry is None:
+        return None
+    who = {f: entry.get(f) for f in FIELDS}
+    if ROUTES in entry:
+        who[ROUTES] = list(entry[ROUTES])
+    return who
 
 
 async def user_api_key_auth(request, api_key: str):

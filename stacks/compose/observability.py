@@ -11,9 +11,19 @@ import pulumi
 
 from components import karpenter, litellm, vllm
 from components.drivers import GPU_OPERATOR_NAMESPACE
+from components.keda import KEDA_NAMESPACE
+from components.namespaces import DENY_ALL, DNS_EGRESS, ns_peer, tcp
 from components.prometheus_stack import (
+    ALERTMANAGER_POD_LABELS,
+    ALERTMANAGER_PORT,
+    API_CLIENT_NAMES,
+    GRAFANA_POD_LABELS,
     NEURON_MONITOR_LABELS,
     NEURON_MONITOR_NAMESPACE,
+    OPERATOR_POD_LABELS,
+    OPERATOR_WEBHOOK_PORT,
+    PROMETHEUS_POD_LABELS,
+    PROMETHEUS_PORT,
     NeuronMonitorSpec,
     Observability,
     ObservabilityArgs,
@@ -47,19 +57,14 @@ def _port(container: dict) -> tuple[str, int]:
     return p["name"], p["containerPort"]
 
 
-def _secret_ref(container: dict, env_name: str) -> tuple[str, str]:
-    ref = next(e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == env_name)
-    return ref["name"], ref["key"]
-
-
 def vllm_target(spec: ServerSpec, models_ns: str) -> tuple[ScrapeTarget, int]:
     port_name, port = _port(vllm.render_container(spec, api_key_secret=VLLM_KEY_SECRET))
     return ScrapeTarget(f"vllm-{spec.name}", models_ns, "PodMonitor", vllm.labels(spec), port_name), port
 
 
 def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, int]:
-    """LiteLLM's /metrics needs a key (require_auth_for_metrics_endpoint): the scraper sends the
-    master key from the gateway's own Secret, found through the env var the proxy reads it from."""
+    """LiteLLM's /metrics needs a key (require_auth_for_metrics_endpoint): the scraper sends its own
+    key, which the gateway's auth hook allows `/metrics` and nothing else (components.team_keys)."""
     pod = litellm.render_gateway_pod(
         catalog.versions().images["litellm"],
         replicas=intent.config.gateway.replicas,
@@ -68,8 +73,81 @@ def gateway_target(intent: StackIntent, gateway_ns: str) -> tuple[ScrapeTarget, 
     )
     c = pod["containers"][0]
     port_name, port = _port(c)
-    secret = _secret_ref(c, "LITELLM_MASTER_KEY")
+    secret = (litellm.METRICS_SECRET, litellm.METRICS_SECRET_KEY)
     return ScrapeTarget("litellm", gateway_ns, "PodMonitor", GATEWAY_SELECTOR, port_name, bearer_secret=secret), port
+
+
+# The KEDA operator reads Prometheus for the ScaledObjects' triggers (the KEDA chart's pod label).
+KEDA_OPERATOR_LABELS = {"app.kubernetes.io/name": "keda-operator"}
+# Node-level scrape targets, reached at node addresses (hostNetwork or the kubelet itself):
+# node exporter 9100, the kubelet and cAdvisor 10250.
+NODE_SCRAPE_PORTS = (9100, 10250)
+API_SERVER_PORT = 443  # the EKS control plane's ENIs in the VPC, behind the `kubernetes` Service
+
+
+def _pods(labels: dict) -> dict:
+    return {"podSelector": {"matchLabels": dict(labels)}}
+
+
+def _scraper_policies(vpc: dict) -> tuple[tuple[str, dict], ...]:
+    """Prometheus scrapes any pod of the cluster (each target namespace admits it on the metrics port
+    only) and the nodes' exporters; every pod of the release exposes metrics to it."""
+    prometheus = {"podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)}}
+    scrapes = {
+        **_pods(PROMETHEUS_POD_LABELS),
+        "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP"}]},
+            {"to": [vpc], "ports": [tcp(p) for p in NODE_SCRAPE_PORTS]},
+        ],
+    }
+    scraped = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [prometheus]}]}
+    return (("prometheus-scrapes", scrapes), ("from-prometheus", scraped))
+
+
+def _reader_policies() -> tuple[tuple[str, dict], ...]:
+    """Who reads Prometheus: Grafana (and Alertmanager's API) and KEDA's operator (the triggers)."""
+    grafana = {"podSelector": {"matchLabels": dict(GRAFANA_POD_LABELS)}}
+    readers = {
+        **_pods(PROMETHEUS_POD_LABELS),
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": [grafana, ns_peer(KEDA_NAMESPACE, KEDA_OPERATOR_LABELS)], "ports": [tcp(PROMETHEUS_PORT)]}
+        ],
+    }
+    grafana_out = {
+        **_pods(GRAFANA_POD_LABELS),
+        "policyTypes": ["Egress"],
+        "egress": [
+            {"to": [{"podSelector": {"matchLabels": dict(PROMETHEUS_POD_LABELS)}}], "ports": [tcp(PROMETHEUS_PORT)]},
+            {
+                "to": [{"podSelector": {"matchLabels": dict(ALERTMANAGER_POD_LABELS)}}],
+                "ports": [tcp(ALERTMANAGER_PORT)],
+            },
+        ],
+    }
+    return (("prometheus-readers", readers), ("grafana-to-prometheus", grafana_out))
+
+
+def monitoring_policies(vpc_cidr: pulumi.Input[str]) -> tuple[tuple[str, dict], ...]:
+    """Our Prometheus's namespace: default deny both ways, then one admit per path the release uses.
+    Port-forwarded connections (how users reach Grafana and Prometheus) enter the pod from the node
+    and are not subject to NetworkPolicy. The API server's ENIs are VPC addresses, as are pods'."""
+    vpc = {"ipBlock": {"cidr": vpc_cidr}}
+    names = {"key": "app.kubernetes.io/name", "operator": "In", "values": list(API_CLIENT_NAMES)}
+    api: dict = {"podSelector": {"matchExpressions": [names]}, "policyTypes": ["Egress"]}
+    api["egress"] = [{"to": [vpc], "ports": [tcp(API_SERVER_PORT)]}]
+    # The API server calls the operator's admission webhook (PrometheusRule, AlertmanagerConfig).
+    webhook: dict = {**_pods(OPERATOR_POD_LABELS), "policyTypes": ["Ingress"]}
+    webhook["ingress"] = [{"from": [vpc], "ports": [tcp(OPERATOR_WEBHOOK_PORT)]}]
+    return (
+        ("default-deny", DENY_ALL),
+        ("dns", DNS_EGRESS),
+        ("api-server", api),
+        *_scraper_policies(vpc),
+        *_reader_policies(),
+        ("operator-webhook", webhook),
+    )
 
 
 def neuron_admission(intent: StackIntent) -> list[ScrapeAdmission]:
@@ -210,6 +288,7 @@ def build(
             neuron_monitor=neuron_monitor(intent),
             # Prometheus's claim is deleted (with its namespace) before the EBS CSI add-on on destroy.
             after=(*after, *(plat.storage.ready if prom is not None else ())),
+            namespace_policies=monitoring_policies(plat.vpc_cidr),
         ),
         opts=opts,
     )

@@ -8,7 +8,7 @@ import pulumi
 from pulumi import ResourceOptions
 
 from components.database import DatabaseArgs, GatewayDatabase
-from components.frontdoor import READ_TIMEOUT_MARGIN_S, Exposure, FrontDoorArgs, GatewayFrontDoor
+from components.frontdoor import READ_TIMEOUT_MARGIN_S, DoorLimits, Exposure, FrontDoorArgs, GatewayFrontDoor
 from components.gateway_redis import GatewayCache, GatewayCacheArgs
 from components.keda import ModelAutoscaler, ModelAutoscalerArgs
 from components.litellm import RDS_CA_PATH, GatewayArgs, LiteLLMGateway, render_litellm_config
@@ -39,7 +39,7 @@ from components.vllm import (
 from components.webui import OpenWebUi, WebUiArgs
 from stacks import catalog
 from stacks.capacity import planner, scaling
-from stacks.compose import cold, observability, routing
+from stacks.compose import cold, observability, routing, tenancy
 from stacks.compose.platform import Platform
 from stacks.config import ResolvedModel, StackIntent
 from stacks.config.schema import WEBUI_KEY
@@ -60,8 +60,7 @@ class Served:
     gateway_url: pulumi.Output
     model_names: list[str]
     endpoints: dict[str, str]
-    master_key: pulumi.Output  # the gateway's admin key (secret): what `python -m stacks.verify` chats with
-    team_keys: pulumi.Output  # {team: {key name: key}} (secret): the `teamKeys` stack output
+    key_locations: dict  # where the admin key and each team's keys are (stacks/compose/tenancy.py): no key
 
 
 def plan_table(intent: StackIntent) -> list[dict]:
@@ -355,13 +354,14 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     web_ui(intent, plat, scope, keys, gateway)
     after = (*scope.ns_ready, *plat.system_ready)
     observability.build(intent, plat, specs, (scope.models_ns, scope.gateway_ns), after, scope.kopts)
-    team_keys = gateway.team_keys
+    where = tenancy.deliver(
+        intent, plat.data_key_arn, scope.gateway_ns, keys.master_key, gateway.team_keys, after, scope.kopts
+    )
     return Served(
         gateway_url=front.url,
         model_names=[m.served_name for m in intent.models.values()],
         endpoints=endpoints,
-        master_key=pulumi.Output.secret(keys.master_key),
-        team_keys=team_keys.by_team if team_keys else pulumi.Output.secret({}),
+        key_locations=where,
     )
 
 
@@ -423,7 +423,6 @@ def model_cache(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[s
             namespace=scope.models_ns,
             storage_class=plat.storage.efs_storage_class,
             image=v.image("hf-downloader"),
-            cli_requirement=f"huggingface_hub=={v.huggingface_hub_version}",
             items=items,
             hf_token=pulumi.Output.secret(cfg.hfToken.get_secret_value()) if cfg.hfToken else None,
             system_toleration=SYSTEM_TAINT,
@@ -528,7 +527,8 @@ def litellm_gateway(
     """The team keys, the shared rate-limit Redis (when a team has limits) and LiteLLM itself."""
     cfg = intent.config
     grants = key_grants(intent)
-    team_keys = TeamKeys("team-keys", TeamKeysArgs(grants=grants)) if grants else None
+    scraped = cfg.observability.enabled  # the scraper gets its own /metrics-only key
+    team_keys = TeamKeys("team-keys", TeamKeysArgs(grants, metrics_key=scraped)) if grants or scraped else None
     cache = gateway_cache(intent, plat, keys.redis_auth_token) if keys.redis_auth_token is not None else None
     autoscaled = cfg.autoscaling.enabled
     gateway = LiteLLMGateway(
@@ -550,10 +550,16 @@ def litellm_gateway(
             key_table=team_keys.table if team_keys else None,
             redis_host=cache.host if cache else None,
             redis_password=keys.redis_auth_token,
+            metrics_key=team_keys.metrics_key if team_keys else None,
         ),
         opts=scope.kopts,
     )
     return Gateway(gateway, team_keys)
+
+
+def door_limits(intent: StackIntent) -> DoorLimits:
+    d = intent.config.gateway.frontDoor
+    return DoorLimits(d.maxBodyMiB, d.ratePerSecond, d.burst, d.maxConnections)
 
 
 def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteLLMGateway) -> GatewayFrontDoor:
@@ -569,6 +575,7 @@ def front_door(intent: StackIntent, plat: Platform, scope: Scope, gateway: LiteL
             system_taint=SYSTEM_TAINT,
             exposure=exposure(intent, plat),
             in_cluster_url=gateway.in_cluster_url,
+            limits=door_limits(intent),
             # The door's readiness probe is proxied to LiteLLM, and nginx resolves the LiteLLM Service at
             # start: created before LiteLLM is ready (a database stack waits for RDS first), the awaited
             # door would time out and fail the first `pulumi up`.
@@ -615,6 +622,7 @@ def web_ui(intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys,
             secret_key=keys.webui_secret,
             storage_class=plat.storage.ebs_storage_class,
             system_taint=SYSTEM_TAINT,
+            allow_signup=intent.config.ui.allowSignup,
             after=(*scope.ns_ready, *plat.system_ready, *plat.storage.ready),  # the add-on outlives the claim
         ),
         opts=scope.kopts,

@@ -298,6 +298,11 @@ class _Resolver:
         created = {MODELS_NS, GATEWAY_NS, KEDA_NAMESPACE, GPU_OPERATOR_NAMESPACE, KARPENTER_NAMESPACE}
         if team is not None:
             created |= set(team_namespaces(team.name))
+        # A team's namespaces (its roles edit them) and Kubernetes' own: never where the scraper's
+        # configuration and its credentials live.
+        for t in self.cfg.cluster.teamAccess:
+            created |= set(team_namespaces(t))
+        created |= {"default", "kube-system", "kube-public", "kube-node-lease"}
         ns = self.cfg.observability.namespace
         if self.cfg.observability.enabled and ns in created:
             self.err(

@@ -793,7 +793,7 @@ class GatewayTeam(_M):
     """Who may call which models of this stack's gateway, at what rate. Limits apply to each key."""
 
     allowedModels: list[str] = Field(min_length=1)  # keys of `models:` on this stack
-    keys: list[str] = Field(min_length=1)  # key names; Pulumi generates each key (a secret stack output)
+    keys: list[str] = Field(min_length=1)  # key names; Pulumi generates each key (teamKeySecrets says where)
     rpmLimit: int | None = Field(None, ge=1)
     tpmLimit: int | None = Field(None, ge=1)
     maxParallelRequests: int | None = Field(None, ge=1)
@@ -838,8 +838,23 @@ class GatewayTlsConfig(_M):
         return v
 
 
+class GatewayFrontDoorConfig(_M):
+    """Per-client limits of the gateway's nginx front door (components/frontdoor.py DoorLimits, whose
+    defaults these are; tests/stacks/test_tenancy.py keeps the two equal)."""
+
+    # Bodies above this are refused (413) unread. At most 16: LiteLLM holds a parsed body at ~75x its
+    # size, and 16 MiB is then over half of a gateway container's 2 GiB.
+    maxBodyMiB: int = Field(4, ge=1, le=16)
+    # Per client address: requests a second, the burst answered at once, connections at a time (each
+    # proxied connection takes two of a worker's 4096).
+    ratePerSecond: int = Field(50, ge=1, le=10000)
+    burst: int = Field(100, ge=0, le=100000)
+    maxConnections: int = Field(128, ge=1, le=2048)
+
+
 class GatewayConfig(_M):
     replicas: int = Field(2, ge=2)
+    frontDoor: GatewayFrontDoorConfig = GatewayFrontDoorConfig()
     database: DatabaseConfig = DatabaseConfig()
     # Seconds LiteLLM keeps an idle upstream connection; vLLM's keep-alive is rendered above it.
     idleConnectionSeconds: int = Field(60, ge=5)
@@ -887,6 +902,9 @@ class UiConfig(_M):
     # Open WebUI's own gateway key (not the master key): every model, these limits.
     rpmLimit: int = Field(600, ge=1)
     maxParallelRequests: int = Field(16, ge=1)
+    # Anyone who reaches the UI may create an account (pending the admin's approval); off: only the
+    # first account (the admin) signs up, the admin adds everyone else.
+    allowSignup: bool = False
 
 
 # Instance metadata endpoints: a URL the program calls or renders must never point at them.

@@ -307,6 +307,8 @@ class Mocks(pmocks.Mocks):
             }
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/deployer", "userId": "AIDMOCK"}
+        if tok == "aws:iam/getSessionContext:getSessionContext":  # the caller is an IAM user: its own ARN
+            return {"arn": args.args["arn"], "issuerArn": args.args["arn"]}
         if tok == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com"}
         if tok == "aws:index/getRegion:getRegion":

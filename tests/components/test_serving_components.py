@@ -76,7 +76,6 @@ def _job(item, token_secret="hf-token"):
     return render_job_spec(
         item,
         image="py:1",
-        cli_requirement="huggingface_hub==2.4.0",
         claim="model-cache",
         token_secret=token_secret,
         system_toleration="T",
@@ -118,7 +117,6 @@ def test_cache_job_is_bounded_has_its_own_identity_and_a_small_image():
     spec = render_job_spec(
         item,
         image="py:1",
-        cli_requirement="huggingface_hub==2.4.0",
         claim="c",
         token_secret=None,
         system_toleration="T",
@@ -126,8 +124,12 @@ def test_cache_job_is_bounded_has_its_own_identity_and_a_small_image():
     pod = spec["template"]["spec"]
     assert spec["activeDeadlineSeconds"] == 1234 and pod["serviceAccountName"] == SERVICE_ACCOUNT != "default"
     install, dl = pod["initContainers"][0], pod["containers"][0]
-    # The CLI is installed without a shell: the pinned requirement is one argv element.
-    assert install["command"][:3] == ["python", "-m", "pip"] and install["command"][-1] == "huggingface_hub==2.4.0"
+    # The CLI is installed without a shell, from the mounted lock, hashes required, nothing resolved.
+    assert install["command"][:3] == ["python", "-m", "pip"] and install["command"][-2:] == [
+        "-r",
+        "/etc/model-cache-pip/requirements.lock",
+    ]
+    assert {"--require-hashes", "--no-deps"} <= set(install["command"])
     assert install["image"] == dl["image"] == "py:1"
     env = _env(dl)
     assert env["HF_REVISION"] == "main"  # unpinned: the default branch, stated
@@ -339,7 +341,6 @@ def test_model_cache_alone_under_mocks_gives_the_job_its_own_service_account():
                 storage_class="efs",
                 items=(item,),
                 image="py:1",
-                cli_requirement="huggingface_hub==2.4.0",
                 hf_token="hf_x",
                 system_toleration="T",
             ),

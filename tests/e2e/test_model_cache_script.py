@@ -2,6 +2,7 @@
 the version pinned for the downloader), offline against a prepared Hub cache."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -93,3 +94,27 @@ def test_token_is_read_from_a_read_only_file(tmp_path, e2e_ready):
         timeout=60,
     )
     assert r.stdout.strip() == "hf_filetoken123", r.stderr[-1000:]
+
+
+def test_the_downloader_lock_installs_with_hashes_required(tmp_path, e2e_ready):
+    """The Job's install command, run here into a fresh directory from PyPI: every pinned file is found
+    and matches its hash (this machine's CPython; the lock holds every wheel of each pinned version)."""
+    from components.model_cache import LOCK_SOURCE, render_install_container
+
+    argv = render_install_container("unused")["command"]
+    argv = [str(VLLM_PY) if a == "python" else a for a in argv]
+    argv[argv.index("--target") + 1] = str(tmp_path / "hf")
+    argv[-1] = str(LOCK_SOURCE)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "hf" / "huggingface_hub").is_dir()
+    # Negative control: every hash of the first package changed (pip accepts a file matching any one
+    # of its package's hashes), and pip refuses the install.
+    text = LOCK_SOURCE.read_text()
+    first, rest = text.split("\n    # via", 1)
+    tampered = re.sub(r"--hash=sha256:([0-9a-f])", lambda m: "--hash=sha256:" + "10"[m[1] == "1"], first)
+    (tmp_path / "tampered.lock").write_text(tampered + "\n    # via" + rest)
+    argv[-1] = str(tmp_path / "tampered.lock")
+    argv[argv.index("--target") + 1] = str(tmp_path / "hf2")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode != 0 and "HASHES" in r.stderr.upper()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.team_keys import render_key_table
 from tests.e2e.prometheus import (
     NOT_EVALUABLE_HERE,
     PROMETHEUS_BIN,
@@ -89,7 +90,8 @@ def test_fixture_scrapes_with_bearer_token_and_raises_on_bad_promql(prom_ready, 
 
 DEV = ROOT / "Pulumi.dev.yaml"
 # Secrets the monitors reference, as the e2e servers hold them (servers.SUBSTITUTIONS: fixed test keys).
-SECRET_VALUES = {("litellm", "master-key"): MASTER_KEY}
+METRICS_KEY = "sk-e2e-metrics-0123456789abcdef"  # the scraper's key (its hash is in the gateway's table)
+SECRET_VALUES = {("litellm", "master-key"): MASTER_KEY, ("litellm-metrics", "metrics-key"): METRICS_KEY}
 DASHBOARD_RANGE = "1m"  # $__rate_interval as Grafana computes it for a 15 s scrape interval
 SCRAPE_S = 2  # LiteLLM's multi-process /metrics takes ~1 s under load on 2 shared cores
 V0_CONTROL = 'max by (model_name) (vllm:gpu_cache_usage_perc{model_name=~"$model"})'
@@ -148,6 +150,8 @@ def scraped(prom_ready, vllm_server, gateway, rendered, tmp_path_factory):
     model = dev.litellm_config["model_list"][0]["model_name"]
     deployments = [m["metadata"]["name"] for m in dev.manifests if m["kind"] == "Deployment"]
     ports = {d: (gateway.port if d == "litellm" else vllm_server.port) for d in deployments}
+    # The session gateway's key table holds the scraper's key, as the rendered gateway's does.
+    Path(gateway.env["LLM_SERVING_KEYS_FILE"]).write_text(render_key_table([], (), METRICS_KEY))
     work = tmp_path_factory.mktemp("prom")
     prom = Prometheus(work).start(scrape_jobs(dev, ports), [rule_file(dev.manifests, work / "rules.yaml")])
     stop = threading.Event()

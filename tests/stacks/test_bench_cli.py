@@ -212,7 +212,7 @@ def test_stack_outputs_and_their_absence(capsys, gateway_url, engine, tmp_path):
     f.write_text(json.dumps({"gatewayUrl": gateway_url, "gatewayMasterKey": KEY, "models": [MODEL, "other"]}))
     one_line_error(*run(capsys, *args), "the stack serves qwen3-0.6b, other — pass --model NAME")
     f.write_text(json.dumps({"gatewayUrl": gateway_url, "models": [MODEL]}))
-    one_line_error(*run(capsys, *args), "stack output gatewayMasterKey: missing")
+    one_line_error(*run(capsys, *args), "stack output gatewayAdminKey: missing")
 
 
 def test_an_engine_failure_is_exit_1_with_its_last_line(capsys, gateway_url, engine, monkeypatch):

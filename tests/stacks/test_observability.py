@@ -144,7 +144,12 @@ def pod_templates(objs: list[dict]) -> list[tuple[str, dict]]:
 
 def scraper_policy(np: dict) -> bool:
     peers = [p for r in np["spec"].get("ingress") or [] for p in r.get("from") or []]
-    return any((p.get("podSelector") or {}).get("matchLabels") == obs.PROMETHEUS_POD_LABELS for p in peers)
+    # Admissions in the targets' namespaces name the scraper's namespace (the monitoring namespace's
+    # own policies are judged in tests/stacks/test_tenancy_monitoring.py).
+    return any(
+        "namespaceSelector" in p and (p.get("podSelector") or {}).get("matchLabels") == obs.PROMETHEUS_POD_LABELS
+        for p in peers
+    )
 
 
 def monitor_relation_problems(objs: list[dict]) -> list[str]:
@@ -196,19 +201,18 @@ def test_monitor_relations_can_fail(plan_of):
     ]
 
 
-def test_litellm_scrape_token_is_the_key_the_proxy_checks(plan_of):
-    """The monitor's bearer token is the Secret key the gateway reads its master key from."""
+def test_litellm_scrape_token_is_the_scrapers_own_secret(plan_of):
+    """The monitor's bearer token is the scraper's key, in a Secret of the gateway namespace that holds
+    only it (the master key stays out of the monitoring configuration: tests/stacks/test_tenancy.py)."""
     _, _, out = plan_of(DEV)
     objs = objects(out)
     cred = of_kind(objs, "PodMonitor")
     cred = next(o for o in cred if o["metadata"]["name"] == "litellm")["spec"]["podMetricsEndpoints"][0]
-    gw = next(o for o in of_kind(objs, "Deployment") if o["metadata"]["name"] == "litellm")
-    env = {e["name"]: e for e in gw["spec"]["template"]["spec"]["containers"][0]["env"]}
-    ref = env["LITELLM_MASTER_KEY"]["valueFrom"]["secretKeyRef"]
-    assert cred["authorization"] == {"type": "Bearer", "credentials": {"name": ref["name"], "key": ref["key"]}}
-    assert any(
-        s["metadata"]["name"] == ref["name"] for s in of_kind(objs, "Secret") if s["metadata"]["namespace"] == "gateway"
+    assert cred["authorization"] == {"type": "Bearer", "credentials": {"name": "litellm-metrics", "key": "metrics-key"}}
+    secret = next(
+        s for s in of_kind(objs, "Secret") if s["metadata"] == {"namespace": "gateway", "name": "litellm-metrics"}
     )
+    assert set(secret["stringData"]) == {"metrics-key"}
 
 
 def test_karpenter_monitor_selects_the_chart_service(plan_of):

@@ -56,7 +56,6 @@ RELIED_ON = {
     ("ui", "gateway", 4000, "TCP"),  # Open WebUI -> LiteLLM
     ("vpc", "frontdoor", 4080, "TCP"),  # the NLB (via node ports) -> the front door's nginx
     ("frontdoor", "gateway", 4000, "TCP"),  # the front door forwards the client routes to LiteLLM
-    ("vpc", "ui", 8080, "TCP"),  # operators reach Open WebUI from inside the VPC
     ("model-cache", "internet", 443, "TCP"),  # the cache Job downloads from the Hugging Face Hub
     *((role, "kube-dns", 53, proto) for role in SERVING_ROLES for proto in ("UDP", "TCP")),
 }

@@ -53,26 +53,29 @@ def test_manifests_validate(stack_file, plan_of):
             kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
         # one model, no UI: 2 serving namespaces + gpu-operator; NetworkPolicies; vLLM, LiteLLM and the gateway's
         # front door: Deployments, Services (+ the front door's load balancer), ServiceAccounts (+ the cache Job's
-        # own); LiteLLM's and nginx's ConfigMaps, their PDBs; the cache Job, PVC; vllm-api-key and litellm Secrets.
-        # Observability: the monitoring namespace, 4 dashboard ConfigMaps, 2 scraper NetworkPolicies, PodMonitors
-        # for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
+        # own); LiteLLM's and nginx's ConfigMaps, the downloader's pip lock, their PDBs; the cache Job, PVC;
+        # vllm-api-key and litellm Secrets, the key table and the scraper's key Secrets.
+        # Observability: the monitoring namespace and node exporter's, 4 dashboard ConfigMaps, 2 scraper
+        # NetworkPolicies and 8 of the monitoring namespace (default deny and its admits), Grafana's sidecar Role,
+        # PodMonitors for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
         # Autoscaling: the keda Namespace, a ScaledObject, the gateway's HPA, the model's PDB.
         assert kinds == {
-            "ConfigMap": 6,
+            "ConfigMap": 7,
             "Deployment": 3,
             "EC2NodeClass": 1,
             "HorizontalPodAutoscaler": 1,
             "Job": 1,
-            "Namespace": 5,
-            "NetworkPolicy": 13,
+            "Namespace": 6,
+            "NetworkPolicy": 21,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
             "PodDisruptionBudget": 3,
             "PodMonitor": 2,
             "PrometheusRule": 1,
             "ServiceMonitor": 2,
+            "Role": 1,
             "ScaledObject": 1,
-            "Secret": 2,
+            "Secret": 4,
             "Service": 3,
             "ServiceAccount": 4,
             "StorageClass": 2,

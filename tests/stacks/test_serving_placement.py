@@ -125,7 +125,7 @@ def test_cache_jobs_use_the_small_pinned_downloader_and_their_own_account(stack_
     for j in jobs:
         pod = j["spec"]["template"]["spec"]
         assert {c["image"] for c in pod["containers"] + pod["initContainers"]} == {v.image("hf-downloader")}
-        assert pod["initContainers"][0]["command"][-1] == f"huggingface_hub=={v.huggingface_hub_version}"
+        assert pod["initContainers"][0]["command"][-1] == "/etc/model-cache-pip/requirements.lock"
         assert (j["metadata"]["namespace"], pod["serviceAccountName"]) in sas
         assert j["spec"]["activeDeadlineSeconds"] > 0
 

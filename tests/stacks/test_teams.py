@@ -125,17 +125,19 @@ def by_name(rec, typ: str) -> dict:
 
 def test_dev_has_the_hook_and_nothing_else_of_teams(plan_of):
     _intent, rec, out = plan_of(DEV)
-    assert "llm-serving:access:TeamKeys" not in types_of(rec)
+    # The only generated key of the table is the scraper's (tests/stacks/test_tenancy.py).
+    assert [n for n in by_name(rec, "random:index/randomPassword:RandomPassword") if n.startswith("team-keys")] == [
+        "team-keys-metrics"
+    ]
     assert "llm-serving:access:GatewayCache" not in types_of(rec)
     assert not [t for t in types_of(rec) if t.startswith("aws:elasticache")]
-    assert "gateway-keys" not in by_name(rec, "kubernetes:core/v1:Secret")
     assert "serving-gateway-to-redis" not in by_name(rec, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert cm["data"]["custom_auth.py"] == (ROOT / "incluster" / "gateway_auth" / "custom_auth.py").read_text()
     cfg = yaml.safe_load(cm["data"]["config.yaml"])
     assert cfg["general_settings"]["custom_auth"] == "custom_auth.user_api_key_auth"
     assert "coordination_redis" not in cfg["general_settings"]
-    assert rec.outputs["teamKeys"] == {} and "teamKeys" in rec.secret_outputs
+    assert rec.outputs["teamKeySecrets"] == {} and "gatewayMasterKey" not in rec.outputs
 
 
 def test_teams_stack_builds_keys_redis_and_the_wiring(plan_of):
@@ -164,7 +166,8 @@ def test_teams_stack_builds_keys_redis_and_the_wiring(plan_of):
         yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())["data"]["config.yaml"]
     )
     assert cfg["general_settings"]["coordination_redis"]["host"] == "os.environ/REDIS_HOST"
-    assert set(rec.outputs["teamKeys"]) == {"search", "research", "open-webui"} and "teamKeys" in rec.secret_outputs
+    # One Secrets Manager secret per team that hands out keys (Open WebUI's key stays in the cluster).
+    assert set(rec.outputs["teamKeySecrets"]) == {"search", "research"}
 
 
 def test_redis_subnets_are_the_private_ones(plan_of):
@@ -186,7 +189,7 @@ def unmasked_plan():
         return plancli.run_program("teams", TEAMS)
 
 
-def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(unmasked_plan):
+def test_hashes_in_the_secret_are_the_generated_keys_and_team_secrets_hold_the_keys(unmasked_plan):
     _intent, rec = unmasked_plan
     table = json.loads(by_name(rec, "kubernetes:core/v1:Secret")["gateway-keys"].inputs["stringData"]["keys.json"])
     want = {
@@ -215,16 +218,19 @@ def test_hashes_in_the_secret_are_the_generated_keys_and_outputs_hold_the_keys(u
             600,
         ),
     }
+    # The scraper's key is in the table only when observability is on (tests/stacks/test_tenancy.py).
+    table.pop(hashlib.sha256(mock_key("team-keys-metrics").encode()).hexdigest(), None)
     assert {h: (e["key_alias"], e["team_id"], e["models"], e["rpm_limit"]) for h, e in table.items()} == want
     assert table[hashlib.sha256(mock_key("team-keys-search-ci").encode()).hexdigest()]["max_parallel_requests"] == 8
-    assert rec.outputs["teamKeys"]["search"] == {
+    value = by_name(rec, "aws:secretsmanager/secretVersion:SecretVersion")["team-search-keys-value"]
+    assert json.loads(value.inputs["secretString"]) == {
         "search-ci": mock_key("team-keys-search-ci"),
         "search-prod": mock_key("team-keys-search-prod"),
     }
     # Open WebUI holds its own key, not the master key.
     webui = by_name(rec, "kubernetes:core/v1:Secret")["webui-secret"].inputs["stringData"]["api-key"]
     assert webui == mock_key("team-keys-open-webui")
-    assert webui != rec.outputs["gatewayMasterKey"]
+    assert webui != by_name(rec, "kubernetes:core/v1:Secret")["gateway-secret"].inputs["stringData"]["master-key"]
 
 
 SECRETS = [mock_key(f"team-keys-{k}") for k in ("search-ci", "search-prod", "research-notebooks", "open-webui")] + [
@@ -248,11 +254,11 @@ def test_no_key_or_token_in_plain_text_in_the_plan_output(tmp_path, capsys):
 
 
 def test_the_leak_check_finds_keys_when_secrets_are_not_masked(tmp_path, unmasked_plan):
-    """Negative control: the same plan written without secret masking shows the Redis token and Open
-    WebUI's key (its pod needs the key itself); the team keys stay absent, the gateway holds hashes."""
+    """Negative control: the same plan written without secret masking shows every key: the team keys
+    in their Secrets Manager values, Open WebUI's key (its pod needs it), the Redis token."""
     intent, rec = unmasked_plan
     plancli.write_outputs(tmp_path, intent, rec)
-    assert {v for _, v in leaks(tmp_path)} == {SECRETS[3], SECRETS[4]}
+    assert {v for _, v in leaks(tmp_path)} == set(SECRETS)
 
 
 def test_webui_secret_depends_on_its_own_key_not_the_master_key(plan_of):

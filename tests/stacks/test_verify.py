@@ -112,6 +112,8 @@ def kubectl(ready=1, calls=None):
             return json.dumps(NODES)
         if cmd[3:7] == ["get", "deployments", "-n", "models"]:
             return json.dumps(deployments(ready))
+        if cmd[3:6] == ["get", "pods", "--all-namespaces"]:
+            return json.dumps({"items": []})
         raise AssertionError(cmd)
 
     return run
@@ -130,7 +132,8 @@ def test_all_checks_pass(outputs, tmp_path, capsys):
     ttft = float(chat.split("TTFT ")[1].split("s")[0])
     rate = float(chat.split("tokens, ")[1].split(" tok/s")[0])
     assert ttft >= 0.05 and 5 < rate < 100
-    assert len(calls) == 2  # nodes, then the models namespace
+    assert len(calls) == 3  # nodes, every pod (accelerator nodes), then the models namespace
+    assert "ok" in rows["accelerator nodes"]
 
 
 def test_a_model_not_ready_fails_with_exit_1(outputs, tmp_path, capsys):
@@ -161,7 +164,7 @@ def test_unreachable_cluster_is_a_failed_check(outputs, tmp_path, capsys):
 
 def test_gateway_url_and_key_overrides(outputs, tmp_path, gateway_url):
     outputs["gatewayUrl"] = "http://internal-lb.invalid:4000"
-    del outputs["gatewayMasterKey"]
+    del outputs["gatewayMasterKey"], outputs["gatewayAdminKey"]
     f = write(tmp_path, outputs)
     assert verify.main(["dev", "--outputs", f, "--skip-cluster"]) == 2  # no key
     assert verify.main(["dev", "--outputs", f, "--skip-cluster", "--gateway-url", gateway_url, "--api-key", KEY]) == 0
@@ -174,10 +177,10 @@ def cli(*args, env=None):
 
 
 def test_bad_input_is_exit_2_one_line_no_traceback(outputs, tmp_path):
-    del outputs["gatewayMasterKey"]
+    del outputs["gatewayMasterKey"], outputs["gatewayAdminKey"]
     r = cli("dev", "--outputs", write(tmp_path, outputs), "--skip-cluster")
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.startswith("error: stack output gatewayMasterKey: missing — ") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: stack output gatewayAdminKey: missing — ") and r.stderr.count("\n") == 1
 
 
 def test_missing_clis_are_exit_2(outputs, tmp_path):
@@ -208,6 +211,86 @@ def test_model_targets_come_from_the_endpoint_urls():
 
 def test_the_stack_exports_what_verify_reads_and_the_key_stays_secret(plan_of):
     _, rec, _ = plan_of(ROOT / "Pulumi.dev.yaml")
-    assert {"gatewayUrl", "gatewayMasterKey", "models", "modelEndpoints", "kubeconfig", "platform"} <= set(rec.outputs)
-    assert {"gatewayMasterKey", "kubeconfig"} <= rec.secret_outputs
+    assert {"gatewayUrl", "gatewayAdminKey", "models", "modelEndpoints", "kubeconfig", "platform"} <= set(rec.outputs)
+    assert "kubeconfig" in rec.secret_outputs and "gatewayMasterKey" not in rec.outputs
     assert "gatewayUrl" not in rec.secret_outputs  # the check can fail
+
+
+def test_admin_key_from_secrets_manager_or_the_team_gateway_secret(outputs):
+    """The stack exports where the admin key is; verify reads it with the aws CLI or kubectl."""
+    del outputs["gatewayMasterKey"]
+    arn = outputs["gatewayAdminKey"]["secretsManagerArn"]
+    calls = []
+
+    def aws(cmd):
+        calls.append(cmd)
+        return "sk-from-secrets-manager\n"
+
+    assert verify.admin_key(outputs, aws) == "sk-from-secrets-manager"
+    assert calls[0][:5] == ["aws", "secretsmanager", "get-secret-value", "--secret-id", arn]
+    team = {**outputs, "gatewayAdminKey": {"kubernetesSecret": "search-gateway/litellm", "key": "master-key"}}
+
+    def kubectl_secret(cmd):
+        assert cmd[0] == "kubectl" and cmd[3:7] == ["get", "secret", "litellm", "-n"] and cmd[7] == "search-gateway"
+        return json.dumps({"data": {"master-key": "c2stdGVhbQ=="}})  # base64 of "sk-team"
+
+    assert verify.admin_key(team, kubectl_secret) == "sk-team"
+    with pytest.raises(verify.BadInput, match="cannot read it"):
+        verify.admin_key(
+            {**team, "gatewayAdminKey": {"kubernetesSecret": "search-gateway/litellm", "key": "x"}}, kubectl_secret
+        )
+
+
+# ---- accelerator nodes run only model pods (and node agents) ----------------------------------
+
+
+def _pod(ns, name, node, *, gpu=False, daemonset=False, phase="Running"):
+    res = {"limits": {"nvidia.com/gpu": "1"}} if gpu else {"requests": {"cpu": "100m"}}
+    meta = {"namespace": ns, "name": name}
+    if daemonset:
+        meta["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent"}]
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node, "containers": [{"name": "c", "resources": res}]},
+        "status": {"phase": phase},
+    }
+
+
+ACCEL_NODES = {
+    "items": [
+        {"metadata": {"name": "gpu-1", "labels": {"llm-serving/pool": "gpu"}}},
+        {"metadata": {"name": "sys-1", "labels": {"llm-serving/node-role": "system"}}},
+    ]
+}
+
+
+def test_sharing_check_flags_pods_without_the_accelerator_on_gpu_nodes():
+    pods = {
+        "items": [
+            _pod("models", "vllm-a", "gpu-1", gpu=True),
+            _pod("team-b-models", "vllm-b", "gpu-1", gpu=True),  # another tenant, with its own GPU
+            _pod("gpu-operator", "dcgm", "gpu-1", daemonset=True),  # a node agent
+            _pod("team-b-models", "sidecar-job", "gpu-1", phase="Succeeded"),
+            _pod("other", "web", "sys-1"),  # not an accelerator node
+        ]
+    }
+    assert verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models"}) == []
+    # Negative control: a pod that tolerates the taint but asks for no GPU is found.
+    pods["items"].append(_pod("team-b-models", "notebook", "gpu-1"))
+    pods["items"].append(_pod("default", "debug", "gpu-1"))
+    got = verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models"})
+    assert got == ["default/debug on gpu-1", "team-b-models/notebook on gpu-1"]
+    # Inside a model namespace the same pod is not counted (the brief's scope: other namespaces).
+    assert (
+        verify.unshared_violations(pods, ACCEL_NODES, {"gpu": "nvidia"}, {"models", "team-b-models", "default"}) == []
+    )
+
+
+def test_sharing_check_is_a_row_of_verify():
+    nodes = ACCEL_NODES
+    bad = {"items": [_pod("default", "debug", "gpu-1")]}
+    run = lambda cmd: json.dumps(bad)  # noqa: E731
+    c = verify.sharing_check(run, "kc", nodes, {"gpu": "nvidia"}, {"models"})
+    assert not c.ok and "default/debug on gpu-1" in c.detail
+    ok = verify.sharing_check(lambda cmd: json.dumps({"items": []}), "kc", nodes, {"gpu": "nvidia"}, {"models"})
+    assert ok.ok
