@@ -334,6 +334,7 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         name: server_spec(m, plat, intent.config.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
         for name, m in intent.models.items()
     }
+    specs = routing.with_worker_args(intent, specs)
     model_cache(intent, plat, scope, specs)
     endpoints = model_servers(intent, plat, scope, keys, specs)
     routing.build(

@@ -52,6 +52,15 @@ def test_router_command_line_watches_the_models_pods_only(plan_of):
     assert args[args.index("--prometheus-port") + 1] == "29000"
 
 
+def test_cache_routed_replicas_serve_prompt_rendering_others_do_not(plan_of):
+    # The router gets a prompt's token ids from a replica's /render endpoints, which vLLM 0.32 only
+    # serves with --enable-scale-out; `batch` (routed through its Service) keeps them closed.
+    s = _stack(plan_of)
+    vllm_args = {n: T.pod(s.r, "Deployment", n)["containers"][0]["args"] for n in ("chat", "batch")}
+    assert vllm_args["chat"].count("--enable-scale-out") == 1
+    assert "--enable-scale-out" not in vllm_args["batch"]
+
+
 def test_router_deployment_is_pinned_hardened_and_highly_available(plan_of):
     s = _stack(plan_of)
     dep = T.obj(s.r, "Deployment", "chat-router")
