@@ -2,7 +2,8 @@
 
 LiteLLM keeps keys, teams and limits and sends the model's requests to this router's Service; the
 router picks the replica whose KV cache most likely holds the prompt's prefix (`--policy
-cache_aware`: a prefix tree of the request text per replica, with a load-balance fallback).
+cache_aware`: a prefix tree per replica of the prompts' token ids, which a replica renders for it;
+stacks/compose/routing.py starts those replicas so they may, with a load-balance fallback).
 
 Worker discovery: vllm-router finds workers either from a static URL list or by watching pods
 through the Kubernetes API (`--service-discovery`); a headless Service's DNS name would be a single

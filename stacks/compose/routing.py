@@ -7,6 +7,8 @@ likely to hold its prompt prefix in KV cache.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pulumi
 
 from components import router, vllm
@@ -23,10 +25,24 @@ from components.types import (
 from stacks import catalog
 from stacks.config import StackIntent
 
+# `cache_aware` keys its prefix tree on the prompt's token ids, which the router asks a replica for
+# (`POST /v1/chat/completions/render`, `/v1/completions/render`). vLLM 0.32 answers those with 403
+# unless started with this flag (the router then counts every request as `missing_tokens` and
+# routes blind). It also opens the token-in/token-out endpoints; callers of the vLLM port are
+# limited to the gateway and the router by NetworkPolicy. vLLM 0.16 (the Neuron image) has no such
+# flag (its parser exits on it) and serves /render unconditionally.
+WORKER_ARGS = {"nvidia": ("--enable-scale-out",), "neuron": ()}
+
 
 def cache_aware(intent: StackIntent) -> list[str]:
     """The models (config names) routed by cache, in config order."""
     return [name for name, m in intent.config.models.items() if m.routing == "cache-aware"]
+
+
+def with_worker_args(intent: StackIntent, specs: dict[str, ServerSpec]) -> dict[str, ServerSpec]:
+    """The model servers, those routed by cache with the vLLM flags their router depends on."""
+    routed = cache_aware(intent)
+    return {n: replace(s, args=(*s.args, *WORKER_ARGS[s.kind])) if n in routed else s for n, s in specs.items()}
 
 
 def router_spec(spec: ServerSpec, namespaces: tuple[str, str]) -> router.RouterSpec:

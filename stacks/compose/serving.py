@@ -340,6 +340,8 @@ def build(intent: StackIntent, plat: Platform) -> Served:
         name: server_spec(m, plat, intent.config.gateway.idleConnectionSeconds, intent.pools[m.pool].instances)
         for name, m in intent.models.items()
     }
+    # the router's worker flags first: the compile cache's key hashes the final arguments
+    specs = routing.with_worker_args(intent, specs)
     specs = {name: cold.server_spec(intent, name, s) for name, s in specs.items()}
     model_cache(intent, plat, scope, specs)
     warm_path(intent, plat, scope, specs)

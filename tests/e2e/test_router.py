@@ -10,6 +10,7 @@ serve, vLLM's prefix-cache hit counters move, and a replica killed mid-run costs
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 
@@ -69,25 +70,38 @@ def test_litellm_is_rendered_to_call_the_router(fleet):
     assert "--service-discovery" in args and args[args.index("--policy") + 1] == "cache_aware"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="vllm-router 0.1.17 routes cache_aware on token ids it asks the worker for; against vLLM 0.32 "
-    "that preparation is rejected for every request (router metric vllm_router_prefix_routing_decisions_total"
-    '{outcome="missing_tokens"}), so a prefix is not kept on one replica (measured: a group split 3/2)',
-)
+def routing_decisions(rt) -> dict[str, float]:
+    """The router's cache_aware decisions by outcome, from its metrics port."""
+    _, text = F.http("GET", f"http://127.0.0.1:{rt.metrics_port}/metrics")
+    out: dict[str, float] = {}
+    for m in re.finditer(
+        r'^vllm_router_prefix_routing_decisions_total\{[^}]*outcome="([a-z_]+)"[^}]*\} (\S+)$', text, re.M
+    ):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def test_each_prefix_stays_on_one_replica_and_both_replicas_serve(fleet):
-    _, reps, _, gw, _ = fleet
+    _, reps, rt, gw, _ = fleet
+    groups, turns = range(4), 3
+    decided = routing_decisions(rt)
+    # The prefixes arrive together: a prefix the router has not seen goes to a replica picked by load,
+    # so prefixes arriving one at a time onto idle replicas would all start on the same one.
+    firsts = F.run(url(gw), [F.request(g, 0) for g in groups], concurrency=len(groups))
+    assert [r.status for r in firsts.results] == [200] * len(groups), [r.body for r in firsts.results]
     homes = []
-    for group in range(4):
+    for group in groups:
         before = [F.served(r.port) for r in reps]
-        first = F.call(url(gw), F.request(group, 0))
-        assert first.status == 200, first.body
-        load = F.run(url(gw), [F.request(group, i) for i in range(1, 5)], concurrency=4)
-        assert [r.status for r in load.results] == [200] * 4, [r.body for r in load.results]
+        load = F.run(url(gw), [F.request(group, i) for i in range(1, turns + 1)], concurrency=turns)
+        assert [r.status for r in load.results] == [200] * turns, [r.body for r in load.results]
         delta = [F.served(r.port) - b for r, b in zip(reps, before, strict=True)]
-        assert sorted(delta) == [0, 5], f"group {group} split across replicas: {delta}"
-        homes.append(delta.index(5))
+        assert sorted(delta) == [0, turns], f"group {group} split across replicas: {delta}"
+        homes.append(delta.index(turns))
     assert set(homes) == {0, 1}, f"every prefix went to one replica: {homes}"
+    # The router routed on the prompts' token ids (the replicas rendered every prompt), not blind.
+    now = routing_decisions(rt)
+    change = {k: now.get(k, 0) - decided.get(k, 0) for k in ("missing_tokens", "prefix_hit")}
+    assert change["missing_tokens"] == 0 and change["prefix_hit"] >= len(groups) * turns, change
 
 
 def test_requests_succeed_through_the_router_and_both_replicas_serve(fleet):

@@ -9,6 +9,7 @@ Expected values are written by hand from what the router must do.
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import yaml
@@ -50,6 +51,26 @@ def test_router_command_line_watches_the_models_pods_only(plan_of):
     assert args[args.index("--host") + 1] == "0.0.0.0" and args[args.index("--port") + 1] == "8080"
     assert args[args.index("--prometheus-host") + 1] == "0.0.0.0"
     assert args[args.index("--prometheus-port") + 1] == "29000"
+
+
+def test_cache_routed_replicas_serve_prompt_rendering_others_do_not(plan_of):
+    # The router gets a prompt's token ids from a replica's /render endpoints, which vLLM 0.32 only
+    # serves with --enable-scale-out; `batch` (routed through its Service) keeps them closed.
+    s = _stack(plan_of)
+    vllm_args = {n: T.pod(s.r, "Deployment", n)["containers"][0]["args"] for n in ("chat", "batch")}
+    assert vllm_args["chat"].count("--enable-scale-out") == 1
+    assert "--enable-scale-out" not in vllm_args["batch"]
+
+
+def test_worker_flags_exist_in_each_images_vllm():
+    # Neuron's vLLM 0.16 parser exits on --enable-scale-out: only the kinds whose parser knows a flag get it.
+    from stacks.compose import routing
+
+    table = json.loads((ROOT / "stacks" / "catalog" / "vllm-serve-flags.json").read_text())
+    assert routing.WORKER_ARGS["nvidia"] == ("--enable-scale-out",)
+    assert "--enable-scale-out" not in table["neuron"]["options"]  # control: why Neuron gets none
+    for kind, flags in routing.WORKER_ARGS.items():
+        assert all(f in table[kind]["options"] for f in flags), (kind, flags)
 
 
 def test_router_deployment_is_pinned_hardened_and_highly_available(plan_of):
