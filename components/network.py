@@ -80,17 +80,7 @@ class Network(pulumi.ComponentResource):
             privates.append(priv)
             private_rts.append(rt)
             publics.append(pub)
-        # S3 through a gateway endpoint, not the NATs: image layers from ECR and weights from S3 are
-        # many GB per node, NAT bills each GB processed, and a gateway endpoint is free.
-        aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=vpc.id,
-            service_name=f"com.amazonaws.{args.region}.s3",
-            vpc_endpoint_type="Gateway",
-            route_table_ids=[rt.id for rt in private_rts],
-            tags={"Name": f"{c}-s3"},
-            opts=child,
-        )
+        self._s3_endpoint(name, args, vpc, private_rts)
         self._flow_logs(name, args, vpc)
 
         self.vpc_id = vpc.id
@@ -164,6 +154,21 @@ class Network(pulumi.ComponentResource):
         )
         aws.ec2.RouteTableAssociation(f"{name}-private-{az}", subnet_id=priv.id, route_table_id=rt.id, opts=child)
         return priv, rt
+
+    def _s3_endpoint(
+        self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc, route_tables: list[aws.ec2.RouteTable]
+    ) -> None:
+        """S3 through a gateway endpoint, not the NATs: image layers from ECR and weights from S3 are
+        many GB per node, NAT bills each GB processed, and a gateway endpoint is free."""
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[rt.id for rt in route_tables],
+            tags={"Name": f"{args.cluster_name}-s3"},
+            opts=ResourceOptions(parent=self),
+        )
 
     def _flow_logs(self, name: str, args: NetworkArgs, vpc: aws.ec2.Vpc) -> None:
         """VPC flow logs (rejected and accepted) to CloudWatch."""

@@ -200,8 +200,12 @@ def checkov_k8s(plan_of, session_once, tmp_path_factory):
 
     if not checkov.CHECKOV.exists():
         missing(f"{checkov.CHECKOV} not found", "run scripts/setup-e2e.sh")
+    from tests.stacks.test_bench_job import checkov_folders as bench_job_folders
+
     stacks = [*STACK_FILES, ROOT / "tests" / "configs" / "gateway-database.ok.yaml"]
     return session_once(
         "checkov-k8s",
-        lambda: checkov.scan_folders(checkov.CHECKOV, tmp_path_factory.mktemp("checkov"), plan_of, stacks),
+        lambda: checkov.scan_folders(
+            checkov.CHECKOV, tmp_path_factory.mktemp("checkov"), plan_of, stacks, bench_job_folders()
+        ),
     )

@@ -351,16 +351,16 @@ def test_cli_without_tokenizer_or_config(capsys, tmp_path):
     assert code == 2 and "no tokenizer — pass --tokenizer" in err
 
 
-def test_objects_pass_checkov(tmp_path):
-    from tests.stacks.test_checkov import CHECKOV, scan
-
-    if not CHECKOV.exists():
-        pytest.skip("checkov missing: run scripts/setup-e2e.sh")
-    for i, obj in enumerate(job.render(SPEC, KEY)):
-        (tmp_path / f"{i}.yaml").write_text(yaml.safe_dump(obj))
-    assert scan(CHECKOV, tmp_path) == []
-    # negative control: the same Job without its skip annotations has findings
+def checkov_folders() -> dict:
+    """For the suite's one checkov scan (tests/conftest.py): the Job's objects, and as a negative
+    control the same Job without its skip annotations."""
     bare = job.render_job(SPEC)
     del bare["metadata"]["annotations"]
-    (tmp_path / "bare.yaml").write_text(yaml.safe_dump({**bare, "metadata": {**bare["metadata"], "name": "bare"}}))
-    assert {"CKV_K8S_43", "CKV_K8S_35"} <= {cid for cid, _ in scan(CHECKOV, tmp_path)}
+    return {"bench-job": job.render(SPEC, KEY), "bench-job-bare": [bare]}
+
+
+def test_objects_pass_checkov(checkov_k8s):
+    from tests.support.checkov import of
+
+    assert of(checkov_k8s, "bench-job", "failed") == []
+    assert {"CKV_K8S_43", "CKV_K8S_35"} <= {cid for cid, _ in of(checkov_k8s, "bench-job-bare", "failed")}

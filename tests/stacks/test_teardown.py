@@ -80,14 +80,15 @@ def test_the_prometheus_release_and_the_ui_claim_are_checked(plan_of):
 
 
 def test_control_a_claim_beside_the_addon_is_caught(plan_of):
-    """Negative control: the dev plan's Prometheus release with its dependencies cut to the namespaces."""
+    """Negative control: the dev plan's observability objects (the Prometheus release and what it waits
+    for: its namespaces, policies, the Grafana Role) with their dependencies cut to the namespaces."""
     _intent, rec, _out = plan_of(ROOT / "Pulumi.dev.yaml")
     ns = [r.urn for r in rec.resources if r.type == "kubernetes:core/v1:Namespace"]
 
     class Cut:
         def __init__(self, r):
             self.__dict__.update(r.__dict__)
-            if r.name in ("observability-release", "observability-ns"):
+            if r.name.startswith("observability-"):
                 self.dependencies = tuple(u for u in r.dependencies if u in ns)
 
     cut = [Cut(r) for r in rec.resources]

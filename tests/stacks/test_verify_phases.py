@@ -156,6 +156,8 @@ def test_verify_cluster_checks_print_planned_against_measured(plan_of):
             return json.dumps({"items": [NODE]})
         if args[:2] == ["get", "deployments"]:
             return json.dumps({"items": [deployment]})
+        if args == ["get", "pods", "--all-namespaces", "-o", "json"]:  # the accelerator-sharing check
+            return json.dumps({"items": []})
         if args[:2] == ["get", "pods"]:
             assert "app.kubernetes.io/name=qwen3-0-6b" in args
             return json.dumps({"items": [pod]})

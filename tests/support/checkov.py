@@ -74,11 +74,16 @@ def _regress_dev(d: Path) -> None:
     gw.write_text(yaml.safe_dump(doc))
 
 
-def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path]) -> dict:
+def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path], extra: dict | None = None) -> dict:
     """{folder: {"failed": [...], "skipped": [...]}} from one scan of: each stack's manifests (a folder
-    named after its file), a bad pod ("bad-pod") and dev regressed ("dev-regressed", see _regress_dev)."""
+    named after its file), a bad pod ("bad-pod"), dev regressed ("dev-regressed", see _regress_dev) and
+    `extra` ({folder: [objects]}: what other tests render outside a stack, e.g. the bench Job)."""
     for f in stack_files:
         _copy_manifests(plan_of(f)[2], root / f.stem)
+    for folder, objects in (extra or {}).items():
+        (root / folder).mkdir()
+        for i, obj in enumerate(objects):
+            (root / folder / f"{i}.yaml").write_text(yaml.safe_dump(obj))
     (root / "bad-pod").mkdir()
     (root / "bad-pod" / "bad.yaml").write_text(BAD_POD)
     _copy_manifests(plan_of(ROOT / "Pulumi.dev.yaml")[2], root / "dev-regressed")
