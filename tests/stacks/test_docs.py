@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -95,3 +96,33 @@ def test_link_checker_can_fail(tmp_path):
         "page.md: other.md#no-such-heading (no such heading)",
         "page.md: #nowhere (no such heading)",
     ]
+
+
+NUMBERS_ROW = re.compile(
+    r"\| [^|]+ \| `(?P<file>[^`]+)` \| (?P<time>\d+m\d\ds) \| \$(?P<lo>[\d.]+)\u2013(?P<hi>[\d.]+) \|"
+)
+
+
+def numbers_rows(text: str) -> list[re.Match]:
+    return [m for line in text.splitlines() if (m := NUMBERS_ROW.fullmatch(line))]
+
+
+def test_readme_numbers_are_what_the_plan_computes(plan_of):
+    """The README's time and cost table: each row recomputed from the plan of its stack file."""
+    rows = numbers_rows((ROOT / "README.md").read_text())
+    assert {m["file"] for m in rows} >= {"Pulumi.dev.yaml", "tests/configs/gateway-database.ok.yaml"}
+    for m in rows:
+        _intent, _rec, out = plan_of(ROOT / m["file"])
+        summary = json.loads((out / "summary.json").read_text())
+        seconds = summary["deployTime"]["seconds"]
+        cost = summary["stackHourlyUsd"]
+        assert m["time"] == f"{seconds // 60}m{seconds % 60:02d}s", m["file"]
+        assert (m["lo"], m["hi"]) == (f"{cost['min']:.2f}", f"{cost['max']:.2f}"), m["file"]
+
+
+def test_numbers_rows_are_read():
+    """Negative control: a row is recognised, and a changed figure is one the test above would see."""
+    row = "| dev | `Pulumi.dev.yaml` | 28m49s | $1.82\u20132.64 |"
+    (m,) = numbers_rows(row)
+    assert (m["file"], m["time"], m["lo"], m["hi"]) == ("Pulumi.dev.yaml", "28m49s", "1.82", "2.64")
+    assert numbers_rows(row.replace("28m49s", "28m49")) == []
