@@ -78,6 +78,14 @@ SECRET_RECOVERY_DAYS = 7
 # Secrets Manager decrypts a secret version with this encryption context key set to the secret's ARN.
 SECRET_ARN_CONTEXT = "SecretARN"
 READ_ACTIONS = ("secretsmanager:GetSecretValue",)
+# What would let a principal change who may read, or swap the value: only the deployer may.
+CHANGE_ACTIONS = (
+    "secretsmanager:DeleteResourcePolicy",
+    "secretsmanager:PutResourcePolicy",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:RotateSecret",
+    "secretsmanager:UpdateSecret",
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,9 @@ class ScopedSecretArgs:
 
 def render_secret_policy(readers: tuple[str, ...], deployer_arn: str) -> dict:
     """Allow the readers; deny reading to every other principal of the account, even one whose own
-    IAM policy allows `secretsmanager:*` on every secret (an explicit deny wins)."""
+    IAM policy allows `secretsmanager:*` on every secret (an explicit deny wins), and deny changing
+    this policy or the value to all but the deployer (else such a principal could rewrite the policy,
+    then read)."""
     allowed = sorted({*readers, deployer_arn})
     statements: list[dict] = [
         {
@@ -104,7 +114,15 @@ def render_secret_policy(readers: tuple[str, ...], deployer_arn: str) -> dict:
             "Action": list(READ_ACTIONS),
             "Resource": "*",
             "Condition": {"ArnNotEquals": {"aws:PrincipalArn": allowed}},
-        }
+        },
+        {
+            "Sid": "OnlyTheDeployerChangesIt",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": list(CHANGE_ACTIONS),
+            "Resource": "*",
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [deployer_arn]}},
+        },
     ]
     if readers:
         statements.append(

@@ -24,6 +24,7 @@ from pulumi import ResourceOptions
 
 from components.types import (
     GATEWAY_SELECTOR,
+    KUBE_API_SERVICE_IPS,
     ROUTER_METRICS_PORT,
     ROUTER_PORT,
     ROUTER_SELECTOR,
@@ -48,10 +49,6 @@ BALANCE_REL_THRESHOLD = 1.5
 # A dead replica leaves the pool after this many failed health checks this far apart.
 HEALTH_INTERVAL_S = 5
 HEALTH_FAILURES = 2
-# The EKS `kubernetes` Service address: the first address of the service range EKS picks when the
-# cluster sets none (10.100.0.0/16, or 172.20.0.0/16 when the VPC lies in 10.0.0.0/8). The VPC CNI's
-# policy agent matches egress to the API server on this address, before it is translated.
-KUBE_API_SERVICE_IPS = ("10.100.0.1/32", "172.20.0.1/32")
 KUBE_API_PORT = 443
 # checkov findings accepted on the router Deployment only (tests/stacks/test_checkov.py).
 CHECKOV_SKIPS = {

@@ -436,3 +436,9 @@ def region_code(region: str) -> str:
 def global_name(prefix: str, cluster_name: str, region: str) -> str:
     """An account-global name unique per stack and region: `<prefix>-<cluster>-<region code>`."""
     return f"{prefix}-{cluster_name}-{region_code(region)}"
+
+
+# The EKS `kubernetes` Service address: the first address of the service range EKS picks when the
+# cluster sets none (10.100.0.0/16, or 172.20.0.0/16 when the VPC lies in 10.0.0.0/8). The VPC CNI's
+# policy agent matches a pod's egress to the API server on this address, before it is translated.
+KUBE_API_SERVICE_IPS = ("10.100.0.1/32", "172.20.0.1/32")

@@ -212,44 +212,57 @@ class WeightsSync(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         buckets = [self._bucket(name, b, args, child) for b in sorted({i.bucket for i in args.items})]
         writer = self._role(f"{name}-writer", SERVICE_ACCOUNT, args.items, args, buckets, write=True)
-        for item in args.items:
-            self._role(f"{name}-{item.name}-reader", item.reader_service_account, (item,), args, buckets, write=False)
+        # Model name -> its servers' read association. A pod gets Pod Identity credentials only if the
+        # association exists when the pod is created: the servers and warm Jobs wait for it.
+        self.readers: dict[str, pulumi.Resource] = {
+            item.name: self._role(
+                f"{name}-{item.name}-reader", item.reader_service_account, (item,), args, buckets, write=False
+            )
+            for item in args.items
+        }
         self._k8s(name, args, writer)
         self.register_outputs({"buckets": [b.bucket for b in buckets]})
 
     def _bucket(self, name: str, bucket: str, args: WeightsSyncArgs, child: ResourceOptions) -> aws.s3.Bucket:
+        """The bucket and its settings, one after another: S3 refuses concurrent changes to one bucket's
+        configuration (OperationAborted), which would fail a first `pulumi up` at random."""
         b = aws.s3.Bucket(f"{name}-{bucket}", bucket=bucket, force_destroy=False, opts=child)
-        dep = ResourceOptions(parent=self, depends_on=[b])
-        aws.s3.BucketPublicAccessBlock(
+        last: pulumi.Resource = b
+
+        def after_last() -> ResourceOptions:
+            return ResourceOptions(parent=self, depends_on=[last])
+
+        last = aws.s3.BucketPublicAccessBlock(
             f"{name}-{bucket}-public-access",
             bucket=b.id,
             block_public_acls=True,
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=dep,
+            opts=after_last(),
         )
-        aws.s3.BucketOwnershipControls(
-            f"{name}-{bucket}-ownership", bucket=b.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=dep
+        last = aws.s3.BucketOwnershipControls(
+            f"{name}-{bucket}-ownership",
+            bucket=b.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},
+            opts=after_last(),
         )
-        aws.s3.BucketServerSideEncryptionConfiguration(
+        sse = {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn}
+        last = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-{bucket}-sse",
             bucket=b.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {
-                        "sse_algorithm": "aws:kms",
-                        "kms_master_key_id": args.kms_key_arn,
-                    },
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=dep,
+            rules=[{"apply_server_side_encryption_by_default": sse, "bucket_key_enabled": True}],
+            opts=after_last(),
         )
-        aws.s3.BucketVersioning(
-            f"{name}-{bucket}-versioning", bucket=b.id, versioning_configuration={"status": "Enabled"}, opts=dep
+        last = aws.s3.BucketVersioning(
+            f"{name}-{bucket}-versioning",
+            bucket=b.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=after_last(),
         )
-        aws.s3.BucketPolicy(f"{name}-{bucket}-tls-only", bucket=b.id, policy=tls_only_policy(bucket), opts=dep)
+        last = aws.s3.BucketPolicy(
+            f"{name}-{bucket}-tls-only", bucket=b.id, policy=tls_only_policy(bucket), opts=after_last()
+        )
         # Versioning keeps overwritten objects: they expire; so do the parts of an upload that never finished.
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-{bucket}-lifecycle",
@@ -263,7 +276,7 @@ class WeightsSync(pulumi.ComponentResource):
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
                 }
             ],
-            opts=dep,
+            opts=after_last(),
         )
         return b
 

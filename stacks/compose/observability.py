@@ -33,7 +33,15 @@ from components.prometheus_stack import (
     render_neuron_monitor_pod,
 )
 from components.serving_secrets import VLLM_KEY_SECRET
-from components.types import ACCELERATOR_RESOURCE, GATEWAY_SELECTOR, POOL_LABEL, SYSTEM_TAINT, VLLM_SELECTOR, ServerSpec
+from components.types import (
+    ACCELERATOR_RESOURCE,
+    GATEWAY_SELECTOR,
+    KUBE_API_SERVICE_IPS,
+    POOL_LABEL,
+    SYSTEM_TAINT,
+    VLLM_SELECTOR,
+    ServerSpec,
+)
 from stacks import catalog
 from stacks.capacity import queries
 from stacks.compose import routing
@@ -105,6 +113,19 @@ def _scraper_policies(vpc: dict) -> tuple[tuple[str, dict], ...]:
     return (("prometheus-scrapes", scrapes), ("from-prometheus", scraped))
 
 
+def _alertmanager_policy() -> tuple[str, dict]:
+    """Grafana reads Alertmanager's API (its alerting view), beside Prometheus's pushes."""
+    grafana = {"podSelector": {"matchLabels": dict(GRAFANA_POD_LABELS)}}
+    return (
+        "alertmanager-from-grafana",
+        {
+            **_pods(ALERTMANAGER_POD_LABELS),
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [grafana], "ports": [tcp(ALERTMANAGER_PORT)]}],
+        },
+    )
+
+
 def _reader_policies() -> tuple[tuple[str, dict], ...]:
     """Who reads Prometheus: Grafana (and Alertmanager's API) and KEDA's operator (the triggers)."""
     grafana = {"podSelector": {"matchLabels": dict(GRAFANA_POD_LABELS)}}
@@ -132,11 +153,13 @@ def _reader_policies() -> tuple[tuple[str, dict], ...]:
 def monitoring_policies(vpc_cidr: pulumi.Input[str]) -> tuple[tuple[str, dict], ...]:
     """Our Prometheus's namespace: default deny both ways, then one admit per path the release uses.
     Port-forwarded connections (how users reach Grafana and Prometheus) enter the pod from the node
-    and are not subject to NetworkPolicy. The API server's ENIs are VPC addresses, as are pods'."""
+    and are not subject to NetworkPolicy. The API server's ENIs are VPC addresses, as are pods'; a pod
+    reaches it through the `kubernetes` Service address, which the policy agent sees untranslated."""
     vpc = {"ipBlock": {"cidr": vpc_cidr}}
     names = {"key": "app.kubernetes.io/name", "operator": "In", "values": list(API_CLIENT_NAMES)}
     api: dict = {"podSelector": {"matchExpressions": [names]}, "policyTypes": ["Egress"]}
-    api["egress"] = [{"to": [vpc], "ports": [tcp(API_SERVER_PORT)]}]
+    service_ips = [{"ipBlock": {"cidr": cidr}} for cidr in KUBE_API_SERVICE_IPS]
+    api["egress"] = [{"to": [vpc, *service_ips], "ports": [tcp(API_SERVER_PORT)]}]
     # The API server calls the operator's admission webhook (PrometheusRule, AlertmanagerConfig).
     webhook: dict = {**_pods(OPERATOR_POD_LABELS), "policyTypes": ["Ingress"]}
     webhook["ingress"] = [{"from": [vpc], "ports": [tcp(OPERATOR_WEBHOOK_PORT)]}]
@@ -146,6 +169,7 @@ def monitoring_policies(vpc_cidr: pulumi.Input[str]) -> tuple[tuple[str, dict], 
         ("api-server", api),
         *_scraper_policies(vpc),
         *_reader_policies(),
+        _alertmanager_policy(),
         ("operator-webhook", webhook),
     )
 

@@ -344,8 +344,8 @@ def build(intent: StackIntent, plat: Platform) -> Served:
     specs = routing.with_worker_args(intent, specs)
     specs = {name: cold.server_spec(intent, name, s) for name, s in specs.items()}
     model_cache(intent, plat, scope, specs)
-    warm_path(intent, plat, scope, specs)
-    endpoints = model_servers(intent, plat, scope, keys, specs)
+    readers = warm_path(intent, plat, scope, specs)
+    endpoints = model_servers(intent, plat, scope, keys, specs, readers)
     routing.build(
         intent, specs, (scope.models_ns, scope.gateway_ns), (*scope.ns_ready, *plat.system_ready), scope.kopts
     )
@@ -434,10 +434,13 @@ def model_cache(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[s
     )
 
 
-def warm_path(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str, ServerSpec]) -> None:
-    """Weights copied to S3 (models with weights.source) and the warm compile-cache Jobs (compileCache)."""
+def warm_path(
+    intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str, ServerSpec]
+) -> dict[str, pulumi.Resource]:
+    """Weights copied to S3 (models with weights.source) and the warm compile-cache Jobs (compileCache);
+    model name -> the S3 read access its pods must find in place when they are created."""
     after = (*scope.ns_ready, *plat.storage.ready)
-    cold.weights_sync(
+    sync = cold.weights_sync(
         intent,
         specs,
         namespace=scope.models_ns,
@@ -447,7 +450,8 @@ def warm_path(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str
         after=after,
         opts=scope.kopts,
     )
-    warm = (*after, *plat.ready)
+    readers = sync.readers if sync is not None else {}
+    warm = (*after, *plat.ready, *readers.values())
     cold.compile_cache(
         specs,
         namespace=scope.models_ns,
@@ -456,10 +460,16 @@ def warm_path(intent: StackIntent, plat: Platform, scope: Scope, specs: dict[str
         after=warm,
         opts=scope.kopts,
     )
+    return readers
 
 
 def model_servers(
-    intent: StackIntent, plat: Platform, scope: Scope, keys: ServingKeys, specs: dict[str, ServerSpec]
+    intent: StackIntent,
+    plat: Platform,
+    scope: Scope,
+    keys: ServingKeys,
+    specs: dict[str, ServerSpec],
+    readers: dict[str, pulumi.Resource],
 ) -> dict[str, str]:
     """One vLLM server per model, each with its autoscaler when autoscaling is on; served name -> URL."""
     cfg = intent.config
@@ -473,7 +483,7 @@ def model_servers(
                 namespace=scope.models_ns,
                 cache_claim=ModelCache.claim_name,
                 api_key_secret=VLLM_KEY_SECRET,
-                after=(*scope.ns_ready, keys.vllm_secret, *plat.ready),
+                after=(*scope.ns_ready, keys.vllm_secret, *plat.ready, *((readers[name],) if name in readers else ())),
                 autoscaled_max=intent.models[name].replicas_max if autoscaled else None,
             ),
             opts=scope.kopts,

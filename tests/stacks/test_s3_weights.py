@@ -215,6 +215,39 @@ def test_pod_identity_for_the_sync_job_and_the_server(rendered):
     assert assoc["weights-sync"] == "models" and assoc["m"] == "models"
 
 
+def waits_for(rec, urn: str) -> set[str]:
+    """Every URN `urn` depends on, directly or through its dependencies and parents."""
+    by_urn = {r.urn: r for r in rec.resources}
+    seen: set[str] = set()
+    todo = [urn]
+    while todo:
+        r = by_urn.get(todo.pop())
+        for d in (*r.dependencies, *((r.parent,) if r.parent else ())) if r else ():
+            if d not in seen:
+                seen.add(d)
+                todo.append(d)
+    return seen
+
+
+def test_the_server_is_created_after_its_read_access(rendered):
+    """Pod Identity credentials reach a pod only if the association exists when the pod is created."""
+    rec, _ = rendered
+    (reader,) = [
+        r
+        for r in rec.by_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+        if r.inputs["serviceAccount"] == "m"
+    ]
+    (server,) = [r for r in rec.by_type("kubernetes:apps/v1:Deployment") if r.name == "vllm-m-deployment"]
+    assert reader.urn in waits_for(rec, server.urn)
+    # negative control: the sync Job's writer association is not something the server waits for
+    (writer,) = [
+        r
+        for r in rec.by_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+        if r.inputs["serviceAccount"] == "weights-sync"
+    ]
+    assert writer.urn not in waits_for(rec, server.urn)
+
+
 def test_the_server_streams_and_waits_for_the_sync_marker(rendered):
     _, objs = rendered
     pod = objs[("Deployment", "m")]["spec"]["template"]

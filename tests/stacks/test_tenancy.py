@@ -179,6 +179,13 @@ def readers(policy: dict) -> tuple[set[str], set[str]]:
     allow = {p for s in policy["Statement"] if s["Effect"] == "Allow" for p in s["Principal"]["AWS"]}
     deny = next(s for s in policy["Statement"] if s["Effect"] == "Deny")
     assert deny["Principal"] == "*" and deny["Action"] == ["secretsmanager:GetSecretValue"]
+    # whoever may rewrite the policy may read: only the deployer may change it or the value
+    (change,) = [s for s in policy["Statement"] if s["Effect"] == "Deny" and s is not deny]
+    assert change["Principal"] == "*" and {
+        "secretsmanager:PutResourcePolicy",
+        "secretsmanager:DeleteResourcePolicy",
+    } <= set(change["Action"])
+    assert change["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] == [DEPLOYER]
     return allow, set(deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"])
 
 

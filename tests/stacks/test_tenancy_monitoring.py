@@ -167,6 +167,8 @@ def paths(dev):
         # A pod whose namespace restricts nothing: only the monitoring side's policies decide.
         "intruder": R.Endpoint("intruder", "kube-system", {"app": "intruder"}, "10.0.3.2", ()),
         "node": R.Endpoint("node", None, {}, "10.0.200.1", ()),  # a node / the API server's ENI (VPC)
+        # the `kubernetes` Service address, as the VPC CNI's policy agent sees a pod's API calls
+        "api": R.Endpoint("api", None, {}, "10.100.0.1", ()),
         "internet": R.Endpoint("internet", None, {}, R.INTERNET_IP, ()),
         "dns": R.KUBE_DNS,
     }
@@ -192,6 +194,11 @@ def paths(dev):
         ("operator", "node", 443, "TCP", True),
         ("grafana", "node", 443, "TCP", True),
         ("ksm", "node", 443, "TCP", True),
+        ("operator", "api", 443, "TCP", True),
+        ("grafana", "api", 443, "TCP", True),
+        ("ksm", "api", 443, "TCP", True),
+        ("alertmanager", "api", 443, "TCP", False),
+        ("grafana", "alertmanager", 9093, "TCP", True),  # Grafana's alerting view
         ("grafana", "dns", 53, "UDP", True),
         ("alertmanager", "dns", 53, "UDP", True),
         ("grafana", "internet", 443, "TCP", False),
