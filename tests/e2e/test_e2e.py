@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.types import VLLM_SELECTOR
 from tests.conftest import STACK_FILES
 from tests.e2e.servers import E2E, MASTER_KEY, VLLM_KEY, VLLM_PY, http
 
@@ -55,7 +56,10 @@ def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
     for f in [*STACK_FILES, *CONFIG_FIXTURES]:
         _, _, d = plan_of(f)
         for p in (d / "manifests").glob("deployment-*models-*.yaml"):
-            c = yaml.safe_load(p.read_text())["spec"]["template"]["spec"]["containers"][0]
+            template = yaml.safe_load(p.read_text())["spec"]["template"]
+            if not VLLM_SELECTOR.items() <= template["metadata"]["labels"].items():
+                continue  # another Deployment in a models namespace (a model's cache-aware router)
+            c = template["spec"]["containers"][0]
             is_neuron = "aws.amazon.com/neuron" in c["resources"]["limits"]
             if is_neuron == neuron:
                 args = c["args"][2:] if c["args"][:2] == ["vllm", "serve"] else c["args"]
