@@ -135,17 +135,19 @@ _once: dict = {}
 def once(root: Path, name: str, compute):
     """`compute()` once per test session, shared by the pytest-xdist workers: whichever worker needs it
     first computes it (under a lock on a file named after it) and leaves it pickled in `root` for the
-    others. For what is expensive and the same for every test: a plan, one scan of an external tool."""
-    if name not in _once:
+    others. For what is expensive and the same for every test: a plan, one scan of an external tool.
+    Keyed by root and name: a result whose files were written under one root is not another root's."""
+    key = str(root / name)
+    if key not in _once:
         with open(root / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = root / f"{name}.pickle"
             if done.exists():
-                _once[name] = pickle.loads(done.read_bytes())
+                _once[key] = pickle.loads(done.read_bytes())
             else:
-                _once[name] = compute()
-                done.write_bytes(pickle.dumps(_once[name]))
-    return _once[name]
+                _once[key] = compute()
+                done.write_bytes(pickle.dumps(_once[key]))
+    return _once[key]
 
 
 def planned(stack_file: Path, tmp_root: Path):

@@ -131,6 +131,7 @@ def test_prefix_cache_hits_move_and_prometheus_agrees(fleet):
     assert rate == [pytest.approx(hits / asked)]
     # The shipped per-replica panel answers for both replicas.
     expr = queries.BY_KEY["prefix_hit_rate_by_replica"].expr.replace("$__rate_interval", "1m")
+    expr = expr.replace(queries.MODELS_NS, "models")  # the stack's namespace, as the render puts it
     per_pod = prom.query(expr.replace('model_name=~"$model"', 'model_name="chat"'))
     assert {r["metric"]["pod"] for r in per_pod} == set(REPLICAS)
 
