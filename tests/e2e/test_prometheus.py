@@ -297,9 +297,15 @@ def test_rules_load_and_evaluate_on_the_real_prometheus(scraped):
     assert not bad, bad
 
 
-def test_promtool_checks_every_rendered_rule_file(prom_ready, tmp_path):
-    dev = render_stack(tmp_path / "plan", DEV)
-    rules = [m for m in dev.manifests if m["kind"] == "PrometheusRule"]
+# dev and the seeds that ran with metrics and autoscaling (their rules follow their own models)
+RULE_STACKS = [DEV, *sorted((ROOT / "stacks" / "examples").glob("Pulumi.seed00[23]-*.yaml"))]
+
+
+@pytest.mark.parametrize("stack_file", RULE_STACKS, ids=lambda p: p.stem)
+def test_promtool_checks_every_rendered_rule_file(prom_ready, tmp_path, stack_file):
+    assert len(RULE_STACKS) == 3
+    rendered = render_stack(tmp_path / "plan", stack_file)
+    rules = [m for m in rendered.manifests if m["kind"] == "PrometheusRule"]
     assert rules
     for m in rules:
         f = tmp_path / f"{m['metadata']['name']}.yaml"
