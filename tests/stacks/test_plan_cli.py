@@ -18,7 +18,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     assert "qwen3-0-6b" in table and "resources:" in table
     res = json.loads((tmp_path / "resources.json").read_text())
     assert res and all(set(r) == {"urn", "type", "name", "parent", "custom", "inputs", "dependencies"} for r in res)
-    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 65  # kinds counted in test_rendered.py
+    assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 66  # kinds counted in test_rendered.py
     helm = {}
     for h in (tmp_path / "helm").glob("*.yaml"):
         doc = yaml.safe_load(h.read_text())

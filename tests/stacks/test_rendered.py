@@ -56,7 +56,7 @@ def test_manifests_validate(stack_file, plan_of):
         # own); LiteLLM's and nginx's ConfigMaps, the downloader's pip lock, their PDBs; the cache Job, PVC;
         # vllm-api-key and litellm Secrets, the key table and the scraper's key Secrets.
         # Observability: the monitoring namespace and node exporter's, 4 dashboard ConfigMaps, 2 scraper
-        # NetworkPolicies and 8 of the monitoring namespace (default deny and its admits), Grafana's sidecar Role,
+        # NetworkPolicies and 9 of the monitoring namespace (default deny and its admits), Grafana's sidecar Role,
         # PodMonitors for vLLM and LiteLLM, ServiceMonitors for Karpenter and DCGM, 1 rule set.
         # Autoscaling: the keda Namespace, a ScaledObject, the gateway's HPA, the model's PDB.
         assert kinds == {
@@ -66,7 +66,7 @@ def test_manifests_validate(stack_file, plan_of):
             "HorizontalPodAutoscaler": 1,
             "Job": 1,
             "Namespace": 6,
-            "NetworkPolicy": 21,
+            "NetworkPolicy": 22,
             "NodePool": 1,
             "PersistentVolumeClaim": 1,
             "PodDisruptionBudget": 3,
