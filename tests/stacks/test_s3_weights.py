@@ -13,6 +13,7 @@ from components.weights_sync import SyncItem, access_policy, agent_egress_policy
 from stacks import config
 from stacks.compose.cold import s3_args
 from stacks.config.s3url import parse
+from tests.stacks.test_awaited_readiness import waits_for
 
 SHA = "c1899de289a04d12100db370d81485cdf75e47ca"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -215,20 +216,6 @@ def test_pod_identity_for_the_sync_job_and_the_server(rendered):
     assert assoc["weights-sync"] == "models" and assoc["m"] == "models"
 
 
-def waits_for(rec, urn: str) -> set[str]:
-    """Every URN `urn` depends on, directly or through its dependencies and parents."""
-    by_urn = {r.urn: r for r in rec.resources}
-    seen: set[str] = set()
-    todo = [urn]
-    while todo:
-        r = by_urn.get(todo.pop())
-        for d in (*r.dependencies, *((r.parent,) if r.parent else ())) if r else ():
-            if d not in seen:
-                seen.add(d)
-                todo.append(d)
-    return seen
-
-
 def test_the_server_is_created_after_its_read_access(rendered):
     """Pod Identity credentials reach a pod only if the association exists when the pod is created."""
     rec, _ = rendered
@@ -238,14 +225,14 @@ def test_the_server_is_created_after_its_read_access(rendered):
         if r.inputs["serviceAccount"] == "m"
     ]
     (server,) = [r for r in rec.by_type("kubernetes:apps/v1:Deployment") if r.name == "vllm-m-deployment"]
-    assert reader.urn in waits_for(rec, server.urn)
+    assert reader.urn in waits_for(rec.resources, server.urn)
     # negative control: the sync Job's writer association is not something the server waits for
     (writer,) = [
         r
         for r in rec.by_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
         if r.inputs["serviceAccount"] == "weights-sync"
     ]
-    assert writer.urn not in waits_for(rec, server.urn)
+    assert writer.urn not in waits_for(rec.resources, server.urn)
 
 
 def test_the_server_streams_and_waits_for_the_sync_marker(rendered):
