@@ -1,7 +1,9 @@
 """Load for the spot-drain test, with the official OpenAI Python client (run by .e2e/litellm's Python).
 
-argv: base_url key model streams workers. Opens `streams` long streams and keeps `workers` threads
-sending short non-streamed chats. Prints "STREAMING" once every stream has its first chunk, then waits
+argv: base_url key model streams workers direct_url direct_key direct_model direct_streams. Opens `streams`
+long streams through the gateway, `direct_streams` more straight to the replica that will be drained (so it
+surely holds requests when SIGTERM lands, whatever the gateway's balancing chose), and keeps `workers`
+threads sending short non-streamed chats. Prints "STREAMING" once every stream has its first chunk, then waits
 for a line on stdin (the test has sent SIGTERM to one replica), keeps the load up for AFTER_S more
 seconds, waits for the streams and prints one JSON document of what every request saw.
 """
@@ -44,18 +46,22 @@ def worker(client, model: str, stop: threading.Event, out: list) -> None:
 
 
 def main() -> None:
-    base_url, key, model, n_streams, n_workers = sys.argv[1:6]
+    base_url, key, model, n_streams, n_workers, direct_url, direct_key, direct_model, n_direct = sys.argv[1:10]
     # max_retries=0: every retry is the gateway's, none the client's
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+    direct = openai.OpenAI(base_url=direct_url, api_key=direct_key, max_retries=0, timeout=120)
     streams: list = []
+    direct_streams: list = []
     calls: list = []
     firsts = [threading.Event() for _ in range(int(n_streams))]
+    direct_firsts = [threading.Event() for _ in range(int(n_direct))]
     threads = [threading.Thread(target=stream, args=(client, model, f, streams)) for f in firsts]
+    threads += [threading.Thread(target=stream, args=(direct, direct_model, f, direct_streams)) for f in direct_firsts]
     stop = threading.Event()
     workers = [threading.Thread(target=worker, args=(client, model, stop, calls)) for _ in range(int(n_workers))]
     for t in threads + workers:
         t.start()
-    for f in firsts:
+    for f in firsts + direct_firsts:
         f.wait(120)
     print("STREAMING", flush=True)
     sys.stdin.readline()
@@ -64,7 +70,8 @@ def main() -> None:
     stop.set()
     for t in threads + workers:
         t.join(180)
-    print(json.dumps({"streams": streams, "calls": calls, "callsAfterKill": len(calls) - before}), flush=True)
+    doc = {"streams": streams, "directStreams": direct_streams, "calls": calls, "callsAfterKill": len(calls) - before}
+    print(json.dumps(doc), flush=True)
 
 
 if __name__ == "__main__":
