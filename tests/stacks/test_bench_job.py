@@ -6,6 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from unittest import mock
 
 import kubernetes_validate
 import pytest
@@ -276,10 +279,18 @@ OUTPUTS = {
 }
 
 
+@dataclass
+class InstantCluster(job.Cluster):
+    """The fake cluster answers at once: sleeping POLL_S between its answers would only wait."""
+
+    sleep: Callable[[float], None] = lambda _s: None
+
+
 def cli(capsys, tmp_path, fake, *args, outputs=OUTPUTS):
     f = tmp_path / "outputs.json"
     f.write_text(json.dumps(outputs))
-    code = bench.main(["nostack", "--in-cluster", "--outputs", str(f), *args], run=fake)
+    with mock.patch.object(job, "Cluster", InstantCluster):
+        code = bench.main(["nostack", "--in-cluster", "--outputs", str(f), *args], run=fake)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -4,6 +4,7 @@ orchestration behind verify's runner creates, waits, reads and always deletes (a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -214,7 +215,9 @@ def test_a_failed_create_still_deletes_and_a_pod_that_never_runs_is_reported():
     assert "logs" not in [c[0] for c in stuck.calls] and stuck.calls[-1][0] == "delete"
 
 
-def test_verify_reports_a_canary_per_kind_and_skips_a_kind_without_a_node():
+def test_verify_reports_a_canary_per_kind_and_skips_a_kind_without_a_node(monkeypatch):
+    # the fake pod goes Pending -> Running -> done at once: waiting between polls would only wait
+    monkeypatch.setattr(C, "run_canary", functools.partial(C.run_canary, sleep=lambda _s: None))
     fake = FakeKubectl()
     outputs = {"platform": {"pools": {"gpu": "nvidia", "inf": "neuron"}, "neuronScheduler": "neuron-scheduler"}}
     checks = verify.canary_checks(
