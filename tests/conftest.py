@@ -19,15 +19,22 @@ the repository, not the program. A test module missing from TIER_OF stops collec
 """
 
 import fcntl
+import functools
 import os
 import pickle
 from pathlib import Path
 
 import pytest
+from kubernetes_validate import utils as kubernetes_validate_utils
 
 from stacks import plan as plancli
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# kubernetes-validate reads a kind's schema and its 1.5 MB definitions file from disk for every object it
+# validates, and the suite validates thousands: read each file once per process. The schemas are only
+# read, never changed, by the validators built on them.
+kubernetes_validate_utils.schema_contents = functools.cache(kubernetes_validate_utils.schema_contents)
 
 # module (relative to tests/) -> tier; a trailing "/" takes every module of that directory.
 TIER_OF = {
@@ -127,6 +134,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unknown:
         names = ", ".join(sorted(unknown))
         raise pytest.UsageError(f"test modules without a tier (add them to TIER_OF in tests/conftest.py): {names}")
+    # Tests whose fixtures run an external tool for seconds (checkov, the LiteLLM contract) go first: the
+    # two xdist workers then end together, not one idle while the other starts a slow tool late.
+    items.sort(key=lambda item: not SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+SLOW_FIXTURES = {"checkov_k8s", "scanned", "litellm_contract"}
 
 
 _once: dict = {}

@@ -212,7 +212,7 @@ class Recorder(R.Client):
 
 
 @pytest.fixture(scope="module")
-def contract():
+def litellm_contract():
     if not LITELLM_PY.exists():
         missing(f"{LITELLM_PY} not found", "run scripts/setup-e2e.sh (the LiteLLM venv)")
     rec = Recorder()
@@ -270,7 +270,8 @@ def contract():
     return {"sent": sent, "nbad": len(bad), "ncalls": len(rec.calls), "translated": translated, **out}
 
 
-def test_the_contract_ran_on_the_pinned_litellm(contract):
+def test_the_contract_ran_on_the_pinned_litellm(litellm_contract):
+    contract = litellm_contract
     assert contract["version"] == catalog.versions().litellm_version == "1.106.12"
     routes = {(m, r) for m, r, _ in contract["sent"]}
     assert routes == {
@@ -279,14 +280,16 @@ def test_the_contract_ran_on_the_pinned_litellm(contract):
     }
 
 
-def test_every_request_the_reconciler_sends_is_one_litellm_accepts(contract):
+def test_every_request_the_reconciler_sends_is_one_litellm_accepts(litellm_contract):
+    contract = litellm_contract
     n = len(contract["sent"])
     assert [p for p in contract["problems"] if p[0] < n] == []
     assert [q for q in contract["queries"] if q[0] < contract["ncalls"]] == []
     assert contract["reads"] == ["LiteLLM_TeamTable has no field(s) ['no_such_field']"]
 
 
-def test_the_contract_check_rejects_each_bad_request(contract):
+def test_the_contract_check_rejects_each_bad_request(litellm_contract):
+    contract = litellm_contract
     n = len(contract["sent"])
     kinds = {}
     for i, kind, _ in contract["problems"]:
@@ -342,7 +345,8 @@ TRANSLATED_URLS = {
 }
 
 
-def test_litellm_turns_the_url_into_prisma_certificate_verification(contract):
+def test_litellm_turns_the_url_into_prisma_certificate_verification(litellm_contract):
+    contract = litellm_contract
     got = contract["translated"]  # translate_libpq_ssl_params run on TRANSLATED_URLS, in the contract's process
     # Prisma: require TLS, trust only the RDS root (sslcert is its CA file), check chain and hostname
     assert got["ours"] == {"sslmode": "require", "sslcert": RDS_CA_PATH, "sslaccept": "strict"}
