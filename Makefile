@@ -11,6 +11,11 @@ SHELL := /bin/bash
 .NOTPARALLEL:
 .DEFAULT_GOAL := help
 
+# Python writes its bytecode caches (__pycache__/, ignored by git) even where the environment says not
+# to: without them every pytest worker and every subprocess of the program compiles it again, and pytest
+# rewrites every test module's asserts again (collection measured 3.9 s CPU without, 1.5 s with).
+unexport PYTHONDONTWRITEBYTECODE
+
 PYTHON ?= python3
 VENV ?= .venv
 STACK ?= dev
