@@ -171,7 +171,18 @@ def vllm_env(container: dict) -> dict:
             env[e["name"]] = e["value"]
     env["VLLM_API_KEY"] = VLLM_KEY
     env["VLLM_CPU_KVCACHE_SPACE"] = "1"
+    env["VLLM_CPU_OMP_THREADS_BIND"] = omp_core()
     return env
+
+
+def omp_core() -> str:
+    """The core this run's engines compute on. vLLM's CPU build binds its one compute thread to core 0
+    by default ("auto" keeps the last core for its scheduler), so under pytest-xdist every worker's
+    engines would share core 0 while the other idles: worker N's engines get core N instead."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return "auto"
+    return str(int(worker.removeprefix("gw")) % (os.cpu_count() or 1))
 
 
 def render_stack(out: Path, stack_file: Path = STACK) -> Rendered:

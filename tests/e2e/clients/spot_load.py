@@ -15,7 +15,7 @@ import time
 
 import openai
 
-AFTER_S = 20
+AFTER_S = 10  # the drained replica takes longer than this to exit: calls land on it while it drains
 STREAM_TOKENS = 240  # the tiny model serves 256 positions
 
 
