@@ -9,14 +9,13 @@ with a reason.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT, STACK_FILES
+from tests.support import checkov as checkov_support
 from tests.support import tf_translate
 from tests.support.shared import missing
 
@@ -36,27 +35,7 @@ def checkov() -> Path:
 def scan(checkov: Path, directory: Path) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     """(check id, stack dir, `aws_type.name`) per failed check, and the number of passed checks per
     stack dir (without --quiet the report lists them)."""
-    r = subprocess.run(
-        [
-            str(checkov),
-            "-d",
-            str(directory),
-            "--framework",
-            "terraform_json",
-            "--skip-download",
-            "--compact",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-        cwd=directory,
-    )
-    assert r.stdout.strip(), f"checkov printed nothing (exit {r.returncode}): {r.stderr[-2000:]}"
-    docs = json.loads(r.stdout)
-    docs = docs if isinstance(docs, list) else [docs]
+    docs = checkov_support.run(checkov, directory, "--framework", "terraform_json", cwd=directory, timeout=600)
     failed = [
         (f["check_id"], Path(f["file_path"]).parent.name, tf_translate.address(f))
         for d in docs

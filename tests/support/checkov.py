@@ -14,26 +14,18 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".e2e" / "checkov" / "bin" / "checkov"
 
 
-def _run(checkov, directory) -> list[dict]:
-    # Without --quiet the report holds the skipped checks beside the failed ones: one run gives both.
+def run(checkov, directory, *options: str, cwd=ROOT, timeout: int = 300) -> list[dict]:
+    """checkov's JSON report on `directory`, one document per framework; `options` add to the common ones."""
+    # Without --quiet the report holds the skipped (and passed) checks beside the failed ones: one run gives both.
     r = subprocess.run(
-        [
-            str(checkov),
-            "-d",
-            str(directory),
-            "--config-file",
-            str(ROOT / ".checkov.yaml"),
-            "--skip-download",
-            "--compact",
-            "-o",
-            "json",
-        ],
+        [str(checkov), "-d", str(directory), *options, "--skip-download", "--compact", "-o", "json"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-        cwd=ROOT,
+        cwd=cwd,
     )
+    assert r.stdout.strip(), f"checkov printed nothing (exit {r.returncode}): {r.stderr[-2000:]}"
     docs = json.loads(r.stdout)
     return docs if isinstance(docs, list) else [docs]
 
@@ -88,7 +80,7 @@ def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path], ex
     (root / "bad-pod" / "bad.yaml").write_text(BAD_POD)
     _copy_manifests(plan_of(ROOT / "Pulumi.dev.yaml")[2], root / "dev-regressed")
     _regress_dev(root / "dev-regressed")
-    docs = _run(checkov, root)
+    docs = run(checkov, root, "--config-file", str(ROOT / ".checkov.yaml"))
     out: dict = {}
     for kind in ("failed", "skipped"):
         for cid, res, folder in _findings(docs, kind):
