@@ -3,11 +3,14 @@
 110 s drain). One replica gets SIGTERM, as kubelet sends it when Karpenter drains the node on the
 interruption notice; the other keeps serving. Non-streamed requests must all succeed (the gateway's
 rendered retry sends them to the other replica); streams in flight on the drained replica are measured.
-Two streams go straight to the drained replica: LiteLLM picks a replica at random, and a CI run once put
-all six gateway streams on the other one, so the drain had nothing to drain.
+A wave of streams goes straight to the drained replica, and SIGTERM waits until at least half of the wave
+is running or queued there (its /metrics say so). LiteLLM picks a replica at random, and a CI run once put
+all six gateway streams on the other one, so the drain had nothing to drain; on a busy CI machine, two
+direct streams had decoded all their tokens before SIGTERM landed: the tiny model is that fast.
 
-Measured here (2 cores, idle, 2026-12-07): 767 non-streamed calls, 764 of them after SIGTERM, 0 errors; the
-6 gateway streams and 2 direct ones all completed (B drained 4 requests and exited 26 s after SIGTERM).
+Measured here (2 cores, 2026-12-07), idle: 281 non-streamed calls, 269 of them after SIGTERM, 0 errors; the
+6 gateway streams and the 64 direct ones all completed, B drained 68 requests and exited 15.5 s after
+SIGTERM. With two busy-loop processes on both cores: 94 calls (87 after), 0 errors, B drained 69, 13.2 s.
 
 Also the e2e half of stacks.verify's phases: the session server's real log holds the weight-load line.
 """
@@ -33,7 +36,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 CLIENTS = ROOT / "tests" / "e2e" / "clients"
 PYTHON = ROOT / ".e2e" / "litellm" / "bin" / "python"  # pins the official openai 2.x client
 SPOT_STACK = ROOT / "tests" / "configs" / "spot.ok.yaml"
-STREAMS, WORKERS, DIRECT = 6, 3, 2
+STREAMS, WORKERS, DIRECT = 6, 3, 64  # 64 direct: four waves of the render's 16 sequences
 
 
 def test_weight_load_phase_is_found_in_a_real_vllm_log(vllm_server):
@@ -72,13 +75,14 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
              str(DIRECT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert load.stdout.readline().strip() == "STREAMING", load.stderr.read()[-3000:]
+        ready = load.stdout.readline().split()
+        assert ready[:1] == ["STREAMING"], load.stderr.read()[-3000:]
         log_start = b.log.stat().st_size
         t0 = time.monotonic()
         os.kill(b.proc.pid, signal.SIGTERM)
         exited: list[float] = []
         threading.Thread(target=lambda: (b.proc.wait(), exited.append(time.monotonic() - t0)), daemon=True).start()
-        load.stdin.write("go\n")
+        load.stdin.write(f"go {t0}\n")
         load.stdin.flush()
         out, _ = load.communicate(timeout=300)
         b.proc.wait(spot.DRAIN_LIMIT_S)
@@ -89,20 +93,25 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         b.stop()
     log = b.log.read_text(errors="replace")[log_start:]
     m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
-    calls, streams = doc["calls"], doc["streams"]
+    calls, streams, direct = doc["calls"], doc["streams"], doc["directStreams"]
+    spanned = [s for s in direct if s["end"] > t0 and s["finish"] == "length"]
+    refused = [s for s in direct if s["error"] is not None and not s["chunks"]]
     errors = [c["error"] for c in calls if not c["ok"]]
     finished = [s for s in streams if s["error"] is None and s["finish"] == "length"]
     print(
         f"\nspot drain: {len(calls)} non-streamed calls ({doc['callsAfterKill']} after SIGTERM), "
         f"{len(errors)} errors; streams: {len(finished)}/{len(streams)} complete, "
-        f"errors {[s['error'] for s in streams if s['error']]}; replica B drained "
+        f"errors {[s['error'] for s in streams if s['error']]}; direct streams to B: {len(spanned)} of "
+        f"{len(direct)} ended after SIGTERM ({ready[1]} queued or running on B), "
+        f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(refused)} refused; replica B drained "
         f"{m.group(1) if m else 0} in-flight requests and exited {drained_in:.1f}s after SIGTERM"
     )
-    # B had requests in flight when SIGTERM landed (the direct streams at least; where the gateway put
-    # its own streams is LiteLLM's random choice), else the zero-error check proves nothing
-    assert m and int(m.group(1)) >= DIRECT and int(m.group(2)) == 80, log[-3000:]
-    # the drain let B's own streams finish: what --shutdown-timeout is for
-    assert [s["finish"] for s in doc["directStreams"]] == ["length"] * DIRECT, doc["directStreams"]
+    # B had requests in flight when SIGTERM landed, else the zero-error check proves nothing
+    assert m and int(m.group(1)) >= 1 and int(m.group(2)) == 80, log[-3000:]
+    # the drain let B's streams finish, those that ran past SIGTERM among them: what --shutdown-timeout is
+    # for. A stream may only fail if it never got a chunk (it reached B after the API server had closed).
+    assert spanned, direct
+    assert len(direct) == DIRECT and all(s["finish"] == "length" or s in refused for s in direct), direct
     assert not errors, errors[:5]
     assert doc["callsAfterKill"] >= 1  # the gateway served while B drained
     assert drained_in < spot.DRAIN_LIMIT_S

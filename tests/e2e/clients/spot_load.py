@@ -1,37 +1,46 @@
 """Load for the spot-drain test, with the official OpenAI Python client (run by .e2e/litellm's Python).
 
-argv: base_url key model streams workers direct_url direct_key direct_model direct_streams. Opens `streams`
-long streams through the gateway, `direct_streams` more straight to the replica that will be drained (so it
-surely holds requests when SIGTERM lands, whatever the gateway's balancing chose), and keeps `workers`
-threads sending short non-streamed chats. Prints "STREAMING" once every stream has its first chunk, then waits
-for a line on stdin (the test has sent SIGTERM to one replica), keeps the load up for AFTER_S more
-seconds, waits for the streams and prints one JSON document of what every request saw.
+argv: base_url key model streams workers direct_url direct_key direct_model direct_streams.
+
+Opens `streams` long streams through the gateway and keeps `workers` threads sending short non-streamed
+chats through it. Once every gateway stream has its first chunk, it opens `direct_streams` more straight to
+the replica that will be drained, and watches that replica's /metrics until at least half of them are
+running or queued there: then it prints "STREAMING <running+waiting>" and the test sends SIGTERM. The tiny
+model decodes a whole stream in well under a second, so "a stream has its first chunk" is no proof that it
+is still in the engine (a busy machine delivered all of a stream's chunks at once); a queue several waves
+deep is. It then waits for a line on stdin ("go <monotonic time of the SIGTERM>"), keeps the load up for
+AFTER_S more seconds, waits for the streams and prints one JSON document of what every request saw.
 """
 
 import json
+import re
 import sys
 import threading
 import time
 
+import httpx
 import openai
 
 AFTER_S = 10  # the drained replica takes longer than this to exit: calls land on it while it drains
 STREAM_TOKENS = 240  # the tiny model serves 256 positions
+QUEUED = re.compile(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 
 def stream(client, model: str, first: threading.Event, out: list) -> None:
-    got = {"tokens": 0, "finish": None, "error": None}
+    got = {"chunks": 0, "finish": None, "error": None, "first": None, "end": None}
     try:
         s = client.completions.create(
             model=model, prompt="hello", max_tokens=STREAM_TOKENS, stream=True, extra_body={"ignore_eos": True}
         )
         for chunk in s:
+            got["first"] = got["first"] or time.monotonic()
+            got["chunks"] += 1
             first.set()
             for c in chunk.choices:
-                got["tokens"] += 1 if c.text else 0
                 got["finish"] = c.finish_reason or got["finish"]
     except Exception as e:  # what the client raises is the finding
         got["error"] = type(e).__name__
+    got["end"] = time.monotonic()
     first.set()
     out.append(got)
 
@@ -45,6 +54,22 @@ def worker(client, model: str, stop: threading.Event, out: list) -> None:
             out.append({"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"})
 
 
+def queued(metrics_url: str) -> int:
+    """Requests running or waiting on the replica, from its Prometheus gauges."""
+    try:
+        return int(sum(float(v) for v in QUEUED.findall(httpx.get(metrics_url, timeout=10).text)))
+    except httpx.HTTPError:
+        return 0
+
+
+def wait_queued(metrics_url: str, at_least: int, timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    n = queued(metrics_url)
+    while n < at_least and time.monotonic() < deadline:
+        n = queued(metrics_url)
+    return n
+
+
 def main() -> None:
     base_url, key, model, n_streams, n_workers, direct_url, direct_key, direct_model, n_direct = sys.argv[1:10]
     # max_retries=0: every retry is the gateway's, none the client's
@@ -54,23 +79,33 @@ def main() -> None:
     direct_streams: list = []
     calls: list = []
     firsts = [threading.Event() for _ in range(int(n_streams))]
-    direct_firsts = [threading.Event() for _ in range(int(n_direct))]
     threads = [threading.Thread(target=stream, args=(client, model, f, streams)) for f in firsts]
-    threads += [threading.Thread(target=stream, args=(direct, direct_model, f, direct_streams)) for f in direct_firsts]
+    directs = [
+        threading.Thread(target=stream, args=(direct, direct_model, threading.Event(), direct_streams))
+        for _ in range(int(n_direct))
+    ]
     stop = threading.Event()
     workers = [threading.Thread(target=worker, args=(client, model, stop, calls)) for _ in range(int(n_workers))]
     for t in threads + workers:
         t.start()
-    for f in firsts + direct_firsts:
+    for f in firsts:
         f.wait(120)
-    print("STREAMING", flush=True)
-    sys.stdin.readline()
+    for t in directs:
+        t.start()
+    print("STREAMING", wait_queued(direct_url.removesuffix("/v1") + "/metrics", int(n_direct) // 2), flush=True)
+    sigterm_at = float(sys.stdin.readline().split()[1])
     before = len(calls)
     time.sleep(AFTER_S)
     stop.set()
-    for t in threads + workers:
+    for t in threads + directs + workers:
         t.join(180)
-    doc = {"streams": streams, "directStreams": direct_streams, "calls": calls, "callsAfterKill": len(calls) - before}
+    doc = {
+        "streams": streams,
+        "directStreams": direct_streams,
+        "calls": calls,
+        "callsAfterKill": len(calls) - before,
+        "sigtermAt": sigterm_at,
+    }
     print(json.dumps(doc), flush=True)
 
 
