@@ -134,12 +134,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unknown:
         names = ", ".join(sorted(unknown))
         raise pytest.UsageError(f"test modules without a tier (add them to TIER_OF in tests/conftest.py): {names}")
-    # Tests whose fixtures run an external tool for seconds (checkov, the LiteLLM contract) go first: the
+    # Tests whose fixtures run an external tool for seconds (checkov) go first: the
     # two xdist workers then end together, not one idle while the other starts a slow tool late.
     items.sort(key=lambda item: not SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-SLOW_FIXTURES = {"checkov_k8s", "scanned", "litellm_contract"}
+SLOW_FIXTURES = {"checkov_k8s", "scanned"}
 
 
 _once: dict = {}
