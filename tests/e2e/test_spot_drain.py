@@ -95,7 +95,9 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
     m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
     calls, streams, direct = doc["calls"], doc["streams"], doc["directStreams"]
     spanned = [s for s in direct if s["end"] > t0 and s["finish"] == "length"]
-    refused = [s for s in direct if s["error"] is not None and not s["chunks"]]
+    # Never reached the engine: still in B's API server when SIGTERM landed. vLLM 0.32 answers those 200
+    # and ends the stream with no token, and the official client raises nothing (docs/known-limits.md).
+    empty = [s for s in direct if not s["chunks"]]
     errors = [c["error"] for c in calls if not c["ok"]]
     finished = [s for s in streams if s["error"] is None and s["finish"] == "length"]
     print(
@@ -103,15 +105,16 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         f"{len(errors)} errors; streams: {len(finished)}/{len(streams)} complete, "
         f"errors {[s['error'] for s in streams if s['error']]}; direct streams to B: {len(spanned)} of "
         f"{len(direct)} ended after SIGTERM ({ready[1]} queued or running on B), "
-        f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(refused)} refused; replica B drained "
+        f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(empty)} cut before the engine "
+        f"({sum(s['error'] is None for s in empty)} of them with no error); replica B drained "
         f"{m.group(1) if m else 0} in-flight requests and exited {drained_in:.1f}s after SIGTERM"
     )
     # B had requests in flight when SIGTERM landed, else the zero-error check proves nothing
     assert m and int(m.group(1)) >= 1 and int(m.group(2)) == 80, log[-3000:]
-    # the drain let B's streams finish, those that ran past SIGTERM among them: what --shutdown-timeout is
-    # for. A stream may only fail if it never got a chunk (it reached B after the API server had closed).
+    # the drain let every stream the engine held finish, those that ran past SIGTERM among them: what
+    # --shutdown-timeout is for. None is cut part way.
     assert spanned, direct
-    assert len(direct) == DIRECT and all(s["finish"] == "length" or s in refused for s in direct), direct
+    assert len(direct) == DIRECT and all(s["finish"] == "length" or s in empty for s in direct), direct
     assert not errors, errors[:5]
     assert doc["callsAfterKill"] >= 1  # the gateway served while B drained
     assert drained_in < spot.DRAIN_LIMIT_S
