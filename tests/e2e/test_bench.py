@@ -192,7 +192,10 @@ def test_output_tokens_are_counted_from_usage_through_the_gateway(door, real_run
         assert lv["outputTokens"] == REQUESTS * OUTPUT_LEN
 
 
-def test_knee_on_a_controlled_upstream(door):
+KNEE_ATTEMPTS = 3
+
+
+def knee_run(door) -> tuple[float, dict]:
     t0 = time.monotonic()
     chat(door["url"], MASTER_KEY, KNEE_MODEL, max_tokens=OUTPUT_KNEE)
     whole = time.monotonic() - t0  # one request end to end, through nginx and LiteLLM
@@ -205,11 +208,24 @@ def test_knee_on_a_controlled_upstream(door):
         *("--output-len", str(OUTPUT_KNEE), "--slo-ttft-ms", f"{slo_ttft_ms:.1f}", "--slo-itl-ms", "60000", "--json"),
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    doc = json.loads(r.stdout)
-    ttft99 = [lv["ttftMs"]["p99"] for lv in doc["levels"]]
-    assert [lv["meetsSlo"] for lv in doc["levels"]] == [True, True, False], (slo_ttft_ms, ttft99)
+    return slo_ttft_ms, json.loads(r.stdout)
+
+
+def test_knee_on_a_controlled_upstream(door):
+    """At 4 concurrent requests the upstream's queue makes the SLO fail whatever the machine does; at 1
+    and 2 only a stall can (a CI run once saw a 5 s first token at 1 concurrent). A stall only adds
+    latency, so a run whose lower levels fail is run again, up to KNEE_ATTEMPTS times."""
+    for attempt in range(1, KNEE_ATTEMPTS + 1):
+        slo_ttft_ms, doc = knee_run(door)
+        meets = [lv["meetsSlo"] for lv in doc["levels"]]
+        ttft99 = [lv["ttftMs"]["p99"] for lv in doc["levels"]]
+        assert meets[2] is False, (slo_ttft_ms, ttft99)  # the queue: never noise
+        assert all((lv["completed"], lv["failed"]) == (REQUESTS, 0) for lv in doc["levels"])
+        if meets == [True, True, False]:
+            break
+        print(f"attempt {attempt}: SLO {slo_ttft_ms:.0f} ms, p99 TTFT {ttft99}: a stall below the knee; again")
+    assert meets == [True, True, False], (slo_ttft_ms, ttft99)
     assert doc["knee"]["concurrency"] == SLOTS
-    assert all((lv["completed"], lv["failed"]) == (REQUESTS, 0) for lv in doc["levels"])
 
 
 def one_line(r: subprocess.CompletedProcess, want: str) -> None:
