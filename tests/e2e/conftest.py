@@ -8,6 +8,7 @@ import os
 import pytest
 
 from tests.e2e.servers import (
+    EAGER,
     LITELLM_BIN,
     VLLM_PY,
     Rendered,
@@ -42,6 +43,7 @@ def tiny_model(tmp_path_factory, e2e_ready):
 def vllm_server(rendered, tiny_model, tmp_path_factory):
     s = vllm_server_for(rendered, tiny_model, tmp_path_factory.mktemp("logs") / "vllm.log")
     s.start()
+    s.argv.append(EAGER)  # the tests that restart it (drain, recovery) need no second compile
     yield s
     s.stop()
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tests.e2e.servers import (
     E2E,
+    EAGER,
     MASTER_KEY,
     ROOT,
     VLLM_PY,
@@ -64,7 +65,8 @@ def render(out: Path) -> RoutedStack:
     return RoutedStack(r, _container(r.manifests, MODEL), _container(r.manifests, f"{MODEL}-router"))
 
 
-def replica(stack: RoutedStack, model_dir: Path, log: Path) -> Server:
+def replica(stack: RoutedStack, model_dir: Path, log: Path, *, eager: bool = False) -> Server:
+    """`eager`: servers.vllm_server_for's."""
     port = free_port()
     args = [
         *substitute_vllm_args(stack.vllm_container["args"], model_dir, port),
@@ -72,7 +74,7 @@ def replica(stack: RoutedStack, model_dir: Path, log: Path) -> Server:
         "--block-size",
         str(BLOCK),
     ]
-    argv = [str(VLLM_PY), "-m", "vllm.entrypoints.cli.main", "serve", *args]
+    argv = [str(VLLM_PY), "-m", "vllm.entrypoints.cli.main", "serve", *args, *([EAGER] if eager else [])]
     s = Server(argv, vllm_env(stack.vllm_container), log, f"http://127.0.0.1:{port}/health", 480)
     s.port = port
     return s

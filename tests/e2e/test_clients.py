@@ -242,7 +242,7 @@ def slow_pair(rendered, e2e_ready, tmp_path_factory):
     model = build_tiny_model(d / "model")
     slow = [str(VLLM_PY), str(CLIENTS_DIR / "make_slow_model.py"), str(model)]
     subprocess.run(slow, check=True, timeout=600, capture_output=True)
-    vllm = vllm_server_for(rendered, model, d / "vllm.log")
+    vllm = vllm_server_for(rendered, model, d / "vllm.log", eager=True)
     vllm.argv[vllm.argv.index("--max-model-len") + 1] = str(SLOW_MAX_LEN)  # long generations
     vllm.timeout = 900  # compiling takes minutes when the shared cores are busy
     vllm.start()

@@ -34,7 +34,7 @@ def fleet(tmp_path_factory, e2e_ready):
     tmp = tmp_path_factory.mktemp("router")
     stack = F.render(tmp / "plan")
     model = build_tiny_model(tmp / "tiny")
-    reps = [F.replica(stack, model, tmp / f"{n}.log") for n in REPLICAS]
+    reps = [F.replica(stack, model, tmp / f"{n}.log", eager=True) for n in REPLICAS]
     started = []
     try:
         F.start_all(reps)

@@ -65,7 +65,7 @@ def test_rendered_drain_fits_the_notice(spot_rendered):
 
 def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny_model, tmp_path):
     """Replica A is the session's server; replica B runs the spot render's args and gets SIGTERM."""
-    b = vllm_server_for(spot_rendered, tiny_model, tmp_path / "vllm-b.log").start()
+    b = vllm_server_for(spot_rendered, tiny_model, tmp_path / "vllm-b.log", eager=True).start()
     gw = gateway_for(spot_rendered, vllm_server.port, tmp_path, more_replicas=(b.port,)).start()
     served = b.args[b.args.index("--served-model-name") + 1]
     try:

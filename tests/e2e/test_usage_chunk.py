@@ -17,12 +17,12 @@ import subprocess
 
 import pytest
 
-from tests.e2e.servers import E2E, MASTER_KEY, VLLM_KEY, gateway_for, vllm_server_for
+from tests.e2e.servers import E2E, MASTER_KEY, VLLM_KEY, gateway_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 PYTHON = E2E / "litellm" / "bin" / "python"
 CALLBACK = "usage_chunk.usage_chunk"
-# Starts on a machine shared with other test runs: vLLM's CPU warm-up compiles for minutes there.
+# A gateway start on a machine shared with other test runs can take minutes.
 START_S = 600
 
 # A reference-following streaming client: prints what it took as the usage, and what the usage-only
@@ -58,17 +58,13 @@ def start(server):
 
 
 @pytest.fixture(scope="module")
-def vllm(rendered, tiny_model, tmp_path_factory):
-    s = start(vllm_server_for(rendered, tiny_model, tmp_path_factory.mktemp("usage-vllm") / "vllm.log"))
-    yield s
-    s.stop()
+def vllm(vllm_server):
+    return vllm_server  # the session's engine: the callback is the gateway's, any engine of the render will do
 
 
 @pytest.fixture(scope="module")
-def gateway_as_rendered(rendered, vllm, tmp_path_factory):
-    s = start(gateway_for(rendered, vllm.port, tmp_path_factory.mktemp("litellm-usage-cb")))
-    yield s
-    s.stop()
+def gateway_as_rendered(gateway):
+    return gateway  # the session's: the rendered config in front of the session's engine
 
 
 @pytest.fixture(scope="module")
