@@ -86,9 +86,9 @@ plan-check: venv ## the offline plan of STACK runs clean
 # Two workers, whole files each (loadfile: a module's servers start once, on one worker). Much of the tier
 # waits on servers, timeouts and clients: run serially it kept the two cores 47 % busy (18.7 min of CPU
 # in 20 min, 2026-12-07). Every server takes a free port; each worker's vLLM engines compute on a core
-# of their own (tests/e2e/servers.py).
+# of their own (tests/e2e/servers.py). The 25 slowest steps are listed: where the next minute is.
 e2e: venv e2e-env ## the e2e tier: real vLLM, LiteLLM, nginx, Prometheus, Redis, Postgres (2 workers)
-	$(call pytest,-m e2e -q -n 2 --dist loadfile)
+	$(call pytest,-m e2e -q -n 2 --dist loadfile --durations=25)
 	@$(call done,e2e suite)
 
 # Numbers, not gates (not part of `make test`): each benchmark prints its own figures.
