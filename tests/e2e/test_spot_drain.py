@@ -3,14 +3,17 @@
 110 s drain). One replica gets SIGTERM, as kubelet sends it when Karpenter drains the node on the
 interruption notice; the other keeps serving. Non-streamed requests must all succeed (the gateway's
 rendered retry sends them to the other replica); streams in flight on the drained replica are measured.
-A wave of streams goes straight to the drained replica, and SIGTERM waits until at least half of the wave
-is running or queued there (its /metrics say so). LiteLLM picks a replica at random, and a CI run once put
-all six gateway streams on the other one, so the drain had nothing to drain; on a busy CI machine, two
-direct streams had decoded all their tokens before SIGTERM landed: the tiny model is that fast.
+A wave of streams goes straight to the drained replica, which runs two sequences at a time, and SIGTERM
+waits until at least half of the wave is running or queued there (its /metrics say so). LiteLLM picks a
+replica at random, and a CI run once put all six gateway streams on the other one, so the drain had nothing
+to drain; on a busy CI machine, two direct streams had decoded all their tokens before SIGTERM landed, and
+with 16 sequences at a time a wave of 64 once finished before the first look at /metrics: the tiny model is
+that fast.
 
-Measured here (2 cores, 2026-12-07), idle: 281 non-streamed calls, 269 of them after SIGTERM, 0 errors; the
-6 gateway streams and the 64 direct ones all completed, B drained 68 requests and exited 15.5 s after
-SIGTERM. With two busy-loop processes on both cores: 94 calls (87 after), 0 errors, B drained 69, 13.2 s.
+Measured here (2 cores, 2026-12-07), idle: 136 non-streamed calls, 123 of them after SIGTERM, 0 errors; the
+6 gateway streams and the 16 direct ones all completed; 21 requests were queued or running on B at SIGTERM,
+B drained them and exited 15.7 s after SIGTERM. With two busy-loop processes on both cores: 59 calls (51
+after), 0 errors, B drained 21 and exited after 14.3 s.
 
 Also the e2e half of stacks.verify's phases: the session server's real log holds the weight-load line.
 """
@@ -29,14 +32,17 @@ from components.vllm import EXIT_MARGIN_S, PRE_STOP_S
 from stacks import verify_phases
 from stacks.capacity import spot
 from tests.conftest import ROOT
-from tests.e2e.servers import MASTER_KEY, VLLM_KEY, gateway_for, render_stack, vllm_server_for
+from tests.e2e.servers import MASTER_KEY, VLLM_KEY, gateway_for, http, render_stack, vllm_server_for
 
 # Starting the servers (the session's vLLM, a second one, LiteLLM) counts against the first test's timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 CLIENTS = ROOT / "tests" / "e2e" / "clients"
 PYTHON = ROOT / ".e2e" / "litellm" / "bin" / "python"  # pins the official openai 2.x client
 SPOT_STACK = ROOT / "tests" / "configs" / "spot.ok.yaml"
-STREAMS, WORKERS, DIRECT = 6, 3, 64  # 64 direct: four waves of the render's 16 sequences
+STREAMS, WORKERS, DIRECT = 6, 3, 16
+# B runs two sequences at a time (a substitution: the drain does not depend on it), so the direct streams
+# queue for seconds: the tiny model decodes a whole stream in a fraction of one.
+B_SEQS = 2
 
 
 def test_weight_load_phase_is_found_in_a_real_vllm_log(vllm_server):
@@ -63,9 +69,26 @@ def test_rendered_drain_fits_the_notice(spot_rendered):
     assert router["num_retries"] >= 1 and router["enable_weighted_failover"] is True
 
 
+QUEUED = re.compile(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([0-9.e+]+)$", re.M)
+
+
+def wait_queued(port: int, at_least: int, timeout_s: float = 120) -> int:
+    """Requests running or waiting on the replica (its Prometheus gauges), once there are `at_least` or at
+    the deadline. Polled from here: the load's own process is too busy streaming to look in time (it once
+    first looked after the whole wave had run)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        n = int(sum(float(v) for v in QUEUED.findall(http("GET", f"http://127.0.0.1:{port}/metrics")[1])))
+        if n >= at_least or time.monotonic() > deadline:
+            return n
+        time.sleep(0.05)  # a poll interval: the loop ends on what it sees
+
+
 def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny_model, tmp_path):
     """Replica A is the session's server; replica B runs the spot render's args and gets SIGTERM."""
-    b = vllm_server_for(spot_rendered, tiny_model, tmp_path / "vllm-b.log", eager=True).start()
+    b = vllm_server_for(spot_rendered, tiny_model, tmp_path / "vllm-b.log", eager=True)
+    b.argv[b.argv.index("--max-num-seqs") + 1] = str(B_SEQS)
+    b.start()
     gw = gateway_for(spot_rendered, vllm_server.port, tmp_path, more_replicas=(b.port,)).start()
     served = b.args[b.args.index("--served-model-name") + 1]
     try:
@@ -75,8 +98,8 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
              str(DIRECT)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        ready = load.stdout.readline().split()
-        assert ready[:1] == ["STREAMING"], load.stderr.read()[-3000:]
+        assert load.stdout.readline().strip() == "STREAMING", load.stderr.read()[-3000:]
+        queued = wait_queued(b.port, DIRECT // 2)
         log_start = b.log.stat().st_size
         t0 = time.monotonic()
         os.kill(b.proc.pid, signal.SIGTERM)
@@ -104,7 +127,7 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         f"\nspot drain: {len(calls)} non-streamed calls ({doc['callsAfterKill']} after SIGTERM), "
         f"{len(errors)} errors; streams: {len(finished)}/{len(streams)} complete, "
         f"errors {[s['error'] for s in streams if s['error']]}; direct streams to B: {len(spanned)} of "
-        f"{len(direct)} ended after SIGTERM ({ready[1]} queued or running on B), "
+        f"{len(direct)} ended after SIGTERM ({queued} queued or running on B at SIGTERM), "
         f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(empty)} cut before the engine "
         f"({sum(s['error'] is None for s in empty)} of them with no error); replica B drained "
         f"{m.group(1) if m else 0} in-flight requests and exited {drained_in:.1f}s after SIGTERM"
