@@ -3,12 +3,13 @@
 110 s drain). One replica gets SIGTERM, as kubelet sends it when Karpenter drains the node on the
 interruption notice; the other keeps serving. Non-streamed requests must all succeed (the gateway's
 rendered retry sends them to the other replica); streams in flight on the drained replica are measured.
-A wave of streams goes straight to the drained replica, which runs two sequences at a time, and SIGTERM
-waits until at least half of the wave is running or queued there (its /metrics say so). LiteLLM picks a
-replica at random, and a CI run once put all six gateway streams on the other one, so the drain had nothing
-to drain; on a busy CI machine, two direct streams had decoded all their tokens before SIGTERM landed, and
-with 16 sequences at a time a wave of 64 once finished before the first look at /metrics: the tiny model is
-that fast.
+A wave of streams (4 requests of 16 choices) goes straight to the drained replica, which runs two
+sequences at a time, from a process of its own; SIGTERM follows the wave's first chunk, with the rest of
+the wave queued behind it. LiteLLM picks a replica at random, and a CI run once put all six gateway
+streams on the other one, so the drain had nothing to drain; on a busy CI machine, two direct streams had
+decoded all their tokens before SIGTERM landed, and with 16 sequences at a time a wave of 64 once finished
+before a look at the replica's /metrics saw it: the tiny model is that fast, and its API server answers
+late while it streams.
 
 Measured here (2 cores, 2026-12-07), idle: 136 non-streamed calls, 123 of them after SIGTERM, 0 errors; the
 6 gateway streams and the 16 direct ones all completed; 21 requests were queued or running on B at SIGTERM,
@@ -32,14 +33,14 @@ from components.vllm import EXIT_MARGIN_S, PRE_STOP_S
 from stacks import verify_phases
 from stacks.capacity import spot
 from tests.conftest import ROOT
-from tests.e2e.servers import MASTER_KEY, VLLM_KEY, gateway_for, http, render_stack, vllm_server_for
+from tests.e2e.servers import MASTER_KEY, VLLM_KEY, gateway_for, render_stack, vllm_server_for
 
 # Starting the servers (the session's vLLM, a second one, LiteLLM) counts against the first test's timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 CLIENTS = ROOT / "tests" / "e2e" / "clients"
 PYTHON = ROOT / ".e2e" / "litellm" / "bin" / "python"  # pins the official openai 2.x client
 SPOT_STACK = ROOT / "tests" / "configs" / "spot.ok.yaml"
-STREAMS, WORKERS, DIRECT = 6, 3, 16
+STREAMS, WORKERS, DIRECT, CHOICES = 6, 3, 4, 16
 # B runs two sequences at a time (a substitution: the drain does not depend on it), so the direct streams
 # queue for seconds: the tiny model decodes a whole stream in a fraction of one.
 B_SEQS = 2
@@ -69,19 +70,12 @@ def test_rendered_drain_fits_the_notice(spot_rendered):
     assert router["num_retries"] >= 1 and router["enable_weighted_failover"] is True
 
 
-QUEUED = re.compile(r"^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([0-9.e+]+)$", re.M)
-
-
-def wait_queued(port: int, at_least: int, timeout_s: float = 120) -> int:
-    """Requests running or waiting on the replica (its Prometheus gauges), once there are `at_least` or at
-    the deadline. Polled from here: the load's own process is too busy streaming to look in time (it once
-    first looked after the whole wave had run)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        n = int(sum(float(v) for v in QUEUED.findall(http("GET", f"http://127.0.0.1:{port}/metrics")[1])))
-        if n >= at_least or time.monotonic() > deadline:
-            return n
-        time.sleep(0.05)  # a poll interval: the loop ends on what it sees
+def load_process(*argv) -> subprocess.Popen:
+    """tests/e2e/clients/spot_load.py in one of its modes."""
+    return subprocess.Popen(
+        [str(PYTHON), str(CLIENTS / "spot_load.py"), *map(str, argv)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny_model, tmp_path):
@@ -92,22 +86,20 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
     gw = gateway_for(spot_rendered, vllm_server.port, tmp_path, more_replicas=(b.port,)).start()
     served = b.args[b.args.index("--served-model-name") + 1]
     try:
-        load = subprocess.Popen(
-            [str(PYTHON), str(CLIENTS / "spot_load.py"), f"http://127.0.0.1:{gw.port}/v1", MASTER_KEY,
-             "qwen3-0.6b", str(STREAMS), str(WORKERS), f"http://127.0.0.1:{b.port}/v1", VLLM_KEY, served,
-             str(DIRECT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        load = load_process("gateway", f"http://127.0.0.1:{gw.port}/v1", MASTER_KEY, "qwen3-0.6b", STREAMS, WORKERS)
         assert load.stdout.readline().strip() == "STREAMING", load.stderr.read()[-3000:]
-        queued = wait_queued(b.port, DIRECT // 2)
+        wave = load_process("direct", f"http://127.0.0.1:{b.port}/v1", VLLM_KEY, served, DIRECT, CHOICES)
+        # 64 sequences, two at a time: when the first has a chunk, the other 62 are queued behind it
+        assert wave.stdout.readline().strip() == "FIRST", wave.stderr.read()[-3000:]
         log_start = b.log.stat().st_size
         t0 = time.monotonic()
         os.kill(b.proc.pid, signal.SIGTERM)
         exited: list[float] = []
         threading.Thread(target=lambda: (b.proc.wait(), exited.append(time.monotonic() - t0)), daemon=True).start()
-        load.stdin.write(f"go {t0}\n")
+        load.stdin.write("go\n")
         load.stdin.flush()
         out, _ = load.communicate(timeout=300)
+        direct = json.loads(wave.communicate(timeout=300)[0].strip().splitlines()[-1])["streams"]
         b.proc.wait(spot.DRAIN_LIMIT_S)
         drained_in = exited[0] if exited else time.monotonic() - t0
         doc = json.loads(out.strip().splitlines()[-1])
@@ -116,7 +108,7 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         b.stop()
     log = b.log.read_text(errors="replace")[log_start:]
     m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
-    calls, streams, direct = doc["calls"], doc["streams"], doc["directStreams"]
+    calls, streams = doc["calls"], doc["streams"]
     spanned = [s for s in direct if s["end"] > t0 and s["finish"] == "length"]
     # Never reached the engine: still in B's API server when SIGTERM landed. vLLM 0.32 answers those 200
     # and ends the stream with no token, and the official client raises nothing (docs/known-limits.md).
@@ -127,7 +119,7 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         f"\nspot drain: {len(calls)} non-streamed calls ({doc['callsAfterKill']} after SIGTERM), "
         f"{len(errors)} errors; streams: {len(finished)}/{len(streams)} complete, "
         f"errors {[s['error'] for s in streams if s['error']]}; direct streams to B: {len(spanned)} of "
-        f"{len(direct)} ended after SIGTERM ({queued} queued or running on B at SIGTERM), "
+        f"{len(direct)} ended after SIGTERM, "
         f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(empty)} cut before the engine "
         f"({sum(s['error'] is None for s in empty)} of them with no error); replica B drained "
         f"{m.group(1) if m else 0} in-flight requests and exited {drained_in:.1f}s after SIGTERM"

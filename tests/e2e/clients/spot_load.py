@@ -1,12 +1,15 @@
 """Load for the spot-drain test, with the official OpenAI Python client (run by .e2e/litellm's Python).
 
-argv: base_url key model streams workers direct_url direct_key direct_model direct_streams.
+Two modes, each its own process:
 
-Opens `streams` long streams through the gateway and keeps `workers` threads sending short non-streamed
-chats through it. Once every gateway stream has its first chunk, it opens `direct_streams` more straight to
-the replica that will be drained and prints "STREAMING" (the test then watches that replica's queue and
-sends SIGTERM). It then waits for a line on stdin ("go <monotonic time of the SIGTERM>"), keeps the load up
-for AFTER_S more seconds, waits for the streams and prints one JSON document of what every request saw.
+- `gateway base_url key model streams workers`: opens `streams` long streams through the gateway and keeps
+  `workers` threads sending short non-streamed chats through it. Prints "STREAMING" once every stream has
+  its first chunk, then waits for a line on stdin (the test has sent SIGTERM to one replica), keeps the load
+  up for AFTER_S more seconds, waits for the streams and prints one JSON document of what every request saw.
+- `direct base_url key model streams choices`: opens `streams` long streams of `choices` choices each
+  (`n`) at once, straight to one replica (the one that will be drained), prints "FIRST" when one of them
+  has its first chunk, waits for them and prints what each saw. Each choice is a sequence of its own in the
+  engine, which runs two at a time there: at the first chunk, seconds of work are queued behind it.
 """
 
 import json
@@ -20,20 +23,21 @@ AFTER_S = 10  # the drained replica takes longer than this to exit: calls land o
 STREAM_TOKENS = 240  # the tiny model serves 256 positions
 
 
-def stream(client, model: str, first: threading.Event, out: list) -> None:
-    got = {"chunks": 0, "finish": None, "error": None, "first": None, "end": None}
+def stream(client, model: str, first: threading.Event, out: list, n: int = 1) -> None:
+    """One streamed completion of `n` choices; "finish" is "length" once every choice ended so."""
+    got: dict = {"chunks": 0, "finish": None, "error": None, "end": None}
+    ends: dict[int, str] = {}
     try:
         s = client.completions.create(
-            model=model, prompt="hello", max_tokens=STREAM_TOKENS, stream=True, extra_body={"ignore_eos": True}
+            model=model, prompt="hello", max_tokens=STREAM_TOKENS, n=n, stream=True, extra_body={"ignore_eos": True}
         )
         for chunk in s:
-            got["first"] = got["first"] or time.monotonic()
             got["chunks"] += 1
             first.set()
-            for c in chunk.choices:
-                got["finish"] = c.finish_reason or got["finish"]
+            ends.update({c.index: c.finish_reason for c in chunk.choices if c.finish_reason})
     except Exception as e:  # what the client raises is the finding
         got["error"] = type(e).__name__
+    got["finish"] = "length" if list(ends.values()) == ["length"] * n else (sorted(set(ends.values())) or None)
     got["end"] = time.monotonic()
     first.set()
     out.append(got)
@@ -48,44 +52,49 @@ def worker(client, model: str, stop: threading.Event, out: list) -> None:
             out.append({"ok": False, "error": f"{type(e).__name__}: {str(e)[:200]}"})
 
 
-def main() -> None:
-    base_url, key, model, n_streams, n_workers, direct_url, direct_key, direct_model, n_direct = sys.argv[1:10]
+def client_for(base_url: str, key: str):
     # max_retries=0: every retry is the gateway's, none the client's
-    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
-    direct = openai.OpenAI(base_url=direct_url, api_key=direct_key, max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+
+
+def gateway(base_url: str, key: str, model: str, n_streams: str, n_workers: str) -> None:
+    client = client_for(base_url, key)
     streams: list = []
-    direct_streams: list = []
     calls: list = []
     firsts = [threading.Event() for _ in range(int(n_streams))]
     threads = [threading.Thread(target=stream, args=(client, model, f, streams)) for f in firsts]
-    directs = [
-        threading.Thread(target=stream, args=(direct, direct_model, threading.Event(), direct_streams))
-        for _ in range(int(n_direct))
-    ]
     stop = threading.Event()
     workers = [threading.Thread(target=worker, args=(client, model, stop, calls)) for _ in range(int(n_workers))]
     for t in threads + workers:
         t.start()
     for f in firsts:
         f.wait(120)
-    for t in directs:
-        t.start()
     print("STREAMING", flush=True)
-    sigterm_at = float(sys.stdin.readline().split()[1])
+    sys.stdin.readline()
     before = len(calls)
     time.sleep(AFTER_S)
     stop.set()
-    for t in threads + directs + workers:
+    for t in threads + workers:
         t.join(180)
-    doc = {
-        "streams": streams,
-        "directStreams": direct_streams,
-        "calls": calls,
-        "callsAfterKill": len(calls) - before,
-        "sigtermAt": sigterm_at,
-    }
-    print(json.dumps(doc), flush=True)
+    print(json.dumps({"streams": streams, "calls": calls, "callsAfterKill": len(calls) - before}), flush=True)
+
+
+def direct(base_url: str, key: str, model: str, n_streams: str, n_choices: str) -> None:
+    client = client_for(base_url, key)
+    streams: list = []
+    first = threading.Event()
+    threads = [
+        threading.Thread(target=stream, args=(client, model, first, streams, int(n_choices)))
+        for _ in range(int(n_streams))
+    ]
+    for t in threads:
+        t.start()
+    first.wait(120)
+    print("FIRST", flush=True)
+    for t in threads:
+        t.join(300)
+    print(json.dumps({"streams": streams}), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    {"gateway": gateway, "direct": direct}[sys.argv[1]](*sys.argv[2:])
