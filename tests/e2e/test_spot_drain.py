@@ -11,10 +11,11 @@ decoded all their tokens before SIGTERM landed, and with 16 sequences at a time 
 before a look at the replica's /metrics saw it: the tiny model is that fast, and its API server answers
 late while it streams.
 
-Measured here (2 cores, 2026-12-07), idle: 136 non-streamed calls, 123 of them after SIGTERM, 0 errors; the
-6 gateway streams and the 16 direct ones all completed; 21 requests were queued or running on B at SIGTERM,
-B drained them and exited 15.7 s after SIGTERM. With two busy-loop processes on both cores: 59 calls (51
-after), 0 errors, B drained 21 and exited after 14.3 s.
+Measured here (2 cores, 2026-12-07), with a fresh-clone CI run installing beside it: 180 non-streamed calls,
+157 of them after SIGTERM, 0 errors; the 6 gateway streams complete; of the 4 direct requests one had
+reached the engine (B drained 2 requests and it completed) and 3 were refused with an error; B exited
+13.3 s after SIGTERM. With two busy-loop processes and that CI run on both cores: 122 calls (78 after),
+0 errors, all 4 direct requests complete, B drained 65 and exited 43.3 s after SIGTERM.
 
 Also the e2e half of stacks.verify's phases: the session server's real log holds the weight-load line.
 """
