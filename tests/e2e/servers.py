@@ -47,9 +47,10 @@ SUBSTITUTIONS = {
     "LiteLLM env PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod)": "a directory in the test's workdir",
     "LiteLLM ConfigMap files beside config.yaml (custom_auth.py)": "written beside the temp config file",
     "LiteLLM env LLM_SERVING_KEYS_FILE (Secret volume)": "<workdir>/keys.json (written by a test that needs keys)",
-    EAGER: "added to every engine start of the e2e tier but the session server's first one: the CPU build "
-    "compiles the model again at each start (about 12 s of CPU of 34, measured 2026-12-07) and no test but "
-    "the phase check on that first start is about the compiled graph; benchmarks start engines as rendered",
+    EAGER: "added to the session server's restarts and to the engines of the spot, router and client tests: "
+    "the CPU build compiles the model again at each start (about 12 s of CPU of 34, measured 2026-12-07); the "
+    "session server's first start and the autoscaling test's engine keep it (the queue that test waits for "
+    "was never seen with an eager engine in one CI run); benchmarks start engines as rendered",
 }
 
 

@@ -72,7 +72,7 @@ def scaled(tmp_path_factory, e2e_ready, prom_ready):
 
 @pytest.fixture(scope="module")
 def server(scaled, tiny_model, tmp_path_factory):
-    s = vllm_server_for(scaled, tiny_model, tmp_path_factory.mktemp("scale-logs") / "vllm.log", eager=True)
+    s = vllm_server_for(scaled, tiny_model, tmp_path_factory.mktemp("scale-logs") / "vllm.log")
     s.start()
     yield s
     s.stop()
