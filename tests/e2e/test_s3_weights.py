@@ -19,7 +19,17 @@ import pytest
 
 from stacks.config.s3url import parse
 from tests.e2e.s3_loopback import MOTO, moto_server, s3_env, s3_stack, upload
-from tests.e2e.servers import VLLM_KEY, VLLM_PY, Server, free_port, http, render_stack, substitute_vllm_args, vllm_env
+from tests.e2e.servers import (
+    EAGER,
+    VLLM_KEY,
+    VLLM_PY,
+    Server,
+    free_port,
+    http,
+    render_stack,
+    substitute_vllm_args,
+    vllm_env,
+)
 
 # Generous: vLLM starts take minutes when the shared cores are busy (each wait is still bounded).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -68,7 +78,7 @@ def vllm(container: dict, model: str, log: Path, *, extra_env: dict, s3_flags: b
     if not s3_flags:
         args = without_load_flags(args)
     env = {**vllm_env(container), **extra_env, "HOME": str(home)}
-    argv = [str(VLLM_PY), "-m", "vllm.entrypoints.cli.main", "serve", *args, "--enforce-eager"]
+    argv = [str(VLLM_PY), "-m", "vllm.entrypoints.cli.main", "serve", *args, EAGER]
     s = Server(argv, env, log, f"http://127.0.0.1:{port}/health", 600)
     s.port = port
     return s
