@@ -385,7 +385,7 @@ def run_gateway(rendered, name: str, stub_port: int, seconds: float, tmp: Path) 
 
     work = tmp / name
     work.mkdir()
-    g = gateway_for(variant_of(rendered, name), stub_port, work)
+    g = gateway_for(variant_of(rendered, name), stub_port, work, rendered_workers=True)
     g.timeout = 300
     t = time.time()
     g.start()
@@ -442,7 +442,7 @@ def profile_gateway(rendered, stub_port: int, seconds: float, tmp: Path, top: in
     work, prof = tmp / "profile", Path(tempfile.gettempdir()) / "gateway_cost.prof"
     prof.unlink(missing_ok=True)
     work.mkdir()
-    g = gateway_for(variant_of(rendered, "1-worker"), stub_port, work)
+    g = gateway_for(variant_of(rendered, "1-worker"), stub_port, work, rendered_workers=True)
     g.argv = [str(E2E / "litellm" / "bin" / "python"), "-c", PROFILER, str(prof), *g.argv]
     g.timeout = 300
     g.start()

@@ -67,7 +67,7 @@ def main() -> None:
         g = None
         try:
             t = time.time()
-            g = gateway_for(rendered, v.port, tmp / "gw").start()
+            g = gateway_for(rendered, v.port, tmp / "gw", rendered_workers=True).start()
             print(f"LiteLLM ready in {time.time() - t:.0f} s", flush=True)
             served = rendered.litellm_config["model_list"][0]["model_name"]
             direct = f"http://127.0.0.1:{v.port}/v1/chat/completions"

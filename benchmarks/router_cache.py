@@ -143,7 +143,7 @@ def main() -> None:
             for r in routers.values():
                 started.append(r.start())
             (tmp / "gw").mkdir()
-            gw = F.gateway(stack, routers["cache-aware"].port, tmp / "gw")
+            gw = F.gateway(stack, routers["cache-aware"].port, tmp / "gw", rendered_workers=True)
             gateway_config(tmp / "gw", {k: r.port for k, r in routers.items()})
             started.append(gw.start())
             jobs = [

@@ -115,9 +115,10 @@ def router(stack: RoutedStack, workers: list[Server], log: Path, policy: str | N
     return s
 
 
-def gateway(stack: RoutedStack, router_port: int, workdir: Path) -> Server:
-    """LiteLLM as rendered; `chat`'s api_base (the router's Service) becomes the loopback router."""
-    return gateway_for(stack.rendered, router_port, workdir)
+def gateway(stack: RoutedStack, router_port: int, workdir: Path, *, rendered_workers: bool = False) -> Server:
+    """LiteLLM as rendered (but for servers.gateway_for's `rendered_workers`); `chat`'s api_base (the
+    router's Service) becomes the loopback router."""
+    return gateway_for(stack.rendered, router_port, workdir, rendered_workers=rendered_workers)
 
 
 def start_all(servers: list[Server]) -> None:

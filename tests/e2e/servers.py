@@ -29,6 +29,7 @@ MASTER_KEY = "sk-e2e-master-0123456789abcdef"
 VLLM_KEY = "e2e-vllm-key-0123456789"
 TINY_MAX_LEN = 256
 EAGER = "--enforce-eager"
+ONE_WORKER = "1"  # LiteLLM's --num_workers where a test is not about its workers (SUBSTITUTIONS)
 
 # What the cluster has and this machine does not, and what stands in for it.
 SUBSTITUTIONS = {
@@ -47,6 +48,10 @@ SUBSTITUTIONS = {
     "LiteLLM env PROMETHEUS_MULTIPROC_DIR (an emptyDir in the pod)": "a directory in the test's workdir",
     "LiteLLM ConfigMap files beside config.yaml (custom_auth.py)": "written beside the temp config file",
     "LiteLLM env LLM_SERVING_KEYS_FILE (Secret volume)": "<workdir>/keys.json (written by a test that needs keys)",
+    "LiteLLM --num_workers": f"{ONE_WORKER}, except for the tests about what the workers share "
+    "(one Prometheus registry, the teams' limits in Redis, the hostile clients' memory bound, the sandboxed "
+    "pod): each worker imports LiteLLM again (the dev gateway measured 17.2 s of CPU to start with 2 workers, 5.5 s "
+    "with 1, 2026-12-07)",
     EAGER: "added to the session server's restarts and to the engines of the spot, router and client tests: "
     "the CPU build compiles the model again at each start (about 12 s of CPU of 34, measured 2026-12-07); the "
     "session server's first start and the autoscaling test's engine keep it (the queue that test waits for "
@@ -232,9 +237,17 @@ def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path, *, eager: bo
     return s
 
 
-def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path, more_replicas: tuple[int, ...] = ()) -> Server:
+def gateway_for(
+    rendered: Rendered,
+    vllm_port: int,
+    workdir: Path,
+    more_replicas: tuple[int, ...] = (),
+    *,
+    rendered_workers: bool = False,
+) -> Server:
     """`more_replicas`: ports of further vLLM replicas, each a deployment of the same model (the Service's
-    endpoints in the cluster; LiteLLM's own balancing stands in for kube-proxy here)."""
+    endpoints in the cluster; LiteLLM's own balancing stands in for kube-proxy here).
+    `rendered_workers`: keep the rendered `--num_workers` (otherwise ONE_WORKER: SUBSTITUTIONS)."""
     port = free_port()
     cfg = json.loads(json.dumps(rendered.litellm_config))
     for m in cfg["model_list"]:
@@ -250,6 +263,8 @@ def gateway_for(rendered: Rendered, vllm_port: int, workdir: Path, more_replicas
     args = list(rendered.litellm_container["args"])
     args[args.index("--config") + 1] = str(workdir / "config.yaml")
     args[args.index("--port") + 1] = str(port)
+    if not rendered_workers:
+        args[args.index("--num_workers") + 1] = ONE_WORKER
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_"))}
     for e in rendered.litellm_container["env"]:
         if "value" in e and e["name"] != "HOME":

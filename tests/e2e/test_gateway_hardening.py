@@ -23,7 +23,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.servers import LITELLM_BIN, MASTER_KEY, VLLM_KEY, Rendered, Server, free_port, http, render_stack
+from tests.e2e.servers import (
+    LITELLM_BIN,
+    MASTER_KEY,
+    ONE_WORKER,
+    VLLM_KEY,
+    Rendered,
+    Server,
+    free_port,
+    http,
+    render_stack,
+)
 
 # LiteLLM with two workers needs 20-70 s to start on these shared cores.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -106,8 +116,15 @@ def gateway_config(r: Rendered, bases: list[str], **overrides) -> dict:
 
 
 def start_gateway(
-    r: Rendered, cfg: dict, workdir: Path, env_over: dict | None = None, wrap: list[str] | None = None
+    r: Rendered,
+    cfg: dict,
+    workdir: Path,
+    env_over: dict | None = None,
+    wrap: list[str] | None = None,
+    *,
+    rendered_workers: bool = False,
 ) -> Server:
+    """`rendered_workers`: as in servers.gateway_for (otherwise ONE_WORKER: servers.SUBSTITUTIONS)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
@@ -116,6 +133,8 @@ def start_gateway(
     args = list(r.litellm_container["args"])
     args[args.index("--config") + 1] = str(workdir / "config.yaml")
     args[args.index("--port") + 1] = str(port)
+    if not rendered_workers:
+        args[args.index("--num_workers") + 1] = ONE_WORKER
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_", "PROMETHEUS_"))}
     env.update(rendered_env(r))
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY)
@@ -192,7 +211,8 @@ def test_metrics_count_every_request_across_workers(gw_rendered, tmp_path):
     good, good_h = upstream("ok")
     model = gw_rendered.litellm_config["model_list"][0]["model_name"]
     cfg = gateway_config(gw_rendered, [f"http://127.0.0.1:{good.server_port}/v1"])
-    gw = start_gateway(gw_rendered, cfg, tmp_path / "gw", env_over={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
+    multiproc_env = {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    gw = start_gateway(gw_rendered, cfg, tmp_path / "gw", env_over=multiproc_env, rendered_workers=True)
     try:
         assert [chat(gw.port, model) for _ in range(REQUESTS)] == [200] * REQUESTS
         url = f"http://127.0.0.1:{gw.port}/metrics/"

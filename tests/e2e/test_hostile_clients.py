@@ -243,7 +243,7 @@ def front_door(work: Path) -> Iterator[dict]:
     stub.request_queue_size = 512  # many held connections from LiteLLM at once
     threading.Thread(target=stub.serve_forever, daemon=True).start()
     (work / "litellm").mkdir()
-    gw: Server = gateway_for(rendered, stub.server_address[1], work / "litellm")
+    gw: Server = gateway_for(rendered, stub.server_address[1], work / "litellm", rendered_workers=True)
     gw.timeout = 300
     try:
         gw.start()

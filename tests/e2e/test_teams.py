@@ -85,7 +85,7 @@ def key_table() -> str:
 
 
 def teams_gateway(rendered, vllm_port: int, workdir: Path, redis: Redis, table: str) -> Server:
-    s = gateway_for(rendered, vllm_port, workdir)
+    s = gateway_for(rendered, vllm_port, workdir, rendered_workers=True)  # the limits hold across workers
     (workdir / "keys.json").write_text(table)
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
     cfg["general_settings"]["coordination_redis"]["ssl"] = False  # local redis-server, no TLS
