@@ -103,29 +103,26 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(rendered, vllm_s
     args = rendered.vllm_container["args"]
     timeout = int(args[args.index("--shutdown-timeout") + 1])
     assert timeout > 0 and vllm_server.args[vllm_server.args.index("--shutdown-timeout") + 1] == str(timeout)
-    try:
-        for attempt in range(1, ATTEMPTS + 1):
-            if vllm_server.proc.poll() is not None:
-                vllm_server.start()
-            log_start = vllm_server.log.stat().st_size
-            t0 = time.time()
-            results, late = sigterm_with_requests_in_flight(vllm_server)
-            log = vllm_server.log.read_text(errors="replace")[log_start:]
-            # The engine still had the requests when SIGTERM landed, and drained instead of aborting.
-            m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
-            if m is None and "aborting in-flight requests" not in log and drained_completely(results):
-                print(f"attempt {attempt}: every stream finished before the engine saw SIGTERM; again")
-                continue
-            assert m and int(m.group(1)) >= 1 and int(m.group(2)) == timeout, log[-3000:]
-            assert "aborting in-flight requests" not in log
-            assert drained_completely(results), results
-            assert all(s != 200 for s in late), late
-            assert time.time() - t0 < timeout  # exits when drained, not at the end of the budget
-            return
-        pytest.fail(f"inconclusive {ATTEMPTS} times: the streams always finished before SIGTERM reached the engine")
-    finally:
+    # The engine stays stopped after the test: tests/e2e/conftest.py starts it again for a later module.
+    for attempt in range(1, ATTEMPTS + 1):
         if vllm_server.proc.poll() is not None:
-            vllm_server.start()  # the session's server, as rendered, for the tests that follow
+            vllm_server.start()
+        log_start = vllm_server.log.stat().st_size
+        t0 = time.time()
+        results, late = sigterm_with_requests_in_flight(vllm_server)
+        log = vllm_server.log.read_text(errors="replace")[log_start:]
+        # The engine still had the requests when SIGTERM landed, and drained instead of aborting.
+        m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
+        if m is None and "aborting in-flight requests" not in log and drained_completely(results):
+            print(f"attempt {attempt}: every stream finished before the engine saw SIGTERM; again")
+            continue
+        assert m and int(m.group(1)) >= 1 and int(m.group(2)) == timeout, log[-3000:]
+        assert "aborting in-flight requests" not in log
+        assert drained_completely(results), results
+        assert all(s != 200 for s in late), late
+        assert time.time() - t0 < timeout  # exits when drained, not at the end of the budget
+        return
+    pytest.fail(f"inconclusive {ATTEMPTS} times: the streams always finished before SIGTERM reached the engine")
 
 
 def test_the_drain_check_fails_on_cut_streams():
