@@ -365,6 +365,7 @@ class IdleProxy:
 
 
 IDLE_ATTEMPTS = 5
+LONG_PAIR = ("long_stream", "long_chat")
 IDLE_SHARE = 0.6  # the proxy's idle limit, as a share of the unstreamed answer's silence (its whole time)
 
 
@@ -389,9 +390,15 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
         assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
         idle = IDLE_SHARE * direct["result"]["seconds"]
         proxy = IdleProxy(gw.port, idle)
+        # Both through the proxy at once, a client process each: the engine shares its steps between
+        # them, so the silent answer is silent longer than in the control run, and no less cut.
+        procs = {case: start_cases(client, [case], f"http://127.0.0.1:{proxy.port}/v1") for case in LONG_PAIR}
         try:
-            got = run_cases(client, ["long_stream", "long_chat"], f"http://127.0.0.1:{proxy.port}/v1")
+            got = {case: collect(proc, [case])[case] for case, proc in procs.items()}
         finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
             proxy.close()
         attempts.append({"idle": idle, "cuts": proxy.cut, **got})
         # Tried again: a stream cut part-way, or a silent answer that (the machine less busy than in
@@ -530,6 +537,10 @@ def test_gateway_keeps_an_idle_client_connection_longer_than_the_clients_do(gate
     assert closed is not None and 4.5 < closed < 6.5, closed
 
 
+# Enough for seconds of stream on the slow pair (900 tokens took 21.5 s in a busy e2e run, 2026-12-07).
+ROUTE_TOKENS = 400
+
+
 def test_route_timeout_bounds_a_silent_answer_not_a_stream(slow_pair, rendered, tmp_path):
     """LiteLLM's per-route `timeout` ends a non-streamed call that takes longer (the client gets a
     timeout error); `stream_timeout` bounds the wait for each chunk, so a stream longer than it
@@ -543,11 +554,12 @@ def test_route_timeout_bounds_a_silent_answer_not_a_stream(slow_pair, rendered, 
     gw.start()
     try:
         wait_idle(vllm.port)
-        got = run_cases("python", ["long_stream", "long_chat"], f"http://127.0.0.1:{gw.port}/v1")
+        url = f"http://127.0.0.1:{gw.port}/v1"
+        got = run_cases("python", ["long_stream", "long_chat"], url, LONG_TOKENS=str(ROUTE_TOKENS))
     finally:
         gw.stop()
     stream, chat = got["long_stream"], got["long_chat"]
-    assert stream["result"]["completion_tokens"] == LONG_TOKENS and stream["result"]["seconds"] > 2, stream
+    assert stream["result"]["completion_tokens"] == ROUTE_TOKENS and stream["result"]["seconds"] > 2, stream
     # 408 has no class of its own in the client (APIStatusError); the clients retry it by default.
     assert (chat["error"], chat["status"]) == ("APIStatusError", 408) and "litellm.Timeout" in chat["message"], chat
     # Two attempts of 1 s and the router's backoff between them: (1 + retries) x timeout + backoff.
