@@ -50,8 +50,8 @@ SUBSTITUTIONS = {
     "LiteLLM env LLM_SERVING_KEYS_FILE (Secret volume)": "<workdir>/keys.json (written by a test that needs keys)",
     "LiteLLM --num_workers": f"{ONE_WORKER}, except for the tests about what the workers share "
     "(one Prometheus registry, the teams' limits in Redis, the hostile clients' memory bound, the sandboxed "
-    "pod): each worker imports LiteLLM again (the dev gateway measured 17.2 s of CPU to start with 2 workers, 5.5 s "
-    "with 1, 2026-12-07)",
+    "pod) and the spot drain's load: each worker imports LiteLLM again (the dev gateway measured 17.2 s of "
+    "CPU to start with 2 workers, 5.5 s with 1, 2026-12-07)",
     EAGER: "added to the session server's restarts and to the engines of the spot, router and client tests: "
     "the CPU build compiles the model again at each start (about 12 s of CPU of 34, measured 2026-12-07); the "
     "session server's first start and the autoscaling test's engine keep it (the queue that test waits for "

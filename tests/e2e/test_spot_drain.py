@@ -9,7 +9,9 @@ the wave queued behind it. LiteLLM picks a replica at random, and a CI run once 
 streams on the other one, so the drain had nothing to drain; on a busy CI machine, two direct streams had
 decoded all their tokens before SIGTERM landed, and with 16 sequences at a time a wave of 64 once finished
 before a look at the replica's /metrics saw it: the tiny model is that fast, and its API server answers
-late while it streams.
+late while it streams. And a wave can still finish before SIGTERM reaches B's engine (once in a local run,
+B busy with the gateway's calls on loaded cores): then B drained nothing, the run proves nothing, and
+it runs again on a fresh B, up to ATTEMPTS times.
 
 Measured here (2 cores, 2026-12-07), with a fresh-clone CI run installing beside it: 180 non-streamed calls,
 157 of them after SIGTERM, 0 errors; the 6 gateway streams complete; of the 4 direct requests one had
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -79,12 +82,26 @@ def load_process(*argv) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny_model, tmp_path):
+@dataclass
+class Attempt:
+    doc: dict  # the gateway load's report
+    direct: list  # the direct wave's streams
+    log: str  # replica B's log from SIGTERM on
+    t0: float  # when SIGTERM was sent (monotonic)
+    drained_in: float  # seconds from SIGTERM to B's exit
+    drained: int  # in-flight requests B's engine drained (0: none in flight)
+
+
+def sigterm_under_load(spot_rendered, vllm_server, tiny_model, tmp_path) -> Attempt:
     """Replica A is the session's server; replica B runs the spot render's args and gets SIGTERM."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     b = vllm_server_for(spot_rendered, tiny_model, tmp_path / "vllm-b.log", eager=True)
     b.argv[b.argv.index("--max-num-seqs") + 1] = str(B_SEQS)
     b.start()
-    gw = gateway_for(spot_rendered, vllm_server.port, tmp_path, more_replicas=(b.port,)).start()
+    # The rendered workers: with one, the gateway's calls (426 against 36 with two, in one local run each)
+    # kept B's API server so busy that the wave finished before SIGTERM.
+    gw = gateway_for(spot_rendered, vllm_server.port, tmp_path, more_replicas=(b.port,), rendered_workers=True)
+    gw.start()
     served = b.args[b.args.index("--served-model-name") + 1]
     try:
         load = load_process("gateway", f"http://127.0.0.1:{gw.port}/v1", MASTER_KEY, "qwen3-0.6b", STREAMS, WORKERS)
@@ -103,12 +120,29 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         direct = json.loads(wave.communicate(timeout=300)[0].strip().splitlines()[-1])["streams"]
         b.proc.wait(spot.DRAIN_LIMIT_S)
         drained_in = exited[0] if exited else time.monotonic() - t0
-        doc = json.loads(out.strip().splitlines()[-1])
     finally:
         gw.stop()
         b.stop()
     log = b.log.read_text(errors="replace")[log_start:]
     m = re.search(r"draining in-flight requests count=(\d+) timeout=(\d+)s", log)
+    assert m is None or int(m.group(2)) == 80, log[-3000:]  # the rendered --shutdown-timeout
+    doc = json.loads(out.strip().splitlines()[-1])
+    return Attempt(doc, direct, log, t0, drained_in, int(m.group(1)) if m else 0)
+
+
+# A busy machine can let B's engine finish the whole wave before SIGTERM reaches it (seen once in a
+# local run, 2026-12-07: "request processing complete" at the signal): such a run proves nothing, and
+# runs again on a fresh replica B.
+ATTEMPTS = 3
+
+
+def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny_model, tmp_path):
+    for attempt in range(1, ATTEMPTS + 1):
+        a = sigterm_under_load(spot_rendered, vllm_server, tiny_model, tmp_path / f"attempt-{attempt}")
+        if a.drained:
+            break
+        print(f"attempt {attempt}: B's engine held no request when SIGTERM landed; again")
+    doc, direct, log, t0, drained_in = a.doc, a.direct, a.log, a.t0, a.drained_in
     calls, streams = doc["calls"], doc["streams"]
     spanned = [s for s in direct if s["end"] > t0 and s["finish"] == "length"]
     # Never reached the engine: still in B's API server when SIGTERM landed. vLLM 0.32 answers those 200
@@ -123,10 +157,10 @@ def test_sigterm_one_of_two_replicas_under_load(spot_rendered, vllm_server, tiny
         f"{len(direct)} ended after SIGTERM, "
         f"{sum(s['finish'] == 'length' for s in direct)} complete, {len(empty)} cut before the engine "
         f"({sum(s['error'] is None for s in empty)} of them with no error); replica B drained "
-        f"{m.group(1) if m else 0} in-flight requests and exited {drained_in:.1f}s after SIGTERM"
+        f"{a.drained} in-flight requests and exited {drained_in:.1f}s after SIGTERM (attempt {attempt})"
     )
     # B had requests in flight when SIGTERM landed, else the zero-error check proves nothing
-    assert m and int(m.group(1)) >= 1 and int(m.group(2)) == 80, log[-3000:]
+    assert a.drained >= 1, f"B held no request at SIGTERM in {ATTEMPTS} attempts:\n{log[-3000:]}"
     # the drain let every stream the engine held finish, those that ran past SIGTERM among them: what
     # --shutdown-timeout is for. None is cut part way.
     assert spanned, direct
