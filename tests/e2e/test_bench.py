@@ -19,9 +19,7 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ import yaml
 
 from stacks.verify import chat
 from tests.conftest import ROOT
+from tests.e2e.paced import start_paced
 from tests.e2e.servers import E2E, MASTER_KEY, STACK, gateway_for, http
 from tests.e2e.test_frontdoor import NGINX, need, start_nginx
 
@@ -36,40 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 ENGINE = E2E / "vllm" / "bin" / "vllm"
 INPUT_LEN, OUTPUT_LEN, REQUESTS = 16, 48, 8
 KNEE_MODEL, SLOTS, TOKEN_S, OUTPUT_KNEE = "paced-two-slots", 2, 0.05, 16
-
-
-class PacedTwoSlots(BaseHTTPRequestHandler):
-    """vLLM's streaming chat shape (usage in its own chunk with no choices), two requests at a time."""
-
-    protocol_version = "HTTP/1.1"
-    slots = threading.BoundedSemaphore(SLOTS)
-
-    def log_message(self, *a):
-        pass
-
-    def _chunk(self, doc: dict | str) -> None:
-        data = f"data: {doc if isinstance(doc, str) else json.dumps(doc)}\n\n".encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        n = int(body.get("max_completion_tokens") or body.get("max_tokens") or OUTPUT_KNEE)
-        with self.slots:  # a third request waits here, as in vLLM's queue
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            base = {"id": "paced", "object": "chat.completion.chunk", "created": 0, "model": KNEE_MODEL}
-            for i in range(n):
-                time.sleep(TOKEN_S)
-                last = "length" if i == n - 1 else None
-                choice = {"index": 0, "delta": {"content": "tok "}, "finish_reason": last}
-                self._chunk({**base, "choices": [choice]})
-            usage = {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}
-            self._chunk({**base, "choices": [], "usage": usage})
-            self._chunk("[DONE]")
-            self.wfile.write(b"0\r\n\r\n")
 
 
 def with_paced_model(config: Path, port: int) -> None:
@@ -85,8 +50,7 @@ def with_paced_model(config: Path, port: int) -> None:
 def door(rendered, tiny_model, vllm_server, tmp_path_factory):
     need(NGINX, "nginx (Debian nginx-light)")
     work = tmp_path_factory.mktemp("bench")
-    paced = ThreadingHTTPServer(("127.0.0.1", 0), PacedTwoSlots)
-    threading.Thread(target=paced.serve_forever, daemon=True).start()
+    paced = start_paced(TOKEN_S, SLOTS, KNEE_MODEL)  # a third request waits, as in vLLM's queue
     (work / "litellm").mkdir()
     gw = gateway_for(rendered, vllm_server.port, work / "litellm")
     with_paced_model(work / "litellm" / "config.yaml", paced.server_address[1])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.paced import start_paced
 from tests.e2e.servers import (
     E2E,
     MASTER_KEY,
@@ -232,7 +233,7 @@ def test_context_too_long_is_bad_request_naming_the_limit(results, client):
 SLOW_MAX_LEN, LONG_TOKENS = 1024, 900  # make_slow_model.py's positions; conformance LONG max_tokens
 
 # ---- On a dedicated vLLM + gateway pair with a slower random model (a generation lasts seconds),
-# so that a request is still running when it is cancelled, cut, or its backend stops.
+# so that a request is still running in the engine when it is cancelled or its backend stops.
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +250,6 @@ def slow_pair(rendered, e2e_ready, tmp_path_factory):
     try:
         gw = gateway_for(rendered, vllm.port, d)
         gw.start()
-        warm_up(gw.port)
     except BaseException:
         vllm.stop()
         raise
@@ -267,6 +267,32 @@ def warm_up(port: int) -> None:
         for client in CLIENTS:
             got = run_cases(client, ["chat", "stream_usage"], f"http://127.0.0.1:{port}/v1")
             assert all("result" in r for r in got.values()), got
+
+
+# ---- On a paced upstream (tests/e2e/paced.py) behind the rendered gateway: answers that last seconds
+# and cost no CPU, for the tests about what the gateway and the clients do with time and transport. On
+# the slow pair, the engine decoding those answers took a core for minutes (the idle tests alone decoded
+# 5,400 tokens). The paced tokens are as far apart as the slow pair's were in a busy e2e run (900 in 21 s).
+PACED_TOKEN_S = 0.022
+PACED_SLOTS = 8  # more than the tests run at once: an abandoned answer keeps its slot until its end
+
+
+@pytest.fixture(scope="module")
+def paced_gateway(rendered, e2e_ready, tmp_path_factory):
+    """(paced upstream, gateway in front of it)."""
+    clients_ready()
+    upstream = start_paced(PACED_TOKEN_S, PACED_SLOTS, MODEL)
+    gw = gateway_for(rendered, upstream.server_address[1], tmp_path_factory.mktemp("paced"))
+    try:
+        gw.start()
+        warm_up(gw.port)
+    except BaseException:
+        gw.stop()
+        upstream.shutdown()
+        raise
+    yield upstream, gw
+    gw.stop()
+    upstream.shutdown()
 
 
 def vllm_metric(port: int, name: str, labels: str = "") -> float:
@@ -370,7 +396,7 @@ IDLE_SHARE = 0.6  # the proxy's idle limit, as a share of the unstreamed answer'
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, client):
+def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(paced_gateway, client):
     """Between client and gateway, an idle timeout shorter than the generation: the stream's tokens
     keep the flow alive; the same generation unstreamed is silent until complete and is cut. Hence
     a silent (non-streamed) answer needs the front door's TCP keepalive to outlive the NLB's 350 s idle
@@ -382,10 +408,9 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(slow_pair, 
     docs/known-limits.md); then the proxy cuts the stream. Such an attempt is tried again, up to IDLE_ATTEMPTS times,
     and the test passes only on one where the stream completed through the limit and the silent answer
     was cut (a silent answer that completed faster than the limit is also tried again)."""
-    vllm, gw = slow_pair
+    _, gw = paced_gateway
     attempts: list[dict] = []
     for _ in range(IDLE_ATTEMPTS):
-        wait_idle(vllm.port)
         direct = run_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")["long_chat"]
         assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
         idle = IDLE_SHARE * direct["result"]["seconds"]
@@ -431,12 +456,11 @@ CUT_CAUSE = ("ECONNRESET", "UND_ERR_SOCKET")  # the Node error's cause.code: res
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_stream_cut_part_way_is_an_error_not_a_short_answer(slow_pair, client):
+def test_a_stream_cut_part_way_is_an_error_not_a_short_answer(paced_gateway, client):
     """The connection is reset after the first few KB of a 900-token stream (as a pod or load
     balancer lost mid-answer): each client raises, after having delivered some chunks, instead of
     ending the stream as if the answer were complete. What it raises is what an application must catch."""
-    vllm, gw = slow_pair
-    wait_idle(vllm.port)
+    _, gw = paced_gateway
     proxy = IdleProxy(gw.port, idle=600, reset_after=4096)
     try:
         got = run_cases(client, ["long_stream"], f"http://127.0.0.1:{proxy.port}/v1")["long_stream"]
@@ -537,23 +561,21 @@ def test_gateway_keeps_an_idle_client_connection_longer_than_the_clients_do(gate
     assert closed is not None and 4.5 < closed < 6.5, closed
 
 
-# Enough for seconds of stream on the slow pair (900 tokens took 21.5 s in a busy e2e run, 2026-12-07).
-ROUTE_TOKENS = 400
+ROUTE_TOKENS = 200  # 4.4 s of paced stream: longer than the route's 1 s timeouts, in chunks 22 ms apart
 
 
-def test_route_timeout_bounds_a_silent_answer_not_a_stream(slow_pair, rendered, tmp_path):
+def test_route_timeout_bounds_a_silent_answer_not_a_stream(paced_gateway, rendered, tmp_path):
     """LiteLLM's per-route `timeout` ends a non-streamed call that takes longer (the client gets a
     timeout error); `stream_timeout` bounds the wait for each chunk, so a stream longer than it
     completes. So requestTimeoutSeconds limits the silent time, the same thing the front door's read
     timeout and TCP keepalive must cover (components/frontdoor.py)."""
-    vllm, _ = slow_pair
+    upstream, _ = paced_gateway
     short = copy.deepcopy(rendered)
     for m in short.litellm_config["model_list"]:
         m["litellm_params"].update(timeout=1, stream_timeout=1)
-    gw = gateway_for(short, vllm.port, tmp_path)
+    gw = gateway_for(short, upstream.server_address[1], tmp_path)
     gw.start()
     try:
-        wait_idle(vllm.port)
         url = f"http://127.0.0.1:{gw.port}/v1"
         got = run_cases("python", ["long_stream", "long_chat"], url, LONG_TOKENS=str(ROUTE_TOKENS))
     finally:
