@@ -52,10 +52,9 @@ SUBSTITUTIONS = {
     "(one Prometheus registry, the teams' limits in Redis, the hostile clients' memory bound, the sandboxed "
     "pod) and the spot drain's load: each worker imports LiteLLM again (the dev gateway measured 17.2 s of "
     "CPU to start with 2 workers, 5.5 s with 1, 2026-12-07)",
-    EAGER: "added to the session server's restarts and to the engines of the spot, router and client tests: "
-    "the CPU build compiles the model again at each start (about 12 s of CPU of 34, measured 2026-12-07); the "
-    "session server's first start and the autoscaling test's engine keep it (the queue that test waits for "
-    "was never seen with an eager engine in one CI run); benchmarks start engines as rendered",
+    EAGER: "added to the session server's restarts and to the engines of the spot, router, autoscaling and "
+    "client tests: the CPU build compiles the model again at each start (about 12 s of CPU of 34, measured "
+    "2026-12-07); the session server's first start keeps it; benchmarks start engines as rendered",
 }
 
 

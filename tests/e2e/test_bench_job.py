@@ -5,72 +5,40 @@ running the rendered gateway config (as the Job reaches it, without the front do
 
 No cluster here, so what this proves is that the rendered arguments work with the real engine and
 gateway and that `parse_log` reads what the program prints. Behind LiteLLM is an upstream that answers
-like vLLM's streaming chat at once (usage in its own chunk with no choices): starting a real vLLM
+like vLLM's streaming chat at once (tests/e2e/paced.py with no pause): starting a real vLLM
 server is what test_bench.py does already, and it is not what the Job's arguments depend on.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from stacks import catalog, measure
 from stacks.measure import engine as eng
 from stacks.measure import job
+from tests.e2e.paced import start_paced
 from tests.e2e.servers import E2E, MASTER_KEY, gateway_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 ENGINE = E2E / "vllm" / "bin" / "vllm"
 INPUT_LEN, OUTPUT_LEN = 16, 12
 LEVELS = ((1, 2), (2, 4))  # (concurrency, requests)
-
-
-class InstantChat(BaseHTTPRequestHandler):
-    """vLLM's streaming chat shape: one chunk per token, then usage with empty choices, then [DONE]."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def _chunk(self, doc: dict | str) -> None:
-        data = f"data: {doc if isinstance(doc, str) else json.dumps(doc)}\n\n".encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        n = int(body.get("max_completion_tokens") or body.get("max_tokens") or 1)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        base = {"id": "instant", "object": "chat.completion.chunk", "created": 0, "model": body.get("model")}
-        for i in range(n):
-            choice = {"index": 0, "delta": {"content": "tok "}, "finish_reason": "length" if i == n - 1 else None}
-            self._chunk({**base, "choices": [choice]})
-        self._chunk(
-            {**base, "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1}}
-        )
-        self._chunk("[DONE]")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+INSTANT_SLOTS = 8  # more than the highest level's concurrency: none waits
 
 
 @pytest.fixture(scope="module")
 def litellm(rendered, tiny_model, tmp_path_factory):
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), InstantChat)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    model = rendered.litellm_config["model_list"][0]["model_name"]
+    upstream = start_paced(0.0, INSTANT_SLOTS, model)  # no pause between tokens: an instant answer
     gw = gateway_for(rendered, upstream.server_address[1], tmp_path_factory.mktemp("litellm"))
     gw.timeout = 300
     try:
         gw.start()
         yield {
             "url": f"http://127.0.0.1:{gw.port}",
-            "model": rendered.litellm_config["model_list"][0]["model_name"],
+            "model": model,
             "tokenizer": str(tiny_model),
         }
     finally:
