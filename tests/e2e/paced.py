@@ -17,6 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULT_TOKENS = 16  # when the request names no max_tokens
 
 
+def send_json(handler: BaseHTTPRequestHandler, doc: dict) -> None:
+    """A 200 with `doc` as its JSON body, sized (what a stub upstream answers to a non-streamed call)."""
+    data = json.dumps(doc).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def paced_handler(token_s: float, slots: int, model: str) -> type[BaseHTTPRequestHandler]:
     gate = threading.BoundedSemaphore(slots)
 
@@ -37,16 +47,8 @@ def paced_handler(token_s: float, slots: int, model: str) -> type[BaseHTTPReques
                     time.sleep(n * token_s)
                     message = {"role": "assistant", "content": "".join(f"t{i} " for i in range(n))}
                     choice = {"index": 0, "message": message, "finish_reason": "length"}
-                    self._answer({"id": "paced", "object": "chat.completion", "created": 0, "model": model,
+                    send_json(self, {"id": "paced", "object": "chat.completion", "created": 0, "model": model,
                                   "choices": [choice], "usage": usage})  # fmt: skip
-
-        def _answer(self, doc: dict) -> None:
-            data = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
         def _chunk(self, doc: dict | str) -> None:
             data = f"data: {doc if isinstance(doc, str) else json.dumps(doc)}\n\n".encode()

@@ -26,6 +26,7 @@ import pytest
 
 from components.frontdoor import TMP
 from components.types import FRONTDOOR_PORT, GATEWAY_PORT, service_host
+from tests.e2e.paced import send_json
 from tests.e2e.servers import LITELLM_BIN, MASTER_KEY, Server, free_port, gateway_for, http, render_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -53,12 +54,7 @@ class _Vllm(BaseHTTPRequestHandler):
         )
 
     def _send(self, doc: dict):
-        data = json.dumps(doc).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, doc)
 
 
 def need(path: str, what: str) -> None:
