@@ -236,6 +236,17 @@ def vllm_server_for(rendered: Rendered, model_dir: Path, log: Path, *, eager: bo
     return s
 
 
+def litellm_args(container: dict, config: Path, port: int, *, rendered_workers: bool = False) -> list[str]:
+    """The rendered LiteLLM args with this machine's config file and port (SUBSTITUTIONS), and ONE_WORKER
+    unless `rendered_workers`."""
+    args = list(container["args"])
+    args[args.index("--config") + 1] = str(config)
+    args[args.index("--port") + 1] = str(port)
+    if not rendered_workers:
+        args[args.index("--num_workers") + 1] = ONE_WORKER
+    return args
+
+
 def gateway_for(
     rendered: Rendered,
     vllm_port: int,
@@ -259,11 +270,7 @@ def gateway_for(
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     for fname, text in (rendered.litellm_files or {}).items():
         (workdir / fname).write_text(text)
-    args = list(rendered.litellm_container["args"])
-    args[args.index("--config") + 1] = str(workdir / "config.yaml")
-    args[args.index("--port") + 1] = str(port)
-    if not rendered_workers:
-        args[args.index("--num_workers") + 1] = ONE_WORKER
+    args = litellm_args(rendered.litellm_container, workdir / "config.yaml", port, rendered_workers=rendered_workers)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_"))}
     for e in rendered.litellm_container["env"]:
         if "value" in e and e["name"] != "HOME":

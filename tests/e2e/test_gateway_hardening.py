@@ -26,12 +26,12 @@ import yaml
 from tests.e2e.servers import (
     LITELLM_BIN,
     MASTER_KEY,
-    ONE_WORKER,
     VLLM_KEY,
     Rendered,
     Server,
     free_port,
     http,
+    litellm_args,
     render_stack,
 )
 
@@ -130,11 +130,7 @@ def start_gateway(
     for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
         (workdir / fname).write_text(text)
     port = free_port()
-    args = list(r.litellm_container["args"])
-    args[args.index("--config") + 1] = str(workdir / "config.yaml")
-    args[args.index("--port") + 1] = str(port)
-    if not rendered_workers:
-        args[args.index("--num_workers") + 1] = ONE_WORKER
+    args = litellm_args(r.litellm_container, workdir / "config.yaml", port, rendered_workers=rendered_workers)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_", "PROMETHEUS_"))}
     env.update(rendered_env(r))
     env.update(LITELLM_MASTER_KEY=MASTER_KEY, LITELLM_SALT_KEY="sk-e2e-salt-abcdef0123456789", VLLM_API_KEY=VLLM_KEY)
@@ -311,9 +307,7 @@ def start_sandboxed(r: Rendered, cfg: dict, writable: list[str], uid: int) -> tu
     for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
         (work / fname).write_text(text)
     port = free_port()
-    args = list(r.litellm_container["args"])
-    args[args.index("--config") + 1] = str(work / "config.yaml")
-    args[args.index("--port") + 1] = str(port)
+    args = litellm_args(r.litellm_container, work / "config.yaml", port, rendered_workers=True)  # as in the pod
     argv_file = work / "argv"
     argv_file.write_text(" ".join([*args, "--host", "127.0.0.1"]))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM_", "VLLM_", "PROMETHEUS_", "TMP"))}
