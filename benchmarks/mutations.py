@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from stacks.yamlio import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -30,7 +30,7 @@ SUITE = ["tests"]
 
 
 def load(path: Path) -> list[dict]:
-    doc = yaml.safe_load(path.read_text())
+    doc = load_yaml(path.read_text())
     for m in doc["mutations"]:
         missing = {"id", "file", "original", "replacement", "breaks"} - set(m)
         if missing:

@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.e2e import router_fleet as F
 from tests.e2e.prometheus import Prometheus, ScrapeJob, values
 from tests.e2e.servers import build_tiny_model
@@ -39,7 +38,7 @@ PODS = ("chat-a", "chat-b")
 
 def gateway_config(workdir: Path, routers: dict[str, int]) -> None:
     """The rendered LiteLLM config with one `chat` entry per arm, each to its own router."""
-    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg = load_yaml((workdir / "config.yaml").read_text())
     base = next(m for m in cfg["model_list"] if m["model_name"] == F.MODEL)
     cfg["model_list"] = [
         {
@@ -49,7 +48,7 @@ def gateway_config(workdir: Path, routers: dict[str, int]) -> None:
         }
         for arm, p in routers.items()
     ]
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
 
 
 METRICS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total", "vllm:request_success_total")

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 
 from stacks.measure import compare
-from stacks.yamlio import load_yaml
+from stacks.yamlio import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +126,7 @@ def write_outputs(out: Path, intent, rec) -> dict:
     for name, obj in sorted(k8s_objects(rec), key=lambda x: x[0]):
         ns = (obj.get("metadata") or {}).get("namespace", "_cluster")
         fname = f"{obj['kind']}-{ns}-{(obj.get('metadata') or {}).get('name', name)}.yaml".lower()
-        (man / fname).write_text(yaml.safe_dump(obj, sort_keys=True))
+        (man / fname).write_text(dump_yaml(obj, sort_keys=True))
     helm = out / "helm"
     helm.mkdir(exist_ok=True)
     for old in helm.glob("*.yaml"):
@@ -145,7 +144,7 @@ def write_outputs(out: Path, intent, rec) -> dict:
             "namespace": i.get("namespace"),
             "values": i.get("values") or {},
         }
-        (helm / f"{i.get('name', r.name)}.yaml").write_text(yaml.safe_dump(doc, sort_keys=True))
+        (helm / f"{i.get('name', r.name)}.yaml").write_text(dump_yaml(doc, sort_keys=True))
     doc = summary(intent, len(resources), resources)
     (out / "summary.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return doc

@@ -4,12 +4,12 @@ out by hand (from the image facts in versions.yaml's sources), not derived from 
 
 import pydantic
 import pytest
-import yaml
 
 from components.litellm import render_gateway_pod, render_litellm_config
 from components.types import ImagePin, Route, checkov_skips, image_skips
 from components.webui import render_webui_pod
 from stacks import catalog
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 
 LITELLM_WRITABLE = {"/tmp", "/var/lib/litellm/metrics", "/var/lib/litellm/migrations"}
@@ -112,5 +112,5 @@ def test_checkov_skips_are_annotations_checkov_can_parse():
 
 
 def test_no_global_checkov_skips():
-    cfg = yaml.safe_load((ROOT / ".checkov.yaml").read_text())
+    cfg = load_yaml((ROOT / ".checkov.yaml").read_text())
     assert "skip-check" not in cfg and cfg["framework"] == ["kubernetes"]

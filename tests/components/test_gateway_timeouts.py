@@ -13,8 +13,8 @@ Each hop's rule, checked on the rendered objects (expected values by hand):
 import re
 
 import pytest
-import yaml
 
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 
 CLIENT_POOL_IDLE_S = {"httpx (openai python)": 5, "undici (openai node)": 4, "aiohttp (open webui)": 15}
@@ -39,7 +39,7 @@ def keepalive_problems(litellm_args: list[str], nginx_conf: str) -> list[str]:
 
 
 def rendered(out):
-    mans = [yaml.safe_load(p.read_text()) for p in (out / "manifests").glob("*.yaml")]
+    mans = [load_yaml(p.read_text()) for p in (out / "manifests").glob("*.yaml")]
     dep = next(m for m in mans if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
     door = next(m for m in mans if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "gateway-frontdoor")
     return dep["spec"]["template"]["spec"]["containers"][0]["args"], door["data"]["nginx.conf"]

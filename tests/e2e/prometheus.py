@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from stacks.yamlio import dump_yaml
 from tests.e2e.servers import free_port, stop
 
 PROMETHEUS_BIN = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -82,7 +81,7 @@ class Prometheus:
     def start(self, jobs: Sequence[ScrapeJob], rule_files: Iterable[Path] = ()) -> Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(jobs, rule_files), sort_keys=False))
+        config.write_text(dump_yaml(scrape_config(jobs, rule_files), sort_keys=False))
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         self.port = free_port()

@@ -12,8 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import yaml
-
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.e2e.servers import E2E, STACK, Server, free_port
 
 S3_PY = E2E / "s3" / "bin" / "python"
@@ -53,12 +52,12 @@ def upload(endpoint: str, bucket: str, prefix: str, model_dir: Path) -> None:
 
 def s3_stack(out: Path) -> Path:
     """The seed stack with its model's weights on S3 (and a pinned revision, which S3 weights need)."""
-    doc = yaml.safe_load(STACK.read_text())
+    doc = load_yaml(STACK.read_text())
     for m in doc["config"]["llm-serving:models"].values():
         m["weights"] = {"source": SOURCE}
         m["revision"] = REVISION
     path = out / "Pulumi.e2e-s3-weights.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(dump_yaml(doc))
     return path
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from stacks.yamlio import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E = ROOT / ".e2e"
@@ -200,14 +200,14 @@ def render_stack(out: Path, stack_file: Path = STACK) -> Rendered:
 
     intent, rec = plancli.run_program(stack_file.stem.removeprefix("Pulumi."), stack_file)
     plancli.write_outputs(out, intent, rec)
-    mans = [yaml.safe_load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
+    mans = [load_yaml(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
     dep = next(m for m in mans if m["kind"] == "Deployment" and m["metadata"]["namespace"] == "models")
     gw = next(m for m in mans if m["kind"] == "Deployment" and m["metadata"]["name"] == "litellm")
     cm = next(m for m in mans if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "litellm-config")
     return Rendered(
         out=out,
         vllm_container=dep["spec"]["template"]["spec"]["containers"][0],
-        litellm_config=yaml.safe_load(cm["data"]["config.yaml"]),
+        litellm_config=load_yaml(cm["data"]["config.yaml"]),
         litellm_container=gw["spec"]["template"]["spec"]["containers"][0],
         manifests=mans,
         litellm_files={k: v for k, v in cm["data"].items() if k != "config.yaml"},
@@ -267,7 +267,7 @@ def gateway_for(
         for p in more_replicas
         for m in cfg["model_list"]
     ]
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
     for fname, text in (rendered.litellm_files or {}).items():
         (workdir / fname).write_text(text)
     args = litellm_args(rendered.litellm_container, workdir / "config.yaml", port, rendered_workers=rendered_workers)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stacks.capacity import scaling
+from stacks.yamlio import dump_yaml
 from tests.e2e.prometheus import PROMETHEUS_BIN, Prometheus, ScrapeJob, values
 from tests.e2e.servers import VLLM_KEY, http, render_stack, vllm_server_for
 from tests.support.shared import missing
@@ -69,7 +69,7 @@ def prom_ready():
 def scaled(tmp_path_factory, e2e_ready, prom_ready):
     d = tmp_path_factory.mktemp("scale-plan")
     stack_file = d / "Pulumi.e2e-scale.yaml"
-    stack_file.write_text(yaml.safe_dump(STACK))
+    stack_file.write_text(dump_yaml(STACK))
     return render_stack(d / "out", stack_file)
 
 
@@ -243,7 +243,7 @@ def test_scale_to_zero_wakes_on_gateway_requests(tmp_path, e2e_ready, prom_ready
     from tests.e2e.servers import MASTER_KEY, free_port, gateway_for
 
     stack_file = tmp_path / "Pulumi.e2e-zero.yaml"
-    stack_file.write_text(yaml.safe_dump(ZERO_STACK))
+    stack_file.write_text(dump_yaml(ZERO_STACK))
     rendered = render_stack(tmp_path / "out", stack_file)
     _, triggers, thresholds, lo, hi = trigger_table(rendered)
     assert (lo, hi) == (0, 2) and set(triggers) == {"running", "waiting", "wake"}

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stacks.verify import chat
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 from tests.e2e.paced import start_paced
 from tests.e2e.servers import E2E, MASTER_KEY, STACK, gateway_for, http
@@ -39,11 +39,11 @@ KNEE_MODEL, SLOTS, TOKEN_S, OUTPUT_KNEE = "paced-two-slots", 2, 0.05, 16
 
 def with_paced_model(config: Path, port: int) -> None:
     """Add the paced upstream to the rendered gateway config, as one more vLLM-served model."""
-    cfg = yaml.safe_load(config.read_text())
+    cfg = load_yaml(config.read_text())
     params = {**cfg["model_list"][0]["litellm_params"], "model": f"hosted_vllm/{KNEE_MODEL}"}
     params["api_base"] = f"http://127.0.0.1:{port}/v1"
     cfg["model_list"].append({"model_name": KNEE_MODEL, "litellm_params": params, "model_info": {"mode": "chat"}})
-    config.write_text(yaml.safe_dump(cfg))
+    config.write_text(dump_yaml(cfg))
 
 
 @pytest.fixture(scope="module")

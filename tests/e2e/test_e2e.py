@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.types import VLLM_SELECTOR
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 from tests.e2e.servers import E2E, MASTER_KEY, VLLM_KEY, VLLM_PY, http
 
@@ -56,7 +56,7 @@ def rendered_arg_lists(plan_of, neuron: bool) -> dict[str, list[str]]:
     for f in [*STACK_FILES, *CONFIG_FIXTURES]:
         _, _, d = plan_of(f)
         for p in (d / "manifests").glob("deployment-*models-*.yaml"):
-            template = yaml.safe_load(p.read_text())["spec"]["template"]
+            template = load_yaml(p.read_text())["spec"]["template"]
             if not VLLM_SELECTOR.items() <= template["metadata"]["labels"].items():
                 continue  # another Deployment in a models namespace (a model's cache-aware router)
             c = template["spec"]["containers"][0]

@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 
+from stacks.yamlio import dump_yaml
 from tests.e2e.servers import (
     LITELLM_BIN,
     MASTER_KEY,
@@ -126,7 +126,7 @@ def start_gateway(
 ) -> Server:
     """`rendered_workers`: as in servers.gateway_for (otherwise ONE_WORKER: servers.SUBSTITUTIONS)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
     for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
         (workdir / fname).write_text(text)
     port = free_port()
@@ -303,7 +303,7 @@ def start_sandboxed(r: Rendered, cfg: dict, writable: list[str], uid: int) -> tu
     os.chmod(work, 0o755)
     script = work / "sandbox.sh"
     script.write_text(SANDBOX)
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (work / "config.yaml").write_text(dump_yaml(cfg))
     for fname, text in (r.litellm_files or {}).items():  # the custom-auth module beside the config
         (work / fname).write_text(text)
     port = free_port()

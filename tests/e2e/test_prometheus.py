@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.team_keys import render_key_table
+from stacks.yamlio import dump_yaml
 from tests.e2e.prometheus import (
     NOT_EVALUABLE_HERE,
     PROMETHEUS_BIN,
@@ -133,7 +133,7 @@ def scrape_jobs(dev: Rendered, ports: dict[str, int]) -> list[ScrapeJob]:
 def rule_file(manifests: list[dict], path: Path) -> Path:
     """Every rendered PrometheusRule's groups as one Prometheus rule file."""
     groups = [g for m in manifests if m["kind"] == "PrometheusRule" for g in m["spec"]["groups"]]
-    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    path.write_text(dump_yaml({"groups": groups}, sort_keys=False))
     return path
 
 
@@ -309,12 +309,12 @@ def test_promtool_checks_every_rendered_rule_file(prom_ready, tmp_path, stack_fi
     assert rules
     for m in rules:
         f = tmp_path / f"{m['metadata']['name']}.yaml"
-        f.write_text(yaml.safe_dump({"groups": m["spec"]["groups"]}, sort_keys=False))
+        f.write_text(dump_yaml({"groups": m["spec"]["groups"]}, sort_keys=False))
         r = subprocess.run([PROMTOOL_BIN, "check", "rules", str(f)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "SUCCESS" in r.stdout
     # Negative control: promtool rejects a rule with a broken expression.
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "sum(up"}]}]}))
+    bad.write_text(dump_yaml({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "sum(up"}]}]}))
     r = subprocess.run([PROMTOOL_BIN, "check", "rules", str(bad)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0

@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.database import database_url
 from components.team_reconciler import DesiredTeam, desired_json
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT, planned
 from tests.e2e.servers import free_port
 from tests.support import fake_litellm as F
@@ -47,7 +47,7 @@ K1, K2 = "sk-search-ci-000000000001", "sk-ads-batch-000000000002"
 def rendered_job(tmp_path_factory):
     """(script text, Job container) from the plan of the database stack."""
     _, _, out = planned(DB, tmp_path_factory.mktemp("plans"))
-    docs = [yaml.safe_load(p.read_text()) for p in (out / "manifests").glob("*.yaml")]
+    docs = [load_yaml(p.read_text()) for p in (out / "manifests").glob("*.yaml")]
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].startswith("litellm-reconcile-"))
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == job["metadata"]["name"])
     return cm["data"]["reconcile.py"], job["spec"]["template"]["spec"]["containers"][0]

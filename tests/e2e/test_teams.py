@@ -14,11 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.team_keys import render_key_table
 from stacks.compose.serving import key_grants
 from stacks.config import load_file
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.e2e.servers import MASTER_KEY, Server, free_port, gateway_for, http, render_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -87,9 +87,9 @@ def key_table() -> str:
 def teams_gateway(rendered, vllm_port: int, workdir: Path, redis: Redis, table: str) -> Server:
     s = gateway_for(rendered, vllm_port, workdir, rendered_workers=True)  # the limits hold across workers
     (workdir / "keys.json").write_text(table)
-    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg = load_yaml((workdir / "config.yaml").read_text())
     cfg["general_settings"]["coordination_redis"]["ssl"] = False  # local redis-server, no TLS
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (workdir / "config.yaml").write_text(dump_yaml(cfg))
     s.env.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis.port), REDIS_PASSWORD=redis.password)
     return s
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from components.keda import Floor, ScalingSpec, render_scaled_object_spec
 from components.types import SYSTEM_TAINT, tolerate
@@ -17,6 +16,7 @@ from stacks import catalog
 from stacks.capacity import planner
 from stacks.capacity import scaling as A
 from stacks.config.schema import AutoscalingConfig, ModelConfig, Replicas, StackConfig
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.support import helm, shared
 from tests.support.policy import pss_restricted_violations
 
@@ -27,7 +27,7 @@ KUBE = catalog.versions().kubernetes + ".0"
 
 
 def objects(out: Path, kind: str) -> list[dict]:
-    docs = [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    docs = [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
     return [d for d in docs if d["kind"] == kind]
 
 
@@ -261,7 +261,7 @@ def test_autoscaling_off_renders_none_of_it(plan_of):
 
 def test_keda_renders_on_the_system_nodes_restricted(plan_of):
     _, _, out = plan_of(SCALING)
-    doc = yaml.safe_load((out / "helm" / "keda.yaml").read_text())
+    doc = load_yaml((out / "helm" / "keda.yaml").read_text())
     chart = helm.chart_dir(doc["chart"], str(doc["version"]))
     assert helm.unknown_keys(doc["values"], chart) == []
     assert helm.unknown_keys({**doc["values"], "tolerationz": []}, chart)  # negative control
@@ -289,9 +289,9 @@ def test_prometheus_address_is_the_kube_prometheus_stack_service(tmp_path):
 
     chart = tmp_path / "kube-prometheus-stack"
     shutil.copytree(helm.chart_dir("kube-prometheus-stack", "88.5.3"), chart)
-    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta = load_yaml((chart / "Chart.yaml").read_text())
     meta["dependencies"] = [d for d in meta["dependencies"] if d["name"] == "crds"]
-    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    (chart / "Chart.yaml").write_text(dump_yaml(meta))
     off = {k: {"enabled": False} for k in ("crds", "kubeStateMetrics", "nodeExporter", "grafana", "windowsMonitoring")}
     objs = helm.render(A.KPS_RELEASE, chart, "monitoring", off, KUBE)
     svcs = {(o["metadata"]["name"], p["port"]) for o in objs if o["kind"] == "Service" for p in o["spec"]["ports"]}

@@ -12,12 +12,12 @@ from unittest import mock
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from components.types import GATEWAY_PORT, GATEWAY_SELECTOR
 from stacks import bench, catalog, measure
 from stacks.measure import engine as eng
 from stacks.measure import job
+from stacks.yamlio import load_yaml
 from tests.stacks.test_bench_cli import MODEL, SEED004, engine  # noqa: F401  (the stub engine fixture)
 from tests.support.policy import pod_spec_of, pss_restricted_violations
 
@@ -118,7 +118,7 @@ def test_network_policies_admit_the_job_to_the_gateway_port_only():
 
 def test_gateway_service_name_is_the_rendered_one(plan_of):
     _, _, out = plan_of(SEED004)
-    services = [yaml.safe_load(f.read_text()) for f in (out / "manifests").glob("service-gateway-*.yaml")]
+    services = [load_yaml(f.read_text()) for f in (out / "manifests").glob("service-gateway-*.yaml")]
     litellm = [s for s in services if s["spec"]["selector"] == GATEWAY_SELECTOR]
     assert [s["metadata"]["name"] for s in litellm] == [job.GATEWAY_SERVICE]
     assert {p["port"] for p in litellm[0]["spec"]["ports"]} == {GATEWAY_PORT}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from components.types import ImagePin
 from stacks import catalog, verify
 from stacks import verify_canary as C
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 from tests.support.policy import pss_restricted_violations
 
@@ -31,7 +31,7 @@ NEURON_IMAGE = ImagePin(repository="r/neuron", tag="t", user=2000, writable_path
 
 def pods_of(plan_of, stack: Path) -> list[dict]:
     _, _, out = plan_of(stack)
-    docs = [yaml.safe_load(f.read_text()) for f in (out / "manifests").glob("*.yaml")]
+    docs = [load_yaml(f.read_text()) for f in (out / "manifests").glob("*.yaml")]
     return [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["namespace"] == "models"]
 
 

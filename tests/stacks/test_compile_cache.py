@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.compile_cache import cache_key
 from stacks import config
+from stacks.yamlio import dump_yaml
 
 SHA = "c1899de289a04d12100db370d81485cdf75e47ca"
 BASE = {
@@ -63,7 +63,7 @@ def objs(tmp_path_factory):
 
     path: Path = tmp_path_factory.mktemp("cc") / "Pulumi.cc.yaml"
     models = {"m": {"preset": "qwen3-0.6b", "revision": SHA, "compileCache": True}}
-    path.write_text(yaml.safe_dump({"config": {"aws:region": "us-east-1", "llm-serving:models": models}}))
+    path.write_text(dump_yaml({"config": {"aws:region": "us-east-1", "llm-serving:models": models}}))
     _, rec = run_program("cc", path)
     return {(o["kind"], o["metadata"]["name"]): o for _, o in k8s_objects(rec)}
 

@@ -8,6 +8,7 @@ import pytest
 
 from stacks import config
 from stacks.plan import main as plan_main
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -118,11 +119,10 @@ def test_pulumi_config_round_trip_matches_file_loader():
 def test_project_file_declares_only_types_pulumi_accepts():
     """Pulumi's project schema: a declared config key needs a type of string, integer, boolean or
     array; anything else and `pulumi up` refuses the project file."""
-    import yaml as _yaml
 
     from tests.conftest import ROOT
 
-    proj = _yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    proj = load_yaml((ROOT / "Pulumi.yaml").read_text())
     assert proj["name"] == "llm-serving" and proj["runtime"]["name"] == "python"
     for k, decl in (proj.get("config") or {}).items():
         if isinstance(decl, dict):

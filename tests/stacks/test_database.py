@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pulumi
 import pytest
-import yaml
 
 from components.database import CA_CERT_IDENTIFIER, database_url, secret_document
 from components.litellm import RDS_CA_PATH
@@ -28,6 +27,7 @@ from components.types import ImagePin
 from incluster.reconciler import reconcile as R
 from stacks import catalog
 from stacks.offline import runtime
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 from tests.support import fake_litellm as F
 
@@ -212,7 +212,7 @@ def test_the_bundle_holds_the_roots_of_the_regions_we_deploy_to(tmp_path):
     assert len(subjects) == 102 and all("OU = Amazon RDS" in s for s in subjects)
     regions = set()
     for f in [DEV, *(ROOT / "stacks" / "examples").glob("*.yaml"), *(ROOT / "tests" / "configs").glob("*.ok.yaml")]:
-        regions.add(((yaml.safe_load(f.read_text()) or {}).get("config") or {}).get("aws:region", "us-east-1"))
+        regions.add(((load_yaml(f.read_text()) or {}).get("config") or {}).get("aws:region", "us-east-1"))
     for region in regions:  # CA_CERT_IDENTIFIER rds-ca-rsa2048-g1 -> "Amazon RDS <region> Root CA RSA2048 G1"
         assert any(f"CN = Amazon RDS {region} Root CA RSA2048 G1" in s for s in subjects), region
     assert CA_CERT_IDENTIFIER == "rds-ca-rsa2048-g1"
@@ -237,7 +237,7 @@ DB_TYPES = (
 
 
 def kinds_named(out: Path, kind: str, prefix: str) -> list[dict]:
-    docs = [yaml.safe_load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
+    docs = [load_yaml(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))]
     return [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(prefix)]
 
 
@@ -379,7 +379,7 @@ def test_database_manifests_validate_and_pods_are_restricted(plan_of):
     version = catalog.versions().kubernetes + ".0"
     pods = []
     for f in sorted((out / "manifests").glob("*.yaml")):
-        obj = yaml.safe_load(f.read_text())
+        obj = load_yaml(f.read_text())
         if obj["apiVersion"].startswith("karpenter"):
             continue  # CRD schemas: the rendered tier covers them
         kubernetes_validate.validate(obj, version, strict=True)

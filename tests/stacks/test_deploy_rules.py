@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.types import SYSTEM_TAINT, ImagePin
 from stacks import catalog
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT, STACK_FILES
 from tests.support import deploy_rules as dr
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-PROJECT = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+PROJECT = load_yaml((ROOT / "Pulumi.yaml").read_text())
 
 
 def none(problems: list[str]) -> None:
@@ -28,7 +28,7 @@ def stack_name(f: Path) -> str:
 
 
 def objects(out: Path) -> list[dict]:
-    return [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    return [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
 
 
 def resources(out: Path) -> list[dict]:
@@ -55,7 +55,7 @@ def test_project_schema_check_can_fail():
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_stack_sets_every_declared_key(stack_file):
     """`pulumi up -s <stack>` stops before the program if this fails."""
-    doc = yaml.safe_load(stack_file.read_text())
+    doc = load_yaml(stack_file.read_text())
     none(dr.stack_config_problems(PROJECT, stack_name(stack_file), doc))
 
 

@@ -18,9 +18,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.frontdoor import DoorLimits, render_frontdoor_conf
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 from tests.support import relations as R
 
@@ -338,7 +338,7 @@ def test_read_timeout_outlasts_litellms_own(plan_of):
     cm = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "gateway-frontdoor")
     assert "proxy_read_timeout 1230s;" in cm["data"]["nginx.conf"]
     litellm = next(o for o in R.load(out).kind("ConfigMap") if o["metadata"]["name"] == "litellm-config")
-    settings = yaml.safe_load(litellm["data"]["config.yaml"])["litellm_settings"]
+    settings = load_yaml(litellm["data"]["config.yaml"])["litellm_settings"]
     assert (settings["request_timeout"], settings["num_retries"]) == (600, 1)
 
 
@@ -366,7 +366,7 @@ def team_access_problems(resources: list[dict], team_roles: dict[str, str]) -> l
 
 
 def team_roles_of(path: Path) -> dict[str, str]:
-    cfg = (yaml.safe_load(path.read_text()).get("config") or {}).get("llm-serving:cluster") or {}
+    cfg = (load_yaml(path.read_text()).get("config") or {}).get("llm-serving:cluster") or {}
     return {arn: team for team, t in (cfg.get("teamAccess") or {}).items() for arn in t["principalArns"]}
 
 
@@ -481,7 +481,7 @@ def lb_annotations(out: Path) -> dict:
     (svc,) = [
         d
         for f in sorted((out / "manifests").glob("*.yaml"))
-        if (d := yaml.safe_load(f.read_text()))["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
+        if (d := load_yaml(f.read_text()))["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
     ]
     return svc["metadata"].get("annotations") or {}
 

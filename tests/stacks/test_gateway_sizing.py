@@ -7,17 +7,17 @@ CPU: dev's 3 nodes give 10.86, 2 nodes 7.24.
 """
 
 import pytest
-import yaml
 
 from stacks import catalog, config, plan
 from stacks.capacity import gateway_sizing
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 
-DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+DEV = load_yaml((ROOT / "Pulumi.dev.yaml").read_text())
 
 
 def stack_file(tmp_path, gateway=None, autoscaling=None, system=None):
-    doc = yaml.safe_load(yaml.safe_dump(DEV))
+    doc = load_yaml(dump_yaml(DEV))
     c = doc["config"]
     if gateway is not None:
         c["llm-serving:gateway"] = gateway
@@ -28,7 +28,7 @@ def stack_file(tmp_path, gateway=None, autoscaling=None, system=None):
     if system is not None:
         c["llm-serving:cluster"] = {**c["llm-serving:cluster"], "systemNodes": system}
     p = tmp_path / "Pulumi.t.yaml"
-    p.write_text(yaml.safe_dump(doc))
+    p.write_text(dump_yaml(doc))
     return p
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from components.types import ACCELERATOR_RESOURCE, SYSTEM_TAINT
 from stacks import catalog
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 from tests.support import deploy_rules as dr
 from tests.support import helm
@@ -33,7 +33,7 @@ def none(problems: list[str]) -> None:
 
 
 def releases(out: Path) -> list[tuple[str, dict]]:
-    return [(f.stem, yaml.safe_load(f.read_text())) for f in sorted((out / "helm").glob("*.yaml"))]
+    return [(f.stem, load_yaml(f.read_text())) for f in sorted((out / "helm").glob("*.yaml"))]
 
 
 def renderable(stack_file, plan_of) -> list[tuple[str, dict, Path]]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
+from stacks.yamlio import dump_yaml
 from tests.conftest import STACK_FILES
 from tests.support import relations as R
 from tests.support.shared import ROOT, missing
@@ -96,7 +96,7 @@ def normalized(obj: dict) -> dict:
 def write_inputs(r: R.Rendered, into: Path) -> None:
     into.mkdir(parents=True, exist_ok=True)
     for i, o in enumerate(o for o in r.objects if o.get("kind") in KINDS):
-        (into / f"{i:03d}-{o['kind'].lower()}.yaml").write_text(yaml.safe_dump(normalized(o)))
+        (into / f"{i:03d}-{o['kind'].lower()}.yaml").write_text(dump_yaml(normalized(o)))
 
 
 # ---- NCA's output ---------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_the_policytypes_order_nca_refuses_is_rewritten(plan_of, tmp_path):
     r, _ = analysed(plan_of, DEV, tmp_path / "full")
     pol = next(o for o in r.kind("NetworkPolicy") if o["spec"].get("policyTypes") == ["Egress", "Ingress"])
     (tmp_path / "raw").mkdir()
-    (tmp_path / "raw" / "policy.yaml").write_text(yaml.safe_dump(pol))
+    (tmp_path / "raw" / "policy.yaml").write_text(dump_yaml(pol))
     d = str(tmp_path / "raw")
     res = subprocess.run([str(nca()), "--connectivity", d], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "policyTypes" in res.stdout + res.stderr, res.stdout + res.stderr

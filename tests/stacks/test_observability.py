@@ -14,12 +14,12 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from components import prometheus_stack as obs
 from components.types import SYSTEM_TAINT
 from stacks import catalog
 from stacks.capacity import queries
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 from tests.support import helm
 from tests.support.shared import shared_path
@@ -33,11 +33,11 @@ KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def objects(out: Path) -> list[dict]:
-    return [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    return [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
 
 
 def releases(out: Path) -> dict[str, dict]:
-    return {f.stem: yaml.safe_load(f.read_text()) for f in (out / "helm").glob("*.yaml")}
+    return {f.stem: load_yaml(f.read_text()) for f in (out / "helm").glob("*.yaml")}
 
 
 def of_kind(objs: list[dict], kind: str) -> list[dict]:
@@ -298,10 +298,10 @@ def parent_chart(tmp_path: Path) -> tuple[Path, list[str]]:
     src = helm.chart_dir("kube-prometheus-stack", catalog.versions().chart("kube-prometheus-stack").version)
     dst = tmp_path / src.name
     shutil.copytree(src, dst)
-    meta = yaml.safe_load((dst / "Chart.yaml").read_text())
+    meta = load_yaml((dst / "Chart.yaml").read_text())
     missing = [d["name"] for d in meta["dependencies"] if not (dst / "charts" / d["name"]).is_dir()]
     meta["dependencies"] = [d for d in meta["dependencies"] if d["name"] not in missing]
-    (dst / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    (dst / "Chart.yaml").write_text(dump_yaml(meta))
     return dst, missing
 
 
@@ -376,10 +376,10 @@ def test_neuron_monitor_only_with_a_neuron_pool(plan_of):
 def test_team_stack_dashboards_and_rules_do_not_collide_with_the_platform(plan_of, tmp_path):
     """A team stack uses the platform's Prometheus: no chart, its rule and dashboards prefixed with the
     team, its gateway queries on its own gateway namespace."""
-    doc = yaml.safe_load((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
+    doc = load_yaml((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
     doc["config"]["llm-serving:observability"] = {"enabled": True}
     f = tmp_path / "Pulumi.teamobs.yaml"
-    f.write_text(yaml.safe_dump(doc))
+    f.write_text(dump_yaml(doc))
     _, _, out = plan_of(f)
     objs = objects(out)
     assert releases(out).keys() <= {

@@ -5,9 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from stacks.plan import main as plan_main
+from stacks.yamlio import load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +20,7 @@ def test_dev_plan_writes_the_four_outputs(tmp_path, capsys):
     assert len(list((tmp_path / "manifests").glob("*.yaml"))) == 66  # kinds counted in test_rendered.py
     helm = {}
     for h in (tmp_path / "helm").glob("*.yaml"):
-        doc = yaml.safe_load(h.read_text())
+        doc = load_yaml(h.read_text())
         assert set(doc) == {"chart", "repo", "version", "namespace", "values"}
         helm[h.stem] = (doc["repo"], doc["chart"], doc["version"], doc["namespace"])
     # the pins decided for this round (Karpenter 1.14.1, GPU operator v26.3.3)

@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from stacks import config
 from stacks.offline.runtime import ACCOUNT, EXISTING_VPC_CIDR, Mocks
 from stacks.plan import main as plan_main
 from stacks.plan import run_program
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 
 DEV = ROOT / "Pulumi.dev.yaml"
@@ -42,7 +42,7 @@ def stack_file(tmp_path, cluster: dict, extra: dict | None = None, name="variant
         }
     }
     p = tmp_path / f"Pulumi.{name}.yaml"
-    p.write_text(yaml.safe_dump(doc))
+    p.write_text(dump_yaml(doc))
     return p
 
 
@@ -171,7 +171,7 @@ def test_existing_vpc_nodes_land_in_the_given_subnets_and_cidr_is_looked_up(plan
         "storage-efs-subnet-1": "subnet-0b2",
         "storage-efs-subnet-2": "subnet-0c3",
     }
-    ingress = yaml.safe_load((out / "manifests" / "networkpolicy-gateway-frontdoor-ingress.yaml").read_text())
+    ingress = load_yaml((out / "manifests" / "networkpolicy-gateway-frontdoor-ingress.yaml").read_text())
     assert EXISTING_VPC_CIDR == "10.42.0.0/16"
     assert ingress["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "10.42.0.0/16"}}
     assert named(rec, "system-ng").inputs["subnetIds"] == ["subnet-0a1", "subnet-0b2", "subnet-0c3"]

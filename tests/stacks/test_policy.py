@@ -1,10 +1,10 @@
 """Every pod in the restricted namespaces passes Pod Security "restricted"; the check can fail."""
 
 import pytest
-import yaml
 
 from components.drivers import NEURON_SCHEDULER_NAME
 from stacks.config import FORBIDDEN_VLLM_FLAGS
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 from tests.support.policy import pod_spec_of, pss_restricted_violations
 
@@ -43,7 +43,7 @@ KEEP_ALIVE = "75"
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
 def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
-    objs = [(f, yaml.safe_load(f.read_text())) for f in sorted((out / "manifests").glob("*.yaml"))]
+    objs = [(f, load_yaml(f.read_text())) for f in sorted((out / "manifests").glob("*.yaml"))]
     serving_ns = {
         o["metadata"]["name"]
         for _, o in objs
@@ -68,7 +68,7 @@ def test_pods_in_restricted_namespaces_pass(stack_file, plan_of):
 def test_vllm_pod_details(stack_file, plan_of):
     _, _, out = plan_of(stack_file)
     for f in (out / "manifests").glob("deployment-*models-*.yaml"):
-        d = yaml.safe_load(f.read_text())
+        d = load_yaml(f.read_text())
         pod = d["spec"]["template"]["spec"]
         c = pod["containers"][0]
         assert d["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import promql_parser
 import pytest
-import yaml
 
 from stacks.capacity import queries, scaling
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 
 # Grafana's built-in interval variables; `$__rate_interval` is at least four scrape intervals (15 s
@@ -122,9 +122,9 @@ def strings(node) -> Iterator[str]:
 
 def documents(out: Path) -> Iterator[tuple[str, dict]]:
     for f in sorted((out / "manifests").glob("*.yaml")):
-        yield f.stem, yaml.safe_load(f.read_text())
+        yield f.stem, load_yaml(f.read_text())
     for f in sorted((out / "helm").glob("*.yaml")):
-        yield f"helm/{f.stem}", yaml.safe_load(f.read_text())["values"]
+        yield f"helm/{f.stem}", load_yaml(f.read_text())["values"]
 
 
 def problem(expr: str) -> str | None:
@@ -289,7 +289,7 @@ def unscoped(expr: str, namespaces: set[str]) -> list[str]:
 
 def own_namespaces(stack_file: Path) -> set[str]:
     """The stack's (models, gateway) namespaces, written out: shared names, or team-prefixed ones."""
-    config = yaml.safe_load(stack_file.read_text())["config"]
+    config = load_yaml(stack_file.read_text())["config"]
     team = (config.get("llm-serving:team") or {}).get("name")
     return {f"{team}-models", f"{team}-gateway"} if team else {"models", "gateway"}
 

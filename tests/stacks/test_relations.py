@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.types import S3_WEIGHTS_LABEL
 from stacks.offline import runtime
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 from tests.support import relations as R
 
@@ -217,7 +217,7 @@ def stack(path: Path, plan_of) -> Stack:
 
 def _load_stack(path: Path, plan_of) -> Stack:
     intent, _, out = plan_of(path)
-    doc = yaml.safe_load(path.read_text())
+    doc = load_yaml(path.read_text())
     r = R.load(out, path.name)
     ref = (doc.get("config") or {}).get("llm-serving:platformStack")
     platform = r
@@ -463,7 +463,7 @@ def _litellm(s: Stack) -> dict:
 
 def _set_litellm(s: Stack, doc: dict):
     cm, key, _ = _litellm(s)
-    cm["data"][key] = yaml.safe_dump(doc)
+    cm["data"][key] = dump_yaml(doc)
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.stacks.test_relations import DEV, SEED000, STACKS, Stack, mutated, obj, stack
 from tests.support import helm
 from tests.support import relations as R
@@ -112,10 +112,10 @@ def prometheus_objects(values_yaml: str, namespace: str, tmp: str) -> tuple[dict
     dst = Path(tmp) / src.name
     if not dst.exists():
         shutil.copytree(src, dst)
-        meta = yaml.safe_load((dst / "Chart.yaml").read_text())
+        meta = load_yaml((dst / "Chart.yaml").read_text())
         meta["dependencies"] = [d for d in meta["dependencies"] if (dst / "charts" / d["name"]).is_dir()]
-        (dst / "Chart.yaml").write_text(yaml.safe_dump(meta))
-    values = yaml.safe_load(values_yaml)
+        (dst / "Chart.yaml").write_text(dump_yaml(meta))
+    values = load_yaml(values_yaml)
     for k in ("grafana", "nodeExporter", "kubeStateMetrics", "crds"):
         values[k] = {**values.get(k, {}), "enabled": False}
     kube = catalog.versions().kubernetes + ".0"
@@ -138,7 +138,7 @@ def check_keda(s: Stack, tmp: str) -> list[R.Problem]:
             if release is None:
                 out.append(R.Problem("keda", subject, f"{u.hostname}: the platform deploys no Prometheus"))
                 continue
-            objs = prometheus_objects(yaml.safe_dump(release["values"]), release["namespace"], tmp)
+            objs = prometheus_objects(dump_yaml(release["values"]), release["namespace"], tmp)
             chart = R.Rendered("kps", list(objs))
             out += [R.Problem("keda", subject, p) for p in _prometheus_service(chart, u)]
     return out

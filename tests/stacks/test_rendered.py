@@ -6,9 +6,9 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from stacks import catalog
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 from tests.support.shared import shared_path
 
@@ -28,7 +28,7 @@ SHARED_CRD_SCHEMA[("keda.sh/v1alpha1", "ScaledObject")] = "schemas/keda.sh_v1alp
 
 def manifests(out: Path):
     for f in sorted((out / "manifests").glob("*.yaml")):
-        yield f.name, yaml.safe_load(f.read_text())
+        yield f.name, load_yaml(f.read_text())
 
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)

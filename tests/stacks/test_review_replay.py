@@ -5,8 +5,8 @@ fails if reverted."""
 import json
 
 import pytest
-import yaml
 
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 
 DEV = ROOT / "Pulumi.dev.yaml"
@@ -16,7 +16,7 @@ VLLM_ENVS = ROOT / ".e2e" / "vllm" / "lib" / "python3.11" / "site-packages" / "v
 
 
 def _env(out, name):
-    d = yaml.safe_load((out / "manifests" / f"deployment-models-{name}.yaml").read_text())
+    d = load_yaml((out / "manifests" / f"deployment-models-{name}.yaml").read_text())
     c = d["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value") for e in c["env"]}, c["args"]
 

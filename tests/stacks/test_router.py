@@ -12,9 +12,8 @@ import copy
 import json
 import re
 
-import yaml
-
 from stacks import catalog
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 from tests.stacks import test_relations as T
 from tests.support import relations as R
@@ -209,10 +208,10 @@ def test_routing_defaults_to_the_service(tmp_path):
     from stacks import config
 
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump({"config": {"llm-serving:models": {"m": {"preset": "qwen3-0.6b"}}}}))
+    f.write_text(dump_yaml({"config": {"llm-serving:models": {"m": {"preset": "qwen3-0.6b"}}}}))
     intent = config.load_file(f, stack="t")
     assert intent.config.models["m"].routing == "service"
-    doc = copy.deepcopy(yaml.safe_load(f.read_text()))
+    doc = copy.deepcopy(load_yaml(f.read_text()))
     doc["config"]["llm-serving:models"]["m"]["routing"] = "cache-aware"
-    f.write_text(yaml.safe_dump(doc))
+    f.write_text(dump_yaml(doc))
     assert config.load_file(f, stack="t").config.models["m"].routing == "cache-aware"

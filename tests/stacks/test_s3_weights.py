@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.weights_sync import SyncItem, access_policy, agent_egress_policy, tls_only_policy
 from stacks import config
 from stacks.compose.cold import s3_args
 from stacks.config.s3url import parse
+from stacks.yamlio import dump_yaml
 from tests.stacks.test_awaited_readiness import waits_for
 
 SHA = "c1899de289a04d12100db370d81485cdf75e47ca"
@@ -182,7 +182,7 @@ def rendered(tmp_path_factory):
         }
     }
     path: Path = root / "Pulumi.s3w.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(dump_yaml(doc))
     _, rec = run_program("s3w", path)
     return rec, {(o["kind"], o["metadata"]["name"]): o for _, o in k8s_objects(rec)}
 

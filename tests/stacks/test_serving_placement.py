@@ -2,11 +2,11 @@
 drain and the downloader image. Planner numbers are computed by hand in the comments."""
 
 import pytest
-import yaml
 
 from components.vllm import EXIT_MARGIN_S
 from stacks import catalog
 from stacks.capacity import planner
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 
 INST = catalog.instances()
@@ -63,7 +63,7 @@ def test_download_deadline_by_hand():
 
 def _servers(out):
     for f in sorted((out / "manifests").glob("deployment-*models-*.yaml")):
-        yield f.name, yaml.safe_load(f.read_text())["spec"]["template"]["spec"]
+        yield f.name, load_yaml(f.read_text())["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize("stack_file", STACK_FILES, ids=lambda p: p.name)
@@ -118,7 +118,7 @@ def test_servers_over_every_stack(stack_file, plan_of):
 def test_cache_jobs_use_the_small_pinned_downloader_and_their_own_account(stack_file, plan_of):
     intent, _, out = plan_of(stack_file)
     v = catalog.versions()
-    objs = [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    objs = [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
     jobs = [o for o in objs if o["kind"] == "Job"]
     sas = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs if o["kind"] == "ServiceAccount"}
     assert len(jobs) == len(intent.models)
@@ -132,7 +132,7 @@ def test_cache_jobs_use_the_small_pinned_downloader_and_their_own_account(stack_
 
 def test_every_image_we_render_records_its_user_writable_paths_and_sources():
     v = catalog.versions()
-    raw = yaml.safe_load((catalog.HERE / "versions.yaml").read_text())["images"]
+    raw = load_yaml((catalog.HERE / "versions.yaml").read_text())["images"]
     for name in ("vllm", "vllm-neuron", "hf-downloader"):
         pin = v.images[name]
         assert pin.user == 2000 and pin.writable_paths and raw[name]["sources"], name

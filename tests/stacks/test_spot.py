@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stacks import catalog
 from stacks.capacity import spot
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT, STACK_FILES
 
 SPOT_OK = ROOT / "tests" / "configs" / "spot.ok.yaml"
@@ -35,7 +35,7 @@ def test_every_family_has_a_spot_estimate():
 
 
 def manifests(out: Path) -> list[dict]:
-    return [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    return [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
 
 
 def capacity_types(out: Path) -> dict[str, list[str]]:
@@ -100,7 +100,7 @@ def interruption_problems(resources: list[dict], karpenter_values: dict) -> list
 
 
 def karpenter_values(out: Path) -> dict:
-    return yaml.safe_load((out / "helm" / "karpenter.yaml").read_text())["values"]
+    return load_yaml((out / "helm" / "karpenter.yaml").read_text())["values"]
 
 
 @pytest.mark.parametrize("stack_file", [*STACK_FILES, SPOT_OK], ids=lambda p: p.name)

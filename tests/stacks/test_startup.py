@@ -2,10 +2,10 @@
 parameter, and the deploy rule that the rendered startupProbe covers what runs in the container."""
 
 import pytest
-import yaml
 
 from stacks import catalog
 from stacks.capacity import startup
+from stacks.yamlio import load_yaml
 from tests.conftest import STACK_FILES
 
 M = catalog.models()
@@ -58,7 +58,7 @@ def test_unknown_family_takes_the_default_row():
 
 
 def test_every_catalog_row_is_sourced():
-    doc = yaml.safe_load(startup.CATALOG.read_text())
+    doc = load_yaml(startup.CATALOG.read_text())
     rows = [doc["nodeLaunch"]["default"], *doc["nodeLaunch"]["families"].values(), doc["imagePull"]]
     rows += [*doc["imagePull"]["images"].values(), *doc["weightSources"].values(), *doc["compile"].values()]
     assert all(r["source"].strip() for r in rows)
@@ -84,7 +84,7 @@ def test_plan_lines_show_phases_total_and_cover():
 
 
 def deployments(out) -> list[dict]:
-    docs = [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    docs = [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
     return [
         d
         for d in docs

@@ -12,9 +12,9 @@ runs team stacks, and the team roles are for day-to-day kubectl in their namespa
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from components.access import render_access_scope
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 
 TEAM_STACK = ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml"
@@ -77,7 +77,7 @@ def granted(need: tuple[str, str, str, str], policy: dict, scope: dict) -> bool:
 
 def team_manifests(plan_of) -> list[dict]:
     _, _, out = plan_of(TEAM_STACK)
-    return [yaml.safe_load(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
+    return [load_yaml(f.read_text()) for f in sorted((out / "manifests").glob("*.yaml"))]
 
 
 def test_the_team_stack_needs_what_its_own_role_is_not_granted(plan_of):

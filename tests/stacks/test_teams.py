@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components.litellm import render_gateway_pod, render_litellm_config
 from components.types import Route
@@ -16,6 +15,7 @@ from incluster.gateway_auth import custom_auth
 from stacks import catalog
 from stacks import plan as plancli
 from stacks.offline import runtime
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT
 
 ROUTE = Route("a", "a", "a.models.svc.cluster.local", 8000, 120, 4096)
@@ -132,9 +132,9 @@ def test_dev_has_the_hook_and_nothing_else_of_teams(plan_of):
     assert "llm-serving:access:GatewayCache" not in types_of(rec)
     assert not [t for t in types_of(rec) if t.startswith("aws:elasticache")]
     assert "serving-gateway-to-redis" not in by_name(rec, "kubernetes:networking.k8s.io/v1:NetworkPolicy")
-    cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
+    cm = load_yaml((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert cm["data"]["custom_auth.py"] == (ROOT / "incluster" / "gateway_auth" / "custom_auth.py").read_text()
-    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    cfg = load_yaml(cm["data"]["config.yaml"])
     assert cfg["general_settings"]["custom_auth"] == "custom_auth.user_api_key_auth"
     assert "coordination_redis" not in cfg["general_settings"]
     assert rec.outputs["teamKeySecrets"] == {} and "gatewayMasterKey" not in rec.outputs
@@ -162,8 +162,8 @@ def test_teams_stack_builds_keys_redis_and_the_wiring(plan_of):
     secret = by_name(rec, "kubernetes:core/v1:Secret")
     assert secret["gateway-secret"].inputs["stringData"]["redis-password"] == "[secret]"
     assert set(secret["gateway-keys"].inputs["stringData"]) == {"keys.json"}
-    cfg = yaml.safe_load(
-        yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())["data"]["config.yaml"]
+    cfg = load_yaml(
+        load_yaml((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())["data"]["config.yaml"]
     )
     assert cfg["general_settings"]["coordination_redis"]["host"] == "os.environ/REDIS_HOST"
     # One Secrets Manager secret per team that hands out keys (Open WebUI's key stays in the cluster).
@@ -270,12 +270,12 @@ def test_webui_secret_depends_on_its_own_key_not_the_master_key(plan_of):
 
 
 def test_team_stack_with_limits_warns_and_builds_no_redis(plan_of, tmp_path):
-    src = yaml.safe_load((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
+    src = load_yaml((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
     src["config"]["llm-serving:gateway"] = {
         "teams": {"web": {"allowedModels": ["qwen2-5-7b"], "keys": ["web-1"], "rpmLimit": 10}}
     }
     f = tmp_path / "Pulumi.team-limits.yaml"
-    f.write_text(yaml.safe_dump(src))
+    f.write_text(dump_yaml(src))
     intent, rec, _out = plan_of(f)
     assert any("no shared Redis" in w for w in intent.warnings)
     assert not [t for t in types_of(rec) if t.startswith("aws:")]
@@ -285,7 +285,7 @@ def test_team_stack_with_limits_warns_and_builds_no_redis(plan_of, tmp_path):
 def test_team_without_limits_builds_keys_but_no_redis(plan_of, tmp_path):
     f = tmp_path / "Pulumi.team-nolimits.yaml"
     f.write_text(
-        yaml.safe_dump(
+        dump_yaml(
             {
                 "config": {
                     "aws:region": "us-east-1",

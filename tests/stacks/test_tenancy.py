@@ -8,7 +8,6 @@ import hashlib
 import json
 
 import pytest
-import yaml
 
 from components.frontdoor import DoorLimits
 from components.team_keys import METRICS_KEY_ALIAS, NO_MODEL, KeyGrant, render_key_table
@@ -16,6 +15,7 @@ from incluster.gateway_auth import custom_auth
 from stacks import config
 from stacks import plan as plancli
 from stacks.plan import k8s_objects
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT, STACK_FILES
 from tests.support import relations as R
 
@@ -140,13 +140,13 @@ def key_material(outputs: dict, values: set[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def teams_with_access(tmp_path_factory):
-    src = yaml.safe_load(TEAMS.read_text())
+    src = load_yaml(TEAMS.read_text())
     src["config"]["llm-serving:cluster"].update(
         adminRoleArns=[ADMIN_ROLE],
         teamAccess={"search": {"principalArns": [SEARCH_ROLE]}, "research": {"principalArns": [RESEARCH_ROLE]}},
     )
     f = tmp_path_factory.mktemp("teams-access") / "Pulumi.teams-access.yaml"
-    f.write_text(yaml.safe_dump(src))
+    f.write_text(dump_yaml(src))
     return plancli.run_program("teams-access", f)
 
 
@@ -214,10 +214,10 @@ def test_team_secrets_use_the_platform_cmk_and_grants_name_the_secret(teams_with
 
 
 def test_team_stack_keys_stay_in_its_own_namespace(plan_of, tmp_path):
-    src = yaml.safe_load((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
+    src = load_yaml((ROOT / "stacks" / "examples" / "Pulumi.team-search.yaml").read_text())
     src["config"]["llm-serving:gateway"] = {"teams": {"web": {"allowedModels": ["qwen2-5-7b"], "keys": ["web-1"]}}}
     f = tmp_path / "Pulumi.team-keys.yaml"
-    f.write_text(yaml.safe_dump(src))
+    f.write_text(dump_yaml(src))
     _, rec, _ = plan_of(f)
     assert not [r for r in rec.resources if r.type.startswith("aws:")]
     assert rec.outputs["teamKeySecrets"] == {
@@ -256,13 +256,13 @@ def test_front_door_defaults_are_the_components():
 
 
 def test_front_door_limits_reach_nginx(tmp_path, plan_of):
-    src = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    src = load_yaml((ROOT / "Pulumi.dev.yaml").read_text())
     src["config"]["llm-serving:gateway"] = {
         **(src["config"].get("llm-serving:gateway") or {}),
         "frontDoor": {"maxBodyMiB": 2, "ratePerSecond": 7, "burst": 9, "maxConnections": 11},
     }
     f = tmp_path / "Pulumi.door.yaml"
-    f.write_text(yaml.safe_dump(src))
+    f.write_text(dump_yaml(src))
     _, rec, _ = plan_of(f)
     conf = next(
         o["data"]["nginx.conf"]
@@ -306,10 +306,10 @@ def test_webui_signup_closed_unless_allowed(plan_of, tmp_path):
     env = webui_env(rec)
     assert env["ENABLE_SIGNUP"] == "false" and env["DEFAULT_USER_ROLE"] == "pending"
     assert env["WEBUI_AUTH"] == "true" and env["ENABLE_PERSISTENT_CONFIG"] == "false"
-    src = yaml.safe_load(SEED000.read_text())
+    src = load_yaml(SEED000.read_text())
     src["config"]["llm-serving:ui"] = {**src["config"]["llm-serving:ui"], "allowSignup": True}
     f = tmp_path / "Pulumi.webui-signup.yaml"
-    f.write_text(yaml.safe_dump(src))
+    f.write_text(dump_yaml(src))
     _, rec, _ = plan_of(f)
     assert webui_env(rec)["ENABLE_SIGNUP"] == "true"  # the switch reaches the pod (the check can fail)
 

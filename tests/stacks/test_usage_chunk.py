@@ -7,11 +7,10 @@ import asyncio
 import importlib.util
 from types import SimpleNamespace as NS
 
-import yaml
-
 from components.litellm import render_litellm_config
 from components.types import Route
 from incluster.gateway_usage import usage_chunk as uc
+from stacks.yamlio import load_yaml
 from tests.conftest import ROOT
 
 USAGE = NS(prompt_tokens=7, completion_tokens=4, total_tokens=11)
@@ -83,6 +82,6 @@ def test_the_gateway_config_registers_the_callback_by_module_and_instance():
 
 def test_the_plan_ships_the_callback_beside_the_config(plan_of):
     _intent, _rec, out = plan_of(ROOT / "Pulumi.dev.yaml")
-    cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
+    cm = load_yaml((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
     assert cm["data"]["usage_chunk.py"] == (ROOT / "incluster" / "gateway_usage" / "usage_chunk.py").read_text()
-    assert "usage_chunk.usage_chunk" in yaml.safe_load(cm["data"]["config.yaml"])["litellm_settings"]["callbacks"]
+    assert "usage_chunk.usage_chunk" in load_yaml(cm["data"]["config.yaml"])["litellm_settings"]["callbacks"]

@@ -4,6 +4,7 @@ and the policy tables kept honest against the pinned option tables."""
 import pytest
 
 from stacks.config import vllm_flags as vf
+from stacks.yamlio import load_yaml
 
 
 def flags(args, kind="nvidia"):
@@ -115,9 +116,8 @@ def test_chunked_prefill_state_follows_the_last_spelling():
 @pytest.mark.parametrize("kind,image", [("nvidia", "vllm"), ("neuron", "vllm-neuron")])
 def test_option_tables_are_the_pinned_images_releases(kind, image):
     """Bumping an image without re-dumping its option table (tests/e2e/dump_vllm_flags.py) fails here."""
-    import yaml
 
-    rows = yaml.safe_load((vf.TABLE_FILE.parent / "versions.yaml").read_text())["images"]
+    rows = load_yaml((vf.TABLE_FILE.parent / "versions.yaml").read_text())["images"]
     assert vf.table_version(kind) == rows[image]["vllmVersion"]
 
 

@@ -4,10 +4,9 @@ import json
 import subprocess
 import sys
 
-import yaml
-
 from stacks.offline import runtime
 from stacks.plan import run_program
+from stacks.yamlio import dump_yaml, load_yaml
 from tests.conftest import ROOT, STACK_FILES
 
 EXAMPLES = ROOT / "stacks" / "examples"
@@ -42,7 +41,7 @@ def test_a_gateway_route_per_model_and_nothing_else(plan_of):
     for f in STACK_FILES:
         intent, _rec, out = plan_of(f)
         [cm_file] = (out / "manifests").glob("configmap-*-litellm-config.yaml")
-        cfg = yaml.safe_load(yaml.safe_load(cm_file.read_text())["data"]["config.yaml"])
+        cfg = load_yaml(load_yaml(cm_file.read_text())["data"]["config.yaml"])
         served = sorted(m.served_name for m in intent.models.values())
         assert sorted(e["model_name"] for e in cfg["model_list"]) == served
         models_ns = f"{intent.config.team.name}-models" if intent.config.team else "models"
@@ -54,18 +53,18 @@ def test_a_gateway_route_per_model_and_nothing_else(plan_of):
             assert (out / "manifests" / f"service-{models_ns}-{name}.yaml").exists()
         # each model's server answers to exactly that model's served name (a swap would fail)
         for name, m in intent.models.items():
-            d = yaml.safe_load((out / "manifests" / f"deployment-{models_ns}-{name}.yaml").read_text())
+            d = load_yaml((out / "manifests" / f"deployment-{models_ns}-{name}.yaml").read_text())
             args = d["spec"]["template"]["spec"]["containers"][0]["args"]
             assert args[args.index("--served-model-name") + 1] == m.served_name
 
 
 def test_platform_unchanged_when_a_model_is_added(tmp_path):
-    base = yaml.safe_load(SEED002.read_text())
+    base = load_yaml(SEED002.read_text())
     more = json.loads(json.dumps(base))
     more["config"]["llm-serving:models"]["qwen3-8b"] = {"preset": "qwen3-8b", "instanceType": "g5.12xlarge"}
     a, b = tmp_path / "Pulumi.a.yaml", tmp_path / "Pulumi.b.yaml"
-    a.write_text(yaml.safe_dump(base))
-    b.write_text(yaml.safe_dump(more))
+    a.write_text(dump_yaml(base))
+    b.write_text(dump_yaml(more))
     # The stack's alert rules and dashboards (under Observability) follow its models by design.
     serving_types = ("llm-serving:serving:", "llm-serving:access:", "llm-serving:platform:Observability")
 
@@ -302,10 +301,10 @@ def test_mocks_give_an_address_only_to_load_balancers():
 
 def test_neuron_servers_use_the_platform_scheduler_and_webui_is_wired(plan_of):
     _, _rec, out = plan_of(SEED000)
-    ui = yaml.safe_load((out / "manifests" / "deployment-gateway-open-webui.yaml").read_text())
+    ui = load_yaml((out / "manifests" / "deployment-gateway-open-webui.yaml").read_text())
     env = {e["name"]: e for e in ui["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["OPENAI_API_BASE_URL"]["value"] == "http://litellm.gateway.svc.cluster.local:4000/v1"
-    helm = yaml.safe_load((out / "helm" / "neuron.yaml").read_text())
+    helm = load_yaml((out / "helm" / "neuron.yaml").read_text())
     from components.drivers import NEURON_SCHEDULER_NAME
 
     assert helm["values"]["scheduler"]["customScheduler"]["fullnameOverride"] == NEURON_SCHEDULER_NAME
@@ -326,9 +325,9 @@ def test_gateway_database_is_private_encrypted_protected(plan_of):
             "description": "Postgres from EKS nodes (LiteLLM)",
         }
     ]
-    cm = yaml.safe_load((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
-    assert yaml.safe_load(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
-    secret = yaml.safe_load((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
+    cm = load_yaml((out / "manifests" / "configmap-gateway-litellm-config.yaml").read_text())
+    assert load_yaml(cm["data"]["config.yaml"])["general_settings"]["database_url"] == "os.environ/DATABASE_URL"
+    secret = load_yaml((out / "manifests" / "secret-gateway-litellm.yaml").read_text())
     assert secret["stringData"]["database-url"] == "[secret]"
 
 
@@ -357,13 +356,13 @@ def test_team_stack_attaches_and_creates_only_its_namespaced_objects(plan_of):
     assert not any(t.startswith(("aws:", "eks:")) for t in types), types
     assert not any(t.endswith((":NodePool", ":EC2NodeClass")) or "helm" in t for t in types)
     for f in (out / "manifests").glob("*.yaml"):
-        obj = yaml.safe_load(f.read_text())
+        obj = load_yaml(f.read_text())
         ns = obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
         assert ns in ("search-models", "search-gateway"), f.name
-    quota = yaml.safe_load((out / "manifests" / "resourcequota-search-models-accelerators.yaml").read_text())
+    quota = load_yaml((out / "manifests" / "resourcequota-search-models-accelerators.yaml").read_text())
     assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "4"
-    cm = yaml.safe_load((out / "manifests" / "configmap-search-gateway-litellm-config.yaml").read_text())
-    route = yaml.safe_load(cm["data"]["config.yaml"])["model_list"][0]["litellm_params"]
+    cm = load_yaml((out / "manifests" / "configmap-search-gateway-litellm-config.yaml").read_text())
+    route = load_yaml(cm["data"]["config.yaml"])["model_list"][0]["litellm_params"]
     assert route["api_base"] == "http://qwen2-5-7b.search-models.svc.cluster.local:8000/v1"
 
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import yaml
+from stacks.yamlio import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".e2e" / "checkov" / "bin" / "checkov"
@@ -55,15 +55,15 @@ def _copy_manifests(out: Path, d: Path) -> None:
 def _regress_dev(d: Path) -> None:
     """dev with a writable root on the vLLM server and the gateway's CKV_K8S_35 annotation lost."""
     vllm = d / "deployment-models-qwen3-0-6b.yaml"
-    doc = yaml.safe_load(vllm.read_text())
+    doc = load_yaml(vllm.read_text())
     doc["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
-    vllm.write_text(yaml.safe_dump(doc))
+    vllm.write_text(dump_yaml(doc))
     gw = d / "deployment-gateway-litellm.yaml"
-    doc = yaml.safe_load(gw.read_text())
+    doc = load_yaml(gw.read_text())
     doc["metadata"]["annotations"] = {
         k: v for k, v in doc["metadata"]["annotations"].items() if not v.startswith("CKV_K8S_35=")
     }
-    gw.write_text(yaml.safe_dump(doc))
+    gw.write_text(dump_yaml(doc))
 
 
 def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path], extra: dict | None = None) -> dict:
@@ -75,7 +75,7 @@ def scan_folders(checkov: Path, root: Path, plan_of, stack_files: list[Path], ex
     for folder, objects in (extra or {}).items():
         (root / folder).mkdir()
         for i, obj in enumerate(objects):
-            (root / folder / f"{i}.yaml").write_text(yaml.safe_dump(obj))
+            (root / folder / f"{i}.yaml").write_text(dump_yaml(obj))
     (root / "bad-pod").mkdir()
     (root / "bad-pod" / "bad.yaml").write_text(BAD_POD)
     _copy_manifests(plan_of(ROOT / "Pulumi.dev.yaml")[2], root / "dev-regressed")

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from components.types import ImagePin
+from stacks.yamlio import load_yaml
 
 HERE = Path(__file__).resolve().parent
 OVERHEAD_FILE = HERE / "node_overhead.yaml"
@@ -271,7 +271,7 @@ class Node:
 
 @functools.cache
 def overhead() -> dict:
-    return yaml.safe_load(OVERHEAD_FILE.read_text())
+    return load_yaml(OVERHEAD_FILE.read_text())
 
 
 def allocatable(node: Node) -> tuple[int, float]:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from stacks.yamlio import dump_yaml, load_all_yaml, load_yaml
 from tests.support import shared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def chart_dir(chart: str, version: str) -> Path:
             f"no chart source for {chart} {version} in {charts} (have: {', '.join(have)}) — "
             f"the pin in stacks/catalog/versions.yaml and ../shared/charts disagree"
         )
-    got = yaml.safe_load((d / "Chart.yaml").read_text())
+    got = load_yaml((d / "Chart.yaml").read_text())
     if (got.get("name"), str(got.get("version"))) != (chart, version):
         pytest.fail(f"{d}/Chart.yaml says {got.get('name')} {got.get('version')}, expected {chart} {version}")
     return d
@@ -93,7 +93,7 @@ def chart_dir(chart: str, version: str) -> Path:
 @functools.cache
 def _render(chart: str, namespace: str, values_json: str, kube_version: str, release: str) -> tuple[dict, ...]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        yaml.safe_dump(json.loads(values_json), f)
+        dump_yaml(json.loads(values_json), f)
         f.flush()
         cmd = [
             str(helm()),
@@ -111,9 +111,7 @@ def _render(chart: str, namespace: str, values_json: str, kube_version: str, rel
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         pytest.fail(f"helm template {release} {chart} failed:\n{p.stderr}")
-    # libyaml's safe loader: the same documents as yaml.safe_load_all, parsed 7x faster (a chart's CRDs
-    # run to megabytes)
-    return tuple(d for d in yaml.load_all(p.stdout, Loader=yaml.CSafeLoader) if d)
+    return tuple(d for d in load_all_yaml(p.stdout) if d)
 
 
 def render(release: str, chart: Path, namespace: str, values: dict, kube_version: str) -> list[dict]:
@@ -125,7 +123,7 @@ def render(release: str, chart: Path, namespace: str, values: dict, kube_version
 
 
 def _chart_meta(d: Path) -> dict:
-    return yaml.safe_load((d / "Chart.yaml").read_text()) or {}
+    return load_yaml((d / "Chart.yaml").read_text()) or {}
 
 
 def _subcharts(d: Path) -> dict[str, Path]:
@@ -151,7 +149,7 @@ def _referenced(d: Path, path: list[str]) -> bool:
 
 def unknown_keys(values: dict, chart: Path) -> list[str]:
     """Dotted paths of our values keys the chart (or its subcharts) does not have."""
-    return _walk(values, yaml.safe_load((chart / "values.yaml").read_text()) or {}, chart, [], [])
+    return _walk(values, load_yaml((chart / "values.yaml").read_text()) or {}, chart, [], [])
 
 
 def _walk(ours: Any, theirs: Any, chart: Path, path: list[str], full: list[str]) -> list[str]:
@@ -163,7 +161,7 @@ def _walk(ours: Any, theirs: Any, chart: Path, path: list[str], full: list[str])
             continue
         if k in subs:
             sub = subs[k]
-            defaults = yaml.safe_load((sub / "values.yaml").read_text()) or {}
+            defaults = load_yaml((sub / "values.yaml").read_text()) or {}
             if isinstance(v, dict):
                 out += _walk(v, _merge(defaults, (theirs or {}).get(k) or {}), sub, [], here)
             continue

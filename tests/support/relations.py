@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from stacks.yamlio import load_yaml
+
 POD_OWNERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 # Taint effects that keep a pod off a node (PreferNoSchedule is a preference, not a rule).
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
@@ -79,7 +81,7 @@ class Rendered:
 
 
 def _yaml(f: Path):
-    return yaml.load(f.read_text(), Loader=yaml.CSafeLoader)  # libyaml: the plan's files are many
+    return load_yaml(f.read_text())  # libyaml: the plan's files are many
 
 
 def load(out: Path, name: str = "") -> Rendered:
@@ -965,7 +967,7 @@ def litellm_configs(r: Rendered) -> list[tuple[dict, str, dict]]:
     for cm in r.kind("ConfigMap"):
         for key, text in (cm.get("data") or {}).items():
             try:
-                doc = yaml.safe_load(text)
+                doc = load_yaml(text)
             except yaml.YAMLError:
                 continue
             if isinstance(doc, dict) and "model_list" in doc:
