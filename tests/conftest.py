@@ -19,6 +19,7 @@ the repository, not the program. A test module missing from TIER_OF stops collec
 """
 
 import fcntl
+import gc
 import functools
 import os
 import pickle
@@ -119,6 +120,14 @@ def tier_of(module: str) -> str | None:
         return TIER_OF[module]
     folder = module.rsplit("/", 1)[0] + "/"
     return TIER_OF.get(folder) if "/" in module else None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is imported by now (the SDKs' modules and classes: most of a worker's objects) lives until
+    the end. Frozen, it is left out of every later full collection, which otherwise walks all of it
+    again (measured: 17 s of the unit suite's 116 s of CPU, 2026-12-07)."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection reads the markers
