@@ -10,6 +10,7 @@ for most fields, and a second hand-written copy would drift: the comments are th
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import io
@@ -50,11 +51,31 @@ class Row:
     about: str
 
 
+@functools.cache
+def _module_classes(filename: str) -> dict[str, str]:
+    """Name -> source of each class defined at a module's top level: one parse per module, where
+    `inspect.getsource` parses the whole module again for every class."""
+    with tokenize.open(filename) as f:
+        source = f.read()
+    lines = source.splitlines(keepends=True)
+    tree = ast.parse(source)
+    return {n.name: "".join(lines[n.lineno - 1 : n.end_lineno]) for n in tree.body if isinstance(n, ast.ClassDef)}
+
+
+def _source(cls: type) -> str | None:
+    try:
+        filename = inspect.getsourcefile(cls)
+        if filename and cls.__qualname__ in (top := _module_classes(filename)):
+            return top[cls.__qualname__]
+        return textwrap.dedent(inspect.getsource(cls))  # a class nested in a function or another class
+    except (OSError, TypeError):
+        return None
+
+
 def _comments(cls: type) -> dict[str, str]:
     """Field name -> the comment block right above its line in `cls`'s body, plus a trailing comment."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
+    source = _source(cls)
+    if source is None:
         return {}
     by_line: dict[int, str] = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
