@@ -19,8 +19,9 @@ the repository, not the program. A test module missing from TIER_OF stops collec
 """
 
 import fcntl
-import gc
 import functools
+import gc
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -199,6 +200,28 @@ def _shared_root(tmp_path_factory) -> Path:
 def shared_root(tmp_path_factory) -> Path:
     """A directory this run's workers share (and no other run): `once` keeps its results here."""
     return _shared_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plans_run_once(shared_root):
+    """An in-process plan (`stacks.plan.run_program`, which the CLI's `main` calls too) of a stack name
+    and file content already planned in this run is the earlier result: seven tests run the plan CLI
+    on dev alone. Only results are kept; a refused config is refused again each time. A test that
+    changes the runtime first calls the real one: `plancli.run_program.__wrapped__`."""
+    real = plancli.run_program
+
+    @functools.wraps(real)
+    def run_program(stack: str, stack_file: Path, timeout: float = 60.0):
+        try:
+            content = Path(stack_file).read_bytes()
+        except OSError:  # no file there: the real one says so
+            return real(stack, stack_file, timeout)
+        key = hashlib.sha256(stack.encode() + b"\0" + content).hexdigest()[:20]
+        return once(shared_root, f"run-{key}", lambda: real(stack, stack_file, timeout))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plancli, "run_program", run_program)
+        yield
 
 
 @pytest.fixture(scope="session")
