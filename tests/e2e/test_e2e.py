@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -19,6 +20,7 @@ NEURON_PARSER_PY = E2E / "vllm-neuron-parser" / "bin" / "python"
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
+REDUMP = "tests/e2e/vllm_parser.py --table"
 # Metric names the stack relies on (autoscaling trigger, dashboards/alerts in docs).
 VLLM_METRICS = [
     "vllm:num_requests_running",
@@ -34,17 +36,47 @@ VLLM_METRICS = [
 ]
 
 
+class Parser:
+    """One `tests/e2e/vllm_parser.py` process per interpreter for the whole module (importing vLLM
+    costs ~8 s of CPU); `ask` sends one request and reads its answer."""
+
+    running: ClassVar[dict[Path, subprocess.Popen]] = {}
+
+    @classmethod
+    def ask(cls, python: Path, request: dict):
+        p = cls.running.get(python)
+        if p is None:
+            p = cls.running[python] = subprocess.Popen(
+                [str(python), str(HERE / "vllm_parser.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+            )
+        assert p.stdin and p.stdout
+        p.stdin.write(json.dumps(request) + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        assert line, f"{python} vllm_parser.py exited {p.wait(timeout=60)}; run it by hand to see why"
+        return json.loads(line)
+
+    @classmethod
+    def close(cls) -> None:
+        for p in cls.running.values():
+            p.kill()
+            p.wait(timeout=60)
+        cls.running.clear()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _parsers():
+    yield
+    Parser.close()
+
+
 def parse_with_real_vllm(lists: dict[str, list[str]], python=VLLM_PY) -> dict:
-    r = subprocess.run(
-        [str(python), str(HERE / "check_vllm_args.py")],
-        input=json.dumps(lists),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return Parser.ask(python, {"op": "check", "lists": lists})
 
 
 # Every committed stack file and example, and every config fixture that validates.
@@ -198,17 +230,9 @@ def test_committed_option_tables_are_the_real_parsers(e2e_ready):
 
     assert NEURON_PARSER_PY.exists(), "run scripts/setup-e2e.sh"
     for kind, py in (("nvidia", VLLM_PY), ("neuron", NEURON_PARSER_PY)):
-        r = subprocess.run(
-            [str(py), str(HERE / "dump_vllm_flags.py")],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
-        )
-        assert r.returncode == 0, r.stderr[-2000:]
-        real = json.loads(r.stdout)
+        real = Parser.ask(py, {"op": "table"})
         assert real["vllm"] == vllm_flags.table_version(kind)
-        assert real["options"] == vllm_flags.table(kind), f"re-dump the {kind} table (tests/e2e/dump_vllm_flags.py)"
+        assert real["options"] == vllm_flags.table(kind), f"re-dump the {kind} table ({REDUMP})"
 
 
 def test_spellings_the_offline_check_refuses_really_turn_the_flag_on(e2e_ready):
@@ -229,17 +253,8 @@ def test_spellings_the_offline_check_refuses_really_turn_the_flag_on(e2e_ready):
         "attached-short": (["m", "-qfp8"], "quantization", "fp8"),
         "control": (["m"], "trust_remote_code", False),  # negative control: default off
     }
-    req = {"attrs": sorted({c[1] for c in cases.values()}), "lists": {k: v[0] for k, v in cases.items()}}
-    r = subprocess.run(
-        [str(VLLM_PY), str(HERE / "vllm_namespace.py")],
-        input=json.dumps(req),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    attrs = sorted({c[1] for c in cases.values()})
+    got = Parser.ask(VLLM_PY, {"op": "attrs", "attrs": attrs, "lists": {k: v[0] for k, v in cases.items()}})
     for name, (args, attr, want) in cases.items():
         assert got[name][attr] == want, (name, got[name])
         refused = vllm_flags.check(args[1:], "nvidia")[1]

@@ -115,7 +115,7 @@ def test_chunked_prefill_state_follows_the_last_spelling():
 
 @pytest.mark.parametrize("kind,image", [("nvidia", "vllm"), ("neuron", "vllm-neuron")])
 def test_option_tables_are_the_pinned_images_releases(kind, image):
-    """Bumping an image without re-dumping its option table (tests/e2e/dump_vllm_flags.py) fails here."""
+    """Bumping an image without re-dumping its option table (tests/e2e/vllm_parser.py --table) fails here."""
 
     rows = load_yaml((vf.TABLE_FILE.parent / "versions.yaml").read_text())["images"]
     assert vf.table_version(kind) == rows[image]["vllmVersion"]
