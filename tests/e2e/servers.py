@@ -63,6 +63,9 @@ SUBSTITUTIONS = {
 }
 
 
+ADDRESS_IN_USE = b"address already in use"  # EADDRINUSE as asyncio (uvicorn) and Python print it, lowercased
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,11 +158,30 @@ def substitute_vllm_args(args: list[str], model_dir: Path, port: int) -> list[st
 
 
 class Server:
+    """A server process, ready when `health` answers 200. `port` is read after `start()`: a port taken
+    between `free_port()` and the server's bind (another process may get the same free port; LiteLLM binds
+    seconds after it starts) is replaced by a new one, up to PORT_TRIES times, if the argv has `--port`."""
+
+    PORT_TRIES = 3
+
     def __init__(self, argv: list[str], env: dict, log: Path, health: str, timeout: float):
         self.argv, self.env, self.log, self.health, self.timeout = argv, env, log, health, timeout
         self.proc: subprocess.Popen | None = None
+        if "--port" in argv:
+            self.port = int(argv[argv.index("--port") + 1])
 
     def start(self) -> Server:
+        for _ in range(self.PORT_TRIES - 1):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start()
+            except RuntimeError:
+                if "--port" not in self.argv or ADDRESS_IN_USE not in self.log.read_bytes()[logged:].lower():
+                    raise
+            self._move_to(free_port())
+        return self._start()
+
+    def _start(self) -> Server:
         # The child holds its own copy of the log descriptor; the parent's closes once it is started.
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
@@ -172,6 +194,12 @@ class Server:
             )
         wait_http(self.health, self.proc, self.log, self.timeout)
         return self
+
+    def _move_to(self, port: int) -> None:
+        old = self.argv[self.argv.index("--port") + 1]
+        self.argv[self.argv.index("--port") + 1] = str(port)
+        self.health = self.health.replace(f":{old}/", f":{port}/", 1)
+        self.port = port
 
     def stop(self) -> None:
         if self.proc is not None:
