@@ -24,9 +24,11 @@ STREAM_TOKENS = 240  # the tiny model serves 256 positions
 
 
 def stream(client, model: str, first: threading.Event, out: list, n: int = 1) -> None:
-    """One streamed completion of `n` choices; "finish" is "length" once every choice ended so."""
+    """One streamed completion of `n` choices; "finish" is "length" once every choice ended so. Per choice:
+    "partial" counts those that had text and then no end (cut part way), "never" those without a chunk."""
     got: dict = {"chunks": 0, "finish": None, "error": None, "end": None}
     ends: dict[int, str] = {}
+    texted: set[int] = set()
     try:
         s = client.completions.create(
             model=model, prompt="hello", max_tokens=STREAM_TOKENS, n=n, stream=True, extra_body={"ignore_eos": True}
@@ -35,9 +37,12 @@ def stream(client, model: str, first: threading.Event, out: list, n: int = 1) ->
             got["chunks"] += 1
             first.set()
             ends.update({c.index: c.finish_reason for c in chunk.choices if c.finish_reason})
+            texted.update(c.index for c in chunk.choices if c.text)
     except Exception as e:  # what the client raises is the finding
         got["error"] = type(e).__name__
     got["finish"] = "length" if list(ends.values()) == ["length"] * n else (sorted(set(ends.values())) or None)
+    got["partial"] = len(texted - ends.keys())
+    got["never"] = n - len(texted | ends.keys())
     got["end"] = time.monotonic()
     first.set()
     out.append(got)
