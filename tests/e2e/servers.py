@@ -59,7 +59,7 @@ SUBSTITUTIONS = {
     "vLLM's process layout": f"{INPROC_ENV}: the CPU build otherwise runs the model in a third process (its "
     "'mp' executor; a GPU server with one device runs the model inside its engine core, as here), so each "
     "start imports vLLM once less (25 -> 17 s of CPU for an eager start, measured 2026-12-07). The engine "
-    "core stays a process of its own, as in the pod",
+    "core stays a process of its own, as in the pod. The benchmarks' engines (vllm_env) run so too",
 }
 
 
