@@ -24,12 +24,26 @@ PACED_TOKEN_S = 0.022
 PACED_SLOTS = 8  # more than the tests run at once: an abandoned answer keeps its slot until its end
 
 
+SHORT = f"{MODEL}-1s"  # a route beside the rendered ones, with 1 s timeouts (the route-timeout test)
+
+
+def with_short_route(rendered):
+    """The rendered gateway config plus SHORT: the same upstream model with `timeout` and `stream_timeout`
+    of 1 s, so the route-timeout test needs no gateway of its own."""
+    paced = copy.deepcopy(rendered)
+    route = copy.deepcopy(next(m for m in rendered.litellm_config["model_list"] if m["model_name"] == MODEL))
+    route["model_name"] = SHORT
+    route["litellm_params"].update(timeout=1, stream_timeout=1)
+    paced.litellm_config["model_list"].append(route)
+    return paced
+
+
 @pytest.fixture(scope="module")
 def paced_gateway(rendered, e2e_ready, tmp_path_factory):
-    """(paced upstream, gateway in front of it)."""
+    """(paced upstream, gateway in front of it: the rendered config and SHORT)."""
     clients_ready()
     upstream = start_paced(PACED_TOKEN_S, PACED_SLOTS, MODEL)
-    gw = gateway_for(rendered, upstream.server_address[1], tmp_path_factory.mktemp("paced"))
+    gw = gateway_for(with_short_route(rendered), upstream.server_address[1], tmp_path_factory.mktemp("paced"))
     try:
         gw.start()
         warm_up(gw.port)
@@ -124,25 +138,28 @@ def test_a_stream_outlives_the_idle_timeout_a_silent_answer_does_not(paced_gatew
     and the test passes only on one where the stream completed through the limit and the silent answer
     was cut (a silent answer that completed faster than the limit is also tried again)."""
     _, gw = paced_gateway
+    # The unstreamed answer is silent until complete: LONG_TOKENS paced tokens (tests/e2e/paced.py).
+    idle = IDLE_SHARE * LONG_TOKENS * PACED_TOKEN_S
     attempts: list[dict] = []
     for _ in range(IDLE_ATTEMPTS):
-        direct = run_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")["long_chat"]
-        assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct  # control: without the proxy it completes
-        idle = IDLE_SHARE * direct["result"]["seconds"]
         proxy = IdleProxy(gw.port, idle)
-        # Both through the proxy at once, a client process each: the engine shares its steps between
-        # them, so the silent answer is silent longer than in the control run, and no less cut.
+        # Both through the proxy, and the control straight to the gateway, at once: a client process each.
         procs = {case: start_cases(client, [case], f"http://127.0.0.1:{proxy.port}/v1") for case in LONG_PAIR}
+        procs["control"] = start_cases(client, ["long_chat"], f"http://127.0.0.1:{gw.port}/v1")
         try:
-            got = {case: collect(proc, [case])[case] for case, proc in procs.items()}
+            got = {case: collect(proc, [case])[case] for case, proc in procs.items() if case != "control"}
+            direct = collect(procs["control"], ["long_chat"])["long_chat"]
         finally:
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
             proxy.close()
+        # Control: without the proxy the same silent answer completes, and takes longer than the limit.
+        assert direct["result"]["completion_tokens"] == LONG_TOKENS, direct
+        assert direct["result"]["seconds"] > idle, (idle, direct)
         attempts.append({"idle": idle, "cuts": proxy.cut, **got})
-        # Tried again: a stream cut part-way, or a silent answer that (the machine less busy than in
-        # its control run) completed within the limit. A silent answer that completed past it is not.
+        # Tried again: a stream cut part-way, or a silent answer that completed within the limit (the
+        # pacing makes that impossible; the check keeps the proof honest if it changes).
         fast = got["long_chat"].get("result", {}).get("seconds", idle) < idle
         if "result" in got["long_stream"] and not fast:
             break
@@ -192,22 +209,14 @@ def test_a_stream_cut_part_way_is_an_error_not_a_short_answer(paced_gateway, cli
 ROUTE_TOKENS = 200  # 4.4 s of paced stream: longer than the route's 1 s timeouts, in chunks 22 ms apart
 
 
-def test_route_timeout_bounds_a_silent_answer_not_a_stream(paced_gateway, rendered, tmp_path):
+def test_route_timeout_bounds_a_silent_answer_not_a_stream(paced_gateway):
     """LiteLLM's per-route `timeout` ends a non-streamed call that takes longer (the client gets a
     timeout error); `stream_timeout` bounds the wait for each chunk, so a stream longer than it
     completes. So requestTimeoutSeconds limits the silent time, the same thing the front door's read
-    timeout and TCP keepalive must cover (components/frontdoor.py)."""
-    upstream, _ = paced_gateway
-    short = copy.deepcopy(rendered)
-    for m in short.litellm_config["model_list"]:
-        m["litellm_params"].update(timeout=1, stream_timeout=1)
-    gw = gateway_for(short, upstream.server_address[1], tmp_path)
-    gw.start()
-    try:
-        url = f"http://127.0.0.1:{gw.port}/v1"
-        got = run_cases("python", ["long_stream", "long_chat"], url, LONG_TOKENS=str(ROUTE_TOKENS))
-    finally:
-        gw.stop()
+    timeout and TCP keepalive must cover (components/frontdoor.py). On the route SHORT (1 s each)."""
+    _, gw = paced_gateway
+    url = f"http://127.0.0.1:{gw.port}/v1"
+    got = run_cases("python", ["long_stream", "long_chat"], url, LONG_TOKENS=str(ROUTE_TOKENS), MODEL=SHORT)
     stream, chat = got["long_stream"], got["long_chat"]
     assert stream["result"]["completion_tokens"] == ROUTE_TOKENS and stream["result"]["seconds"] > 2, stream
     # 408 has no class of its own in the client (APIStatusError); the clients retry it by default.
