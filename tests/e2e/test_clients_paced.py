@@ -100,11 +100,14 @@ class IdleProxy:
                 self.cut += 1
                 break
             for key, _ in events:
-                data = key.fileobj.recv(65536)
+                try:
+                    data = key.fileobj.recv(65536)
+                    peer[key.fileobj].sendall(data)
+                except OSError:  # a side reset its end (e.g. a client process killed after an attempt)
+                    data = b""
                 if not data:
                     open_ = False
                     break
-                peer[key.fileobj].sendall(data)
                 last = time.monotonic()
                 sent_down += len(data) if key.fileobj is up else 0
                 if self.reset_after is not None and sent_down >= self.reset_after:
