@@ -174,16 +174,12 @@ def once(root: Path, name: str, compute):
 
 
 def planned(stack_file: Path, tmp_root: Path):
-    """Run the plan for a stack file once per test session; (intent, recording, out dir)."""
+    """(intent, recording, out dir) of a stack file: planned once per run (`plans_run_once`), its files
+    written once per run under `tmp_root`."""
     stack = stack_file.name.removeprefix("Pulumi.").removesuffix(".yaml")
     out = tmp_root / stack
-
-    def plan():
-        intent, rec = plancli.run_program(stack, stack_file)
-        plancli.write_outputs(out, intent, rec)
-        return intent, rec
-
-    intent, rec = once(tmp_root, f"plan-{stack}", plan)
+    intent, rec = plancli.run_program(stack, stack_file)
+    once(tmp_root, f"outputs-{stack}", lambda: plancli.write_outputs(out, intent, rec))
     return intent, rec, out
 
 
